@@ -1,0 +1,194 @@
+//! The per-request decision: route -> bearer token -> cache or issuer keys -> verified claims
+//! -> route requirement -> allow with identity, deny, or wait for keys.
+//!
+//! Host-free: the adapter hands in the request facts, the worker's keys, a cache and `now`,
+//! and carries out the [`Decision`]. The issuer is chosen from the unverified `iss` only to pick
+//! whose keys to use; a token is never tried against another issuer's keys.
+
+use crate::cache::{self, TokenCache, Verified};
+use crate::config::FilterConfig;
+use crate::extract::{self, Bearer};
+use crate::identity;
+use crate::jwks::KeysFor;
+use crate::jwks::KeyRing;
+use crate::jwt::{self, Expectations, JwtError};
+use crate::outcome::Denial;
+use crate::policy::{self, Policy, RequestFacts};
+
+/// What the adapter must do with the request.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    /// Forward. `headers` are the identity headers to add (none for anonymous routes).
+    Allow {
+        issuer: Option<usize>,
+        headers: Vec<(String, String)>,
+        cache_hit: bool,
+    },
+    Deny {
+        denial: Denial,
+        /// The issuer the token named, when Tollgate got that far (for per-issuer counters).
+        issuer: Option<usize>,
+    },
+    /// Pause the request until the issuer's keys are fetched (`unknown_kid`: the token names a
+    /// key the held set lacks, so an early refetch is wanted), then decide again.
+    WaitForKeys { issuer: usize, unknown_kid: bool },
+}
+
+/// Whether the request may still be paused for keys. A request that already waited once is
+/// decided with what is there (no keys -> 503, unknown key -> 401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MayWait {
+    Yes,
+    No,
+}
+
+/// Decides one request. `now_ms` is the host clock, read once by the adapter.
+pub fn authenticate(
+    cfg: &FilterConfig,
+    req: &RequestFacts<'_>,
+    authorization: &[&str],
+    ring: &KeyRing,
+    cache: &mut dyn TokenCache,
+    now_ms: u64,
+    may_wait: MayWait,
+) -> Decision {
+    let deny = |denial, issuer| Decision::Deny { denial, issuer };
+    let requirement = match policy::select(&cfg.routes, cfg.default_policy.as_ref(), req) {
+        None => return deny(Denial::NoRoute, None),
+        Some(Policy::Anonymous) => {
+            return Decision::Allow {
+                issuer: None,
+                headers: Vec::new(),
+                cache_hit: false,
+            }
+        }
+        Some(Policy::Require(r)) => r,
+    };
+    let token = match extract::bearer(authorization) {
+        Bearer::Missing => return deny(Denial::MissingToken, None),
+        Bearer::Malformed(why) => return deny(Denial::InvalidRequest(why), None),
+        Bearer::Token(t) => t,
+    };
+
+    let key = cache::key_for(&cfg.fingerprint, token);
+    let cached = if cfg.cache_slots > 0 {
+        cache.get(&key, now_ms)
+    } else {
+        None
+    };
+    let (verified, cache_hit) = match cached {
+        Some(hit) if hit.issuer < cfg.issuers.len() => (hit, true),
+        _ => match verify(cfg, token, ring, now_ms, may_wait, |idx| {
+            requirement.accepts_issuer(idx)
+        }) {
+            Ok(v) => {
+                if cfg.cache_slots > 0 {
+                    cache.put(&key, &v);
+                }
+                (v, false)
+            }
+            Err(decision) => return decision,
+        },
+    };
+    let issuer = verified.issuer;
+    if !requirement.accepts_issuer(issuer) {
+        return deny(Denial::InvalidToken(NOT_ACCEPTED_HERE), Some(issuer));
+    }
+    if let Err(denial) = requirement.check(&verified.claims) {
+        return deny(denial, Some(issuer));
+    }
+    let name = cfg.issuers.get(issuer).map_or("", |i| i.name.as_str());
+    Decision::Allow {
+        issuer: Some(issuer),
+        headers: identity::headers(&cfg.identity, name, &verified.claims),
+        cache_hit,
+    }
+}
+
+const NOT_ACCEPTED_HERE: &str = "the token's issuer is not accepted for this resource";
+const UNTRUSTED_ISSUER: &str = "the token's issuer is not trusted";
+
+/// Picks the issuer from the unverified `iss`, then verifies with that issuer's keys only.
+fn verify(
+    cfg: &FilterConfig,
+    token: &str,
+    ring: &KeyRing,
+    now_ms: u64,
+    may_wait: MayWait,
+    route_accepts: impl Fn(usize) -> bool,
+) -> Result<Verified, Decision> {
+    let invalid = |e: JwtError, issuer| Decision::Deny {
+        denial: Denial::InvalidToken(e.describe()),
+        issuer,
+    };
+    let peeked = jwt::peek(token).map_err(|e| invalid(e, None))?;
+    let Some(idx) = cfg.issuer_by_iss(peeked.iss()) else {
+        return Err(Decision::Deny {
+            denial: Denial::InvalidToken(UNTRUSTED_ISSUER),
+            issuer: None,
+        });
+    };
+    if !route_accepts(idx) {
+        return Err(Decision::Deny {
+            denial: Denial::InvalidToken(NOT_ACCEPTED_HERE),
+            issuer: Some(idx),
+        });
+    }
+    let issuer = &cfg.issuers[idx];
+    let alg = peeked.alg().map_err(|e| invalid(e, Some(idx)))?;
+    if !issuer.algorithms.contains(alg) {
+        return Err(invalid(JwtError::AlgNotAllowed, Some(idx)));
+    }
+    let keys = match ring.get(idx, now_ms, issuer.timing.max_stale_ms) {
+        KeysFor::Usable(keys) => keys,
+        KeysFor::Missing if may_wait == MayWait::Yes => {
+            return Err(Decision::WaitForKeys {
+                issuer: idx,
+                unknown_kid: false,
+            })
+        }
+        KeysFor::Missing | KeysFor::TooStale => {
+            return Err(Decision::Deny {
+                denial: Denial::KeysUnavailable,
+                issuer: Some(idx),
+            })
+        }
+    };
+    let expect = Expectations {
+        issuer: &issuer.issuer,
+        audiences: &issuer.audiences,
+        algorithms: issuer.algorithms,
+        clock_skew_s: issuer.clock_skew_s,
+        require_at_jwt: issuer.require_at_jwt,
+    };
+    let now_s = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+    let mut last_error = None;
+    for key in keys.candidates(peeked.kid(), alg) {
+        match jwt::verify(&peeked, key, &expect, now_s) {
+            Ok(v) => {
+                let exp_ms = u64::try_from(v.exp_s).unwrap_or(0).saturating_mul(1000);
+                return Ok(Verified {
+                    issuer: idx,
+                    exp_ms,
+                    claims: v.claims,
+                });
+            }
+            // Without a kid several keys may fit; only a bad signature moves on to the next.
+            Err(e @ (JwtError::BadSignature | JwtError::KeyAlgMismatch)) => {
+                last_error.get_or_insert(e);
+            }
+            Err(e) => return Err(invalid(e, Some(idx))),
+        }
+    }
+    match (last_error, peeked.kid()) {
+        (Some(e), _) => Err(invalid(e, Some(idx))),
+        (None, Some(_)) if may_wait == MayWait::Yes => Err(Decision::WaitForKeys {
+            issuer: idx,
+            unknown_kid: true,
+        }),
+        (None, _) => Err(invalid(JwtError::UnknownKey, Some(idx))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,470 @@
+//! Plugin configuration: JSON in, a validated and indexed [`FilterConfig`] out.
+//!
+//! Parse, compile, swap: `on_configure` calls [`FilterConfig::parse`]; any problem becomes one
+//! [`ConfigError`] naming the JSON path of the offending field, and the plugin refuses to start.
+//! The rules here are mirrored by `plugin-config/schema.json` (a test keeps the two in step).
+
+mod raw;
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::jwks::fetch::{RemoteKeys, Timing};
+use crate::jwks::KeySet;
+use crate::jwt::{Alg, AlgSet};
+use crate::policy::{ClaimRule, Matcher, Policy, Requirement, Route};
+
+pub use raw::RawConfig;
+
+/// A configuration problem: where (JSON path such as `issuers[1].jwks.uri`) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = if self.path.is_empty() { "." } else { &self.path };
+        write!(f, "invalid configuration at {path}: {}", self.message)
+    }
+}
+
+fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        path: path.into(),
+        message: message.into(),
+    })
+}
+
+/// The validated configuration the filter runs on.
+#[derive(Debug)]
+pub struct FilterConfig {
+    pub issuers: Vec<Issuer>,
+    pub routes: Vec<Route>,
+    /// Policy for requests that match no route; `None` denies them.
+    pub default_policy: Option<Policy>,
+    pub identity: Identity,
+    pub realm: String,
+    /// Slots of the shared verified-token cache; 0 = off.
+    pub cache_slots: u32,
+    /// SHA-256 of the configuration text: mixed into cache keys so that a changed
+    /// configuration never trusts results verified under the old one.
+    pub fingerprint: [u8; 32],
+}
+
+/// One trusted authorization server.
+#[derive(Debug)]
+pub struct Issuer {
+    /// Operator's short name: used in routes, metrics and logs.
+    pub name: String,
+    /// The exact `iss` value its tokens carry.
+    pub issuer: String,
+    pub keys: KeySource,
+    pub audiences: Vec<String>,
+    pub algorithms: AlgSet,
+    pub clock_skew_s: u64,
+    pub require_at_jwt: bool,
+    pub timing: Timing,
+}
+
+#[derive(Debug)]
+pub enum KeySource {
+    Inline(KeySet),
+    Remote {
+        /// The host's upstream (Envoy cluster) that serves the URLs.
+        upstream: String,
+        source: RemoteKeys,
+    },
+}
+
+/// How verified identity travels upstream.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// (claim path, header name) pairs.
+    pub headers: Vec<(Vec<String>, String)>,
+    pub payload_header: Option<String>,
+    pub issuer_name_header: Option<String>,
+    pub drop_authorization: bool,
+}
+
+impl Identity {
+    /// Every header Tollgate may set: inbound copies of these are always removed.
+    pub fn owned_headers(&self) -> impl Iterator<Item = &str> {
+        self.headers
+            .iter()
+            .map(|(_, h)| h.as_str())
+            .chain(self.payload_header.as_deref())
+            .chain(self.issuer_name_header.as_deref())
+    }
+}
+
+impl FilterConfig {
+    /// Parses and validates the plugin configuration text.
+    pub fn parse(text: &[u8]) -> Result<FilterConfig, ConfigError> {
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError {
+            path: e.path().to_string().trim_start_matches('.').to_owned(),
+            message: e.inner().to_string(),
+        })?;
+        de.end().map_err(|e| ConfigError {
+            path: String::new(),
+            message: e.to_string(),
+        })?;
+        let fingerprint = Sha256::digest(text).into();
+        compile(raw, fingerprint)
+    }
+
+    pub fn issuer_by_iss(&self, iss: &str) -> Option<usize> {
+        self.issuers.iter().position(|i| i.issuer == iss)
+    }
+}
+
+fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, ConfigError> {
+    if raw.issuers.is_empty() {
+        return err("issuers", "at least one issuer is required");
+    }
+    let mut names = HashSet::new();
+    let mut isses = HashSet::new();
+    let mut issuers = Vec::with_capacity(raw.issuers.len());
+    for (i, ri) in raw.issuers.into_iter().enumerate() {
+        let at = format!("issuers[{i}]");
+        if !names.insert(ri.name.clone()) {
+            return err(format!("{at}.name"), format!("duplicate issuer name {:?}", ri.name));
+        }
+        if !isses.insert(ri.issuer.clone()) {
+            return err(format!("{at}.issuer"), "two issuers with the same issuer URL");
+        }
+        issuers.push(compile_issuer(&at, ri)?);
+    }
+    let issuer_index = |name: &str| issuers.iter().position(|i| i.name == name);
+
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    for (i, rr) in raw.routes.into_iter().enumerate() {
+        let at = format!("routes[{i}]");
+        let matcher = compile_match(&format!("{at}.match"), rr.matcher)?;
+        let policy = compile_policy(&at, rr.anonymous, rr.require, &issuer_index)?;
+        routes.push(Route {
+            name: rr.name,
+            matcher,
+            policy,
+        });
+    }
+    let default_policy = match raw.default_route {
+        Some(p) => Some(compile_policy(
+            "default_route",
+            p.anonymous,
+            p.require,
+            &issuer_index,
+        )?),
+        None => None,
+    };
+
+    let identity = compile_identity(raw.identity)?;
+    if raw.realm.is_empty() || !raw.realm.chars().all(is_quoted_string_safe) {
+        return err(
+            "realm",
+            "must be non-empty printable ASCII without '\"' or '\\'",
+        );
+    }
+    Ok(FilterConfig {
+        issuers,
+        routes,
+        default_policy,
+        identity,
+        realm: raw.realm,
+        cache_slots: raw.cache.max_entries,
+        fingerprint,
+    })
+}
+
+fn is_quoted_string_safe(c: char) -> bool {
+    (c == ' ' || c.is_ascii_graphic()) && c != '"' && c != '\\'
+}
+
+fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
+    if ri.name.is_empty()
+        || ri.name.len() > 64
+        || !ri
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return err(
+            format!("{at}.name"),
+            "must be 1-64 characters of [A-Za-z0-9_-] (it appears in metric names)",
+        );
+    }
+    if ri.issuer.is_empty() {
+        return err(format!("{at}.issuer"), "must not be empty");
+    }
+    let mut algorithms = AlgSet::default();
+    for (j, name) in ri.algorithms.iter().enumerate() {
+        let path = format!("{at}.algorithms[{j}]");
+        match Alg::from_name(name) {
+            Some(alg) => algorithms.insert(alg),
+            None if name.eq_ignore_ascii_case("none") => {
+                return err(path, "\"none\" is never accepted: tokens must be signed")
+            }
+            None if name.to_ascii_uppercase().starts_with("HS") => {
+                return err(
+                    path,
+                    format!("{name:?} is refused: HMAC keys cannot come from a public JWKS"),
+                )
+            }
+            None => {
+                return err(
+                    path,
+                    format!("unsupported algorithm {name:?} (supported: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 EdDSA)"),
+                )
+            }
+        }
+    }
+    if algorithms.is_empty() {
+        return err(format!("{at}.algorithms"), "at least one algorithm is required");
+    }
+    for (j, aud) in ri.audiences.iter().enumerate() {
+        if aud.is_empty() {
+            return err(format!("{at}.audiences[{j}]"), "must not be empty");
+        }
+    }
+    let positive = |field: &str, value: u64| -> Result<u64, ConfigError> {
+        if value == 0 {
+            err(format!("{at}.{field}"), "must be greater than 0")
+        } else {
+            Ok(value)
+        }
+    };
+    let timing = Timing {
+        refresh_ms: positive("refresh_interval_s", ri.refresh_interval_s)?.saturating_mul(1000),
+        retry_ms: positive("retry_interval_s", ri.retry_interval_s)?.saturating_mul(1000),
+        refetch_min_ms: positive("refetch_min_interval_s", ri.refetch_min_interval_s)?
+            .saturating_mul(1000),
+        timeout_ms: positive("fetch_timeout_ms", ri.fetch_timeout_ms)?,
+        max_stale_ms: positive("max_stale_s", ri.max_stale_s)?.saturating_mul(1000),
+    };
+    let keys = compile_jwks(&format!("{at}.jwks"), &ri.issuer, ri.jwks)?;
+    Ok(Issuer {
+        name: ri.name,
+        issuer: ri.issuer,
+        keys,
+        audiences: ri.audiences,
+        algorithms,
+        clock_skew_s: ri.clock_skew_s,
+        require_at_jwt: ri.require_at_jwt,
+        timing,
+    })
+}
+
+fn http_url(path: &str, text: &str) -> Result<Url, ConfigError> {
+    match Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Ok(url),
+        Ok(_) => err(path, "must be an http:// or https:// URL with a host"),
+        Err(e) => err(path, format!("not a URL: {e}")),
+    }
+}
+
+fn compile_jwks(at: &str, issuer: &str, rj: raw::RawJwks) -> Result<KeySource, ConfigError> {
+    let given = [rj.inline.is_some(), rj.uri.is_some(), rj.discovery.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return err(at, "exactly one of inline, uri, discovery is required");
+    }
+    if let Some(doc) = rj.inline {
+        if rj.upstream.is_some() {
+            return err(format!("{at}.upstream"), "not used with inline keys");
+        }
+        return match KeySet::from_value(&doc) {
+            Ok((keys, _skipped)) => Ok(KeySource::Inline(keys)),
+            Err(e) => err(format!("{at}.inline"), e.to_string()),
+        };
+    }
+    let upstream = match rj.upstream {
+        Some(u) if !u.is_empty() => u,
+        _ => {
+            return err(
+                format!("{at}.upstream"),
+                "required with uri or discovery: the upstream (Envoy cluster) to fetch through",
+            )
+        }
+    };
+    let source = if let Some(uri) = rj.uri {
+        RemoteKeys::Jwks(http_url(&format!("{at}.uri"), &uri)?)
+    } else {
+        let path = format!("{at}.discovery");
+        match rj.discovery {
+            Some(Value::Bool(true)) => {
+                let text = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
+                RemoteKeys::Discovery(http_url(&path, &text)?)
+            }
+            Some(Value::String(text)) => RemoteKeys::Discovery(http_url(&path, &text)?),
+            _ => return err(path, "must be true or the discovery document URL"),
+        }
+    };
+    Ok(KeySource::Remote { upstream, source })
+}
+
+fn compile_match(at: &str, rm: raw::RawMatch) -> Result<Matcher, ConfigError> {
+    if rm.prefix.is_some() && rm.exact.is_some() {
+        return err(at, "prefix and exact cannot both be set");
+    }
+    for (field, value) in [("prefix", &rm.prefix), ("exact", &rm.exact)] {
+        if value.as_deref().is_some_and(|p| !p.starts_with('/')) {
+            return err(format!("{at}.{field}"), "must start with '/'");
+        }
+    }
+    let mut methods = Vec::with_capacity(rm.methods.len());
+    for (j, m) in rm.methods.into_iter().enumerate() {
+        if m.is_empty() || !m.chars().all(|c| c.is_ascii_uppercase()) {
+            return err(
+                format!("{at}.methods[{j}]"),
+                "must be an upper-case HTTP method such as GET",
+            );
+        }
+        methods.push(m);
+    }
+    Ok(Matcher {
+        prefix: rm.prefix,
+        exact: rm.exact,
+        methods,
+        host: rm.host.map(|h| h.to_ascii_lowercase()),
+        route_name: rm.route_name,
+    })
+}
+
+fn compile_policy(
+    at: &str,
+    anonymous: bool,
+    require: Option<raw::RawRequirement>,
+    issuer_index: &dyn Fn(&str) -> Option<usize>,
+) -> Result<Policy, ConfigError> {
+    if anonymous {
+        if require.is_some() {
+            return err(format!("{at}.require"), "an anonymous route has no requirement");
+        }
+        return Ok(Policy::Anonymous);
+    }
+    let rr = require.unwrap_or_default();
+    let at = format!("{at}.require");
+    let mut issuers = Vec::with_capacity(rr.issuers.len());
+    for (j, name) in rr.issuers.iter().enumerate() {
+        match issuer_index(name) {
+            Some(idx) => issuers.push(idx),
+            None => {
+                return err(
+                    format!("{at}.issuers[{j}]"),
+                    format!("no issuer named {name:?}"),
+                )
+            }
+        }
+    }
+    for (field, scopes) in [("scopes", &rr.scopes), ("scopes_any", &rr.scopes_any)] {
+        for (j, s) in scopes.iter().enumerate() {
+            if s.is_empty() || !s.chars().all(is_scope_char) {
+                return err(
+                    format!("{at}.{field}[{j}]"),
+                    "a scope is one or more printable ASCII characters without space, '\"' or '\\' (RFC 6749 §3.3)",
+                );
+            }
+        }
+    }
+    let mut claims = Vec::with_capacity(rr.claims.len());
+    for (name, value) in rr.claims {
+        let path = format!("{at}.claims.{name}");
+        let accepted = match value {
+            Value::Array(items) if !items.is_empty() => items,
+            Value::Array(_) => return err(path, "must list at least one accepted value"),
+            Value::Object(_) | Value::Null => {
+                return err(path, "must be a string, number, boolean, or a list of them")
+            }
+            single => vec![single],
+        };
+        if accepted.iter().any(|v| v.is_object() || v.is_array() || v.is_null()) {
+            return err(path, "accepted values must be strings, numbers or booleans");
+        }
+        if name.is_empty() || name.split('.').any(str::is_empty) {
+            return err(path, "claim names are non-empty; '.' separates nested claims");
+        }
+        claims.push(ClaimRule {
+            path: name.split('.').map(str::to_owned).collect(),
+            accepted,
+        });
+    }
+    Ok(Policy::Require(Requirement {
+        issuers,
+        scopes_all: rr.scopes,
+        scopes_any: rr.scopes_any,
+        claims,
+    }))
+}
+
+/// RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E.
+fn is_scope_char(c: char) -> bool {
+    matches!(c, '\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e')
+}
+
+/// RFC 7230 header field name (token), lower-case as HTTP/2 requires.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || "!#$%&'*+-.^_`|~".contains(c)
+        })
+}
+
+const RESERVED_HEADERS: [&str; 6] = [
+    "authorization",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+];
+
+fn compile_identity(ri: raw::RawIdentity) -> Result<Identity, ConfigError> {
+    let mut seen = HashSet::new();
+    let mut check = |path: String, header: &str| -> Result<(), ConfigError> {
+        if !is_header_name(header) {
+            return err(path, "must be a lower-case HTTP header name");
+        }
+        if RESERVED_HEADERS.contains(&header) {
+            return err(path, format!("{header:?} cannot carry identity"));
+        }
+        if !seen.insert(header.to_owned()) {
+            return err(path, format!("header {header:?} is used twice"));
+        }
+        Ok(())
+    };
+    let mut headers = Vec::with_capacity(ri.headers.len());
+    for (claim, header) in ri.headers {
+        check(format!("identity.headers.{claim}"), &header)?;
+        if claim.is_empty() || claim.split('.').any(str::is_empty) {
+            return err(
+                format!("identity.headers.{claim}"),
+                "claim names are non-empty; '.' separates nested claims",
+            );
+        }
+        headers.push((claim.split('.').map(str::to_owned).collect(), header));
+    }
+    if let Some(h) = &ri.payload_header {
+        check("identity.payload_header".into(), h)?;
+    }
+    if let Some(h) = &ri.issuer_name_header {
+        check("identity.issuer_name_header".into(), h)?;
+    }
+    Ok(Identity {
+        headers,
+        payload_header: ri.payload_header,
+        issuer_name_header: ri.issuer_name_header,
+        drop_authorization: ri.drop_authorization,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,219 @@
+//! The plugin configuration exactly as operators write it (JSON), before validation.
+//!
+//! Every struct denies unknown fields so a typo is an error, not a silently ignored setting.
+//! Defaults live here; cross-field rules live in [`super::validate`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// What applies to a request that matches no route. Absent: deny.
+    #[serde(default)]
+    pub default_route: Option<RawPolicy>,
+    #[serde(default)]
+    pub identity: RawIdentity,
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    #[serde(default)]
+    pub cache: RawCache,
+}
+
+fn default_realm() -> String {
+    "tollgate".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    pub name: String,
+    pub issuer: String,
+    pub jwks: RawJwks,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    #[serde(default = "default_clock_skew_s")]
+    pub clock_skew_s: u64,
+    #[serde(default)]
+    pub require_at_jwt: bool,
+    #[serde(default = "default_refresh_interval_s")]
+    pub refresh_interval_s: u64,
+    #[serde(default = "default_refetch_min_interval_s")]
+    pub refetch_min_interval_s: u64,
+    #[serde(default = "default_retry_interval_s")]
+    pub retry_interval_s: u64,
+    #[serde(default = "default_max_stale_s")]
+    pub max_stale_s: u64,
+    #[serde(default = "default_fetch_timeout_ms")]
+    pub fetch_timeout_ms: u64,
+}
+
+pub fn default_algorithms() -> Vec<String> {
+    ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+fn default_clock_skew_s() -> u64 {
+    60
+}
+fn default_refresh_interval_s() -> u64 {
+    300
+}
+fn default_refetch_min_interval_s() -> u64 {
+    10
+}
+fn default_retry_interval_s() -> u64 {
+    5
+}
+fn default_max_stale_s() -> u64 {
+    86_400
+}
+fn default_fetch_timeout_ms() -> u64 {
+    2_000
+}
+
+/// Where an issuer's keys come from: exactly one of `inline`, `uri`, `discovery`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwks {
+    /// A JWKS document (`{"keys": [...]}`) written into the configuration.
+    #[serde(default)]
+    pub inline: Option<Value>,
+    /// The JWKS URL, fetched through `upstream`.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// `true` for `<issuer>/.well-known/openid-configuration`, or the discovery document URL
+    /// (OIDC Discovery or RFC 8414); its `jwks_uri` is then fetched through `upstream`.
+    #[serde(default)]
+    pub discovery: Option<Value>,
+    /// The host's name for the upstream that serves `uri` / `discovery` (an Envoy cluster).
+    #[serde(default)]
+    pub upstream: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "match", default)]
+    pub matcher: RawMatch,
+    #[serde(default)]
+    pub anonymous: bool,
+    #[serde(default)]
+    pub require: Option<RawRequirement>,
+}
+
+/// The policy part of a route, used alone for `default_route`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    #[serde(default)]
+    pub anonymous: bool,
+    #[serde(default)]
+    pub require: Option<RawRequirement>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub route_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequirement {
+    /// Names of issuers whose tokens this route accepts; empty means every configured issuer.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// Every one of these scopes must be granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// At least one of these scopes must be granted.
+    #[serde(default)]
+    pub scopes_any: Vec<String>,
+    /// Claim (dotted path for nested objects) -> accepted value or values.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// Claim (dotted path) -> request header set on the upstream request.
+    #[serde(default = "default_identity_headers")]
+    pub headers: BTreeMap<String, String>,
+    /// Header that carries the whole verified payload as base64url JSON.
+    #[serde(default)]
+    pub payload_header: Option<String>,
+    /// Header that carries the configured name of the issuer that authenticated the request.
+    #[serde(default = "default_issuer_name_header")]
+    pub issuer_name_header: Option<String>,
+    /// Remove `Authorization` before the request goes upstream.
+    #[serde(default)]
+    pub drop_authorization: bool,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        Self {
+            headers: default_identity_headers(),
+            payload_header: None,
+            issuer_name_header: default_issuer_name_header(),
+            drop_authorization: false,
+        }
+    }
+}
+
+pub fn default_identity_headers() -> BTreeMap<String, String> {
+    [
+        ("sub", "x-tollgate-sub"),
+        ("client_id", "x-tollgate-client-id"),
+        ("scope", "x-tollgate-scope"),
+        ("iss", "x-tollgate-iss"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
+fn default_issuer_name_header() -> Option<String> {
+    Some("x-tollgate-issuer".to_owned())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Slots in the verified-token cache shared by all workers; 0 turns the cache off.
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: u32,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            max_entries: default_cache_entries(),
+        }
+    }
+}
+
+fn default_cache_entries() -> u32 {
+    8192
+}

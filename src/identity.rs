@@ -1,0 +1,94 @@
+//! Identity forwarding: which request headers carry a verified identity upstream.
+//!
+//! Values come only from verified claims. A value that could not be a header value (control
+//! characters) is left out rather than altered.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+use crate::config::Identity;
+use crate::policy::claim_at;
+
+/// The headers to set for a request authenticated by `issuer_name` with `claims`.
+pub fn headers(cfg: &Identity, issuer_name: &str, claims: &Map<String, Value>) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(cfg.headers.len() + 2);
+    for (path, header) in &cfg.headers {
+        if let Some(value) = claim_at(claims, path).and_then(render) {
+            out.push((header.clone(), value));
+        }
+    }
+    if let Some(header) = &cfg.issuer_name_header {
+        out.push((header.clone(), issuer_name.to_owned()));
+    }
+    if let Some(header) = &cfg.payload_header {
+        if let Ok(json) = serde_json::to_vec(claims) {
+            out.push((header.clone(), URL_SAFE_NO_PAD.encode(json)));
+        }
+    }
+    out
+}
+
+/// A claim as a header value: strings as they are, numbers and booleans as JSON, arrays of
+/// those space-separated (like `scope`), objects as compact JSON.
+fn render(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::Null => return None,
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?
+            .join(" "),
+        other => other.to_string(),
+    };
+    text.chars()
+        .all(|c| c == '\t' || !c.is_control())
+        .then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg() -> Identity {
+        Identity {
+            headers: vec![
+                (vec!["sub".into()], "x-sub".into()),
+                (vec!["aud".into()], "x-aud".into()),
+                (vec!["org".into(), "id".into()], "x-org".into()),
+                (vec!["absent".into()], "x-absent".into()),
+            ],
+            payload_header: Some("x-claims".into()),
+            issuer_name_header: Some("x-issuer".into()),
+            drop_authorization: false,
+        }
+    }
+
+    #[test]
+    fn claims_become_headers() {
+        let claims = json!({"sub": "alice", "aud": ["a", "b"], "org": {"id": 7}});
+        let h = headers(&cfg(), "as1", claims.as_object().unwrap());
+        let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("x-sub"), Some("alice"));
+        assert_eq!(get("x-aud"), Some("a b"));
+        assert_eq!(get("x-org"), Some("7"));
+        assert_eq!(get("x-absent"), None);
+        assert_eq!(get("x-issuer"), Some("as1"));
+        let payload = URL_SAFE_NO_PAD.decode(get("x-claims").unwrap()).unwrap();
+        let back: Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(back, claims);
+    }
+
+    #[test]
+    fn values_with_control_characters_are_left_out() {
+        let claims = json!({"sub": "alice\r\nx-admin: true"});
+        let h = headers(&cfg(), "as1", claims.as_object().unwrap());
+        assert!(h.iter().all(|(k, _)| k != "x-sub"));
+    }
+}

@@ -1,0 +1,380 @@
+//! When to fetch an issuer's JWKS, what to ask, and what the answer means.
+//!
+//! [`FetchState`] is the one record per issuer that every Envoy worker shares (through the
+//! host's shared data), so that one process fetches each JWKS once per refresh: a worker that
+//! finds a fetch [`FetchState::due`] takes the lease with a compare-and-swap, and the others see
+//! the lease and wait. Rules, as in Envoy's jwt_authn: refresh every `refresh_interval`; after a
+//! failure retry every `retry_interval`; an unknown `kid` asks for an early refetch at most once
+//! per `refetch_min_interval` (so tokens with made-up `kid`s cannot make Tollgate hammer an AS);
+//! keys already held are used up to `max_stale` after their last successful fetch.
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::{JwksError, KeySet};
+use crate::http::{HttpRequest, HttpResponse};
+
+/// Timing rules for one issuer, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub refresh_ms: u64,
+    pub retry_ms: u64,
+    pub refetch_min_ms: u64,
+    pub timeout_ms: u64,
+    pub max_stale_ms: u64,
+}
+
+impl Timing {
+    /// How long one fetch may hold the lease: discovery plus JWKS, each up to the timeout,
+    /// plus a margin for the host. A worker that dies mid-fetch frees the lease this way.
+    pub fn lease_ms(&self) -> u64 {
+        self.timeout_ms.saturating_mul(2).saturating_add(1_000)
+    }
+}
+
+/// Where remote keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteKeys {
+    /// The JWKS URL itself.
+    Jwks(Url),
+    /// An OIDC Discovery / RFC 8414 metadata URL whose `jwks_uri` names the JWKS.
+    Discovery(Url),
+}
+
+/// Fetch bookkeeping for one issuer, shared by all workers. Times are ms since the epoch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchState {
+    /// Last successful fetch.
+    #[serde(default)]
+    pub fetched_at: Option<u64>,
+    /// Start of the latest attempt.
+    #[serde(default)]
+    pub attempt_at: Option<u64>,
+    /// End of the latest attempt, successful or not.
+    #[serde(default)]
+    pub done_at: Option<u64>,
+    #[serde(default)]
+    pub last_failed: bool,
+    /// Consecutive failed attempts.
+    #[serde(default)]
+    pub failures: u32,
+    /// A worker is fetching until this time; 0 when nobody is.
+    #[serde(default)]
+    pub lease_until: u64,
+    /// A token named a `kid` the held keys lack: fetch early (rate-limited).
+    #[serde(default)]
+    pub refetch_wanted: bool,
+    /// `jwks_uri` learned from discovery.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Incremented by every successful fetch.
+    #[serde(default)]
+    pub generation: u64,
+}
+
+impl FetchState {
+    pub fn leased(&self, now: u64) -> bool {
+        self.lease_until > now
+    }
+
+    fn since_attempt(&self, now: u64) -> Option<u64> {
+        self.attempt_at.map(|at| now.saturating_sub(at))
+    }
+
+    /// Whether a worker should start a fetch now.
+    pub fn due(&self, now: u64, t: &Timing) -> bool {
+        if self.leased(now) {
+            return false;
+        }
+        let waited = |gap: u64| self.since_attempt(now).is_none_or(|d| d >= gap);
+        let Some(fetched_at) = self.fetched_at else {
+            // No keys yet: keep trying, at the retry interval after a failure.
+            return !self.last_failed || waited(t.retry_ms);
+        };
+        if now.saturating_sub(fetched_at) >= t.refresh_ms {
+            waited(if self.last_failed { t.retry_ms } else { 0 })
+        } else {
+            self.refetch_wanted && waited(t.refetch_min_ms)
+        }
+    }
+
+    /// Whether a request holding a token with an unknown `kid` may ask for an early refetch.
+    pub fn may_refetch(&self, now: u64, t: &Timing) -> bool {
+        self.since_attempt(now).is_none_or(|d| d >= t.refetch_min_ms)
+    }
+
+    /// Takes the lease for an attempt starting `now`.
+    pub fn begin(&mut self, now: u64, t: &Timing) {
+        self.lease_until = now.saturating_add(t.lease_ms());
+        self.attempt_at = Some(now);
+    }
+
+    pub fn succeed(&mut self, now: u64) {
+        self.fetched_at = Some(now);
+        self.done_at = Some(now);
+        self.last_failed = false;
+        self.failures = 0;
+        self.lease_until = 0;
+        self.refetch_wanted = false;
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    pub fn fail(&mut self, now: u64) {
+        self.done_at = Some(now);
+        self.last_failed = true;
+        self.failures = self.failures.saturating_add(1);
+        self.lease_until = 0;
+        self.refetch_wanted = false;
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes a shared-data value; anything unreadable counts as "nothing known yet".
+    pub fn decode(bytes: &[u8]) -> FetchState {
+        serde_json::from_slice(bytes).unwrap_or_default()
+    }
+}
+
+/// Whether keys last fetched at `fetched_at` may still be used at `now`.
+pub fn usable(fetched_at: u64, now: u64, t: &Timing) -> bool {
+    now.saturating_sub(fetched_at) <= t.max_stale_ms
+}
+
+/// Why a fetch attempt failed (each has a metric and a log line naming the issuer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// No HTTP answer: connection refused, reset, timeout, no healthy upstream host.
+    Transport,
+    /// An HTTP status other than 200.
+    Status(u16),
+    /// The discovery document is not JSON, lacks `jwks_uri`, or names another issuer.
+    BadDiscovery(&'static str),
+    Jwks(JwksError),
+}
+
+impl FetchError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            FetchError::Transport => "transport",
+            FetchError::Status(_) => "status",
+            FetchError::BadDiscovery(_) => "bad_discovery",
+            FetchError::Jwks(JwksError::NotAJwks) => "not_a_jwks",
+            FetchError::Jwks(JwksError::NoUsableKeys { .. }) => "no_usable_keys",
+        }
+    }
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Transport => write!(f, "no HTTP response (connection failure or timeout)"),
+            FetchError::Status(status) => write!(f, "HTTP status {status}"),
+            FetchError::BadDiscovery(why) => write!(f, "discovery document: {why}"),
+            FetchError::Jwks(err) => write!(f, "JWKS: {err}"),
+        }
+    }
+}
+
+/// The next request of an attempt: the JWKS when its URL is known, else the discovery document.
+pub fn next_request(
+    source: &RemoteKeys,
+    upstream: &str,
+    state: &FetchState,
+    timeout_ms: u64,
+) -> (Step, HttpRequest) {
+    match source {
+        RemoteKeys::Jwks(uri) => (Step::Jwks, HttpRequest::get(upstream, uri, timeout_ms)),
+        RemoteKeys::Discovery(doc) => {
+            match state.jwks_uri.as_deref().and_then(|u| Url::parse(u).ok()) {
+                Some(uri) => (Step::Jwks, HttpRequest::get(upstream, &uri, timeout_ms)),
+                None => (Step::Discovery, HttpRequest::get(upstream, doc, timeout_ms)),
+            }
+        }
+    }
+}
+
+/// Which document an outstanding fetch request asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Discovery,
+    Jwks,
+}
+
+/// Reads `jwks_uri` from a discovery answer. The document's `issuer` must be the configured
+/// issuer (OpenID Connect Discovery §4.3, RFC 8414 §3.3).
+pub fn read_discovery(issuer: &str, response: Option<&HttpResponse>) -> Result<Url, FetchError> {
+    let body = ok_body(response)?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| FetchError::BadDiscovery("not JSON"))?;
+    if doc.get("issuer").and_then(|v| v.as_str()) != Some(issuer) {
+        return Err(FetchError::BadDiscovery("its issuer is not the configured issuer"));
+    }
+    let uri = doc
+        .get("jwks_uri")
+        .and_then(|v| v.as_str())
+        .ok_or(FetchError::BadDiscovery("no jwks_uri"))?;
+    match Url::parse(uri) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
+        _ => Err(FetchError::BadDiscovery("jwks_uri is not an http(s) URL")),
+    }
+}
+
+/// Parses a JWKS answer into keys.
+pub fn read_jwks(response: Option<&HttpResponse>) -> Result<(KeySet, usize), FetchError> {
+    KeySet::parse(ok_body(response)?).map_err(FetchError::Jwks)
+}
+
+fn ok_body(response: Option<&HttpResponse>) -> Result<&[u8], FetchError> {
+    match response {
+        None => Err(FetchError::Transport),
+        Some(r) if r.status == 200 => Ok(&r.body),
+        Some(r) => Err(FetchError::Status(r.status)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timing = Timing {
+        refresh_ms: 300_000,
+        retry_ms: 5_000,
+        refetch_min_ms: 10_000,
+        timeout_ms: 2_000,
+        max_stale_ms: 86_400_000,
+    };
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn fetched_at(at: u64) -> FetchState {
+        let mut s = FetchState::default();
+        s.begin(at, &T);
+        s.succeed(at);
+        s
+    }
+
+    #[test]
+    fn nothing_known_is_due_at_once() {
+        assert!(FetchState::default().due(NOW, &T));
+    }
+
+    #[test]
+    fn a_held_lease_blocks_other_workers_until_it_expires() {
+        let mut s = FetchState::default();
+        s.begin(NOW, &T);
+        assert!(!s.due(NOW + 1, &T));
+        assert!(!s.due(NOW + T.lease_ms() - 1, &T));
+        assert!(s.due(NOW + T.lease_ms(), &T), "a dead worker's lease must lapse");
+    }
+
+    #[test]
+    fn fresh_keys_are_not_refetched_before_the_refresh_interval() {
+        let s = fetched_at(NOW);
+        assert!(!s.due(NOW + T.refresh_ms - 1, &T));
+        assert!(s.due(NOW + T.refresh_ms, &T));
+    }
+
+    #[test]
+    fn failures_are_retried_at_the_retry_interval() {
+        let mut s = FetchState::default();
+        s.begin(NOW, &T);
+        s.fail(NOW + 100);
+        assert!(!s.due(NOW + T.retry_ms - 1, &T));
+        assert!(s.due(NOW + T.retry_ms, &T));
+        assert_eq!(s.failures, 1);
+    }
+
+    #[test]
+    fn failed_refresh_keeps_old_keys_and_retries() {
+        let mut s = fetched_at(NOW);
+        let later = NOW + T.refresh_ms;
+        s.begin(later, &T);
+        s.fail(later + 10);
+        assert_eq!(s.fetched_at, Some(NOW));
+        assert!(!s.due(later + 1_000, &T));
+        assert!(s.due(later + T.retry_ms, &T));
+    }
+
+    #[test]
+    fn unknown_kid_refetch_is_rate_limited() {
+        let mut s = fetched_at(NOW);
+        assert!(!s.may_refetch(NOW + T.refetch_min_ms - 1, &T));
+        let at = NOW + T.refetch_min_ms;
+        assert!(s.may_refetch(at, &T));
+        s.refetch_wanted = true;
+        assert!(s.due(at, &T));
+        s.begin(at, &T);
+        s.succeed(at + 5);
+        assert!(!s.refetch_wanted);
+        assert_eq!(s.generation, 2);
+        assert!(!s.may_refetch(at + 1_000, &T));
+    }
+
+    #[test]
+    fn a_failed_refetch_is_not_retried_in_a_loop() {
+        let mut s = fetched_at(NOW);
+        let at = NOW + T.refetch_min_ms;
+        s.refetch_wanted = true;
+        s.begin(at, &T);
+        s.fail(at + 10);
+        assert!(!s.due(at + T.retry_ms * 2, &T), "only the refresh interval brings it back");
+    }
+
+    #[test]
+    fn staleness_limit() {
+        assert!(usable(NOW, NOW + T.max_stale_ms, &T));
+        assert!(!usable(NOW, NOW + T.max_stale_ms + 1, &T));
+    }
+
+    #[test]
+    fn state_round_trips_and_garbage_decodes_to_default() {
+        let s = fetched_at(NOW);
+        assert_eq!(FetchState::decode(&s.encode()), s);
+        assert_eq!(FetchState::decode(b"\xff not json"), FetchState::default());
+    }
+
+    fn resp(status: u16, body: &str) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers: vec![],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn discovery_must_name_the_configured_issuer() {
+        let iss = "https://as.example";
+        let good = r#"{"issuer":"https://as.example","jwks_uri":"https://as.example/jwks"}"#;
+        assert_eq!(
+            read_discovery(iss, Some(&resp(200, good))).map(|u| u.to_string()),
+            Ok("https://as.example/jwks".to_owned())
+        );
+        let other = r#"{"issuer":"https://evil.example","jwks_uri":"https://as.example/jwks"}"#;
+        assert!(matches!(
+            read_discovery(iss, Some(&resp(200, other))),
+            Err(FetchError::BadDiscovery(_))
+        ));
+        assert_eq!(read_discovery(iss, None), Err(FetchError::Transport));
+        assert_eq!(
+            read_discovery(iss, Some(&resp(503, ""))),
+            Err(FetchError::Status(503))
+        );
+    }
+
+    #[test]
+    fn discovery_source_asks_for_metadata_until_jwks_uri_is_known() {
+        let doc = Url::parse("http://127.0.0.1:9/.well-known/openid-configuration").unwrap();
+        let source = RemoteKeys::Discovery(doc);
+        let mut state = FetchState::default();
+        let (step, req) = next_request(&source, "as1", &state, 1000);
+        assert_eq!(step, Step::Discovery);
+        assert_eq!(req.path, "/.well-known/openid-configuration");
+        assert_eq!(req.authority, "127.0.0.1:9");
+        state.jwks_uri = Some("http://127.0.0.1:9/keys?v=2".into());
+        let (step, req) = next_request(&source, "as1", &state, 1000);
+        assert_eq!(step, Step::Jwks);
+        assert_eq!(req.path, "/keys?v=2");
+        assert_eq!(req.upstream, "as1");
+    }
+}

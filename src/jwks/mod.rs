@@ -1,0 +1,275 @@
+//! JSON Web Key Sets: parsing an issuer's published keys into verifying keys, and the
+//! per-issuer fetch state ([`fetch`]).
+//!
+//! Decides which published keys are usable for signature verification: public keys of the
+//! supported types only (RSA >= 2048 bits, P-256, P-384, Ed25519), `use` absent or `sig`, an
+//! `alg` (if declared) that Tollgate verifies. Symmetric (`oct`) keys are never loaded: a JWKS
+//! is public, so an HMAC key in it would let anyone forge tokens.
+
+pub mod fetch;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::jwt::{Alg, KeyFamily};
+
+/// Minimum RSA modulus size accepted (NIST SP 800-131A; RFC 7518 §3.3 requires 2048).
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// A verifying key, converted once when the key set loads.
+#[derive(Clone)]
+pub enum KeyMaterial {
+    Rsa(Box<rsa::RsaPublicKey>),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+    Ed25519(ed25519_compact::PublicKey),
+}
+
+impl KeyMaterial {
+    pub fn family(&self) -> KeyFamily {
+        match self {
+            KeyMaterial::Rsa(_) => KeyFamily::Rsa,
+            KeyMaterial::P256(_) => KeyFamily::P256,
+            KeyMaterial::P384(_) => KeyFamily::P384,
+            KeyMaterial::Ed25519(_) => KeyFamily::Ed25519,
+        }
+    }
+}
+
+/// One usable key of a set.
+#[derive(Clone)]
+pub struct Key {
+    pub kid: Option<String>,
+    /// The key's own `alg`, when the JWK declares one: the token's `alg` must then equal it.
+    pub alg: Option<Alg>,
+    pub material: KeyMaterial,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("family", &self.material.family())
+            .finish()
+    }
+}
+
+/// The usable keys of one issuer.
+#[derive(Clone, Debug, Default)]
+pub struct KeySet {
+    keys: Vec<Key>,
+}
+
+/// Why a JWKS document as a whole was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksError {
+    /// Not JSON, or no `keys` array.
+    NotAJwks,
+    /// Parsed, but not one key was usable; the counts say how many were skipped.
+    NoUsableKeys { skipped: usize },
+}
+
+impl std::fmt::Display for JwksError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwksError::NotAJwks => write!(f, "not a JWKS document (expected {{\"keys\": [...]}})"),
+            JwksError::NoUsableKeys { skipped } => {
+                write!(f, "no usable signature key ({skipped} skipped)")
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct JwksDoc {
+    keys: Vec<Value>,
+}
+
+/// The JWK members Tollgate reads; everything else (x5c, key_ops, ...) is ignored.
+#[derive(Deserialize)]
+struct RawJwk {
+    kty: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default, rename = "use")]
+    use_: Option<String>,
+    #[serde(default)]
+    alg: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+    #[serde(default)]
+    crv: Option<String>,
+    #[serde(default)]
+    x: Option<String>,
+    #[serde(default)]
+    y: Option<String>,
+}
+
+impl KeySet {
+    /// Parses a JWKS document, keeping the usable keys. Returns the set and how many keys were
+    /// skipped (unsupported type, encryption keys, weak RSA, malformed).
+    pub fn parse(doc: &[u8]) -> Result<(KeySet, usize), JwksError> {
+        let doc: JwksDoc = serde_json::from_slice(doc).map_err(|_| JwksError::NotAJwks)?;
+        Self::from_values(&doc.keys)
+    }
+
+    /// Like [`KeySet::parse`] for an already parsed `{"keys": [...]}` value.
+    pub fn from_value(doc: &Value) -> Result<(KeySet, usize), JwksError> {
+        match doc.get("keys").and_then(Value::as_array) {
+            Some(keys) => Self::from_values(keys),
+            None => Err(JwksError::NotAJwks),
+        }
+    }
+
+    fn from_values(values: &[Value]) -> Result<(KeySet, usize), JwksError> {
+        let keys: Vec<Key> = values.iter().filter_map(parse_key).collect();
+        let skipped = values.len() - keys.len();
+        if keys.is_empty() {
+            return Err(JwksError::NoUsableKeys { skipped });
+        }
+        Ok((KeySet { keys }, skipped))
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Keys that may have signed a token with this `kid` and `alg`. With a `kid`, only the key(s)
+    /// with exactly that id; without one, every key of the algorithm's family.
+    pub fn candidates<'s>(
+        &'s self,
+        kid: Option<&'s str>,
+        alg: Alg,
+    ) -> impl Iterator<Item = &'s Key> + 's {
+        self.keys.iter().filter(move |key| match kid {
+            Some(kid) => key.kid.as_deref() == Some(kid),
+            None => key.material.family() == alg.family(),
+        })
+    }
+
+    /// Whether any key carries this `kid`.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+}
+
+fn b64(field: &Option<String>) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(field.as_deref()?).ok()
+}
+
+fn parse_key(value: &Value) -> Option<Key> {
+    let jwk: RawJwk = serde_json::from_value(value.clone()).ok()?;
+    if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+        return None;
+    }
+    // A declared alg Tollgate cannot verify (RSA-OAEP, HS256, ...) means "not for us".
+    let alg = match jwk.alg.as_deref() {
+        Some(name) => Some(Alg::from_name(name)?),
+        None => None,
+    };
+    let material = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+        ("RSA", _) => {
+            let n = rsa::BigUint::from_bytes_be(&b64(&jwk.n)?);
+            let e = rsa::BigUint::from_bytes_be(&b64(&jwk.e)?);
+            if n.bits() < MIN_RSA_BITS {
+                return None;
+            }
+            KeyMaterial::Rsa(Box::new(rsa::RsaPublicKey::new(n, e).ok()?))
+        }
+        ("EC", Some("P-256")) => {
+            let point = uncompressed_point(&b64(&jwk.x)?, &b64(&jwk.y)?, 32)?;
+            KeyMaterial::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).ok()?)
+        }
+        ("EC", Some("P-384")) => {
+            let point = uncompressed_point(&b64(&jwk.x)?, &b64(&jwk.y)?, 48)?;
+            KeyMaterial::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&point).ok()?)
+        }
+        ("OKP", Some("Ed25519")) => {
+            KeyMaterial::Ed25519(ed25519_compact::PublicKey::from_slice(&b64(&jwk.x)?).ok()?)
+        }
+        _ => return None,
+    };
+    if alg.is_some_and(|a| a.family() != material.family()) {
+        return None;
+    }
+    Some(Key {
+        kid: jwk.kid,
+        alg,
+        material,
+    })
+}
+
+/// SEC1 uncompressed encoding `04 || x || y`; coordinates must have exactly the curve's width.
+fn uncompressed_point(x: &[u8], y: &[u8], width: usize) -> Option<Vec<u8>> {
+    if x.len() != width || y.len() != width {
+        return None;
+    }
+    let mut point = Vec::with_capacity(1 + 2 * width);
+    point.push(4);
+    point.extend_from_slice(x);
+    point.extend_from_slice(y);
+    Some(point)
+}
+
+/// The keys one worker currently holds for every configured issuer.
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    slots: Vec<Option<Held>>,
+}
+
+/// A key set and the facts needed to judge it.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub keys: KeySet,
+    /// Last successful fetch (ms); `None` for keys written in the configuration (never stale).
+    pub fetched_at: Option<u64>,
+    /// The shared fetch generation these keys came from.
+    pub generation: u64,
+}
+
+/// What a worker can verify an issuer's tokens with right now.
+#[derive(Debug)]
+pub enum KeysFor<'a> {
+    Usable(&'a KeySet),
+    /// Nothing fetched yet (or the last fetch is lost): wait for a fetch.
+    Missing,
+    /// Held keys are older than the issuer's `max_stale`.
+    TooStale,
+}
+
+impl KeyRing {
+    pub fn new(issuers: usize) -> KeyRing {
+        KeyRing {
+            slots: vec![None; issuers],
+        }
+    }
+
+    pub fn set(&mut self, issuer: usize, held: Held) {
+        if let Some(slot) = self.slots.get_mut(issuer) {
+            *slot = Some(held);
+        }
+    }
+
+    pub fn held(&self, issuer: usize) -> Option<&Held> {
+        self.slots.get(issuer).and_then(Option::as_ref)
+    }
+
+    pub fn get(&self, issuer: usize, now: u64, max_stale_ms: u64) -> KeysFor<'_> {
+        match self.held(issuer) {
+            None => KeysFor::Missing,
+            Some(h) if h.fetched_at.is_some_and(|at| now.saturating_sub(at) > max_stale_ms) => {
+                KeysFor::TooStale
+            }
+            Some(h) => KeysFor::Usable(&h.keys),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The one place where every refusal becomes an HTTP answer (RFC 6750 §3).
+//!
+//! Bodies are small JSON objects with `error` and `error_description`; descriptions are
+//! constant texts chosen here, so no token, claim value or secret can reach a client or a log.
+
+/// Why a request is not forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No route matches and there is no default route.
+    NoRoute,
+    /// The route needs a token and the request carries no bearer credentials.
+    MissingToken,
+    /// The request is malformed (e.g. two tokens, a broken Authorization header).
+    InvalidRequest(&'static str),
+    /// The token cannot be accepted (any validation failure).
+    InvalidToken(&'static str),
+    /// The token lacks scopes the route needs; `scope` lists them (space-separated).
+    InsufficientScope { scope: String },
+    /// The token lacks a claim value the route needs.
+    ClaimNotSatisfied,
+    /// Tollgate holds no usable keys for the token's issuer (AS unreachable, keys too stale).
+    KeysUnavailable,
+}
+
+impl Denial {
+    /// Counter suffix for `denied.<code>` metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::NoRoute => "no_route",
+            Denial::MissingToken => "missing_token",
+            Denial::InvalidRequest(_) => "invalid_request",
+            Denial::InvalidToken(_) => "invalid_token",
+            Denial::InsufficientScope { .. } => "insufficient_scope",
+            Denial::ClaimNotSatisfied => "claim_not_satisfied",
+            Denial::KeysUnavailable => "keys_unavailable",
+        }
+    }
+}
+
+/// A response Tollgate sends itself instead of forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// How long clients should wait before retrying a 503 (seconds).
+pub const RETRY_AFTER_S: u32 = 5;
+
+/// Maps a denial to its HTTP answer.
+pub fn reply(denial: &Denial, realm: &str) -> LocalReply {
+    let challenge = |error: Option<(&str, &str)>, scope: Option<&str>| {
+        let mut v = format!("Bearer realm=\"{realm}\"");
+        if let Some((code, description)) = error {
+            v.push_str(&format!(
+                ", error=\"{code}\", error_description=\"{description}\""
+            ));
+        }
+        if let Some(scope) = scope {
+            v.push_str(&format!(", scope=\"{scope}\""));
+        }
+        ("www-authenticate".to_owned(), v)
+    };
+    let (status, error, description, www) = match denial {
+        Denial::NoRoute => (
+            403,
+            "access_denied",
+            "no route policy matches this request",
+            None,
+        ),
+        Denial::MissingToken => (
+            401,
+            "unauthorized",
+            "a bearer token is required",
+            Some(challenge(None, None)),
+        ),
+        Denial::InvalidRequest(d) => (
+            400,
+            "invalid_request",
+            *d,
+            Some(challenge(Some(("invalid_request", d)), None)),
+        ),
+        Denial::InvalidToken(d) => (
+            401,
+            "invalid_token",
+            *d,
+            Some(challenge(Some(("invalid_token", d)), None)),
+        ),
+        Denial::InsufficientScope { scope } => (
+            403,
+            "insufficient_scope",
+            "the token lacks a required scope",
+            Some(challenge(
+                Some((
+                    "insufficient_scope",
+                    "the token lacks a required scope",
+                )),
+                Some(scope),
+            )),
+        ),
+        Denial::ClaimNotSatisfied => (
+            403,
+            "insufficient_scope",
+            "the token lacks a required claim value",
+            Some(challenge(
+                Some((
+                    "insufficient_scope",
+                    "the token lacks a required claim value",
+                )),
+                None,
+            )),
+        ),
+        Denial::KeysUnavailable => (
+            503,
+            "temporarily_unavailable",
+            "the token's issuer cannot be checked right now",
+            None,
+        ),
+    };
+    let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+    headers.extend(www);
+    if status == 503 {
+        headers.push(("retry-after".to_owned(), RETRY_AFTER_S.to_string()));
+    }
+    let body = serde_json::json!({ "error": error, "error_description": description }).to_string();
+    LocalReply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'r>(r: &'r LocalReply, name: &str) -> Option<&'r str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn missing_token_is_a_bare_challenge() {
+        let r = reply(&Denial::MissingToken, "api");
+        assert_eq!(r.status, 401);
+        assert_eq!(header(&r, "www-authenticate"), Some("Bearer realm=\"api\""));
+    }
+
+    #[test]
+    fn invalid_token_names_the_error() {
+        let r = reply(&Denial::InvalidToken("the token has expired"), "api");
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some("Bearer realm=\"api\", error=\"invalid_token\", error_description=\"the token has expired\"")
+        );
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"], "invalid_token");
+    }
+
+    #[test]
+    fn insufficient_scope_lists_the_needed_scopes() {
+        let r = reply(
+            &Denial::InsufficientScope {
+                scope: "read write".into(),
+            },
+            "api",
+        );
+        assert_eq!(r.status, 403);
+        assert!(header(&r, "www-authenticate")
+            .unwrap()
+            .ends_with(", scope=\"read write\""));
+    }
+
+    #[test]
+    fn malformed_request_is_400_and_unavailable_keys_503_with_retry_after() {
+        assert_eq!(reply(&Denial::InvalidRequest("x"), "r").status, 400);
+        let r = reply(&Denial::KeysUnavailable, "r");
+        assert_eq!(r.status, 503);
+        assert_eq!(header(&r, "retry-after"), Some("5"));
+    }
+}

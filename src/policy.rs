@@ -1,0 +1,313 @@
+//! Per-route requirements: which route a request is on, and whether a verified identity
+//! satisfies that route.
+//!
+//! Routes are tried in order and the first match wins (as in Envoy's route table). A route
+//! either lets requests through anonymously or requires a token from one of its issuers, with
+//! scopes (all-of and any-of) and claim values. This module never looks at tokens, only at
+//! claims that were already verified.
+
+use serde_json::{Map, Value};
+
+use crate::outcome::Denial;
+
+/// The parts of a request routes match on.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    /// `:path` as received (the query is ignored for matching).
+    pub path: &'a str,
+    /// `:authority`.
+    pub authority: &'a str,
+    /// The host's own route name (Envoy `xds.route_name`), when it has one.
+    pub route_name: Option<&'a str>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: Option<String>,
+    pub matcher: Matcher,
+    pub policy: Policy,
+}
+
+/// All given conditions must hold; no condition matches every request.
+#[derive(Debug, Default)]
+pub struct Matcher {
+    /// Plain string prefix of the path, as Envoy's `prefix` route match.
+    pub prefix: Option<String>,
+    pub exact: Option<String>,
+    pub methods: Vec<String>,
+    /// Lower-case host; `*.example.com` matches any subdomain. The port is ignored.
+    pub host: Option<String>,
+    pub route_name: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum Policy {
+    /// No token needed; nothing is verified and no identity is forwarded.
+    Anonymous,
+    Require(Requirement),
+}
+
+#[derive(Debug, Default)]
+pub struct Requirement {
+    /// Indexes into `FilterConfig::issuers`; empty = any configured issuer.
+    pub issuers: Vec<usize>,
+    pub scopes_all: Vec<String>,
+    pub scopes_any: Vec<String>,
+    pub claims: Vec<ClaimRule>,
+}
+
+/// A claim (path into nested objects) and the values it may have. When the claim is an array,
+/// it passes if any element is accepted.
+#[derive(Debug)]
+pub struct ClaimRule {
+    pub path: Vec<String>,
+    pub accepted: Vec<Value>,
+}
+
+impl Matcher {
+    pub fn matches(&self, req: &RequestFacts<'_>) -> bool {
+        let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
+        self.prefix.as_deref().is_none_or(|p| path.starts_with(p))
+            && self.exact.as_deref().is_none_or(|e| path == e)
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method))
+            && self.host.as_deref().is_none_or(|h| host_matches(h, req.authority))
+            && self
+                .route_name
+                .as_deref()
+                .is_none_or(|n| req.route_name == Some(n))
+    }
+}
+
+/// `authority` without its port, compared case-insensitively; `*.suffix` matches subdomains.
+fn host_matches(pattern: &str, authority: &str) -> bool {
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.len() > suffix.len() + 1 && {
+            let (head, tail) = host.split_at(host.len() - suffix.len());
+            head.ends_with('.') && tail.eq_ignore_ascii_case(suffix)
+        },
+        None => host.eq_ignore_ascii_case(pattern),
+    }
+}
+
+/// The policy for a request: the first matching route's, else the default (None = deny).
+pub fn select<'c>(
+    routes: &'c [Route],
+    default: Option<&'c Policy>,
+    req: &RequestFacts<'_>,
+) -> Option<&'c Policy> {
+    routes
+        .iter()
+        .find(|r| r.matcher.matches(req))
+        .map(|r| &r.policy)
+        .or(default)
+}
+
+impl Requirement {
+    /// Whether this route accepts tokens from the issuer at `issuer` (checked before verifying).
+    pub fn accepts_issuer(&self, issuer: usize) -> bool {
+        self.issuers.is_empty() || self.issuers.contains(&issuer)
+    }
+
+    /// Checks scopes and claims of verified `claims`.
+    pub fn check(&self, claims: &Map<String, Value>) -> Result<(), Denial> {
+        let granted = granted_scopes(claims);
+        let has = |s: &String| granted.iter().any(|g| g == s);
+        if !self.scopes_all.iter().all(has) {
+            return Err(Denial::InsufficientScope {
+                scope: self.scopes_all.join(" "),
+            });
+        }
+        if !self.scopes_any.is_empty() && !self.scopes_any.iter().any(has) {
+            return Err(Denial::InsufficientScope {
+                scope: self.scopes_any.join(" "),
+            });
+        }
+        for rule in &self.claims {
+            if !rule.satisfied_by(claims) {
+                return Err(Denial::ClaimNotSatisfied);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ClaimRule {
+    fn satisfied_by(&self, claims: &Map<String, Value>) -> bool {
+        match claim_at(claims, &self.path) {
+            Some(Value::Array(items)) => items.iter().any(|v| self.accepted.contains(v)),
+            Some(value) => self.accepted.contains(value),
+            None => false,
+        }
+    }
+}
+
+/// The claim at a path of nested object keys.
+pub fn claim_at<'v>(claims: &'v Map<String, Value>, path: &[String]) -> Option<&'v Value> {
+    let (first, rest) = path.split_first()?;
+    rest.iter()
+        .try_fold(claims.get(first)?, |v, key| v.as_object()?.get(key))
+}
+
+/// Scopes granted by a token: RFC 9068 / RFC 7662 `scope` (space-separated string) and the
+/// `scp` array some authorization servers use instead.
+pub fn granted_scopes(claims: &Map<String, Value>) -> Vec<&str> {
+    let mut scopes: Vec<&str> = match claims.get("scope") {
+        Some(Value::String(s)) => s.split(' ').filter(|s| !s.is_empty()).collect(),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if let Some(Value::Array(items)) = claims.get("scp") {
+        scopes.extend(items.iter().filter_map(Value::as_str));
+    } else if let Some(Value::String(s)) = claims.get("scp") {
+        scopes.extend(s.split(' ').filter(|s| !s.is_empty()));
+    }
+    scopes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn facts<'a>(method: &'a str, path: &'a str, authority: &'a str) -> RequestFacts<'a> {
+        RequestFacts {
+            method,
+            path,
+            authority,
+            route_name: None,
+        }
+    }
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn prefix_exact_method_host_and_route_name_all_must_hold() {
+        let m = Matcher {
+            prefix: Some("/api".into()),
+            methods: vec!["GET".into()],
+            host: Some("*.example.com".into()),
+            ..Matcher::default()
+        };
+        assert!(m.matches(&facts("GET", "/api/x?y=1", "a.example.com:8000")));
+        assert!(!m.matches(&facts("POST", "/api/x", "a.example.com")));
+        assert!(!m.matches(&facts("GET", "/public", "a.example.com")));
+        assert!(!m.matches(&facts("GET", "/api", "example.com")));
+        assert!(!m.matches(&facts("GET", "/api", "evilexample.com")));
+        let exact = Matcher {
+            exact: Some("/health".into()),
+            ..Matcher::default()
+        };
+        assert!(exact.matches(&facts("GET", "/health?full=1", "h")));
+        assert!(!exact.matches(&facts("GET", "/health/x", "h")));
+        let named = Matcher {
+            route_name: Some("orders".into()),
+            ..Matcher::default()
+        };
+        let mut req = facts("GET", "/", "h");
+        assert!(!named.matches(&req));
+        req.route_name = Some("orders");
+        assert!(named.matches(&req));
+    }
+
+    #[test]
+    fn first_matching_route_wins_and_default_applies_otherwise() {
+        let routes = vec![
+            Route {
+                name: None,
+                matcher: Matcher {
+                    prefix: Some("/public".into()),
+                    ..Matcher::default()
+                },
+                policy: Policy::Anonymous,
+            },
+            Route {
+                name: None,
+                matcher: Matcher {
+                    prefix: Some("/".into()),
+                    methods: vec!["DELETE".into()],
+                    ..Matcher::default()
+                },
+                policy: Policy::Require(Requirement::default()),
+            },
+        ];
+        let req = facts("GET", "/public/x", "h");
+        assert!(matches!(
+            select(&routes, None, &req),
+            Some(Policy::Anonymous)
+        ));
+        assert!(select(&routes, None, &facts("GET", "/other", "h")).is_none());
+        let dflt = Policy::Anonymous;
+        assert!(select(&routes, Some(&dflt), &facts("GET", "/other", "h")).is_some());
+    }
+
+    #[test]
+    fn scopes_all_of_and_any_of() {
+        let r = Requirement {
+            scopes_all: vec!["read".into(), "write".into()],
+            ..Requirement::default()
+        };
+        assert!(r.check(&claims(json!({"scope": "read write admin"}))).is_ok());
+        assert_eq!(
+            r.check(&claims(json!({"scope": "read"}))),
+            Err(Denial::InsufficientScope {
+                scope: "read write".into()
+            })
+        );
+        assert!(r.check(&claims(json!({"scp": ["write", "read"]}))).is_ok());
+        let any = Requirement {
+            scopes_any: vec!["admin".into(), "ops".into()],
+            ..Requirement::default()
+        };
+        assert!(any.check(&claims(json!({"scope": "ops"}))).is_ok());
+        assert!(any.check(&claims(json!({"scope": "read"}))).is_err());
+        assert!(any.check(&claims(json!({}))).is_err());
+    }
+
+    #[test]
+    fn scope_strings_are_whole_words() {
+        let r = Requirement {
+            scopes_all: vec!["read".into()],
+            ..Requirement::default()
+        };
+        assert!(r.check(&claims(json!({"scope": "readonly"}))).is_err());
+    }
+
+    #[test]
+    fn claim_values_nested_paths_and_arrays() {
+        let r = Requirement {
+            claims: vec![
+                ClaimRule {
+                    path: vec!["tenant".into()],
+                    accepted: vec![json!("acme"), json!("globex")],
+                },
+                ClaimRule {
+                    path: vec!["realm_access".into(), "roles".into()],
+                    accepted: vec![json!("admin")],
+                },
+            ],
+            ..Requirement::default()
+        };
+        let ok = json!({"tenant": "globex", "realm_access": {"roles": ["user", "admin"]}});
+        assert!(r.check(&claims(ok)).is_ok());
+        let wrong = json!({"tenant": "initech", "realm_access": {"roles": ["admin"]}});
+        assert_eq!(r.check(&claims(wrong)), Err(Denial::ClaimNotSatisfied));
+        let missing = json!({"tenant": "acme"});
+        assert_eq!(r.check(&claims(missing)), Err(Denial::ClaimNotSatisfied));
+        let typed = Requirement {
+            claims: vec![ClaimRule {
+                path: vec!["level".into()],
+                accepted: vec![json!(3)],
+            }],
+            ..Requirement::default()
+        };
+        assert!(typed.check(&claims(json!({"level": 3}))).is_ok());
+        assert!(typed.check(&claims(json!({"level": "3"}))).is_err());
+    }
+}

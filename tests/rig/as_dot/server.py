@@ -1,0 +1,260 @@
+"""Tollgate test rig: a real django-oauth-toolkit authorization server on 127.0.0.1.
+
+    .venv/bin/python server.py --port P --state-dir DIR [--impersonate-issuer URL]
+
+Issuer http://127.0.0.1:P/o. sqlite and the OIDC RSA key live in DIR, so a restart with the
+same DIR keeps clients, tokens and the key. Access tokens are RFC 9068 JWTs (typ at+jwt, RS256,
+kid = the JWKS kid) signed with DOT's OIDC key; DOT stores them, so they introspect and revoke.
+
+Clients (created at start if missing; all confidential, secrets hashed with MD5 for speed):
+    dot-client / dot-secret                      client_credentials, aud https://api.test
+    dot-notyet / dot-notyet-secret               client_credentials, nbf = now + 3600
+    dot-wrongaud / dot-wrongaud-secret           client_credentials, aud https://other.test
+    dot-impersonator / dot-impersonator-secret   client_credentials, iss = --impersonate-issuer
+                                                 (a malicious AS claiming another's issuer)
+    dot-code / dot-code-secret                   authorization_code (PKCE S256 required),
+                                                 redirect_uri http://127.0.0.1/cb, OIDC RS256,
+                                                 no consent screen
+Scopes: openid read write admin (default read). A request carrying `X-Rig-User: NAME` is logged
+in as NAME (user created on first use) so /o/authorize needs no login form. Dynamic client
+registration is open at /o/register/.
+
+Logs one line per request (method, path without query, status); never tokens or secrets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import django
+from django.conf import settings
+
+ARGS = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ARGS.add_argument("--port", type=int, required=True)
+ARGS.add_argument("--state-dir", type=Path, required=True)
+ARGS.add_argument("--impersonate-issuer", default=None)
+
+API_AUDIENCE = "https://api.test"
+
+# client_id -> (secret, grant type, extra Application fields)
+CLIENTS = {
+    "dot-client": ("dot-secret", "client-credentials", {}),
+    "dot-notyet": ("dot-notyet-secret", "client-credentials", {}),
+    "dot-wrongaud": ("dot-wrongaud-secret", "client-credentials", {}),
+    "dot-impersonator": ("dot-impersonator-secret", "client-credentials", {}),
+    "dot-code": (
+        "dot-code-secret",
+        "authorization-code",
+        {"redirect_uris": "http://127.0.0.1/cb", "algorithm": "RS256", "skip_authorization": True},
+    ),
+}
+
+
+def rsa_private_pem(state_dir: Path) -> str:
+    """The OIDC signing key, generated on first start and kept in the state dir."""
+    path = state_dir / "oidc-rsa.pem"
+    if not path.exists():
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(pem)
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path.read_text()
+
+
+def configure(args: argparse.Namespace) -> None:
+    state_dir = args.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    issuer = f"http://127.0.0.1:{args.port}/o"
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="tollgate-rig-not-a-secret",
+        ALLOWED_HOSTS=["127.0.0.1", "localhost"],
+        ROOT_URLCONF=__name__,
+        USE_TZ=True,
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django.contrib.sessions",
+            "oauth2_provider",
+        ],
+        MIDDLEWARE=[
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            f"{__name__}.RigUserMiddleware",
+        ],
+        AUTHENTICATION_BACKENDS=["django.contrib.auth.backends.RemoteUserBackend"],
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": str(state_dir / "dot.sqlite3"),
+                "OPTIONS": {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF"},
+            }
+        },
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        TEMPLATES=[
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "APP_DIRS": True,
+                "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+            }
+        ],
+        LOGGING={
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+            # 4xx are already in the one-line access log; keep tracebacks of 5xx
+            "loggers": {"django.request": {"handlers": ["stderr"], "level": "ERROR", "propagate": False}},
+        },
+        OAUTH2_PROVIDER={
+            "OIDC_ENABLED": True,
+            "OIDC_ISS_ENDPOINT": issuer,
+            "OIDC_RSA_PRIVATE_KEY": rsa_private_pem(state_dir),
+            "OIDC_JWKS_MAX_AGE_SECONDS": 60,
+            "SCOPES": {"openid": "OpenID Connect", "read": "read", "write": "write", "admin": "admin"},
+            "DEFAULT_SCOPES": ["read"],
+            "ACCESS_TOKEN_EXPIRE_SECONDS": 3600,
+            "ACCESS_TOKEN_GENERATOR": functools.partial(mint_access_token, issuer, args.impersonate_issuer),
+            "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
+            "DCR_ENABLED": True,
+            "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),
+        },
+    )
+
+
+# ---------------------------------------------------------------- access tokens
+
+
+@functools.cache
+def signing_key():
+    from jwcrypto import jwk
+    from oauth2_provider.settings import oauth2_settings
+
+    key = jwk.JWK.from_pem(oauth2_settings.OIDC_RSA_PRIVATE_KEY.encode())
+    return key, key.thumbprint()  # DOT's JWKS view publishes the thumbprint as kid
+
+
+def mint_access_token(issuer: str, impersonate_issuer: str | None, request) -> str:
+    """oauthlib token generator: an RFC 9068 JWT, with per-client twists for negative tests."""
+    from jwcrypto import jwt
+
+    key, kid = signing_key()
+    client_id = request.client.client_id
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "sub": str(request.user.pk) if getattr(request, "user", None) else client_id,
+        "aud": API_AUDIENCE,
+        "client_id": client_id,
+        "scope": " ".join(request.scopes or []),
+        "iat": now,
+        "exp": now + int(request.expires_in),
+        "jti": uuid.uuid4().hex,
+    }
+    if client_id == "dot-notyet":
+        claims["nbf"] = now + 3600
+    elif client_id == "dot-wrongaud":
+        claims["aud"] = "https://other.test"
+    elif client_id == "dot-impersonator":
+        claims["iss"] = impersonate_issuer or "https://impersonation-target.invalid"
+    token = jwt.JWT(header={"alg": "RS256", "typ": "at+jwt", "kid": kid}, claims=claims)
+    token.make_signed_token(key)
+    return token.serialize()
+
+
+# ---------------------------------------------------------------- login by header
+
+
+
+def define_rig_user_middleware() -> None:
+    """Defines RigUserMiddleware (MIDDLEWARE names it); Django must be set up first."""
+    from django.contrib.auth.middleware import RemoteUserMiddleware
+
+    class RigUserMiddleware(RemoteUserMiddleware):
+        """Logs the request in as the user named by the X-Rig-User header (test rig only)."""
+
+        header = "HTTP_X_RIG_USER"
+
+    globals()["RigUserMiddleware"] = RigUserMiddleware
+
+
+# ---------------------------------------------------------------- urls + startup
+
+urlpatterns: list = []
+
+
+def setup(args: argparse.Namespace) -> None:
+    configure(args)
+    django.setup()
+    define_rig_user_middleware()
+    from django.core.management import call_command
+    from django.urls import include, path
+
+    from oauth2_provider.urls import metadata_urlpatterns
+
+    urlpatterns.append(path("o/", include("oauth2_provider.urls", namespace="oauth2_provider")))
+    # RFC 8414 location for issuer .../o: /.well-known/oauth-authorization-server/o
+    urlpatterns.append(path("", include((metadata_urlpatterns, "rfc8414"))))
+    call_command("migrate", verbosity=0, interactive=False)
+    ensure_clients()
+
+
+def ensure_clients() -> None:
+    from oauth2_provider.models import get_application_model
+
+    Application = get_application_model()
+    existing = set(Application.objects.filter(client_id__in=CLIENTS).values_list("client_id", flat=True))
+    for client_id, (secret, grant, extra) in CLIENTS.items():
+        if client_id not in existing:
+            Application.objects.create(
+                client_id=client_id,
+                client_secret=secret,
+                name=client_id,
+                client_type=Application.CLIENT_CONFIDENTIAL,
+                authorization_grant_type=grant,
+                **extra,
+            )
+
+
+def serve(port: int) -> None:
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+
+    class Handler(WSGIRequestHandler):
+        def log_request(self, code="-", size="-"):
+            method, _, target = self.requestline.partition(" ")
+            path = target.split(" ")[0].split("?")[0]
+            print(f"{method} {path} {getattr(code, 'value', code)}", flush=True)
+
+        def log_message(self, format, *args):  # errors only; the request line is logged above
+            if not format.startswith('"%s" %s %s'):
+                print(f"http: {format % args}", file=sys.stderr, flush=True)
+
+    server = ThreadedWSGIServer(("127.0.0.1", port), Handler)
+    server.set_app(WSGIHandler())
+    print(f"django-oauth-toolkit listening on http://127.0.0.1:{port}/o", flush=True)
+    server.serve_forever(poll_interval=0.2)
+
+
+def main() -> None:
+    args = ARGS.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    setup(args)
+    serve(args.port)
+
+
+if __name__ == "__main__":
+    main()

