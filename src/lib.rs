@@ -43,3 +43,7 @@ pub mod jwt;
 pub mod outcome;
 pub mod policy;
 pub mod proxy;
+
+/// Fixed test keys, clock and token minting for the unit tests.
+#[cfg(test)]
+mod testdata;

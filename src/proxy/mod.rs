@@ -1,1 +1,41 @@
-//! host adapter (todo)
+//! The host adapter: the only module that talks to the proxy-wasm host (Envoy).
+//!
+//! Thin glue around the host-free core. It reads the host clock once per callback and passes
+//! `now` down, turns core [`crate::http::HttpRequest`] values into `dispatch_http_call`s,
+//! keeps per-worker state ([`worker::Worker`]) shared by the root and HTTP contexts of one VM,
+//! and keeps cross-worker state (JWKS, fetch leases, verified tokens) in the host's shared data
+//! ([`shared`]). Every host call's failure is handled; nothing here may panic.
+//!
+//! - [`root`]: `on_configure` (parse, compile, swap), the tick that refreshes keys, callouts
+//! - [`filter`]: the HTTP context: strip identity headers, decide, forward or answer
+//! - [`worker`]: per-VM state and the shared steps (apply a decision, wake paused requests)
+//! - [`shared`]: shared-data records (fetch state, key sets, token cache slots)
+//! - [`metrics`]: counters visible in Envoy's `/stats` (prefix `wasmcustom.tollgate.`)
+
+pub mod filter;
+pub mod host;
+pub mod metrics;
+pub mod root;
+pub mod shared;
+pub mod worker;
+
+use proxy_wasm::types::LogLevel;
+
+/// Registers the root context factory and a panic hook. Called by the `_initialize` export.
+pub fn start() {
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    std::panic::set_hook(Box::new(|info| {
+        // A panic aborts the VM (panic = abort); say where, at the host's highest level.
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        host::log_critical(&format!("tollgate: panic at {at}; the plugin VM stops"));
+    }));
+    proxy_wasm::set_root_context(|context_id| Box::new(root::Root::new(context_id)));
+}
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    start();
+}}

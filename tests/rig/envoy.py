@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -118,28 +119,32 @@ def wasm_filter(
     plugin_config: dict | str,
     *,
     fail_open: bool = False,
+    failure_policy: str | None = None,
     root_id: str = ROOT_ID,
     vm_id: str = VM_ID,
 ) -> dict:
-    """The `envoy.filters.http.wasm` entry of http_filters."""
+    """The `envoy.filters.http.wasm` entry of http_filters.
+
+    fail_open=False is what Tollgate ships with (deprecated field in 1.40, but the default value
+    logs no warning; fail_open=True does).
+    failure_policy ("FAIL_CLOSED" | "FAIL_OPEN" | "FAIL_RELOAD"), when given, replaces fail_open.
+    """
     configuration = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
-    return {
-        "name": WASM_FILTER,
-        "typed_config": {
-            "@type": WASM_TYPE,
-            "config": {
-                "name": root_id,
-                "root_id": root_id,
-                "configuration": {"@type": STRING_VALUE_TYPE, "value": configuration},
-                "fail_open": fail_open,
-                "vm_config": {
-                    "vm_id": vm_id,
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": str(Path(wasm_path).resolve())}},
-                },
-            },
+    config: dict[str, Any] = {
+        "name": root_id,
+        "root_id": root_id,
+        "configuration": {"@type": STRING_VALUE_TYPE, "value": configuration},
+        "vm_config": {
+            "vm_id": vm_id,
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": str(Path(wasm_path).resolve())}},
         },
     }
+    if failure_policy:
+        config["failure_policy"] = failure_policy
+    else:
+        config["fail_open"] = fail_open
+    return {"name": WASM_FILTER, "typed_config": {"@type": WASM_TYPE, "config": config}}
 
 
 def render(
@@ -151,6 +156,7 @@ def render(
     routes: list[dict] | None = None,
     *,
     fail_open: bool = False,
+    failure_policy: str | None = None,
     access_log: bool = True,
     extra_http_filters_before: list[dict] | None = None,
 ) -> dict:
@@ -166,7 +172,7 @@ def render(
     """
     routes = DEFAULT_ROUTES if routes is None else routes
     http_filters = list(extra_http_filters_before or [])
-    http_filters.append(wasm_filter(wasm_path, plugin_config, fail_open=fail_open))
+    http_filters.append(wasm_filter(wasm_path, plugin_config, fail_open=fail_open, failure_policy=failure_policy))
     http_filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}})
     hcm = {
         "@type": HCM_TYPE,
@@ -250,12 +256,14 @@ def start_envoy(
     log_level: str = "info",
     component_log_level: str | None = "wasm:debug",
     fail_open: bool = False,
+    failure_policy: str | None = None,
     access_log: bool = True,
     config: dict | None = None,
     name: str = "envoy",
     timeout: float = 30.0,
 ) -> EnvoyProc:
-    """Write the bootstrap to log_dir/<name>.json and start Envoy; returns once the listener port
+    """Write the bootstrap to log_dir/<name>.json and start Envoy (log: log_dir/<name>.log, Envoy's
+    stderr+stdout, replaced on each start); returns once the listener port
     accepts connections and admin /ready says LIVE. Stop it with proc.stop() (SIGTERM by PID).
 
     config: a ready bootstrap (e.g. from render()) instead of rendering one here; then
@@ -274,6 +282,7 @@ def start_envoy(
             clusters or {},
             routes,
             fail_open=fail_open,
+            failure_policy=failure_policy,
             access_log=access_log,
         )
     else:
@@ -293,18 +302,36 @@ def start_envoy(
         "--base-id", str(base_id),
         "--disable-hot-restart",
         "-l", log_level,
+        "--file-flush-interval-msec", "100",  # access log lines reach the log file promptly
     ]
     if component_log_level:
         argv += ["--component-log-level", component_log_level]
+    log_path = log_dir / f"{name}.log"
+    log_path.unlink(missing_ok=True)  # one log per start, so proc.log_text() is this run only
     proc = EnvoyProc(
         name=name,
         argv=argv,
         port=int(listener_port),
-        log_path=log_dir / f"{name}.log",
+        log_path=log_path,
         admin_port=int(admin_port),
         config_path=config_path,
     )
     return proc.start(timeout=timeout)
+
+
+def validate(config: dict, log_dir: Path | str, name: str = "validate", timeout: float = 60.0) -> tuple[bool, str]:
+    """`envoy --mode validate`: loads the wasm and runs on_vm_start/on_configure (binds no port).
+    Returns (ok, output); a plugin whose on_configure returns false (or panics) gives ok=False."""
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / f"{name}.json"
+    path.write_text(json.dumps(config, indent=2))
+    r = subprocess.run(
+        [str(envoy_binary()), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+         "-l", "info", "--component-log-level", "wasm:debug"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout,
+    )
+    return r.returncode == 0, r.stdout.decode("utf-8", "replace")
 
 
 def admin_get(admin_port: int, path: str, timeout: float = 2.0) -> tuple[int, str]:
@@ -323,28 +350,82 @@ def ready(admin_port: int) -> bool:
     return status == 200 and body.strip() == "LIVE"
 
 
-def stats(admin_port: int, prefix: str = "") -> dict[str, int]:
-    """Counters and gauges whose name starts with prefix, from admin /stats?format=json.
+WASM_CUSTOM = "wasmcustom."  # Envoy's namespace for metrics a wasm module defines
 
-    Wasm metrics defined as "tollgate.x" appear under exactly that name (no extra prefix).
-    Histograms are left out (see histograms()).
+
+def _custom(name: str) -> str:
+    return name[len(WASM_CUSTOM):] if name.startswith(WASM_CUSTOM) else name
+
+
+def stats(admin_port: int, prefix: str = "") -> dict[str, int]:
+    """Counters and gauges from admin /stats?format=json whose name starts with prefix.
+
+    A metric the wasm defines as "tollgate.x" is listed by Envoy as "wasmcustom.tollgate.x"
+    (Prometheus: "tollgate_x"); here it is keyed by the name the wasm gave it ("tollgate.x"),
+    and prefix is matched against that name or the full Envoy name. Counters defined by the
+    filter on several workers are one stat (summed). Histograms are left out (see histograms()).
     """
     _, body = admin_get(admin_port, "/stats?format=json")
     out: dict[str, int] = {}
     for s in json.loads(body).get("stats", []):
-        if "value" in s and s["name"].startswith(prefix):
-            out[s["name"]] = int(s["value"])
+        if "value" not in s:
+            continue
+        name = s["name"]
+        if _custom(name).startswith(prefix) or name.startswith(prefix):
+            out[_custom(name)] = int(s["value"])
     return out
 
 
 def histograms(admin_port: int, prefix: str = "") -> dict[str, dict]:
-    """Histograms whose name starts with prefix: name -> the admin's computed_quantiles entry."""
+    """Histograms whose name starts with prefix (same naming as stats()) -> the admin's
+    computed_quantiles entry. Values appear only after a stats flush (every 5 s by default)."""
     _, body = admin_get(admin_port, "/stats?format=json")
     out: dict[str, dict] = {}
     for s in json.loads(body).get("stats", []):
         h = s.get("histograms")
         if isinstance(h, dict):
             for q in h.get("computed_quantiles", []):
-                if q["name"].startswith(prefix):
-                    out[q["name"]] = q
+                if _custom(q["name"]).startswith(prefix) or q["name"].startswith(prefix):
+                    out[_custom(q["name"])] = q
     return out
+
+
+def _smoke(wasm_path: str, plugin_config: str = "{}") -> int:
+    """python tests/rig/envoy.py WASM [PLUGIN_CONFIG_JSON]: start two Envoys side by side with the
+    given module (routes answer with direct_response, so no upstream is needed), send one request
+    to each, print status and tollgate.* stats, stop both by PID."""
+    import tempfile
+
+    routes = [{"name": n, "prefix": p, "direct_response": {"status": 200, "body": f"route={n}\n"}}
+              for n, p in (("api", "/api"), ("public", "/public"), ("default", "/"))]
+    with tempfile.TemporaryDirectory(prefix="tollgate-envoy-") as tmp:
+        cfg = json.loads(plugin_config)
+        t0 = time.monotonic()
+        a = start_envoy(wasm_path, cfg, {UPSTREAM: free_port()}, routes, log_dir=tmp, name="a")
+        try:
+            b = start_envoy(wasm_path, cfg, {UPSTREAM: free_port()}, routes, log_dir=tmp, name="b", concurrency=2)
+            try:
+                print(f"both serving after {time.monotonic() - t0:.2f}s: a pid={a.pid} :{a.port} admin :{a.admin_port}; "
+                      f"b pid={b.pid} :{b.port} admin :{b.admin_port}")
+                for p in (a, b):
+                    try:
+                        with urllib.request.urlopen(f"{p.url}/api/x", timeout=5) as r:
+                            print(p.name, r.status, r.read().decode().strip())
+                    except urllib.error.HTTPError as e:
+                        print(p.name, e.code, e.read().decode().strip())
+                    print(p.name, "stats", stats(p.admin_port, "tollgate"))
+            finally:
+                b.stop()
+        finally:
+            a.stop()
+        print("exit codes:", a.popen.returncode if a.popen else None, b.popen.returncode if b.popen else None)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    if len(sys.argv) < 2:
+        print("usage: python tests/rig/envoy.py WASM [PLUGIN_CONFIG_JSON]", file=sys.stderr)
+        raise SystemExit(2)
+    raise SystemExit(_smoke(*sys.argv[1:3]))

@@ -1,0 +1,66 @@
+//! The HTTP context: one per request. Removes inbound identity headers, gathers the request
+//! facts, and hands them to the worker to decide.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+
+use super::host;
+use super::worker::{Flow, OwnedFacts, Worker};
+
+pub struct Filter {
+    context_id: u32,
+    worker: Option<Rc<RefCell<Worker>>>,
+}
+
+impl Filter {
+    pub fn new(context_id: u32, worker: Option<Rc<RefCell<Worker>>>) -> Filter {
+        Filter { context_id, worker }
+    }
+}
+
+impl Context for Filter {
+    fn on_done(&mut self) -> bool {
+        if let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) {
+            w.forget(self.context_id);
+        }
+        true
+    }
+}
+
+impl HttpContext for Filter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(Ok(mut worker)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) else {
+            // Not configured (or re-entered): fail closed.
+            host::send_response(500, &[], "");
+            return Action::Pause;
+        };
+        let now = host::now_ms();
+
+        // Read what we need first: Authorization may be removed below.
+        let mut facts = OwnedFacts::default();
+        for (name, value) in host::request_headers() {
+            let value = String::from_utf8_lossy(&value);
+            match name.as_str() {
+                ":method" => facts.method = value.into_owned(),
+                ":path" => facts.path = value.into_owned(),
+                ":authority" => facts.authority = value.into_owned(),
+                "authorization" => facts.authorization.push(value.into_owned()),
+                _ => {}
+            }
+        }
+        if worker.needs_route_name {
+            facts.route_name = host::property(&["xds", "route_name"]);
+        }
+        // Whatever happens next, no inbound copy of an identity header reaches the upstream.
+        for header in worker.cfg.identity.owned_headers() {
+            host::remove_request_header(header);
+        }
+        match worker.on_request(self.context_id, facts, now) {
+            Flow::Continue => Action::Continue,
+            Flow::Pause => Action::Pause,
+        }
+    }
+}

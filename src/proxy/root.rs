@@ -1,0 +1,85 @@
+//! The root context: one per worker VM. Parses the configuration (`on_configure`), drives key
+//! refresh on the tick, receives key-fetch callouts, and creates HTTP contexts.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+
+use super::filter::Filter;
+use super::host;
+use super::worker::Worker;
+use crate::config::FilterConfig;
+
+pub struct Root {
+    context_id: u32,
+    worker: Option<Rc<RefCell<Worker>>>,
+}
+
+impl Root {
+    pub fn new(context_id: u32) -> Root {
+        Root {
+            context_id,
+            worker: None,
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(worker) = &self.worker else {
+            return;
+        };
+        let now = host::now_ms();
+        let response = host::call_response(num_headers, body_size);
+        if let Ok(mut w) = worker.try_borrow_mut() {
+            w.on_fetch_response(token_id, response, now);
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let text = host::plugin_configuration().unwrap_or_default();
+        match FilterConfig::parse(&text) {
+            Ok(cfg) => {
+                log::info!(
+                    "tollgate: configured {} issuer(s), {} route(s)",
+                    cfg.issuers.len(),
+                    cfg.routes.len()
+                );
+                self.worker = Some(Rc::new(RefCell::new(Worker::new(cfg, self.context_id))));
+                true
+            }
+            Err(e) => {
+                log::error!("tollgate: {e}");
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(worker) = &self.worker else {
+            return;
+        };
+        let now = host::now_ms();
+        if let Ok(mut w) = worker.try_borrow_mut() {
+            w.on_tick(now);
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Filter::new(context_id, self.worker.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

@@ -1,0 +1,107 @@
+//! Records in the host's shared data (one copy per Envoy process, seen by every worker):
+//! per-issuer fetch state and key sets, and the verified-token cache slots.
+//!
+//! Keys: `tollgate.<fp>.jwks.<issuer>.state` (a [`FetchState`], updated by compare-and-swap),
+//! `tollgate.<fp>.jwks.<issuer>.keys` (generation, fetch time, JWKS bytes) and
+//! `tollgate.tc.<slot>`. `<fp>` is a short configuration fingerprint, so a changed
+//! configuration starts from fresh fetch state.
+
+use super::host;
+use crate::cache::{self, CacheKey, TokenCache, Verified};
+use crate::jwks::fetch::FetchState;
+
+/// The shared-data names of one issuer's records.
+#[derive(Debug, Clone)]
+pub struct IssuerKeys {
+    pub state: String,
+    pub keys: String,
+}
+
+impl IssuerKeys {
+    pub fn new(fingerprint: &[u8; 32], issuer_name: &str) -> IssuerKeys {
+        let fp: String = fingerprint[..4].iter().map(|b| format!("{b:02x}")).collect();
+        IssuerKeys {
+            state: format!("tollgate.{fp}.jwks.{issuer_name}.state"),
+            keys: format!("tollgate.{fp}.jwks.{issuer_name}.keys"),
+        }
+    }
+
+    pub fn read_state(&self) -> (FetchState, Option<u32>) {
+        let (value, cas) = host::shared_get(&self.state);
+        (value.map(|v| FetchState::decode(&v)).unwrap_or_default(), cas)
+    }
+
+    /// Creates the state record if absent, so that later writes can be compare-and-swapped
+    /// (the host applies no CAS check to a key that does not exist yet).
+    pub fn ensure_state(&self) {
+        if host::shared_get(&self.state).0.is_none() {
+            host::shared_set(&self.state, &FetchState::default().encode(), None);
+        }
+    }
+
+    /// Applies `change` to the state if `decide` agrees, atomically with respect to other
+    /// workers (retrying on CAS mismatch). Returns the state written, or `None` if `decide`
+    /// said no.
+    pub fn update(
+        &self,
+        decide: impl Fn(&FetchState) -> bool,
+        change: impl Fn(&mut FetchState),
+    ) -> Option<FetchState> {
+        for _ in 0..16 {
+            let (mut state, cas) = self.read_state();
+            if !decide(&state) {
+                return None;
+            }
+            change(&mut state);
+            if host::shared_set(&self.state, &state.encode(), cas) {
+                return Some(state);
+            }
+        }
+        None
+    }
+
+    pub fn write_keys(&self, generation: u64, fetched_at: u64, jwks: &[u8]) {
+        let mut value = Vec::with_capacity(16 + jwks.len());
+        value.extend_from_slice(&generation.to_le_bytes());
+        value.extend_from_slice(&fetched_at.to_le_bytes());
+        value.extend_from_slice(jwks);
+        host::shared_set(&self.keys, &value, None);
+    }
+
+    /// (generation, fetched_at, JWKS bytes) of the shared key set, if one was fetched.
+    pub fn read_keys(&self) -> Option<(u64, u64, Vec<u8>)> {
+        let value = host::shared_get(&self.keys).0?;
+        let (head, jwks) = value.split_at_checked(16)?;
+        let (g, f) = head.split_at(8);
+        Some((
+            u64::from_le_bytes(g.try_into().ok()?),
+            u64::from_le_bytes(f.try_into().ok()?),
+            jwks.to_vec(),
+        ))
+    }
+}
+
+/// The verified-token cache over shared data: `slots` fixed keys, so memory is bounded.
+pub struct SharedTokenCache {
+    pub slots: u32,
+}
+
+impl SharedTokenCache {
+    fn slot_key(&self, key: &CacheKey) -> String {
+        format!("tollgate.tc.{}", cache::slot_of(key, self.slots))
+    }
+}
+
+impl TokenCache for SharedTokenCache {
+    fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<Verified> {
+        let value = host::shared_get(&self.slot_key(key)).0?;
+        cache::decode(key, &value, now_ms)
+    }
+
+    fn put(&mut self, key: &CacheKey, entry: &Verified) {
+        let value = cache::encode(key, entry);
+        if !value.is_empty() {
+            host::shared_set(&self.slot_key(key), &value, None);
+        }
+    }
+}

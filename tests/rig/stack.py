@@ -1,0 +1,184 @@
+"""The standard Tollgate deployment on loopback: Envoy + tollgate.wasm, two real authorization
+servers and an echoing upstream. Used by the end-to-end tests (free ports) and the demo
+(fixed ports).
+
+    AS-1 "as1": oidc-provider, RFC 9068 JWT access tokens (resource indicators)
+    AS-2 "as2": django-oauth-toolkit minting RFC 9068 JWTs
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+try:
+    from . import envoy, servers, tokens
+    from .procs import ROOT, Proc, free_port
+except ImportError:  # tests/rig on sys.path
+    import envoy
+    import servers
+    import tokens
+    from procs import ROOT, Proc, free_port
+
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm"
+API_AUDIENCE = "https://api.test"
+
+
+def build_wasm() -> Path:
+    """cargo build --release --target wasm32-wasip1 (a no-op when up to date)."""
+    subprocess.run(
+        ["cargo", "build", "--release", "--target", "wasm32-wasip1", "--quiet"],
+        cwd=ROOT,
+        check=True,
+    )
+    return WASM
+
+
+def plugin_config(as1_port: int, as2_port: int, **issuer_overrides) -> dict:
+    """The demo/test plugin configuration. issuer_overrides: {"as1": {...}, "as2": {...}} merged
+    into each issuer."""
+    issuers = [
+        {
+            "name": "as1",
+            "issuer": f"http://127.0.0.1:{as1_port}",
+            # oidc-provider publishes its JWKS location in OIDC discovery.
+            "jwks": {"discovery": True, "upstream": "as1"},
+            "audiences": [API_AUDIENCE],
+            "algorithms": ["RS256", "PS256", "ES256", "EdDSA"],
+            "require_at_jwt": True,
+            "clock_skew_s": 1,
+        },
+        {
+            "name": "as2",
+            "issuer": f"http://127.0.0.1:{as2_port}/o",
+            "jwks": {
+                "uri": f"http://127.0.0.1:{as2_port}/o/.well-known/jwks.json",
+                "upstream": "as2",
+            },
+            "audiences": [API_AUDIENCE],
+            "algorithms": ["RS256"],
+            "require_at_jwt": True,
+            "clock_skew_s": 1,
+        },
+    ]
+    for issuer in issuers:
+        issuer.update(issuer_overrides.get(issuer["name"], {}))
+    return {
+        "issuers": issuers,
+        "routes": [
+            {"name": "public", "match": {"prefix": "/public"}, "anonymous": True},
+            {"name": "admin", "match": {"prefix": "/api/admin"}, "require": {"scopes": ["admin"]}},
+            {"name": "as1-only", "match": {"prefix": "/api/as1-only"}, "require": {"issuers": ["as1"]}},
+            {
+                "name": "demo-client-only",
+                "match": {"prefix": "/api/claims"},
+                "require": {"claims": {"client_id": "demo-client"}},
+            },
+            {"name": "writes", "match": {"prefix": "/api", "methods": ["POST", "PUT", "DELETE"]},
+             "require": {"scopes": ["write"]}},
+            {"name": "api", "match": {"prefix": "/api"}, "require": {"scopes_any": ["read", "admin"]}},
+        ],
+        "identity": {"payload_header": "x-tollgate-claims"},
+    }
+
+
+@dataclass
+class Stack:
+    """Starts and stops the whole deployment. Ports default to free ones."""
+
+    workdir: Path
+    as1_port: int = field(default_factory=free_port)
+    as2_port: int = field(default_factory=free_port)
+    upstream_port: int = field(default_factory=free_port)
+    concurrency: int = 1
+    issuer_overrides: dict = field(default_factory=dict)
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    @property
+    def as1_issuer(self) -> str:
+        return f"http://127.0.0.1:{self.as1_port}"
+
+    @property
+    def as2_issuer(self) -> str:
+        return f"http://127.0.0.1:{self.as2_port}/o"
+
+    @property
+    def envoy(self) -> envoy.EnvoyProc:
+        return self.procs["envoy"]  # type: ignore[return-value]
+
+    @property
+    def url(self) -> str:
+        return self.envoy.url
+
+    def plugin_config(self) -> dict:
+        return plugin_config(self.as1_port, self.as2_port, **self.issuer_overrides)
+
+    def clusters(self) -> dict[str, int]:
+        return {"as1": self.as1_port, "as2": self.as2_port, "upstream": self.upstream_port}
+
+    def start_as1(self) -> Proc:
+        self.procs["as1"] = servers.start_oidc(self.as1_port, self.workdir / "as1-state", self.workdir)
+        return self.procs["as1"]
+
+    def start_as2(self) -> Proc:
+        self.procs["as2"] = servers.start_dot(
+            self.as2_port, self.workdir / "as2-state", self.workdir, impersonate_issuer=self.as1_issuer
+        )
+        return self.procs["as2"]
+
+    def start_envoy(self, **kwargs) -> envoy.EnvoyProc:
+        kwargs.setdefault("concurrency", self.concurrency)
+        self.procs["envoy"] = envoy.start_envoy(
+            WASM, self.plugin_config(), self.clusters(), log_dir=self.workdir, **kwargs
+        )
+        return self.envoy
+
+    def start(self) -> "Stack":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.procs["upstream"] = servers.start_upstream(self.upstream_port, self.workdir)
+            self.start_as1()
+            self.start_as2()
+            self.start_envoy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for name in ("envoy", "as1", "as2", "upstream"):
+            proc = self.procs.get(name)
+            if proc:
+                proc.stop()
+
+    # --- tokens -------------------------------------------------------------------------------
+
+    def as1_token(self, scope: str = "read", resource: str = "https://api.test/jwt",
+                  client: tuple[str, str] = ("demo-client", "demo-secret")) -> str:
+        return tokens.client_credentials(
+            f"{self.as1_issuer}/token", *client, scope=scope, resource=resource
+        )["access_token"]
+
+    def as2_token(self, client: str = "dot-client", secret: str = "dot-secret", scope: str = "read") -> str:
+        return tokens.client_credentials(f"{self.as2_issuer}/token/", client, secret, scope=scope)["access_token"]
+
+    # --- calls through Envoy ------------------------------------------------------------------
+
+    def call(self, path: str, token: str | None = None, method: str = "GET",
+             headers: dict | None = None) -> requests.Response:
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        return requests.request(method, self.url + path, headers=h, timeout=15)
+
+    def stats(self, prefix: str = "tollgate.") -> dict[str, int]:
+        return envoy.stats(self.envoy.admin_port, prefix)
+
+
+def upstream_saw(response: requests.Response) -> dict:
+    """The request headers the echoing upstream received (lower-case names)."""
+    return json.loads(response.text)["headers"]
