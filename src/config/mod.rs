@@ -246,6 +246,13 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
         timeout_ms: positive("fetch_timeout_ms", ri.fetch_timeout_ms)?,
         max_stale_ms: positive("max_stale_s", ri.max_stale_s)?.saturating_mul(1000),
     };
+    if ri.max_stale_s < ri.refresh_interval_s {
+        // Keys would go stale before the next scheduled refresh: tokens refused every cycle.
+        return err(
+            format!("{at}.max_stale_s"),
+            "must be at least refresh_interval_s",
+        );
+    }
     let keys = compile_jwks(&format!("{at}.jwks"), &ri.issuer, ri.jwks)?;
     Ok(Issuer {
         name: ri.name,
@@ -314,9 +321,22 @@ fn compile_match(at: &str, rm: raw::RawMatch) -> Result<Matcher, ConfigError> {
         return err(at, "prefix and exact cannot both be set");
     }
     for (field, value) in [("prefix", &rm.prefix), ("exact", &rm.exact)] {
-        if value.as_deref().is_some_and(|p| !p.starts_with('/')) {
-            return err(format!("{at}.{field}"), "must start with '/'");
+        // The query is not matched, so a '?' (or '#') here would never match any request.
+        if value
+            .as_deref()
+            .is_some_and(|p| !p.starts_with('/') || p.contains(['?', '#']))
+        {
+            return err(
+                format!("{at}.{field}"),
+                "must start with '/' and contain no '?' or '#' (only the path is matched)",
+            );
         }
+    }
+    if rm.host.as_deref().is_some_and(|h| !is_host_pattern(h)) {
+        return err(
+            format!("{at}.host"),
+            "must be a host name or *.domain, without a port (the port is not matched)",
+        );
     }
     let mut methods = Vec::with_capacity(rm.methods.len());
     for (j, m) in rm.methods.into_iter().enumerate() {
@@ -335,6 +355,16 @@ fn compile_match(at: &str, rm: raw::RawMatch) -> Result<Matcher, ConfigError> {
         host: rm.host.map(|h| h.to_ascii_lowercase()),
         route_name: rm.route_name,
     })
+}
+
+/// A host pattern that can match some request: `*` only as a leading `*.` label and no port
+/// (the request's port is removed before matching, so a pattern with one would never match).
+fn is_host_pattern(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let has_port = name
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    !name.is_empty() && !name.contains('*') && !has_port
 }
 
 fn compile_policy(

@@ -60,13 +60,11 @@ fn issuer_a() -> Issuer {
 fn key_of(jwk: Value) -> Key {
     let (set, skipped) = KeySet::from_value(&jwks(&[jwk])).expect("usable key");
     assert_eq!((set.len(), skipped), (1, 0));
-    set.candidates(None, Alg::Rs256)
-        .chain(set.candidates(None, Alg::Es256))
-        .chain(set.candidates(None, Alg::Es384))
-        .chain(set.candidates(None, Alg::EdDsa))
-        .next()
-        .cloned()
-        .expect("one key")
+    let key = [Alg::Rs256, Alg::Es256, Alg::Es384, Alg::EdDsa]
+        .into_iter()
+        .find_map(|alg| set.candidates(None, alg).next().cloned())
+        .expect("one key");
+    key
 }
 
 /// The fixture's public key, its own kid, no pinned alg.

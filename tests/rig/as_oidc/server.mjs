@@ -30,6 +30,9 @@
  *   POST /__rig/drop-old                keep only the newest key of each type
  *   GET  /__rig/stats                   {"requests": {path: count}, "keys": [{kid, kty, alg}]}
  *   POST /__rig/reset-stats             zero the counters
+ *   POST /__rig/delay?ms=N              hold every later non-rig request N ms before handling
+ *                                       it (0 turns it off; at most 60000), e.g. to make a
+ *                                       JWKS fetch slow enough to observe
  *
  * Logs one line per request (method, path without query, status); never tokens or secrets.
  */
@@ -222,6 +225,7 @@ function installKeys(next) {
 // ---------------------------------------------------------------- rig control + http
 
 const counts = {};
+let delayMs = 0; // POST /__rig/delay
 
 function json(res, status, body) {
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
@@ -256,6 +260,14 @@ function rig(req, res, url) {
     case 'POST /__rig/reset-stats':
       for (const k of Object.keys(counts)) delete counts[k];
       return json(res, 200, { requests: counts });
+    case 'POST /__rig/delay': {
+      const ms = Number(url.searchParams.get('ms') ?? '0');
+      if (!Number.isInteger(ms) || ms < 0 || ms > 60000) {
+        return json(res, 400, { error: 'ms must be an integer from 0 to 60000' });
+      }
+      delayMs = ms;
+      return json(res, 200, { delay_ms: delayMs });
+    }
     default:
       return json(res, 404, { error: 'no such rig endpoint' });
   }
@@ -266,6 +278,10 @@ const server = http.createServer((req, res) => {
   res.on('finish', () => console.log(`${req.method} ${url.pathname} ${res.statusCode}`));
   if (url.pathname.startsWith('/__rig/')) return rig(req, res, url);
   counts[url.pathname] = (counts[url.pathname] ?? 0) + 1;
+  if (delayMs > 0) {
+    const ms = delayMs; // the setting when the request arrived
+    return setTimeout(() => handler(req, res), ms);
+  }
   return handler(req, res);
 });
 
