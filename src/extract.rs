@@ -61,8 +61,15 @@ mod tests {
 
     #[test]
     fn one_bearer_token() {
-        assert_eq!(bearer(&["Bearer abc.def.ghi"]), Bearer::Token("abc.def.ghi"));
-        assert_eq!(bearer(&["bearer abc"]), Bearer::Token("abc"), "scheme is case-insensitive");
+        assert_eq!(
+            bearer(&["Bearer abc.def.ghi"]),
+            Bearer::Token("abc.def.ghi")
+        );
+        assert_eq!(
+            bearer(&["bearer abc"]),
+            Bearer::Token("abc"),
+            "scheme is case-insensitive"
+        );
         assert_eq!(bearer(&["BEARER  abc=="]), Bearer::Token("abc=="));
     }
 
@@ -75,8 +82,14 @@ mod tests {
 
     #[test]
     fn two_tokens_are_an_invalid_request() {
-        assert!(matches!(bearer(&["Bearer a", "Bearer b"]), Bearer::Malformed(_)));
-        assert!(matches!(bearer(&["Bearer a", "Bearer a"]), Bearer::Malformed(_)));
+        assert!(matches!(
+            bearer(&["Bearer a", "Bearer b"]),
+            Bearer::Malformed(_)
+        ));
+        assert!(matches!(
+            bearer(&["Bearer a", "Bearer a"]),
+            Bearer::Malformed(_)
+        ));
     }
 
     #[test]

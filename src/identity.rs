@@ -11,7 +11,11 @@ use crate::config::Identity;
 use crate::policy::claim_at;
 
 /// The headers to set for a request authenticated by `issuer_name` with `claims`.
-pub fn headers(cfg: &Identity, issuer_name: &str, claims: &Map<String, Value>) -> Vec<(String, String)> {
+pub fn headers(
+    cfg: &Identity,
+    issuer_name: &str,
+    claims: &Map<String, Value>,
+) -> Vec<(String, String)> {
     let mut out = Vec::with_capacity(cfg.headers.len() + 2);
     for (path, header) in &cfg.headers {
         if let Some(value) = claim_at(claims, path).and_then(render) {

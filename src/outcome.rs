@@ -92,10 +92,7 @@ pub fn reply(denial: &Denial, realm: &str) -> LocalReply {
             "insufficient_scope",
             "the token lacks a required scope",
             Some(challenge(
-                Some((
-                    "insufficient_scope",
-                    "the token lacks a required scope",
-                )),
+                Some(("insufficient_scope", "the token lacks a required scope")),
                 Some(scope),
             )),
         ),

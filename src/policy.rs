@@ -71,7 +71,10 @@ impl Matcher {
         self.prefix.as_deref().is_none_or(|p| path.starts_with(p))
             && self.exact.as_deref().is_none_or(|e| path == e)
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method))
-            && self.host.as_deref().is_none_or(|h| host_matches(h, req.authority))
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|h| host_matches(h, req.authority))
             && self
                 .route_name
                 .as_deref()
@@ -86,10 +89,12 @@ fn host_matches(pattern: &str, authority: &str) -> bool {
         _ => authority,
     };
     match pattern.strip_prefix("*.") {
-        Some(suffix) => host.len() > suffix.len() + 1 && {
-            let (head, tail) = host.split_at(host.len() - suffix.len());
-            head.ends_with('.') && tail.eq_ignore_ascii_case(suffix)
-        },
+        Some(suffix) => {
+            host.len() > suffix.len() + 1 && {
+                let (head, tail) = host.split_at(host.len() - suffix.len());
+                head.ends_with('.') && tail.eq_ignore_ascii_case(suffix)
+            }
+        }
         None => host.eq_ignore_ascii_case(pattern),
     }
 }
@@ -253,7 +258,9 @@ mod tests {
             scopes_all: vec!["read".into(), "write".into()],
             ..Requirement::default()
         };
-        assert!(r.check(&claims(json!({"scope": "read write admin"}))).is_ok());
+        assert!(r
+            .check(&claims(json!({"scope": "read write admin"})))
+            .is_ok());
         assert_eq!(
             r.check(&claims(json!({"scope": "read"}))),
             Err(Denial::InsufficientScope {

@@ -144,14 +144,28 @@ impl Env {
         );
     }
 
-    fn decide(&mut self, path: &str, authorization: &[&str], now_ms: u64, may_wait: MayWait) -> Decision {
+    fn decide(
+        &mut self,
+        path: &str,
+        authorization: &[&str],
+        now_ms: u64,
+        may_wait: MayWait,
+    ) -> Decision {
         let req = RequestFacts {
             method: "GET",
             path,
             authority: "api.example.com",
             route_name: None,
         };
-        authenticate(&self.cfg, &req, authorization, &self.ring, &mut self.cache, now_ms, may_wait)
+        authenticate(
+            &self.cfg,
+            &req,
+            authorization,
+            &self.ring,
+            &mut self.cache,
+            now_ms,
+            may_wait,
+        )
     }
 
     /// `GET path` with `Authorization: Bearer <token>` at the fixed clock, may wait.
@@ -166,9 +180,7 @@ impl Env {
 }
 
 fn allowed(issuer: usize, cache_hit: bool) -> impl Fn(&Decision) -> bool {
-    move |d| {
-        matches!(d, Decision::Allow { issuer: Some(i), cache_hit: c, .. } if *i == issuer && *c == cache_hit)
-    }
+    move |d| matches!(d, Decision::Allow { issuer: Some(i), cache_hit: c, .. } if *i == issuer && *c == cache_hit)
 }
 
 fn invalid_token(why: &'static str, issuer: Option<usize>) -> Decision {
@@ -194,7 +206,12 @@ fn headers_of(d: &Decision) -> &[(String, String)] {
 /// payload: `{"iss":"https://as1.example.com","sub":"alice","aud":"api://orders",
 ///   "client_id":"orders-cli","scope":<scope>,"iat":NOW-60,"exp":NOW+3600}`.
 fn as1_token(scope: &str) -> String {
-    sign("RS256", TestKey::RsaA, &header(Some("rsa-a"), None), &as1_payload(scope))
+    sign(
+        "RS256",
+        TestKey::RsaA,
+        &header(Some("rsa-a"), None),
+        &as1_payload(scope),
+    )
 }
 
 fn as1_payload(scope: &str) -> Value {
@@ -223,7 +240,12 @@ fn as1_read_token() -> String {
 /// payload: `{"iss":"https://as2.example.com","sub":"bob","client_id":"billing",
 ///   "scope":"read write admin","exp":NOW+3600}`.
 fn as2_token() -> String {
-    sign("RS256", TestKey::RsaB, &header(Some("rsa-b"), None), &as2_payload())
+    sign(
+        "RS256",
+        TestKey::RsaB,
+        &header(Some("rsa-b"), None),
+        &as2_payload(),
+    )
 }
 
 fn as2_payload() -> Value {
@@ -238,13 +260,23 @@ fn as2_payload() -> Value {
 
 /// Header: `{"alg":"PS256","kid":"rsa-b"}`; payload as [`as2_token`]. `as2` allows RS256 only.
 fn as2_ps256_token() -> String {
-    sign("PS256", TestKey::RsaB, &header(Some("rsa-b"), None), &as2_payload())
+    sign(
+        "PS256",
+        TestKey::RsaB,
+        &header(Some("rsa-b"), None),
+        &as2_payload(),
+    )
 }
 
 /// Claims to be from `as1` but is signed by `as2`'s key and names it.
 /// Header: `{"alg":"RS256","kid":"rsa-b"}`; payload: `as1_token("read write")`'s.
 fn kid_from_other_issuer_token() -> String {
-    sign("RS256", TestKey::RsaB, &header(Some("rsa-b"), None), &as1_payload("read write"))
+    sign(
+        "RS256",
+        TestKey::RsaB,
+        &header(Some("rsa-b"), None),
+        &as1_payload("read write"),
+    )
 }
 
 /// Header: `{"alg":"RS256","kid":"rsa-a"}`;
@@ -327,7 +359,12 @@ fn every_key_of_the_issuer_verifies() {
         ("ES384", TestKey::P384),
         ("EdDSA", TestKey::Ed25519),
     ] {
-        let token = sign(alg, key, &header(Some(&key.kid()), None), &as1_payload("read"));
+        let token = sign(
+            alg,
+            key,
+            &header(Some(&key.kid()), None),
+            &as1_payload("read"),
+        );
         assert!(allowed(AS1, false)(&env.bearer("/api", &token)), "{alg}");
     }
     assert!(allowed(AS2, false)(&env.bearer("/api", &as2_token())));
@@ -341,7 +378,11 @@ fn second_request_is_a_cache_hit() {
     assert!(allowed(AS1, false)(&first));
     let second = env.bearer("/api", &token);
     assert!(allowed(AS1, true)(&second));
-    assert_eq!(headers_of(&first), headers_of(&second), "same identity from the cache");
+    assert_eq!(
+        headers_of(&first),
+        headers_of(&second),
+        "same identity from the cache"
+    );
     assert_eq!((env.cache.gets, env.cache.hits, env.cache.puts), (2, 1, 1));
 }
 
@@ -362,10 +403,25 @@ fn cache_entry_is_not_served_at_or_after_exp() {
     let token = short_lived_token();
     let exp_ms = (NOW_S as u64 + 100) * 1000;
     assert!(allowed(AS1, false)(&env.bearer("/api", &token)));
-    assert!(allowed(AS1, true)(&env.bearer_at("/api", &token, exp_ms - 1, MayWait::Yes)));
+    assert!(allowed(AS1, true)(&env.bearer_at(
+        "/api",
+        &token,
+        exp_ms - 1,
+        MayWait::Yes
+    )));
     // At exp the entry is dead; the token is verified again (still inside the 60 s skew).
-    assert!(allowed(AS1, false)(&env.bearer_at("/api", &token, exp_ms, MayWait::Yes)));
-    assert!(allowed(AS1, false)(&env.bearer_at("/api", &token, exp_ms + 60_000, MayWait::Yes)));
+    assert!(allowed(AS1, false)(&env.bearer_at(
+        "/api",
+        &token,
+        exp_ms,
+        MayWait::Yes
+    )));
+    assert!(allowed(AS1, false)(&env.bearer_at(
+        "/api",
+        &token,
+        exp_ms + 60_000,
+        MayWait::Yes
+    )));
     assert_eq!(
         env.bearer_at("/api", &token, exp_ms + 61_000, MayWait::Yes),
         invalid_token(JwtError::Expired.describe(), Some(AS1))
@@ -426,7 +482,10 @@ fn cached_verification_still_checks_the_routes_scopes() {
             issuer: Some(AS1),
         }
     );
-    assert_eq!(env.cache.hits, 1, "the refusal came from the cached verification");
+    assert_eq!(
+        env.cache.hits, 1,
+        "the refusal came from the cached verification"
+    );
     assert!(allowed(AS1, true)(&env.bearer("/read", &token)));
 }
 
@@ -435,7 +494,10 @@ fn cached_verification_still_checks_the_routes_issuers() {
     let mut env = Env::new();
     let token = as2_token();
     assert!(allowed(AS2, false)(&env.bearer("/api", &token)));
-    assert_eq!(env.bearer("/as1", &token), invalid_token(NOT_ACCEPTED_HERE, Some(AS2)));
+    assert_eq!(
+        env.bearer("/as1", &token),
+        invalid_token(NOT_ACCEPTED_HERE, Some(AS2))
+    );
     assert_eq!(env.cache.hits, 1);
 }
 
@@ -451,9 +513,15 @@ fn anonymous_route_needs_and_checks_nothing() {
         headers: Vec::new(),
         cache_hit: false,
     };
-    assert_eq!(env.decide("/public/x", &[], NOW_MS, MayWait::Yes), anonymous);
+    assert_eq!(
+        env.decide("/public/x", &[], NOW_MS, MayWait::Yes),
+        anonymous
+    );
     assert_eq!(env.bearer("/public", &expired_token()), anonymous);
-    assert_eq!(env.decide("/public", &["Bearer a", "Bearer b"], NOW_MS, MayWait::Yes), anonymous);
+    assert_eq!(
+        env.decide("/public", &["Bearer a", "Bearer b"], NOW_MS, MayWait::Yes),
+        anonymous
+    );
     assert_eq!((env.cache.gets, env.cache.puts), (0, 0));
 }
 
@@ -472,7 +540,9 @@ fn no_route_is_denied_without_a_default_route() {
 #[test]
 fn default_route_applies_to_unmatched_requests() {
     let mut env = Env::with(json!({"default_route": {"require": {"scopes": ["write"]}}}));
-    assert!(allowed(AS1, false)(&env.bearer("/elsewhere", &as1_read_write_token())));
+    assert!(allowed(AS1, false)(
+        &env.bearer("/elsewhere", &as1_read_write_token())
+    ));
     assert_eq!(
         env.bearer("/elsewhere", &as1_read_token()),
         Decision::Deny {
@@ -504,7 +574,10 @@ fn missing_token() {
         issuer: None,
     };
     assert_eq!(env.decide("/api", &[], NOW_MS, MayWait::Yes), missing);
-    assert_eq!(env.decide("/api", &["Basic YWxpY2U6cHc="], NOW_MS, MayWait::Yes), missing);
+    assert_eq!(
+        env.decide("/api", &["Basic YWxpY2U6cHc="], NOW_MS, MayWait::Yes),
+        missing
+    );
 }
 
 #[test]
@@ -539,15 +612,23 @@ fn malformed_token_is_an_invalid_token() {
 #[test]
 fn unknown_issuer_is_untrusted() {
     let mut env = Env::new();
-    assert_eq!(env.bearer("/api", &unknown_issuer_token()), invalid_token(UNTRUSTED_ISSUER, None));
+    assert_eq!(
+        env.bearer("/api", &unknown_issuer_token()),
+        invalid_token(UNTRUSTED_ISSUER, None)
+    );
 }
 
 #[test]
 fn route_restricted_to_issuer_a_refuses_a_valid_token_from_b() {
     let mut env = Env::new();
-    assert_eq!(env.bearer("/as1", &as2_token()), invalid_token(NOT_ACCEPTED_HERE, Some(AS2)));
+    assert_eq!(
+        env.bearer("/as1", &as2_token()),
+        invalid_token(NOT_ACCEPTED_HERE, Some(AS2))
+    );
     assert_eq!(env.cache.puts, 0, "refused before verifying");
-    assert!(allowed(AS1, false)(&env.bearer("/as1", &as1_read_write_token())));
+    assert!(allowed(AS1, false)(
+        &env.bearer("/as1", &as1_read_write_token())
+    ));
 }
 
 #[test]
@@ -570,11 +651,20 @@ fn kid_from_other_issuer_token_waits_for_keys_then_is_refused() {
 #[test]
 fn kidless_token_is_tried_with_the_issuers_keys_of_its_family() {
     let mut env = Env::new();
-    assert!(allowed(AS1, false)(&env.bearer("/api", &kidless_token("RS256", TestKey::RsaA))));
-    assert!(allowed(AS1, false)(&env.bearer("/api", &kidless_token("ES384", TestKey::P384))));
+    assert!(allowed(AS1, false)(
+        &env.bearer("/api", &kidless_token("RS256", TestKey::RsaA))
+    ));
+    assert!(allowed(AS1, false)(
+        &env.bearer("/api", &kidless_token("ES384", TestKey::P384))
+    ));
     // Signed by as2's key: as1's RSA keys do not verify it, and it never waits.
     assert_eq!(
-        env.bearer_at("/api", &kidless_token("RS256", TestKey::RsaB), NOW_MS, MayWait::Yes),
+        env.bearer_at(
+            "/api",
+            &kidless_token("RS256", TestKey::RsaB),
+            NOW_MS,
+            MayWait::Yes
+        ),
         invalid_token(JwtError::BadSignature.describe(), Some(AS1))
     );
 }
@@ -619,8 +709,14 @@ fn too_stale_keys_are_unavailable_and_never_waited_for() {
         denial: Denial::KeysUnavailable,
         issuer: Some(AS3),
     };
-    assert_eq!(env.bearer_at("/api", &token, NOW_MS, MayWait::Yes), unavailable);
-    assert_eq!(env.bearer_at("/api", &token, NOW_MS, MayWait::No), unavailable);
+    assert_eq!(
+        env.bearer_at("/api", &token, NOW_MS, MayWait::Yes),
+        unavailable
+    );
+    assert_eq!(
+        env.bearer_at("/api", &token, NOW_MS, MayWait::No),
+        unavailable
+    );
     env.fetch_as3(NOW_MS - AS3_MAX_STALE_MS);
     assert!(allowed(AS3, false)(&env.bearer("/api", &token)));
 }
@@ -641,7 +737,9 @@ fn insufficient_scope_all_of() {
             issuer: Some(AS1),
         }
     );
-    assert!(allowed(AS1, false)(&env.bearer("/rw", &as1_read_write_token())));
+    assert!(allowed(AS1, false)(
+        &env.bearer("/rw", &as1_read_write_token())
+    ));
 }
 
 #[test]
@@ -656,8 +754,13 @@ fn insufficient_scope_any_of() {
             issuer: Some(AS1),
         }
     );
-    assert!(allowed(AS1, false)(&env.bearer("/ops", &as1_token("read ops"))));
-    assert!(allowed(AS2, false)(&env.bearer("/ops", &as2_token())), "admin is one of them");
+    assert!(allowed(AS1, false)(
+        &env.bearer("/ops", &as1_token("read ops"))
+    ));
+    assert!(
+        allowed(AS2, false)(&env.bearer("/ops", &as2_token())),
+        "admin is one of them"
+    );
 }
 
 #[test]
@@ -667,7 +770,12 @@ fn claim_mismatch() {
         denial: Denial::ClaimNotSatisfied,
         issuer: Some(AS1),
     };
-    assert_eq!(env.bearer("/tenant", &tenant_token(Some("initech"))), unsatisfied);
+    assert_eq!(
+        env.bearer("/tenant", &tenant_token(Some("initech"))),
+        unsatisfied
+    );
     assert_eq!(env.bearer("/tenant", &tenant_token(None)), unsatisfied);
-    assert!(allowed(AS1, false)(&env.bearer("/tenant", &tenant_token(Some("acme")))));
+    assert!(allowed(AS1, false)(
+        &env.bearer("/tenant", &tenant_token(Some("acme")))
+    ));
 }

@@ -28,7 +28,11 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let path = if self.path.is_empty() { "." } else { &self.path };
+        let path = if self.path.is_empty() {
+            "."
+        } else {
+            &self.path
+        };
         write!(f, "invalid configuration at {path}: {}", self.message)
     }
 }
@@ -106,10 +110,11 @@ impl FilterConfig {
     /// Parses and validates the plugin configuration text.
     pub fn parse(text: &[u8]) -> Result<FilterConfig, ConfigError> {
         let mut de = serde_json::Deserializer::from_slice(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError {
-            path: e.path().to_string().trim_start_matches('.').to_owned(),
-            message: e.inner().to_string(),
-        })?;
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError {
+                path: e.path().to_string().trim_start_matches('.').to_owned(),
+                message: e.inner().to_string(),
+            })?;
         de.end().map_err(|e| ConfigError {
             path: String::new(),
             message: e.to_string(),
@@ -133,10 +138,16 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
     for (i, ri) in raw.issuers.into_iter().enumerate() {
         let at = format!("issuers[{i}]");
         if !names.insert(ri.name.clone()) {
-            return err(format!("{at}.name"), format!("duplicate issuer name {:?}", ri.name));
+            return err(
+                format!("{at}.name"),
+                format!("duplicate issuer name {:?}", ri.name),
+            );
         }
         if !isses.insert(ri.issuer.clone()) {
-            return err(format!("{at}.issuer"), "two issuers with the same issuer URL");
+            return err(
+                format!("{at}.issuer"),
+                "two issuers with the same issuer URL",
+            );
         }
         issuers.push(compile_issuer(&at, ri)?);
     }
@@ -224,7 +235,10 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
         }
     }
     if algorithms.is_empty() {
-        return err(format!("{at}.algorithms"), "at least one algorithm is required");
+        return err(
+            format!("{at}.algorithms"),
+            "at least one algorithm is required",
+        );
     }
     for (j, aud) in ri.audiences.iter().enumerate() {
         if aud.is_empty() {
@@ -275,7 +289,11 @@ fn http_url(path: &str, text: &str) -> Result<Url, ConfigError> {
 }
 
 fn compile_jwks(at: &str, issuer: &str, rj: raw::RawJwks) -> Result<KeySource, ConfigError> {
-    let given = [rj.inline.is_some(), rj.uri.is_some(), rj.discovery.is_some()];
+    let given = [
+        rj.inline.is_some(),
+        rj.uri.is_some(),
+        rj.discovery.is_some(),
+    ];
     if given.iter().filter(|g| **g).count() != 1 {
         return err(at, "exactly one of inline, uri, discovery is required");
     }
@@ -307,7 +325,14 @@ fn compile_jwks(at: &str, issuer: &str, rj: raw::RawJwks) -> Result<KeySource, C
                     "{}/.well-known/openid-configuration",
                     issuer.trim_end_matches('/')
                 );
-                RemoteKeys::Discovery(http_url(&path, &text)?)
+                match http_url(&path, &text) {
+                    Ok(url) => RemoteKeys::Discovery(url),
+                    // The bad part is the issuer, not the `true` the operator wrote here.
+                    Err(_) => return err(
+                        path,
+                        "true needs an http(s) issuer URL to find <issuer>/.well-known/openid-configuration; give the discovery document URL instead",
+                    ),
+                }
             }
             Some(Value::String(text)) => RemoteKeys::Discovery(http_url(&path, &text)?),
             _ => return err(path, "must be true or the discovery document URL"),
@@ -375,7 +400,10 @@ fn compile_policy(
 ) -> Result<Policy, ConfigError> {
     if anonymous {
         if require.is_some() {
-            return err(format!("{at}.require"), "an anonymous route has no requirement");
+            return err(
+                format!("{at}.require"),
+                "an anonymous route has no requirement",
+            );
         }
         return Ok(Policy::Anonymous);
     }
@@ -414,11 +442,17 @@ fn compile_policy(
             }
             single => vec![single],
         };
-        if accepted.iter().any(|v| v.is_object() || v.is_array() || v.is_null()) {
+        if accepted
+            .iter()
+            .any(|v| v.is_object() || v.is_array() || v.is_null())
+        {
             return err(path, "accepted values must be strings, numbers or booleans");
         }
         if name.is_empty() || name.split('.').any(str::is_empty) {
-            return err(path, "claim names are non-empty; '.' separates nested claims");
+            return err(
+                path,
+                "claim names are non-empty; '.' separates nested claims",
+            );
         }
         claims.push(ClaimRule {
             path: name.split('.').map(str::to_owned).collect(),
@@ -441,11 +475,9 @@ fn is_scope_char(c: char) -> bool {
 /// RFC 7230 header field name (token), lower-case as HTTP/2 requires.
 fn is_header_name(name: &str) -> bool {
     !name.is_empty()
-        && name.chars().all(|c| {
-            c.is_ascii_lowercase()
-                || c.is_ascii_digit()
-                || "!#$%&'*+-.^_`|~".contains(c)
-        })
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "!#$%&'*+-.^_`|~".contains(c))
 }
 
 const RESERVED_HEADERS: [&str; 6] = [

@@ -56,10 +56,12 @@ pub struct RawIssuer {
 }
 
 pub fn default_algorithms() -> Vec<String> {
-    ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
+    [
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
 }
 fn default_clock_skew_s() -> u64 {
     60

@@ -95,7 +95,10 @@ fn defaults() {
             ("sub".to_owned(), "x-tollgate-sub"),
         ]
     );
-    assert_eq!(cfg.identity.issuer_name_header.as_deref(), Some("x-tollgate-issuer"));
+    assert_eq!(
+        cfg.identity.issuer_name_header.as_deref(),
+        Some("x-tollgate-issuer")
+    );
     assert_eq!(cfg.identity.payload_header, None);
     assert!(!cfg.identity.drop_authorization);
     assert_eq!(cfg.identity.owned_headers().count(), 5);
@@ -136,12 +139,18 @@ fn explicit_settings_are_compiled() {
     assert!(as1.algorithms.contains(Alg::Es256) && as1.algorithms.contains(Alg::EdDsa));
     assert!(!as1.algorithms.contains(Alg::Rs256));
     assert_eq!((as1.clock_skew_s, as1.require_at_jwt), (0, true));
-    assert_eq!((as1.timing.refresh_ms, as1.timing.max_stale_ms), (60_000, 600_000));
+    assert_eq!(
+        (as1.timing.refresh_ms, as1.timing.max_stale_ms),
+        (60_000, 600_000)
+    );
     match &as1.keys {
         KeySource::Remote {
             source: RemoteKeys::Discovery(url),
             ..
-        } => assert_eq!(url.as_str(), "https://as1.example.com/.well-known/openid-configuration"),
+        } => assert_eq!(
+            url.as_str(),
+            "https://as1.example.com/.well-known/openid-configuration"
+        ),
         other => panic!("{other:?}"),
     }
     match &cfg.issuers[1].keys {
@@ -151,12 +160,19 @@ fn explicit_settings_are_compiled() {
     assert_eq!(cfg.issuer_by_iss("https://as2.example.com"), Some(1));
     assert_eq!(cfg.issuer_by_iss("https://as2.example.com/"), None);
     assert_eq!(cfg.routes.len(), 2);
-    assert_eq!(cfg.routes[0].matcher.host.as_deref(), Some("api.example.com"));
+    assert_eq!(
+        cfg.routes[0].matcher.host.as_deref(),
+        Some("api.example.com")
+    );
     match &cfg.routes[0].policy {
         Policy::Require(r) => {
             assert_eq!(r.issuers, [1]);
             assert_eq!(r.scopes_all, ["read"]);
-            let rules: Vec<_> = r.claims.iter().map(|c| (c.path.join("/"), c.accepted.clone())).collect();
+            let rules: Vec<_> = r
+                .claims
+                .iter()
+                .map(|c| (c.path.join("/"), c.accepted.clone()))
+                .collect();
             assert_eq!(
                 rules,
                 [
@@ -183,7 +199,9 @@ fn alg_none_is_refused_with_its_path() {
     let e = error_at(&json!({"issuers": [remote_issuer("as1"), second]}));
     assert_eq!(e.path, "issuers[1].algorithms[0]");
     assert!(e.message.contains("none"), "{}", e.message);
-    assert!(e.to_string().starts_with("invalid configuration at issuers[1].algorithms[0]: "));
+    assert!(e
+        .to_string()
+        .starts_with("invalid configuration at issuers[1].algorithms[0]: "));
 }
 
 #[test]
@@ -194,12 +212,18 @@ fn hmac_and_unknown_algorithms_are_refused() {
     let e = error_at(&with_issuer_member("algorithms", json!(["rs256"])));
     assert_eq!(e.path, "issuers[0].algorithms[0]");
     assert!(e.message.contains("unsupported"), "{}", e.message);
-    assert_eq!(path_of(&with_issuer_member("algorithms", json!([]))), "issuers[0].algorithms");
+    assert_eq!(
+        path_of(&with_issuer_member("algorithms", json!([]))),
+        "issuers[0].algorithms"
+    );
 }
 
 #[test]
 fn unknown_fields_are_errors_at_their_path() {
-    assert_eq!(path_of(&with_issuer_member("audience", json!("api://x"))), "issuers[0].audience");
+    assert_eq!(
+        path_of(&with_issuer_member("audience", json!("api://x"))),
+        "issuers[0].audience"
+    );
     let e = error_at(&json!({"issuers": [remote_issuer("as1")], "cache": {"size": 1}}));
     assert_eq!(e.path, "cache.size");
     assert!(e.message.contains("unknown field"), "{}", e.message);
@@ -211,12 +235,21 @@ fn unknown_fields_are_errors_at_their_path() {
 
 #[test]
 fn type_errors_name_their_path() {
-    assert_eq!(path_of(&with_issuer_member("clock_skew_s", json!(-1))), "issuers[0].clock_skew_s");
-    assert_eq!(path_of(&with_issuer_member("require_at_jwt", json!("yes"))), "issuers[0].require_at_jwt");
+    assert_eq!(
+        path_of(&with_issuer_member("clock_skew_s", json!(-1))),
+        "issuers[0].clock_skew_s"
+    );
+    assert_eq!(
+        path_of(&with_issuer_member("require_at_jwt", json!("yes"))),
+        "issuers[0].require_at_jwt"
+    );
     let e = error_at(&json!({"routes": []}));
     assert_eq!(e.path, "");
     assert!(e.message.contains("issuers"), "{}", e.message);
-    assert_eq!(e.to_string(), format!("invalid configuration at .: {}", e.message));
+    assert_eq!(
+        e.to_string(),
+        format!("invalid configuration at .: {}", e.message)
+    );
 }
 
 #[test]
@@ -236,31 +269,70 @@ fn issuer_errors() {
     );
     let mut same_iss = remote_issuer("as2");
     same_iss["issuer"] = json!("https://as1.example.com");
-    assert_eq!(path_of(&json!({"issuers": [remote_issuer("as1"), same_iss]})), "issuers[1].issuer");
-    assert_eq!(path_of(&with_issuer_member("name", json!("as 1"))), "issuers[0].name");
-    assert_eq!(path_of(&with_issuer_member("name", json!(""))), "issuers[0].name");
-    assert_eq!(path_of(&with_issuer_member("issuer", json!(""))), "issuers[0].issuer");
-    assert_eq!(path_of(&with_issuer_member("audiences", json!(["a", ""]))), "issuers[0].audiences[1]");
-    for field in ["refresh_interval_s", "retry_interval_s", "refetch_min_interval_s", "fetch_timeout_ms", "max_stale_s"] {
-        assert_eq!(path_of(&with_issuer_member(field, json!(0))), format!("issuers[0].{field}"));
+    assert_eq!(
+        path_of(&json!({"issuers": [remote_issuer("as1"), same_iss]})),
+        "issuers[1].issuer"
+    );
+    assert_eq!(
+        path_of(&with_issuer_member("name", json!("as 1"))),
+        "issuers[0].name"
+    );
+    assert_eq!(
+        path_of(&with_issuer_member("name", json!(""))),
+        "issuers[0].name"
+    );
+    assert_eq!(
+        path_of(&with_issuer_member("issuer", json!(""))),
+        "issuers[0].issuer"
+    );
+    assert_eq!(
+        path_of(&with_issuer_member("audiences", json!(["a", ""]))),
+        "issuers[0].audiences[1]"
+    );
+    for field in [
+        "refresh_interval_s",
+        "retry_interval_s",
+        "refetch_min_interval_s",
+        "fetch_timeout_ms",
+        "max_stale_s",
+    ] {
+        assert_eq!(
+            path_of(&with_issuer_member(field, json!(0))),
+            format!("issuers[0].{field}")
+        );
     }
 }
 
 #[test]
 fn jwks_errors() {
     let both = json!({"uri": "https://as1.example.com/jwks", "discovery": true, "upstream": "as1"});
-    assert_eq!(path_of(&with_issuer_member("jwks", both)), "issuers[0].jwks");
-    assert_eq!(path_of(&with_issuer_member("jwks", json!({}))), "issuers[0].jwks");
     assert_eq!(
-        path_of(&with_issuer_member("jwks", json!({"uri": "https://as1.example.com/jwks"}))),
+        path_of(&with_issuer_member("jwks", both)),
+        "issuers[0].jwks"
+    );
+    assert_eq!(
+        path_of(&with_issuer_member("jwks", json!({}))),
+        "issuers[0].jwks"
+    );
+    assert_eq!(
+        path_of(&with_issuer_member(
+            "jwks",
+            json!({"uri": "https://as1.example.com/jwks"})
+        )),
         "issuers[0].jwks.upstream"
     );
     assert_eq!(
-        path_of(&with_issuer_member("jwks", json!({"uri": "file:///etc/jwks", "upstream": "x"}))),
+        path_of(&with_issuer_member(
+            "jwks",
+            json!({"uri": "file:///etc/jwks", "upstream": "x"})
+        )),
         "issuers[0].jwks.uri"
     );
     assert_eq!(
-        path_of(&with_issuer_member("jwks", json!({"discovery": false, "upstream": "x"}))),
+        path_of(&with_issuer_member(
+            "jwks",
+            json!({"discovery": false, "upstream": "x"})
+        )),
         "issuers[0].jwks.discovery"
     );
     let e = error_at(&with_issuer_member(
@@ -268,9 +340,16 @@ fn jwks_errors() {
         json!({"inline": jwks(&[TestKey::Rsa1024.public_jwk()])}),
     ));
     assert_eq!(e.path, "issuers[0].jwks.inline");
-    assert!(e.message.contains("no usable signature key (1 skipped)"), "{}", e.message);
+    assert!(
+        e.message.contains("no usable signature key (1 skipped)"),
+        "{}",
+        e.message
+    );
     assert_eq!(
-        path_of(&with_issuer_member("jwks", json!({"inline": {"kty": "RSA"}}))),
+        path_of(&with_issuer_member(
+            "jwks",
+            json!({"inline": {"kty": "RSA"}})
+        )),
         "issuers[0].jwks.inline"
     );
     assert_eq!(
@@ -285,17 +364,50 @@ fn jwks_errors() {
 #[test]
 fn route_errors() {
     let cases = [
-        (json!({"require": {"issuers": ["as1", "as9"]}}), "routes[0].require.issuers[1]"),
-        (json!({"anonymous": true, "require": {}}), "routes[0].require"),
-        (json!({"require": {"scopes": ["read", "a b"]}}), "routes[0].require.scopes[1]"),
-        (json!({"require": {"scopes_any": [""]}}), "routes[0].require.scopes_any[0]"),
-        (json!({"require": {"claims": {"tenant": []}}}), "routes[0].require.claims.tenant"),
-        (json!({"require": {"claims": {"tenant": {"a": 1}}}}), "routes[0].require.claims.tenant"),
-        (json!({"require": {"claims": {"tenant": [null]}}}), "routes[0].require.claims.tenant"),
-        (json!({"require": {"claims": {"a..b": "x"}}}), "routes[0].require.claims.a..b"),
-        (json!({"match": {"prefix": "api"}}), "routes[0].match.prefix"),
-        (json!({"match": {"exact": "/a", "prefix": "/a"}}), "routes[0].match"),
-        (json!({"match": {"methods": ["get"]}}), "routes[0].match.methods[0]"),
+        (
+            json!({"require": {"issuers": ["as1", "as9"]}}),
+            "routes[0].require.issuers[1]",
+        ),
+        (
+            json!({"anonymous": true, "require": {}}),
+            "routes[0].require",
+        ),
+        (
+            json!({"require": {"scopes": ["read", "a b"]}}),
+            "routes[0].require.scopes[1]",
+        ),
+        (
+            json!({"require": {"scopes_any": [""]}}),
+            "routes[0].require.scopes_any[0]",
+        ),
+        (
+            json!({"require": {"claims": {"tenant": []}}}),
+            "routes[0].require.claims.tenant",
+        ),
+        (
+            json!({"require": {"claims": {"tenant": {"a": 1}}}}),
+            "routes[0].require.claims.tenant",
+        ),
+        (
+            json!({"require": {"claims": {"tenant": [null]}}}),
+            "routes[0].require.claims.tenant",
+        ),
+        (
+            json!({"require": {"claims": {"a..b": "x"}}}),
+            "routes[0].require.claims.a..b",
+        ),
+        (
+            json!({"match": {"prefix": "api"}}),
+            "routes[0].match.prefix",
+        ),
+        (
+            json!({"match": {"exact": "/a", "prefix": "/a"}}),
+            "routes[0].match",
+        ),
+        (
+            json!({"match": {"methods": ["get"]}}),
+            "routes[0].match.methods[0]",
+        ),
     ];
     for (route, path) in cases {
         assert_eq!(path_of(&with_route(route.clone())), path, "{route}");
@@ -306,15 +418,26 @@ fn route_errors() {
 
 #[test]
 fn identity_and_realm_errors() {
-    let with_identity = |identity: Value| json!({"issuers": [remote_issuer("as1")], "identity": identity});
-    assert_eq!(path_of(&with_identity(json!({"headers": {"sub": "X-Sub"}}))), "identity.headers.sub");
-    assert_eq!(path_of(&with_identity(json!({"headers": {"sub": "authorization"}}))), "identity.headers.sub");
+    let with_identity =
+        |identity: Value| json!({"issuers": [remote_issuer("as1")], "identity": identity});
     assert_eq!(
-        path_of(&with_identity(json!({"headers": {"sub": "x-a", "tid": "x-a"}}))),
+        path_of(&with_identity(json!({"headers": {"sub": "X-Sub"}}))),
+        "identity.headers.sub"
+    );
+    assert_eq!(
+        path_of(&with_identity(json!({"headers": {"sub": "authorization"}}))),
+        "identity.headers.sub"
+    );
+    assert_eq!(
+        path_of(&with_identity(
+            json!({"headers": {"sub": "x-a", "tid": "x-a"}})
+        )),
         "identity.headers.tid"
     );
     assert_eq!(
-        path_of(&with_identity(json!({"headers": {"sub": "x-sub"}, "payload_header": "x-sub"}))),
+        path_of(&with_identity(
+            json!({"headers": {"sub": "x-sub"}, "payload_header": "x-sub"})
+        )),
         "identity.payload_header"
     );
     assert_eq!(
@@ -334,7 +457,13 @@ fn fingerprint_is_the_hash_of_the_text() {
     let again = FilterConfig::parse(text.as_bytes()).unwrap();
     assert_eq!(a.fingerprint, again.fingerprint);
     let spaced = FilterConfig::parse(format!(" {text}\n").as_bytes()).unwrap();
-    assert_ne!(a.fingerprint, spaced.fingerprint, "any change of text is a new configuration");
+    assert_ne!(
+        a.fingerprint, spaced.fingerprint,
+        "any change of text is a new configuration"
+    );
     let other = json!({"issuers": [remote_issuer("as2")]}).to_string();
-    assert_ne!(a.fingerprint, FilterConfig::parse(other.as_bytes()).unwrap().fingerprint);
+    assert_ne!(
+        a.fingerprint,
+        FilterConfig::parse(other.as_bytes()).unwrap().fingerprint
+    );
 }

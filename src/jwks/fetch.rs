@@ -100,7 +100,8 @@ impl FetchState {
 
     /// Whether a request holding a token with an unknown `kid` may ask for an early refetch.
     pub fn may_refetch(&self, now: u64, t: &Timing) -> bool {
-        self.since_attempt(now).is_none_or(|d| d >= t.refetch_min_ms)
+        self.since_attempt(now)
+            .is_none_or(|d| d >= t.refetch_min_ms)
     }
 
     /// Takes the lease for an attempt starting `now`.
@@ -209,7 +210,9 @@ pub fn read_discovery(issuer: &str, response: Option<&HttpResponse>) -> Result<U
     let doc: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| FetchError::BadDiscovery("not JSON"))?;
     if doc.get("issuer").and_then(|v| v.as_str()) != Some(issuer) {
-        return Err(FetchError::BadDiscovery("its issuer is not the configured issuer"));
+        return Err(FetchError::BadDiscovery(
+            "its issuer is not the configured issuer",
+        ));
     }
     let uri = doc
         .get("jwks_uri")
@@ -265,7 +268,10 @@ mod tests {
         s.begin(NOW, &T);
         assert!(!s.due(NOW + 1, &T));
         assert!(!s.due(NOW + T.lease_ms() - 1, &T));
-        assert!(s.due(NOW + T.lease_ms(), &T), "a dead worker's lease must lapse");
+        assert!(
+            s.due(NOW + T.lease_ms(), &T),
+            "a dead worker's lease must lapse"
+        );
     }
 
     #[test]
@@ -318,7 +324,10 @@ mod tests {
         s.refetch_wanted = true;
         s.begin(at, &T);
         s.fail(at + 10);
-        assert!(!s.due(at + T.retry_ms * 2, &T), "only the refresh interval brings it back");
+        assert!(
+            !s.due(at + T.retry_ms * 2, &T),
+            "only the refresh interval brings it back"
+        );
     }
 
     #[test]

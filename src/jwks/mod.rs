@@ -266,7 +266,10 @@ impl KeyRing {
     pub fn get(&self, issuer: usize, now: u64, max_stale_ms: u64) -> KeysFor<'_> {
         match self.held(issuer) {
             None => KeysFor::Missing,
-            Some(h) if h.fetched_at.is_some_and(|at| now.saturating_sub(at) > max_stale_ms) => {
+            Some(h)
+                if h.fetched_at
+                    .is_some_and(|at| now.saturating_sub(at) > max_stale_ms) =>
+            {
                 KeysFor::TooStale
             }
             Some(h) => KeysFor::Usable(&h.keys),

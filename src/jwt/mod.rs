@@ -137,7 +137,9 @@ impl JwtError {
             JwtError::Malformed => "the token is not a well-formed JWT",
             JwtError::MissingIssuer => "the token has no issuer",
             JwtError::UnsupportedAlg => "the token's signature algorithm is not accepted",
-            JwtError::AlgNotAllowed => "the token's signature algorithm is not allowed for its issuer",
+            JwtError::AlgNotAllowed => {
+                "the token's signature algorithm is not allowed for its issuer"
+            }
             JwtError::UnknownKey => "the token's signing key is not published by its issuer",
             JwtError::KeyAlgMismatch => "the token's algorithm does not match its key",
             JwtError::BadSignature => "the token's signature is invalid",

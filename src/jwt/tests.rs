@@ -130,7 +130,12 @@ fn payload_with(changes: Value) -> Value {
 
 /// RS256 with `rsa-a` (kid `rsa-a`), typ absent, over `payload`.
 fn rs256(payload: &Value) -> String {
-    sign("RS256", TestKey::RsaA, &header(Some("rsa-a"), None), payload)
+    sign(
+        "RS256",
+        TestKey::RsaA,
+        &header(Some("rsa-a"), None),
+        payload,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -163,7 +168,12 @@ fn hs256_signed_with_public_key_token() -> String {
 /// Header: `{"alg":"ES256","kid":"rsa-a"}` (signed with P-256); payload: [`payload`].
 /// Names the RSA key but uses an EC algorithm.
 fn es256_token_naming_rsa_key() -> String {
-    sign("ES256", TestKey::P256, &header(Some("rsa-a"), None), &payload())
+    sign(
+        "ES256",
+        TestKey::P256,
+        &header(Some("rsa-a"), None),
+        &payload(),
+    )
 }
 
 /// Header: `{"alg":"RS256","kid":"rsa-a"}`; payload: [`payload`] with `"sub":"mallory"`
@@ -180,8 +190,8 @@ fn tampered_payload_token() -> String {
 fn tampered_signature_token() -> String {
     let good = rs256(&payload());
     let (head, sig) = good.rsplit_once('.').unwrap();
-    let mut sig = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig)
-        .unwrap();
+    let mut sig =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig).unwrap();
     *sig.last_mut().unwrap() ^= 0x01;
     format!("{head}.{}", b64(&sig))
 }
@@ -189,7 +199,12 @@ fn tampered_signature_token() -> String {
 /// Header: `{"alg":"RS256","kid":"rsa-a"}`; payload: [`payload`]; signed by `rsa-b`, i.e. a
 /// valid signature by a key other than the one the kid names.
 fn signed_by_other_key_token() -> String {
-    sign("RS256", TestKey::RsaB, &header(Some("rsa-a"), None), &payload())
+    sign(
+        "RS256",
+        TestKey::RsaB,
+        &header(Some("rsa-a"), None),
+        &payload(),
+    )
 }
 
 /// Header: `{"alg":"RS256","kid":"rsa-a"}`; payload: [`payload`] with `"exp": NOW-60-1`:
@@ -250,7 +265,9 @@ fn wrong_audience_token() -> String {
 
 /// Payload with `"aud": ["api://billing","api://users"]`.
 fn wrong_audience_array_token() -> String {
-    rs256(&payload_with(json!({"aud": ["api://billing", "api://users"]})))
+    rs256(&payload_with(
+        json!({"aud": ["api://billing", "api://users"]}),
+    ))
 }
 
 /// Payload without `aud`.
@@ -265,7 +282,12 @@ fn numeric_audience_token() -> String {
 
 /// Header: `{"alg":"RS256","kid":"rsa-a","typ":<typ>}`; payload: [`payload`].
 fn typed_token(typ: &str) -> String {
-    sign("RS256", TestKey::RsaA, &header(Some("rsa-a"), Some(typ)), &payload())
+    sign(
+        "RS256",
+        TestKey::RsaA,
+        &header(Some("rsa-a"), Some(typ)),
+        &payload(),
+    )
 }
 
 /// An OpenID Connect ID token presented as an access token.
@@ -282,7 +304,12 @@ fn id_token_not_at_jwt() -> String {
         "iat": NOW_S - 60,
         "exp": NOW_S + 3600,
     });
-    sign("RS256", TestKey::RsaA, &header(Some("rsa-a"), Some("JWT")), &p)
+    sign(
+        "RS256",
+        TestKey::RsaA,
+        &header(Some("rsa-a"), Some("JWT")),
+        &p,
+    )
 }
 
 /// Payload without `iss`.
@@ -319,7 +346,11 @@ fn every_supported_alg_verifies() {
         let v = check(&token, &k, &issuer_a()).unwrap_or_else(|e| panic!("{}: {e:?}", alg.name()));
         assert_eq!(v.exp_s, NOW_S + 3600, "{}", alg.name());
         assert_eq!(v.claims["sub"], "alice");
-        assert_eq!(v.claims["exp"], json!(NOW_S + 3600), "exp is kept as an integer");
+        assert_eq!(
+            v.claims["exp"],
+            json!(NOW_S + 3600),
+            "exp is kept as an integer"
+        );
         assert_eq!(v.claims["iat"], json!(NOW_S - 60));
         assert_eq!(v.claims["iss"], ISS_A);
     }
@@ -331,7 +362,11 @@ fn every_supported_alg_verifies_with_a_key_pinned_to_it() {
         let k = key_for_alg(alg);
         let pinned = key_of(k.public_jwk_as(&k.kid(), Some(alg.name())));
         assert_eq!(pinned.alg, Some(alg));
-        assert!(check(&good_token(alg), &pinned, &issuer_a()).is_ok(), "{}", alg.name());
+        assert!(
+            check(&good_token(alg), &pinned, &issuer_a()).is_ok(),
+            "{}",
+            alg.name()
+        );
     }
 }
 
@@ -340,7 +375,9 @@ fn alg_names_are_exact_and_exclude_none_and_hmac() {
     for alg in Alg::ALL {
         assert_eq!(Alg::from_name(alg.name()), Some(alg));
     }
-    for name in ["none", "None", "NONE", "HS256", "HS384", "HS512", "rs256", "ES256K", "Ed25519", ""] {
+    for name in [
+        "none", "None", "NONE", "HS256", "HS384", "HS512", "rs256", "ES256K", "Ed25519", "",
+    ] {
         assert_eq!(Alg::from_name(name), None, "{name:?}");
     }
 }
@@ -359,19 +396,35 @@ fn alg_none_token_is_refused() {
     let token = alg_none_token();
     let peeked = peek(&token).expect("parses");
     assert_eq!(peeked.alg(), Err(JwtError::UnsupportedAlg));
-    assert_eq!(check(&token, &key(TestKey::RsaA), &issuer_a()).unwrap_err(), JwtError::UnsupportedAlg);
+    assert_eq!(
+        check(&token, &key(TestKey::RsaA), &issuer_a()).unwrap_err(),
+        JwtError::UnsupportedAlg
+    );
     // Every spelling of none.
     for name in ["None", "NONE", "nOnE"] {
-        let t = compact(&format!(r#"{{"alg":"{name}"}}"#), &payload().to_string(), b"");
-        assert_eq!(check(&t, &key(TestKey::RsaA), &issuer_a()).unwrap_err(), JwtError::UnsupportedAlg);
+        let t = compact(
+            &format!(r#"{{"alg":"{name}"}}"#),
+            &payload().to_string(),
+            b"",
+        );
+        assert_eq!(
+            check(&t, &key(TestKey::RsaA), &issuer_a()).unwrap_err(),
+            JwtError::UnsupportedAlg
+        );
     }
 }
 
 #[test]
 fn hs256_signed_with_public_key_token_is_refused() {
     let token = hs256_signed_with_public_key_token();
-    for k in [key(TestKey::RsaA), key_of(TestKey::RsaA.public_jwk_as("rsa-a", Some("RS256")))] {
-        assert_eq!(check(&token, &k, &issuer_a()).unwrap_err(), JwtError::UnsupportedAlg);
+    for k in [
+        key(TestKey::RsaA),
+        key_of(TestKey::RsaA.public_jwk_as("rsa-a", Some("RS256"))),
+    ] {
+        assert_eq!(
+            check(&token, &k, &issuer_a()).unwrap_err(),
+            JwtError::UnsupportedAlg
+        );
     }
 }
 
@@ -396,10 +449,18 @@ fn alg_not_in_the_issuers_allow_list_is_refused_even_with_a_good_signature() {
 #[test]
 fn es256_token_with_an_rsa_key_is_a_key_mismatch() {
     let token = es256_token_naming_rsa_key();
-    assert_eq!(check(&token, &key(TestKey::RsaA), &issuer_a()).unwrap_err(), JwtError::KeyAlgMismatch);
+    assert_eq!(
+        check(&token, &key(TestKey::RsaA), &issuer_a()).unwrap_err(),
+        JwtError::KeyAlgMismatch
+    );
     // Every cross-family pairing.
     for alg in Alg::ALL {
-        for k in [TestKey::RsaA, TestKey::P256, TestKey::P384, TestKey::Ed25519] {
+        for k in [
+            TestKey::RsaA,
+            TestKey::P256,
+            TestKey::P384,
+            TestKey::Ed25519,
+        ] {
             if key_for_alg(alg) == k {
                 continue;
             }
@@ -417,7 +478,10 @@ fn es256_token_with_an_rsa_key_is_a_key_mismatch() {
 #[test]
 fn rs256_token_with_a_key_pinned_to_ps256_is_a_key_mismatch() {
     let pinned = key_of(TestKey::RsaA.public_jwk_as("rsa-a", Some("PS256")));
-    assert_eq!(check(&good_token(Alg::Rs256), &pinned, &issuer_a()).unwrap_err(), JwtError::KeyAlgMismatch);
+    assert_eq!(
+        check(&good_token(Alg::Rs256), &pinned, &issuer_a()).unwrap_err(),
+        JwtError::KeyAlgMismatch
+    );
     assert!(check(&good_token(Alg::Ps256), &pinned, &issuer_a()).is_ok());
 }
 
@@ -435,7 +499,10 @@ fn allow_list_is_checked_before_the_key_family() {
         algorithms: algs(&[Alg::Es256]),
         ..issuer_a()
     };
-    assert_eq!(check_alg(Alg::Rs256, &key(TestKey::P256), only_es256.algorithms), Err(JwtError::AlgNotAllowed));
+    assert_eq!(
+        check_alg(Alg::Rs256, &key(TestKey::P256), only_es256.algorithms),
+        Err(JwtError::AlgNotAllowed)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,17 +511,36 @@ fn allow_list_is_checked_before_the_key_family() {
 
 #[test]
 fn tampered_payload_token_is_a_bad_signature() {
-    assert_eq!(check(&tampered_payload_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(), JwtError::BadSignature);
+    assert_eq!(
+        check(&tampered_payload_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(),
+        JwtError::BadSignature
+    );
 }
 
 #[test]
 fn tampered_signature_token_is_a_bad_signature() {
-    assert_eq!(check(&tampered_signature_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(), JwtError::BadSignature);
+    assert_eq!(
+        check(
+            &tampered_signature_token(),
+            &key(TestKey::RsaA),
+            &issuer_a()
+        )
+        .unwrap_err(),
+        JwtError::BadSignature
+    );
 }
 
 #[test]
 fn signed_by_other_key_token_is_a_bad_signature() {
-    assert_eq!(check(&signed_by_other_key_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(), JwtError::BadSignature);
+    assert_eq!(
+        check(
+            &signed_by_other_key_token(),
+            &key(TestKey::RsaA),
+            &issuer_a()
+        )
+        .unwrap_err(),
+        JwtError::BadSignature
+    );
 }
 
 #[test]
@@ -465,11 +551,26 @@ fn tampering_breaks_every_algorithm() {
         let other = good_token(alg); // ECDSA/PSS are randomized; RSA/EdDSA are not
         let forged_payload = payload_with(json!({"scope": "admin"})).to_string();
         let parts: Vec<&str> = other.split('.').collect();
-        let swapped = format!("{}.{}.{}", parts[0], b64(forged_payload.as_bytes()), parts[2]);
+        let swapped = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(forged_payload.as_bytes()),
+            parts[2]
+        );
         let k = key(key_for_alg(alg));
-        assert_eq!(check(&swapped, &k, &issuer_a()).unwrap_err(), JwtError::BadSignature, "{}", alg.name());
+        assert_eq!(
+            check(&swapped, &k, &issuer_a()).unwrap_err(),
+            JwtError::BadSignature,
+            "{}",
+            alg.name()
+        );
         let truncated = format!("{head}.{}", b64(&[0u8; 8]));
-        assert_eq!(check(&truncated, &k, &issuer_a()).unwrap_err(), JwtError::BadSignature, "{}", alg.name());
+        assert_eq!(
+            check(&truncated, &k, &issuer_a()).unwrap_err(),
+            JwtError::BadSignature,
+            "{}",
+            alg.name()
+        );
     }
 }
 
@@ -479,12 +580,20 @@ fn tampering_breaks_every_algorithm() {
 
 #[test]
 fn expired_token_is_refused_just_outside_the_skew() {
-    assert_eq!(check(&expired_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(), JwtError::Expired);
+    assert_eq!(
+        check(&expired_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(),
+        JwtError::Expired
+    );
 }
 
 #[test]
 fn expired_token_is_accepted_just_inside_the_skew() {
-    let v = check(&expired_within_skew_token(), &key(TestKey::RsaA), &issuer_a()).unwrap();
+    let v = check(
+        &expired_within_skew_token(),
+        &key(TestKey::RsaA),
+        &issuer_a(),
+    )
+    .unwrap();
     assert_eq!(v.exp_s, NOW_S - SKEW);
 }
 
@@ -497,38 +606,63 @@ fn expiry_without_skew_is_exact() {
     let token = rs256(&payload_with(json!({"exp": NOW_S})));
     let k = key(TestKey::RsaA);
     assert!(check_at(&token, &k, &no_skew, NOW_S).is_ok());
-    assert_eq!(check_at(&token, &k, &no_skew, NOW_S + 1).unwrap_err(), JwtError::Expired);
+    assert_eq!(
+        check_at(&token, &k, &no_skew, NOW_S + 1).unwrap_err(),
+        JwtError::Expired
+    );
 }
 
 #[test]
 fn not_yet_valid_token_is_refused_just_outside_the_skew() {
-    assert_eq!(check(&not_yet_valid_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(), JwtError::NotYetValid);
+    assert_eq!(
+        check(&not_yet_valid_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(),
+        JwtError::NotYetValid
+    );
 }
 
 #[test]
 fn not_yet_valid_token_is_accepted_just_inside_the_skew() {
-    let v = check(&not_yet_valid_within_skew_token(), &key(TestKey::RsaA), &issuer_a()).unwrap();
+    let v = check(
+        &not_yet_valid_within_skew_token(),
+        &key(TestKey::RsaA),
+        &issuer_a(),
+    )
+    .unwrap();
     assert_eq!(v.claims["nbf"], json!(NOW_S + SKEW));
 }
 
 #[test]
 fn issued_in_future_token_is_refused_just_outside_the_skew() {
-    assert_eq!(check(&issued_in_future_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(), JwtError::IssuedInFuture);
+    assert_eq!(
+        check(&issued_in_future_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(),
+        JwtError::IssuedInFuture
+    );
 }
 
 #[test]
 fn issued_in_future_token_is_accepted_just_inside_the_skew() {
-    assert!(check(&issued_in_future_within_skew_token(), &key(TestKey::RsaA), &issuer_a()).is_ok());
+    assert!(check(
+        &issued_in_future_within_skew_token(),
+        &key(TestKey::RsaA),
+        &issuer_a()
+    )
+    .is_ok());
 }
 
 #[test]
 fn missing_exp_token_is_refused() {
-    assert_eq!(check(&missing_exp_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(), JwtError::MissingExp);
+    assert_eq!(
+        check(&missing_exp_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(),
+        JwtError::MissingExp
+    );
 }
 
 #[test]
 fn non_numeric_exp_token_is_malformed() {
-    assert_eq!(check(&non_numeric_exp_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(), JwtError::Malformed);
+    assert_eq!(
+        check(&non_numeric_exp_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(),
+        JwtError::Malformed
+    );
 }
 
 #[test]
@@ -537,7 +671,10 @@ fn signature_is_checked_before_time() {
     let expired = expired_token();
     let (head, _) = expired.rsplit_once('.').unwrap();
     let forged = format!("{head}.{}", b64(&[7u8; 256]));
-    assert_eq!(check(&forged, &key(TestKey::RsaA), &issuer_a()).unwrap_err(), JwtError::BadSignature);
+    assert_eq!(
+        check(&forged, &key(TestKey::RsaA), &issuer_a()).unwrap_err(),
+        JwtError::BadSignature
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -546,12 +683,23 @@ fn signature_is_checked_before_time() {
 
 #[test]
 fn issuer_must_match_exactly() {
-    assert_eq!(check(&other_issuer_spelling_token(), &key(TestKey::RsaA), &issuer_a()).unwrap_err(), JwtError::IssuerMismatch);
+    assert_eq!(
+        check(
+            &other_issuer_spelling_token(),
+            &key(TestKey::RsaA),
+            &issuer_a()
+        )
+        .unwrap_err(),
+        JwtError::IssuerMismatch
+    );
     let as_b = Issuer {
         issuer: ISS_B,
         ..issuer_a()
     };
-    assert_eq!(check(&good_token(Alg::Rs256), &key(TestKey::RsaA), &as_b).unwrap_err(), JwtError::IssuerMismatch);
+    assert_eq!(
+        check(&good_token(Alg::Rs256), &key(TestKey::RsaA), &as_b).unwrap_err(),
+        JwtError::IssuerMismatch
+    );
 }
 
 #[test]
@@ -570,7 +718,10 @@ fn wrong_audience_token_is_refused() {
         no_audience_token(),
         numeric_audience_token(),
     ] {
-        assert_eq!(check(&token, &k, &issuer_a()).unwrap_err(), JwtError::AudienceMismatch);
+        assert_eq!(
+            check(&token, &k, &issuer_a()).unwrap_err(),
+            JwtError::AudienceMismatch
+        );
     }
 }
 
@@ -581,7 +732,11 @@ fn no_configured_audience_accepts_any_or_no_aud() {
         ..issuer_a()
     };
     let k = key(TestKey::RsaA);
-    for token in [wrong_audience_token(), no_audience_token(), good_token(Alg::Rs256)] {
+    for token in [
+        wrong_audience_token(),
+        no_audience_token(),
+        good_token(Alg::Rs256),
+    ] {
         assert!(check(&token, &k, &any).is_ok());
     }
 }
@@ -593,13 +748,26 @@ fn require_at_jwt_accepts_only_at_jwt_types() {
         ..issuer_a()
     };
     let k = key(TestKey::RsaA);
-    for typ in ["at+jwt", "application/at+jwt", "AT+JWT", "application/AT+JWT"] {
+    for typ in [
+        "at+jwt",
+        "application/at+jwt",
+        "AT+JWT",
+        "application/AT+JWT",
+    ] {
         assert!(check(&typed_token(typ), &k, &strict).is_ok(), "{typ}");
     }
     for typ in ["JWT", "jwt", "at+jwt2", "application/jwt", "x/at+jwt"] {
-        assert_eq!(check(&typed_token(typ), &k, &strict).unwrap_err(), JwtError::NotAccessToken, "{typ}");
+        assert_eq!(
+            check(&typed_token(typ), &k, &strict).unwrap_err(),
+            JwtError::NotAccessToken,
+            "{typ}"
+        );
     }
-    assert_eq!(check(&good_token(Alg::Rs256), &k, &strict).unwrap_err(), JwtError::NotAccessToken, "typ absent");
+    assert_eq!(
+        check(&good_token(Alg::Rs256), &k, &strict).unwrap_err(),
+        JwtError::NotAccessToken,
+        "typ absent"
+    );
 }
 
 #[test]
@@ -609,7 +777,10 @@ fn id_token_not_at_jwt_is_refused_when_access_tokens_are_required() {
         ..issuer_a()
     };
     let k = key(TestKey::RsaA);
-    assert_eq!(check(&id_token_not_at_jwt(), &k, &strict).unwrap_err(), JwtError::NotAccessToken);
+    assert_eq!(
+        check(&id_token_not_at_jwt(), &k, &strict).unwrap_err(),
+        JwtError::NotAccessToken
+    );
     // Without the requirement any typ is fine.
     assert!(check(&id_token_not_at_jwt(), &k, &issuer_a()).is_ok());
     assert!(check(&typed_token("JWT"), &k, &issuer_a()).is_ok());
@@ -627,13 +798,34 @@ fn malformed_tokens_are_malformed() {
         ("empty", String::new()),
         ("two parts", format!("{}.{}", parts[0], parts[1])),
         ("four parts", format!("{good}.{}", parts[2])),
-        ("bad base64 header", format!("!!!.{}.{}", parts[1], parts[2])),
-        ("bad base64 payload", format!("{}.@@@.{}", parts[0], parts[2])),
-        ("bad base64 signature", format!("{}.{}.***", parts[0], parts[1])),
-        ("non-JSON header", compact("alg=RS256", &payload().to_string(), b"sig")),
-        ("non-JSON payload", compact(r#"{"alg":"RS256"}"#, "iss=https://as1", b"sig")),
-        ("payload is an array", compact(r#"{"alg":"RS256"}"#, r#"["iss"]"#, b"sig")),
-        ("header without alg", compact(r#"{"kid":"rsa-a"}"#, &payload().to_string(), b"sig")),
+        (
+            "bad base64 header",
+            format!("!!!.{}.{}", parts[1], parts[2]),
+        ),
+        (
+            "bad base64 payload",
+            format!("{}.@@@.{}", parts[0], parts[2]),
+        ),
+        (
+            "bad base64 signature",
+            format!("{}.{}.***", parts[0], parts[1]),
+        ),
+        (
+            "non-JSON header",
+            compact("alg=RS256", &payload().to_string(), b"sig"),
+        ),
+        (
+            "non-JSON payload",
+            compact(r#"{"alg":"RS256"}"#, "iss=https://as1", b"sig"),
+        ),
+        (
+            "payload is an array",
+            compact(r#"{"alg":"RS256"}"#, r#"["iss"]"#, b"sig"),
+        ),
+        (
+            "header without alg",
+            compact(r#"{"kid":"rsa-a"}"#, &payload().to_string(), b"sig"),
+        ),
         ("two iss members", duplicate_iss_token()),
     ];
     for (what, token) in cases {
@@ -643,8 +835,14 @@ fn malformed_tokens_are_malformed() {
 
 #[test]
 fn tokens_without_a_string_iss_have_no_issuer() {
-    assert_eq!(peek(&missing_iss_token()).err(), Some(JwtError::MissingIssuer));
-    assert_eq!(peek(&numeric_iss_token()).err(), Some(JwtError::MissingIssuer));
+    assert_eq!(
+        peek(&missing_iss_token()).err(),
+        Some(JwtError::MissingIssuer)
+    );
+    assert_eq!(
+        peek(&numeric_iss_token()).err(),
+        Some(JwtError::MissingIssuer)
+    );
     let null_iss = compact(r#"{"alg":"RS256"}"#, r#"{"iss":null,"exp":1}"#, b"sig");
     assert_eq!(peek(&null_iss).err(), Some(JwtError::MissingIssuer));
 }
@@ -665,9 +863,20 @@ fn peek_reads_iss_kid_and_alg_without_verifying() {
 fn error_codes_and_descriptions_are_distinct() {
     use JwtError::*;
     let all = [
-        Malformed, MissingIssuer, UnsupportedAlg, AlgNotAllowed, UnknownKey, KeyAlgMismatch,
-        BadSignature, NotAccessToken, MissingExp, Expired, NotYetValid, IssuedInFuture,
-        IssuerMismatch, AudienceMismatch,
+        Malformed,
+        MissingIssuer,
+        UnsupportedAlg,
+        AlgNotAllowed,
+        UnknownKey,
+        KeyAlgMismatch,
+        BadSignature,
+        NotAccessToken,
+        MissingExp,
+        Expired,
+        NotYetValid,
+        IssuedInFuture,
+        IssuerMismatch,
+        AudienceMismatch,
     ];
     let codes: std::collections::HashSet<_> = all.iter().map(|e| e.code()).collect();
     let texts: std::collections::HashSet<_> = all.iter().map(|e| e.describe()).collect();
@@ -685,7 +894,13 @@ mod jwks_parsing {
         let doc = jwks(keys).to_string();
         let by_bytes = KeySet::parse(doc.as_bytes()).map(|(s, n)| (s.len(), n));
         let by_value = KeySet::from_value(&jwks(keys));
-        assert_eq!(by_bytes, by_value.as_ref().map(|(s, n)| (s.len(), *n)).map_err(Clone::clone));
+        assert_eq!(
+            by_bytes,
+            by_value
+                .as_ref()
+                .map(|(s, n)| (s.len(), *n))
+                .map_err(Clone::clone)
+        );
         by_value
     }
 
@@ -763,7 +978,9 @@ mod jwks_parsing {
         let (set, skipped) = parse(&all).unwrap();
         assert_eq!((set.len(), skipped), (1, skipped_keys.len()));
         assert!(set.has_kid("rsa-a"));
-        for gone in ["rsa-enc", "rsa-oaep", "hmac", "rsa-weak", "rsa-es", "ec-short", "pq"] {
+        for gone in [
+            "rsa-enc", "rsa-oaep", "hmac", "rsa-weak", "rsa-es", "ec-short", "pq",
+        ] {
             assert!(!set.has_kid(gone), "{gone}");
         }
         // Each one alone leaves nothing usable.
@@ -778,19 +995,43 @@ mod jwks_parsing {
 
     #[test]
     fn not_a_jwks() {
-        for doc in ["", "not json", "[]", "{}", r#"{"keys": "rsa"}"#, r#"{"keys": {}}"#, r#"{"keys": null}"#] {
-            assert_eq!(KeySet::parse(doc.as_bytes()).err(), Some(JwksError::NotAJwks), "{doc}");
+        for doc in [
+            "",
+            "not json",
+            "[]",
+            "{}",
+            r#"{"keys": "rsa"}"#,
+            r#"{"keys": {}}"#,
+            r#"{"keys": null}"#,
+        ] {
+            assert_eq!(
+                KeySet::parse(doc.as_bytes()).err(),
+                Some(JwksError::NotAJwks),
+                "{doc}"
+            );
         }
-        assert_eq!(KeySet::from_value(&json!({"kid": "x"})).err(), Some(JwksError::NotAJwks));
-        assert_eq!(KeySet::from_value(&json!([TestKey::RsaA.public_jwk()])).err(), Some(JwksError::NotAJwks));
+        assert_eq!(
+            KeySet::from_value(&json!({"kid": "x"})).err(),
+            Some(JwksError::NotAJwks)
+        );
+        assert_eq!(
+            KeySet::from_value(&json!([TestKey::RsaA.public_jwk()])).err(),
+            Some(JwksError::NotAJwks)
+        );
     }
 
     #[test]
     fn no_usable_keys() {
-        assert_eq!(parse(&[]).err(), Some(JwksError::NoUsableKeys { skipped: 0 }));
+        assert_eq!(
+            parse(&[]).err(),
+            Some(JwksError::NoUsableKeys { skipped: 0 })
+        );
         let oct = json!({"kty": "oct", "k": "c2VjcmV0"});
         let weak = TestKey::Rsa1024.public_jwk();
-        assert_eq!(parse(&[oct, weak]).err(), Some(JwksError::NoUsableKeys { skipped: 2 }));
+        assert_eq!(
+            parse(&[oct, weak]).err(),
+            Some(JwksError::NoUsableKeys { skipped: 2 })
+        );
         assert_eq!(
             JwksError::NoUsableKeys { skipped: 2 }.to_string(),
             "no usable signature key (2 skipped)"
@@ -820,12 +1061,25 @@ mod jwks_parsing {
         // With a kid: exactly the keys carrying it, whatever their family.
         assert_eq!(
             kids(Some("rsa-a"), Alg::Rs256),
-            vec![(Some("rsa-a".into()), KeyFamily::Rsa), (Some("rsa-a".into()), KeyFamily::P256)]
+            vec![
+                (Some("rsa-a".into()), KeyFamily::Rsa),
+                (Some("rsa-a".into()), KeyFamily::P256)
+            ]
         );
-        assert_eq!(kids(Some("rsa-b"), Alg::Es256), vec![(Some("rsa-b".into()), KeyFamily::Rsa)]);
+        assert_eq!(
+            kids(Some("rsa-b"), Alg::Es256),
+            vec![(Some("rsa-b".into()), KeyFamily::Rsa)]
+        );
         assert!(kids(Some("nope"), Alg::Rs256).is_empty());
-        assert!(kids(Some("RSA-A"), Alg::Rs256).is_empty(), "kids are case-sensitive");
-        assert_eq!(kids(Some(""), Alg::EdDsa).len(), 1, "an empty kid is still a kid");
+        assert!(
+            kids(Some("RSA-A"), Alg::Rs256).is_empty(),
+            "kids are case-sensitive"
+        );
+        assert_eq!(
+            kids(Some(""), Alg::EdDsa).len(),
+            1,
+            "an empty kid is still a kid"
+        );
         // Without a kid: every key of the algorithm's family.
         assert_eq!(kids(None, Alg::Ps384).len(), 2);
         assert_eq!(kids(None, Alg::Es256).len(), 2);
@@ -857,18 +1111,27 @@ mod jwks_parsing {
         const MAX_STALE: u64 = 60_000;
         let mut ring = KeyRing::new(3);
         assert!(matches!(ring.get(0, NOW, MAX_STALE), KeysFor::Missing));
-        assert!(matches!(ring.get(7, NOW, MAX_STALE), KeysFor::Missing), "out of range");
+        assert!(
+            matches!(ring.get(7, NOW, MAX_STALE), KeysFor::Missing),
+            "out of range"
+        );
         ring.set(7, held(Some(NOW))); // ignored
         assert!(ring.held(7).is_none());
 
         ring.set(0, held(Some(NOW - MAX_STALE)));
-        assert!(matches!(ring.get(0, NOW, MAX_STALE), KeysFor::Usable(k) if k.len() == 1), "at the limit");
+        assert!(
+            matches!(ring.get(0, NOW, MAX_STALE), KeysFor::Usable(k) if k.len() == 1),
+            "at the limit"
+        );
         ring.set(0, held(Some(NOW - MAX_STALE - 1)));
         assert!(matches!(ring.get(0, NOW, MAX_STALE), KeysFor::TooStale));
         // A fetch stamped in the future (clock skew between workers) is fresh, not an overflow.
         ring.set(0, held(Some(NOW + 5_000)));
         assert!(matches!(ring.get(0, NOW, MAX_STALE), KeysFor::Usable(_)));
-        assert!(matches!(ring.get(1, NOW, MAX_STALE), KeysFor::Missing), "slots are separate");
+        assert!(
+            matches!(ring.get(1, NOW, MAX_STALE), KeysFor::Missing),
+            "slots are separate"
+        );
     }
 
     #[test]

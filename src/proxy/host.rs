@@ -75,7 +75,12 @@ pub fn dispatch(request: &crate::http::HttpRequest) -> Option<u32> {
         (":path", &request.path),
         (":authority", &request.authority),
     ];
-    headers.extend(request.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    headers.extend(
+        request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str())),
+    );
     hostcalls::dispatch_http_call(
         &request.upstream,
         headers,
@@ -102,10 +107,14 @@ pub fn call_response(num_headers: usize, body_size: usize) -> Option<crate::http
         .find(|(n, _)| n == ":status")
         .and_then(|(_, v)| v.parse::<u16>().ok())?;
     let body = if body_size > 0 {
-        hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::HttpCallResponseBody,
+            0,
+            body_size,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -127,7 +136,11 @@ pub fn increment(metric: Option<u32>) {
 }
 
 pub fn plugin_configuration() -> Option<Bytes> {
-    hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
-        .ok()
-        .flatten()
+    hostcalls::get_buffer(
+        proxy_wasm::types::BufferType::PluginConfiguration,
+        0,
+        usize::MAX,
+    )
+    .ok()
+    .flatten()
 }

@@ -19,7 +19,10 @@ pub struct IssuerKeys {
 
 impl IssuerKeys {
     pub fn new(fingerprint: &[u8; 32], issuer_name: &str) -> IssuerKeys {
-        let fp: String = fingerprint[..4].iter().map(|b| format!("{b:02x}")).collect();
+        let fp: String = fingerprint[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         IssuerKeys {
             state: format!("tollgate.{fp}.jwks.{issuer_name}.state"),
             keys: format!("tollgate.{fp}.jwks.{issuer_name}.keys"),
@@ -28,7 +31,10 @@ impl IssuerKeys {
 
     pub fn read_state(&self) -> (FetchState, Option<u32>) {
         let (value, cas) = host::shared_get(&self.state);
-        (value.map(|v| FetchState::decode(&v)).unwrap_or_default(), cas)
+        (
+            value.map(|v| FetchState::decode(&v)).unwrap_or_default(),
+            cas,
+        )
     }
 
     /// Creates the state record if absent, so that later writes can be compare-and-swapped

@@ -243,7 +243,11 @@ impl Worker {
         let Some((generation, fetched_at, jwks)) = rec.read_keys() else {
             return false;
         };
-        if self.ring.held(issuer).is_some_and(|h| h.generation == generation) {
+        if self
+            .ring
+            .held(issuer)
+            .is_some_and(|h| h.generation == generation)
+        {
             return false;
         }
         match KeySet::parse(&jwks) {

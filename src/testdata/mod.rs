@@ -97,18 +97,15 @@ impl TestKey {
     fn member(self, name: &str) -> Vec<u8> {
         let jwk = self.private_jwk();
         let text = jwk[name].as_str().expect("fixture member is a string");
-        URL_SAFE_NO_PAD.decode(text).expect("fixture member is base64url")
+        URL_SAFE_NO_PAD
+            .decode(text)
+            .expect("fixture member is base64url")
     }
 
     fn rsa(self) -> rsa::RsaPrivateKey {
         let int = |m: &str| rsa::BigUint::from_bytes_be(&self.member(m));
-        rsa::RsaPrivateKey::from_components(
-            int("n"),
-            int("e"),
-            int("d"),
-            vec![int("p"), int("q")],
-        )
-        .expect("fixture RSA key")
+        rsa::RsaPrivateKey::from_components(int("n"), int("e"), int("d"), vec![int("p"), int("q")])
+            .expect("fixture RSA key")
     }
 
     fn p256(self) -> p256::ecdsa::SigningKey {

@@ -1,0 +1,256 @@
+//! Keeps `plugin-config/schema.json`, the examples in `plugin-config/examples` and the plugin's
+//! own parser ([`FilterConfig::parse`]) in step:
+//!
+//! - the schema is a valid draft 2020-12 schema, and its `default`s are the plugin's defaults;
+//! - every `valid/*.json` passes both the schema and the plugin;
+//! - every `invalid/*.json` is refused by the plugin at the JSON path that
+//!   `invalid/expected-paths.json` gives for it, and by the schema too, unless its name starts
+//!   with `semantic-` (a rule the schema cannot express, listed in its `$comment`);
+//! - the configuration example in README.md (a ```` ```json tollgate-config ```` block), if
+//!   there is one, passes both.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use jsonschema::Validator;
+use serde_json::{json, Value};
+use tollgate::config::FilterConfig;
+
+const CONFIG_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/plugin-config");
+const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
+/// Invalid examples the schema may accept: only the plugin can tell they are wrong.
+const SEMANTIC_PREFIX: &str = "semantic-";
+const EXPECTED_PATHS: &str = "expected-paths.json";
+
+fn read_json(path: &Path) -> Value {
+    let text = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn schema() -> Value {
+    read_json(&Path::new(CONFIG_DIR).join("schema.json"))
+}
+
+fn validator() -> Validator {
+    jsonschema::draft202012::new(&schema()).unwrap_or_else(|e| panic!("schema.json: {e}"))
+}
+
+/// Schema violations as "<instance path>: <message>", empty when the instance is valid.
+fn schema_errors(validator: &Validator, instance: &Value) -> Vec<String> {
+    validator
+        .iter_errors(instance)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect()
+}
+
+struct Example {
+    name: String,
+    text: Vec<u8>,
+}
+
+impl Example {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.text).unwrap_or_else(|e| panic!("{}: {e}", self.name))
+    }
+}
+
+/// The `*.json` examples of `examples/<kind>`, by file name (the sidecar excluded).
+fn examples(kind: &str) -> Vec<Example> {
+    let dir = Path::new(CONFIG_DIR).join("examples").join(kind);
+    let mut examples: Vec<Example> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .map(|path| Example {
+            name: path.file_name().unwrap().to_string_lossy().into_owned(),
+            text: fs::read(&path).unwrap(),
+        })
+        .filter(|ex| ex.name != EXPECTED_PATHS)
+        .collect();
+    examples.sort_by(|a, b| a.name.cmp(&b.name));
+    examples
+}
+
+/// `invalid/expected-paths.json`: file name -> the `ConfigError.path` the plugin reports.
+fn expected_paths() -> BTreeMap<String, String> {
+    let path = Path::new(CONFIG_DIR).join("examples/invalid").join(EXPECTED_PATHS);
+    serde_json::from_value(read_json(&path)).unwrap_or_else(|e| panic!("{EXPECTED_PATHS}: {e}"))
+}
+
+/// Collects every problem first, so one run shows them all.
+fn assert_no_failures(what: &str, failures: &[String]) {
+    assert!(failures.is_empty(), "{what}:\n  {}", failures.join("\n  "));
+}
+
+#[test]
+fn schema_is_a_valid_draft_2020_12_schema() {
+    let schema = schema();
+    assert_eq!(schema["$schema"], DRAFT_2020_12);
+    // The draft's meta-schema ships with the jsonschema crate: no network needed.
+    let meta = jsonschema::draft202012::new(&json!({ "$ref": DRAFT_2020_12 })).unwrap();
+    assert!(!meta.is_valid(&json!({ "type": "text" })), "the meta-schema check is not working");
+    assert_no_failures("schema.json against the draft 2020-12 meta-schema", &schema_errors(&meta, &schema));
+    // And it compiles (this also resolves every `$ref`).
+    validator();
+}
+
+#[test]
+fn valid_examples_pass_schema_and_plugin() {
+    let validator = validator();
+    let examples = examples("valid");
+    assert!(examples.len() >= 6, "expected at least 6 valid examples");
+    let mut failures = Vec::new();
+    for ex in &examples {
+        for e in schema_errors(&validator, &ex.json()) {
+            failures.push(format!("{}: schema: {e}", ex.name));
+        }
+        if let Err(e) = FilterConfig::parse(&ex.text) {
+            failures.push(format!("{}: plugin: {e}", ex.name));
+        }
+    }
+    assert_no_failures("valid examples refused", &failures);
+}
+
+#[test]
+fn invalid_examples_are_refused_by_the_plugin_at_the_expected_path() {
+    let mut expected = expected_paths();
+    let examples = examples("invalid");
+    assert!(examples.len() >= 12, "expected at least 12 invalid examples");
+    let mut failures = Vec::new();
+    for ex in &examples {
+        let Some(want) = expected.remove(&ex.name) else {
+            failures.push(format!("{}: missing from {EXPECTED_PATHS}", ex.name));
+            continue;
+        };
+        match FilterConfig::parse(&ex.text) {
+            Ok(_) => failures.push(format!("{}: accepted by the plugin", ex.name)),
+            Err(e) if e.path != want => failures.push(format!(
+                "{}: error at {:?}, expected {want:?} ({})",
+                ex.name, e.path, e.message
+            )),
+            Err(_) => {}
+        }
+    }
+    for name in expected.keys() {
+        failures.push(format!("{EXPECTED_PATHS} names {name}, which does not exist"));
+    }
+    assert_no_failures("invalid examples", &failures);
+}
+
+#[test]
+fn invalid_examples_are_refused_by_the_schema_unless_semantic() {
+    let validator = validator();
+    let failures: Vec<String> = examples("invalid")
+        .iter()
+        .filter(|ex| !ex.name.starts_with(SEMANTIC_PREFIX))
+        .filter(|ex| validator.is_valid(&ex.json()))
+        .map(|ex| format!("{}: accepted by the schema (rename it {SEMANTIC_PREFIX}* if the schema cannot catch it)", ex.name))
+        .collect();
+    assert_no_failures("invalid examples the schema accepts", &failures);
+}
+
+/// Writes the schema's `default` of each property of `def` that `object` does not set.
+fn fill_defaults(object: &mut Value, def: &Value) {
+    let properties = def["properties"].as_object().expect("a $defs entry with properties");
+    for (name, property) in properties {
+        if let Some(default) = property.get("default") {
+            object.as_object_mut().unwrap().entry(name).or_insert_with(|| default.clone());
+        }
+    }
+}
+
+/// The parsed configuration without its fingerprint (a hash of the text, which differs).
+fn compiled(config: &Value) -> String {
+    let c = FilterConfig::parse(config.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    format!(
+        "{:#?}",
+        (c.issuers, c.routes, c.default_policy, c.identity, c.realm, c.cache_slots)
+    )
+}
+
+#[test]
+fn schema_defaults_are_the_plugin_defaults() {
+    let minimal = json!({
+        "issuers": [{
+            "name": "corp",
+            "issuer": "https://login.example.com",
+            "jwks": {"uri": "https://login.example.com/jwks", "upstream": "corp_idp"}
+        }],
+        "routes": [{"require": {}}],
+        "default_route": {}
+    });
+    let schema = schema();
+    let defs = &schema["$defs"];
+    let mut explicit = minimal.clone();
+    fill_defaults(&mut explicit, &schema);
+    fill_defaults(&mut explicit["issuers"][0], &defs["issuer"]);
+    fill_defaults(&mut explicit["routes"][0], &defs["route"]);
+    fill_defaults(&mut explicit["routes"][0]["match"], &defs["match"]);
+    fill_defaults(&mut explicit["routes"][0]["require"], &defs["requirement"]);
+    fill_defaults(&mut explicit["default_route"], &defs["policy"]);
+    fill_defaults(&mut explicit["identity"], &defs["identity"]);
+    fill_defaults(&mut explicit["cache"], &defs["cache"]);
+
+    assert_no_failures("defaults written out", &schema_errors(&validator(), &explicit));
+    assert_eq!(compiled(&explicit), compiled(&minimal), "with defaults: {explicit:#}");
+}
+
+/// The ```` ```json tollgate-config ```` blocks of a Markdown text.
+fn tagged_config_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        let fence = line.trim_start().starts_with("```");
+        match current.as_mut() {
+            Some(block) if fence => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None if fence => {
+                let info = line.trim_start().trim_start_matches('`');
+                let mut words = info.split_whitespace();
+                if words.next() == Some("json") && words.any(|w| w == "tollgate-config") {
+                    current = Some(String::new());
+                }
+            }
+            None => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn readme_configuration_example_is_valid() {
+    let Ok(readme) = fs::read_to_string(README) else {
+        eprintln!("skipped: no README.md");
+        return;
+    };
+    let blocks = tagged_config_blocks(&readme);
+    if blocks.is_empty() {
+        eprintln!("skipped: README.md has no ```json tollgate-config block");
+        return;
+    }
+    let validator = validator();
+    for (i, block) in blocks.iter().enumerate() {
+        let value: Value =
+            serde_json::from_str(block).unwrap_or_else(|e| panic!("README block {i}: {e}"));
+        assert_no_failures(&format!("README block {i}: schema"), &schema_errors(&validator, &value));
+        if let Err(e) = FilterConfig::parse(block.as_bytes()) {
+            panic!("README block {i}: plugin: {e}");
+        }
+    }
+}
+
+#[test]
+fn readme_blocks_are_found() {
+    let markdown = "text\n```json tollgate-config\n{\"a\": 1}\n```\n```json\n{}\n```\n";
+    assert_eq!(tagged_config_blocks(markdown), vec!["{\"a\": 1}\n".to_owned()]);
+}
