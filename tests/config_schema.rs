@@ -77,7 +77,9 @@ fn examples(kind: &str) -> Vec<Example> {
 
 /// `invalid/expected-paths.json`: file name -> the `ConfigError.path` the plugin reports.
 fn expected_paths() -> BTreeMap<String, String> {
-    let path = Path::new(CONFIG_DIR).join("examples/invalid").join(EXPECTED_PATHS);
+    let path = Path::new(CONFIG_DIR)
+        .join("examples/invalid")
+        .join(EXPECTED_PATHS);
     serde_json::from_value(read_json(&path)).unwrap_or_else(|e| panic!("{EXPECTED_PATHS}: {e}"))
 }
 
@@ -92,8 +94,14 @@ fn schema_is_a_valid_draft_2020_12_schema() {
     assert_eq!(schema["$schema"], DRAFT_2020_12);
     // The draft's meta-schema ships with the jsonschema crate: no network needed.
     let meta = jsonschema::draft202012::new(&json!({ "$ref": DRAFT_2020_12 })).unwrap();
-    assert!(!meta.is_valid(&json!({ "type": "text" })), "the meta-schema check is not working");
-    assert_no_failures("schema.json against the draft 2020-12 meta-schema", &schema_errors(&meta, &schema));
+    assert!(
+        !meta.is_valid(&json!({ "type": "text" })),
+        "the meta-schema check is not working"
+    );
+    assert_no_failures(
+        "schema.json against the draft 2020-12 meta-schema",
+        &schema_errors(&meta, &schema),
+    );
     // And it compiles (this also resolves every `$ref`).
     validator();
 }
@@ -119,7 +127,10 @@ fn valid_examples_pass_schema_and_plugin() {
 fn invalid_examples_are_refused_by_the_plugin_at_the_expected_path() {
     let mut expected = expected_paths();
     let examples = examples("invalid");
-    assert!(examples.len() >= 12, "expected at least 12 invalid examples");
+    assert!(
+        examples.len() >= 12,
+        "expected at least 12 invalid examples"
+    );
     let mut failures = Vec::new();
     for ex in &examples {
         let Some(want) = expected.remove(&ex.name) else {
@@ -136,7 +147,9 @@ fn invalid_examples_are_refused_by_the_plugin_at_the_expected_path() {
         }
     }
     for name in expected.keys() {
-        failures.push(format!("{EXPECTED_PATHS} names {name}, which does not exist"));
+        failures.push(format!(
+            "{EXPECTED_PATHS} names {name}, which does not exist"
+        ));
     }
     assert_no_failures("invalid examples", &failures);
 }
@@ -155,10 +168,16 @@ fn invalid_examples_are_refused_by_the_schema_unless_semantic() {
 
 /// Writes the schema's `default` of each property of `def` that `object` does not set.
 fn fill_defaults(object: &mut Value, def: &Value) {
-    let properties = def["properties"].as_object().expect("a $defs entry with properties");
+    let properties = def["properties"]
+        .as_object()
+        .expect("a $defs entry with properties");
     for (name, property) in properties {
         if let Some(default) = property.get("default") {
-            object.as_object_mut().unwrap().entry(name).or_insert_with(|| default.clone());
+            object
+                .as_object_mut()
+                .unwrap()
+                .entry(name)
+                .or_insert_with(|| default.clone());
         }
     }
 }
@@ -168,7 +187,14 @@ fn compiled(config: &Value) -> String {
     let c = FilterConfig::parse(config.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
     format!(
         "{:#?}",
-        (c.issuers, c.routes, c.default_policy, c.identity, c.realm, c.cache_slots)
+        (
+            c.issuers,
+            c.routes,
+            c.default_policy,
+            c.identity,
+            c.realm,
+            c.cache_slots
+        )
     )
 }
 
@@ -195,8 +221,15 @@ fn schema_defaults_are_the_plugin_defaults() {
     fill_defaults(&mut explicit["identity"], &defs["identity"]);
     fill_defaults(&mut explicit["cache"], &defs["cache"]);
 
-    assert_no_failures("defaults written out", &schema_errors(&validator(), &explicit));
-    assert_eq!(compiled(&explicit), compiled(&minimal), "with defaults: {explicit:#}");
+    assert_no_failures(
+        "defaults written out",
+        &schema_errors(&validator(), &explicit),
+    );
+    assert_eq!(
+        compiled(&explicit),
+        compiled(&minimal),
+        "with defaults: {explicit:#}"
+    );
 }
 
 /// The ```` ```json tollgate-config ```` blocks of a Markdown text.
@@ -242,7 +275,10 @@ fn readme_configuration_example_is_valid() {
     for (i, block) in blocks.iter().enumerate() {
         let value: Value =
             serde_json::from_str(block).unwrap_or_else(|e| panic!("README block {i}: {e}"));
-        assert_no_failures(&format!("README block {i}: schema"), &schema_errors(&validator, &value));
+        assert_no_failures(
+            &format!("README block {i}: schema"),
+            &schema_errors(&validator, &value),
+        );
         if let Err(e) = FilterConfig::parse(block.as_bytes()) {
             panic!("README block {i}: plugin: {e}");
         }
@@ -252,5 +288,8 @@ fn readme_configuration_example_is_valid() {
 #[test]
 fn readme_blocks_are_found() {
     let markdown = "text\n```json tollgate-config\n{\"a\": 1}\n```\n```json\n{}\n```\n";
-    assert_eq!(tagged_config_blocks(markdown), vec!["{\"a\": 1}\n".to_owned()]);
+    assert_eq!(
+        tagged_config_blocks(markdown),
+        vec!["{\"a\": 1}\n".to_owned()]
+    );
 }

@@ -289,3 +289,19 @@ def test_denials_are_counted_per_issuer(stack):
     after = stack.stats()
     key = "tollgate.issuer.as2.denied.invalid_token"
     assert after[key] == before[key] + 1
+
+
+def test_tokens_never_appear_in_envoy_logs(stack):
+    good = stack.as1_token()
+    bad_sig = good[:-6] + "AAAAAA"
+    junk = "eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.c2VjcmV0LXRva2VuLXRleHQ"
+    for token in (good, bad_sig, junk):
+        stack.call("/api/orders", token)
+    stack.call("/api/orders", headers={"Authorization": f"Bearer {good} {junk}"})
+    time.sleep(0.3)  # log flush interval is 100 ms
+    log = stack.envoy.log_text()
+    assert "tollgate" in log
+    for token in (good, bad_sig, junk):
+        for part in token.split("."):
+            if len(part) > 16:
+                assert part not in log, "a token (part) was logged"
