@@ -146,7 +146,8 @@ pub fn usable(fetched_at: u64, now: u64, t: &Timing) -> bool {
 /// Why a fetch attempt failed (each has a metric and a log line naming the issuer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchError {
-    /// No HTTP answer: connection refused, reset, timeout, no healthy upstream host.
+    /// No HTTP answer at all. (Envoy reports most connection failures and timeouts as its own
+    /// 503 / 504 replies instead, which arrive as [`FetchError::Status`].)
     Transport,
     /// An HTTP status other than 200.
     Status(u16),

@@ -169,7 +169,8 @@ def test_as_stopped_while_envoy_runs_keeps_held_keys(new_stack):
     assert_allowed(st.call(API, t3))
     assert counter(st, "cache_hit") == hits
     assert counter(st, "denied.keys_unavailable") == 0
-    assert "key fetch failed" in st.envoy.log_text()
+    poll("the fetch failure in the Envoy log", lambda: "issuer as1: key fetch failed" in st.envoy.log_text(),
+         timeout=2)
 
 
 def test_envoy_started_while_as_is_down_recovers_when_it_comes_up(new_stack):
@@ -237,7 +238,7 @@ def test_first_requests_are_paused_until_the_slow_first_fetch_lands(new_stack):
           f"per response; latencies {[round(l, 2) for l in latencies]} s")
     for r, _ in results.values():
         assert_allowed(r)
-    assert latencies[0] >= delay_ms / 1000 * 0.9, "requests must have waited for the fetch"
+    assert latencies[0] >= delay_ms / 1000, "requests must have waited for the fetch"
     assert counter(st, "denied.keys_unavailable") == 0
     assert counter(st, "jwks.fetch_ok") == 1
     assert counter(st, "jwks.fetch_failed") == 0
@@ -280,11 +281,14 @@ def test_one_fetch_per_refresh_per_process_with_two_workers(new_stack):
     stats = rig(st, "GET", "stats")["requests"]
     discovery = stats.get("/.well-known/openid-configuration", 0)
     bound = elapsed / refresh_s + 2
+    per_worker = {n.split(".")[-2]: v for n, v in st.stats("listener.").items()
+                  if ".worker_" in n and n.endswith(".downstream_cx_total")}
     print(f"\nconcurrency 2, refresh {refresh_s} s: {elapsed:.2f} s since Envoy was ready "
           f"(start_envoy took {t0 - t_start:.2f} s), {sent} requests; "
           f"as1 served /jwks {served}x, discovery {discovery}x; fetch_ok {fetch_ok}, "
           f"fetch_failed {counter(st, 'jwks.fetch_failed')}; bound elapsed/refresh+2 = {bound:.1f}; "
-          f"as2 fetch_ok {counter(st, 'jwks.fetch_ok', issuer='as2')}")
+          f"as2 fetch_ok {counter(st, 'jwks.fetch_ok', issuer='as2')}; connections per worker {per_worker}")
+    assert len(per_worker) == 2 and all(per_worker.values()), per_worker  # both workers served
     assert fetch_ok == served
     assert 2 <= served <= bound
     assert discovery == 1  # the learned jwks_uri is kept across refreshes
