@@ -17,7 +17,10 @@ use crate::cache::{CacheKey, Verified};
 use crate::config::KeySource;
 use crate::jwks::{Held, KeySet};
 use crate::jwt::JwtError;
-use crate::testdata::{header, jwks, sign, TestKey, AUD, ISS_A, ISS_B, NOW_MS, NOW_S};
+use crate::testdata::{
+    compact, header, jwks, sign, sign_hs256, TestKey, AUD, ISS_A, ISS_B, NOW_MS, NOW_S,
+    RSA_A_PUBLIC_PEM,
+};
 
 const ISS_C: &str = "https://as3.example.com";
 const AS1: usize = 0;
@@ -316,6 +319,26 @@ fn tenant_token(tenant: Option<&str>) -> String {
     sign("RS256", TestKey::RsaA, &header(Some("rsa-a"), None), &p)
 }
 
+/// Header: `{"alg":"none","kid":"rsa-a"}`; payload: `as1_token("read write admin")`'s; no
+/// signature.
+fn alg_none_token() -> String {
+    compact(
+        r#"{"alg":"none","kid":"rsa-a"}"#,
+        &as1_payload("read write admin").to_string(),
+        b"",
+    )
+}
+
+/// Header: `{"alg":"HS256","kid":"rsa-a"}`; payload: `as1_token("read write admin")`'s;
+/// HMAC keyed with the PEM of `rsa-a`'s public key (RS256 -> HS256 key confusion).
+fn hs256_signed_with_public_key_token() -> String {
+    sign_hs256(
+        RSA_A_PUBLIC_PEM.as_bytes(),
+        &header(Some("rsa-a"), None),
+        &as1_payload("read write admin"),
+    )
+}
+
 /// Header: `{"alg":<alg>}` (no kid), signed by `key`; payload: `as1_token("read")`'s.
 fn kidless_token(alg: &str, key: TestKey) -> String {
     sign(alg, key, &header(None, None), &as1_payload("read"))
@@ -594,6 +617,20 @@ fn two_authorization_headers_are_an_invalid_request() {
             }
         ));
     }
+}
+
+#[test]
+fn forged_tokens_are_invalid_tokens_and_never_cached() {
+    let mut env = Env::new();
+    for token in [alg_none_token(), hs256_signed_with_public_key_token()] {
+        for may_wait in [MayWait::Yes, MayWait::No] {
+            assert_eq!(
+                env.bearer_at("/api", &token, NOW_MS, may_wait),
+                invalid_token(JwtError::UnsupportedAlg.describe(), Some(AS1))
+            );
+        }
+    }
+    assert_eq!(env.cache.puts, 0);
 }
 
 #[test]

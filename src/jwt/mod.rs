@@ -109,6 +109,9 @@ impl AlgSet {
 pub enum JwtError {
     /// Not three base64url parts with JSON header and payload.
     Malformed,
+    /// The header has `crit`: it names extensions that must be understood, and Tollgate
+    /// understands none (RFC 7515 §4.1.11).
+    CriticalHeader,
     /// No string `iss` claim to pick an issuer with.
     MissingIssuer,
     /// `alg` is not one Tollgate verifies (`none`, `HS256`, unknown names).
@@ -135,6 +138,7 @@ impl JwtError {
     pub fn describe(self) -> &'static str {
         match self {
             JwtError::Malformed => "the token is not a well-formed JWT",
+            JwtError::CriticalHeader => "the token requires an unsupported header extension",
             JwtError::MissingIssuer => "the token has no issuer",
             JwtError::UnsupportedAlg => "the token's signature algorithm is not accepted",
             JwtError::AlgNotAllowed => {
@@ -157,6 +161,7 @@ impl JwtError {
     pub fn code(self) -> &'static str {
         match self {
             JwtError::Malformed => "malformed",
+            JwtError::CriticalHeader => "critical_header",
             JwtError::MissingIssuer => "missing_issuer",
             JwtError::UnsupportedAlg => "unsupported_alg",
             JwtError::AlgNotAllowed => "alg_not_allowed",
@@ -176,9 +181,18 @@ impl JwtError {
 
 /// A parsed but unverified token: what routing to an issuer may look at, and nothing more.
 pub struct Peeked<'a> {
-    token: UntrustedToken<'a>,
+    token: Untrusted<'a>,
     iss: String,
 }
+
+/// The header members Tollgate reads besides jwt-compact's standard ones.
+#[derive(Debug, Clone, Deserialize)]
+struct HeaderExtra {
+    #[serde(default)]
+    crit: Option<Value>,
+}
+
+type Untrusted<'a> = UntrustedToken<'a, HeaderExtra>;
 
 #[derive(Deserialize)]
 struct IssOnly {
@@ -201,7 +215,10 @@ impl<'a> Peeked<'a> {
 
 /// Parses a compact JWS far enough to read `iss`, `kid` and `alg`. No trust is implied.
 pub fn peek(token: &str) -> Result<Peeked<'_>, JwtError> {
-    let token = UntrustedToken::new(token).map_err(|_| JwtError::Malformed)?;
+    let token = Untrusted::try_from(token).map_err(|_| JwtError::Malformed)?;
+    if token.header().other_fields.crit.is_some() {
+        return Err(JwtError::CriticalHeader);
+    }
     let claims = token
         .deserialize_claims_unchecked::<IssOnly>()
         .map_err(|_| JwtError::Malformed)?;
@@ -294,10 +311,10 @@ pub fn verify(
 }
 
 /// RFC 9068 §2.1: `typ` is `at+jwt`; the `application/` prefix is allowed (RFC 7515 §4.1.9).
+/// Media types compare case-insensitively, the `application/` part included.
 fn is_at_jwt(typ: Option<&str>) -> bool {
     typ.is_some_and(|t| {
-        let t = t.strip_prefix("application/").unwrap_or(t);
-        t.eq_ignore_ascii_case("at+jwt")
+        t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
     })
 }
 
@@ -315,8 +332,8 @@ type Payload = Map<String, Value>;
 fn verify_signature(
     alg: Alg,
     material: &KeyMaterial,
-    token: &UntrustedToken<'_>,
-) -> Result<Token<Payload>, JwtError> {
+    token: &Untrusted<'_>,
+) -> Result<Token<Payload, HeaderExtra>, JwtError> {
     let outcome = match (alg, material) {
         (Alg::Rs256, KeyMaterial::Rsa(key)) => with(Rsa::rs256(), key, token),
         (Alg::Rs384, KeyMaterial::Rsa(key)) => with(Rsa::rs384(), key, token),
@@ -338,8 +355,8 @@ fn verify_signature(
 fn with<A: Algorithm>(
     alg: A,
     key: &A::VerifyingKey,
-    token: &UntrustedToken<'_>,
-) -> Result<Token<Payload>, jwt_compact::ValidationError> {
+    token: &Untrusted<'_>,
+) -> Result<Token<Payload, HeaderExtra>, jwt_compact::ValidationError> {
     alg.validator::<Payload>(key).validate(token)
 }
 

@@ -322,6 +322,14 @@ fn numeric_iss_token() -> String {
     rs256(&payload_with(json!({"iss": 12345})))
 }
 
+/// Header: `{"alg":"RS256","kid":"rsa-a","crit":["exp"],"exp":NOW+3600}` (a critical
+/// extension parameter Tollgate does not understand); payload: [`payload`]; validly signed.
+fn crit_header_token() -> String {
+    let extension = json!({"crit": ["exp"], "exp": NOW_S + 3600});
+    let head = jwt_compact::Header::new(extension).with_key_id("rsa-a");
+    sign("RS256", TestKey::RsaA, &head, &payload())
+}
+
 /// Payload text `{"iss":"https://as1.example.com","iss":"https://as2.example.com",...}`:
 /// two `iss` members (which one an issuer-picker sees would be parser-dependent).
 fn duplicate_iss_token() -> String {
@@ -753,10 +761,19 @@ fn require_at_jwt_accepts_only_at_jwt_types() {
         "application/at+jwt",
         "AT+JWT",
         "application/AT+JWT",
+        "Application/At+Jwt",
     ] {
         assert!(check(&typed_token(typ), &k, &strict).is_ok(), "{typ}");
     }
-    for typ in ["JWT", "jwt", "at+jwt2", "application/jwt", "x/at+jwt"] {
+    for typ in [
+        "JWT",
+        "jwt",
+        "at+jwt2",
+        "application/jwt",
+        "x/at+jwt",
+        "application/application/at+jwt",
+        " at+jwt",
+    ] {
         assert_eq!(
             check(&typed_token(typ), &k, &strict).unwrap_err(),
             JwtError::NotAccessToken,
@@ -834,6 +851,28 @@ fn malformed_tokens_are_malformed() {
 }
 
 #[test]
+fn crit_header_token_is_refused() {
+    let token = crit_header_token();
+    // The signature is good: a verifier that ignores `crit` would accept the token.
+    let plain = UntrustedToken::new(&token).unwrap();
+    let rsa_a = match key(TestKey::RsaA).material {
+        KeyMaterial::Rsa(k) => k,
+        _ => unreachable!(),
+    };
+    assert!(Rsa::rs256()
+        .validator::<Payload>(&rsa_a)
+        .validate(&plain)
+        .is_ok());
+    assert_eq!(peek(&token).err(), Some(JwtError::CriticalHeader));
+    let no_crit = compact(
+        r#"{"alg":"RS256","crit":null}"#,
+        &payload().to_string(),
+        b"sig",
+    );
+    assert!(peek(&no_crit).is_ok(), "a null crit is an absent crit");
+}
+
+#[test]
 fn tokens_without_a_string_iss_have_no_issuer() {
     assert_eq!(
         peek(&missing_iss_token()).err(),
@@ -864,6 +903,7 @@ fn error_codes_and_descriptions_are_distinct() {
     use JwtError::*;
     let all = [
         Malformed,
+        CriticalHeader,
         MissingIssuer,
         UnsupportedAlg,
         AlgNotAllowed,

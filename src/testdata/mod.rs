@@ -141,7 +141,12 @@ pub fn header(kid: Option<&str>, typ: Option<&str>) -> Header {
 
 /// Signs `payload` (a JSON object, `exp`/`nbf`/`iat` written as plain integers) with `key`
 /// under the JOSE algorithm `alg`. The key must fit the algorithm.
-pub fn sign(alg: &str, key: TestKey, header: &Header, payload: &Value) -> String {
+pub fn sign<H: serde::Serialize>(
+    alg: &str,
+    key: TestKey,
+    header: &Header<H>,
+    payload: &Value,
+) -> String {
     let claims = Claims::new(payload.as_object().expect("payload is an object").clone());
     let token = match alg {
         "RS256" => Rsa::rs256().token(header, &claims, &key.rsa()),
