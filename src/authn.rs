@@ -5,10 +5,11 @@
 //! and carries out the [`Decision`]. The issuer is chosen from the unverified `iss` only to pick
 //! whose keys to use; a token is never tried against another issuer's keys.
 
-use crate::cache::{self, TokenCache, Verified};
+use crate::cache::{self, CacheKey, Cached, TokenCache, Verified};
 use crate::config::FilterConfig;
 use crate::extract::{self, Bearer};
 use crate::identity;
+use crate::issuer;
 use crate::jwks::KeyRing;
 use crate::jwks::KeysFor;
 use crate::jwt::{self, Expectations, JwtError};
@@ -32,17 +33,28 @@ pub enum Decision {
     /// Pause the request until the issuer's keys are fetched (`unknown_kid`: the token names a
     /// key the held set lacks, so an early refetch is wanted), then decide again.
     WaitForKeys { issuer: usize, unknown_kid: bool },
+    /// Pause the request, ask `issuer` about the token (RFC 7662), turn the answer into a cache
+    /// entry with [`crate::introspect::entry`] (passing `verified`, the JWT's own verified
+    /// claims when the token is a JWT) and decide again with that entry as `fresh`.
+    Introspect {
+        issuer: usize,
+        key: CacheKey,
+        verified: Option<Verified>,
+    },
 }
 
-/// Whether the request may still be paused for keys. A request that already waited once is
-/// decided with what is there (no keys -> 503, unknown key -> 401).
+/// Whether the request may still be paused (for keys or an introspection). A request that
+/// already waited once is decided with what is there (no keys or no answer -> 503, unknown
+/// key -> 401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MayWait {
     Yes,
     No,
 }
 
-/// Decides one request. `now_ms` is the host clock, read once by the adapter.
+/// Decides one request. `now_ms` is the host clock, read once by the adapter. `fresh` is an
+/// introspection answer for this request's token that just arrived (used instead of the cache).
+#[allow(clippy::too_many_arguments)]
 pub fn authenticate(
     cfg: &FilterConfig,
     req: &RequestFacts<'_>,
@@ -51,6 +63,7 @@ pub fn authenticate(
     cache: &mut dyn TokenCache,
     now_ms: u64,
     may_wait: MayWait,
+    fresh: Option<&Cached>,
 ) -> Decision {
     let deny = |denial, issuer| Decision::Deny { denial, issuer };
     let requirement = match policy::select(&cfg.routes, cfg.default_policy.as_ref(), req) {
@@ -71,31 +84,79 @@ pub fn authenticate(
     };
 
     let key = cache::key_for(&cfg.fingerprint, token);
-    let cached = if cfg.cache_slots > 0 {
-        cache.get(&key, now_ms)
-    } else {
-        None
+    let (known, cache_hit) = match fresh {
+        Some(entry) => (Some(entry.clone()), false),
+        None if cfg.cache_slots > 0 => (cache.get(&key, now_ms), true),
+        None => (None, false),
     };
-    let (verified, cache_hit) = match cached {
-        Some(hit) if hit.issuer < cfg.issuers.len() => (hit, true),
-        _ => match verify(cfg, token, ring, now_ms, may_wait, |idx| {
-            requirement.accepts_issuer(idx)
-        }) {
-            Ok(v) => {
-                if cfg.cache_slots > 0 {
-                    cache.put(&key, &v);
+    // An entry naming no configured issuer cannot come from this configuration: a miss.
+    let known = known.filter(|entry| entry.issuer() < cfg.issuers.len());
+    let verified = match known {
+        Some(Cached::Invalid { issuer, .. }) => return deny(Denial::InactiveToken, Some(issuer)),
+        Some(Cached::Valid(v)) => v,
+        None => {
+            let introspect = |issuer, verified| match may_wait {
+                MayWait::Yes => Decision::Introspect {
+                    issuer,
+                    key,
+                    verified,
+                },
+                MayWait::No => Decision::Deny {
+                    denial: Denial::IntrospectionUnavailable,
+                    issuer: Some(issuer),
+                },
+            };
+            let introspects = cfg.issuers.iter().any(|i| i.introspection.is_some());
+            if !issuer::is_jws(token) && introspects {
+                let idx = match issuer::for_opaque(cfg, requirement, req, token) {
+                    Ok(idx) => idx,
+                    Err(why) => return deny(Denial::InvalidToken(why), None),
+                };
+                if !requirement.accepts_issuer(idx) {
+                    return deny(Denial::InvalidToken(NOT_ACCEPTED_HERE), Some(idx));
                 }
-                (v, false)
+                return introspect(idx, None);
             }
-            Err(decision) => return decision,
-        },
+            let accepts = |idx| requirement.accepts_issuer(idx);
+            let v = match verify(cfg, token, ring, now_ms, may_wait, accepts) {
+                Ok(v) => v,
+                Err(decision) => return decision,
+            };
+            let also_introspect = cfg.issuers[v.issuer]
+                .introspection
+                .as_ref()
+                .is_some_and(|i| i.introspect_jwts);
+            if also_introspect {
+                return introspect(v.issuer, Some(v));
+            }
+            if cfg.cache_slots > 0 {
+                cache.put(&key, &Cached::Valid(v.clone()));
+            }
+            return finish(cfg, requirement, v, false);
+        }
     };
+    finish(cfg, requirement, verified, cache_hit)
+}
+
+/// The route's requirements against an accepted token's claims.
+fn finish(
+    cfg: &FilterConfig,
+    requirement: &crate::policy::Requirement,
+    verified: Verified,
+    cache_hit: bool,
+) -> Decision {
     let issuer = verified.issuer;
     if !requirement.accepts_issuer(issuer) {
-        return deny(Denial::InvalidToken(NOT_ACCEPTED_HERE), Some(issuer));
+        return Decision::Deny {
+            denial: Denial::InvalidToken(NOT_ACCEPTED_HERE),
+            issuer: Some(issuer),
+        };
     }
     if let Err(denial) = requirement.check(&verified.claims) {
-        return deny(denial, Some(issuer));
+        return Decision::Deny {
+            denial,
+            issuer: Some(issuer),
+        };
     }
     let name = cfg.issuers.get(issuer).map_or("", |i| i.name.as_str());
     Decision::Allow {
@@ -138,6 +199,10 @@ fn verify(
     let alg = peeked.alg().map_err(|e| invalid(e, Some(idx)))?;
     if !issuer.algorithms.contains(alg) {
         return Err(invalid(JwtError::AlgNotAllowed, Some(idx)));
+    }
+    if issuer.keys.is_none() {
+        // An introspection-only issuer publishes no keys: its tokens are never JWTs here.
+        return Err(invalid(JwtError::UnknownKey, Some(idx)));
     }
     let keys = match ring.get(idx, now_ms, issuer.timing.max_stale_ms) {
         KeysFor::Usable(keys) => keys,

@@ -1,10 +1,13 @@
-//! The verified-token cache: a token that verified is not verified again until it expires.
+//! The token cache: a token that verified (or that its issuer vouched for by introspection) is
+//! not checked again until the entry expires; a token the issuer called inactive is refused
+//! from the cache for a short negative TTL.
 //!
 //! Storage is a fixed number of slots (bounded by construction, so no eviction pass is ever
 //! needed) held by the host and shared by every worker. A token's key is SHA-256 over the
 //! configuration fingerprint and the token, so the token itself is never stored and a new
 //! configuration never trusts results of the old one. A slot holds one entry; a newer token
-//! hashing to the same slot replaces it. Entries are valid strictly before the token's `exp`.
+//! hashing to the same slot replaces it. Entries are valid strictly before their `until`, which is
+//! never past the token's `exp`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -41,8 +44,40 @@ pub struct Verified {
     pub claims: Map<String, Value>,
 }
 
+/// A cache entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Cached {
+    /// Accept (requirements are still checked per request).
+    #[serde(rename = "v")]
+    Valid(Verified),
+    /// Refuse: the issuer said the token is not active (negative caching).
+    #[serde(rename = "x")]
+    Invalid {
+        #[serde(rename = "i")]
+        issuer: usize,
+        #[serde(rename = "u")]
+        until_ms: u64,
+    },
+}
+
+impl Cached {
+    pub fn issuer(&self) -> usize {
+        match self {
+            Cached::Valid(v) => v.issuer,
+            Cached::Invalid { issuer, .. } => *issuer,
+        }
+    }
+
+    fn until_ms(&self) -> u64 {
+        match self {
+            Cached::Valid(v) => v.exp_ms,
+            Cached::Invalid { until_ms, .. } => *until_ms,
+        }
+    }
+}
+
 /// Slot value: the 32-byte key, then the entry as JSON.
-pub fn encode(key: &CacheKey, entry: &Verified) -> Vec<u8> {
+pub fn encode(key: &CacheKey, entry: &Cached) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(key);
     if serde_json::to_writer(&mut out, entry).is_err() {
@@ -52,19 +87,19 @@ pub fn encode(key: &CacheKey, entry: &Verified) -> Vec<u8> {
 }
 
 /// The entry for `key` in a slot value, if the slot holds that key and it is still alive.
-pub fn decode(key: &CacheKey, value: &[u8], now_ms: u64) -> Option<Verified> {
+pub fn decode(key: &CacheKey, value: &[u8], now_ms: u64) -> Option<Cached> {
     let (stored, json) = value.split_at_checked(32)?;
     if stored != key {
         return None;
     }
-    let entry: Verified = serde_json::from_slice(json).ok()?;
-    (now_ms < entry.exp_ms).then_some(entry)
+    let entry: Cached = serde_json::from_slice(json).ok()?;
+    (now_ms < entry.until_ms()).then_some(entry)
 }
 
 /// Host storage for cache slots (shared data in the adapter, a map in tests).
 pub trait TokenCache {
-    fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<Verified>;
-    fn put(&mut self, key: &CacheKey, entry: &Verified);
+    fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<Cached>;
+    fn put(&mut self, key: &CacheKey, entry: &Cached);
 }
 
 #[cfg(test)]
@@ -72,12 +107,24 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn entry(exp_ms: u64) -> Verified {
-        Verified {
+    fn entry(exp_ms: u64) -> Cached {
+        Cached::Valid(Verified {
             issuer: 1,
             exp_ms,
             claims: json!({"sub": "alice"}).as_object().cloned().unwrap(),
-        }
+        })
+    }
+
+    #[test]
+    fn negative_entries_round_trip_until_their_ttl() {
+        let k = key_for(&[7; 32], "tok");
+        let neg = Cached::Invalid {
+            issuer: 0,
+            until_ms: 500,
+        };
+        let v = encode(&k, &neg);
+        assert_eq!(decode(&k, &v, 499), Some(neg));
+        assert_eq!(decode(&k, &v, 500), None);
     }
 
     #[test]

@@ -22,7 +22,9 @@
 //! Everything but [`proxy`] is host-free and unit-tested with `cargo test`.
 //! - [`config`]: plugin JSON -> validated [`config::FilterConfig`], errors with JSON paths
 //! - [`extract`]: RFC 6750 bearer extraction
+//! - [`issuer`]: which issuer a token belongs to (JWT `iss`; opaque-token rules)
 //! - [`jwt`]: unverified `iss` peek, signature/time/issuer/audience checks
+//! - [`introspect`]: RFC 7662 requests and answers
 //! - [`jwks`]: JWKS parsing, per-worker key ring, shared fetch state ([`jwks::fetch`])
 //! - [`cache`]: the verified-token cache (bounded slots, TTL never past `exp`)
 //! - [`policy`]: route matching and requirements
@@ -38,6 +40,8 @@ pub mod config;
 pub mod extract;
 pub mod http;
 pub mod identity;
+pub mod introspect;
+pub mod issuer;
 pub mod jwks;
 pub mod jwt;
 pub mod outcome;

@@ -20,6 +20,10 @@ pub enum Denial {
     ClaimNotSatisfied,
     /// Tollgate holds no usable keys for the token's issuer (AS unreachable, keys too stale).
     KeysUnavailable,
+    /// The issuer said (now or recently, from the cache) that the token is not active.
+    InactiveToken,
+    /// The issuer's introspection endpoint gave no usable answer (fail closed).
+    IntrospectionUnavailable,
 }
 
 impl Denial {
@@ -33,6 +37,8 @@ impl Denial {
             Denial::InsufficientScope { .. } => "insufficient_scope",
             Denial::ClaimNotSatisfied => "claim_not_satisfied",
             Denial::KeysUnavailable => "keys_unavailable",
+            Denial::InactiveToken => "inactive_token",
+            Denial::IntrospectionUnavailable => "introspection_unavailable",
         }
     }
 }
@@ -44,6 +50,8 @@ pub struct LocalReply {
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
+
+const INACTIVE: &str = "the token is not active";
 
 /// How long clients should wait before retrying a 503 (seconds).
 pub const RETRY_AFTER_S: u32 = 5;
@@ -108,7 +116,13 @@ pub fn reply(denial: &Denial, realm: &str) -> LocalReply {
                 None,
             )),
         ),
-        Denial::KeysUnavailable => (
+        Denial::InactiveToken => (
+            401,
+            "invalid_token",
+            INACTIVE,
+            Some(challenge(Some(("invalid_token", INACTIVE)), None)),
+        ),
+        Denial::KeysUnavailable | Denial::IntrospectionUnavailable => (
             503,
             "temporarily_unavailable",
             "the token's issuer cannot be checked right now",

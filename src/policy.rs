@@ -20,6 +20,18 @@ pub struct RequestFacts<'a> {
     pub authority: &'a str,
     /// The host's own route name (Envoy `xds.route_name`), when it has one.
     pub route_name: Option<&'a str>,
+    /// Values of the request headers the configuration reads besides these (the routes'
+    /// `issuer_header`s), lower-case names.
+    pub headers: &'a [(String, String)],
+}
+
+impl RequestFacts<'_> {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Debug)]
@@ -55,6 +67,10 @@ pub struct Requirement {
     pub scopes_all: Vec<String>,
     pub scopes_any: Vec<String>,
     pub claims: Vec<ClaimRule>,
+    /// Issuer to introspect opaque tokens at when no issuer's `opaque_tokens` rule matches.
+    pub opaque_issuer: Option<usize>,
+    /// Request header naming the issuer of an opaque token (this route's issuers only).
+    pub issuer_header: Option<String>,
 }
 
 /// A claim (path into nested objects) and the values it may have. When the claim is an array,
@@ -185,6 +201,7 @@ mod tests {
             path,
             authority,
             route_name: None,
+            headers: &[],
         }
     }
 

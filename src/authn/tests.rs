@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::cache::{CacheKey, Verified};
+use crate::cache::{CacheKey, Cached, Verified};
 use crate::config::KeySource;
 use crate::jwks::{Held, KeySet};
 use crate::jwt::JwtError;
@@ -42,13 +42,13 @@ struct MapCache {
 }
 
 impl TokenCache for MapCache {
-    fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<Verified> {
+    fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<Cached> {
         self.gets += 1;
         let hit = cache::decode(key, self.slots.get(key)?, now_ms);
         self.hits += usize::from(hit.is_some());
         hit
     }
-    fn put(&mut self, key: &CacheKey, entry: &Verified) {
+    fn put(&mut self, key: &CacheKey, entry: &Cached) {
         self.puts += 1;
         self.slots.insert(*key, cache::encode(key, entry));
     }
@@ -111,7 +111,7 @@ impl Env {
         let cfg = FilterConfig::parse(config_json(extra).as_bytes()).expect("test config parses");
         let mut ring = KeyRing::new(cfg.issuers.len());
         for (i, issuer) in cfg.issuers.iter().enumerate() {
-            if let KeySource::Inline(keys) = &issuer.keys {
+            if let Some(KeySource::Inline(keys)) = &issuer.keys {
                 ring.set(
                     i,
                     Held {
@@ -159,6 +159,7 @@ impl Env {
             path,
             authority: "api.example.com",
             route_name: None,
+            headers: &[],
         };
         authenticate(
             &self.cfg,
@@ -168,6 +169,7 @@ impl Env {
             &mut self.cache,
             now_ms,
             may_wait,
+            None,
         )
     }
 
@@ -485,7 +487,7 @@ fn cache_entry_naming_an_issuer_that_does_not_exist_is_ignored() {
         exp_ms: NOW_MS + 1_000_000,
         claims: json!({"sub": "root"}).as_object().cloned().unwrap(),
     };
-    env.cache.put(&key, &bogus);
+    env.cache.put(&key, &Cached::Valid(bogus));
     let d = env.bearer("/api", &token);
     assert!(allowed(AS1, false)(&d));
     assert!(headers_of(&d).contains(&("x-tollgate-sub".into(), "alice".into())));

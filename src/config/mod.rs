@@ -12,7 +12,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::jwks::fetch::{RemoteKeys, Timing};
+use crate::introspect::{AuthMethod, ClientAuth, Secret, Ttl};
+use crate::jwks::fetch::{Plan, RemoteKeys, Timing};
 use crate::jwks::KeySet;
 use crate::jwt::{Alg, AlgSet};
 use crate::policy::{ClaimRule, Matcher, Policy, Requirement, Route};
@@ -67,7 +68,11 @@ pub struct Issuer {
     pub name: String,
     /// The exact `iss` value its tokens carry.
     pub issuer: String,
-    pub keys: KeySource,
+    /// Keys for JWTs; `None` for an issuer whose tokens are only introspected.
+    pub keys: Option<KeySource>,
+    pub introspection: Option<Introspection>,
+    /// Which opaque tokens this issuer minted.
+    pub opaque: OpaqueTokens,
     pub audiences: Vec<String>,
     pub algorithms: AlgSet,
     pub clock_skew_s: u64,
@@ -83,6 +88,66 @@ pub enum KeySource {
         upstream: String,
         source: RemoteKeys,
     },
+}
+
+/// RFC 7662 introspection at one issuer.
+#[derive(Debug)]
+pub struct Introspection {
+    pub endpoint: IntrospectionEndpoint,
+    /// The host's upstream (Envoy cluster) that serves the endpoint.
+    pub upstream: String,
+    pub client: ClientAuth,
+    pub timeout_ms: u64,
+    pub ttl: Ttl,
+    /// Introspect this issuer's JWTs too, after local verification.
+    pub introspect_jwts: bool,
+    pub require_token_type: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntrospectionEndpoint {
+    Fixed(Url),
+    /// `introspection_endpoint` of this metadata document.
+    Discovered(Url),
+}
+
+/// Rules that recognise an issuer's opaque tokens.
+#[derive(Debug, Default)]
+pub struct OpaqueTokens {
+    pub prefixes: Vec<String>,
+    /// Anchored: matches the whole token.
+    pub pattern: Option<regex_lite::Regex>,
+}
+
+impl OpaqueTokens {
+    pub fn matches(&self, token: &str) -> bool {
+        self.prefixes.iter().any(|p| token.starts_with(p.as_str()))
+            || self.pattern.as_ref().is_some_and(|re| re.is_match(token))
+    }
+}
+
+impl Issuer {
+    /// What the background refresh job of this issuer fetches (nothing for inline keys and a
+    /// fixed introspection endpoint).
+    pub fn fetch_plan(&self) -> Plan<'_> {
+        let mut plan = Plan::default();
+        if let Some(KeySource::Remote { upstream, source }) = &self.keys {
+            match source {
+                RemoteKeys::Jwks(url) => plan.jwks = Some((upstream, Some(url))),
+                RemoteKeys::Discovery(url) => {
+                    plan.jwks = Some((upstream, None));
+                    plan.discovery = Some((upstream, url));
+                }
+            }
+        }
+        if let Some(intro) = &self.introspection {
+            if let IntrospectionEndpoint::Discovered(url) = &intro.endpoint {
+                plan.introspection_endpoint_wanted = true;
+                plan.discovery.get_or_insert((&intro.upstream, url));
+            }
+        }
+        plan
+    }
 }
 
 /// How verified identity travels upstream.
@@ -151,13 +216,12 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         }
         issuers.push(compile_issuer(&at, ri)?);
     }
-    let issuer_index = |name: &str| issuers.iter().position(|i| i.name == name);
 
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, rr) in raw.routes.into_iter().enumerate() {
         let at = format!("routes[{i}]");
         let matcher = compile_match(&format!("{at}.match"), rr.matcher)?;
-        let policy = compile_policy(&at, rr.anonymous, rr.require, &issuer_index)?;
+        let policy = compile_policy(&at, rr.anonymous, rr.require, &issuers)?;
         routes.push(Route {
             name: rr.name,
             matcher,
@@ -169,7 +233,7 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
             "default_route",
             p.anonymous,
             p.require,
-            &issuer_index,
+            &issuers,
         )?),
         None => None,
     };
@@ -267,11 +331,65 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
             "must be at least refresh_interval_s",
         );
     }
-    let keys = compile_jwks(&format!("{at}.jwks"), &ri.issuer, ri.jwks)?;
+    let keys = match ri.jwks {
+        Some(rj) => Some(compile_jwks(&format!("{at}.jwks"), &ri.issuer, rj)?),
+        None => None,
+    };
+    let introspection = match ri.introspection {
+        Some(r) => Some(compile_introspection(
+            &format!("{at}.introspection"),
+            &ri.issuer,
+            r,
+        )?),
+        None => None,
+    };
+    if keys.is_none() && introspection.is_none() {
+        return err(
+            at,
+            "an issuer needs jwks (for JWTs), introspection (for opaque tokens), or both",
+        );
+    }
+    if let (
+        Some(KeySource::Remote {
+            source: RemoteKeys::Discovery(a),
+            ..
+        }),
+        Some(Introspection {
+            endpoint: IntrospectionEndpoint::Discovered(b),
+            ..
+        }),
+    ) = (&keys, &introspection)
+    {
+        if a != b {
+            return err(
+                format!("{at}.introspection.discovery"),
+                "must name the same metadata document as jwks.discovery",
+            );
+        }
+    }
+    if introspection.as_ref().is_some_and(|i| i.introspect_jwts) && keys.is_none() {
+        return err(
+            format!("{at}.introspection.introspect_jwts"),
+            "needs jwks: JWTs are verified locally before they are introspected",
+        );
+    }
+    let opaque = match ri.opaque_tokens {
+        Some(rules) if introspection.is_none() => {
+            let _ = rules;
+            return err(
+                format!("{at}.opaque_tokens"),
+                "opaque tokens can only be checked by introspection: configure introspection",
+            );
+        }
+        Some(rules) => compile_opaque(&format!("{at}.opaque_tokens"), rules)?,
+        None => OpaqueTokens::default(),
+    };
     Ok(Issuer {
         name: ri.name,
         issuer: ri.issuer,
         keys,
+        introspection,
+        opaque,
         audiences: ri.audiences,
         algorithms,
         clock_skew_s: ri.clock_skew_s,
@@ -286,6 +404,102 @@ fn http_url(path: &str, text: &str) -> Result<Url, ConfigError> {
         Ok(_) => err(path, "must be an http:// or https:// URL with a host"),
         Err(e) => err(path, format!("not a URL: {e}")),
     }
+}
+
+fn discovery_url(path: &str, issuer: &str, value: Option<Value>) -> Result<Url, ConfigError> {
+    match value {
+        Some(Value::Bool(true)) => {
+            let text = format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            );
+            http_url(path, &text).or_else(|_| err(
+                path,
+                "true needs an http(s) issuer URL to find <issuer>/.well-known/openid-configuration; give the discovery document URL instead",
+            ))
+        }
+        Some(Value::String(text)) => http_url(path, &text),
+        _ => err(path, "must be true or the discovery document URL"),
+    }
+}
+
+fn compile_introspection(
+    at: &str,
+    issuer: &str,
+    r: raw::RawIntrospection,
+) -> Result<Introspection, ConfigError> {
+    let endpoint = match (r.endpoint, r.discovery) {
+        (Some(url), None) => {
+            IntrospectionEndpoint::Fixed(http_url(&format!("{at}.endpoint"), &url)?)
+        }
+        (None, Some(d)) => IntrospectionEndpoint::Discovered(discovery_url(
+            &format!("{at}.discovery"),
+            issuer,
+            Some(d),
+        )?),
+        _ => return err(at, "exactly one of endpoint, discovery is required"),
+    };
+    if r.upstream.is_empty() {
+        return err(
+            format!("{at}.upstream"),
+            "must name the upstream (Envoy cluster) of the endpoint",
+        );
+    }
+    if r.client_id.is_empty() {
+        return err(format!("{at}.client_id"), "must not be empty");
+    }
+    let Some(method) = AuthMethod::from_name(&r.auth_method) else {
+        return err(
+            format!("{at}.auth_method"),
+            "must be client_secret_basic or client_secret_post",
+        );
+    };
+    if r.timeout_ms == 0 {
+        return err(format!("{at}.timeout_ms"), "must be greater than 0");
+    }
+    Ok(Introspection {
+        endpoint,
+        upstream: r.upstream,
+        client: ClientAuth {
+            id: r.client_id,
+            secret: Secret::new(r.client_secret),
+            method,
+        },
+        timeout_ms: r.timeout_ms,
+        ttl: Ttl {
+            max_ms: r.max_ttl_s.saturating_mul(1000),
+            negative_ms: r.negative_ttl_s.saturating_mul(1000),
+        },
+        introspect_jwts: r.introspect_jwts,
+        require_token_type: r.require_token_type,
+    })
+}
+
+fn compile_opaque(at: &str, r: raw::RawOpaqueTokens) -> Result<OpaqueTokens, ConfigError> {
+    if r.prefixes.is_empty() && r.pattern.is_none() {
+        return err(at, "give prefixes, a pattern, or both");
+    }
+    for (j, p) in r.prefixes.iter().enumerate() {
+        if p.is_empty() {
+            return err(format!("{at}.prefixes[{j}]"), "must not be empty");
+        }
+    }
+    let pattern = match r.pattern {
+        Some(p) => match regex_lite::Regex::new(&format!("^(?:{p})$")) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                return err(
+                    format!("{at}.pattern"),
+                    format!("not a regular expression: {e}"),
+                )
+            }
+        },
+        None => None,
+    };
+    Ok(OpaqueTokens {
+        prefixes: r.prefixes,
+        pattern,
+    })
 }
 
 fn compile_jwks(at: &str, issuer: &str, rj: raw::RawJwks) -> Result<KeySource, ConfigError> {
@@ -396,8 +610,9 @@ fn compile_policy(
     at: &str,
     anonymous: bool,
     require: Option<raw::RawRequirement>,
-    issuer_index: &dyn Fn(&str) -> Option<usize>,
+    all: &[Issuer],
 ) -> Result<Policy, ConfigError> {
+    let issuer_index = |name: &str| all.iter().position(|i| i.name == name);
     if anonymous {
         if require.is_some() {
             return err(
@@ -459,11 +674,40 @@ fn compile_policy(
             accepted,
         });
     }
+    let opaque_issuer = match &rr.opaque_issuer {
+        None => None,
+        Some(name) => {
+            let path = format!("{at}.opaque_issuer");
+            match issuer_index(name) {
+                None => return err(path, format!("no issuer named {name:?}")),
+                Some(idx) if all[idx].introspection.is_none() => {
+                    return err(path, format!("issuer {name:?} has no introspection"))
+                }
+                Some(idx) if !issuers.is_empty() && !issuers.contains(&idx) => {
+                    return err(
+                        path,
+                        format!("issuer {name:?} is not among this route's issuers"),
+                    )
+                }
+                Some(idx) => Some(idx),
+            }
+        }
+    };
+    if let Some(h) = &rr.issuer_header {
+        if !is_header_name(h) {
+            return err(
+                format!("{at}.issuer_header"),
+                "must be a lower-case HTTP header name",
+            );
+        }
+    }
     Ok(Policy::Require(Requirement {
         issuers,
         scopes_all: rr.scopes,
         scopes_any: rr.scopes_any,
         claims,
+        opaque_issuer,
+        issuer_header: rr.issuer_header,
     }))
 }
 

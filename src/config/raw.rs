@@ -34,7 +34,15 @@ fn default_realm() -> String {
 pub struct RawIssuer {
     pub name: String,
     pub issuer: String,
-    pub jwks: RawJwks,
+    /// Keys for JWT access tokens; absent for an issuer whose tokens are only introspected.
+    #[serde(default)]
+    pub jwks: Option<RawJwks>,
+    /// RFC 7662 introspection at this issuer (opaque tokens; optionally JWTs too).
+    #[serde(default)]
+    pub introspection: Option<RawIntrospection>,
+    /// Which opaque tokens this issuer minted (checked in issuer order, first match wins).
+    #[serde(default)]
+    pub opaque_tokens: Option<RawOpaqueTokens>,
     #[serde(default)]
     pub audiences: Vec<String>,
     #[serde(default = "default_algorithms")]
@@ -103,6 +111,60 @@ pub struct RawJwks {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawIntrospection {
+    /// The introspection endpoint URL; or use `discovery`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `true` for `<issuer>/.well-known/openid-configuration`, or the metadata document URL
+    /// (OIDC Discovery or RFC 8414) whose `introspection_endpoint` is used.
+    #[serde(default)]
+    pub discovery: Option<Value>,
+    /// The host's name for the upstream that serves the endpoint (an Envoy cluster).
+    pub upstream: String,
+    pub client_id: String,
+    pub client_secret: String,
+    #[serde(default = "default_auth_method")]
+    pub auth_method: String,
+    #[serde(default = "default_fetch_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Longest time a positive answer is reused (never past the token's `exp`).
+    #[serde(default = "default_max_ttl_s")]
+    pub max_ttl_s: u64,
+    /// How long an `active: false` answer is reused.
+    #[serde(default = "default_negative_ttl_s")]
+    pub negative_ttl_s: u64,
+    /// Also introspect JWTs of this issuer after local verification (revocation before `exp`).
+    #[serde(default)]
+    pub introspect_jwts: bool,
+    /// Refuse answers without an access-token `token_type` (for issuers that introspect refresh
+    /// tokens as active and mark access tokens with `token_type`).
+    #[serde(default)]
+    pub require_token_type: bool,
+}
+
+fn default_auth_method() -> String {
+    "client_secret_basic".to_owned()
+}
+fn default_max_ttl_s() -> u64 {
+    300
+}
+fn default_negative_ttl_s() -> u64 {
+    10
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpaqueTokens {
+    /// Tokens starting with one of these were minted by this issuer.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Tokens matching this regular expression (whole token) were minted by this issuer.
+    #[serde(default)]
+    pub pattern: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawRoute {
     #[serde(default)]
     pub name: Option<String>,
@@ -154,6 +216,14 @@ pub struct RawRequirement {
     /// Claim (dotted path for nested objects) -> accepted value or values.
     #[serde(default)]
     pub claims: BTreeMap<String, Value>,
+    /// The issuer to introspect an opaque token at when no issuer's `opaque_tokens` rule
+    /// matches it.
+    #[serde(default)]
+    pub opaque_issuer: Option<String>,
+    /// A request header whose value names the issuer of an opaque token (only issuers this
+    /// route accepts), used when no `opaque_tokens` rule matches and no `opaque_issuer` is set.
+    #[serde(default)]
+    pub issuer_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

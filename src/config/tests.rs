@@ -66,7 +66,7 @@ fn defaults() {
             max_stale_ms: 86_400_000,
         }
     );
-    match &i.keys {
+    match i.keys.as_ref().unwrap() {
         KeySource::Remote { upstream, source } => {
             assert_eq!(upstream, "as1");
             assert_eq!(
@@ -143,7 +143,7 @@ fn explicit_settings_are_compiled() {
         (as1.timing.refresh_ms, as1.timing.max_stale_ms),
         (60_000, 600_000)
     );
-    match &as1.keys {
+    match as1.keys.as_ref().unwrap() {
         KeySource::Remote {
             source: RemoteKeys::Discovery(url),
             ..
@@ -153,7 +153,7 @@ fn explicit_settings_are_compiled() {
         ),
         other => panic!("{other:?}"),
     }
-    match &cfg.issuers[1].keys {
+    match cfg.issuers[1].keys.as_ref().unwrap() {
         KeySource::Inline(keys) => assert_eq!(keys.len(), 1, "the oct key is skipped"),
         other => panic!("{other:?}"),
     }

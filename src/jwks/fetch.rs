@@ -67,6 +67,9 @@ pub struct FetchState {
     /// `jwks_uri` learned from discovery.
     #[serde(default)]
     pub jwks_uri: Option<String>,
+    /// `introspection_endpoint` learned from discovery.
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
     /// Incremented by every successful fetch.
     #[serde(default)]
     pub generation: u64,
@@ -179,22 +182,46 @@ impl std::fmt::Display for FetchError {
     }
 }
 
-/// The next request of an attempt: the JWKS when its URL is known, else the discovery document.
+/// What an issuer's refresh job fetches. Empty for inline keys and a fixed introspection
+/// endpoint (then there is no job).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Plan<'a> {
+    /// (upstream, metadata document URL) when something is found through discovery.
+    pub discovery: Option<(&'a str, &'a Url)>,
+    /// (upstream, JWKS URL) for remote keys; the URL is `None` when discovery names it.
+    pub jwks: Option<(&'a str, Option<&'a Url>)>,
+    /// Discovery must also yield `introspection_endpoint`.
+    pub introspection_endpoint_wanted: bool,
+}
+
+impl Plan<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.discovery.is_none() && self.jwks.is_none()
+    }
+
+    fn discovery_needed(&self, state: &FetchState) -> bool {
+        let jwks_unknown = matches!(self.jwks, Some((_, None))) && state.jwks_uri.is_none();
+        let endpoint_unknown =
+            self.introspection_endpoint_wanted && state.introspection_endpoint.is_none();
+        self.discovery.is_some() && (jwks_unknown || endpoint_unknown)
+    }
+}
+
+/// The next request of an attempt: the metadata document while something it names is unknown,
+/// then the JWKS. `None` when nothing (more) needs fetching: the attempt has succeeded.
 pub fn next_request(
-    source: &RemoteKeys,
-    upstream: &str,
+    plan: &Plan<'_>,
     state: &FetchState,
     timeout_ms: u64,
-) -> (Step, HttpRequest) {
-    match source {
-        RemoteKeys::Jwks(uri) => (Step::Jwks, HttpRequest::get(upstream, uri, timeout_ms)),
-        RemoteKeys::Discovery(doc) => {
-            match state.jwks_uri.as_deref().and_then(|u| Url::parse(u).ok()) {
-                Some(uri) => (Step::Jwks, HttpRequest::get(upstream, &uri, timeout_ms)),
-                None => (Step::Discovery, HttpRequest::get(upstream, doc, timeout_ms)),
-            }
-        }
+) -> Option<(Step, HttpRequest)> {
+    if plan.discovery_needed(state) {
+        let (upstream, doc) = plan.discovery?;
+        return Some((Step::Discovery, HttpRequest::get(upstream, doc, timeout_ms)));
     }
+    let (upstream, fixed) = plan.jwks?;
+    let learned = state.jwks_uri.as_deref().and_then(|u| Url::parse(u).ok());
+    let uri = fixed.cloned().or(learned)?;
+    Some((Step::Jwks, HttpRequest::get(upstream, &uri, timeout_ms)))
 }
 
 /// Which document an outstanding fetch request asked for.
@@ -204,9 +231,20 @@ pub enum Step {
     Jwks,
 }
 
-/// Reads `jwks_uri` from a discovery answer. The document's `issuer` must be the configured
-/// issuer (OpenID Connect Discovery §4.3, RFC 8414 §3.3).
-pub fn read_discovery(issuer: &str, response: Option<&HttpResponse>) -> Result<Url, FetchError> {
+/// What a metadata document told us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    pub jwks_uri: Option<Url>,
+    pub introspection_endpoint: Option<Url>,
+}
+
+/// Reads a metadata answer (OIDC Discovery or RFC 8414). Its `issuer` must be the configured
+/// issuer (OpenID Connect Discovery §4.3, RFC 8414 §3.3), and it must name what `plan` needs.
+pub fn read_discovery(
+    issuer: &str,
+    plan: &Plan<'_>,
+    response: Option<&HttpResponse>,
+) -> Result<Metadata, FetchError> {
     let body = ok_body(response)?;
     let doc: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| FetchError::BadDiscovery("not JSON"))?;
@@ -215,14 +253,26 @@ pub fn read_discovery(issuer: &str, response: Option<&HttpResponse>) -> Result<U
             "its issuer is not the configured issuer",
         ));
     }
-    let uri = doc
-        .get("jwks_uri")
-        .and_then(|v| v.as_str())
-        .ok_or(FetchError::BadDiscovery("no jwks_uri"))?;
-    match Url::parse(uri) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
-        _ => Err(FetchError::BadDiscovery("jwks_uri is not an http(s) URL")),
+    let url = |name: &str| -> Result<Option<Url>, FetchError> {
+        match doc.get(name).and_then(|v| v.as_str()) {
+            None => Ok(None),
+            Some(text) => match Url::parse(text) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(Some(url)),
+                _ => Err(FetchError::BadDiscovery("a URL in it is not http(s)")),
+            },
+        }
+    };
+    let meta = Metadata {
+        jwks_uri: url("jwks_uri")?,
+        introspection_endpoint: url("introspection_endpoint")?,
+    };
+    if matches!(plan.jwks, Some((_, None))) && meta.jwks_uri.is_none() {
+        return Err(FetchError::BadDiscovery("no jwks_uri"));
     }
+    if plan.introspection_endpoint_wanted && meta.introspection_endpoint.is_none() {
+        return Err(FetchError::BadDiscovery("no introspection_endpoint"));
+    }
+    Ok(meta)
 }
 
 /// Parses a JWKS answer into keys.
@@ -355,36 +405,84 @@ mod tests {
     #[test]
     fn discovery_must_name_the_configured_issuer() {
         let iss = "https://as.example";
+        let doc = Url::parse("https://as.example/.well-known/openid-configuration").unwrap();
+        let plan = Plan {
+            discovery: Some(("as1", &doc)),
+            jwks: Some(("as1", None)),
+            introspection_endpoint_wanted: false,
+        };
         let good = r#"{"issuer":"https://as.example","jwks_uri":"https://as.example/jwks"}"#;
-        assert_eq!(
-            read_discovery(iss, Some(&resp(200, good))).map(|u| u.to_string()),
-            Ok("https://as.example/jwks".to_owned())
-        );
+        let meta = read_discovery(iss, &plan, Some(&resp(200, good))).unwrap();
+        assert_eq!(meta.jwks_uri.unwrap().as_str(), "https://as.example/jwks");
         let other = r#"{"issuer":"https://evil.example","jwks_uri":"https://as.example/jwks"}"#;
         assert!(matches!(
-            read_discovery(iss, Some(&resp(200, other))),
+            read_discovery(iss, &plan, Some(&resp(200, other))),
             Err(FetchError::BadDiscovery(_))
         ));
-        assert_eq!(read_discovery(iss, None), Err(FetchError::Transport));
+        assert_eq!(read_discovery(iss, &plan, None), Err(FetchError::Transport));
         assert_eq!(
-            read_discovery(iss, Some(&resp(503, ""))),
+            read_discovery(iss, &plan, Some(&resp(503, ""))),
             Err(FetchError::Status(503))
+        );
+    }
+
+    #[test]
+    fn discovery_must_name_what_the_plan_needs() {
+        let iss = "https://as.example";
+        let doc = Url::parse("https://as.example/.well-known/oauth-authorization-server").unwrap();
+        let plan = Plan {
+            discovery: Some(("as1", &doc)),
+            jwks: None,
+            introspection_endpoint_wanted: true,
+        };
+        let without = r#"{"issuer":"https://as.example","jwks_uri":"https://as.example/jwks"}"#;
+        assert_eq!(
+            read_discovery(iss, &plan, Some(&resp(200, without))),
+            Err(FetchError::BadDiscovery("no introspection_endpoint"))
+        );
+        let with =
+            r#"{"issuer":"https://as.example","introspection_endpoint":"https://as.example/i"}"#;
+        let meta = read_discovery(iss, &plan, Some(&resp(200, with))).unwrap();
+        assert_eq!(
+            meta.introspection_endpoint.unwrap().as_str(),
+            "https://as.example/i"
         );
     }
 
     #[test]
     fn discovery_source_asks_for_metadata_until_jwks_uri_is_known() {
         let doc = Url::parse("http://127.0.0.1:9/.well-known/openid-configuration").unwrap();
-        let source = RemoteKeys::Discovery(doc);
+        let plan = Plan {
+            discovery: Some(("as1", &doc)),
+            jwks: Some(("as1", None)),
+            introspection_endpoint_wanted: false,
+        };
         let mut state = FetchState::default();
-        let (step, req) = next_request(&source, "as1", &state, 1000);
+        let (step, req) = next_request(&plan, &state, 1000).unwrap();
         assert_eq!(step, Step::Discovery);
         assert_eq!(req.path, "/.well-known/openid-configuration");
         assert_eq!(req.authority, "127.0.0.1:9");
         state.jwks_uri = Some("http://127.0.0.1:9/keys?v=2".into());
-        let (step, req) = next_request(&source, "as1", &state, 1000);
+        let (step, req) = next_request(&plan, &state, 1000).unwrap();
         assert_eq!(step, Step::Jwks);
         assert_eq!(req.path, "/keys?v=2");
         assert_eq!(req.upstream, "as1");
+    }
+
+    #[test]
+    fn an_introspection_only_plan_ends_once_the_endpoint_is_known() {
+        let doc = Url::parse("http://127.0.0.1:9/.well-known/oauth-authorization-server").unwrap();
+        let plan = Plan {
+            discovery: Some(("as2", &doc)),
+            jwks: None,
+            introspection_endpoint_wanted: true,
+        };
+        let mut state = FetchState::default();
+        assert_eq!(
+            next_request(&plan, &state, 1000).unwrap().0,
+            Step::Discovery
+        );
+        state.introspection_endpoint = Some("http://127.0.0.1:9/introspect".into());
+        assert!(next_request(&plan, &state, 1000).is_none());
     }
 }

@@ -48,6 +48,9 @@ impl HttpContext for Filter {
                 ":path" => facts.path = value.into_owned(),
                 ":authority" => facts.authority = value.into_owned(),
                 "authorization" => facts.authorization.push(value.into_owned()),
+                other if worker.hint_headers.iter().any(|h| h == other) => {
+                    facts.headers.push((name.clone(), value.into_owned()));
+                }
                 _ => {}
             }
         }

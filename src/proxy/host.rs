@@ -129,6 +129,16 @@ pub fn define_counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, name).ok()
 }
 
+pub fn define_histogram(name: &str) -> Option<u32> {
+    hostcalls::define_metric(proxy_wasm::types::MetricType::Histogram, name).ok()
+}
+
+pub fn record(metric: Option<u32>, value: u64) {
+    if let Some(id) = metric {
+        let _ = hostcalls::record_metric(id, value);
+    }
+}
+
 pub fn increment(metric: Option<u32>) {
     if let Some(id) = metric {
         let _ = hostcalls::increment_metric(id, 1);

@@ -40,7 +40,7 @@ impl Context for Root {
         let now = host::now_ms();
         let response = host::call_response(num_headers, body_size);
         if let Ok(mut w) = worker.try_borrow_mut() {
-            w.on_fetch_response(token_id, response, now);
+            w.on_callout_response(token_id, response, now);
         }
     }
 }

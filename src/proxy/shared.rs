@@ -3,11 +3,11 @@
 //!
 //! Keys: `tollgate.<fp>.jwks.<issuer>.state` (a [`FetchState`], updated by compare-and-swap),
 //! `tollgate.<fp>.jwks.<issuer>.keys` (generation, fetch time, JWKS bytes) and
-//! `tollgate.tc.<slot>`. `<fp>` is a short configuration fingerprint, so a changed
+//! `tollgate.tc.<slot>`, and the introspection leases `tollgate.il.<slot>`. `<fp>` is a short configuration fingerprint, so a changed
 //! configuration starts from fresh fetch state.
 
 use super::host;
-use crate::cache::{self, CacheKey, TokenCache, Verified};
+use crate::cache::{self, CacheKey, Cached, TokenCache};
 use crate::jwks::fetch::FetchState;
 
 /// The shared-data names of one issuer's records.
@@ -93,21 +93,85 @@ pub struct SharedTokenCache {
 }
 
 impl SharedTokenCache {
+    /// Whether a live entry for `key` is in the cache (another worker's answer landed).
+    pub fn peek(&mut self, key: &CacheKey, now_ms: u64) -> bool {
+        self.slots > 0 && self.get(key, now_ms).is_some()
+    }
+
     fn slot_key(&self, key: &CacheKey) -> String {
         format!("tollgate.tc.{}", cache::slot_of(key, self.slots))
     }
 }
 
 impl TokenCache for SharedTokenCache {
-    fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<Verified> {
+    fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<Cached> {
         let value = host::shared_get(&self.slot_key(key)).0?;
         cache::decode(key, &value, now_ms)
     }
 
-    fn put(&mut self, key: &CacheKey, entry: &Verified) {
+    fn put(&mut self, key: &CacheKey, entry: &Cached) {
         let value = cache::encode(key, entry);
         if !value.is_empty() {
             host::shared_set(&self.slot_key(key), &value, None);
         }
     }
+}
+
+/// Whether an introspection lease is held, and by whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// This worker now holds the lease: it makes the call.
+    Taken,
+    /// Another worker is introspecting this very token: wait for its answer in the cache.
+    HeldElsewhere,
+    /// The slot is busy with another token (or a race was lost): call without a lease.
+    Unavailable,
+}
+
+/// Single-flight across workers: one lease slot per cache slot, holding the token's cache key
+/// and the time the lease lapses (so a worker that dies mid-call frees it).
+impl SharedTokenCache {
+    fn lease_key(&self, key: &CacheKey) -> String {
+        format!("tollgate.il.{}", cache::slot_of(key, self.slots))
+    }
+
+    pub fn take_lease(&self, key: &CacheKey, now_ms: u64, until_ms: u64) -> Lease {
+        let name = self.lease_key(key);
+        let (value, cas) = host::shared_get(&name);
+        if let Some((holder, lapses)) = value.as_deref().and_then(read_lease) {
+            if lapses > now_ms {
+                return if holder == &key[..] {
+                    Lease::HeldElsewhere
+                } else {
+                    Lease::Unavailable
+                };
+            }
+        }
+        let mut mine = key.to_vec();
+        mine.extend_from_slice(&until_ms.to_le_bytes());
+        if host::shared_set(&name, &mine, cas) {
+            Lease::Taken
+        } else {
+            Lease::Unavailable
+        }
+    }
+
+    pub fn release_lease(&self, key: &CacheKey) {
+        let name = self.lease_key(key);
+        let (value, cas) = host::shared_get(&name);
+        if value
+            .as_deref()
+            .and_then(read_lease)
+            .is_some_and(|(holder, _)| holder == &key[..])
+        {
+            let mut lapsed = key.to_vec();
+            lapsed.extend_from_slice(&0u64.to_le_bytes());
+            host::shared_set(&name, &lapsed, cas);
+        }
+    }
+}
+
+fn read_lease(value: &[u8]) -> Option<(&[u8], u64)> {
+    let (holder, lapses) = value.split_at_checked(32)?;
+    Some((holder, u64::from_le_bytes(lapses.try_into().ok()?)))
 }

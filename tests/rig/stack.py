@@ -51,6 +51,17 @@ def plugin_config(as1_port: int, as2_port: int, **issuer_overrides) -> dict:
             "algorithms": ["RS256", "PS256", "ES256", "EdDSA"],
             "require_at_jwt": True,
             "clock_skew_s": 1,
+            # Opaque tokens (requests without resource=): introspected at AS-1 only. Its
+            # discovery document names the introspection endpoint. oidc-provider also says
+            # "active" for refresh tokens, but only access tokens carry token_type.
+            "introspection": {
+                "discovery": True,
+                "upstream": "as1",
+                "client_id": "rs-client",
+                "client_secret": "rs-secret",
+                "require_token_type": True,
+            },
+            "opaque_tokens": {"pattern": "[A-Za-z0-9_-]{43}"},
         },
         {
             "name": "as2",
@@ -63,15 +74,31 @@ def plugin_config(as1_port: int, as2_port: int, **issuer_overrides) -> dict:
             "algorithms": ["RS256"],
             "require_at_jwt": True,
             "clock_skew_s": 1,
+            # DOT's opaque tokens carry the prefix dot_; its RFC 8414 metadata names the
+            # introspection endpoint. The client id needs RFC 6749 §2.3.1 encoding.
+            "introspection": {
+                "discovery": f"http://127.0.0.1:{as2_port}/.well-known/oauth-authorization-server/o",
+                "upstream": "as2",
+                "client_id": "rs:client@2",
+                "client_secret": "s3cr3t+/=%&",
+            },
+            "opaque_tokens": {"prefixes": ["dot_"]},
         },
     ]
     for issuer in issuers:
-        issuer.update(issuer_overrides.get(issuer["name"], {}))
+        for key, value in issuer_overrides.get(issuer["name"], {}).items():
+            if isinstance(value, dict) and isinstance(issuer.get(key), dict):
+                issuer[key] = {**issuer[key], **value}  # one level deep: tweak a few fields
+            else:
+                issuer[key] = value
     return {
         "issuers": issuers,
         "routes": [
             {"name": "public", "match": {"prefix": "/public"}, "anonymous": True},
             {"name": "admin", "match": {"prefix": "/api/admin"}, "require": {"scopes": ["admin"]}},
+            # Opaque tokens whose issuer the rules cannot tell: the client names it.
+            {"name": "hinted", "match": {"prefix": "/api/hinted"},
+             "require": {"issuers": ["as2"], "issuer_header": "x-token-issuer"}},
             {"name": "as1-only", "match": {"prefix": "/api/as1-only"}, "require": {"issuers": ["as1"]}},
             {
                 "name": "demo-client-only",
@@ -162,6 +189,12 @@ class Stack:
         return tokens.client_credentials(
             f"{self.as1_issuer}/token", *client, scope=scope, resource=resource
         )["access_token"]
+
+    def as1_opaque_token(self, scope: str = "read", client: tuple[str, str] = ("demo-client", "demo-secret")) -> str:
+        return tokens.client_credentials(f"{self.as1_issuer}/token", *client, scope=scope)["access_token"]
+
+    def as2_opaque_token(self, scope: str = "read", client: tuple[str, str] = ("dot-opaque", "dot-opaque-secret")) -> str:
+        return tokens.client_credentials(f"{self.as2_issuer}/token/", *client, scope=scope)["access_token"]
 
     def as2_token(self, client: str = "dot-client", secret: str = "dot-secret", scope: str = "read") -> str:
         return tokens.client_credentials(f"{self.as2_issuer}/token/", client, secret, scope=scope)["access_token"]

@@ -2,7 +2,16 @@
 
     client_credentials(token_url, client_id, secret, scope=None, resource=None, auth="basic")
     oidc_id_token(issuer_base, client_id, secret, redirect_uri)   # oidc-provider code + PKCE
+    dot_code_token(issuer, client_id, secret, redirect_uri, user)  # DOT code + PKCE
+    introspect(url, token, client_id, secret, auth="basic") -> RFC 7662 response (dict)
+    revoke(url, token, client_id, secret, auth="basic") -> HTTP status (RFC 7009)
+    basic_auth(client_id, secret) -> "Basic ..." with RFC 6749 2.3.1 encoding
     decode_unverified(jwt) -> (header, payload)
+
+Client authentication: auth="basic" is client_secret_basic with client_id and secret
+form-urlencoded before base64 (RFC 6749 section 2.3.1; requests' auth=(id, secret) does not
+encode), auth="post" is client_secret_post, auth="basic-unencoded" is the common mistake of
+base64("id:secret") without the encoding (for negative tests).
 
 Nothing here verifies signatures: that is the filter's job, and the tests check the filter.
 """
@@ -14,7 +23,7 @@ import hashlib
 import json
 import re
 import secrets
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, quote_plus, urljoin, urlsplit
 
 import requests
 
@@ -22,12 +31,32 @@ TIMEOUT = 10
 
 
 class TokenError(RuntimeError):
-    """A token endpoint answered with something other than 200."""
+    """A token (or introspection / revocation) endpoint answered with something other than 200."""
 
-    def __init__(self, status: int, body: str):
-        super().__init__(f"token endpoint answered {status}: {body[:300]}")
+    def __init__(self, status: int, body: str, endpoint: str = "token endpoint"):
+        super().__init__(f"{endpoint} answered {status}: {body[:300]}")
         self.status = status
         self.body = body
+
+
+def basic_auth(client_id: str, secret: str) -> str:
+    """The client_secret_basic Authorization value: RFC 6749 section 2.3.1 form-urlencodes the
+    client_id and secret before joining them with ":" and base64-encoding (so "a:b" / "x+y"
+    travel as "a%3Ab" / "x%2By")."""
+    pair = f"{quote_plus(client_id, safe='')}:{quote_plus(secret, safe='')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+def _client_auth(data: dict, client_id: str, secret: str, auth: str) -> dict:
+    """Adds client authentication to the form `data`; returns the headers to send."""
+    if auth == "basic":
+        return {"Authorization": basic_auth(client_id, secret)}
+    if auth == "basic-unencoded":
+        return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+    if auth == "post":
+        data.update(client_id=client_id, client_secret=secret)
+        return {}
+    raise ValueError(f"auth must be 'basic', 'post' or 'basic-unencoded', not {auth!r}")
 
 
 def client_credentials(
@@ -41,29 +70,75 @@ def client_credentials(
 ) -> dict:
     """The token response of a client_credentials grant.
 
-    auth="basic" sends client_secret_basic, auth="post" client_secret_post. With check=False an
-    error response is returned as its JSON body (plus "_status") instead of raising TokenError.
+    auth="basic" sends client_secret_basic, auth="post" client_secret_post (see the module
+    docstring). With check=False an error response is returned as its JSON body (plus "_status")
+    instead of raising TokenError.
     """
     data = {"grant_type": "client_credentials"}
     if scope is not None:
         data["scope"] = scope
     if resource is not None:
         data["resource"] = resource
-    if auth == "basic":
-        r = requests.post(token_url, data=data, auth=(client_id, secret), timeout=TIMEOUT)
-    elif auth == "post":
-        data.update(client_id=client_id, client_secret=secret)
-        r = requests.post(token_url, data=data, timeout=TIMEOUT)
-    else:
-        raise ValueError(f"auth must be 'basic' or 'post', not {auth!r}")
+    headers = _client_auth(data, client_id, secret, auth)
+    r = requests.post(token_url, data=data, headers=headers, timeout=TIMEOUT)
     return _token_response(r, check)
 
 
-def _token_response(r: requests.Response, check: bool) -> dict:
+def introspect(
+    url: str,
+    token: str,
+    client_id: str,
+    secret: str,
+    auth: str = "basic",
+    token_type_hint: str | None = None,
+    check: bool = True,
+) -> dict:
+    """RFC 7662: POST token=... to the introspection endpoint (oidc-provider
+    `/token/introspection`, DOT `/o/introspect/`) authenticated as client_id; returns the JSON
+    response ({"active": false} for unknown, expired or revoked tokens).
+
+    With check=False a non-200 answer is returned as its JSON body (or {"body": text}) plus
+    "_status" instead of raising TokenError. (DOT answers a failed client authentication with an
+    empty 403, oidc-provider with 401 {"error": "invalid_client"}.)
+    """
+    data = {"token": token}
+    if token_type_hint is not None:
+        data["token_type_hint"] = token_type_hint
+    headers = _client_auth(data, client_id, secret, auth)
+    headers["Accept"] = "application/json"
+    r = requests.post(url, data=data, headers=headers, timeout=TIMEOUT)
+    return _token_response(r, check, "introspection endpoint")
+
+
+def revoke(
+    url: str,
+    token: str,
+    client_id: str,
+    secret: str,
+    auth: str = "basic",
+    token_type_hint: str | None = None,
+    check: bool = True,
+) -> int:
+    """RFC 7009: POST token=... to the revocation endpoint (oidc-provider `/token/revocation`,
+    DOT `/o/revoke_token/`) as client_id, which must be the client the token was issued to
+    (DOT silently ignores other clients' tokens; oidc-provider answers 400 invalid_request).
+    Returns the HTTP status (200, also for unknown tokens); raises TokenError on anything else
+    unless check=False."""
+    data = {"token": token}
+    if token_type_hint is not None:
+        data["token_type_hint"] = token_type_hint
+    headers = _client_auth(data, client_id, secret, auth)
+    r = requests.post(url, data=data, headers=headers, timeout=TIMEOUT)
+    if r.status_code != 200 and check:
+        raise TokenError(r.status_code, r.text, "revocation endpoint")
+    return r.status_code
+
+
+def _token_response(r: requests.Response, check: bool, endpoint: str = "token endpoint") -> dict:
     if r.status_code == 200:
         return r.json()
     if check:
-        raise TokenError(r.status_code, r.text)
+        raise TokenError(r.status_code, r.text, endpoint)
     try:
         body = r.json()
     except ValueError:
@@ -150,11 +225,56 @@ def oidc_id_token(
     }
     if resource:
         data["resource"] = resource
-    r = requests.post(f"{base}/token", data=data, auth=(client_id, secret), timeout=TIMEOUT)
+    headers = {"Authorization": basic_auth(client_id, secret)}
+    r = requests.post(f"{base}/token", data=data, headers=headers, timeout=TIMEOUT)
     tokens = _token_response(r, check=True)
     if "id_token" in tokens and decode_unverified(tokens["id_token"])[1].get("nonce") != nonce:
         raise RuntimeError("id_token nonce does not match")
     return tokens
+
+
+def dot_code_token(
+    issuer: str,
+    client_id: str,
+    secret: str,
+    redirect_uri: str,
+    user: str = "alice",
+    scope: str = "read",
+) -> dict:
+    """django-oauth-toolkit's authorization-code + PKCE flow for a skip_authorization client
+    (dot-code, dot-opaque-code), logged in through the rig's X-Rig-User header; returns the token
+    response. issuer is DOT's issuer, http://127.0.0.1:P/o."""
+    base = issuer.rstrip("/")
+    verifier, challenge = pkce_pair()
+    state = secrets.token_urlsafe(16)
+    params = {
+        "client_id": client_id,
+        "response_type": "code",
+        "redirect_uri": redirect_uri,
+        "scope": scope,
+        "state": state,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    r = requests.get(
+        f"{base}/authorize/", params=params, headers={"X-Rig-User": user}, allow_redirects=False, timeout=TIMEOUT
+    )
+    location = r.headers.get("location", "")
+    if r.status_code != 302 or not location.startswith(redirect_uri):
+        raise RuntimeError(f"DOT authorization did not redirect to {redirect_uri}: {r.status_code}")
+    query = parse_qs(urlsplit(location).query)
+    if "error" in query or query.get("state") != [state]:
+        raise RuntimeError(f"DOT authorization failed: {sorted(query)}")
+    data = {
+        "grant_type": "authorization_code",
+        "code": query["code"][0],
+        "redirect_uri": redirect_uri,
+        "code_verifier": verifier,
+    }
+    r = requests.post(
+        f"{base}/token/", data=data, headers={"Authorization": basic_auth(client_id, secret)}, timeout=TIMEOUT
+    )
+    return _token_response(r, check=True)
 
 
 def _b64json(part: str) -> dict:

@@ -4,7 +4,9 @@
 
 Issuer http://127.0.0.1:P/o. sqlite and the OIDC RSA key live in DIR, so a restart with the
 same DIR keeps clients, tokens and the key. Access tokens are RFC 9068 JWTs (typ at+jwt, RS256,
-kid = the JWKS kid) signed with DOT's OIDC key; DOT stores them, so they introspect and revoke.
+kid = the JWKS kid) signed with DOT's OIDC key, except for the dot-opaque* and rs* clients, whose
+tokens are opaque: "dot_" + oauthlib's default random token (30 of [A-Za-z0-9]). DOT stores every
+access token, so all of them introspect (/o/introspect/) and revoke (/o/revoke_token/).
 
 Clients (created at start if missing; all confidential, secrets hashed with MD5 for speed):
     dot-client / dot-secret                      client_credentials, aud https://api.test
@@ -15,9 +17,27 @@ Clients (created at start if missing; all confidential, secrets hashed with MD5 
     dot-code / dot-code-secret                   authorization_code (PKCE S256 required),
                                                  redirect_uri http://127.0.0.1/cb, OIDC RS256,
                                                  no consent screen
-Scopes: openid read write admin (default read). A request carrying `X-Rig-User: NAME` is logged
-in as NAME (user created on first use) so /o/authorize needs no login form. Dynamic client
-registration is open at /o/register/.
+    dot-opaque / dot-opaque-secret               client_credentials, opaque dot_ token
+    dot-opaque-short / dot-opaque-short-secret   client_credentials, opaque dot_ token, 2 s
+    dot-opaque-code / dot-opaque-code-secret     authorization_code like dot-code (no OIDC),
+                                                 opaque dot_ token (introspects with username)
+    rs-client / rs-secret                        resource server: introspection caller
+                                                 (client_credentials, opaque dot_ token)
+    rs:client@2 / s3cr3t+/=%&                    the same, with characters that RFC 6749 2.3.1
+                                                 form-urlencoding must escape in basic auth
+Any client may introspect any token: basic auth (scheme spelled exactly "Basic"; id and secret
+form-urlencoded per RFC 6749 2.3.1), client_id + client_secret in the body, or an opaque Bearer
+token with scope "introspection". A failed authentication gets an empty 403. A client may revoke
+only its own tokens (others' are ignored with 200).
+Scopes: openid read write admin introspection (default read). A request carrying
+`X-Rig-User: NAME` is logged in as NAME (user created on first use) so /o/authorize needs no
+login form. Dynamic client registration is open at /o/register/.
+
+Rig control (test use only; not counted):
+    GET  /__rig/stats         {"requests": {path: count}} for every non-rig path since start or
+                              the last reset
+    POST /__rig/reset-stats   zero the counters
+    POST /__rig/delay?ms=N    hold every later non-rig request N ms (integer 0..60000, 0 = off)
 
 Logs one line per request (method, path without query, status); never tokens or secrets.
 """
@@ -26,11 +46,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import signal
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import django
 from django.conf import settings
@@ -53,7 +76,24 @@ CLIENTS = {
         "authorization-code",
         {"redirect_uris": "http://127.0.0.1/cb", "algorithm": "RS256", "skip_authorization": True},
     ),
+    # opaque access tokens ("dot_" + DOT's default random token), for introspection
+    "dot-opaque": ("dot-opaque-secret", "client-credentials", {}),
+    "dot-opaque-short": ("dot-opaque-short-secret", "client-credentials", {}),
+    "dot-opaque-code": (
+        "dot-opaque-code-secret",
+        "authorization-code",
+        {"redirect_uris": "http://127.0.0.1/cb", "skip_authorization": True},
+    ),
+    # resource servers calling /o/introspect/ (any client may; these exist for clarity)
+    "rs-client": ("rs-secret", "client-credentials", {}),
+    "rs:client@2": ("s3cr3t+/=%&", "client-credentials", {}),
 }
+# rs-* get opaque tokens too: DOT accepts only opaque Bearer tokens at /o/introspect/ (with OIDC
+# on, oauthlib hands JWT-shaped Bearer tokens to its JWTToken type, which DOT does not support)
+OPAQUE_CLIENTS = {"dot-opaque", "dot-opaque-short", "dot-opaque-code", "rs-client", "rs:client@2"}
+OPAQUE_PREFIX = "dot_"
+SHORT_TTL_CLIENTS = {"dot-opaque-short": 2}
+ACCESS_TOKEN_TTL = 3600
 
 
 def rsa_private_pem(state_dir: Path) -> str:
@@ -124,9 +164,15 @@ def configure(args: argparse.Namespace) -> None:
             "OIDC_ISS_ENDPOINT": issuer,
             "OIDC_RSA_PRIVATE_KEY": rsa_private_pem(state_dir),
             "OIDC_JWKS_MAX_AGE_SECONDS": 60,
-            "SCOPES": {"openid": "OpenID Connect", "read": "read", "write": "write", "admin": "admin"},
+            "SCOPES": {
+                "openid": "OpenID Connect",
+                "read": "read",
+                "write": "write",
+                "admin": "admin",
+                "introspection": "call /o/introspect/ with this token as Bearer",
+            },
             "DEFAULT_SCOPES": ["read"],
-            "ACCESS_TOKEN_EXPIRE_SECONDS": 3600,
+            "ACCESS_TOKEN_EXPIRE_SECONDS": access_token_ttl,
             "ACCESS_TOKEN_GENERATOR": functools.partial(mint_access_token, issuer, args.impersonate_issuer),
             "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
             "DCR_ENABLED": True,
@@ -147,12 +193,21 @@ def signing_key():
     return key, key.thumbprint()  # DOT's JWKS view publishes the thumbprint as kid
 
 
-def mint_access_token(issuer: str, impersonate_issuer: str | None, request) -> str:
-    """oauthlib token generator: an RFC 9068 JWT, with per-client twists for negative tests."""
-    from jwcrypto import jwt
+def access_token_ttl(request) -> int:
+    """oauthlib expires_in (seconds): 3600, or 2 for the short-lived test clients."""
+    return SHORT_TTL_CLIENTS.get(request.client.client_id, ACCESS_TOKEN_TTL)
 
-    key, kid = signing_key()
+
+def mint_access_token(issuer: str, impersonate_issuer: str | None, request) -> str:
+    """oauthlib token generator: an RFC 9068 JWT, with per-client twists for negative tests;
+    for the opaque clients "dot_" + DOT's default (oauthlib random_token_generator) token."""
+    from jwcrypto import jwt
+    from oauthlib.oauth2.rfc6749.tokens import random_token_generator
+
     client_id = request.client.client_id
+    if client_id in OPAQUE_CLIENTS:
+        return OPAQUE_PREFIX + random_token_generator(request)
+    key, kid = signing_key()
     now = int(time.time())
     claims = {
         "iss": issuer,
@@ -229,6 +284,59 @@ def ensure_clients() -> None:
             )
 
 
+class RigControl:
+    """WSGI wrapper: per-path request counters and an artificial delay, like the oidc rig's
+    /__rig/ endpoints. Rig requests are neither counted nor delayed."""
+
+    MAX_DELAY_MS = 60000
+
+    def __init__(self, app):
+        self.app = app
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self.delay_ms = 0
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/__rig/"):
+            return self.rig(environ, start_response, path)
+        with self.lock:
+            self.counts[path] = self.counts.get(path, 0) + 1
+            delay_ms = self.delay_ms  # the setting when the request arrived
+        if delay_ms:
+            time.sleep(delay_ms / 1000)
+        return self.app(environ, start_response)
+
+    @staticmethod
+    def json(start_response, status: str, body: dict):
+        data = json.dumps(body).encode()
+        headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+        start_response(status, headers + [("Content-Length", str(len(data)))])
+        return [data]
+
+    def rig(self, environ, start_response, path):
+        route = f"{environ.get('REQUEST_METHOD', '')} {path}"
+        with self.lock:
+            if route == "GET /__rig/stats":
+                return self.json(start_response, "200 OK", {"requests": dict(self.counts)})
+            if route == "POST /__rig/reset-stats":
+                self.counts.clear()
+                return self.json(start_response, "200 OK", {"requests": {}})
+            if route == "POST /__rig/delay":
+                raw = parse_qs(environ.get("QUERY_STRING", "")).get("ms", ["0"])[0]
+                try:
+                    ms = int(raw)
+                except ValueError:
+                    ms = -1
+                if not 0 <= ms <= self.MAX_DELAY_MS:
+                    return self.json(
+                        start_response, "400 Bad Request", {"error": "ms must be an integer from 0 to 60000"}
+                    )
+                self.delay_ms = ms
+                return self.json(start_response, "200 OK", {"delay_ms": ms})
+        return self.json(start_response, "404 Not Found", {"error": "no such rig endpoint"})
+
+
 def serve(port: int) -> None:
     from django.core.handlers.wsgi import WSGIHandler
     from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
@@ -244,7 +352,7 @@ def serve(port: int) -> None:
                 print(f"http: {format % args}", file=sys.stderr, flush=True)
 
     server = ThreadedWSGIServer(("127.0.0.1", port), Handler)
-    server.set_app(WSGIHandler())
+    server.set_app(RigControl(WSGIHandler()))
     print(f"django-oauth-toolkit listening on http://127.0.0.1:{port}/o", flush=True)
     server.serve_forever(poll_interval=0.2)
 

@@ -14,6 +14,14 @@
  *   post-client / post-secret   client_secret_post; client_credentials; scope "read write admin"
  *   rs-client / rs-secret       client_secret_basic; client_credentials; meant for a resource
  *                               server calling introspection / revocation
+ *   rs-post-client / rs-post-secret  the same, registered as client_secret_post
+ *   rs:client@2 / s3cr3t+/=%&   the same (basic), with characters that RFC 6749 2.3.1
+ *                               form-urlencoding must escape in the Authorization header
+ *   short-opaque-client / short-opaque-secret  client_secret_basic; client_credentials; its
+ *                               access tokens (opaque, or JWT for a resource without its own
+ *                               TTL) expire after 2 s
+ * (oidc-provider accepts client_secret_basic and client_secret_post interchangeably for a client
+ * registered with either.)
  *
  * Resource indicators (all RFC 9068 JWT access tokens, scope "read write admin"):
  *   https://api.test/jwt    RS256, aud https://api.test
@@ -22,7 +30,8 @@
  *   https://api.test/eddsa  EdDSA, aud https://api.test
  *   https://api.test/short  RS256, aud https://api.test, expires after 2 s
  *   https://other.test/jwt  RS256, aud https://other.test
- * Without `resource=` the access token is opaque (it introspects; JWT access tokens do not).
+ * Without `resource=` the access token is opaque: 43 characters of [A-Za-z0-9_-] (nanoid, 256
+ * bits); it introspects at /token/introspection (JWT access tokens do not).
  *
  * Rig control (test use only, loopback only):
  *   POST /__rig/rotate[?kty=RSA|EC|OKP]  new key of that type (default RSA) becomes the signing
@@ -157,7 +166,35 @@ const CLIENTS = [
     scope: 'read write admin',
     token_endpoint_auth_method: 'client_secret_basic',
   },
+  {
+    client_id: 'rs-post-client',
+    client_secret: 'rs-post-secret',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'read write admin',
+    token_endpoint_auth_method: 'client_secret_post',
+  },
+  {
+    client_id: 'rs:client@2',
+    client_secret: 's3cr3t+/=%&',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'read write admin',
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
+  {
+    client_id: 'short-opaque-client',
+    client_secret: 'short-opaque-secret',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'read write admin',
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
 ];
+const SHORT_OPAQUE_TTL = { 'short-opaque-client': 2 }; // seconds, opaque client_credentials tokens
 
 const cookieKeys = [crypto.randomBytes(32).toString('base64url')];
 
@@ -174,8 +211,22 @@ function buildProvider(keys) {
     },
     features: {
       clientCredentials: { enabled: true },
-      introspection: { enabled: true },
-      revocation: { enabled: true },
+      // oidc-provider's default policies, spelled out (which also silences its start-up notices):
+      // any authenticated client may introspect any token; a client may revoke only its own
+      introspection: {
+        enabled: true,
+        async allowedPolicy(ctx, client, token) {
+          return client.clientAuthMethod !== 'none' || token.clientId === client.clientId;
+        },
+      },
+      revocation: {
+        enabled: true,
+        async allowedPolicy(ctx, client, token) {
+          if (token.clientId === client.clientId) return true;
+          if (client.clientAuthMethod === 'none') return false;
+          throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+        },
+      },
       registration: { enabled: true, initialAccessToken: false },
       registrationManagement: { enabled: true },
       devInteractions: { enabled: true },
@@ -198,7 +249,8 @@ function buildProvider(keys) {
     },
     ttl: {
       AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 3600,
-      ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 600,
+      ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL
+        ?? SHORT_OPAQUE_TTL[token.clientId] ?? 600,
       AuthorizationCode: 60,
       IdToken: 3600,
       RefreshToken: 14 * 24 * 3600,

@@ -1,0 +1,211 @@
+//! Introspection callouts, single-flight: one call per token at a time in this worker (later
+//! requests with the same token wait for it), and — through a lease in shared data — one per
+//! Envoy process while the token cache is on (other workers wait for the answer to land in
+//! the shared cache).
+
+use super::{Callout, WaitFor, Waiter, Worker};
+use crate::cache::{CacheKey, Cached, Verified};
+use crate::config::IntrospectionEndpoint;
+use crate::extract::{self, Bearer};
+use crate::http::HttpResponse;
+use crate::introspect::{self, Answer, Expect};
+use crate::proxy::host;
+use crate::proxy::metrics::IntrospectionEvent;
+use crate::proxy::shared::Lease;
+
+/// Slack past the call's own timeout before a waiting request gives up (queueing, tick).
+const DEADLINE_MARGIN_MS: u64 = 1_000;
+
+/// An introspection this worker makes.
+#[derive(Debug)]
+pub(super) struct Job {
+    issuer: usize,
+    token: String,
+    /// The JWT's verified claims, when a JWT is also introspected.
+    verified: Option<Verified>,
+    /// Sent (callout in flight) or still queued for the next tick.
+    sent: bool,
+    /// Whether this worker holds the cross-worker lease for the token.
+    leased: bool,
+}
+
+impl Worker {
+    /// Arranges for the introspection of the request's token at `issuer`: joins a call in this
+    /// worker or another one, or queues a new call. Returns the waiting request's deadline.
+    pub(super) fn introspect(
+        &mut self,
+        issuer: usize,
+        key: CacheKey,
+        verified: Option<Verified>,
+        facts: &super::OwnedFacts,
+        now: u64,
+    ) -> u64 {
+        let timeout = self.cfg.issuers[issuer]
+            .introspection
+            .as_ref()
+            .map_or(0, |i| i.timeout_ms);
+        let deadline = now.saturating_add(timeout + DEADLINE_MARGIN_MS);
+        if self.jobs.contains_key(&key) {
+            self.metrics
+                .introspection(issuer, IntrospectionEvent::Coalesced);
+            return deadline;
+        }
+        // Across workers the answer travels through the shared cache, so only with it on.
+        let lease = if self.cfg.cache_slots > 0 {
+            self.cache.take_lease(&key, now, deadline)
+        } else {
+            Lease::Unavailable
+        };
+        if lease == Lease::HeldElsewhere {
+            self.metrics
+                .introspection(issuer, IntrospectionEvent::Coalesced);
+            return deadline;
+        }
+        let authorization: Vec<&str> = facts.authorization.iter().map(String::as_str).collect();
+        let Bearer::Token(token) = extract::bearer(&authorization) else {
+            return now; // cannot happen: the decision came from this very token
+        };
+        self.jobs.insert(
+            key,
+            Job {
+                issuer,
+                token: token.to_owned(),
+                verified,
+                sent: false,
+                leased: lease == Lease::Taken,
+            },
+        );
+        deadline
+    }
+
+    /// Sends the queued introspections (from the root context, so the answer comes back to it
+    /// even if the request that asked has gone).
+    pub(super) fn send_introspections(&mut self, now: u64) {
+        let queued: Vec<CacheKey> = self
+            .jobs
+            .iter()
+            .filter(|(_, job)| !job.sent)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in queued {
+            let Some(job) = self.jobs.get_mut(&key) else {
+                continue;
+            };
+            let issuer = &self.cfg.issuers[job.issuer];
+            let Some(intro) = &issuer.introspection else {
+                continue;
+            };
+            let endpoint = match &intro.endpoint {
+                IntrospectionEndpoint::Fixed(url) => Some(url.clone()),
+                IntrospectionEndpoint::Discovered(_) => self
+                    .records
+                    .get(job.issuer)
+                    .and_then(Option::as_ref)
+                    .and_then(|r| r.read_state().0.introspection_endpoint)
+                    .and_then(|u| url::Url::parse(&u).ok()),
+            };
+            let Some(endpoint) = endpoint else {
+                // Discovery has not (yet) found the endpoint; waiters get 503 at their deadline
+                // unless the refresh job finds it first.
+                continue;
+            };
+            let request = introspect::request(
+                &endpoint,
+                &intro.upstream,
+                &intro.client,
+                &job.token,
+                intro.timeout_ms,
+            );
+            let idx = job.issuer;
+            match host::dispatch(&request) {
+                Some(token) => {
+                    job.sent = true;
+                    self.inflight
+                        .insert(token, Callout::Introspection { key, started: now });
+                    self.metrics.introspection(idx, IntrospectionEvent::Call);
+                }
+                None => {
+                    log::warn!(
+                        "tollgate: issuer {}: the host refused the introspection call through upstream {:?} (is the cluster defined?)",
+                        issuer.name,
+                        intro.upstream
+                    );
+                    self.metrics
+                        .introspection(idx, IntrospectionEvent::Failed("transport"));
+                    self.finish_job(key, None, now);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_introspection_response(
+        &mut self,
+        key: CacheKey,
+        started: u64,
+        response: Option<HttpResponse>,
+        now: u64,
+    ) {
+        let Some(job) = self.jobs.get(&key) else {
+            return;
+        };
+        let idx = job.issuer;
+        let issuer = &self.cfg.issuers[idx];
+        let Some(intro) = &issuer.introspection else {
+            return;
+        };
+        self.metrics
+            .introspection_latency(idx, now.saturating_sub(started));
+        let expect = Expect {
+            issuer: &issuer.issuer,
+            audiences: &issuer.audiences,
+            clock_skew_s: issuer.clock_skew_s,
+            now_s: i64::try_from(now / 1000).unwrap_or(i64::MAX),
+            require_token_type: intro.require_token_type,
+        };
+        let entry = match introspect::read(response.as_ref(), &expect) {
+            Ok(answer) => {
+                if matches!(answer, Answer::Inactive(_)) {
+                    self.metrics
+                        .introspection(idx, IntrospectionEvent::Inactive);
+                }
+                let verified = self.jobs.get_mut(&key).and_then(|j| j.verified.take());
+                Some(introspect::entry(idx, answer, verified, intro.ttl, now))
+            }
+            Err(e) => {
+                log::warn!(
+                    "tollgate: issuer {}: introspection failed: {e}",
+                    issuer.name
+                );
+                self.metrics
+                    .introspection(idx, IntrospectionEvent::Failed(e.code()));
+                None
+            }
+        };
+        self.finish_job(key, entry, now);
+    }
+
+    /// Ends a job: caches the entry (if any) for every worker, frees the lease, and decides
+    /// this worker's waiting requests with the answer (none: 503).
+    fn finish_job(&mut self, key: CacheKey, entry: Option<Cached>, now: u64) {
+        let Some(job) = self.jobs.remove(&key) else {
+            return;
+        };
+        if let Some(entry) = &entry {
+            if self.cfg.cache_slots > 0 {
+                use crate::cache::TokenCache as _;
+                self.cache.put(&key, entry);
+            }
+        }
+        if job.leased {
+            self.cache.release_lease(&key);
+        }
+        let (answered, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| w.wait == WaitFor::Answer { key });
+        self.waiters = rest;
+        for w in answered {
+            self.resume(w, now, entry.as_ref());
+        }
+        host::set_effective_context(self.root_id);
+    }
+}

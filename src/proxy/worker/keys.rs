@@ -1,0 +1,217 @@
+//! The per-issuer refresh job: discovery metadata and JWKS, fetched by one worker for the
+//! whole process (a compare-and-swap lease on the shared fetch state), and picked up by the
+//! other workers from shared data.
+
+use super::{Callout, Worker};
+use crate::config::KeySource;
+use crate::http::HttpResponse;
+use crate::jwks::fetch::{self, FetchError, FetchState, RemoteKeys, Step};
+use crate::jwks::{Held, KeySet};
+
+impl Worker {
+    /// Whether a fetch is under way or will start now that can bring the keys this request
+    /// needs. For an unknown `kid` this also asks for the (rate-limited) early refetch.
+    pub(super) fn worth_waiting(&self, issuer: usize, unknown_kid: bool, now: u64) -> bool {
+        let Some(Some(rec)) = self.records.get(issuer) else {
+            return false;
+        };
+        let t = self.cfg.issuers[issuer].timing;
+        if unknown_kid {
+            rec.update(
+                |s| s.leased(now) || s.refetch_wanted || s.may_refetch(now, &t),
+                |s| s.refetch_wanted = true,
+            )
+            .is_some()
+        } else {
+            let (state, _) = rec.read_state();
+            state.leased(now) || state.due(now, &t)
+        }
+    }
+
+    /// Loads the shared key set of `issuer` if it is newer than the one held. `true` if the
+    /// held keys changed.
+    pub(super) fn sync_keys(&mut self, issuer: usize) -> bool {
+        let Some(Some(rec)) = self.records.get(issuer) else {
+            return false;
+        };
+        let Some((generation, fetched_at, jwks)) = rec.read_keys() else {
+            return false;
+        };
+        if self
+            .ring
+            .held(issuer)
+            .is_some_and(|h| h.generation == generation)
+        {
+            return false;
+        }
+        match KeySet::parse(&jwks) {
+            Ok((keys, _)) => {
+                self.ring.set(
+                    issuer,
+                    Held {
+                        keys,
+                        fetched_at: Some(fetched_at),
+                        generation,
+                    },
+                );
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Picks up keys other workers fetched and starts the refresh jobs that are due.
+    pub(super) fn run_refresh_jobs(&mut self, now: u64) {
+        for idx in 0..self.records.len() {
+            let Some(Some(rec)) = self.records.get(idx) else {
+                continue;
+            };
+            let (state, _) = rec.read_state();
+            let t = self.cfg.issuers[idx].timing;
+            let started = if state.due(now, &t) {
+                rec.update(|s| s.due(now, &t), |s| s.begin(now, &t))
+            } else {
+                None
+            };
+            let remote_keys = matches!(self.cfg.issuers[idx].keys, Some(KeySource::Remote { .. }));
+            if remote_keys
+                && state.generation > 0
+                && self.ring.held(idx).map(|h| h.generation) != Some(state.generation)
+            {
+                self.sync_keys(idx);
+            }
+            if let Some(state) = started {
+                self.send_fetch(idx, &state, now);
+            }
+        }
+    }
+
+    /// Sends the next request of a refresh attempt, or completes it when nothing is left.
+    fn send_fetch(&mut self, idx: usize, state: &FetchState, now: u64) {
+        let issuer = &self.cfg.issuers[idx];
+        let plan = issuer.fetch_plan();
+        let Some((step, request)) = fetch::next_request(&plan, state, issuer.timing.timeout_ms)
+        else {
+            self.fetch_succeeded(idx, None, now);
+            return;
+        };
+        match crate::proxy::host::dispatch(&request) {
+            Some(token) => {
+                self.inflight
+                    .insert(token, Callout::Fetch { issuer: idx, step });
+            }
+            None => {
+                log::warn!(
+                    "tollgate: issuer {}: the host refused the fetch through upstream {:?} (is the cluster defined?)",
+                    issuer.name,
+                    request.upstream
+                );
+                self.fetch_failed(idx, step, &FetchError::Transport, now);
+            }
+        }
+    }
+
+    pub(super) fn on_fetch_response(
+        &mut self,
+        idx: usize,
+        step: Step,
+        response: Option<HttpResponse>,
+        now: u64,
+    ) {
+        let issuer = &self.cfg.issuers[idx];
+        match step {
+            Step::Discovery => {
+                match fetch::read_discovery(&issuer.issuer, &issuer.fetch_plan(), response.as_ref())
+                {
+                    Ok(meta) => {
+                        let jwks_uri = meta.jwks_uri.map(String::from);
+                        let endpoint = meta.introspection_endpoint.map(String::from);
+                        let rec = self.records.get(idx).and_then(Option::as_ref);
+                        let updated = rec.and_then(|r| {
+                            r.update(
+                                |_| true,
+                                |s| {
+                                    s.jwks_uri.clone_from(&jwks_uri);
+                                    s.introspection_endpoint.clone_from(&endpoint);
+                                },
+                            )
+                        });
+                        if let Some(state) = updated {
+                            self.send_fetch(idx, &state, now);
+                        }
+                    }
+                    Err(e) => self.fetch_failed(idx, step, &e, now),
+                }
+            }
+            Step::Jwks => match fetch::read_jwks(response.as_ref()) {
+                Ok((keys, skipped)) => {
+                    let body = response.map(|r| r.body).unwrap_or_default();
+                    self.fetch_succeeded(idx, Some((keys, skipped, &body)), now);
+                }
+                Err(e) => self.fetch_failed(idx, step, &e, now),
+            },
+        }
+    }
+
+    /// Ends an attempt successfully; `keys` when it fetched a JWKS (parsed set, skipped count,
+    /// the document as fetched, for the other workers).
+    fn fetch_succeeded(&mut self, idx: usize, keys: Option<(KeySet, usize, &[u8])>, now: u64) {
+        let Some(Some(rec)) = self.records.get(idx) else {
+            return;
+        };
+        let generation = rec.read_state().0.generation.wrapping_add(1);
+        if let Some((_, _, jwks)) = &keys {
+            rec.write_keys(generation, now, jwks);
+        }
+        rec.update(|_| true, |s| s.succeed(now));
+        if let Some((keys, skipped, _)) = keys {
+            log::info!(
+                "tollgate: issuer {}: loaded {} signing keys ({skipped} skipped)",
+                self.cfg.issuers[idx].name,
+                keys.len()
+            );
+            self.ring.set(
+                idx,
+                Held {
+                    keys,
+                    fetched_at: Some(now),
+                    generation,
+                },
+            );
+            self.metrics.fetched(idx, true);
+        }
+    }
+
+    fn fetch_failed(&mut self, idx: usize, step: Step, error: &FetchError, now: u64) {
+        let issuer = &self.cfg.issuers[idx];
+        // URLs learned from discovery that fail are looked up again next time.
+        let rediscover = step == Step::Jwks
+            && matches!(
+                issuer.keys,
+                Some(KeySource::Remote {
+                    source: RemoteKeys::Discovery(_),
+                    ..
+                })
+            );
+        if let Some(Some(rec)) = self.records.get(idx) {
+            rec.update(
+                |_| true,
+                |s| {
+                    s.fail(now);
+                    if rediscover {
+                        s.jwks_uri = None;
+                    }
+                },
+            );
+        }
+        log::warn!(
+            "tollgate: issuer {}: {} fetch failed: {error}; what is held stays in use",
+            issuer.name,
+            match step {
+                Step::Discovery => "metadata",
+                Step::Jwks => "key",
+            }
+        );
+        self.metrics.fetched(idx, false);
+    }
+}

@@ -1,0 +1,397 @@
+//! Per-VM (per Envoy worker) state shared by the root context and its HTTP contexts, and the
+//! steps both use: decide a request, carry a decision out, pause requests and wake them.
+//!
+//! A request pauses for one of two things: its issuer's keys ([`keys`]: the background refresh
+//! job) or an introspection answer ([`introspection`]: single-flight callouts). Either way it
+//! is decided again, without waiting a second time, when the thing arrives, fails, or its
+//! deadline passes.
+
+mod introspection;
+mod keys;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::host;
+use super::metrics::{IntrospectionEvent, Metrics};
+use super::shared::{IssuerKeys, SharedTokenCache};
+use crate::authn::{self, Decision, MayWait};
+use crate::cache::{CacheKey, Cached};
+use crate::config::{FilterConfig, KeySource};
+use crate::jwks::fetch::Step;
+use crate::jwks::{Held, KeyRing};
+use crate::outcome::{self, Denial};
+use crate::policy::{Policy, RequestFacts};
+
+/// Tick period while nothing waits: how quickly refresh deadlines are noticed.
+const IDLE_TICK: Duration = Duration::from_millis(200);
+/// Tick period while requests wait for something another worker may be fetching.
+const WAITING_TICK: Duration = Duration::from_millis(10);
+/// Asked for when a request starts waiting: run the tick (and start the call) right away.
+const NOW_TICK: Duration = Duration::from_millis(1);
+
+/// The request facts a paused request needs to be decided again later.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedFacts {
+    pub method: String,
+    pub path: String,
+    pub authority: String,
+    pub route_name: Option<String>,
+    pub authorization: Vec<String>,
+    /// Values of the headers routes name as `issuer_header`.
+    pub headers: Vec<(String, String)>,
+}
+
+impl OwnedFacts {
+    fn view(&self) -> (RequestFacts<'_>, Vec<&str>) {
+        (
+            RequestFacts {
+                method: &self.method,
+                path: &self.path,
+                authority: &self.authority,
+                route_name: self.route_name.as_deref(),
+                headers: &self.headers,
+            },
+            self.authorization.iter().map(String::as_str).collect(),
+        )
+    }
+}
+
+/// What a paused request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitFor {
+    /// Keys newer than `generation` (or the end of the fetch attempt under way).
+    Keys { issuer: usize, generation: u64 },
+    /// The introspection answer for this token.
+    Answer { key: CacheKey },
+}
+
+#[derive(Debug)]
+struct Waiter {
+    context_id: u32,
+    wait: WaitFor,
+    since: u64,
+    deadline: u64,
+    facts: OwnedFacts,
+}
+
+/// What the HTTP context returns to the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Pause,
+}
+
+/// An outstanding callout of this worker.
+#[derive(Debug, Clone, Copy)]
+enum Callout {
+    Fetch { issuer: usize, step: Step },
+    Introspection { key: CacheKey, started: u64 },
+}
+
+pub struct Worker {
+    pub cfg: FilterConfig,
+    root_id: u32,
+    ring: KeyRing,
+    metrics: Metrics,
+    /// Shared-data records of issuers with a refresh job (`None`: nothing to fetch).
+    records: Vec<Option<IssuerKeys>>,
+    cache: SharedTokenCache,
+    waiters: Vec<Waiter>,
+    inflight: HashMap<u32, Callout>,
+    /// Introspections this worker makes (queued or in flight), by token cache key.
+    jobs: HashMap<CacheKey, introspection::Job>,
+    /// Whether any route matches on the host's route name (read only if so).
+    pub needs_route_name: bool,
+    /// Request headers routes read (`issuer_header`), gathered into [`OwnedFacts::headers`].
+    pub hint_headers: Vec<String>,
+    tick: Duration,
+}
+
+impl Worker {
+    pub fn new(cfg: FilterConfig, root_id: u32) -> Worker {
+        let mut ring = KeyRing::new(cfg.issuers.len());
+        let mut records = Vec::with_capacity(cfg.issuers.len());
+        for (idx, issuer) in cfg.issuers.iter().enumerate() {
+            if let Some(KeySource::Inline(keys)) = &issuer.keys {
+                ring.set(
+                    idx,
+                    Held {
+                        keys: keys.clone(),
+                        fetched_at: None,
+                        generation: 0,
+                    },
+                );
+            }
+            let record = (!issuer.fetch_plan().is_empty()).then(|| {
+                let rec = IssuerKeys::new(&cfg.fingerprint, &issuer.name);
+                rec.ensure_state();
+                rec
+            });
+            records.push(record);
+        }
+        let metrics = Metrics::define(
+            cfg.issuers
+                .iter()
+                .map(|i| (i.name.as_str(), i.introspection.is_some())),
+        );
+        let needs_route_name = cfg.routes.iter().any(|r| r.matcher.route_name.is_some());
+        let mut hint_headers: Vec<String> = cfg
+            .routes
+            .iter()
+            .map(|r| &r.policy)
+            .chain(cfg.default_policy.as_ref())
+            .filter_map(|p| match p {
+                Policy::Require(r) => r.issuer_header.clone(),
+                Policy::Anonymous => None,
+            })
+            .collect();
+        hint_headers.sort();
+        hint_headers.dedup();
+        let cache = SharedTokenCache {
+            slots: cfg.cache_slots,
+        };
+        host::set_tick_period(NOW_TICK);
+        Worker {
+            cfg,
+            root_id,
+            ring,
+            metrics,
+            records,
+            cache,
+            waiters: Vec::new(),
+            inflight: HashMap::new(),
+            jobs: HashMap::new(),
+            needs_route_name,
+            hint_headers,
+            tick: NOW_TICK,
+        }
+    }
+
+    fn decide(
+        &mut self,
+        facts: &OwnedFacts,
+        now: u64,
+        may_wait: MayWait,
+        fresh: Option<&Cached>,
+    ) -> Decision {
+        let (req, authorization) = facts.view();
+        authn::authenticate(
+            &self.cfg,
+            &req,
+            &authorization,
+            &self.ring,
+            &mut self.cache,
+            now,
+            may_wait,
+            fresh,
+        )
+    }
+
+    /// Decides a new request; pauses it if it must wait for keys or an introspection answer.
+    pub fn on_request(&mut self, context_id: u32, facts: OwnedFacts, now: u64) -> Flow {
+        let mut decision = self.decide(&facts, now, MayWait::Yes, None);
+        if let Decision::WaitForKeys { issuer, .. } = decision {
+            // Another worker may have fetched already.
+            if self.sync_keys(issuer) {
+                decision = self.decide(&facts, now, MayWait::Yes, None);
+            }
+        }
+        match decision {
+            Decision::WaitForKeys {
+                issuer,
+                unknown_kid,
+            } => {
+                if self.worth_waiting(issuer, unknown_kid, now) {
+                    let generation = self.ring.held(issuer).map_or(0, |h| h.generation);
+                    let deadline = now.saturating_add(self.cfg.issuers[issuer].timing.lease_ms());
+                    self.pause(
+                        context_id,
+                        WaitFor::Keys { issuer, generation },
+                        now,
+                        deadline,
+                        facts,
+                    );
+                    return Flow::Pause;
+                }
+                let decision = self.decide(&facts, now, MayWait::No, None);
+                self.apply(decision, false)
+            }
+            Decision::Introspect {
+                issuer,
+                key,
+                verified,
+            } => {
+                let deadline = self.introspect(issuer, key, verified, &facts, now);
+                self.pause(context_id, WaitFor::Answer { key }, now, deadline, facts);
+                Flow::Pause
+            }
+            decision => self.apply(decision, false),
+        }
+    }
+
+    fn pause(
+        &mut self,
+        context_id: u32,
+        wait: WaitFor,
+        now: u64,
+        deadline: u64,
+        facts: OwnedFacts,
+    ) {
+        self.waiters.push(Waiter {
+            context_id,
+            wait,
+            since: now,
+            deadline,
+            facts,
+        });
+        self.set_tick(NOW_TICK);
+    }
+
+    /// Carries a decision out on the current (effective) HTTP context. `fresh`: the decision
+    /// used an introspection answer that just arrived (so a refusal is not a cache hit).
+    fn apply(&self, decision: Decision, fresh: bool) -> Flow {
+        match decision {
+            Decision::Allow {
+                issuer,
+                headers,
+                cache_hit,
+            } => {
+                if let Some(i) = issuer {
+                    self.metrics.allowed(i, cache_hit);
+                }
+                for (name, value) in &headers {
+                    host::set_request_header(name, value);
+                }
+                if self.cfg.identity.drop_authorization {
+                    host::remove_request_header("authorization");
+                }
+                Flow::Continue
+            }
+            Decision::Deny { denial, issuer } => {
+                if let (Denial::InactiveToken, Some(i), false) = (&denial, issuer, fresh) {
+                    self.metrics
+                        .introspection(i, IntrospectionEvent::NegativeCacheHit);
+                }
+                self.deny(&denial, issuer)
+            }
+            Decision::WaitForKeys { issuer, .. } => {
+                self.deny(&Denial::KeysUnavailable, Some(issuer))
+            }
+            Decision::Introspect { issuer, .. } => {
+                self.deny(&Denial::IntrospectionUnavailable, Some(issuer))
+            }
+        }
+    }
+
+    fn deny(&self, denial: &Denial, issuer: Option<usize>) -> Flow {
+        self.metrics.denied(issuer, denial);
+        let name = issuer
+            .and_then(|i| self.cfg.issuers.get(i))
+            .map_or("-", |i| i.name.as_str());
+        log::debug!("tollgate: denied ({}), issuer {name}", denial.code());
+        let reply = outcome::reply(denial, &self.cfg.realm);
+        if !host::send_response(reply.status, &reply.headers, &reply.body) {
+            log::warn!("tollgate: the host refused the local reply");
+        }
+        Flow::Pause
+    }
+
+    /// Forgets a request that ended (client gone) while it waited.
+    pub fn forget(&mut self, context_id: u32) {
+        self.waiters.retain(|w| w.context_id != context_id);
+    }
+
+    /// The periodic step: refresh jobs, queued introspections, then paused requests.
+    pub fn on_tick(&mut self, now: u64) {
+        self.run_refresh_jobs(now);
+        self.send_introspections(now);
+        self.wake(now);
+        self.set_tick(if self.waiters.is_empty() {
+            IDLE_TICK
+        } else {
+            WAITING_TICK
+        });
+    }
+
+    fn set_tick(&mut self, period: Duration) {
+        if self.tick != period {
+            self.tick = period;
+            host::set_tick_period(period);
+        }
+    }
+
+    /// A callout came back (`response` is `None` when there was no HTTP answer).
+    pub fn on_callout_response(
+        &mut self,
+        token: u32,
+        response: Option<crate::http::HttpResponse>,
+        now: u64,
+    ) {
+        match self.inflight.remove(&token) {
+            Some(Callout::Fetch { issuer, step }) => {
+                self.on_fetch_response(issuer, step, response, now)
+            }
+            Some(Callout::Introspection { key, started }) => {
+                self.on_introspection_response(key, started, response, now)
+            }
+            None => {}
+        }
+        self.wake(now);
+    }
+
+    /// Decides again every paused request whose wait is over; resumes the allowed ones.
+    fn wake(&mut self, now: u64) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let mut done_at: HashMap<usize, u64> = HashMap::new();
+        let mut ready = Vec::new();
+        let mut waiting = Vec::with_capacity(self.waiters.len());
+        for w in std::mem::take(&mut self.waiters) {
+            let over = now >= w.deadline
+                || match w.wait {
+                    WaitFor::Keys { issuer, generation } => {
+                        let attempt_ended = *done_at.entry(issuer).or_insert_with(|| {
+                            self.records
+                                .get(issuer)
+                                .and_then(Option::as_ref)
+                                .and_then(|r| r.read_state().0.done_at)
+                                .unwrap_or(0)
+                        });
+                        self.ring.held(issuer).map_or(0, |h| h.generation) != generation
+                            || attempt_ended > w.since
+                    }
+                    // Our own call answers through `answer`; another worker's lands in the cache.
+                    WaitFor::Answer { key } => {
+                        !self.jobs.contains_key(&key) && self.cache.peek(&key, now)
+                    }
+                };
+            if over {
+                ready.push(w);
+            } else {
+                waiting.push(w);
+            }
+        }
+        self.waiters = waiting;
+        for w in ready {
+            if let WaitFor::Keys { issuer, .. } = w.wait {
+                // Keys another worker fetched are in shared data, not yet in this ring.
+                self.sync_keys(issuer);
+            }
+            self.resume(w, now, None);
+        }
+        host::set_effective_context(self.root_id);
+    }
+
+    /// Decides a paused request again (it may not wait twice) and carries the decision out.
+    fn resume(&mut self, w: Waiter, now: u64, fresh: Option<&Cached>) {
+        if !host::set_effective_context(w.context_id) {
+            return; // the request is gone
+        }
+        let decision = self.decide(&w.facts, now, MayWait::No, fresh);
+        if self.apply(decision, fresh.is_some()) == Flow::Continue {
+            host::resume_request();
+        }
+    }
+}
