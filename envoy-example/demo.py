@@ -38,9 +38,17 @@ Get one from AS-2:
   TOKEN2=$(curl -s -u dot-client:dot-secret {AS2_ISSUER}/token/ \\
       -d grant_type=client_credentials -d scope=read | jq -r .access_token)
 
+Opaque tokens (no resource=) are checked by introspection at the AS that minted them:
+  OPAQUE1=$(curl -s -u demo-client:demo-secret {AS1_ISSUER}/token \\
+      -d grant_type=client_credentials -d scope=read | jq -r .access_token)
+  OPAQUE2=$(curl -s -u dot-opaque:dot-opaque-secret {AS2_ISSUER}/token/ \\
+      -d grant_type=client_credentials -d scope=read | jq -r .access_token)   # starts with dot_
+
 Call the protected API (the upstream echoes the headers it received, identity included):
   curl -s -H "Authorization: Bearer $TOKEN1" http://127.0.0.1:{API}/api/orders
   curl -s -H "Authorization: Bearer $TOKEN2" http://127.0.0.1:{API}/api/orders
+  curl -s -H "Authorization: Bearer $OPAQUE1" http://127.0.0.1:{API}/api/orders
+  curl -s -H "Authorization: Bearer $OPAQUE2" http://127.0.0.1:{API}/api/orders
   curl -si http://127.0.0.1:{API}/api/orders                                   # 401, no token
   curl -si -H "Authorization: Bearer $TOKEN1" http://127.0.0.1:{API}/api/admin/x  # 403, needs scope admin
   curl -s http://127.0.0.1:{API}/public/hello                                  # anonymous route
@@ -78,9 +86,15 @@ def check() -> bool:
                                    scope="read", resource="https://api.test/jwt")["access_token"]
     t2 = tokens.client_credentials(f"{AS2_ISSUER}/token/", "dot-client", "dot-secret",
                                    scope="read")["access_token"]
+    o1 = tokens.client_credentials(f"{AS1_ISSUER}/token", "demo-client", "demo-secret",
+                                   scope="read")["access_token"]
+    o2 = tokens.client_credentials(f"{AS2_ISSUER}/token/", "dot-opaque", "dot-opaque-secret",
+                                   scope="read")["access_token"]
     cases = [
         ("AS-1 token", "/api/orders", t1, 200),
         ("AS-2 token", "/api/orders", t2, 200),
+        ("AS-1 opaque token", "/api/orders", o1, 200),
+        ("AS-2 opaque token", "/api/orders", o2, 200),
         ("no token", "/api/orders", None, 401),
         ("scope admin missing", "/api/admin/x", t1, 403),
         ("anonymous route", "/public/hello", None, 200),
