@@ -27,6 +27,8 @@ pub(super) struct Job {
     sent: bool,
     /// Whether this worker holds the cross-worker lease for the token.
     leased: bool,
+    /// A job still queued at this time (endpoint never found) is given up.
+    deadline: u64,
 }
 
 impl Worker {
@@ -73,6 +75,7 @@ impl Worker {
                 verified,
                 sent: false,
                 leased: lease == Lease::Taken,
+                deadline,
             },
         );
         deadline
@@ -105,8 +108,17 @@ impl Worker {
                     .and_then(|u| url::Url::parse(&u).ok()),
             };
             let Some(endpoint) = endpoint else {
-                // Discovery has not (yet) found the endpoint; waiters get 503 at their deadline
-                // unless the refresh job finds it first.
+                // Discovery has not (yet) found the endpoint: keep the job queued for the
+                // refresh job to find it, up to the waiting requests' deadline.
+                if now >= job.deadline {
+                    let idx = job.issuer;
+                    log::warn!(
+                        "tollgate: issuer {}: introspection endpoint not known (metadata not fetched)",
+                        issuer.name
+                    );
+                    self.metrics.introspection(idx, IntrospectionEvent::Failed("no_endpoint"));
+                    self.finish_job(key, None, now);
+                }
                 continue;
             };
             let request = introspect::request(
