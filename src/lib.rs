@@ -38,6 +38,7 @@ pub mod authn;
 pub mod cache;
 pub mod config;
 pub mod extract;
+pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod introspect;

@@ -1,0 +1,10 @@
+//! The OAuth endpoint gateway ("authorization server replacement"): clients talk to one set of
+//! OAuth endpoints on the gateway, and each call goes to the authorization server that owns it.
+//!
+//! - [`path`]: which endpoint, and the issuer named in the path
+//! - [`form`]: form bodies and Basic client credentials (RFC 6749 §2.3.1)
+//! - [`tag`]: `<issuer>.<value>` tags for stateless routing ("authorization server proxy")
+
+pub mod form;
+pub mod path;
+pub mod tag;

@@ -1,0 +1,137 @@
+//! Gateway paths: which OAuth endpoint a request under the base path asks for, and the issuer
+//! named in the path, if any (`{base}/{issuer}/{endpoint}`).
+
+/// The endpoints the gateway exposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Authorize,
+    Token,
+    Introspect,
+    Revoke,
+    Userinfo,
+    /// RFC 7591 registration.
+    Register,
+    /// RFC 7592 management of one registered client (`register/{client_id}`).
+    ClientConfiguration,
+    /// `.well-known/openid-configuration`
+    OidcDiscovery,
+    /// `.well-known/oauth-authorization-server` (RFC 8414)
+    AsMetadata,
+}
+
+impl Endpoint {
+    /// Whether the call needs the request body to be routed or rewritten.
+    pub fn reads_body(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Token | Endpoint::Introspect | Endpoint::Revoke | Endpoint::Register
+        )
+    }
+}
+
+/// A parsed gateway path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<'p> {
+    /// The issuer name in the path (`{base}/{issuer}/...`).
+    pub issuer: Option<&'p str>,
+    pub endpoint: Endpoint,
+    /// For [`Endpoint::ClientConfiguration`]: the client id segment (still percent-encoded).
+    pub client_id: Option<&'p str>,
+}
+
+/// Parses `path` (without query) under `base` (e.g. `/oauth2`). `is_issuer` tells configured
+/// issuer names. `None`: not a gateway path (or an unknown endpoint under it).
+pub fn parse<'p>(
+    base: &str,
+    path: &'p str,
+    is_issuer: impl Fn(&str) -> bool,
+) -> Option<Target<'p>> {
+    let rest = path.strip_prefix(base.trim_end_matches('/'))?;
+    let rest = rest.strip_prefix('/')?;
+    let mut segments: Vec<&str> = rest.split('/').collect();
+    let issuer = match segments.first() {
+        Some(first) if segments.len() > 1 && is_issuer(first) => {
+            let name = *first;
+            segments.remove(0);
+            Some(name)
+        }
+        _ => None,
+    };
+    let (endpoint, client_id) = match segments.as_slice() {
+        ["authorize"] => (Endpoint::Authorize, None),
+        ["token"] => (Endpoint::Token, None),
+        ["introspect"] => (Endpoint::Introspect, None),
+        ["revoke"] => (Endpoint::Revoke, None),
+        ["userinfo"] => (Endpoint::Userinfo, None),
+        ["register"] => (Endpoint::Register, None),
+        ["register", id] if !id.is_empty() => (Endpoint::ClientConfiguration, Some(*id)),
+        [".well-known", "openid-configuration"] => (Endpoint::OidcDiscovery, None),
+        [".well-known", "oauth-authorization-server"] => (Endpoint::AsMetadata, None),
+        _ => return None,
+    };
+    Some(Target {
+        issuer,
+        endpoint,
+        client_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(name: &str) -> bool {
+        matches!(name, "as1" | "as2")
+    }
+
+    #[test]
+    fn endpoints_with_and_without_an_issuer_segment() {
+        let t = parse("/oauth2", "/oauth2/token", known).unwrap();
+        assert_eq!((t.issuer, t.endpoint), (None, Endpoint::Token));
+        let t = parse("/oauth2/", "/oauth2/as2/authorize", known).unwrap();
+        assert_eq!((t.issuer, t.endpoint), (Some("as2"), Endpoint::Authorize));
+        let t = parse("/oauth2", "/oauth2/as1/register/abc%2F1", known).unwrap();
+        assert_eq!(t.endpoint, Endpoint::ClientConfiguration);
+        assert_eq!(t.client_id, Some("abc%2F1"));
+        let t = parse(
+            "/oauth2",
+            "/oauth2/as1/.well-known/openid-configuration",
+            known,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.issuer, t.endpoint),
+            (Some("as1"), Endpoint::OidcDiscovery)
+        );
+        let t = parse(
+            "/oauth2",
+            "/oauth2/.well-known/oauth-authorization-server",
+            known,
+        )
+        .unwrap();
+        assert_eq!((t.issuer, t.endpoint), (None, Endpoint::AsMetadata));
+    }
+
+    #[test]
+    fn unknown_paths_are_not_gateway_calls() {
+        assert_eq!(parse("/oauth2", "/oauth2", known), None);
+        assert_eq!(parse("/oauth2", "/oauth2x/token", known), None);
+        assert_eq!(
+            parse("/oauth2", "/oauth2/as3/token", known),
+            None,
+            "unknown issuer segment"
+        );
+        assert_eq!(parse("/oauth2", "/oauth2/token/extra", known), None);
+        assert_eq!(parse("/oauth2", "/api/token", known), None);
+        assert_eq!(parse("/oauth2", "/oauth2/register/", known), None);
+    }
+
+    #[test]
+    fn an_issuer_named_like_an_endpoint_is_only_a_selector_before_one() {
+        let is_token = |n: &str| n == "token";
+        let t = parse("/oauth2", "/oauth2/token", is_token).unwrap();
+        assert_eq!((t.issuer, t.endpoint), (None, Endpoint::Token));
+        let t = parse("/oauth2", "/oauth2/token/token", is_token).unwrap();
+        assert_eq!((t.issuer, t.endpoint), (Some("token"), Endpoint::Token));
+    }
+}
