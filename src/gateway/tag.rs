@@ -10,10 +10,7 @@ pub fn tag(issuer_name: &str, value: &str) -> String {
 
 /// The issuer a tagged value names (by `index_of` over configured issuer names) and the value
 /// without its tag. `None` if the value carries no known tag.
-pub fn untag<'v>(
-    value: &'v str,
-    index_of: impl Fn(&str) -> Option<usize>,
-) -> Option<(usize, &'v str)> {
+pub fn untag(value: &str, index_of: impl Fn(&str) -> Option<usize>) -> Option<(usize, &str)> {
     let (name, rest) = value.split_once('.')?;
     if rest.is_empty() {
         return None;
