@@ -230,6 +230,54 @@ fn schema_defaults_are_the_plugin_defaults() {
     }
 }
 
+#[test]
+fn introspection_schema_defaults_are_the_plugin_defaults() {
+    let minimal = json!({
+        "issuers": [{
+            "name": "legacy",
+            "issuer": "https://auth.example.com",
+            "introspection": {
+                "endpoint": "https://auth.example.com/introspect",
+                "upstream": "legacy_as",
+                "client_id": "gateway",
+                "client_secret": "change-me"
+            },
+            "opaque_tokens": {"pattern": "[a-f0-9]{32}"}
+        }],
+        "default_route": {}
+    });
+    let schema = schema();
+    let defs = &schema["$defs"];
+    let mut explicit = minimal.clone();
+    fill_defaults(&mut explicit["issuers"][0], &defs["issuer"]);
+    fill_defaults(
+        &mut explicit["issuers"][0]["introspection"],
+        &defs["introspection"],
+    );
+    fill_defaults(
+        &mut explicit["issuers"][0]["opaque_tokens"],
+        &defs["opaqueTokens"],
+    );
+    assert_eq!(
+        explicit["issuers"][0]["introspection"]["auth_method"],
+        "client_secret_basic"
+    );
+    assert_eq!(
+        explicit["issuers"][0]["opaque_tokens"]["prefixes"],
+        json!([])
+    );
+    assert_no_failures(
+        "defaults written out",
+        &schema_errors(&validator(), &explicit),
+    );
+    for (with_defaults, without) in compiled(&explicit).into_iter().zip(compiled(&minimal)) {
+        assert_eq!(
+            with_defaults, without,
+            "the schema's defaults differ from the plugin's"
+        );
+    }
+}
+
 /// The ```` ```json tollgate-config ```` blocks of a Markdown text.
 fn tagged_config_blocks(markdown: &str) -> Vec<String> {
     let mut blocks = Vec::new();

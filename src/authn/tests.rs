@@ -108,7 +108,12 @@ struct Env {
 impl Env {
     /// The standard configuration with top-level members of `extra` replaced.
     fn with(extra: Value) -> Env {
-        let cfg = FilterConfig::parse(config_json(extra).as_bytes()).expect("test config parses");
+        Env::from_text(&config_json(extra))
+    }
+
+    /// Any configuration (inline keys go into the ring).
+    fn from_text(text: &str) -> Env {
+        let cfg = FilterConfig::parse(text.as_bytes()).expect("test config parses");
         let mut ring = KeyRing::new(cfg.issuers.len());
         for (i, issuer) in cfg.issuers.iter().enumerate() {
             if let Some(KeySource::Inline(keys)) = &issuer.keys {
@@ -154,12 +159,26 @@ impl Env {
         now_ms: u64,
         may_wait: MayWait,
     ) -> Decision {
+        self.decide_full(path, authorization, &[], now_ms, may_wait, None)
+    }
+
+    /// `GET path` with other request headers (for `issuer_header`) and an introspection
+    /// answer that just arrived (`fresh`).
+    fn decide_full(
+        &mut self,
+        path: &str,
+        authorization: &[&str],
+        headers: &[(String, String)],
+        now_ms: u64,
+        may_wait: MayWait,
+        fresh: Option<&Cached>,
+    ) -> Decision {
         let req = RequestFacts {
             method: "GET",
             path,
             authority: "api.example.com",
             route_name: None,
-            headers: &[],
+            headers,
         };
         authenticate(
             &self.cfg,
@@ -169,7 +188,7 @@ impl Env {
             &mut self.cache,
             now_ms,
             may_wait,
-            None,
+            fresh,
         )
     }
 
@@ -817,4 +836,744 @@ fn claim_mismatch() {
     assert!(allowed(AS1, false)(
         &env.bearer("/tenant", &tenant_token(Some("acme")))
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opaque tokens and introspection (a second configuration)
+// ---------------------------------------------------------------------------------------------
+//
+// Issuers, in this order:
+// - `jwt1` (index 0): `https://as1.example.com`, the standard `as1` keys, no introspection;
+// - `op1` (1): introspection only, `opaque_tokens.prefixes` ["op1_"];
+// - `op2` (2): introspection only, `opaque_tokens.pattern` "op[0-9]_[a-z0-9]*" (so it also
+//   matches `op1_…` tokens: `op1` comes first and wins those);
+// - `op3` (3): introspection only, no rule (reached by a route's `opaque_issuer` or hint);
+// - `jwt2` (4): `https://as2.example.com`, key `rsa-b`, introspection with `introspect_jwts`.
+
+const JWT1: usize = 0;
+const OP1: usize = 1;
+const OP2: usize = 2;
+const OP3: usize = 3;
+const JWT2: usize = 4;
+const HINT: &str = "x-issuer";
+const NEGATIVE_TTL_MS: u64 = 10_000;
+const MAX_TTL_MS: u64 = 300_000;
+
+fn introspection_of(name: &str) -> Value {
+    json!({
+        "endpoint": format!("https://{name}.example.com/introspect"),
+        "upstream": name,
+        "client_id": "tollgate",
+        "client_secret": "secret",
+    })
+}
+
+fn opaque_config_json(extra: Value) -> String {
+    let mut jwt2_intro = introspection_of("jwt2");
+    jwt2_intro["introspect_jwts"] = json!(true);
+    let mut cfg = json!({
+        "issuers": [
+            {
+                "name": "jwt1",
+                "issuer": ISS_A,
+                "audiences": [AUD],
+                "jwks": {"inline": jwks(&[TestKey::RsaA.public_jwk()])},
+            },
+            {
+                "name": "op1",
+                "issuer": "https://op1.example.com",
+                "introspection": introspection_of("op1"),
+                "opaque_tokens": {"prefixes": ["op1_"]},
+            },
+            {
+                "name": "op2",
+                "issuer": "https://op2.example.com",
+                "introspection": introspection_of("op2"),
+                "opaque_tokens": {"pattern": "op[0-9]_[a-z0-9]*"},
+            },
+            {
+                "name": "op3",
+                "issuer": "https://op3.example.com",
+                "introspection": introspection_of("op3"),
+            },
+            {
+                "name": "jwt2",
+                "issuer": ISS_B,
+                "algorithms": ["RS256"],
+                "jwks": {"inline": jwks(&[TestKey::RsaB.public_jwk()])},
+                "introspection": jwt2_intro,
+            },
+        ],
+        "routes": [
+            {"match": {"prefix": "/any"}, "require": {}},
+            {"match": {"prefix": "/dflt-hint"},
+             "require": {"opaque_issuer": "op3", "issuer_header": HINT}},
+            {"match": {"prefix": "/dflt"}, "require": {"opaque_issuer": "op3"}},
+            {"match": {"prefix": "/hint-all"}, "require": {"issuer_header": HINT}},
+            {"match": {"prefix": "/hint"},
+             "require": {"issuers": ["jwt1", "op1", "op3"], "issuer_header": HINT}},
+            {"match": {"prefix": "/op1only"},
+             "require": {"issuers": ["op1"], "opaque_issuer": "op1"}},
+            {"match": {"prefix": "/scoped"},
+             "require": {"scopes": ["read"], "opaque_issuer": "op3"}},
+            {"match": {"prefix": "/jwt1"}, "require": {"issuers": ["jwt1"]}},
+        ],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    cfg.to_string()
+}
+
+fn opaque_env() -> Env {
+    Env::from_text(&opaque_config_json(json!({})))
+}
+
+impl Env {
+    /// `GET path` with the bearer `token` and, when given, `x-issuer: <hint>`.
+    fn opaque(&mut self, path: &str, token: &str, hint: Option<&str>) -> Decision {
+        self.opaque_full(path, token, hint, MayWait::Yes, None)
+    }
+
+    fn opaque_full(
+        &mut self,
+        path: &str,
+        token: &str,
+        hint: Option<&str>,
+        may_wait: MayWait,
+        fresh: Option<&Cached>,
+    ) -> Decision {
+        let value = format!("Bearer {token}");
+        let headers: Vec<(String, String)> = hint
+            .map(|h| (HINT.to_owned(), h.to_owned()))
+            .into_iter()
+            .collect();
+        self.decide_full(path, &[&value], &headers, NOW_MS, may_wait, fresh)
+    }
+
+    fn key(&self, token: &str) -> CacheKey {
+        cache::key_for(&self.cfg.fingerprint, token)
+    }
+
+    /// The decision to introspect `token` at `issuer` (an opaque token: no verified JWT).
+    fn introspect_at(&self, issuer: usize, token: &str) -> Decision {
+        Decision::Introspect {
+            issuer,
+            key: self.key(token),
+            verified: None,
+        }
+    }
+}
+
+/// Claims an introspection answer carries (RFC 7662 members, `active` removed).
+fn answer_claims(scope: &str) -> serde_json::Map<String, Value> {
+    json!({"sub": "dana", "client_id": "mobile", "scope": scope, "exp": NOW_S + 3600})
+        .as_object()
+        .cloned()
+        .unwrap()
+}
+
+/// The cache entry the adapter makes from an `active: true` answer of `issuer`.
+fn active_entry(issuer: usize, scope: &str) -> Cached {
+    let answer = crate::introspect::Answer::Active {
+        claims: answer_claims(scope),
+        exp_s: Some(NOW_S + 3600),
+    };
+    crate::introspect::entry(issuer, answer, None, ttl(), NOW_MS)
+}
+
+/// The cache entry the adapter makes from an `active: false` answer of `issuer`.
+fn inactive_entry(issuer: usize) -> Cached {
+    let answer = crate::introspect::Answer::Inactive("the token is not active");
+    crate::introspect::entry(issuer, answer, None, ttl(), NOW_MS)
+}
+
+fn ttl() -> crate::introspect::Ttl {
+    crate::introspect::Ttl {
+        max_ms: MAX_TTL_MS,
+        negative_ms: NEGATIVE_TTL_MS,
+    }
+}
+
+fn denied(denial: Denial, issuer: Option<usize>) -> Decision {
+    Decision::Deny { denial, issuer }
+}
+
+#[test]
+fn introspection_config_is_as_documented() {
+    let env = opaque_env();
+    let names: Vec<&str> = env.cfg.issuers.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["jwt1", "op1", "op2", "op3", "jwt2"]);
+    let intro = env.cfg.issuers[JWT2].introspection.as_ref().unwrap();
+    assert!(intro.introspect_jwts);
+    assert_eq!(
+        intro.ttl,
+        ttl(),
+        "the defaults the entries here are built with"
+    );
+}
+
+#[test]
+fn opaque_token_rules_are_tried_in_issuer_order() {
+    let mut env = opaque_env();
+    // "op1_abc" matches op1's prefix and op2's pattern: op1 comes first.
+    assert_eq!(
+        env.opaque("/any", "op1_abc", None),
+        env.introspect_at(OP1, "op1_abc")
+    );
+    assert_eq!(
+        env.opaque("/any", "op2_abc", None),
+        env.introspect_at(OP2, "op2_abc")
+    );
+    assert_eq!(
+        env.opaque("/any", "op7_x", None),
+        env.introspect_at(OP2, "op7_x")
+    );
+    // The pattern must match the whole token.
+    assert_eq!(
+        env.opaque("/any", "op2_ABC", None),
+        invalid_token(issuer::NO_RULE, None)
+    );
+    assert_eq!(
+        env.opaque("/any", "xop2_abc", None),
+        invalid_token(issuer::NO_RULE, None)
+    );
+    assert_eq!(
+        (env.cache.gets, env.cache.puts),
+        (5, 0),
+        "looked up, never stored"
+    );
+}
+
+#[test]
+fn a_matching_rule_wins_over_the_routes_default_and_the_hint() {
+    let mut env = opaque_env();
+    assert_eq!(
+        env.opaque("/dflt", "op2_abc", None),
+        env.introspect_at(OP2, "op2_abc")
+    );
+    assert_eq!(
+        env.opaque("/hint", "op1_abc", Some("op3")),
+        env.introspect_at(OP1, "op1_abc")
+    );
+    assert_eq!(
+        env.opaque("/dflt-hint", "op1_abc", Some("op3")),
+        env.introspect_at(OP1, "op1_abc")
+    );
+    // The rule names op2, which the route does not accept: refused, and the route's own
+    // default (op1) is not asked about another issuer's token.
+    assert_eq!(
+        env.opaque("/op1only", "op2_abc", None),
+        invalid_token(NOT_ACCEPTED_HERE, Some(OP2))
+    );
+    assert_eq!(
+        env.opaque("/hint", "op2_abc", Some("op1")),
+        invalid_token(NOT_ACCEPTED_HERE, Some(OP2))
+    );
+}
+
+#[test]
+fn the_routes_opaque_issuer_applies_when_no_rule_matches() {
+    let mut env = opaque_env();
+    assert_eq!(
+        env.opaque("/dflt", "zzz", None),
+        env.introspect_at(OP3, "zzz")
+    );
+    assert_eq!(
+        env.opaque("/op1only", "zzz", None),
+        env.introspect_at(OP1, "zzz")
+    );
+    // opaque_issuer comes before the hint.
+    assert_eq!(
+        env.opaque("/dflt-hint", "zzz", Some("op1")),
+        env.introspect_at(OP3, "zzz")
+    );
+    assert_eq!(
+        env.opaque("/dflt-hint", "zzz", Some("nope")),
+        env.introspect_at(OP3, "zzz")
+    );
+}
+
+#[test]
+fn the_issuer_header_names_one_of_the_routes_introspecting_issuers() {
+    let mut env = opaque_env();
+    assert_eq!(
+        env.opaque("/hint", "zzz", Some("op3")),
+        env.introspect_at(OP3, "zzz")
+    );
+    assert_eq!(
+        env.opaque("/hint", "zzz", Some("op1")),
+        env.introspect_at(OP1, "zzz")
+    );
+    assert_eq!(
+        env.opaque("/hint-all", "zzz", Some("op2")),
+        env.introspect_at(OP2, "zzz")
+    );
+    let bad_hint = invalid_token(issuer::BAD_HINT, None);
+    for hint in [
+        "op2",  // not among the route's issuers
+        "jwt1", // accepted, but has no introspection
+        "jwt2", // introspects, but not accepted here
+        "nope", // no such issuer
+        "OP3",  // names are exact
+        "",
+    ] {
+        assert_eq!(env.opaque("/hint", "zzz", Some(hint)), bad_hint, "{hint:?}");
+    }
+    assert_eq!(env.opaque("/hint-all", "zzz", Some("jwt1")), bad_hint);
+    // No header: no rule.
+    assert_eq!(
+        env.opaque("/hint", "zzz", None),
+        invalid_token(issuer::NO_RULE, None)
+    );
+    assert_eq!((env.cache.puts, env.cache.hits), (0, 0));
+}
+
+#[test]
+fn no_rule_no_default_no_hint_refuses_the_token() {
+    let mut env = opaque_env();
+    let no_rule = invalid_token(issuer::NO_RULE, None);
+    for token in ["zzz", "a.b.c", "eyJhbGciOiJSUzI1NiJ9.e30", "a.b.c.d"] {
+        assert_eq!(env.opaque("/any", token, None), no_rule, "{token}");
+        // The hint header is ignored on a route that has no issuer_header.
+        assert_eq!(env.opaque("/any", token, Some("op3")), no_rule, "{token}");
+    }
+}
+
+/// Every combination of route, token and hint: a decision to introspect names exactly the
+/// issuer the rules select (first matching `opaque_tokens` rule, then `opaque_issuer`, then an
+/// accepted introspecting issuer named by the hint), and no other outcome is an introspection.
+#[test]
+fn introspection_is_only_ever_at_the_selected_issuer() {
+    struct Rules {
+        path: &'static str,
+        /// Empty: every issuer.
+        accepts: &'static [usize],
+        opaque_issuer: Option<usize>,
+        hint: bool,
+    }
+    let routes = [
+        Rules {
+            path: "/any",
+            accepts: &[],
+            opaque_issuer: None,
+            hint: false,
+        },
+        Rules {
+            path: "/dflt-hint",
+            accepts: &[],
+            opaque_issuer: Some(OP3),
+            hint: true,
+        },
+        Rules {
+            path: "/dflt",
+            accepts: &[],
+            opaque_issuer: Some(OP3),
+            hint: false,
+        },
+        Rules {
+            path: "/hint-all",
+            accepts: &[],
+            opaque_issuer: None,
+            hint: true,
+        },
+        Rules {
+            path: "/hint",
+            accepts: &[JWT1, OP1, OP3],
+            opaque_issuer: None,
+            hint: true,
+        },
+        Rules {
+            path: "/op1only",
+            accepts: &[OP1],
+            opaque_issuer: Some(OP1),
+            hint: false,
+        },
+    ];
+    let by_rule = |token: &str| {
+        let b = token.as_bytes();
+        if token.starts_with("op1_") {
+            Some(OP1)
+        } else if b.len() >= 4
+            && b.starts_with(b"op")
+            && b[2].is_ascii_digit()
+            && b[3] == b'_'
+            && b[4..]
+                .iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            Some(OP2)
+        } else {
+            None
+        }
+    };
+    let index = |name: &str| {
+        ["jwt1", "op1", "op2", "op3", "jwt2"]
+            .iter()
+            .position(|n| *n == name)
+    };
+    let introspects = [OP1, OP2, OP3, JWT2];
+    let mut env = opaque_env();
+    let mut introspections = 0;
+    for route in &routes {
+        let accepted = |i: usize| route.accepts.is_empty() || route.accepts.contains(&i);
+        for token in [
+            "op1_abc", "op1_", "op2_abc", "op9_0", "op2_ABC", "zzz", "a.b.c", "op3",
+        ] {
+            for hint in [
+                None,
+                Some("jwt1"),
+                Some("op1"),
+                Some("op2"),
+                Some("op3"),
+                Some("jwt2"),
+                Some("x"),
+            ] {
+                let expected = match by_rule(token) {
+                    Some(i) if accepted(i) => env.introspect_at(i, token),
+                    Some(i) => invalid_token(NOT_ACCEPTED_HERE, Some(i)),
+                    None => match (route.opaque_issuer, route.hint, hint) {
+                        (Some(i), _, _) => env.introspect_at(i, token),
+                        (None, true, Some(h)) => match index(h) {
+                            Some(i) if accepted(i) && introspects.contains(&i) => {
+                                env.introspect_at(i, token)
+                            }
+                            _ => invalid_token(issuer::BAD_HINT, None),
+                        },
+                        _ => invalid_token(issuer::NO_RULE, None),
+                    },
+                };
+                let got = env.opaque(route.path, token, hint);
+                assert_eq!(got, expected, "{} {token} {hint:?}", route.path);
+                introspections += usize::from(matches!(got, Decision::Introspect { .. }));
+            }
+        }
+    }
+    assert!(introspections > 50, "{introspections}");
+    assert_eq!(env.cache.puts, 0);
+}
+
+#[test]
+fn introspect_decision_carries_the_tokens_cache_key() {
+    let mut env = opaque_env();
+    let d = env.opaque("/any", "op1_abc", None);
+    let Decision::Introspect {
+        issuer,
+        key,
+        verified,
+    } = d
+    else {
+        panic!("{d:?}");
+    };
+    assert_eq!(issuer, OP1);
+    assert_eq!(key, cache::key_for(&env.cfg.fingerprint, "op1_abc"));
+    assert_ne!(key, cache::key_for(&env.cfg.fingerprint, "op1_abd"));
+    assert_eq!(verified, None);
+}
+
+#[test]
+fn introspection_is_unavailable_when_the_request_may_not_wait() {
+    let mut env = opaque_env();
+    assert_eq!(
+        env.opaque_full("/any", "op2_abc", None, MayWait::No, None),
+        denied(Denial::IntrospectionUnavailable, Some(OP2))
+    );
+    assert_eq!(
+        env.opaque_full("/hint", "zzz", Some("op3"), MayWait::No, None),
+        denied(Denial::IntrospectionUnavailable, Some(OP3))
+    );
+    // Refusals that need no answer stay what they are.
+    assert_eq!(
+        env.opaque_full("/any", "zzz", None, MayWait::No, None),
+        invalid_token(issuer::NO_RULE, None)
+    );
+}
+
+#[test]
+fn a_fresh_active_answer_allows_with_the_answers_identity() {
+    let mut env = opaque_env();
+    let fresh = active_entry(OP3, "read");
+    for may_wait in [MayWait::Yes, MayWait::No] {
+        let d = env.opaque_full("/scoped", "zzz", None, may_wait, Some(&fresh));
+        let expected: Vec<(String, String)> = [
+            ("x-tollgate-client-id", "mobile"),
+            ("x-tollgate-scope", "read"),
+            ("x-tollgate-sub", "dana"),
+            ("x-tollgate-issuer", "op3"),
+        ]
+        .iter()
+        .map(|(h, v)| ((*h).to_owned(), (*v).to_owned()))
+        .collect();
+        assert_eq!(
+            d,
+            Decision::Allow {
+                issuer: Some(OP3),
+                headers: expected,
+                cache_hit: false,
+            }
+        );
+    }
+    assert_eq!(
+        (env.cache.gets, env.cache.puts),
+        (0, 0),
+        "the answer, not the cache"
+    );
+}
+
+#[test]
+fn a_fresh_active_answer_still_meets_the_routes_requirements() {
+    let mut env = opaque_env();
+    assert_eq!(
+        env.opaque_full(
+            "/scoped",
+            "zzz",
+            None,
+            MayWait::Yes,
+            Some(&active_entry(OP3, "write"))
+        ),
+        denied(
+            Denial::InsufficientScope {
+                scope: "read".into()
+            },
+            Some(OP3)
+        )
+    );
+    // An answer from an issuer the route does not accept.
+    assert_eq!(
+        env.opaque_full(
+            "/jwt1",
+            "zzz",
+            None,
+            MayWait::Yes,
+            Some(&active_entry(OP3, "read"))
+        ),
+        invalid_token(NOT_ACCEPTED_HERE, Some(OP3))
+    );
+}
+
+#[test]
+fn a_fresh_inactive_answer_denies() {
+    let mut env = opaque_env();
+    for may_wait in [MayWait::Yes, MayWait::No] {
+        assert_eq!(
+            env.opaque_full(
+                "/any",
+                "op1_abc",
+                None,
+                may_wait,
+                Some(&inactive_entry(OP1))
+            ),
+            denied(Denial::InactiveToken, Some(OP1))
+        );
+    }
+}
+
+#[test]
+fn a_cached_negative_answer_denies_without_asking_again() {
+    let mut env = opaque_env();
+    let token = "op1_revoked";
+    assert_eq!(
+        env.opaque("/any", token, None),
+        env.introspect_at(OP1, token)
+    );
+    // The adapter caches the answer.
+    let key = env.key(token);
+    env.cache.put(&key, &inactive_entry(OP1));
+    for path in ["/any", "/op1only", "/hint"] {
+        assert_eq!(
+            env.opaque(path, token, None),
+            denied(Denial::InactiveToken, Some(OP1)),
+            "{path}"
+        );
+    }
+    assert_eq!(env.cache.hits, 3);
+    // Until the negative TTL is over; then the issuer is asked again.
+    let value = format!("Bearer {token}");
+    let at = |env: &mut Env, now| env.decide_full("/any", &[&value], &[], now, MayWait::Yes, None);
+    assert_eq!(
+        at(&mut env, NOW_MS + NEGATIVE_TTL_MS - 1),
+        denied(Denial::InactiveToken, Some(OP1))
+    );
+    assert_eq!(
+        at(&mut env, NOW_MS + NEGATIVE_TTL_MS),
+        env.introspect_at(OP1, token)
+    );
+}
+
+#[test]
+fn a_cached_positive_answer_is_a_cache_hit_that_still_checks_the_route() {
+    let mut env = opaque_env();
+    let token = "op2_good";
+    let key = env.key(token);
+    env.cache.put(&key, &active_entry(OP2, "write"));
+    assert!(allowed(OP2, true)(&env.opaque("/any", token, None)));
+    assert_eq!(
+        env.opaque("/op1only", token, None),
+        invalid_token(NOT_ACCEPTED_HERE, Some(OP2))
+    );
+    assert_eq!(
+        env.opaque("/scoped", token, None),
+        denied(
+            Denial::InsufficientScope {
+                scope: "read".into()
+            },
+            Some(OP2)
+        )
+    );
+    // Dead after the max TTL: introspected again.
+    let value = format!("Bearer {token}");
+    assert_eq!(
+        env.decide_full(
+            "/any",
+            &[&value],
+            &[],
+            NOW_MS + MAX_TTL_MS,
+            MayWait::Yes,
+            None
+        ),
+        env.introspect_at(OP2, token)
+    );
+}
+
+#[test]
+fn opaque_tokens_are_introspected_without_a_cache_too() {
+    let mut env = Env::from_text(&opaque_config_json(json!({"cache": {"max_entries": 0}})));
+    assert_eq!(
+        env.opaque("/any", "op1_abc", None),
+        env.introspect_at(OP1, "op1_abc")
+    );
+    let fresh = active_entry(OP1, "read");
+    assert!(allowed(OP1, false)(&env.opaque_full(
+        "/any",
+        "op1_abc",
+        None,
+        MayWait::Yes,
+        Some(&fresh)
+    )));
+    assert_eq!((env.cache.gets, env.cache.puts), (0, 0));
+}
+
+#[test]
+fn introspect_jwts_verifies_first_then_asks_with_the_verified_claims() {
+    let mut env = opaque_env();
+    let token = as2_token();
+    let d = env.opaque("/any", &token, None);
+    let Decision::Introspect {
+        issuer,
+        key,
+        verified: Some(v),
+    } = d
+    else {
+        panic!("{d:?}");
+    };
+    assert_eq!((issuer, key), (JWT2, env.key(&token)));
+    assert_eq!(v.issuer, JWT2);
+    assert_eq!(v.exp_ms, (NOW_S as u64 + 3600) * 1000);
+    assert_eq!(&Value::Object(v.claims.clone()), &as2_payload());
+    assert_eq!(
+        env.cache.puts, 0,
+        "not cached before the issuer vouched for it"
+    );
+    assert_eq!(
+        env.opaque_full("/any", &token, None, MayWait::No, None),
+        denied(Denial::IntrospectionUnavailable, Some(JWT2))
+    );
+    // Active: the JWT's own claims are forwarded.
+    let answer = crate::introspect::Answer::Active {
+        claims: answer_claims("other"),
+        exp_s: None,
+    };
+    let fresh = crate::introspect::entry(JWT2, answer, Some(v.clone()), ttl(), NOW_MS);
+    let d = env.opaque_full("/any", &token, None, MayWait::Yes, Some(&fresh));
+    assert!(allowed(JWT2, false)(&d));
+    assert!(headers_of(&d).contains(&("x-tollgate-sub".into(), "bob".into())));
+    // Revoked: refused.
+    let revoked = crate::introspect::entry(
+        JWT2,
+        crate::introspect::Answer::Inactive("the token is not active"),
+        Some(v),
+        ttl(),
+        NOW_MS,
+    );
+    assert_eq!(
+        env.opaque_full("/any", &token, None, MayWait::Yes, Some(&revoked)),
+        denied(Denial::InactiveToken, Some(JWT2))
+    );
+}
+
+#[test]
+fn introspect_jwts_refuses_a_bad_jwt_without_asking() {
+    let mut env = opaque_env();
+    let mut expired = as2_payload();
+    expired["exp"] = json!(NOW_S - 3600);
+    let expired = sign(
+        "RS256",
+        TestKey::RsaB,
+        &header(Some("rsa-b"), None),
+        &expired,
+    );
+    // as2's claims signed with as1's key under as2's kid.
+    let forged = sign(
+        "RS256",
+        TestKey::RsaA,
+        &header(Some("rsa-b"), None),
+        &as2_payload(),
+    );
+    for (token, why) in [
+        (expired, JwtError::Expired),
+        (forged, JwtError::BadSignature),
+        (as2_ps256_token(), JwtError::AlgNotAllowed),
+    ] {
+        assert_eq!(
+            env.opaque("/any", &token, None),
+            invalid_token(why.describe(), Some(JWT2))
+        );
+    }
+    // A JWT of an issuer the route does not accept is refused before anything else.
+    assert_eq!(
+        env.opaque("/jwt1", &as2_token(), None),
+        invalid_token(NOT_ACCEPTED_HERE, Some(JWT2))
+    );
+}
+
+#[test]
+fn jwts_of_an_issuer_without_introspect_jwts_are_not_introspected() {
+    let mut env = opaque_env();
+    let token = as1_read_token();
+    assert!(allowed(JWT1, false)(&env.opaque("/any", &token, None)));
+    assert!(allowed(JWT1, true)(&env.opaque("/any", &token, None)));
+    assert_eq!(env.cache.puts, 1);
+}
+
+#[test]
+fn a_jws_is_never_treated_as_opaque() {
+    let mut env = opaque_env();
+    // A JWT naming an introspection-only issuer: that issuer has no keys; no introspection.
+    let p = json!({"iss": "https://op1.example.com", "sub": "x", "exp": NOW_S + 3600});
+    let token = sign("RS256", TestKey::RsaA, &header(Some("rsa-a"), None), &p);
+    assert_eq!(
+        env.opaque("/dflt", &token, Some("op3")),
+        invalid_token(JwtError::UnknownKey.describe(), Some(OP1))
+    );
+    // A JWS from nobody is not sent to the route's opaque_issuer either.
+    assert_eq!(
+        env.opaque("/dflt", &unknown_issuer_token(), None),
+        invalid_token(UNTRUSTED_ISSUER, None)
+    );
+    assert_eq!(env.cache.puts, 0);
+}
+
+#[test]
+fn without_an_introspecting_issuer_every_token_must_be_a_jwt() {
+    let mut env = Env::new();
+    assert!(env.cfg.issuers.iter().all(|i| i.introspection.is_none()));
+    for token in ["op1_abc", "zzz", "a.b.c", "not.a-jwt"] {
+        for may_wait in [MayWait::Yes, MayWait::No] {
+            assert_eq!(
+                env.bearer_at("/api", token, NOW_MS, may_wait),
+                invalid_token("the token is not a well-formed JWT", None),
+                "{token}"
+            );
+        }
+    }
 }

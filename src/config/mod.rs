@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::introspect::{AuthMethod, ClientAuth, Secret, Ttl};
+use crate::introspect::{AuthMethod, ClientAuth, Ttl};
 use crate::jwks::fetch::{Plan, RemoteKeys, Timing};
 use crate::jwks::KeySet;
 use crate::jwt::{Alg, AlgSet};
@@ -462,7 +462,7 @@ fn compile_introspection(
         upstream: r.upstream,
         client: ClientAuth {
             id: r.client_id,
-            secret: Secret::new(r.client_secret),
+            secret: r.client_secret,
             method,
         },
         timeout_ms: r.timeout_ms,
@@ -485,7 +485,11 @@ fn compile_opaque(at: &str, r: raw::RawOpaqueTokens) -> Result<OpaqueTokens, Con
         }
     }
     let pattern = match r.pattern {
-        Some(p) => match regex_lite::Regex::new(&format!("^(?:{p})$")) {
+        // Checked alone first: unchecked, "a)|(.*" would compile once wrapped, as an
+        // unanchored alternative that matches every token.
+        Some(p) => match regex_lite::Regex::new(&p)
+            .and_then(|_| regex_lite::Regex::new(&format!("^(?:{p})$")))
+        {
             Ok(re) => Some(re),
             Err(e) => {
                 return err(

@@ -5,8 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+
+use crate::introspect::Secret;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,7 +124,9 @@ pub struct RawIntrospection {
     /// The host's name for the upstream that serves the endpoint (an Envoy cluster).
     pub upstream: String,
     pub client_id: String,
-    pub client_secret: String,
+    /// Never printed, and never part of an error (see [`secret`]).
+    #[serde(deserialize_with = "secret")]
+    pub client_secret: Secret,
     #[serde(default = "default_auth_method")]
     pub auth_method: String,
     #[serde(default = "default_fetch_timeout_ms")]
@@ -140,6 +144,17 @@ pub struct RawIntrospection {
     /// tokens as active and mark access tokens with `token_type`).
     #[serde(default)]
     pub require_token_type: bool,
+}
+
+/// A string, kept as a [`Secret`]. Anything else is refused without serde's usual message,
+/// which would quote a number or boolean written here (a secret that is all digits).
+fn secret<'de, D: Deserializer<'de>>(de: D) -> Result<Secret, D::Error> {
+    match Value::deserialize(de)? {
+        Value::String(s) => Ok(Secret::new(s)),
+        _ => Err(serde::de::Error::custom(
+            "must be a string (the value is not shown: it is a secret)",
+        )),
+    }
 }
 
 fn default_auth_method() -> String {
