@@ -150,10 +150,25 @@ impl SharedTokenCache {
         let mut mine = key.to_vec();
         mine.extend_from_slice(&until_ms.to_le_bytes());
         if host::shared_set(&name, &mine, cas) {
-            Lease::Taken
+            return Lease::Taken;
+        }
+        // Lost a race: if the winner is calling for this very token, wait for it.
+        // (The host applies no CAS check to a slot's first write, so two workers can rarely
+        // both take a fresh slot: that costs one extra call, never a wrong answer.)
+        if self.lease_held(key, now_ms) {
+            Lease::HeldElsewhere
         } else {
             Lease::Unavailable
         }
+    }
+
+    /// Whether some worker holds a live lease for `key`.
+    pub fn lease_held(&self, key: &CacheKey, now_ms: u64) -> bool {
+        let (value, _) = host::shared_get(&self.lease_key(key));
+        value
+            .as_deref()
+            .and_then(read_lease)
+            .is_some_and(|(holder, lapses)| holder == &key[..] && lapses > now_ms)
     }
 
     pub fn release_lease(&self, key: &CacheKey) {

@@ -62,13 +62,18 @@ class Echo(BaseHTTPRequestHandler):
         print(f"upstream: {format % args}", file=sys.stderr, flush=True)
 
 
+class Server(ThreadingHTTPServer):
+    # The default listen backlog (5) overflows under the rig's 50-request bursts.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Echo)
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", args.port), Echo)
     print(f"upstream listening on http://127.0.0.1:{args.port}", flush=True)
     server.serve_forever(poll_interval=0.2)
 

@@ -116,7 +116,8 @@ impl Worker {
                         "tollgate: issuer {}: introspection endpoint not known (metadata not fetched)",
                         issuer.name
                     );
-                    self.metrics.introspection(idx, IntrospectionEvent::Failed("no_endpoint"));
+                    self.metrics
+                        .introspection(idx, IntrospectionEvent::Failed("no_endpoint"));
                     self.finish_job(key, None, now);
                 }
                 continue;

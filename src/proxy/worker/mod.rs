@@ -362,9 +362,11 @@ impl Worker {
                         self.ring.held(issuer).map_or(0, |h| h.generation) != generation
                             || attempt_ended > w.since
                     }
-                    // Our own call answers through `answer`; another worker's lands in the cache.
+                    // Our own call answers through `finish_job`; another worker's lands in the
+                    // cache before it frees its lease, so a freed lease with no entry means it failed.
                     WaitFor::Answer { key } => {
-                        !self.jobs.contains_key(&key) && self.cache.peek(&key, now)
+                        !self.jobs.contains_key(&key)
+                            && (self.cache.peek(&key, now) || !self.cache.lease_held(&key, now))
                     }
                 };
             if over {
