@@ -4,6 +4,7 @@
 //! [`ConfigError`] naming the JSON path of the offending field, and the plugin refuses to start.
 //! The rules here are mirrored by `plugin-config/schema.json` (a test keeps the two in step).
 
+mod gateway;
 mod raw;
 
 use std::collections::HashSet;
@@ -18,6 +19,7 @@ use crate::jwks::KeySet;
 use crate::jwt::{Alg, AlgSet};
 use crate::policy::{ClaimRule, Matcher, Policy, Requirement, Route};
 
+pub use gateway::{Gateway, IssuerGateway, ENDPOINTS};
 pub use raw::RawConfig;
 
 /// A configuration problem: where (JSON path such as `issuers[1].jwks.uri`) and what.
@@ -59,6 +61,8 @@ pub struct FilterConfig {
     /// SHA-256 of the configuration text: mixed into cache keys so that a changed
     /// configuration never trusts results verified under the old one.
     pub fingerprint: [u8; 32],
+    /// The OAuth endpoint gateway, when configured.
+    pub gateway: Option<Gateway>,
 }
 
 /// One trusted authorization server.
@@ -73,6 +77,8 @@ pub struct Issuer {
     pub introspection: Option<Introspection>,
     /// Which opaque tokens this issuer minted.
     pub opaque: OpaqueTokens,
+    /// This issuer behind the gateway's OAuth endpoints.
+    pub gateway: Option<IssuerGateway>,
     pub audiences: Vec<String>,
     pub algorithms: AlgSet,
     pub clock_skew_s: u64,
@@ -145,6 +151,10 @@ impl Issuer {
                 plan.introspection_endpoint_wanted = true;
                 plan.discovery.get_or_insert((&intro.upstream, url));
             }
+        }
+        if let Some((upstream, url)) = self.gateway.as_ref().and_then(|g| g.metadata.as_ref()) {
+            plan.metadata_wanted = true;
+            plan.discovery.get_or_insert((upstream, url));
         }
         plan
     }
@@ -238,6 +248,18 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         None => None,
     };
 
+    let gateway = match raw.gateway {
+        Some(g) => Some(gateway::compile_gateway(g, &issuers)?),
+        None => match issuers.iter().position(|i| i.gateway.is_some()) {
+            Some(i) => {
+                return err(
+                    format!("issuers[{i}].gateway"),
+                    "needs the top-level gateway section",
+                )
+            }
+            None => None,
+        },
+    };
     let identity = compile_identity(raw.identity)?;
     if raw.realm.is_empty() || !raw.realm.chars().all(is_quoted_string_safe) {
         return err(
@@ -253,6 +275,7 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         realm: raw.realm,
         cache_slots: raw.cache.max_entries,
         fingerprint,
+        gateway,
     })
 }
 
@@ -349,24 +372,6 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
             "an issuer needs jwks (for JWTs), introspection (for opaque tokens), or both",
         );
     }
-    if let (
-        Some(KeySource::Remote {
-            source: RemoteKeys::Discovery(a),
-            ..
-        }),
-        Some(Introspection {
-            endpoint: IntrospectionEndpoint::Discovered(b),
-            ..
-        }),
-    ) = (&keys, &introspection)
-    {
-        if a != b {
-            return err(
-                format!("{at}.introspection.discovery"),
-                "must name the same metadata document as jwks.discovery",
-            );
-        }
-    }
     if introspection.as_ref().is_some_and(|i| i.introspect_jwts) && keys.is_none() {
         return err(
             format!("{at}.introspection.introspect_jwts"),
@@ -384,12 +389,51 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
         Some(rules) => compile_opaque(&format!("{at}.opaque_tokens"), rules)?,
         None => OpaqueTokens::default(),
     };
+    let gateway = match ri.gateway {
+        Some(g) => Some(gateway::compile_issuer_gateway(
+            &format!("{at}.gateway"),
+            &ri.issuer,
+            g,
+        )?),
+        None => None,
+    };
+    // One metadata document per issuer: every discovery setting must name the same one.
+    let docs: Vec<(&str, &Url)> = [
+        match &keys {
+            Some(KeySource::Remote {
+                source: RemoteKeys::Discovery(u),
+                ..
+            }) => Some(("jwks.discovery", u)),
+            _ => None,
+        },
+        match &introspection {
+            Some(Introspection {
+                endpoint: IntrospectionEndpoint::Discovered(u),
+                ..
+            }) => Some(("introspection.discovery", u)),
+            _ => None,
+        },
+        gateway
+            .as_ref()
+            .and_then(|g| g.metadata.as_ref())
+            .map(|(_, u)| ("gateway.metadata", u)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let Some((field, _)) = docs.iter().skip(1).find(|(_, u)| *u != docs[0].1) {
+        return err(
+            format!("{at}.{field}"),
+            format!("must name the same metadata document as {}", docs[0].0),
+        );
+    }
     Ok(Issuer {
         name: ri.name,
         issuer: ri.issuer,
         keys,
         introspection,
         opaque,
+        gateway,
         audiences: ri.audiences,
         algorithms,
         clock_skew_s: ri.clock_skew_s,
@@ -398,7 +442,7 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
     })
 }
 
-fn http_url(path: &str, text: &str) -> Result<Url, ConfigError> {
+pub(crate) fn http_url(path: &str, text: &str) -> Result<Url, ConfigError> {
     match Url::parse(text) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Ok(url),
         Ok(_) => err(path, "must be an http:// or https:// URL with a host"),
@@ -406,7 +450,11 @@ fn http_url(path: &str, text: &str) -> Result<Url, ConfigError> {
     }
 }
 
-fn discovery_url(path: &str, issuer: &str, value: Option<Value>) -> Result<Url, ConfigError> {
+pub(crate) fn discovery_url(
+    path: &str,
+    issuer: &str,
+    value: Option<Value>,
+) -> Result<Url, ConfigError> {
     match value {
         Some(Value::Bool(true)) => {
             let text = format!(
@@ -721,14 +769,14 @@ fn is_scope_char(c: char) -> bool {
 }
 
 /// RFC 7230 header field name (token), lower-case as HTTP/2 requires.
-fn is_header_name(name: &str) -> bool {
+pub(crate) fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "!#$%&'*+-.^_`|~".contains(c))
 }
 
-const RESERVED_HEADERS: [&str; 6] = [
+pub(crate) const RESERVED_HEADERS: [&str; 6] = [
     "authorization",
     "host",
     "content-length",

@@ -25,6 +25,65 @@ pub struct RawConfig {
     pub realm: String,
     #[serde(default)]
     pub cache: RawCache,
+    /// The OAuth endpoint gateway (authorization server replacement); absent: off.
+    #[serde(default)]
+    pub gateway: Option<RawGateway>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// Path prefix of the gateway's OAuth endpoints, e.g. `/oauth2`.
+    pub base_path: String,
+    /// Header Tollgate sets to the chosen issuer's name on forwarded calls; the host's route
+    /// table sends requests carrying it to that authorization server.
+    #[serde(default = "default_route_header")]
+    pub route_header: String,
+    /// Query or form parameter that names the issuer explicitly.
+    #[serde(default)]
+    pub selector_param: Option<String>,
+    /// Request header that names the issuer explicitly.
+    #[serde(default)]
+    pub selector_header: Option<String>,
+    /// Issuer for calls nothing else routes, and the one the top-level metadata describes.
+    #[serde(default)]
+    pub default_issuer: Option<String>,
+    /// Largest request body read to route a call (bigger: 413).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Stateless "authorization server proxy": tag client ids and opaque tokens handed out
+    /// through the gateway as `<issuer>.<value>`.
+    #[serde(default)]
+    pub tagging: bool,
+}
+
+fn default_route_header() -> String {
+    "x-tollgate-as".to_owned()
+}
+fn default_max_body_bytes() -> u64 {
+    65_536
+}
+
+/// Per issuer: how the gateway reaches it and which clients are its own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuerGateway {
+    /// `true` for `<issuer>/.well-known/openid-configuration`, or the metadata document URL
+    /// whose `*_endpoint` members give the endpoints (configured `endpoints` win).
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    /// The host's upstream that serves the metadata document.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Endpoint URLs: authorization, token, introspection, revocation, userinfo, registration.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, String>,
+    /// Client ids registered at this issuer.
+    #[serde(default)]
+    pub client_ids: Vec<String>,
+    /// Client ids starting with one of these belong to this issuer.
+    #[serde(default)]
+    pub client_id_prefixes: Vec<String>,
 }
 
 fn default_realm() -> String {
@@ -45,6 +104,9 @@ pub struct RawIssuer {
     /// Which opaque tokens this issuer minted (checked in issuer order, first match wins).
     #[serde(default)]
     pub opaque_tokens: Option<RawOpaqueTokens>,
+    /// This issuer behind the gateway's OAuth endpoints.
+    #[serde(default)]
+    pub gateway: Option<RawIssuerGateway>,
     #[serde(default)]
     pub audiences: Vec<String>,
     #[serde(default = "default_algorithms")]

@@ -70,6 +70,9 @@ pub struct FetchState {
     /// `introspection_endpoint` learned from discovery.
     #[serde(default)]
     pub introspection_endpoint: Option<String>,
+    /// The whole metadata document is in shared data (for the gateway).
+    #[serde(default)]
+    pub metadata_stored: bool,
     /// Incremented by every successful fetch.
     #[serde(default)]
     pub generation: u64,
@@ -192,6 +195,8 @@ pub struct Plan<'a> {
     pub jwks: Option<(&'a str, Option<&'a Url>)>,
     /// Discovery must also yield `introspection_endpoint`.
     pub introspection_endpoint_wanted: bool,
+    /// The whole metadata document is wanted (the gateway forwards to its endpoints).
+    pub metadata_wanted: bool,
 }
 
 impl Plan<'_> {
@@ -203,7 +208,8 @@ impl Plan<'_> {
         let jwks_unknown = matches!(self.jwks, Some((_, None))) && state.jwks_uri.is_none();
         let endpoint_unknown =
             self.introspection_endpoint_wanted && state.introspection_endpoint.is_none();
-        self.discovery.is_some() && (jwks_unknown || endpoint_unknown)
+        let metadata_unknown = self.metadata_wanted && !state.metadata_stored;
+        self.discovery.is_some() && (jwks_unknown || endpoint_unknown || metadata_unknown)
     }
 }
 
@@ -410,6 +416,7 @@ mod tests {
             discovery: Some(("as1", &doc)),
             jwks: Some(("as1", None)),
             introspection_endpoint_wanted: false,
+            metadata_wanted: false,
         };
         let good = r#"{"issuer":"https://as.example","jwks_uri":"https://as.example/jwks"}"#;
         let meta = read_discovery(iss, &plan, Some(&resp(200, good))).unwrap();
@@ -434,6 +441,7 @@ mod tests {
             discovery: Some(("as1", &doc)),
             jwks: None,
             introspection_endpoint_wanted: true,
+            metadata_wanted: false,
         };
         let without = r#"{"issuer":"https://as.example","jwks_uri":"https://as.example/jwks"}"#;
         assert_eq!(
@@ -456,6 +464,7 @@ mod tests {
             discovery: Some(("as1", &doc)),
             jwks: Some(("as1", None)),
             introspection_endpoint_wanted: false,
+            metadata_wanted: false,
         };
         let mut state = FetchState::default();
         let (step, req) = next_request(&plan, &state, 1000).unwrap();
@@ -476,6 +485,7 @@ mod tests {
             discovery: Some(("as2", &doc)),
             jwks: None,
             introspection_endpoint_wanted: true,
+            metadata_wanted: false,
         };
         let mut state = FetchState::default();
         assert_eq!(

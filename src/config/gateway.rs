@@ -1,0 +1,181 @@
+//! The `gateway` section (OAuth endpoint gateway) and each issuer's `gateway` part, validated.
+
+use std::collections::BTreeMap;
+
+use url::Url;
+
+use super::raw::{RawGateway, RawIssuerGateway};
+use super::{discovery_url, err, http_url, is_header_name, ConfigError, Issuer, RESERVED_HEADERS};
+
+/// The gateway's own settings.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Without a trailing '/'.
+    pub base_path: String,
+    pub route_header: String,
+    pub selector_param: Option<String>,
+    pub selector_header: Option<String>,
+    pub default_issuer: Option<usize>,
+    pub max_body_bytes: usize,
+    pub tagging: bool,
+}
+
+/// The OAuth endpoints the gateway forwards to, by their metadata names (RFC 8414 §2).
+pub const ENDPOINTS: [&str; 6] = [
+    "authorization_endpoint",
+    "token_endpoint",
+    "introspection_endpoint",
+    "revocation_endpoint",
+    "userinfo_endpoint",
+    "registration_endpoint",
+];
+
+/// One issuer behind the gateway.
+#[derive(Debug, Default)]
+pub struct IssuerGateway {
+    /// (upstream, metadata document) when endpoints come from metadata.
+    pub metadata: Option<(String, Url)>,
+    /// Configured endpoints by metadata name (`token_endpoint`, ...); they win over metadata.
+    pub endpoints: BTreeMap<String, Url>,
+    pub client_ids: Vec<String>,
+    pub client_id_prefixes: Vec<String>,
+}
+
+impl IssuerGateway {
+    /// Whether `client_id` is one of this issuer's clients by the configured map or prefixes.
+    pub fn owns_client(&self, client_id: &str) -> bool {
+        self.client_ids.iter().any(|c| c == client_id)
+            || self
+                .client_id_prefixes
+                .iter()
+                .any(|p| client_id.starts_with(p.as_str()))
+    }
+}
+
+pub(super) fn compile_issuer_gateway(
+    at: &str,
+    issuer: &str,
+    r: RawIssuerGateway,
+) -> Result<IssuerGateway, ConfigError> {
+    let mut endpoints = BTreeMap::new();
+    for (name, url) in r.endpoints {
+        let key = format!("{name}_endpoint");
+        if !ENDPOINTS.contains(&key.as_str()) {
+            return err(
+                format!("{at}.endpoints.{name}"),
+                "unknown endpoint (authorization, token, introspection, revocation, userinfo, registration)",
+            );
+        }
+        endpoints.insert(key, http_url(&format!("{at}.endpoints.{name}"), &url)?);
+    }
+    let metadata = match r.metadata {
+        None => None,
+        Some(value) => {
+            let url = discovery_url(&format!("{at}.metadata"), issuer, Some(value))?;
+            match r.upstream {
+                Some(u) if !u.is_empty() => Some((u, url)),
+                _ => {
+                    return err(
+                        format!("{at}.upstream"),
+                        "required with metadata: the upstream (Envoy cluster) that serves it",
+                    )
+                }
+            }
+        }
+    };
+    if metadata.is_none() && endpoints.is_empty() {
+        return err(at, "give metadata, endpoints, or both");
+    }
+    for (j, p) in r.client_id_prefixes.iter().enumerate() {
+        if p.is_empty() {
+            return err(format!("{at}.client_id_prefixes[{j}]"), "must not be empty");
+        }
+    }
+    Ok(IssuerGateway {
+        metadata,
+        endpoints,
+        client_ids: r.client_ids,
+        client_id_prefixes: r.client_id_prefixes,
+    })
+}
+
+pub(super) fn compile_gateway(r: RawGateway, issuers: &[Issuer]) -> Result<Gateway, ConfigError> {
+    let base = r.base_path.trim_end_matches('/');
+    if !r.base_path.starts_with('/') || base.is_empty() || base.contains(['?', '#']) {
+        return err(
+            "gateway.base_path",
+            "must be a path such as /oauth2 (starting with '/', not '/' alone, no query)",
+        );
+    }
+    let header = |path: &str, name: &str| -> Result<(), ConfigError> {
+        if !is_header_name(name) || RESERVED_HEADERS.contains(&name) {
+            return err(
+                path,
+                "must be a lower-case HTTP header name Tollgate may set",
+            );
+        }
+        Ok(())
+    };
+    header("gateway.route_header", &r.route_header)?;
+    if let Some(h) = &r.selector_header {
+        header("gateway.selector_header", h)?;
+    }
+    if r.selector_param.as_deref().is_some_and(str::is_empty) {
+        return err("gateway.selector_param", "must not be empty");
+    }
+    let default_issuer = match &r.default_issuer {
+        None => None,
+        Some(name) => match issuers.iter().position(|i| &i.name == name) {
+            Some(idx) if issuers[idx].gateway.is_some() => Some(idx),
+            Some(_) => {
+                return err(
+                    "gateway.default_issuer",
+                    format!("issuer {name:?} has no gateway section"),
+                )
+            }
+            None => {
+                return err(
+                    "gateway.default_issuer",
+                    format!("no issuer named {name:?}"),
+                )
+            }
+        },
+    };
+    if r.max_body_bytes == 0 || r.max_body_bytes > 1 << 20 {
+        return err(
+            "gateway.max_body_bytes",
+            "must be between 1 and 1048576 (Envoy's default buffer limit)",
+        );
+    }
+    if !issuers.iter().any(|i| i.gateway.is_some()) {
+        return err(
+            "gateway",
+            "no issuer has a gateway section to route calls to",
+        );
+    }
+    // A client id two issuers claim could not be routed without guessing.
+    for (i, a) in issuers.iter().enumerate() {
+        let Some(ga) = &a.gateway else { continue };
+        for (j, b) in issuers.iter().enumerate().skip(i + 1) {
+            let Some(gb) = &b.gateway else { continue };
+            if let Some(c) = ga.client_ids.iter().find(|c| gb.owns_client(c)) {
+                return err(
+                    format!("issuers[{i}].gateway.client_ids"),
+                    format!(
+                        "client id {c:?} is also claimed by issuer {:?} (issuers[{j}])",
+                        b.name
+                    ),
+                );
+            }
+        }
+    }
+    Ok(Gateway {
+        base_path: base.to_owned(),
+        route_header: r.route_header,
+        selector_param: r.selector_param,
+        selector_header: r.selector_header,
+        default_issuer,
+        max_body_bytes: usize::try_from(r.max_body_bytes).unwrap_or(usize::MAX),
+        tagging: r.tagging,
+    })
+}
