@@ -7,4 +7,5 @@
 
 pub mod form;
 pub mod path;
+pub mod route;
 pub mod tag;

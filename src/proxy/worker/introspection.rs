@@ -67,6 +67,8 @@ impl Worker {
         let Bearer::Token(token) = extract::bearer(&authorization) else {
             return now; // cannot happen: the decision came from this very token
         };
+        // A gateway-tagged token goes to its issuer as the issuer minted it.
+        let token = crate::issuer::tagged(&self.cfg, token).map_or(token, |(_, t)| t);
         self.jobs.insert(
             key,
             Job {

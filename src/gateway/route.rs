@@ -1,0 +1,294 @@
+//! Which authorization server a gateway call goes to, and what the forwarded call looks like.
+//!
+//! Precedence (never a guess): an explicit selector — the issuer in the path, the
+//! `selector_param` (query or form), the `selector_header` — then the client id (a routing tag
+//! when tagging is on, else the issuers' `client_ids` / `client_id_prefixes`; from Basic
+//! credentials, the form or the query), then, for calls that carry a token (introspect,
+//! revoke, userinfo), the token's issuer by the same rules as API validation, then the
+//! configured `default_issuer`. Nothing matches: an OAuth error.
+//!
+//! Forwarding keeps the query string and the body byte-for-byte, except for what Tollgate owns:
+//! its selector parameter is removed and routing tags are stripped from client ids and tokens.
+
+use url::Url;
+
+use super::form;
+use super::path::Endpoint;
+use super::tag;
+use crate::config::{FilterConfig, Gateway};
+use crate::issuer;
+
+/// What a gateway call carries that can name its authorization server.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Call<'a> {
+    pub path_issuer: Option<&'a str>,
+    /// The raw query string (without '?').
+    pub query: Option<&'a str>,
+    /// The decoded form body (token, introspect, revoke).
+    pub form: Option<&'a [(String, String)]>,
+    /// Value of the configured `selector_header`.
+    pub selector_header: Option<&'a str>,
+    /// The `Authorization` header.
+    pub authorization: Option<&'a str>,
+}
+
+/// An OAuth error the gateway answers with itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayError {
+    pub status: u32,
+    pub error: &'static str,
+    pub description: &'static str,
+}
+
+pub const UNKNOWN_SELECTOR: GatewayError = GatewayError {
+    status: 400,
+    error: "invalid_request",
+    description: "the request names an authorization server that is not configured",
+};
+pub const UNKNOWN_CLIENT: GatewayError = GatewayError {
+    status: 401,
+    error: "invalid_client",
+    description: "the client is not registered at any configured authorization server",
+};
+pub const NO_ROUTE: GatewayError = GatewayError {
+    status: 400,
+    error: "invalid_request",
+    description: "cannot tell which authorization server this call is for",
+};
+pub const MALFORMED_FORM: GatewayError = GatewayError {
+    status: 400,
+    error: "invalid_request",
+    description: "the body is not a valid application/x-www-form-urlencoded form",
+};
+pub const BODY_TOO_LARGE: GatewayError = GatewayError {
+    status: 413,
+    error: "invalid_request",
+    description: "the request body is too large",
+};
+pub const NO_ENDPOINT: GatewayError = GatewayError {
+    status: 404,
+    error: "invalid_request",
+    description: "the authorization server does not offer this endpoint",
+};
+pub const NOT_READY: GatewayError = GatewayError {
+    status: 503,
+    error: "temporarily_unavailable",
+    description: "the authorization server's metadata is not known yet",
+};
+
+impl GatewayError {
+    /// The JSON body (RFC 6749 §5.2 style).
+    pub fn body(&self) -> String {
+        serde_json::json!({"error": self.error, "error_description": self.description}).to_string()
+    }
+}
+
+/// The decoded pairs of a raw query (empty when absent or malformed).
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .and_then(|q| form::parse(q.as_bytes()))
+        .unwrap_or_default()
+}
+
+fn index_of(cfg: &FilterConfig, name: &str) -> Option<usize> {
+    cfg.issuers
+        .iter()
+        .position(|i| i.name == name && i.gateway.is_some())
+}
+
+/// The client id a call presents: Basic credentials, else the form, else the query.
+pub fn client_id<'c>(call: &'c Call<'_>, query: &'c [(String, String)]) -> Option<String> {
+    if let Some((id, _)) = call.authorization.and_then(form::basic_credentials) {
+        return Some(id);
+    }
+    call.form
+        .and_then(|f| form::get(f, "client_id"))
+        .or_else(|| form::get(query, "client_id"))
+        .map(str::to_owned)
+}
+
+/// The token a call carries: the form's `token` (introspect, revoke) or the bearer token
+/// (userinfo).
+fn token<'c>(endpoint: Endpoint, call: &'c Call<'_>) -> Option<&'c str> {
+    match endpoint {
+        Endpoint::Introspect | Endpoint::Revoke => call.form.and_then(|f| form::get(f, "token")),
+        Endpoint::Userinfo => call.authorization.and_then(|a| {
+            let (scheme, rest) = a.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        }),
+        _ => None,
+    }
+}
+
+/// Chooses the authorization server for a call (see the module comment for the order).
+pub fn choose(
+    cfg: &FilterConfig,
+    gw: &Gateway,
+    endpoint: Endpoint,
+    call: &Call<'_>,
+) -> Result<usize, GatewayError> {
+    let query = query_pairs(call.query);
+    let named = |name: &str| index_of(cfg, name).ok_or(UNKNOWN_SELECTOR);
+    if let Some(name) = call.path_issuer {
+        return named(name);
+    }
+    if let Some(param) = &gw.selector_param {
+        let value = call
+            .form
+            .and_then(|f| form::get(f, param))
+            .or_else(|| form::get(&query, param));
+        if let Some(name) = value {
+            return named(name);
+        }
+    }
+    if let Some(name) = call.selector_header {
+        return named(name);
+    }
+    let client = client_id(call, &query);
+    if let Some(id) = &client {
+        if gw.tagging {
+            if let Some((idx, _)) = tag::untag(id, |n| index_of(cfg, n)) {
+                return Ok(idx);
+            }
+        }
+        let owner = cfg
+            .issuers
+            .iter()
+            .position(|i| i.gateway.as_ref().is_some_and(|g| g.owns_client(id)));
+        if let Some(idx) = owner {
+            return Ok(idx);
+        }
+    }
+    if let Some(t) = token(endpoint, call) {
+        let by_token = if issuer::is_jws(t) {
+            crate::jwt::peek(t)
+                .ok()
+                .and_then(|p| cfg.issuer_by_iss(p.iss()))
+        } else {
+            issuer::by_rule(cfg, t)
+        };
+        if let Some(idx) = by_token.filter(|&i| cfg.issuers[i].gateway.is_some()) {
+            return Ok(idx);
+        }
+    }
+    if let Some(idx) = gw.default_issuer {
+        return Ok(idx);
+    }
+    Err(if client.is_some() {
+        UNKNOWN_CLIENT
+    } else {
+        NO_ROUTE
+    })
+}
+
+/// The forwarded form of a call: what changes before it goes to the chosen server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    /// The query to forward (raw; `None` for none).
+    pub query: Option<String>,
+    /// A new body, when the form had to change (else the body goes as it came).
+    pub body: Option<String>,
+    /// A new `Authorization` value, when a tag had to come off the client id or the token.
+    pub authorization: Option<String>,
+}
+
+/// Removes Tollgate's own parameters and routing tags; everything else stays as sent.
+pub fn rewrite(cfg: &FilterConfig, gw: &Gateway, endpoint: Endpoint, call: &Call<'_>) -> Rewrite {
+    let strip = |value: &str| -> Option<String> {
+        if !gw.tagging {
+            return None;
+        }
+        tag::untag(value, |n| index_of(cfg, n)).map(|(_, rest)| rest.to_owned())
+    };
+    let selector = gw.selector_param.as_deref();
+    // Query: drop the selector pair; untag client_id; other pairs keep their exact bytes.
+    let query = call.query.map(|raw| {
+        raw.split('&')
+            .filter_map(|pair| {
+                let decoded = form::parse(pair.as_bytes()).and_then(|p| p.into_iter().next());
+                match decoded {
+                    Some((name, _)) if Some(name.as_str()) == selector => None,
+                    Some((name, value)) if name == "client_id" => Some(match strip(&value) {
+                        Some(v) => form::encode(&[(name, v)]),
+                        None => pair.to_owned(),
+                    }),
+                    _ => Some(pair.to_owned()),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    let query = query.filter(|q| !q.is_empty());
+    // Form: re-encoded only when something in it changes.
+    let body = call.form.and_then(|pairs| {
+        let kept: Vec<&(String, String)> = pairs
+            .iter()
+            .filter(|(n, _)| Some(n.as_str()) != selector)
+            .collect();
+        let mut changed = kept.len() != pairs.len();
+        let mut out = Vec::with_capacity(kept.len());
+        for (n, v) in kept {
+            let untagged = match n.as_str() {
+                "client_id" => strip(v),
+                "token" if !issuer::is_jws(v) => strip(v),
+                _ => None,
+            };
+            changed |= untagged.is_some();
+            out.push((n.clone(), untagged.unwrap_or_else(|| v.clone())));
+        }
+        changed.then(|| form::encode(&out))
+    });
+    let authorization = call.authorization.and_then(|a| {
+        if let Some((id, secret)) = form::basic_credentials(a) {
+            return strip(&id).map(|id| form::basic_header(&id, &secret));
+        }
+        if endpoint == Endpoint::Userinfo {
+            let t = token(endpoint, call)?;
+            if !issuer::is_jws(t) {
+                return strip(t).map(|t| format!("Bearer {t}"));
+            }
+        }
+        None
+    });
+    Rewrite {
+        query,
+        body,
+        authorization,
+    }
+}
+
+/// `endpoint` of the chosen server with the forwarded query appended.
+pub fn target(endpoint: &Url, query: Option<&str>) -> (String, String) {
+    let authority = crate::http::authority(endpoint);
+    let mut path = crate::http::path_and_query(endpoint);
+    if let Some(q) = query {
+        path.push(if endpoint.query().is_some() { '&' } else { '?' });
+        path.push_str(q);
+    }
+    (authority, path)
+}
+
+/// With tagging on: the response body with the issuer's tag on the values clients will send
+/// back (`client_id` from registration; opaque `access_token` / `refresh_token` from the token
+/// endpoint). `None`: nothing to change.
+pub fn tag_response(endpoint: Endpoint, issuer_name: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let fields: &[&str] = match endpoint {
+        Endpoint::Register => &["client_id"],
+        Endpoint::Token => &["access_token", "refresh_token"],
+        _ => return None,
+    };
+    let mut doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
+    let mut changed = false;
+    for field in fields {
+        if let Some(serde_json::Value::String(v)) = doc.get_mut(*field) {
+            if !issuer::is_jws(v) {
+                *v = tag::tag(issuer_name, v);
+                changed = true;
+            }
+        }
+    }
+    changed.then(|| serde_json::to_vec(&doc).ok()).flatten()
+}
+
+#[cfg(test)]
+mod tests;

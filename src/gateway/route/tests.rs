@@ -1,0 +1,251 @@
+//! Gateway routing: precedence of selectors, client ids and tokens; byte-for-byte forwarding.
+
+use serde_json::json;
+
+use super::*;
+use crate::gateway::form;
+
+fn cfg(tagging: bool) -> FilterConfig {
+    let text = json!({
+        "issuers": [
+            {
+                "name": "as1", "issuer": "https://as1.example",
+                "jwks": {"uri": "https://as1.example/jwks", "upstream": "as1"},
+                "introspection": {"endpoint": "https://as1.example/introspect", "upstream": "as1",
+                                  "client_id": "rs", "client_secret": "s"},
+                "opaque_tokens": {"pattern": "[A-Za-z0-9_-]{43}"},
+                "gateway": {"endpoints": {"token": "https://as1.example/token",
+                                          "authorization": "https://as1.example/auth?prompt=x"},
+                            "client_ids": ["demo-client"]}
+            },
+            {
+                "name": "as2", "issuer": "https://as2.example/o",
+                "introspection": {"endpoint": "https://as2.example/o/introspect/", "upstream": "as2",
+                                  "client_id": "rs", "client_secret": "s"},
+                "opaque_tokens": {"prefixes": ["dot_"]},
+                "gateway": {"endpoints": {"token": "https://as2.example/o/token/"},
+                            "client_id_prefixes": ["dot-"]}
+            },
+            {
+                "name": "nogw", "issuer": "https://other.example",
+                "jwks": {"uri": "https://other.example/jwks", "upstream": "x"}
+            }
+        ],
+        "gateway": {"base_path": "/oauth2", "selector_param": "as", "selector_header": "x-oauth-as",
+                    "tagging": tagging}
+    });
+    FilterConfig::parse(text.to_string().as_bytes()).unwrap()
+}
+
+fn choose_for(
+    cfg: &FilterConfig,
+    endpoint: Endpoint,
+    call: Call<'_>,
+) -> Result<usize, GatewayError> {
+    choose(cfg, cfg.gateway.as_ref().unwrap(), endpoint, &call)
+}
+
+#[test]
+fn explicit_selectors_come_first_in_order() {
+    let c = cfg(false);
+    let form = vec![
+        ("client_id".to_owned(), "demo-client".to_owned()),
+        ("as".to_owned(), "as2".to_owned()),
+    ];
+    let call = Call {
+        path_issuer: Some("as2"),
+        form: Some(&form),
+        ..Call::default()
+    };
+    assert_eq!(choose_for(&c, Endpoint::Token, call), Ok(1), "path wins");
+    let call = Call {
+        form: Some(&form),
+        selector_header: Some("as1"),
+        ..Call::default()
+    };
+    assert_eq!(
+        choose_for(&c, Endpoint::Token, call),
+        Ok(1),
+        "param beats header and client id"
+    );
+    let call = Call {
+        query: Some("client_id=demo-client"),
+        selector_header: Some("as2"),
+        ..Call::default()
+    };
+    assert_eq!(
+        choose_for(&c, Endpoint::Authorize, call),
+        Ok(1),
+        "header beats client id"
+    );
+}
+
+#[test]
+fn unknown_selectors_are_errors_not_fallbacks() {
+    let c = cfg(false);
+    let call = Call {
+        query: Some("as=as9&client_id=demo-client"),
+        ..Call::default()
+    };
+    assert_eq!(
+        choose_for(&c, Endpoint::Authorize, call),
+        Err(UNKNOWN_SELECTOR)
+    );
+    let call = Call {
+        selector_header: Some("nogw"),
+        ..Call::default()
+    };
+    assert_eq!(
+        choose_for(&c, Endpoint::Token, call),
+        Err(UNKNOWN_SELECTOR),
+        "issuer without gateway"
+    );
+}
+
+#[test]
+fn client_ids_by_map_prefix_and_basic_credentials() {
+    let c = cfg(false);
+    let basic = form::basic_header("dot-app", "pw");
+    let call = Call {
+        authorization: Some(&basic),
+        ..Call::default()
+    };
+    assert_eq!(choose_for(&c, Endpoint::Token, call), Ok(1));
+    let call = Call {
+        query: Some("response_type=code&client_id=demo-client"),
+        ..Call::default()
+    };
+    assert_eq!(choose_for(&c, Endpoint::Authorize, call), Ok(0));
+    let form = vec![("client_id".to_owned(), "stranger".to_owned())];
+    let call = Call {
+        form: Some(&form),
+        ..Call::default()
+    };
+    assert_eq!(choose_for(&c, Endpoint::Token, call), Err(UNKNOWN_CLIENT));
+    assert_eq!(
+        choose_for(&c, Endpoint::Token, Call::default()),
+        Err(NO_ROUTE)
+    );
+}
+
+#[test]
+fn tokens_route_by_the_api_rules() {
+    let c = cfg(false);
+    let form = vec![("token".to_owned(), "dot_abc".to_owned())];
+    let call = Call {
+        form: Some(&form),
+        ..Call::default()
+    };
+    assert_eq!(choose_for(&c, Endpoint::Revoke, call), Ok(1));
+    let opaque43 = "A".repeat(43);
+    let bearer = format!("Bearer {opaque43}");
+    let call = Call {
+        authorization: Some(&bearer),
+        ..Call::default()
+    };
+    assert_eq!(choose_for(&c, Endpoint::Userinfo, call), Ok(0));
+    // The token only counts for endpoints that carry one.
+    let call = Call {
+        form: Some(&form),
+        ..Call::default()
+    };
+    assert_eq!(choose_for(&c, Endpoint::Token, call), Err(NO_ROUTE));
+}
+
+#[test]
+fn tags_route_and_come_off_before_forwarding() {
+    let c = cfg(true);
+    let gw = c.gateway.as_ref().unwrap();
+    let form = vec![
+        ("grant_type".to_owned(), "client_credentials".to_owned()),
+        ("client_id".to_owned(), "as2.newclient".to_owned()),
+        ("client_secret".to_owned(), "x y".to_owned()),
+    ];
+    let call = Call {
+        form: Some(&form),
+        ..Call::default()
+    };
+    assert_eq!(choose_for(&c, Endpoint::Token, call), Ok(1));
+    let rw = rewrite(&c, gw, Endpoint::Token, &call);
+    assert_eq!(
+        rw.body.as_deref(),
+        Some("grant_type=client_credentials&client_id=newclient&client_secret=x+y")
+    );
+    let basic = form::basic_header("as1.c:1", "p&w");
+    let call = Call {
+        authorization: Some(&basic),
+        ..Call::default()
+    };
+    let rw = rewrite(&c, gw, Endpoint::Token, &call);
+    assert_eq!(rw.authorization, Some(form::basic_header("c:1", "p&w")));
+    let token = vec![("token".to_owned(), "as2.dot_abc".to_owned())];
+    let call = Call {
+        form: Some(&token),
+        ..Call::default()
+    };
+    assert_eq!(choose_for(&c, Endpoint::Introspect, call), Ok(1));
+    assert_eq!(
+        rewrite(&c, gw, Endpoint::Introspect, &call).body.as_deref(),
+        Some("token=dot_abc")
+    );
+}
+
+#[test]
+fn forwarding_keeps_queries_and_bodies_byte_for_byte() {
+    let c = cfg(false);
+    let gw = c.gateway.as_ref().unwrap();
+    let raw = "response_type=code&client_id=demo-client&state=a%2Fb%20c&code_challenge=xyz-_~&as=as1&nonce=n+1";
+    let call = Call {
+        query: Some(raw),
+        ..Call::default()
+    };
+    let rw = rewrite(&c, gw, Endpoint::Authorize, &call);
+    assert_eq!(
+        rw.query.as_deref(),
+        Some("response_type=code&client_id=demo-client&state=a%2Fb%20c&code_challenge=xyz-_~&nonce=n+1"),
+        "only the selector pair goes; every other byte stays"
+    );
+    let form = vec![("grant_type".to_owned(), "refresh_token".to_owned())];
+    let call = Call {
+        form: Some(&form),
+        ..Call::default()
+    };
+    assert_eq!(
+        rewrite(&c, gw, Endpoint::Token, &call),
+        Rewrite {
+            query: None,
+            body: None,
+            authorization: None
+        }
+    );
+    let (authority, path) = target(
+        &Url::parse("https://as1.example/auth?prompt=x").unwrap(),
+        Some("a=1"),
+    );
+    assert_eq!(
+        (authority.as_str(), path.as_str()),
+        ("as1.example", "/auth?prompt=x&a=1")
+    );
+}
+
+#[test]
+fn responses_get_tagged_values() {
+    let body =
+        br#"{"access_token":"abc","refresh_token":"r1","token_type":"Bearer","expires_in":60}"#;
+    let out: serde_json::Value =
+        serde_json::from_slice(&tag_response(Endpoint::Token, "as1", body).unwrap()).unwrap();
+    assert_eq!(out["access_token"], "as1.abc");
+    assert_eq!(out["refresh_token"], "as1.r1");
+    assert_eq!(out["expires_in"], 60);
+    let jwt = br#"{"access_token":"eyJhbGciOiJSUzI1NiJ9.e30.sig"}"#;
+    assert_eq!(
+        tag_response(Endpoint::Token, "as1", jwt),
+        None,
+        "JWTs carry iss already"
+    );
+    let reg = br#"{"client_id":"xyz","client_secret":"s"}"#;
+    let out: serde_json::Value =
+        serde_json::from_slice(&tag_response(Endpoint::Register, "as2", reg).unwrap()).unwrap();
+    assert_eq!(out["client_id"], "as2.xyz");
+    assert_eq!(tag_response(Endpoint::Userinfo, "as1", reg), None);
+}
