@@ -3,9 +3,12 @@
 //!
 //! - [`path`]: which endpoint, and the issuer named in the path
 //! - [`form`]: form bodies and Basic client credentials (RFC 6749 §2.3.1)
+//! - [`route`]: which authorization server, and the forwarded form of the call
+//! - [`metadata`]: the gateway's own discovery documents
 //! - [`tag`]: `<issuer>.<value>` tags for stateless routing ("authorization server proxy")
 
 pub mod form;
+pub mod metadata;
 pub mod path;
 pub mod route;
 pub mod tag;

@@ -7,17 +7,24 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
+use super::gateway::{self, GatewayCall, Start};
 use super::host;
 use super::worker::{Flow, OwnedFacts, Worker};
 
 pub struct Filter {
     context_id: u32,
     worker: Option<Rc<RefCell<Worker>>>,
+    /// A call to the OAuth endpoint gateway (not an API call), once recognised.
+    gateway: Option<GatewayCall>,
 }
 
 impl Filter {
     pub fn new(context_id: u32, worker: Option<Rc<RefCell<Worker>>>) -> Filter {
-        Filter { context_id, worker }
+        Filter {
+            context_id,
+            worker,
+            gateway: None,
+        }
     }
 }
 
@@ -31,7 +38,7 @@ impl Context for Filter {
 }
 
 impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Some(Ok(mut worker)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) else {
             // Not configured (or re-entered): fail closed.
             host::send_response(500, &[], "");
@@ -61,9 +68,42 @@ impl HttpContext for Filter {
         for header in worker.cfg.identity.owned_headers() {
             host::remove_request_header(header);
         }
+        if let Some(gw) = &worker.cfg.gateway {
+            // Only Tollgate may choose an authorization server's route.
+            host::remove_request_header(&gw.route_header);
+        }
+        if let Start::Handled(action, call) = gateway::start(&worker, &facts, end_of_stream, now) {
+            self.gateway = call;
+            return action;
+        }
         match worker.on_request(self.context_id, facts, now) {
             Flow::Continue => Action::Continue,
             Flow::Pause => Action::Pause,
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let now = host::now_ms();
+        self.with_gateway(|w, call| gateway::on_body(w, call, body_size, end_of_stream, now))
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.with_gateway(|_, call| gateway::on_response_headers(call))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.with_gateway(|w, call| gateway::on_response_body(w, call, body_size, end_of_stream))
+    }
+}
+
+impl Filter {
+    fn with_gateway(&mut self, f: impl FnOnce(&Worker, &mut GatewayCall) -> Action) -> Action {
+        let (Some(call), Some(worker)) = (self.gateway.as_mut(), self.worker.as_ref()) else {
+            return Action::Continue;
+        };
+        match worker.try_borrow() {
+            Ok(w) => f(&w, call),
+            Err(_) => Action::Continue,
         }
     }
 }

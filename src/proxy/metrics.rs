@@ -5,7 +5,8 @@
 //! `.jwks.fetch_ok`, `.jwks.fetch_failed`; for issuers with introspection also
 //! `.introspection.calls`, `.introspection.inactive`, `.introspection.cache_hit_negative`,
 //! `.introspection.coalesced`, `.introspection.failed.<kind>` and the histogram
-//! `.introspection.latency_ms`. Refusals before an issuer is known (no route, no
+//! `.introspection.latency_ms`; for issuers behind the gateway `.gateway.<endpoint>` (calls
+//! routed there) and `tollgate.gateway.refused` (calls answered with an OAuth error). Refusals before an issuer is known (no route, no
 //! token, unknown issuer, malformed request): `tollgate.denied.<reason>`.
 
 use super::host;
@@ -62,6 +63,8 @@ struct IssuerCounters {
     fetch_failed: Option<u32>,
     denied: Denials,
     introspection: Option<IntrospectionCounters>,
+    /// Gateway calls routed to this issuer, per endpoint.
+    gateway: [Option<u32>; GATEWAY_ENDPOINTS.len()],
 }
 
 #[derive(Debug, Default)]
@@ -102,18 +105,39 @@ pub enum IntrospectionEvent<'a> {
     Failed(&'a str),
 }
 
+/// Gateway endpoints, in the order of `IssuerCounters::gateway`.
+pub const GATEWAY_ENDPOINTS: [&str; 8] = [
+    "authorize",
+    "token",
+    "introspect",
+    "revoke",
+    "userinfo",
+    "register",
+    "client_configuration",
+    "metadata",
+];
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     issuers: Vec<IssuerCounters>,
     unattributed: Denials,
+    gateway_refused: Option<u32>,
 }
 
 impl Metrics {
-    /// `issuers`: (name, whether it has introspection) in configuration order.
-    pub fn define<'a>(issuers: impl Iterator<Item = (&'a str, bool)>) -> Metrics {
+    /// `issuers`: (name, has introspection, is behind the gateway) in configuration order.
+    pub fn define<'a>(issuers: impl Iterator<Item = (&'a str, bool, bool)>) -> Metrics {
+        let mut any_gateway = false;
         let issuers = issuers
-            .map(|(name, introspects)| {
+            .map(|(name, introspects, gatewayed)| {
                 let p = format!("tollgate.issuer.{name}");
+                any_gateway |= gatewayed;
+                let mut gateway = [None; GATEWAY_ENDPOINTS.len()];
+                if gatewayed {
+                    for (slot, ep) in gateway.iter_mut().zip(GATEWAY_ENDPOINTS) {
+                        *slot = host::define_counter(&format!("{p}.gateway.{ep}"));
+                    }
+                }
                 IssuerCounters {
                     allowed: host::define_counter(&format!("{p}.allowed")),
                     cache_hit: host::define_counter(&format!("{p}.cache_hit")),
@@ -121,13 +145,32 @@ impl Metrics {
                     fetch_failed: host::define_counter(&format!("{p}.jwks.fetch_failed")),
                     denied: Denials::define(&p),
                     introspection: introspects.then(|| IntrospectionCounters::define(&p)),
+                    gateway,
                 }
             })
             .collect();
         Metrics {
             issuers,
             unattributed: Denials::define("tollgate"),
+            gateway_refused: if any_gateway {
+                host::define_counter("tollgate.gateway.refused")
+            } else {
+                None
+            },
         }
+    }
+
+    /// A gateway call routed to `issuer` (`endpoint` one of [`GATEWAY_ENDPOINTS`]).
+    pub fn gateway(&self, issuer: usize, endpoint: &str) {
+        if let Some(c) = self.issuers.get(issuer) {
+            let slot = GATEWAY_ENDPOINTS.iter().position(|e| *e == endpoint);
+            host::increment(slot.and_then(|i| c.gateway[i]));
+        }
+    }
+
+    /// A gateway call answered with an OAuth error before reaching any server.
+    pub fn gateway_refused(&self) {
+        host::increment(self.gateway_refused);
     }
 
     pub fn allowed(&self, issuer: usize, cache_hit: bool) {

@@ -8,11 +8,13 @@
 //!
 //! - [`root`]: `on_configure` (parse, compile, swap), the tick that refreshes keys, callouts
 //! - [`filter`]: the HTTP context: strip identity headers, decide, forward or answer
+//! - [`gateway`]: the OAuth endpoint gateway (forward, redirect, metadata, response tags)
 //! - [`worker`]: per-VM state and the shared steps (apply a decision, wake paused requests)
 //! - [`shared`]: shared-data records (fetch state, key sets, token cache slots)
 //! - [`metrics`]: counters visible in Envoy's `/stats` (prefix `wasmcustom.tollgate.`)
 
 pub mod filter;
+pub mod gateway;
 pub mod host;
 pub mod metrics;
 pub mod root;

@@ -15,6 +15,8 @@ use crate::jwks::fetch::FetchState;
 pub struct IssuerKeys {
     pub state: String,
     pub keys: String,
+    /// The issuer's metadata document as fetched (for the gateway).
+    pub metadata: String,
 }
 
 impl IssuerKeys {
@@ -26,6 +28,7 @@ impl IssuerKeys {
         IssuerKeys {
             state: format!("tollgate.{fp}.jwks.{issuer_name}.state"),
             keys: format!("tollgate.{fp}.jwks.{issuer_name}.keys"),
+            metadata: format!("tollgate.{fp}.jwks.{issuer_name}.meta"),
         }
     }
 
@@ -64,6 +67,15 @@ impl IssuerKeys {
             }
         }
         None
+    }
+
+    pub fn write_metadata(&self, doc: &[u8]) {
+        host::shared_set(&self.metadata, doc, None);
+    }
+
+    /// The metadata document, parsed (gateway calls are rare enough to parse it each time).
+    pub fn read_metadata(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        serde_json::from_slice(&host::shared_get(&self.metadata).0?).ok()
     }
 
     pub fn write_keys(&self, generation: u64, fetched_at: u64, jwks: &[u8]) {

@@ -127,12 +127,17 @@ impl Worker {
                         let jwks_uri = meta.jwks_uri.map(String::from);
                         let endpoint = meta.introspection_endpoint.map(String::from);
                         let rec = self.records.get(idx).and_then(Option::as_ref);
+                        let store = issuer.fetch_plan().metadata_wanted;
+                        if let (true, Some(r), Some(resp)) = (store, rec, &response) {
+                            r.write_metadata(&resp.body);
+                        }
                         let updated = rec.and_then(|r| {
                             r.update(
                                 |_| true,
                                 |s| {
                                     s.jwks_uri.clone_from(&jwks_uri);
                                     s.introspection_endpoint.clone_from(&endpoint);
+                                    s.metadata_stored |= store;
                                 },
                             )
                         });

@@ -130,11 +130,13 @@ impl Worker {
             });
             records.push(record);
         }
-        let metrics = Metrics::define(
-            cfg.issuers
-                .iter()
-                .map(|i| (i.name.as_str(), i.introspection.is_some())),
-        );
+        let metrics = Metrics::define(cfg.issuers.iter().map(|i| {
+            (
+                i.name.as_str(),
+                i.introspection.is_some(),
+                i.gateway.is_some(),
+            )
+        }));
         let needs_route_name = cfg.routes.iter().any(|r| r.matcher.route_name.is_some());
         let mut hint_headers: Vec<String> = cfg
             .routes
@@ -146,6 +148,14 @@ impl Worker {
                 Policy::Anonymous => None,
             })
             .collect();
+        if let Some(gw) = &cfg.gateway {
+            hint_headers.extend(gw.selector_header.clone());
+            hint_headers.extend(
+                ["content-type", ":scheme", "x-forwarded-proto"]
+                    .iter()
+                    .map(|h| (*h).to_owned()),
+            );
+        }
         hint_headers.sort();
         hint_headers.dedup();
         let cache = SharedTokenCache {
@@ -295,6 +305,49 @@ impl Worker {
             log::warn!("tollgate: the host refused the local reply");
         }
         Flow::Pause
+    }
+
+    /// The issuer's metadata document, when the gateway keeps one for it.
+    pub fn issuer_metadata(
+        &self,
+        idx: usize,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        self.records.get(idx)?.as_ref()?.read_metadata()
+    }
+
+    pub fn gateway_forwarded(&self, idx: usize, endpoint: crate::gateway::path::Endpoint) {
+        use crate::gateway::path::Endpoint as E;
+        let name = match endpoint {
+            E::Authorize => "authorize",
+            E::Token => "token",
+            E::Introspect => "introspect",
+            E::Revoke => "revoke",
+            E::Userinfo => "userinfo",
+            E::Register => "register",
+            E::ClientConfiguration => "client_configuration",
+            E::OidcDiscovery | E::AsMetadata => "metadata",
+        };
+        self.metrics.gateway(idx, name);
+    }
+
+    pub fn gateway_refused(&self) {
+        self.metrics.gateway_refused();
+    }
+
+    /// Revocation through the gateway: from now on the token is refused from the cache (every
+    /// worker), whatever a verification or an earlier introspection said.
+    pub fn evict(&self, idx: usize, token: &str, now: u64) {
+        use crate::cache::TokenCache as _;
+        if self.cfg.cache_slots == 0 {
+            return;
+        }
+        let entry = super::gateway::revoked_entry(self, idx, token, now);
+        let mut cache = SharedTokenCache {
+            slots: self.cfg.cache_slots,
+        };
+        for key in super::gateway::token_keys(self, token) {
+            cache.put(&key, &entry);
+        }
     }
 
     /// Forgets a request that ended (client gone) while it waited.

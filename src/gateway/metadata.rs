@@ -1,0 +1,100 @@
+//! The gateway's own metadata documents (OIDC Discovery / RFC 8414): the authorization
+//! server's document with each endpoint the gateway serves replaced by the gateway's URL.
+//! `issuer` and `jwks_uri` stay the server's own, so clients still validate its ID tokens.
+
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::config::Issuer;
+
+/// Gateway path segment for each endpoint metadata name.
+pub const PATHS: [(&str, &str); 6] = [
+    ("authorization_endpoint", "authorize"),
+    ("token_endpoint", "token"),
+    ("introspection_endpoint", "introspect"),
+    ("revocation_endpoint", "revoke"),
+    ("userinfo_endpoint", "userinfo"),
+    ("registration_endpoint", "register"),
+];
+
+/// The server's URL for endpoint `name` (`token_endpoint`, ...): configured, else from its
+/// metadata document.
+pub fn endpoint_url(
+    issuer: &Issuer,
+    as_doc: Option<&Map<String, Value>>,
+    name: &str,
+) -> Option<Url> {
+    if let Some(url) = issuer.gateway.as_ref().and_then(|g| g.endpoints.get(name)) {
+        return Some(url.clone());
+    }
+    let text = as_doc?.get(name)?.as_str()?;
+    Url::parse(text)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+}
+
+/// The document for `issuer` behind the gateway, whose endpoints live under `gateway_base`
+/// (e.g. `https://api.example.com/oauth2/as1`).
+pub fn document(issuer: &Issuer, as_doc: Option<&Map<String, Value>>, gateway_base: &str) -> Value {
+    let mut doc = as_doc.cloned().unwrap_or_default();
+    doc.insert("issuer".into(), Value::String(issuer.issuer.clone()));
+    for (name, path) in PATHS {
+        if endpoint_url(issuer, as_doc, name).is_some() {
+            doc.insert(name.into(), Value::String(format!("{gateway_base}/{path}")));
+        } else {
+            doc.remove(name);
+        }
+    }
+    Value::Object(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FilterConfig;
+    use serde_json::json;
+
+    #[test]
+    fn endpoints_point_at_the_gateway_and_the_rest_stays() {
+        let cfg = FilterConfig::parse(
+            json!({
+                "issuers": [{"name": "as1", "issuer": "https://as1.example",
+                             "jwks": {"uri": "https://as1.example/jwks", "upstream": "as1"},
+                             "gateway": {"endpoints": {"userinfo": "https://as1.example/me"},
+                                         "metadata": true, "upstream": "as1"}}],
+                "gateway": {"base_path": "/oauth2"}
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let as_doc = json!({
+            "issuer": "https://as1.example",
+            "token_endpoint": "https://as1.example/token",
+            "jwks_uri": "https://as1.example/jwks",
+            "end_session_endpoint": "https://as1.example/logout",
+            "code_challenge_methods_supported": ["S256"]
+        });
+        let doc = document(
+            &cfg.issuers[0],
+            as_doc.as_object(),
+            "https://gw.example/oauth2/as1",
+        );
+        assert_eq!(doc["issuer"], "https://as1.example");
+        assert_eq!(doc["token_endpoint"], "https://gw.example/oauth2/as1/token");
+        assert_eq!(
+            doc["userinfo_endpoint"],
+            "https://gw.example/oauth2/as1/userinfo"
+        );
+        assert_eq!(doc["jwks_uri"], "https://as1.example/jwks");
+        assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
+        assert!(doc.get("registration_endpoint").is_none());
+        assert_eq!(
+            endpoint_url(&cfg.issuers[0], as_doc.as_object(), "userinfo_endpoint")
+                .unwrap()
+                .as_str(),
+            "https://as1.example/me",
+            "configured endpoints win"
+        );
+    }
+}

@@ -1,0 +1,370 @@
+//! The OAuth endpoint gateway on the host: answers metadata and `authorize` itself, forwards the
+//! other calls to the chosen authorization server (rewritten `:authority` / `:path`, the route
+//! header the host's route table matches, `clear_route_cache`), reads bodies it needs (up to
+//! the limit) and, with tagging on, tags values in responses. The decisions are in
+//! [`crate::gateway`]; this is the glue.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, BufferType};
+
+use super::host;
+use super::worker::{OwnedFacts, Worker};
+use crate::cache::{self, Cached};
+use crate::gateway::path::{self, Endpoint};
+use crate::gateway::route::{self, Call, GatewayError};
+use crate::gateway::{form, metadata};
+
+/// A gateway call in progress (kept by the HTTP context between callbacks).
+#[derive(Debug)]
+pub struct GatewayCall {
+    endpoint: Endpoint,
+    path_issuer: Option<String>,
+    client_config_id: Option<String>,
+    query: Option<String>,
+    authorization: Option<String>,
+    selector_header: Option<String>,
+    content_type: Option<String>,
+    /// The issuer the call was forwarded to, and whether its response gets tags.
+    forwarded: Option<(usize, bool)>,
+    /// The response body is being buffered for tagging.
+    tagging_response: bool,
+}
+
+/// What the HTTP context does after the request headers.
+pub enum Start {
+    /// Not a gateway path: API authentication applies.
+    NotGateway,
+    /// Answered or forwarded; keep the call for the body / response callbacks.
+    Handled(Action, Option<GatewayCall>),
+}
+
+fn reply_error(e: &GatewayError) -> Action {
+    let headers = [
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("cache-control".to_owned(), "no-store".to_owned()),
+    ];
+    host::send_response(e.status, &headers, &e.body());
+    Action::Pause
+}
+
+/// Starts handling a request if its path is under the gateway's base path.
+pub fn start(worker: &Worker, facts: &OwnedFacts, end_of_stream: bool, now: u64) -> Start {
+    let Some(gw) = &worker.cfg.gateway else {
+        return Start::NotGateway;
+    };
+    let (path_only, query) = match facts.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (facts.path.as_str(), None),
+    };
+    let is_issuer = |n: &str| {
+        worker
+            .cfg
+            .issuers
+            .iter()
+            .any(|i| i.name == n && i.gateway.is_some())
+    };
+    if !path_only.starts_with(&gw.base_path) {
+        return Start::NotGateway;
+    }
+    let Some(target) = path::parse(&gw.base_path, path_only, is_issuer) else {
+        let e = GatewayError {
+            status: 404,
+            error: "invalid_request",
+            description: "no such OAuth endpoint",
+        };
+        return Start::Handled(reply_error(&e), None);
+    };
+    let header = |name: &str| {
+        facts
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut call = GatewayCall {
+        endpoint: target.endpoint,
+        path_issuer: target.issuer.map(str::to_owned),
+        client_config_id: target.client_id.map(str::to_owned),
+        query: query.map(str::to_owned),
+        authorization: facts.authorization.first().cloned(),
+        selector_header: gw.selector_header.as_deref().and_then(header),
+        content_type: header("content-type"),
+        forwarded: None,
+        tagging_response: false,
+    };
+    if matches!(
+        target.endpoint,
+        Endpoint::OidcDiscovery | Endpoint::AsMetadata
+    ) {
+        let scheme = header("x-forwarded-proto")
+            .or_else(|| header(":scheme"))
+            .unwrap_or_else(|| "http".to_owned());
+        return Start::Handled(
+            serve_metadata(worker, &call, &scheme, &facts.authority),
+            None,
+        );
+    }
+    if target.endpoint.reads_body() && !end_of_stream {
+        // Routing may depend on the form: wait for the whole body (on_body).
+        return Start::Handled(Action::Pause, Some(call));
+    }
+    let action = forward(worker, &mut call, None, now);
+    Start::Handled(action, Some(call))
+}
+
+/// Request body callback of a gateway call waiting for its body.
+pub fn on_body(
+    worker: &Worker,
+    call: &mut GatewayCall,
+    body_size: usize,
+    end_of_stream: bool,
+    now: u64,
+) -> Action {
+    if call.forwarded.is_some() {
+        return Action::Continue;
+    }
+    let limit = worker.cfg.gateway.as_ref().map_or(0, |g| g.max_body_bytes);
+    if body_size > limit {
+        return reply_error(&route::BODY_TOO_LARGE);
+    }
+    if !end_of_stream {
+        return Action::Pause;
+    }
+    let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let is_form = call.content_type.as_deref().is_some_and(|t| {
+        t.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+    });
+    let pairs = if call.endpoint == Endpoint::Register {
+        None
+    } else if is_form {
+        match form::parse(&body) {
+            Some(p) => Some(p),
+            None => return reply_error(&route::MALFORMED_FORM),
+        }
+    } else {
+        return reply_error(&GatewayError {
+            status: 400,
+            error: "invalid_request",
+            description: "the body must be application/x-www-form-urlencoded",
+        });
+    };
+    let action = forward(worker, call, pairs.as_deref(), now);
+    if let (Action::Continue, Some(new_body)) =
+        (action, call_body_rewrite(worker, call, pairs.as_deref()))
+    {
+        let _ = hostcalls::set_buffer(
+            BufferType::HttpRequestBody,
+            0,
+            body_size,
+            new_body.as_bytes(),
+        );
+        host::set_request_header("content-length", &new_body.len().to_string());
+    }
+    action
+}
+
+fn as_call<'c>(call: &'c GatewayCall, form: Option<&'c [(String, String)]>) -> Call<'c> {
+    Call {
+        path_issuer: call.path_issuer.as_deref(),
+        query: call.query.as_deref(),
+        form,
+        selector_header: call.selector_header.as_deref(),
+        authorization: call.authorization.as_deref(),
+    }
+}
+
+fn call_body_rewrite(
+    worker: &Worker,
+    call: &GatewayCall,
+    form: Option<&[(String, String)]>,
+) -> Option<String> {
+    let gw = worker.cfg.gateway.as_ref()?;
+    route::rewrite(&worker.cfg, gw, call.endpoint, &as_call(call, form)).body
+}
+
+/// Chooses the server and forwards (or, for `authorize`, redirects).
+fn forward(
+    worker: &Worker,
+    call: &mut GatewayCall,
+    form: Option<&[(String, String)]>,
+    now: u64,
+) -> Action {
+    let Some(gw) = &worker.cfg.gateway else {
+        return Action::Continue;
+    };
+    let view = as_call(call, form);
+    let idx = match route::choose(&worker.cfg, gw, call.endpoint, &view) {
+        Ok(idx) => idx,
+        Err(e) => {
+            worker.gateway_refused();
+            return reply_error(&e);
+        }
+    };
+    let issuer = &worker.cfg.issuers[idx];
+    let as_doc = worker.issuer_metadata(idx);
+    let name = match call.endpoint {
+        Endpoint::Authorize => "authorization_endpoint",
+        Endpoint::Token => "token_endpoint",
+        Endpoint::Introspect => "introspection_endpoint",
+        Endpoint::Revoke => "revocation_endpoint",
+        Endpoint::Userinfo => "userinfo_endpoint",
+        Endpoint::Register | Endpoint::ClientConfiguration => "registration_endpoint",
+        Endpoint::OidcDiscovery | Endpoint::AsMetadata => return Action::Continue,
+    };
+    let Some(mut url) = metadata::endpoint_url(issuer, as_doc.as_ref(), name) else {
+        let wanted = issuer
+            .gateway
+            .as_ref()
+            .is_some_and(|g| g.metadata.is_some());
+        return reply_error(if wanted && as_doc.is_none() {
+            &route::NOT_READY
+        } else {
+            &route::NO_ENDPOINT
+        });
+    };
+    if let (Endpoint::ClientConfiguration, Some(id)) = (call.endpoint, &call.client_config_id) {
+        // RFC 7592: the client configuration endpoint is the registration endpoint + /{id}.
+        let joined = format!("{}/{id}", url.as_str().trim_end_matches('/'));
+        match url::Url::parse(&joined) {
+            Ok(u) => url = u,
+            Err(_) => return reply_error(&route::NO_ENDPOINT),
+        }
+    }
+    let rewrite = route::rewrite(&worker.cfg, gw, call.endpoint, &view);
+    worker.gateway_forwarded(idx, call.endpoint);
+    let (authority, path) = route::target(&url, rewrite.query.as_deref());
+    if call.endpoint == Endpoint::Authorize {
+        // The browser goes to the server itself, every parameter as it sent them.
+        let location = format!("{}://{authority}{path}", url.scheme());
+        let headers = [
+            ("location".to_owned(), location),
+            ("cache-control".to_owned(), "no-store".to_owned()),
+        ];
+        host::send_response(302, &headers, "");
+        return Action::Pause;
+    }
+    if call.endpoint == Endpoint::Revoke {
+        if let Some(token) = form.and_then(|f| form::get(f, "token")) {
+            worker.evict(idx, token, now);
+        }
+    }
+    host::set_request_header(":authority", &authority);
+    host::set_request_header(":path", &path);
+    host::set_request_header(&gw.route_header, &issuer.name);
+    if let Some(a) = &rewrite.authorization {
+        host::set_request_header("authorization", a);
+    }
+    let _ = hostcalls::call_foreign_function("clear_route_cache", None);
+    let tags = gw.tagging && matches!(call.endpoint, Endpoint::Token | Endpoint::Register);
+    call.forwarded = Some((idx, tags));
+    Action::Continue
+}
+
+fn serve_metadata(worker: &Worker, call: &GatewayCall, scheme: &str, authority: &str) -> Action {
+    let Some(gw) = &worker.cfg.gateway else {
+        return Action::Continue;
+    };
+    let origin = format!("{scheme}://{authority}{}", gw.base_path);
+    let (idx, base) = match (&call.path_issuer, gw.default_issuer) {
+        (Some(name), _) => match worker.cfg.issuers.iter().position(|i| &i.name == name) {
+            Some(idx) => (idx, format!("{origin}/{name}")),
+            None => return reply_error(&route::UNKNOWN_SELECTOR),
+        },
+        (None, Some(idx)) => (idx, origin),
+        (None, None) => {
+            return reply_error(&GatewayError {
+                status: 404,
+                error: "invalid_request",
+                description: "no default authorization server: use /{issuer}/.well-known/...",
+            })
+        }
+    };
+    let issuer = &worker.cfg.issuers[idx];
+    let as_doc = worker.issuer_metadata(idx);
+    if issuer
+        .gateway
+        .as_ref()
+        .is_some_and(|g| g.metadata.is_some())
+        && as_doc.is_none()
+    {
+        return reply_error(&route::NOT_READY);
+    }
+    worker.gateway_forwarded(idx, call.endpoint);
+    let doc = metadata::document(issuer, as_doc.as_ref(), &base);
+    let headers = [("content-type".to_owned(), "application/json".to_owned())];
+    host::send_response(200, &headers, &doc.to_string());
+    Action::Pause
+}
+
+/// Response headers of a forwarded call: get ready to tag the body.
+pub fn on_response_headers(call: &mut GatewayCall) -> Action {
+    let Some((_, true)) = call.forwarded else {
+        return Action::Continue;
+    };
+    let status =
+        hostcalls::get_map_value(proxy_wasm::types::MapType::HttpResponseHeaders, ":status")
+            .ok()
+            .flatten();
+    if matches!(status.as_deref(), Some("200" | "201")) {
+        call.tagging_response = true;
+        host::remove_response_header("content-length");
+    }
+    Action::Continue
+}
+
+/// Response body of a forwarded call: tag client ids / opaque tokens once it is complete.
+pub fn on_response_body(
+    worker: &Worker,
+    call: &GatewayCall,
+    body_size: usize,
+    end_of_stream: bool,
+) -> Action {
+    let (true, Some((idx, _))) = (call.tagging_response, call.forwarded) else {
+        return Action::Continue;
+    };
+    if !end_of_stream {
+        return Action::Pause;
+    }
+    let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let name = &worker.cfg.issuers[idx].name;
+    if let Some(tagged) = route::tag_response(call.endpoint, name, &body) {
+        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &tagged);
+    }
+    Action::Continue
+}
+
+/// The cache key(s) of a token as API clients present it (tagged and untagged).
+pub fn token_keys(worker: &Worker, token: &str) -> Vec<cache::CacheKey> {
+    let mut keys = vec![cache::key_for(&worker.cfg.fingerprint, token)];
+    if let Some((_, bare)) = crate::issuer::tagged(&worker.cfg, token) {
+        keys.push(cache::key_for(&worker.cfg.fingerprint, bare));
+    }
+    keys
+}
+
+/// A negative entry that refuses a revoked token until positive answers about it are gone.
+pub fn revoked_entry(worker: &Worker, idx: usize, token: &str, now: u64) -> Cached {
+    let issuer = &worker.cfg.issuers[idx];
+    let introspected = issuer.introspection.as_ref().map_or(0, |i| i.ttl.max_ms);
+    let jwt_exp = crate::jwt::peek(token)
+        .ok()
+        .and_then(|p| p.unverified_exp_s())
+        .map(|s| u64::try_from(s).unwrap_or(0).saturating_mul(1000));
+    const DAY_MS: u64 = 86_400_000;
+    let until = match jwt_exp {
+        Some(exp) => exp.min(now.saturating_add(DAY_MS)),
+        None => now.saturating_add(introspected.max(issuer.timing.refresh_ms)),
+    };
+    Cached::Invalid {
+        issuer: idx,
+        until_ms: until,
+    }
+}
