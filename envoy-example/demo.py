@@ -44,6 +44,12 @@ Opaque tokens (no resource=) are checked by introspection at the AS that minted 
   OPAQUE2=$(curl -s -u dot-opaque:dot-opaque-secret {AS2_ISSUER}/token/ \\
       -d grant_type=client_credentials -d scope=read | jq -r .access_token)   # starts with dot_
 
+Or ask the gateway's one set of OAuth endpoints; it routes each call to the right server
+(by client id here; /oauth2/as1/... or /oauth2/as2/... name it explicitly):
+  curl -s -u demo-client:demo-secret http://127.0.0.1:{API}/oauth2/token -d grant_type=client_credentials
+  curl -s -u dot-opaque:dot-opaque-secret http://127.0.0.1:{API}/oauth2/token -d grant_type=client_credentials
+  curl -s http://127.0.0.1:{API}/oauth2/as2/.well-known/oauth-authorization-server
+
 Call the protected API (the upstream echoes the headers it received, identity included):
   curl -s -H "Authorization: Bearer $TOKEN1" http://127.0.0.1:{API}/api/orders
   curl -s -H "Authorization: Bearer $TOKEN2" http://127.0.0.1:{API}/api/orders
@@ -66,10 +72,24 @@ def start_all(logs: Path) -> list[Proc]:
         argv = [str(envoy.envoy_binary()), "-c", str(ROOT / "envoy-example" / "envoy.yaml"),
                 "--disable-hot-restart", "--concurrency", "2", "-l", "info"]
         procs.append(Proc("envoy", argv, API, logs / "envoy.log", cwd=ROOT).start())
+        wait_for_metadata()
     except BaseException:
         stop_all(procs)
         raise
     return procs
+
+
+def wait_for_metadata(timeout: float = 10.0) -> None:
+    """Until Tollgate has fetched both servers' metadata (its gateway answers 503 before)."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout
+    for name in ("as1", "as2"):
+        url = f"http://127.0.0.1:{API}/oauth2/{name}/.well-known/oauth-authorization-server"
+        while requests.get(url, timeout=5).status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def stop_all(procs: list[Proc]) -> None:
@@ -90,7 +110,13 @@ def check() -> bool:
                                    scope="read")["access_token"]
     o2 = tokens.client_credentials(f"{AS2_ISSUER}/token/", "dot-opaque", "dot-opaque-secret",
                                    scope="read")["access_token"]
+    g1 = tokens.client_credentials(f"{api}/oauth2/token", "demo-client", "demo-secret",
+                                   scope="read")["access_token"]
+    g2 = tokens.client_credentials(f"{api}/oauth2/token", "dot-opaque", "dot-opaque-secret",
+                                   scope="read")["access_token"]
     cases = [
+        ("AS-1 token from the gateway", "/api/orders", g1, 200),
+        ("AS-2 token from the gateway", "/api/orders", g2, 200),
         ("AS-1 token", "/api/orders", t1, 200),
         ("AS-2 token", "/api/orders", t2, 200),
         ("AS-1 opaque token", "/api/orders", o1, 200),

@@ -48,16 +48,32 @@ pub fn parse<'p>(
 ) -> Option<Target<'p>> {
     let rest = path.strip_prefix(base.trim_end_matches('/'))?;
     let rest = rest.strip_prefix('/')?;
-    let mut segments: Vec<&str> = rest.split('/').collect();
-    let issuer = match segments.first() {
-        Some(first) if segments.len() > 1 && is_issuer(first) => {
-            let name = *first;
-            segments.remove(0);
-            Some(name)
-        }
-        _ => None,
+    let segments: Vec<&str> = rest.split('/').collect();
+    let with_issuer = || {
+        let (first, tail) = segments.split_first()?;
+        endpoint(tail).map(|(endpoint, client_id)| Target {
+            issuer: Some(*first),
+            endpoint,
+            client_id,
+        })
     };
-    let (endpoint, client_id) = match segments.as_slice() {
+    let without_issuer = || {
+        endpoint(&segments).map(|(endpoint, client_id)| Target {
+            issuer: None,
+            endpoint,
+            client_id,
+        })
+    };
+    // A known issuer name in front wins; an unknown name in front of an endpoint is still a
+    // selector (so that the caller answers "unknown authorization server", not 404).
+    match segments.first() {
+        Some(first) if is_issuer(first) => with_issuer().or_else(without_issuer),
+        _ => without_issuer().or_else(with_issuer),
+    }
+}
+
+fn endpoint<'p>(segments: &[&'p str]) -> Option<(Endpoint, Option<&'p str>)> {
+    Some(match segments {
         ["authorize"] => (Endpoint::Authorize, None),
         ["token"] => (Endpoint::Token, None),
         ["introspect"] => (Endpoint::Introspect, None),
@@ -68,11 +84,6 @@ pub fn parse<'p>(
         [".well-known", "openid-configuration"] => (Endpoint::OidcDiscovery, None),
         [".well-known", "oauth-authorization-server"] => (Endpoint::AsMetadata, None),
         _ => return None,
-    };
-    Some(Target {
-        issuer,
-        endpoint,
-        client_id,
     })
 }
 
@@ -116,14 +127,21 @@ mod tests {
     fn unknown_paths_are_not_gateway_calls() {
         assert_eq!(parse("/oauth2", "/oauth2", known), None);
         assert_eq!(parse("/oauth2", "/oauth2x/token", known), None);
-        assert_eq!(
-            parse("/oauth2", "/oauth2/as3/token", known),
-            None,
-            "unknown issuer segment"
-        );
+        assert_eq!(parse("/oauth2", "/oauth2/as3/token/x", known), None);
         assert_eq!(parse("/oauth2", "/oauth2/token/extra", known), None);
         assert_eq!(parse("/oauth2", "/api/token", known), None);
         assert_eq!(parse("/oauth2", "/oauth2/register/", known), None);
+    }
+
+    #[test]
+    fn an_unknown_issuer_segment_is_still_a_selector() {
+        let t = parse("/oauth2", "/oauth2/as3/token", known).unwrap();
+        assert_eq!((t.issuer, t.endpoint), (Some("as3"), Endpoint::Token));
+        let t = parse("/oauth2", "/oauth2/register/abc", known).unwrap();
+        assert_eq!(
+            (t.issuer, t.endpoint),
+            (None, Endpoint::ClientConfiguration)
+        );
     }
 
     #[test]

@@ -39,10 +39,20 @@ pub enum Start {
 }
 
 fn reply_error(e: &GatewayError) -> Action {
-    let headers = [
+    let mut headers = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
         ("cache-control".to_owned(), "no-store".to_owned()),
     ];
+    if e.status == 503 {
+        headers.push(("retry-after".to_owned(), "1".to_owned()));
+    }
+    if e.error == "invalid_client" {
+        // RFC 6749 §5.2: a 401 invalid_client names the scheme the client should use.
+        headers.push((
+            "www-authenticate".to_owned(),
+            "Basic realm=\"oauth\"".to_owned(),
+        ));
+    }
     host::send_response(e.status, &headers, &e.body());
     Action::Pause
 }
@@ -207,6 +217,16 @@ fn forward(
     };
     let issuer = &worker.cfg.issuers[idx];
     let as_doc = worker.issuer_metadata(idx);
+    log::debug!(
+        "tollgate: gateway {:?} -> issuer {} (metadata {})",
+        call.endpoint,
+        issuer.name,
+        if as_doc.is_some() {
+            "known"
+        } else {
+            "not known"
+        }
+    );
     let name = match call.endpoint {
         Endpoint::Authorize => "authorization_endpoint",
         Endpoint::Token => "token_endpoint",

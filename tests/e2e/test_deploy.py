@@ -78,5 +78,5 @@ def test_demo_runs(wasm):
     r = subprocess.run([str(ROOT / "envoy-example" / "run"), "--check"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count(" ok ") == 7, r.stdout
+    assert r.stdout.count(" ok ") == 9, r.stdout
     assert not any(port_open(p) for p in DEMO_PORTS), "the demo left a server running"

@@ -133,6 +133,9 @@ def wasm_filter(
     config: dict[str, Any] = {
         "name": root_id,
         "root_id": root_id,
+        # The gateway pauses request headers until it has read the body: without this Envoy
+        # never delivers body callbacks to a filter that paused its headers.
+        "allow_on_headers_stop_iteration": True,
         "configuration": {"@type": STRING_VALUE_TYPE, "value": configuration},
         "vm_config": {
             "vm_id": vm_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,9 +39,9 @@ def build_wasm() -> Path:
     return WASM
 
 
-def plugin_config(as1_port: int, as2_port: int, **issuer_overrides) -> dict:
+def plugin_config(as1_port: int, as2_port: int, tagging: bool = False, **issuer_overrides) -> dict:
     """The demo/test plugin configuration. issuer_overrides: {"as1": {...}, "as2": {...}} merged
-    into each issuer."""
+    into each issuer; tagging turns on the gateway's stateless routing tags."""
     issuers = [
         {
             "name": "as1",
@@ -62,6 +63,12 @@ def plugin_config(as1_port: int, as2_port: int, **issuer_overrides) -> dict:
                 "require_token_type": True,
             },
             "opaque_tokens": {"pattern": "[A-Za-z0-9_-]{43}"},
+            # Behind the gateway's /oauth2 endpoints: endpoints from the same discovery document.
+            "gateway": {
+                "metadata": True,
+                "upstream": "as1",
+                "client_ids": ["demo-client", "post-client", "rs-client", "short-opaque-client"],
+            },
         },
         {
             "name": "as2",
@@ -83,6 +90,13 @@ def plugin_config(as1_port: int, as2_port: int, **issuer_overrides) -> dict:
                 "client_secret": "s3cr3t+/=%&",
             },
             "opaque_tokens": {"prefixes": ["dot_"]},
+            # DOT's RFC 8414 document has no userinfo_endpoint (its OIDC one does): configured.
+            "gateway": {
+                "metadata": f"http://127.0.0.1:{as2_port}/.well-known/oauth-authorization-server/o",
+                "upstream": "as2",
+                "endpoints": {"userinfo": f"http://127.0.0.1:{as2_port}/o/userinfo/"},
+                "client_id_prefixes": ["dot-"],
+            },
         },
     ]
     for issuer in issuers:
@@ -110,7 +124,28 @@ def plugin_config(as1_port: int, as2_port: int, **issuer_overrides) -> dict:
             {"name": "api", "match": {"prefix": "/api"}, "require": {"scopes_any": ["read", "admin"]}},
         ],
         "identity": {"payload_header": "x-tollgate-claims"},
+        # One set of OAuth endpoints for both servers (see README "Several authorization servers
+        # behind one set of endpoints").
+        "gateway": {
+            "base_path": "/oauth2",
+            "selector_param": "as",
+            "selector_header": "x-oauth-as",
+            "tagging": tagging,
+        },
     }
+
+
+def gateway_routes(route_header: str = "x-tollgate-as") -> list[dict]:
+    """Envoy routes that send gateway calls Tollgate routed (route header = issuer name) to
+    that authorization server's cluster; they come before the API routes."""
+    return [
+        {
+            "name": f"oauth-{name}",
+            "match": {"prefix": "/", "headers": [{"name": route_header, "string_match": {"exact": name}}]},
+            "route": {"cluster": name, "timeout": "15s"},
+        }
+        for name in ("as1", "as2")
+    ] + envoy.DEFAULT_ROUTES
 
 
 @dataclass
@@ -123,6 +158,7 @@ class Stack:
     upstream_port: int = field(default_factory=free_port)
     concurrency: int = 1
     issuer_overrides: dict = field(default_factory=dict)
+    tagging: bool = False
     procs: dict[str, Proc] = field(default_factory=dict)
 
     @property
@@ -142,7 +178,7 @@ class Stack:
         return self.envoy.url
 
     def plugin_config(self) -> dict:
-        return plugin_config(self.as1_port, self.as2_port, **self.issuer_overrides)
+        return plugin_config(self.as1_port, self.as2_port, self.tagging, **self.issuer_overrides)
 
     def clusters(self) -> dict[str, int]:
         return {"as1": self.as1_port, "as2": self.as2_port, "upstream": self.upstream_port}
@@ -159,6 +195,7 @@ class Stack:
 
     def start_envoy(self, **kwargs) -> envoy.EnvoyProc:
         kwargs.setdefault("concurrency", self.concurrency)
+        kwargs.setdefault("routes", gateway_routes())
         self.procs["envoy"] = envoy.start_envoy(
             WASM, self.plugin_config(), self.clusters(), log_dir=self.workdir, **kwargs
         )
@@ -171,10 +208,21 @@ class Stack:
             self.start_as1()
             self.start_as2()
             self.start_envoy()
+            self.wait_gateway_ready()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def wait_gateway_ready(self, timeout: float = 10.0) -> None:
+        """Until Tollgate has fetched both servers' metadata (the gateway answers 503 before)."""
+        deadline = time.monotonic() + timeout
+        for name in ("as1", "as2"):
+            url = f"{self.url}/oauth2/{name}/.well-known/oauth-authorization-server"
+            while requests.get(url, timeout=5).status_code == 503:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the gateway did not learn {name}'s metadata in {timeout}s")
+                time.sleep(0.05)
 
     def stop(self) -> None:
         for name in ("envoy", "as1", "as2", "upstream"):
