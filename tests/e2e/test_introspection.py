@@ -560,3 +560,22 @@ def test_jwts_are_introspected_too_and_revocation_bites_after_the_ttl(new_stack)
     assert introspected(st, "as2") == n1 + 1
     assert intro(st, "inactive", "as2") == 1
     assert intro(st, "calls", "as2") == calls0 + 2
+
+
+# --------------------------------------------------------------------------------- 9. our credentials refused
+
+
+def test_rejected_client_credentials_fail_closed_and_the_log_names_the_issuer_not_the_secret(new_stack):
+    wrong_secret = "not-the-secret-" + secrets.token_hex(8)
+    st = new_stack(issuer_overrides={"as2": {"introspection": {"client_secret": wrong_secret}}})
+    st.start()
+    before = failures(st, "as2")
+    r = st.call(API, st.as2_opaque_token())
+    assert_unavailable(r)
+    after = failures(st, "as2")
+    assert after.get("client_rejected", 0) == before.get("client_rejected", 0) + 1
+    time.sleep(0.3)  # log flush interval is 100 ms
+    log = st.envoy.log_text()
+    assert "issuer as2: introspection failed: HTTP 403" in log
+    assert "client credentials" in log
+    assert wrong_secret not in log
