@@ -192,6 +192,7 @@ fn compiled(config: &Value) -> Vec<(&'static str, String)> {
         ("identity", format!("{:?}", c.identity)),
         ("realm", c.realm),
         ("cache", c.cache_slots.to_string()),
+        ("gateway", format!("{:?}", c.gateway)),
     ]
 }
 
@@ -266,6 +267,40 @@ fn introspection_schema_defaults_are_the_plugin_defaults() {
         explicit["issuers"][0]["opaque_tokens"]["prefixes"],
         json!([])
     );
+    assert_no_failures(
+        "defaults written out",
+        &schema_errors(&validator(), &explicit),
+    );
+    for (with_defaults, without) in compiled(&explicit).into_iter().zip(compiled(&minimal)) {
+        assert_eq!(
+            with_defaults, without,
+            "the schema's defaults differ from the plugin's"
+        );
+    }
+}
+
+#[test]
+fn gateway_schema_defaults_are_the_plugin_defaults() {
+    let minimal = json!({
+        "issuers": [{
+            "name": "corp",
+            "issuer": "https://login.example.com",
+            "jwks": {"discovery": true, "upstream": "corp_idp"},
+            "gateway": {"metadata": true, "upstream": "corp_idp"}
+        }],
+        "gateway": {"base_path": "/oauth2"}
+    });
+    let schema = schema();
+    let defs = &schema["$defs"];
+    let mut explicit = minimal.clone();
+    fill_defaults(&mut explicit["gateway"], &defs["gateway"]);
+    fill_defaults(
+        &mut explicit["issuers"][0]["gateway"],
+        &defs["issuerGateway"],
+    );
+    assert_eq!(explicit["gateway"]["route_header"], "x-tollgate-as");
+    assert_eq!(explicit["gateway"]["max_body_bytes"], 65_536);
+    assert_eq!(explicit["issuers"][0]["gateway"]["endpoints"], json!({}));
     assert_no_failures(
         "defaults written out",
         &schema_errors(&validator(), &explicit),

@@ -20,6 +20,33 @@ pub struct Gateway {
     pub tagging: bool,
 }
 
+/// OAuth request parameters (RFC 6749, 7636, 7662, 7009, 8707, OIDC Core) a selector must not
+/// shadow: the selector parameter is removed from forwarded calls.
+const OAUTH_PARAMETERS: [&str; 22] = [
+    "client_id",
+    "client_secret",
+    "grant_type",
+    "code",
+    "redirect_uri",
+    "scope",
+    "state",
+    "response_type",
+    "refresh_token",
+    "code_verifier",
+    "code_challenge",
+    "code_challenge_method",
+    "nonce",
+    "token",
+    "token_type_hint",
+    "resource",
+    "username",
+    "password",
+    "audience",
+    "prompt",
+    "request",
+    "request_uri",
+];
+
 /// The OAuth endpoints the gateway forwards to, by their metadata names (RFC 8414 §2).
 pub const ENDPOINTS: [&str; 6] = [
     "authorization_endpoint",
@@ -86,9 +113,14 @@ pub(super) fn compile_issuer_gateway(
     if metadata.is_none() && endpoints.is_empty() {
         return err(at, "give metadata, endpoints, or both");
     }
-    for (j, p) in r.client_id_prefixes.iter().enumerate() {
-        if p.is_empty() {
-            return err(format!("{at}.client_id_prefixes[{j}]"), "must not be empty");
+    for (field, list) in [
+        ("client_ids", &r.client_ids),
+        ("client_id_prefixes", &r.client_id_prefixes),
+    ] {
+        for (j, c) in list.iter().enumerate() {
+            if c.is_empty() {
+                return err(format!("{at}.{field}[{j}]"), "must not be empty");
+            }
         }
     }
     Ok(IssuerGateway {
@@ -122,6 +154,15 @@ pub(super) fn compile_gateway(r: RawGateway, issuers: &[Issuer]) -> Result<Gatew
     }
     if r.selector_param.as_deref().is_some_and(str::is_empty) {
         return err("gateway.selector_param", "must not be empty");
+    }
+    if r.selector_param
+        .as_deref()
+        .is_some_and(|p| OAUTH_PARAMETERS.contains(&p))
+    {
+        return err(
+            "gateway.selector_param",
+            "must not be an OAuth parameter: the selector is removed from forwarded calls",
+        );
     }
     let default_issuer = match &r.default_issuer {
         None => None,
@@ -166,6 +207,32 @@ pub(super) fn compile_gateway(r: RawGateway, issuers: &[Issuer]) -> Result<Gatew
                         b.name
                     ),
                 );
+            }
+            // The other way round: b's id under one of a's prefixes.
+            if let Some(c) = gb.client_ids.iter().find(|c| ga.owns_client(c)) {
+                return err(
+                    format!("issuers[{j}].gateway.client_ids"),
+                    format!(
+                        "client id {c:?} is also claimed by issuer {:?} (issuers[{i}])",
+                        a.name
+                    ),
+                );
+            }
+            // Overlapping prefixes claim every client id that starts with the longer one.
+            for (k, q) in gb.client_id_prefixes.iter().enumerate() {
+                if let Some(p) = ga
+                    .client_id_prefixes
+                    .iter()
+                    .find(|p| p.starts_with(q.as_str()) || q.starts_with(p.as_str()))
+                {
+                    return err(
+                        format!("issuers[{j}].gateway.client_id_prefixes[{k}]"),
+                        format!(
+                            "overlaps prefix {p:?} of issuer {:?} (issuers[{i}]): a client id could belong to both",
+                            a.name
+                        ),
+                    );
+                }
             }
         }
     }
