@@ -8,7 +8,8 @@
 //! configured `default_issuer`. Nothing matches: an OAuth error.
 //!
 //! Forwarding keeps the query string and the body byte-for-byte, except for what Tollgate owns:
-//! its selector parameter is removed and routing tags are stripped from client ids and tokens.
+//! its selector parameter is removed and routing tags are stripped from client ids and tokens
+//! (`token`, `refresh_token`, a userinfo bearer token).
 
 use url::Url;
 
@@ -230,7 +231,9 @@ pub fn rewrite(cfg: &FilterConfig, gw: &Gateway, endpoint: Endpoint, call: &Call
         for (n, v) in kept {
             let untagged = match n.as_str() {
                 "client_id" => strip(v),
-                "token" if !issuer::is_jws(v) => strip(v),
+                // Tokens the gateway tagged on the way out come back in `token` (introspect,
+                // revoke) and `refresh_token` (the refresh grant).
+                "token" | "refresh_token" if !issuer::is_jws(v) => strip(v),
                 _ => None,
             };
             changed |= untagged.is_some();

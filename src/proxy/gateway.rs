@@ -38,7 +38,10 @@ pub enum Start {
     Handled(Action, Option<GatewayCall>),
 }
 
-fn reply_error(e: &GatewayError) -> Action {
+/// Answers a gateway call with an OAuth error (counted as `tollgate.gateway.refused`): the call
+/// reaches no authorization server.
+fn reply_error(worker: &Worker, e: &GatewayError) -> Action {
+    worker.gateway_refused();
     let mut headers = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
         ("cache-control".to_owned(), "no-store".to_owned()),
@@ -73,7 +76,11 @@ pub fn start(worker: &Worker, facts: &OwnedFacts, end_of_stream: bool, now: u64)
             .iter()
             .any(|i| i.name == n && i.gateway.is_some())
     };
-    if !path_only.starts_with(&gw.base_path) {
+    // Only paths below the base path: `/oauth2-docs` or `/oauth2` itself stay API paths.
+    let below_base = path_only
+        .strip_prefix(gw.base_path.as_str())
+        .is_some_and(|rest| rest.starts_with('/'));
+    if !below_base {
         return Start::NotGateway;
     }
     let Some(target) = path::parse(&gw.base_path, path_only, is_issuer) else {
@@ -82,7 +89,7 @@ pub fn start(worker: &Worker, facts: &OwnedFacts, end_of_stream: bool, now: u64)
             error: "invalid_request",
             description: "no such OAuth endpoint",
         };
-        return Start::Handled(reply_error(&e), None);
+        return Start::Handled(reply_error(worker, &e), None);
     };
     let header = |name: &str| {
         facts
@@ -135,7 +142,7 @@ pub fn on_body(
     }
     let limit = worker.cfg.gateway.as_ref().map_or(0, |g| g.max_body_bytes);
     if body_size > limit {
-        return reply_error(&route::BODY_TOO_LARGE);
+        return reply_error(worker, &route::BODY_TOO_LARGE);
     }
     if !end_of_stream {
         return Action::Pause;
@@ -154,14 +161,17 @@ pub fn on_body(
     } else if is_form {
         match form::parse(&body) {
             Some(p) => Some(p),
-            None => return reply_error(&route::MALFORMED_FORM),
+            None => return reply_error(worker, &route::MALFORMED_FORM),
         }
     } else {
-        return reply_error(&GatewayError {
-            status: 400,
-            error: "invalid_request",
-            description: "the body must be application/x-www-form-urlencoded",
-        });
+        return reply_error(
+            worker,
+            &GatewayError {
+                status: 400,
+                error: "invalid_request",
+                description: "the body must be application/x-www-form-urlencoded",
+            },
+        );
     };
     let action = forward(worker, call, pairs.as_deref(), now);
     if let (Action::Continue, Some(new_body)) =
@@ -211,8 +221,7 @@ fn forward(
     let idx = match route::choose(&worker.cfg, gw, call.endpoint, &view) {
         Ok(idx) => idx,
         Err(e) => {
-            worker.gateway_refused();
-            return reply_error(&e);
+            return reply_error(worker, &e);
         }
     };
     let issuer = &worker.cfg.issuers[idx];
@@ -241,18 +250,21 @@ fn forward(
             .gateway
             .as_ref()
             .is_some_and(|g| g.metadata.is_some());
-        return reply_error(if wanted && as_doc.is_none() {
-            &route::NOT_READY
-        } else {
-            &route::NO_ENDPOINT
-        });
+        return reply_error(
+            worker,
+            if wanted && as_doc.is_none() {
+                &route::NOT_READY
+            } else {
+                &route::NO_ENDPOINT
+            },
+        );
     };
     if let (Endpoint::ClientConfiguration, Some(id)) = (call.endpoint, &call.client_config_id) {
         // RFC 7592: the client configuration endpoint is the registration endpoint + /{id}.
         let joined = format!("{}/{id}", url.as_str().trim_end_matches('/'));
         match url::Url::parse(&joined) {
             Ok(u) => url = u,
-            Err(_) => return reply_error(&route::NO_ENDPOINT),
+            Err(_) => return reply_error(worker, &route::NO_ENDPOINT),
         }
     }
     let rewrite = route::rewrite(&worker.cfg, gw, call.endpoint, &view);
@@ -293,15 +305,18 @@ fn serve_metadata(worker: &Worker, call: &GatewayCall, scheme: &str, authority: 
     let (idx, base) = match (&call.path_issuer, gw.default_issuer) {
         (Some(name), _) => match worker.cfg.issuers.iter().position(|i| &i.name == name) {
             Some(idx) => (idx, format!("{origin}/{name}")),
-            None => return reply_error(&route::UNKNOWN_SELECTOR),
+            None => return reply_error(worker, &route::UNKNOWN_SELECTOR),
         },
         (None, Some(idx)) => (idx, origin),
         (None, None) => {
-            return reply_error(&GatewayError {
-                status: 404,
-                error: "invalid_request",
-                description: "no default authorization server: use /{issuer}/.well-known/...",
-            })
+            return reply_error(
+                worker,
+                &GatewayError {
+                    status: 404,
+                    error: "invalid_request",
+                    description: "no default authorization server: use /{issuer}/.well-known/...",
+                },
+            )
         }
     };
     let issuer = &worker.cfg.issuers[idx];
@@ -312,7 +327,7 @@ fn serve_metadata(worker: &Worker, call: &GatewayCall, scheme: &str, authority: 
         .is_some_and(|g| g.metadata.is_some())
         && as_doc.is_none()
     {
-        return reply_error(&route::NOT_READY);
+        return reply_error(worker, &route::NOT_READY);
     }
     worker.gateway_forwarded(idx, call.endpoint);
     let doc = metadata::document(issuer, as_doc.as_ref(), &base);

@@ -191,6 +191,39 @@ fn tags_route_and_come_off_before_forwarding() {
 }
 
 #[test]
+fn tagged_refresh_tokens_come_off_before_forwarding() {
+    // tag_response tags opaque refresh tokens; the refresh grant must send the AS its own.
+    let c = cfg(true);
+    let gw = c.gateway.as_ref().unwrap();
+    let form = vec![
+        ("grant_type".to_owned(), "refresh_token".to_owned()),
+        ("refresh_token".to_owned(), "as1.r1+x".to_owned()),
+    ];
+    let basic = form::basic_header("demo-client", "s");
+    let call = Call {
+        form: Some(&form),
+        authorization: Some(&basic),
+        ..Call::default()
+    };
+    assert_eq!(choose_for(&c, Endpoint::Token, call), Ok(0));
+    assert_eq!(
+        rewrite(&c, gw, Endpoint::Token, &call).body.as_deref(),
+        Some("grant_type=refresh_token&refresh_token=r1%2Bx")
+    );
+    // Untagged (or tagging off): the body goes as it came.
+    let form = vec![("refresh_token".to_owned(), "as1.r1".to_owned())];
+    let call = Call {
+        form: Some(&form),
+        ..Call::default()
+    };
+    let off = cfg(false);
+    assert_eq!(
+        rewrite(&off, off.gateway.as_ref().unwrap(), Endpoint::Token, &call).body,
+        None
+    );
+}
+
+#[test]
 fn forwarding_keeps_queries_and_bodies_byte_for_byte() {
     let c = cfg(false);
     let gw = c.gateway.as_ref().unwrap();

@@ -31,7 +31,8 @@ token with scope "introspection". A failed authentication gets an empty 403. A c
 only its own tokens (others' are ignored with 200).
 Scopes: openid read write admin introspection (default read). A request carrying
 `X-Rig-User: NAME` is logged in as NAME (user created on first use) so /o/authorize needs no
-login form. Dynamic client registration is open at /o/register/.
+login form. Dynamic client registration is open at /o/register/; a registered client gets JWT
+access tokens, or opaque dot_ tokens when its client_name starts with "opaque".
 
 Rig control (test use only; not counted):
     GET  /__rig/stats         {"requests": {path: count}} for every non-rig path since start or
@@ -198,6 +199,12 @@ def access_token_ttl(request) -> int:
     return SHORT_TTL_CLIENTS.get(request.client.client_id, ACCESS_TOKEN_TTL)
 
 
+def is_opaque_dcr_client(client) -> bool:
+    """Dynamically registered clients (RFC 7591) whose client_name starts with "opaque" get
+    opaque dot_ tokens like the dot-opaque* clients; other registered clients get JWTs."""
+    return client.client_id not in CLIENTS and (client.name or "").startswith("opaque")
+
+
 def mint_access_token(issuer: str, impersonate_issuer: str | None, request) -> str:
     """oauthlib token generator: an RFC 9068 JWT, with per-client twists for negative tests;
     for the opaque clients "dot_" + DOT's default (oauthlib random_token_generator) token."""
@@ -205,7 +212,7 @@ def mint_access_token(issuer: str, impersonate_issuer: str | None, request) -> s
     from oauthlib.oauth2.rfc6749.tokens import random_token_generator
 
     client_id = request.client.client_id
-    if client_id in OPAQUE_CLIENTS:
+    if client_id in OPAQUE_CLIENTS or is_opaque_dcr_client(request.client):
         return OPAQUE_PREFIX + random_token_generator(request)
     key, kid = signing_key()
     now = int(time.time())
