@@ -31,6 +31,8 @@ pub struct Call<'a> {
     pub selector_header: Option<&'a str>,
     /// The `Authorization` header.
     pub authorization: Option<&'a str>,
+    /// The client id in an RFC 7592 client configuration path (`register/{id}`), decoded.
+    pub path_client_id: Option<&'a str>,
 }
 
 /// An OAuth error the gateway answers with itself.
@@ -99,6 +101,9 @@ fn index_of(cfg: &FilterConfig, name: &str) -> Option<usize> {
 
 /// The client id a call presents: Basic credentials, else the form, else the query.
 pub fn client_id<'c>(call: &'c Call<'_>, query: &'c [(String, String)]) -> Option<String> {
+    if let Some(id) = call.path_client_id {
+        return Some(id.to_owned());
+    }
     if let Some((id, _)) = call.authorization.and_then(form::basic_credentials) {
         return Some(id);
     }
@@ -187,6 +192,8 @@ pub fn choose(
 pub struct Rewrite {
     /// The query to forward (raw; `None` for none).
     pub query: Option<String>,
+    /// The client id for an RFC 7592 path, without its tag.
+    pub path_client_id: Option<String>,
     /// A new body, when the form had to change (else the body goes as it came).
     pub body: Option<String>,
     /// A new `Authorization` value, when a tag had to come off the client id or the token.
@@ -253,8 +260,12 @@ pub fn rewrite(cfg: &FilterConfig, gw: &Gateway, endpoint: Endpoint, call: &Call
         }
         None
     });
+    let path_client_id = call
+        .path_client_id
+        .map(|id| strip(id).unwrap_or_else(|| id.to_owned()));
     Rewrite {
         query,
+        path_client_id,
         body,
         authorization,
     }
@@ -271,26 +282,58 @@ pub fn target(endpoint: &Url, query: Option<&str>) -> (String, String) {
     (authority, path)
 }
 
-/// With tagging on: the response body with the issuer's tag on the values clients will send
-/// back (`client_id` from registration; opaque `access_token` / `refresh_token` from the token
-/// endpoint). `None`: nothing to change.
-pub fn tag_response(endpoint: Endpoint, issuer_name: &str, body: &[u8]) -> Option<Vec<u8>> {
-    let fields: &[&str] = match endpoint {
-        Endpoint::Register => &["client_id"],
+/// The response body as clients of the gateway must see it, or `None` when nothing changes:
+/// with `tagging`, the issuer's tag on the values clients send back (`client_id` from
+/// registration; opaque `access_token` / `refresh_token` from the token endpoint); and for
+/// registration (RFC 7591/7592), `registration_client_uri` pointing at the gateway
+/// (`client_base` = the gateway's `.../{issuer}/register`), so management goes through it too.
+pub fn rewrite_response(
+    endpoint: Endpoint,
+    issuer_name: &str,
+    tagging: bool,
+    client_base: &str,
+    body: &[u8],
+) -> Option<Vec<u8>> {
+    let tagged_fields: &[&str] = match endpoint {
+        Endpoint::Register | Endpoint::ClientConfiguration => &["client_id"],
         Endpoint::Token => &["access_token", "refresh_token"],
         _ => return None,
     };
     let mut doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
     let mut changed = false;
-    for field in fields {
-        if let Some(serde_json::Value::String(v)) = doc.get_mut(*field) {
-            if !issuer::is_jws(v) {
-                *v = tag::tag(issuer_name, v);
-                changed = true;
+    if tagging {
+        for field in tagged_fields {
+            if let Some(serde_json::Value::String(v)) = doc.get_mut(*field) {
+                if !issuer::is_jws(v) && !v.starts_with(&format!("{issuer_name}.")) {
+                    *v = tag::tag(issuer_name, v);
+                    changed = true;
+                }
             }
         }
     }
+    if doc.contains_key("registration_client_uri") {
+        if let Some(id) = doc.get("client_id").and_then(|v| v.as_str()) {
+            let encoded: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+            let uri = format!("{client_base}/{encoded}");
+            doc.insert(
+                "registration_client_uri".into(),
+                serde_json::Value::String(uri),
+            );
+            changed = true;
+        }
+    }
     changed.then(|| serde_json::to_vec(&doc).ok()).flatten()
+}
+
+/// RFC 7592 client configuration URL at the server: its registration endpoint plus the client
+/// id, in the endpoint's own style (`/reg` -> `/reg/{id}`, `/o/register/` -> `/o/register/{id}/`).
+pub fn client_configuration_url(registration: &Url, client_id: &str) -> Option<Url> {
+    let base = registration.as_str();
+    let text = match base.strip_suffix('/') {
+        Some(stem) => format!("{stem}/{client_id}/"),
+        None => format!("{base}/{client_id}"),
+    };
+    Url::parse(&text).ok()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ pub struct Filter {
     context_id: u32,
     worker: Option<Rc<RefCell<Worker>>>,
     /// A call to the OAuth endpoint gateway (not an API call), once recognised.
-    gateway: Option<GatewayCall>,
+    gateway: Option<Box<GatewayCall>>,
 }
 
 impl Filter {
@@ -72,7 +72,7 @@ impl HttpContext for Filter {
             // Only Tollgate may choose an authorization server's route.
             host::remove_request_header(&gw.route_header);
         }
-        if let Start::Handled(action, call) = gateway::start(&worker, &facts, end_of_stream, now) {
+        if let Start::Handled(action, call) = gateway::start(&worker, &facts, end_of_stream) {
             self.gateway = call;
             return action;
         }
@@ -83,12 +83,11 @@ impl HttpContext for Filter {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let now = host::now_ms();
-        self.with_gateway(|w, call| gateway::on_body(w, call, body_size, end_of_stream, now))
+        self.with_gateway(|w, call| gateway::on_body(w, call, body_size, end_of_stream))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.with_gateway(|_, call| gateway::on_response_headers(call))
+        self.with_gateway(gateway::on_response_headers)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

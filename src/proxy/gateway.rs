@@ -9,7 +9,7 @@ use proxy_wasm::types::{Action, BufferType};
 
 use super::host;
 use super::worker::{OwnedFacts, Worker};
-use crate::cache::{self, Cached};
+use crate::cache;
 use crate::gateway::path::{self, Endpoint};
 use crate::gateway::route::{self, Call, GatewayError};
 use crate::gateway::{form, metadata};
@@ -24,8 +24,12 @@ pub struct GatewayCall {
     authorization: Option<String>,
     selector_header: Option<String>,
     content_type: Option<String>,
-    /// The issuer the call was forwarded to, and whether its response gets tags.
+    /// `scheme://authority` of the gateway as the client called it.
+    origin: String,
+    /// The issuer the call was forwarded to, and whether its response body is rewritten.
     forwarded: Option<(usize, bool)>,
+    /// The token a revocation call revokes (evicted again once the server says 200).
+    revoked_token: Option<String>,
     /// The response body is being buffered for tagging.
     tagging_response: bool,
 }
@@ -35,7 +39,7 @@ pub enum Start {
     /// Not a gateway path: API authentication applies.
     NotGateway,
     /// Answered or forwarded; keep the call for the body / response callbacks.
-    Handled(Action, Option<GatewayCall>),
+    Handled(Action, Option<Box<GatewayCall>>),
 }
 
 /// Answers a gateway call with an OAuth error (counted as `tollgate.gateway.refused`): the call
@@ -61,7 +65,7 @@ fn reply_error(worker: &Worker, e: &GatewayError) -> Action {
 }
 
 /// Starts handling a request if its path is under the gateway's base path.
-pub fn start(worker: &Worker, facts: &OwnedFacts, end_of_stream: bool, now: u64) -> Start {
+pub fn start(worker: &Worker, facts: &OwnedFacts, end_of_stream: bool) -> Start {
     let Some(gw) = &worker.cfg.gateway else {
         return Start::NotGateway;
     };
@@ -101,32 +105,36 @@ pub fn start(worker: &Worker, facts: &OwnedFacts, end_of_stream: bool, now: u64)
     let mut call = GatewayCall {
         endpoint: target.endpoint,
         path_issuer: target.issuer.map(str::to_owned),
-        client_config_id: target.client_id.map(str::to_owned),
+        client_config_id: target.client_id.map(|id| {
+            percent_encoding::percent_decode_str(id)
+                .decode_utf8_lossy()
+                .into_owned()
+        }),
         query: query.map(str::to_owned),
         authorization: facts.authorization.first().cloned(),
         selector_header: gw.selector_header.as_deref().and_then(header),
         content_type: header("content-type"),
+        origin: String::new(),
         forwarded: None,
+        revoked_token: None,
         tagging_response: false,
     };
+    let scheme = header("x-forwarded-proto")
+        .or_else(|| header(":scheme"))
+        .unwrap_or_else(|| "http".to_owned());
+    call.origin = format!("{scheme}://{}", facts.authority);
     if matches!(
         target.endpoint,
         Endpoint::OidcDiscovery | Endpoint::AsMetadata
     ) {
-        let scheme = header("x-forwarded-proto")
-            .or_else(|| header(":scheme"))
-            .unwrap_or_else(|| "http".to_owned());
-        return Start::Handled(
-            serve_metadata(worker, &call, &scheme, &facts.authority),
-            None,
-        );
+        return Start::Handled(serve_metadata(worker, &call), None);
     }
     if target.endpoint.reads_body() && !end_of_stream {
         // Routing may depend on the form: wait for the whole body (on_body).
-        return Start::Handled(Action::Pause, Some(call));
+        return Start::Handled(Action::Pause, Some(Box::new(call)));
     }
-    let action = forward(worker, &mut call, None, now);
-    Start::Handled(action, Some(call))
+    let action = forward(worker, &mut call, None);
+    Start::Handled(action, Some(Box::new(call)))
 }
 
 /// Request body callback of a gateway call waiting for its body.
@@ -135,7 +143,6 @@ pub fn on_body(
     call: &mut GatewayCall,
     body_size: usize,
     end_of_stream: bool,
-    now: u64,
 ) -> Action {
     if call.forwarded.is_some() {
         return Action::Continue;
@@ -173,7 +180,7 @@ pub fn on_body(
             },
         );
     };
-    let action = forward(worker, call, pairs.as_deref(), now);
+    let action = forward(worker, call, pairs.as_deref());
     if let (Action::Continue, Some(new_body)) =
         (action, call_body_rewrite(worker, call, pairs.as_deref()))
     {
@@ -195,6 +202,7 @@ fn as_call<'c>(call: &'c GatewayCall, form: Option<&'c [(String, String)]>) -> C
         form,
         selector_header: call.selector_header.as_deref(),
         authorization: call.authorization.as_deref(),
+        path_client_id: call.client_config_id.as_deref(),
     }
 }
 
@@ -208,12 +216,7 @@ fn call_body_rewrite(
 }
 
 /// Chooses the server and forwards (or, for `authorize`, redirects).
-fn forward(
-    worker: &Worker,
-    call: &mut GatewayCall,
-    form: Option<&[(String, String)]>,
-    now: u64,
-) -> Action {
+fn forward(worker: &Worker, call: &mut GatewayCall, form: Option<&[(String, String)]>) -> Action {
     let Some(gw) = &worker.cfg.gateway else {
         return Action::Continue;
     };
@@ -259,15 +262,18 @@ fn forward(
             },
         );
     };
-    if let (Endpoint::ClientConfiguration, Some(id)) = (call.endpoint, &call.client_config_id) {
-        // RFC 7592: the client configuration endpoint is the registration endpoint + /{id}.
-        let joined = format!("{}/{id}", url.as_str().trim_end_matches('/'));
-        match url::Url::parse(&joined) {
-            Ok(u) => url = u,
-            Err(_) => return reply_error(worker, &route::NO_ENDPOINT),
+    let rewrite = route::rewrite(&worker.cfg, gw, call.endpoint, &view);
+    if call.endpoint == Endpoint::ClientConfiguration {
+        let id: String = rewrite
+            .path_client_id
+            .as_deref()
+            .map(|id| url::form_urlencoded::byte_serialize(id.as_bytes()).collect())
+            .unwrap_or_default();
+        match route::client_configuration_url(&url, &id) {
+            Some(u) => url = u,
+            None => return reply_error(worker, &route::NO_ENDPOINT),
         }
     }
-    let rewrite = route::rewrite(&worker.cfg, gw, call.endpoint, &view);
     worker.gateway_forwarded(idx, call.endpoint);
     let (authority, path) = route::target(&url, rewrite.query.as_deref());
     if call.endpoint == Endpoint::Authorize {
@@ -282,7 +288,10 @@ fn forward(
     }
     if call.endpoint == Endpoint::Revoke {
         if let Some(token) = form.and_then(|f| form::get(f, "token")) {
-            worker.evict(idx, token, now);
+            // Out of every cache at once; again when the server confirms (closing the window
+            // in which an API call could cache the still-active token).
+            worker.evict(token);
+            call.revoked_token = Some(token.to_owned());
         }
     }
     host::set_request_header(":authority", &authority);
@@ -292,16 +301,20 @@ fn forward(
         host::set_request_header("authorization", a);
     }
     let _ = hostcalls::call_foreign_function("clear_route_cache", None);
-    let tags = gw.tagging && matches!(call.endpoint, Endpoint::Token | Endpoint::Register);
-    call.forwarded = Some((idx, tags));
+    let rewrites = match call.endpoint {
+        Endpoint::Token => gw.tagging,
+        Endpoint::Register | Endpoint::ClientConfiguration => true,
+        _ => false,
+    };
+    call.forwarded = Some((idx, rewrites));
     Action::Continue
 }
 
-fn serve_metadata(worker: &Worker, call: &GatewayCall, scheme: &str, authority: &str) -> Action {
+fn serve_metadata(worker: &Worker, call: &GatewayCall) -> Action {
     let Some(gw) = &worker.cfg.gateway else {
         return Action::Continue;
     };
-    let origin = format!("{scheme}://{authority}{}", gw.base_path);
+    let origin = format!("{}{}", call.origin, gw.base_path);
     let (idx, base) = match (&call.path_issuer, gw.default_issuer) {
         (Some(name), _) => match worker.cfg.issuers.iter().position(|i| &i.name == name) {
             Some(idx) => (idx, format!("{origin}/{name}")),
@@ -336,15 +349,19 @@ fn serve_metadata(worker: &Worker, call: &GatewayCall, scheme: &str, authority: 
     Action::Pause
 }
 
-/// Response headers of a forwarded call: get ready to tag the body.
-pub fn on_response_headers(call: &mut GatewayCall) -> Action {
-    let Some((_, true)) = call.forwarded else {
-        return Action::Continue;
-    };
+/// Response headers of a forwarded call: a confirmed revocation evicts the token again; a
+/// body to rewrite is buffered.
+pub fn on_response_headers(worker: &Worker, call: &mut GatewayCall) -> Action {
     let status =
         hostcalls::get_map_value(proxy_wasm::types::MapType::HttpResponseHeaders, ":status")
             .ok()
             .flatten();
+    if let (Some(token), Some("200")) = (&call.revoked_token, status.as_deref()) {
+        worker.evict(token);
+    }
+    let Some((_, true)) = call.forwarded else {
+        return Action::Continue;
+    };
     if matches!(status.as_deref(), Some("200" | "201")) {
         call.tagging_response = true;
         host::remove_response_header("content-length");
@@ -370,8 +387,13 @@ pub fn on_response_body(
         .flatten()
         .unwrap_or_default();
     let name = &worker.cfg.issuers[idx].name;
-    if let Some(tagged) = route::tag_response(call.endpoint, name, &body) {
-        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &tagged);
+    let Some(gw) = &worker.cfg.gateway else {
+        return Action::Continue;
+    };
+    let client_base = format!("{}{}/{name}/register", call.origin, gw.base_path);
+    if let Some(new) = route::rewrite_response(call.endpoint, name, gw.tagging, &client_base, &body)
+    {
+        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new);
     }
     Action::Continue
 }
@@ -383,23 +405,4 @@ pub fn token_keys(worker: &Worker, token: &str) -> Vec<cache::CacheKey> {
         keys.push(cache::key_for(&worker.cfg.fingerprint, bare));
     }
     keys
-}
-
-/// A negative entry that refuses a revoked token until positive answers about it are gone.
-pub fn revoked_entry(worker: &Worker, idx: usize, token: &str, now: u64) -> Cached {
-    let issuer = &worker.cfg.issuers[idx];
-    let introspected = issuer.introspection.as_ref().map_or(0, |i| i.ttl.max_ms);
-    let jwt_exp = crate::jwt::peek(token)
-        .ok()
-        .and_then(|p| p.unverified_exp_s())
-        .map(|s| u64::try_from(s).unwrap_or(0).saturating_mul(1000));
-    const DAY_MS: u64 = 86_400_000;
-    let until = match jwt_exp {
-        Some(exp) => exp.min(now.saturating_add(DAY_MS)),
-        None => now.saturating_add(introspected.max(issuer.timing.refresh_ms)),
-    };
-    Cached::Invalid {
-        issuer: idx,
-        until_ms: until,
-    }
 }

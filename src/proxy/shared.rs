@@ -110,6 +110,18 @@ impl SharedTokenCache {
         self.slots > 0 && self.get(key, now_ms).is_some()
     }
 
+    /// Drops the entry for `key` (leaving any other token's entry in the slot alone).
+    pub fn remove(&self, key: &CacheKey) {
+        if self.slots == 0 {
+            return;
+        }
+        let name = self.slot_key(key);
+        let (value, cas) = host::shared_get(&name);
+        if value.as_deref().and_then(|v| v.get(..32)) == Some(&key[..]) {
+            host::shared_set(&name, &[], cas);
+        }
+    }
+
     fn slot_key(&self, key: &CacheKey) -> String {
         format!("tollgate.tc.{}", cache::slot_of(key, self.slots))
     }

@@ -247,6 +247,7 @@ fn forwarding_keeps_queries_and_bodies_byte_for_byte() {
         rewrite(&c, gw, Endpoint::Token, &call),
         Rewrite {
             query: None,
+            path_client_id: None,
             body: None,
             authorization: None
         }
@@ -266,19 +267,103 @@ fn responses_get_tagged_values() {
     let body =
         br#"{"access_token":"abc","refresh_token":"r1","token_type":"Bearer","expires_in":60}"#;
     let out: serde_json::Value =
-        serde_json::from_slice(&tag_response(Endpoint::Token, "as1", body).unwrap()).unwrap();
+        serde_json::from_slice(&rewrite_response(Endpoint::Token, "as1", true, "", body).unwrap())
+            .unwrap();
     assert_eq!(out["access_token"], "as1.abc");
     assert_eq!(out["refresh_token"], "as1.r1");
     assert_eq!(out["expires_in"], 60);
     let jwt = br#"{"access_token":"eyJhbGciOiJSUzI1NiJ9.e30.sig"}"#;
     assert_eq!(
-        tag_response(Endpoint::Token, "as1", jwt),
+        rewrite_response(Endpoint::Token, "as1", true, "", jwt),
         None,
         "JWTs carry iss already"
     );
     let reg = br#"{"client_id":"xyz","client_secret":"s"}"#;
-    let out: serde_json::Value =
-        serde_json::from_slice(&tag_response(Endpoint::Register, "as2", reg).unwrap()).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(
+        &rewrite_response(Endpoint::Register, "as2", true, "", reg).unwrap(),
+    )
+    .unwrap();
     assert_eq!(out["client_id"], "as2.xyz");
-    assert_eq!(tag_response(Endpoint::Userinfo, "as1", reg), None);
+    assert_eq!(
+        rewrite_response(Endpoint::Userinfo, "as1", true, "", reg),
+        None
+    );
+}
+
+#[test]
+fn registration_points_management_at_the_gateway() {
+    let reg = br#"{"client_id":"a b","registration_client_uri":"https://as1.example/reg/a%20b","registration_access_token":"t"}"#;
+    let out: serde_json::Value = serde_json::from_slice(
+        &rewrite_response(
+            Endpoint::Register,
+            "as1",
+            false,
+            "https://gw/oauth2/as1/register",
+            reg,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(out["client_id"], "a b");
+    assert_eq!(
+        out["registration_client_uri"],
+        "https://gw/oauth2/as1/register/a+b"
+    );
+    let tagged: serde_json::Value = serde_json::from_slice(
+        &rewrite_response(
+            Endpoint::Register,
+            "as1",
+            true,
+            "https://gw/oauth2/as1/register",
+            reg,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tagged["client_id"], "as1.a b");
+    assert_eq!(
+        tagged["registration_client_uri"],
+        "https://gw/oauth2/as1/register/as1.a+b"
+    );
+    assert_eq!(
+        rewrite_response(
+            Endpoint::Register,
+            "as1",
+            false,
+            "x",
+            br#"{"client_id":"c"}"#
+        ),
+        None
+    );
+}
+
+#[test]
+fn client_configuration_urls_follow_the_servers_style() {
+    let oidc = Url::parse("https://as1.example/reg").unwrap();
+    assert_eq!(
+        client_configuration_url(&oidc, "abc").unwrap().as_str(),
+        "https://as1.example/reg/abc"
+    );
+    let dot = Url::parse("https://as2.example/o/register/").unwrap();
+    assert_eq!(
+        client_configuration_url(&dot, "abc").unwrap().as_str(),
+        "https://as2.example/o/register/abc/"
+    );
+}
+
+#[test]
+fn a_tagged_client_id_in_the_path_routes_and_comes_off() {
+    let c = cfg(true);
+    let gw = c.gateway.as_ref().unwrap();
+    let call = Call {
+        path_client_id: Some("as2.xyz"),
+        ..Call::default()
+    };
+    assert_eq!(choose_for(&c, Endpoint::ClientConfiguration, call), Ok(1));
+    assert_eq!(
+        rewrite(&c, gw, Endpoint::ClientConfiguration, &call)
+            .path_client_id
+            .as_deref(),
+        Some("xyz")
+    );
 }

@@ -334,19 +334,12 @@ impl Worker {
         self.metrics.gateway_refused();
     }
 
-    /// Revocation through the gateway: from now on the token is refused from the cache (every
-    /// worker), whatever a verification or an earlier introspection said.
-    pub fn evict(&self, idx: usize, token: &str, now: u64) {
-        use crate::cache::TokenCache as _;
-        if self.cfg.cache_slots == 0 {
-            return;
-        }
-        let entry = super::gateway::revoked_entry(self, idx, token, now);
-        let mut cache = SharedTokenCache {
-            slots: self.cfg.cache_slots,
-        };
+    /// Revocation through the gateway: the token leaves the shared cache (every worker), so
+    /// the next API call checks it again — an opaque token (or a JWT of an issuer with
+    /// `introspect_jwts`) at its issuer, which then says it is not active.
+    pub fn evict(&self, token: &str) {
         for key in super::gateway::token_keys(self, token) {
-            cache.put(&key, &entry);
+            self.cache.remove(&key);
         }
     }
 
