@@ -808,3 +808,30 @@ def test_metadata_lists_the_gateway_endpoints_and_the_as_issuer_and_keys(stack, 
     assert r.status_code == 200, r.text
     watch.only(which, TOKEN[which], endpoint="token")
     api_ok(stack, r.json()["access_token"], which)
+
+
+# ------------------------------------------------------------------------- default issuer
+
+
+def test_top_level_metadata_and_unrouted_calls_go_to_the_default_issuer(new_stack):
+    st = new_stack()
+    cfg = st.plugin_config()
+    cfg["gateway"]["default_issuer"] = "as2"
+    st.plugin_config = lambda: cfg
+    st.start()
+    r = requests.get(f"{st.url}/oauth2/.well-known/oauth-authorization-server", timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["issuer"] == st.as2_issuer
+    assert doc["token_endpoint"] == f"{st.url}/oauth2/token"
+    # A client the configuration does not know goes to the default issuer (which refuses it).
+    watch = Watch(st)
+    r = gw_post(st, "token", {"grant_type": "client_credentials"}, basic=("someone", "x"))
+    assert r.status_code in (401, 403), r.text
+    assert watch.gateway() == {"tollgate.issuer.as2.gateway.token": 1}
+
+
+def test_top_level_metadata_without_a_default_issuer_is_not_found(stack):
+    r = requests.get(f"{stack.url}/oauth2/.well-known/openid-configuration", timeout=TIMEOUT)
+    assert r.status_code == 404
+    assert r.json()["error"] == "invalid_request"
