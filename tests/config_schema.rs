@@ -219,16 +219,7 @@ fn schema_defaults_are_the_plugin_defaults() {
     fill_defaults(&mut explicit["identity"], &defs["identity"]);
     fill_defaults(&mut explicit["cache"], &defs["cache"]);
 
-    assert_no_failures(
-        "defaults written out",
-        &schema_errors(&validator(), &explicit),
-    );
-    for (with_defaults, without) in compiled(&explicit).into_iter().zip(compiled(&minimal)) {
-        assert_eq!(
-            with_defaults, without,
-            "the schema's defaults differ from the plugin's"
-        );
-    }
+    assert_defaults_agree(&explicit, &minimal);
 }
 
 #[test]
@@ -267,16 +258,7 @@ fn introspection_schema_defaults_are_the_plugin_defaults() {
         explicit["issuers"][0]["opaque_tokens"]["prefixes"],
         json!([])
     );
-    assert_no_failures(
-        "defaults written out",
-        &schema_errors(&validator(), &explicit),
-    );
-    for (with_defaults, without) in compiled(&explicit).into_iter().zip(compiled(&minimal)) {
-        assert_eq!(
-            with_defaults, without,
-            "the schema's defaults differ from the plugin's"
-        );
-    }
+    assert_defaults_agree(&explicit, &minimal);
 }
 
 #[test]
@@ -301,16 +283,7 @@ fn gateway_schema_defaults_are_the_plugin_defaults() {
     assert_eq!(explicit["gateway"]["route_header"], "x-tollgate-as");
     assert_eq!(explicit["gateway"]["max_body_bytes"], 65_536);
     assert_eq!(explicit["issuers"][0]["gateway"]["endpoints"], json!({}));
-    assert_no_failures(
-        "defaults written out",
-        &schema_errors(&validator(), &explicit),
-    );
-    for (with_defaults, without) in compiled(&explicit).into_iter().zip(compiled(&minimal)) {
-        assert_eq!(
-            with_defaults, without,
-            "the schema's defaults differ from the plugin's"
-        );
-    }
+    assert_defaults_agree(&explicit, &minimal);
 }
 
 /// The ```` ```json tollgate-config ```` blocks of a Markdown text.
@@ -373,4 +346,19 @@ fn readme_blocks_are_found() {
         tagged_config_blocks(markdown),
         vec!["{\"a\": 1}\n".to_owned()]
     );
+}
+
+/// `explicit` (a configuration with the schema's defaults written out) is valid and compiles to
+/// the same as `minimal` (the same configuration relying on the plugin's defaults).
+fn assert_defaults_agree(explicit: &Value, minimal: &Value) {
+    assert_no_failures(
+        "defaults written out",
+        &schema_errors(&validator(), explicit),
+    );
+    for (with_defaults, without) in compiled(explicit).into_iter().zip(compiled(minimal)) {
+        assert_eq!(
+            with_defaults, without,
+            "the schema's defaults differ from the plugin's"
+        );
+    }
 }
