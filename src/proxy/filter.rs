@@ -48,6 +48,7 @@ impl HttpContext for Filter {
 
         // Read what we need first: Authorization may be removed below.
         let mut facts = OwnedFacts::default();
+        let mut spoofed: Vec<String> = Vec::new();
         for (name, value) in host::request_headers() {
             let value = String::from_utf8_lossy(&value);
             match name.as_str() {
@@ -55,22 +56,24 @@ impl HttpContext for Filter {
                 ":path" => facts.path = value.into_owned(),
                 ":authority" => facts.authority = value.into_owned(),
                 "authorization" => facts.authorization.push(value.into_owned()),
-                other if worker.hint_headers.iter().any(|h| h == other) => {
-                    facts.headers.push((name.clone(), value.into_owned()));
+                other => {
+                    if worker.guarded_headers.iter().any(|h| h == other) {
+                        spoofed.push(name.clone());
+                    }
+                    if worker.hint_headers.iter().any(|h| h == other) {
+                        facts.headers.push((name.clone(), value.into_owned()));
+                    }
                 }
-                _ => {}
             }
         }
         if worker.needs_route_name {
             facts.route_name = host::property(&["xds", "route_name"]);
         }
-        // Whatever happens next, no inbound copy of an identity header reaches the upstream.
-        for header in worker.cfg.identity.owned_headers() {
+        // Whatever happens next, no inbound copy of a header only Tollgate may set (identity
+        // headers, the gateway's route header) reaches the upstream. Only the ones present need
+        // a host call.
+        for header in &spoofed {
             host::remove_request_header(header);
-        }
-        if let Some(gw) = &worker.cfg.gateway {
-            // Only Tollgate may choose an authorization server's route.
-            host::remove_request_header(&gw.route_header);
         }
         if let Start::Handled(action, call) = gateway::start(&worker, &facts, end_of_stream) {
             self.gateway = call;

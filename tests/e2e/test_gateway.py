@@ -835,3 +835,14 @@ def test_top_level_metadata_without_a_default_issuer_is_not_found(stack):
     r = requests.get(f"{stack.url}/oauth2/.well-known/openid-configuration", timeout=TIMEOUT)
     assert r.status_code == 404
     assert r.json()["error"] == "invalid_request"
+
+
+def test_a_client_cannot_pick_an_authorization_server_route_itself(stack):
+    """x-tollgate-as is Tollgate's: a copy a client sends is removed, so an API call carrying
+    it still reaches the API upstream (not the AS cluster the Envoy route would pick)."""
+    token = stack.as2_token()
+    watch = Watch(stack)
+    r = stack.call("/api/orders", token, headers={"x-tollgate-as": "as1"})
+    assert r.status_code == 200, r.text
+    assert "x-tollgate-as" not in rig_stack.upstream_saw(r)
+    watch.nothing()

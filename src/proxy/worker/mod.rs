@@ -105,6 +105,9 @@ pub struct Worker {
     pub needs_route_name: bool,
     /// Request headers routes read (`issuer_header`), gathered into [`OwnedFacts::headers`].
     pub hint_headers: Vec<String>,
+    /// Headers only Tollgate may set (identity headers, the gateway's route header): inbound
+    /// copies are removed from every request.
+    pub guarded_headers: Vec<String>,
     tick: Duration,
 }
 
@@ -158,6 +161,12 @@ impl Worker {
         }
         hint_headers.sort();
         hint_headers.dedup();
+        let guarded_headers: Vec<String> = cfg
+            .identity
+            .owned_headers()
+            .map(str::to_owned)
+            .chain(cfg.gateway.as_ref().map(|g| g.route_header.clone()))
+            .collect();
         let cache = SharedTokenCache {
             slots: cfg.cache_slots,
         };
@@ -174,6 +183,7 @@ impl Worker {
             jobs: HashMap::new(),
             needs_route_name,
             hint_headers,
+            guarded_headers,
             tick: NOW_TICK,
         }
     }
