@@ -83,10 +83,18 @@ pub fn authenticate(
         Bearer::Token(t) => t,
     };
 
-    let key = cache::key_for(&cfg.fingerprint, token);
     let (known, cache_hit) = match fresh {
         Some(entry) => (Some(entry.clone()), false),
-        None if cfg.cache_slots > 0 => (cache.get(&key, now_ms), true),
+        None if cfg.cache_slots > 0 => match cache.get_local(token, now_ms) {
+            Some(entry) => (Some(entry), true),
+            None => {
+                let entry = cache.get(&cache::key_for(&cfg.fingerprint, token), now_ms);
+                if let Some(e) = &entry {
+                    cache.remember(token, e);
+                }
+                (entry, true)
+            }
+        },
         None => (None, false),
     };
     // An entry naming no configured issuer cannot come from this configuration: a miss.
@@ -95,6 +103,7 @@ pub fn authenticate(
         Some(Cached::Invalid { issuer, .. }) => return deny(Denial::InactiveToken, Some(issuer)),
         Some(Cached::Valid(v)) => v,
         None => {
+            let key = cache::key_for(&cfg.fingerprint, token);
             let introspect = |issuer, verified| match may_wait {
                 MayWait::Yes => Decision::Introspect {
                     issuer,
@@ -130,7 +139,9 @@ pub fn authenticate(
                 return introspect(v.issuer, Some(v));
             }
             if cfg.cache_slots > 0 {
-                cache.put(&key, &Cached::Valid(v.clone()));
+                let entry = Cached::Valid(v.clone());
+                cache.put(&key, &entry);
+                cache.remember(token, &entry);
             }
             return finish(cfg, requirement, v, false);
         }

@@ -100,6 +100,54 @@ pub fn decode(key: &CacheKey, value: &[u8], now_ms: u64) -> Option<Cached> {
 pub trait TokenCache {
     fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<Cached>;
     fn put(&mut self, key: &CacheKey, entry: &Cached);
+
+    /// A faster, local copy of an entry, looked up by the token itself (before any hashing).
+    /// Implementations that keep one must drop it when the shared entry could have been
+    /// removed (revocation); the default keeps none.
+    fn get_local(&mut self, _token: &str, _now_ms: u64) -> Option<Cached> {
+        None
+    }
+
+    /// Offers an entry just read or written for the local copy.
+    fn remember(&mut self, _token: &str, _entry: &Cached) {}
+}
+
+/// A small per-worker map from tokens (compared whole, so no collision can mix two tokens up)
+/// to entries, in front of the shared cache: a hit costs no SHA-256, no shared-data copy and
+/// no JSON decoding. Bounded: when full it starts over.
+#[derive(Debug, Default)]
+pub struct LocalMemo {
+    entries: std::collections::HashMap<Box<str>, Cached>,
+    capacity: usize,
+}
+
+impl LocalMemo {
+    pub fn new(capacity: usize) -> LocalMemo {
+        LocalMemo {
+            entries: std::collections::HashMap::new(),
+            capacity,
+        }
+    }
+
+    pub fn get(&self, token: &str, now_ms: u64) -> Option<&Cached> {
+        self.entries
+            .get(token)
+            .filter(|entry| now_ms < entry.until_ms())
+    }
+
+    pub fn put(&mut self, token: &str, entry: &Cached) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(token) {
+            self.entries.clear();
+        }
+        self.entries.insert(token.into(), entry.clone());
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
 }
 
 #[cfg(test)]
@@ -113,6 +161,22 @@ mod tests {
             exp_ms,
             claims: json!({"sub": "alice"}).as_object().cloned().unwrap(),
         })
+    }
+
+    #[test]
+    fn the_local_memo_is_bounded_and_honours_expiry() {
+        let mut memo = LocalMemo::new(2);
+        memo.put("a", &entry(100));
+        memo.put("b", &entry(100));
+        assert!(memo.get("a", 99).is_some());
+        assert!(memo.get("a", 100).is_none(), "never past the entry's end");
+        memo.put("c", &entry(100));
+        assert!(
+            memo.get("a", 0).is_none() && memo.get("c", 0).is_some(),
+            "full: starts over"
+        );
+        assert!(memo.get("a-longer", 0).is_none(), "whole tokens only");
+        LocalMemo::new(0).put("x", &entry(100));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! configuration starts from fresh fetch state.
 
 use super::host;
-use crate::cache::{self, CacheKey, Cached, TokenCache};
+use crate::cache::{self, CacheKey, Cached, LocalMemo, TokenCache};
 use crate::jwks::fetch::FetchState;
 
 /// The shared-data names of one issuer's records.
@@ -99,18 +99,45 @@ impl IssuerKeys {
     }
 }
 
-/// The verified-token cache over shared data: `slots` fixed keys, so memory is bounded.
+/// The verified-token cache over shared data: `slots` fixed keys, so memory is bounded. In
+/// front of it, each worker keeps a [`LocalMemo`] of tokens it saw; every removal from the
+/// shared cache (revocation through the gateway) bumps a shared epoch, and a worker that sees a
+/// new epoch drops its memo — one small shared-data read per request instead of a hash, a copy
+/// and a JSON decode.
 pub struct SharedTokenCache {
     pub slots: u32,
+    memo: LocalMemo,
+    epoch: u64,
+}
+
+const EPOCH_KEY: &str = "tollgate.tc.epoch";
+
+/// Tokens a worker remembers locally.
+const MEMO_ENTRIES: usize = 1024;
+
+fn read_epoch() -> u64 {
+    host::shared_get(EPOCH_KEY)
+        .0
+        .and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+        .map_or(0, u64::from_le_bytes)
 }
 
 impl SharedTokenCache {
+    pub fn new(slots: u32) -> SharedTokenCache {
+        SharedTokenCache {
+            slots,
+            memo: LocalMemo::new(if slots > 0 { MEMO_ENTRIES } else { 0 }),
+            epoch: 0,
+        }
+    }
+
     /// Whether a live entry for `key` is in the cache (another worker's answer landed).
     pub fn peek(&mut self, key: &CacheKey, now_ms: u64) -> bool {
         self.slots > 0 && self.get(key, now_ms).is_some()
     }
 
-    /// Drops the entry for `key` (leaving any other token's entry in the slot alone).
+    /// Drops the entry for `key` (leaving any other token's entry in the slot alone), and
+    /// tells every worker (this one included) to forget what it remembers locally.
     pub fn remove(&self, key: &CacheKey) {
         if self.slots == 0 {
             return;
@@ -119,6 +146,16 @@ impl SharedTokenCache {
         let (value, cas) = host::shared_get(&name);
         if value.as_deref().and_then(|v| v.get(..32)) == Some(&key[..]) {
             host::shared_set(&name, &[], cas);
+        }
+        for _ in 0..16 {
+            let (value, cas) = host::shared_get(EPOCH_KEY);
+            let next = value
+                .and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                .map_or(0, u64::from_le_bytes)
+                .wrapping_add(1);
+            if host::shared_set(EPOCH_KEY, &next.to_le_bytes(), cas) {
+                break;
+            }
         }
     }
 
@@ -138,6 +175,23 @@ impl TokenCache for SharedTokenCache {
         if !value.is_empty() {
             host::shared_set(&self.slot_key(key), &value, None);
         }
+    }
+
+    fn get_local(&mut self, token: &str, now_ms: u64) -> Option<Cached> {
+        if self.slots == 0 {
+            return None;
+        }
+        let epoch = read_epoch();
+        if epoch != self.epoch {
+            self.memo.clear();
+            self.epoch = epoch;
+            return None;
+        }
+        self.memo.get(token, now_ms).cloned()
+    }
+
+    fn remember(&mut self, token: &str, entry: &Cached) {
+        self.memo.put(token, entry);
     }
 }
 

@@ -167,9 +167,7 @@ impl Worker {
             .map(str::to_owned)
             .chain(cfg.gateway.as_ref().map(|g| g.route_header.clone()))
             .collect();
-        let cache = SharedTokenCache {
-            slots: cfg.cache_slots,
-        };
+        let cache = SharedTokenCache::new(cfg.cache_slots);
         host::set_tick_period(NOW_TICK);
         Worker {
             cfg,
