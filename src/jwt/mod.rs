@@ -183,7 +183,6 @@ impl JwtError {
 pub struct Peeked<'a> {
     token: Untrusted<'a>,
     iss: String,
-    exp_s: Option<i64>,
 }
 
 /// The header members Tollgate reads besides jwt-compact's standard ones.
@@ -201,12 +200,6 @@ struct IssOnly {
 }
 
 impl<'a> Peeked<'a> {
-    /// The unverified `exp` (for bookkeeping such as how long to remember a revocation; never
-    /// for accepting a token).
-    pub fn unverified_exp_s(&self) -> Option<i64> {
-        self.exp_s
-    }
-
     /// The unverified `iss`, used only to choose which issuer's keys to verify with.
     pub fn iss(&self) -> &str {
         &self.iss
@@ -229,9 +222,8 @@ pub fn peek(token: &str) -> Result<Peeked<'_>, JwtError> {
     let claims = token
         .deserialize_claims_unchecked::<IssOnly>()
         .map_err(|_| JwtError::Malformed)?;
-    let exp_s = claims.expiration.map(|t| t.timestamp());
     match claims.custom.iss {
-        Some(Value::String(iss)) => Ok(Peeked { token, iss, exp_s }),
+        Some(Value::String(iss)) => Ok(Peeked { token, iss }),
         _ => Err(JwtError::MissingIssuer),
     }
 }
