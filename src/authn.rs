@@ -83,12 +83,15 @@ pub fn authenticate(
         Bearer::Token(t) => t,
     };
 
+    // SHA-256 of the token: only when the local memo cannot answer, and at most once.
+    let mut hashed: Option<CacheKey> = None;
     let (known, cache_hit) = match fresh {
         Some(entry) => (Some(entry.clone()), false),
         None if cfg.cache_slots > 0 => match cache.get_local(token, now_ms) {
             Some(entry) => (Some(entry), true),
             None => {
-                let entry = cache.get(&cache::key_for(&cfg.fingerprint, token), now_ms);
+                let key = *hashed.insert(cache::key_for(&cfg.fingerprint, token));
+                let entry = cache.get(&key, now_ms);
                 if let Some(e) = &entry {
                     cache.remember(token, e);
                 }
@@ -103,7 +106,7 @@ pub fn authenticate(
         Some(Cached::Invalid { issuer, .. }) => return deny(Denial::InactiveToken, Some(issuer)),
         Some(Cached::Valid(v)) => v,
         None => {
-            let key = cache::key_for(&cfg.fingerprint, token);
+            let key = hashed.unwrap_or_else(|| cache::key_for(&cfg.fingerprint, token));
             let introspect = |issuer, verified| match may_wait {
                 MayWait::Yes => Decision::Introspect {
                     issuer,
