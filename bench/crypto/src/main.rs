@@ -1,0 +1,75 @@
+//! Times tollgate's JWT verification (base64 + JSON + signature + claim checks) per algorithm,
+//! and key-set loading, on fixtures written by `mint.py`. Prints µs per operation (median of
+//! batches). Built for wasm32-wasip1 and run under Node's WASI by `bench/crypto/run`; also runs
+//! natively for comparison.
+
+use std::time::Instant;
+
+use serde_json::Value;
+use tollgate::jwks::KeySet;
+use tollgate::jwt::{self, AlgSet, Expectations};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let path = std::env::args().nth(1).unwrap_or_else(|| "fixtures.json".into());
+    let text = std::fs::read_to_string(&path).expect("fixtures file");
+    let fx: Value = serde_json::from_str(&text).expect("fixtures JSON");
+    let jwks = serde_json::to_vec(&fx["jwks"]).expect("jwks");
+    let issuer = fx["issuer"].as_str().expect("issuer");
+    let audiences = vec![fx["audience"].as_str().expect("audience").to_string()];
+    let now = fx["now"].as_i64().expect("now");
+    let filter = std::env::args().nth(2).unwrap_or_default();
+
+    // Key loading (all keys of the set): paid once per JWKS refresh per worker.
+    let mut loads = Vec::new();
+    for _ in 0..9 {
+        let t = Instant::now();
+        let (set, _) = KeySet::parse(&jwks).expect("keys");
+        loads.push(t.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(set);
+    }
+    println!("{:<8} {:>10.1} us  (whole key set)", "keyload", median(loads));
+
+    let (set, _) = KeySet::parse(&jwks).expect("keys");
+    let mut algorithms = AlgSet::default();
+    for alg in jwt::Alg::ALL {
+        algorithms.insert(alg);
+    }
+    let expect = Expectations {
+        issuer,
+        audiences: &audiences,
+        algorithms,
+        clock_skew_s: 60,
+        require_at_jwt: false,
+    };
+    for (alg, tokens) in fx["tokens"].as_object().expect("tokens") {
+        if !alg.contains(filter.as_str()) {
+            continue;
+        }
+        let tokens: Vec<&str> = tokens.as_array().expect("list").iter().filter_map(Value::as_str).collect();
+        let mut batches = Vec::new();
+        // Batch 0 is a warm-up (lets V8 tier the code up); batches 1..=9 are measured.
+        for round in 0..10 {
+            let t = Instant::now();
+            for token in &tokens {
+                let peeked = jwt::peek(token).expect("peek");
+                let key = set.candidates(peeked.kid(), peeked.alg().expect("alg")).next().expect("key");
+                let claims = jwt::verify(&peeked, key, &expect, now).expect("verify");
+                std::hint::black_box(claims);
+            }
+            if round > 0 {
+                batches.push(t.elapsed().as_secs_f64() * 1e6 / tokens.len() as f64);
+            }
+        }
+        let best = batches.iter().copied().fold(f64::INFINITY, f64::min);
+        println!(
+            "{alg:<8} {:>10.1} us  per verification, best batch {best:.1} ({} tokens x 9 batches, median)",
+            median(batches),
+            tokens.len()
+        );
+    }
+}
