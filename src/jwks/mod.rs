@@ -13,15 +13,19 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::jwt::rsa::RsaPublicKey;
 use crate::jwt::{Alg, KeyFamily};
 
 /// Minimum RSA modulus size accepted (NIST SP 800-131A; RFC 7518 §3.3 requires 2048).
 pub const MIN_RSA_BITS: usize = 2048;
+/// Maximum RSA modulus size accepted: bounds the cost of one verification (as the `rsa` crate's
+/// default limit did).
+pub const MAX_RSA_BITS: usize = 4096;
 
 /// A verifying key, converted once when the key set loads.
 #[derive(Clone)]
 pub enum KeyMaterial {
-    Rsa(Box<rsa::RsaPublicKey>),
+    Rsa(Box<RsaPublicKey>),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_compact::PublicKey),
@@ -178,12 +182,11 @@ fn parse_key(value: &Value) -> Option<Key> {
     };
     let material = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
         ("RSA", _) => {
-            let n = rsa::BigUint::from_bytes_be(&b64(&jwk.n)?);
-            let e = rsa::BigUint::from_bytes_be(&b64(&jwk.e)?);
-            if n.bits() < MIN_RSA_BITS {
+            let key = RsaPublicKey::new(&b64(&jwk.n)?, &b64(&jwk.e)?)?;
+            if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&key.bits()) {
                 return None;
             }
-            KeyMaterial::Rsa(Box::new(rsa::RsaPublicKey::new(n, e).ok()?))
+            KeyMaterial::Rsa(Box::new(key))
         }
         ("EC", Some("P-256")) => {
             let point = uncompressed_point(&b64(&jwk.x)?, &b64(&jwk.y)?, 32)?;

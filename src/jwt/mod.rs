@@ -7,8 +7,9 @@
 //! type; never accepts `none` or HMAC (there is no code path for them).
 
 mod es384;
+pub mod rsa;
 
-use jwt_compact::alg::{Ed25519, Es256, Rsa};
+use jwt_compact::alg::{Ed25519, Es256};
 use jwt_compact::{Algorithm, AlgorithmExt, Token, UntrustedToken};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -16,6 +17,7 @@ use serde_json::{Map, Value};
 use crate::jwks::{Key, KeyMaterial};
 
 pub use es384::Es384;
+use rsa::{Hash, Padding, RsaAlg};
 
 /// Signature algorithms Tollgate verifies. HMAC and `none` are deliberately absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,12 +337,24 @@ fn verify_signature(
     token: &Untrusted<'_>,
 ) -> Result<Token<Payload, HeaderExtra>, JwtError> {
     let outcome = match (alg, material) {
-        (Alg::Rs256, KeyMaterial::Rsa(key)) => with(Rsa::rs256(), key, token),
-        (Alg::Rs384, KeyMaterial::Rsa(key)) => with(Rsa::rs384(), key, token),
-        (Alg::Rs512, KeyMaterial::Rsa(key)) => with(Rsa::rs512(), key, token),
-        (Alg::Ps256, KeyMaterial::Rsa(key)) => with(Rsa::ps256(), key, token),
-        (Alg::Ps384, KeyMaterial::Rsa(key)) => with(Rsa::ps384(), key, token),
-        (Alg::Ps512, KeyMaterial::Rsa(key)) => with(Rsa::ps512(), key, token),
+        (Alg::Rs256, KeyMaterial::Rsa(key)) => {
+            with(rsa_alg(Hash::Sha256, Padding::Pkcs1v15), key, token)
+        }
+        (Alg::Rs384, KeyMaterial::Rsa(key)) => {
+            with(rsa_alg(Hash::Sha384, Padding::Pkcs1v15), key, token)
+        }
+        (Alg::Rs512, KeyMaterial::Rsa(key)) => {
+            with(rsa_alg(Hash::Sha512, Padding::Pkcs1v15), key, token)
+        }
+        (Alg::Ps256, KeyMaterial::Rsa(key)) => {
+            with(rsa_alg(Hash::Sha256, Padding::Pss), key, token)
+        }
+        (Alg::Ps384, KeyMaterial::Rsa(key)) => {
+            with(rsa_alg(Hash::Sha384, Padding::Pss), key, token)
+        }
+        (Alg::Ps512, KeyMaterial::Rsa(key)) => {
+            with(rsa_alg(Hash::Sha512, Padding::Pss), key, token)
+        }
         (Alg::Es256, KeyMaterial::P256(key)) => with(Es256, key, token),
         (Alg::Es384, KeyMaterial::P384(key)) => with(Es384, key, token),
         (Alg::EdDsa, KeyMaterial::Ed25519(key)) => with(Ed25519, key, token),
@@ -350,6 +364,10 @@ fn verify_signature(
         jwt_compact::ValidationError::MalformedClaims(_) => JwtError::Malformed,
         _ => JwtError::BadSignature,
     })
+}
+
+fn rsa_alg(hash: Hash, padding: Padding) -> RsaAlg {
+    RsaAlg { hash, padding }
 }
 
 fn with<A: Algorithm>(

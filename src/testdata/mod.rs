@@ -102,7 +102,7 @@ impl TestKey {
             .expect("fixture member is base64url")
     }
 
-    fn rsa(self) -> rsa::RsaPrivateKey {
+    pub fn rsa_private(self) -> rsa::RsaPrivateKey {
         let int = |m: &str| rsa::BigUint::from_bytes_be(&self.member(m));
         rsa::RsaPrivateKey::from_components(int("n"), int("e"), int("d"), vec![int("p"), int("q")])
             .expect("fixture RSA key")
@@ -149,12 +149,12 @@ pub fn sign<H: serde::Serialize>(
 ) -> String {
     let claims = Claims::new(payload.as_object().expect("payload is an object").clone());
     let token = match alg {
-        "RS256" => Rsa::rs256().token(header, &claims, &key.rsa()),
-        "RS384" => Rsa::rs384().token(header, &claims, &key.rsa()),
-        "RS512" => Rsa::rs512().token(header, &claims, &key.rsa()),
-        "PS256" => Rsa::ps256().token(header, &claims, &key.rsa()),
-        "PS384" => Rsa::ps384().token(header, &claims, &key.rsa()),
-        "PS512" => Rsa::ps512().token(header, &claims, &key.rsa()),
+        "RS256" => Rsa::rs256().token(header, &claims, &key.rsa_private()),
+        "RS384" => Rsa::rs384().token(header, &claims, &key.rsa_private()),
+        "RS512" => Rsa::rs512().token(header, &claims, &key.rsa_private()),
+        "PS256" => Rsa::ps256().token(header, &claims, &key.rsa_private()),
+        "PS384" => Rsa::ps384().token(header, &claims, &key.rsa_private()),
+        "PS512" => Rsa::ps512().token(header, &claims, &key.rsa_private()),
         "ES256" => Es256.token(header, &claims, &key.p256()),
         "ES384" => Es384.token(header, &claims, &key.p384()),
         "EdDSA" => Ed25519.token(header, &claims, &key.ed25519()),

