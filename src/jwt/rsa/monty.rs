@@ -55,7 +55,7 @@ impl Modulus {
         if !less_than(&base, &self.n) {
             return None;
         }
-        let mut scratch = vec![0u32; k + 2];
+        let mut scratch = vec![0u32; 2 * k];
         // x = base·R mod n (Montgomery form); acc starts at x for the top bit of exp.
         let mut x = vec![0u32; k];
         self.mul(&base, &self.r2, &mut scratch, &mut x);
@@ -63,7 +63,7 @@ impl Modulus {
         let mut tmp = vec![0u32; k];
         let top = 63 - exp.leading_zeros();
         for bit in (0..top).rev() {
-            self.mul(&acc, &acc, &mut scratch, &mut tmp);
+            self.sqr(&acc, &mut scratch, &mut tmp);
             if (exp >> bit) & 1 == 1 {
                 self.mul(&tmp, &x, &mut scratch, &mut acc);
             } else {
@@ -77,8 +77,66 @@ impl Modulus {
         limbs_to_be(&tmp, out_len)
     }
 
+    /// Montgomery square `out = a·a·R^-1 mod n` for `a < n`: the full square first, computing
+    /// each cross product once and doubling (about half the multiplies of `mul`'s product
+    /// pass), then a separate Montgomery reduction. `t` is scratch of `2k` limbs.
+    fn sqr(&self, a: &[u32], t: &mut [u32], out: &mut [u32]) {
+        let k = self.n.len();
+        let (n, a, t) = (&self.n[..k], &a[..k], &mut t[..2 * k]);
+        t.fill(0);
+        // Cross products a[i]·a[j], i < j.
+        for i in 0..k {
+            let ai = u64::from(a[i]);
+            let mut carry = 0u64;
+            for j in i + 1..k {
+                let s = u64::from(t[i + j]) + ai * u64::from(a[j]) + carry;
+                t[i + j] = s as u32;
+                carry = s >> 32;
+            }
+            // Row i ends at i + k, which no earlier row reached.
+            if i + k < 2 * k {
+                t[i + k] = carry as u32;
+            }
+        }
+        // Double them, then add the squares a[i]² on the diagonal.
+        let mut shifted_out = 0u32;
+        for limb in t.iter_mut() {
+            let next = *limb >> 31;
+            *limb = (*limb << 1) | shifted_out;
+            shifted_out = next;
+        }
+        let mut carry = 0u64;
+        for i in 0..k {
+            let sq = u64::from(a[i]) * u64::from(a[i]);
+            let lo = u64::from(t[2 * i]) + (sq & 0xffff_ffff) + carry;
+            t[2 * i] = lo as u32;
+            let hi = u64::from(t[2 * i + 1]) + (sq >> 32) + (lo >> 32);
+            t[2 * i + 1] = hi as u32;
+            carry = hi >> 32;
+        }
+        // Montgomery reduction: add m·n·2^(32i) to clear limb i, k times; the value then sits in
+        // the high half, below 2n, with `top` its bit above 2^(32k).
+        let mut top = 0u64;
+        for i in 0..k {
+            let m = u64::from(t[i].wrapping_mul(self.n0_inv));
+            let mut carry = 0u64;
+            for j in 0..k {
+                let s = u64::from(t[i + j]) + m * u64::from(n[j]) + carry;
+                t[i + j] = s as u32;
+                carry = s >> 32;
+            }
+            let s = u64::from(t[i + k]) + carry + top;
+            t[i + k] = s as u32;
+            top = s >> 32;
+        }
+        out.copy_from_slice(&t[k..]);
+        if top != 0 || !less_than(out, n) {
+            sub_in_place(out, n);
+        }
+    }
+
     /// Montgomery product `out = a·b·R^-1 mod n` for `a, b < n` (CIOS with the multiply and
-    /// reduce passes fused into one loop). `t` is scratch of `k + 2` limbs.
+    /// reduce passes fused into one loop). `t` is scratch of at least `k + 1` limbs.
     fn mul(&self, a: &[u32], b: &[u32], t: &mut [u32], out: &mut [u32]) {
         let k = self.n.len();
         let (n, a, b, t) = (&self.n[..k], &a[..k], &b[..k], &mut t[..k + 1]);
