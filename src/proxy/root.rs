@@ -47,15 +47,18 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let started_us = host::now_us();
         let text = host::plugin_configuration().unwrap_or_default();
         match FilterConfig::parse(&text) {
             Ok(cfg) => {
-                log::info!(
-                    "tollgate: configured {} issuer(s), {} route(s)",
-                    cfg.issuers.len(),
-                    cfg.routes.len()
-                );
+                let (issuers, routes) = (cfg.issuers.len(), cfg.routes.len());
                 self.worker = Some(Rc::new(RefCell::new(Worker::new(cfg, self.context_id))));
+                let took_us = host::now_us().saturating_sub(started_us);
+                log::info!(
+                    "tollgate: configured {issuers} issuer(s), {routes} route(s) in {}.{:03} ms",
+                    took_us / 1000,
+                    took_us % 1000
+                );
                 true
             }
             Err(e) => {

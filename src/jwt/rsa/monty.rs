@@ -30,8 +30,13 @@ impl Modulus {
             return None;
         }
         let n0_inv = neg_inverse_mod_2_32(n[0]);
-        let r2 = r_squared(&n);
-        Some(Modulus { n, n0_inv, r2 })
+        let mut modulus = Modulus {
+            n,
+            n0_inv,
+            r2: Vec::new(),
+        };
+        modulus.r2 = modulus.r_squared();
+        Some(modulus)
     }
 
     /// Bits in `n`.
@@ -56,25 +61,46 @@ impl Modulus {
             return None;
         }
         let mut scratch = vec![0u32; 2 * k];
-        // x = base·R mod n (Montgomery form); acc starts at x for the top bit of exp.
+        // Into the Montgomery domain (base·R mod n), exponentiate, and out again (·1·R^-1).
         let mut x = vec![0u32; k];
         self.mul(&base, &self.r2, &mut scratch, &mut x);
-        let mut acc = x.clone();
-        let mut tmp = vec![0u32; k];
+        let acc = self.pow_mont(&x, exp, &mut scratch);
+        let mut one = vec![0u32; k];
+        one[0] = 1;
+        self.mul(&acc, &one, &mut scratch, &mut x);
+        limbs_to_be(&x, out_len)
+    }
+
+    /// `x^exp` for `x` in Montgomery form (result in Montgomery form), `exp >= 1`:
+    /// left-to-right binary exponentiation. `scratch` is `2k` limbs.
+    fn pow_mont(&self, x: &[u32], exp: u64, scratch: &mut [u32]) -> Vec<u32> {
+        let mut acc = x.to_vec();
+        let mut tmp = vec![0u32; x.len()];
         let top = 63 - exp.leading_zeros();
         for bit in (0..top).rev() {
-            self.sqr(&acc, &mut scratch, &mut tmp);
+            self.sqr(&acc, scratch, &mut tmp);
             if (exp >> bit) & 1 == 1 {
-                self.mul(&tmp, &x, &mut scratch, &mut acc);
+                self.mul(&tmp, x, scratch, &mut acc);
             } else {
                 std::mem::swap(&mut acc, &mut tmp);
             }
         }
-        // Leave the Montgomery domain: acc·1·R^-1.
-        let mut one = vec![0u32; k];
-        one[0] = 1;
-        self.mul(&acc, &one, &mut scratch, &mut tmp);
-        limbs_to_be(&tmp, out_len)
+        acc
+    }
+
+    /// `R^2 mod n`. `2^(bits-1) < n`, so a few doublings mod n give `R mod n` and then
+    /// `2R mod n` (2 in Montgomery form); raising that to the power `32k` in the Montgomery
+    /// domain gives `2^(32k)·R = R^2 mod n` in about log2(32k) products.
+    fn r_squared(&self) -> Vec<u32> {
+        let k = self.n.len();
+        let bits = self.bits();
+        let mut x = vec![0u32; k];
+        x[(bits - 1) / 32] = 1 << ((bits - 1) % 32);
+        for _ in 0..(32 * k - bits + 2) {
+            double_mod(&mut x, &self.n);
+        }
+        let mut scratch = vec![0u32; 2 * k];
+        self.pow_mont(&x, 32 * k as u64, &mut scratch)
     }
 
     /// Montgomery square `out = a·a·R^-1 mod n` for `a < n`: the full square first, computing
@@ -231,22 +257,15 @@ fn neg_inverse_mod_2_32(n0: u32) -> u32 {
     inv.wrapping_neg()
 }
 
-/// `R^2 mod n`: start from 1 and double `2·32·k` times modulo n.
-fn r_squared(n: &[u32]) -> Vec<u32> {
-    let k = n.len();
-    let mut x = vec![0u32; k];
-    x[0] = 1;
-    for _ in 0..64 * k {
-        // x = 2x mod n, with x < n: the shifted-out bit plus comparison decide a subtraction.
-        let mut carry = 0u32;
-        for limb in x.iter_mut() {
-            let next = *limb >> 31;
-            *limb = (*limb << 1) | carry;
-            carry = next;
-        }
-        if carry != 0 || !less_than(&x, n) {
-            sub_in_place(&mut x, n);
-        }
+/// `x = 2x mod n` for `x < n`: the shifted-out bit and a comparison decide one subtraction.
+fn double_mod(x: &mut [u32], n: &[u32]) {
+    let mut carry = 0u32;
+    for limb in x.iter_mut() {
+        let next = *limb >> 31;
+        *limb = (*limb << 1) | carry;
+        carry = next;
     }
-    x
+    if carry != 0 || !less_than(x, n) {
+        sub_in_place(x, n);
+    }
 }
