@@ -2,36 +2,95 @@
 
 Run it through bench/run (which installs and builds what is missing). Listeners, all on 127.0.0.1:
 
-    upstream     direct_response 200 (the "real upstream" every other listener routes to)
-    passthrough  router only
-    noop         a wasm filter that reads one header (bench/noop: the host's floor)
-    tg-warm      Tollgate, inline JWKS, verified-token cache on (one token repeated)
-    tg-cold      Tollgate, inline JWKS, cache.max_entries 0 (every request is verified)
-    jwt-nocache  Envoy's native jwt_authn, same JWKS inline, no JWT cache
-    jwt-cache    native jwt_authn with jwt_cache_config
+    upstream       direct_response 200 (the "real upstream" every other listener routes to)
+    passthrough    router only
+    noop           a wasm filter that reads one header (bench/noop: the host's floor)
+    tg-warm        Tollgate, inline JWKS, verified-token cache on (one token repeated)
+    tg-cold        Tollgate, inline JWKS, cache.max_entries 0 (every request is verified)
+    tg-mix         Tollgate, inline JWKS, cache on: the Zipf mix
+    tg-opaque      Tollgate, opaque tokens introspected at a real django-oauth-toolkit AS
+                   (tests/rig/as_dot, started by the bench) through the Envoy cluster as-dot
+    tg-once-<alg>  Tollgate, inline JWKS, cache on: the once-per-token check of each cold set
+    jwt-nocache    Envoy's native jwt_authn, same JWKS inline, no JWT cache
+    jwt-cache      native jwt_authn with jwt_cache_config (warm rows)
+    jwt-mix        native jwt_authn with jwt_cache_config large enough for the whole mix
 
-Each row drives one listener with `wrk -t1 -c16` and a Lua script that cycles through a token file
-(one token for warm rows, a pre-minted set of distinct valid tokens for cold rows). A row whose
-probe request is not 200, or where wrk saw any 4xx/5xx or socket error, is marked FAILED and the
-command exits 1: a benchmark of refusals measures nothing.
+Rows (each drives one listener with `wrk -t1 -c16` and a Lua script that cycles through a token
+file, in interleaved rounds; the table shows each row's median round):
+
+    warm       one token, repeated (RS256, ES256), Tollgate and native with cache
+    cold       a set of distinct tokens per algorithm, Tollgate with the cache off and native
+               without cache, so every request is verified
+    Zipf mix   --mix-tokens (1,000) distinct RS256 tokens in a pre-generated sequence of
+               --mix-length (20,000) requests where the token of rank k is drawn with weight
+               1/k^s (--zipf, 1.1; --seed; every token at least once), cycled by wrk. Tollgate
+               and native jwt_authn, both with a cache, get the very same sequence ("vs
+               native" is against native). First uses fall in the warm-up and round 1; after
+               that both serve the 1,000 tokens from their caches.
+    opaque     opaque `dot_` tokens minted by the real AS (client_credentials, 3600 s), checked
+               by RFC 7662 introspection at that AS and then from Tollgate's cache: one token,
+               and a set of --opaque-tokens (100). No native counterpart: compare with the no-op
+               floor (target >= 0.95x). These rows probe with a token of their own, so their
+               tokens are first seen under wrk's 16 connections (single-flight at work).
+
+Checks (section "Checks" of the report; a FAILED check makes the command exit 1). Before and
+after every row the bench reads all of Tollgate's and jwt_authn's counters from the Envoy admin
+(after wrk exits, until they stop moving: Envoy may still be answering the last requests wrk
+sent), so each row's counts are its own; a row during which another listener's counters moved
+fails, as does a Tollgate row whose counters are missing.
+
+    once per token   Tollgate rows with the cache on: verifications (allowed - cache_hit) must
+                     equal the distinct tokens the row sent (the probe's, and wrk's: tokens.lua
+                     reports how far into its token file it got), counted over all rounds: one
+                     verification per token per Envoy process, whatever --concurrency. Opaque
+                     rows: introspection calls counted by Tollgate, and introspection requests
+                     the AS itself served (its /__rig/stats), must each equal the distinct opaque
+                     tokens sent (allowed - cache_hit also counts requests that waited for
+                     another request's introspection: "coalesced").
+    cold sets x2     after the rounds, every cold set is sent twice over, in order, on 16
+                     connections (so a token's second request comes a whole set later) to
+                     tg-once-<alg> (cache on): every answer 200, exactly one verification per
+                     token.
+    cache off        the cold rows must show no cache hit (each request verified).
+
+With --concurrency > 1 the once-per-token check of the Zipf mix can fail: a new token that
+reaches two workers at the same moment is verified by both (Tollgate single-flights
+introspection across workers, not JWT verification). The check reports it; that is the target
+not being met, not a fault of the bench.
+
+A row whose probe request is not 200, or where wrk saw any 4xx/5xx or socket error, is marked
+FAILED and the command exits 1: a benchmark of refusals measures nothing. --quick runs every row
+and check briefly (1 s per row, no warm-up, small token sets) as a smoke test.
+
+The cache is direct-mapped (a token hashing to a taken slot replaces it, and is verified again
+when it comes back, unless the worker's own memo (up to 1,024 tokens) still has it), so the
+listeners whose counts are checked use cache.max_entries 2^32-1: the chance that two of n tokens
+share a slot is about n^2 / 2^33 (1,000 tokens: 1e-4; 2,000: 5e-4).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
+import random
 import re
 import shlex
+import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,11 +98,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "rig"))
 
 import envoy  # noqa: E402  (tests/rig)
-from procs import free_port  # noqa: E402
+import tokens as rig_tokens  # noqa: E402
+from procs import VENV_PY, Proc  # noqa: E402
+from servers import RIG  # noqa: E402
 
 from jwcrypto import jwk, jwt  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="jwcrypto")
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=__name__)
 
 BENCH = ROOT / "bench"
 WORK = ROOT / "target" / "bench"
@@ -58,6 +120,17 @@ AUDIENCE = "https://api.bench.test"
 PATH = "/api/bench"
 JWT_AUTHN_TYPE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 KIDS = {"RS256": "rsa-2048", "PS256": "rsa-2048", "ES256": "p256", "EdDSA": "ed25519"}
+MIX_ALG = "RS256"
+# cache.max_entries where verifications are counted: the largest allowed, so that two tokens
+# sharing a slot (which evicts one, and verifies it again) is unlikely (see the docstring).
+MAX_SLOTS = 4294967295
+
+# The real AS for opaque tokens: django-oauth-toolkit from tests/rig (README there). Its
+# client_credentials tokens for dot-opaque are opaque ("dot_" + 30 characters) and live 3600 s,
+# longer than any bench run; rs-client may introspect them.
+DOT_CLIENT = ("dot-opaque", "dot-opaque-secret")
+DOT_INTROSPECTOR = ("rs-client", "rs-secret")
+DOT_INTROSPECT_PATH = "/o/introspect/"
 
 
 # --- keys and tokens ----------------------------------------------------------------------------
@@ -75,20 +148,45 @@ def public_jwks(keys: dict[str, jwk.JWK]) -> dict:
     return {"keys": [json.loads(k.export_public()) | {"use": "sig"} for k in keys.values()]}
 
 
-def mint(keys: dict[str, jwk.JWK], alg: str, n: int) -> list[str]:
+def mint(keys: dict[str, jwk.JWK], alg: str, n: int, tag: str = "") -> list[str]:
     """n distinct valid access tokens (distinct jti and sub), valid for a day."""
     key = keys[KIDS[alg]]
     now = int(time.time())
     out = []
     for i in range(n):
         claims = {
-            "iss": ISSUER, "aud": AUDIENCE, "sub": f"user-{i}", "client_id": "bench-client",
-            "scope": "read", "iat": now - 10, "exp": now + 86400, "jti": f"{alg}-{i}-{os.urandom(6).hex()}",
+            "iss": ISSUER, "aud": AUDIENCE, "sub": f"user{tag}-{i}", "client_id": "bench-client",
+            "scope": "read", "iat": now - 10, "exp": now + 86400,
+            "jti": f"{alg}{tag}-{i}-{os.urandom(6).hex()}",
         }
         token = jwt.JWT(header={"alg": alg, "kid": key.key_id, "typ": "at+jwt"}, claims=claims)
         token.make_signed_token(key)
         out.append(token.serialize())
     return out
+
+
+def zipf_sequence(pool: list[str], length: int, s: float, seed: int) -> list[str]:
+    """length requests over pool: the token of rank k (pool order) drawn with weight 1/k^s.
+    A token the draw missed replaces one draw of a token drawn more than once, so every token
+    of the pool is in the sequence (the mix has exactly len(pool) distinct tokens)."""
+    rng = random.Random(seed)
+    weights = [1.0 / (k ** s) for k in range(1, len(pool) + 1)]
+    idx = rng.choices(range(len(pool)), weights=weights, k=max(length, len(pool)))
+    count = Counter(idx)
+    for m in sorted(set(range(len(pool))) - count.keys()):
+        while True:
+            j = rng.randrange(len(idx))
+            if count[idx[j]] > 1:
+                break
+        count[idx[j]] -= 1
+        idx[j], count[m] = m, 1
+    return [pool[i] for i in idx]
+
+
+def dot_tokens(base: str, n: int) -> list[str]:
+    """n opaque access tokens from the DOT AS (client_credentials, scope read)."""
+    return [rig_tokens.client_credentials(f"{base}/o/token/", *DOT_CLIENT, scope="read")["access_token"]
+            for _ in range(n)]
 
 
 # --- Envoy configuration ------------------------------------------------------------------------
@@ -115,10 +213,10 @@ def listener(name: str, port: int, http_filters: list[dict], route: dict) -> dic
     }
 
 
-def tollgate_config(jwks: dict, cache_entries: int | None) -> dict:
+def tollgate_config(jwks: dict, name: str, cache_entries: int | None) -> dict:
     cfg: dict = {
         "issuers": [{
-            "name": "bench", "issuer": ISSUER, "jwks": {"inline": jwks}, "audiences": [AUDIENCE],
+            "name": name, "issuer": ISSUER, "jwks": {"inline": jwks}, "audiences": [AUDIENCE],
             "algorithms": sorted(set(KIDS)),
         }],
         "routes": [{"name": "api", "match": {"prefix": "/"}, "require": {}}],
@@ -128,13 +226,33 @@ def tollgate_config(jwks: dict, cache_entries: int | None) -> dict:
     return cfg
 
 
-def jwt_authn(jwks: dict, cache: bool) -> dict:
+def tollgate_opaque_config(dot_port: int) -> dict:
+    """Opaque dot_ tokens introspected at the DOT AS through the as-dot cluster. The answer is
+    cached until the token's exp (max_ttl_s above DOT's 3600 s lifetime), so a run introspects
+    each token once."""
+    base = f"http://127.0.0.1:{dot_port}"
+    return {
+        "issuers": [{
+            "name": "dot", "issuer": f"{base}/o",
+            "introspection": {
+                "endpoint": f"{base}{DOT_INTROSPECT_PATH}", "upstream": "as-dot",
+                "client_id": DOT_INTROSPECTOR[0], "client_secret": DOT_INTROSPECTOR[1],
+                "timeout_ms": 5000, "max_ttl_s": 7200,
+            },
+            "opaque_tokens": {"prefixes": ["dot_"]},
+        }],
+        "routes": [{"name": "api", "match": {"prefix": "/"}, "require": {}}],
+        "cache": {"max_entries": MAX_SLOTS},
+    }
+
+
+def jwt_authn(jwks: dict, cache_size: int | None) -> dict:
     provider: dict = {
         "issuer": ISSUER, "audiences": [AUDIENCE],
         "local_jwks": {"inline_string": json.dumps(jwks)}, "forward": True,
     }
-    if cache:
-        provider["jwt_cache_config"] = {"jwt_cache_size": 1000}
+    if cache_size:
+        provider["jwt_cache_config"] = {"jwt_cache_size": cache_size}
     return {
         "name": "envoy.filters.http.jwt_authn",
         "typed_config": {
@@ -145,26 +263,53 @@ def jwt_authn(jwks: dict, cache: bool) -> dict:
     }
 
 
-def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict) -> dict:
+def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int, dot_port: int | None) -> dict:
+    """Listeners for the names in ports (only what the selected rows need)."""
     to_upstream = {"route": {"cluster": "upstream", "timeout": "15s"}}
 
     def wasm(path: Path, cfg: dict, vm_id: str) -> dict:
         return envoy.wasm_filter(path, cfg, vm_id=vm_id)  # own vm_id: own VM and shared data
 
-    filters = {
-        "passthrough": [],
-        "noop": [wasm(NOOP_WASM, {}, "noop")],
-        "tg-warm": [wasm(TOLLGATE_WASM, tollgate_config(jwks, None), "tollgate-warm")],
-        "tg-cold": [wasm(TOLLGATE_WASM, tollgate_config(jwks, 0), "tollgate-cold")],
-        "jwt-nocache": [jwt_authn(jwks, cache=False)],
-        "jwt-cache": [jwt_authn(jwks, cache=True)],
-    }
+    def filters(name: str) -> list[dict]:
+        if name == "passthrough":
+            return []
+        if name == "noop":
+            return [wasm(NOOP_WASM, {}, "noop")]
+        if name == "tg-warm":
+            return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "warm", None), "tollgate-warm")]
+        if name == "tg-cold":
+            return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "cold", 0), "tollgate-cold")]
+        if name == "tg-mix":
+            return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "mix", MAX_SLOTS), "tollgate-mix")]
+        if name.startswith("tg-once-"):
+            return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "once", MAX_SLOTS), f"tollgate-{name[3:]}")]
+        if name == "tg-opaque":
+            assert dot_port is not None
+            return [wasm(TOLLGATE_WASM, tollgate_opaque_config(dot_port), "tollgate-opaque")]
+        if name == "jwt-nocache":
+            return [jwt_authn(jwks, None)]
+        if name == "jwt-cache":
+            return [jwt_authn(jwks, 1000)]
+        if name == "jwt-mix":
+            return [jwt_authn(jwks, mix_cache)]
+        raise ValueError(name)
+
     listeners = [listener("upstream", ports["upstream"], [], {"direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}})]
-    listeners += [listener(name, ports[name], f, to_upstream) for name, f in filters.items()]
+    listeners += [listener(name, port, filters(name), to_upstream) for name, port in ports.items() if name != "upstream"]
+    clusters = [envoy._cluster("upstream", ports["upstream"])]
+    if dot_port is not None:
+        # The AS is Django's threaded dev server (listen backlog 10): a burst of first-seen tokens
+        # on several workers would open more connections at once than it accepts, and dropped SYNs
+        # are retried after 1 s, Envoy's default connect timeout here. So, as one would for a
+        # real AS: at most 8 connections (more calls wait in Envoy's queue) and a longer timeout.
+        as_dot = envoy._cluster("as-dot", dot_port)
+        as_dot["connect_timeout"] = "5s"
+        as_dot["circuit_breakers"] = {"thresholds": [{"max_connections": 8, "max_pending_requests": 1024}]}
+        clusters.append(as_dot)
     return {
         "node": {"id": "tollgate-bench", "cluster": "tollgate-bench"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
-        "static_resources": {"listeners": listeners, "clusters": [envoy._cluster("upstream", ports["upstream"])]},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
     }
 
 
@@ -174,24 +319,66 @@ def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict) -> dict:
 class Row:
     label: str
     listener: str
-    tokens: str  # token set name (file target/bench/tokens-<name>.txt)
+    tokens: str  # token set name (file target/bench/tokens-<name>.txt), cycled by wrk
     native: str | None = None  # label of the native row this one is compared with
+    issuer: str | None = None  # Tollgate issuer whose counters this row moves (None: not Tollgate)
+    check: str | None = None  # "once": one verification per distinct token; "every": cache off
+    probe: str | None = None  # token set whose first token probes the row (default: tokens)
+    opaque: bool = False  # introspected at the AS: also count its introspections
     rounds: list[dict] = field(default_factory=list)
     result: dict | None = None
     error: str | None = None
+    issued: int = 0  # the furthest any wrk run of this row got into its token file
+    delta: Counter = field(default_factory=Counter)  # counter increments during this row
 
 
-def scenarios(algs: list[str]) -> list[Row]:
+@dataclass
+class OnceCheck:
+    """After the rounds: a cold set sent twice over to a cache-on listener."""
+
+    label: str
+    listener: str
+    tokens: str
+
+
+@dataclass
+class Check:
+    label: str
+    ok: bool | None  # None: information only
+    text: str
+
+    def line(self) -> str:
+        mark = {True: "OK", False: "FAILED", None: "info"}[self.ok]
+        return f"{mark}: {self.label}: {self.text}"
+
+
+def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int) -> list[Row]:
+    native_mix = f"native jwt_authn + cache, Zipf mix {MIX_ALG}"
     rows = [
         Row("passthrough (router only)", "passthrough", "warm-RS256"),
         Row("no-op wasm (reads 1 header)", "noop", "warm-RS256"),
     ]
     rows += [Row(f"native jwt_authn + cache, warm {a}", "jwt-cache", f"warm-{a}") for a in ("RS256", "ES256")]
     rows += [Row(f"native jwt_authn no cache, {a}", "jwt-nocache", f"cold-{a}") for a in algs]
-    rows += [Row(f"tollgate warm {a}", "tg-warm", f"warm-{a}", native=f"native jwt_authn + cache, warm {a}")
-             for a in ("RS256", "ES256")]
-    rows += [Row(f"tollgate cold {a}", "tg-cold", f"cold-{a}", native=f"native jwt_authn no cache, {a}") for a in algs]
+    rows += [Row(native_mix, "jwt-mix", "mix")]
+    rows += [Row(f"tollgate warm {a}", "tg-warm", f"warm-{a}", native=f"native jwt_authn + cache, warm {a}",
+                 issuer="warm", check="once") for a in ("RS256", "ES256")]
+    rows += [Row(f"tollgate cold {a}", "tg-cold", f"cold-{a}", native=f"native jwt_authn no cache, {a}",
+                 issuer="cold", check="every") for a in algs]
+    rows += [Row(f"tollgate Zipf mix {MIX_ALG} ({mix_tokens:,} tokens)", "tg-mix", "mix", native=native_mix,
+                 issuer="mix", check="once")]
+    # Opaque rows probe with a token of their own, so that their tokens are first seen under
+    # load (wrk's 16 connections): with one token that is 16 concurrent first requests, which
+    # single-flight must turn into one introspection (across workers too).
+    rows += [Row("tollgate opaque (DOT introspection), 1 token", "tg-opaque", "opaque-1", issuer="dot",
+                 check="once", probe="opaque-probe-1", opaque=True),
+             Row(f"tollgate opaque (DOT introspection), {opaque_tokens} tokens", "tg-opaque", "opaque-set",
+                 issuer="dot", check="once", probe="opaque-probe-set", opaque=True)]
     return rows
+
+
+def once_checks(algs: list[str]) -> list[OnceCheck]:
+    return [OnceCheck(f"tollgate cold {a} set x2, cache on", f"tg-once-{a}", f"cold-{a}") for a in algs]
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -202,7 +389,7 @@ _wrk: subprocess.Popen | None = None
 def probe(port: int, token: str) -> int:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{PATH}", headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=10) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -220,6 +407,155 @@ def run_wrk(port: int, token_file: Path, seconds: int, connections: int) -> dict
     if rc != 0 or not m:
         raise RuntimeError(f"wrk failed (rc {rc}):\n{out}")
     return json.loads(m.group(1))
+
+
+def drive(port: int, seq: list[str], connections: int) -> Counter:
+    """Sends seq in order over `connections` keep-alive connections (each takes the next token
+    when its previous request is answered); returns the count of each status (0: no answer)."""
+    lock = threading.Lock()
+    statuses: Counter = Counter()
+    it = iter(seq)
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+        try:
+            while True:
+                with lock:
+                    token = next(it, None)
+                if token is None:
+                    return
+                try:
+                    conn.request("GET", PATH, headers={"Authorization": f"Bearer {token}"})
+                    resp = conn.getresponse()
+                    resp.read()
+                    status = resp.status
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    status = 0
+                with lock:
+                    statuses[status] += 1
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(timeout=0.2)  # stays interruptible (Ctrl-C / SIGTERM)
+    return statuses
+
+
+def counters(admin_port: int, regex: str) -> dict[str, int]:
+    """Counters whose full Envoy name matches regex, keyed like envoy.stats() (no wasmcustom.)."""
+    q = urllib.parse.urlencode({"format": "json", "filter": regex})
+    status, body = envoy.admin_get(admin_port, f"/stats?{q}", timeout=5)
+    if status != 200:
+        raise RuntimeError(f"admin /stats answered {status}")
+    out = {}
+    for s in json.loads(body).get("stats", []):
+        if "value" in s:
+            name = s["name"]
+            out[name[len(envoy.WASM_CUSTOM):] if name.startswith(envoy.WASM_CUSTOM) else name] = int(s["value"])
+    return out
+
+
+def as_introspections(dot_port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{dot_port}/__rig/stats", timeout=5) as r:
+        return int(json.load(r)["requests"].get(DOT_INTROSPECT_PATH, 0))
+
+
+def snapshot(admin_port: int, dot_port: int | None) -> dict[str, int]:
+    """All of Tollgate's and native jwt_authn's counters, and for opaque rows (dot_port given)
+    the AS's own count of introspection requests (key "as.introspections")."""
+    snap = counters(admin_port, r"^(wasmcustom\.tollgate\.|http\.[^.]+\.jwt_authn\.)")
+    if dot_port is not None:
+        snap["as.introspections"] = as_introspections(dot_port)
+    return snap
+
+
+def settled_snapshot(admin_port: int, dot_port: int | None, timeout: float = 5.0) -> dict[str, int]:
+    """A snapshot once the counters stopped moving: when wrk exits, Envoy may still be working
+    through the last requests it sent, and they belong to this row, not the next one."""
+    snap = snapshot(admin_port, dot_port)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        again = snapshot(admin_port, dot_port)
+        if again == snap:
+            break
+        snap = again
+    return snap
+
+
+def add_delta(total: Counter, before: dict[str, int], after: dict[str, int]) -> None:
+    for k, v in after.items():
+        total[k] += v - before.get(k, 0)
+    for k in before.keys() - after.keys():
+        total[k] -= before[k]  # cannot happen with counters; shows up as a missing counter
+
+
+def distinct_sent(seq: list[str], issued: int, probe_token: str) -> int:
+    """Distinct tokens among the probe and what wrk sent of seq: wrk reports `issued`, how many
+    times its thread called request() (each takes the next entry of seq, cycling). wrk 4 calls it
+    once more than it sends (a check before connecting), so it sent seq[1:issued], plus seq[0]
+    again once it wrapped around; seq[:issued] counts seq[0] as sent either way, which it is
+    (the probe of a JWT row is seq[0]; opaque sets are cycled through many times)."""
+    return len((set(seq[:issued]) if issued < len(seq) else set(seq)) | {probe_token})
+
+
+def strays(d: Counter, own: str) -> dict[str, int]:
+    """Counters outside the row's own prefix that moved while it ran: nothing else runs then,
+    so any would mean the counts are not attributed as the checks assume."""
+    return {k: v for k, v in d.items() if v and k != "as.introspections" and not k.startswith(own)}
+
+
+def row_checks(r: Row, seq: list[str], probe_token: str, workers: int) -> list[Check]:
+    d = r.delta
+    own = f"tollgate.issuer.{r.issuer}." if r.issuer else f"http.{r.listener}.jwt_authn."
+    needed = [own + "allowed", own + "cache_hit"] if r.issuer else []
+    needed += [own + "introspection.calls"] if r.opaque else []
+    if missing := [k for k in needed if k not in d]:
+        return [Check(r.label, False, "counters missing from Envoy's /stats: " + ", ".join(missing))]
+    if moved := strays(d, own):
+        return [Check(r.label, False, f"other counters moved during this row: {moved}")]
+    if r.issuer is None:
+        if denied := d.get(own + "denied", 0):  # e.g. answered after wrk stopped waiting
+            return [Check(r.label, False, f"jwt_authn denied {denied:,} requests")]
+        if r.listener == "jwt-mix" and "http.jwt-mix.jwt_authn.jwt_cache_miss" in d:
+            miss = d["http.jwt-mix.jwt_authn.jwt_cache_miss"]
+            hit = d.get("http.jwt-mix.jwt_authn.jwt_cache_hit", 0)
+            return [Check(r.label, None, f"{miss:,} cache misses, {hit:,} hits for "
+                          f"{distinct_sent(seq, r.issued, probe_token):,} distinct tokens sent "
+                          f"(jwt_authn's cache is per worker; {workers} worker(s))")]
+        return []
+    p = own
+    allowed, hits = d[p + "allowed"], d[p + "cache_hit"]
+    verified = allowed - hits
+    denied = sum(v for k, v in d.items() if k.startswith(p + "denied."))
+    failed = sum(v for k, v in d.items() if k.startswith(p + "introspection.failed."))
+    extra = f"; {denied:,} denied" if denied else ""
+    extra += f"; {failed:,} failed introspections" if failed else ""
+    if r.check == "every":
+        ok = hits == 0 and allowed > 0 and not denied
+        return [Check(r.label, ok, f"{verified:,} verifications, {hits:,} cache hits (cache off: every request "
+                                   f"is verified){extra}")]
+    want = distinct_sent(seq, r.issued, probe_token)
+    if not r.opaque:
+        ok = verified == want and allowed > 0 and not denied
+        if verified > want:
+            extra += f"; {verified - want:,} " + (
+                f"verified again: with {workers} workers, a new token reaching several of them at once is "
+                "verified by each (Tollgate single-flights introspection across workers, not JWT verification)"
+                if workers > 1 else "verified again (two tokens sharing a cache slot would do that)")
+        return [Check(r.label, ok, f"{verified:,} verifications for {want:,} distinct tokens sent "
+                                   f"({allowed:,} allowed, {hits:,} cache hits){extra}")]
+    calls, seen = d[p + "introspection.calls"], d["as.introspections"]
+    coalesced = d.get(p + "introspection.coalesced", 0)
+    ok = calls == want and seen == want and allowed > 0 and not denied and not failed
+    return [Check(r.label, ok, f"{calls:,} introspection calls by Tollgate, {seen:,} served by the AS, for "
+                               f"{want:,} distinct tokens sent ({allowed:,} allowed, {hits:,} cache hits, "
+                               f"{coalesced:,} coalesced){extra}")]
 
 
 def fmt_ratio(a: float | None, b: float | None) -> str:
@@ -240,7 +576,7 @@ def table(rows: list[Row]) -> str:
     ]
     for r in rows:
         if not r.result:
-            lines.append(f"| {r.label} | FAILED: {r.error} | | | | | | |")
+            lines.append(f"| {r.label} | FAILED: {r.error or 'did not run'} | | | | | | |")
             continue
         x = r.result
         lines.append(
@@ -250,22 +586,81 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+class Background:
+    """Starts a procs.Proc on a thread (the AS takes seconds to start; the bench mints JWTs and
+    starts Envoy meanwhile). stop() waits for the start to finish first, so nothing is left."""
+
+    def __init__(self, proc: Proc):
+        self.proc = proc
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._start, daemon=True)
+        self.thread.start()
+
+    def _start(self) -> None:
+        try:
+            self.proc.start(timeout=60)
+        except BaseException as e:  # noqa: BLE001  (reported by wait())
+            self.error = e
+
+    def wait(self) -> Proc:
+        while self.thread.is_alive():
+            self.thread.join(timeout=0.2)
+        if self.error:
+            raise RuntimeError(f"{self.proc.name} did not start: {self.error}")
+        return self.proc
+
+    def stop(self) -> None:
+        self.thread.join(timeout=65)
+        self.proc.stop()
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports on 127.0.0.1 (all bound at once, so the OS cannot hand out one
+    twice, as separate procs.free_port() calls may)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def start_dot(port: int) -> Background:
+    """The rig's django-oauth-toolkit AS (as tests/rig/servers.start_dot), fresh state."""
+    state = WORK / "as-dot-state"
+    shutil.rmtree(state, ignore_errors=True)
+    log = WORK / "as-dot.log"
+    log.unlink(missing_ok=True)
+    argv = [str(VENV_PY), str(RIG / "as_dot" / "server.py"), "--port", str(port), "--state-dir", str(state)]
+    return Background(Proc("as-dot", argv, port, log, env={"PYTHONUNBUFFERED": "1"}))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--concurrency", type=int, default=1, help="Envoy worker threads (default 1)")
     ap.add_argument("--duration", type=int, default=10, help="whole seconds per row and round (default 10)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows the median (default 3)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 2 s per row, fewer tokens")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: every row and check, 1 s per row, no warm-up, small token sets")
     ap.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     ap.add_argument("--tokens", type=int, default=2000, help="distinct tokens per cold set (default 2000)")
     ap.add_argument("--algs", default="RS256,ES256,PS256,EdDSA", help="algorithms of the cold rows")
-    ap.add_argument("--only", help="run only rows whose label contains this text (plus passthrough and no-op)")
+    ap.add_argument("--mix-tokens", type=int, default=1000, help="distinct tokens of the Zipf mix (default 1000)")
+    ap.add_argument("--mix-length", type=int, default=20000, help="requests in the mix sequence (default 20000)")
+    ap.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent s of the mix (default 1.1)")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the mix sequence (default 1)")
+    ap.add_argument("--opaque-tokens", type=int, default=100, help="opaque tokens of the second opaque row (default 100)")
+    ap.add_argument("--only", help="run only rows and checks whose label contains this text (plus passthrough and no-op)")
     ap.add_argument("--out", default=str(BENCH / "last-run.md"), help="where to write the table")
     args = ap.parse_args()
     if args.quick:
-        args.duration, args.rounds, args.tokens = 2, 1, min(args.tokens, 200)
-    warmup = min(2, max(1, args.duration // 5))
-    slice_s = args.duration
+        args.duration, args.rounds = 1, 1
+        args.tokens = min(args.tokens, 200)
+        args.mix_tokens, args.mix_length = min(args.mix_tokens, 200), min(args.mix_length, 2000)
+        args.opaque_tokens = min(args.opaque_tokens, 10)
+    warmup = 0 if args.quick else min(2, max(1, args.duration // 5))
     algs = [a for a in args.algs.split(",") if a]
     if unknown := set(algs) - set(KIDS):
         ap.error(f"unknown algorithms: {sorted(unknown)}")
@@ -275,35 +670,78 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
-    WORK.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    keys = make_keys()
-    jwks = public_jwks(keys)
-    token_sets = {f"warm-{a}": mint(keys, a, 1) for a in ("RS256", "ES256")}
-    token_sets |= {f"cold-{a}": mint(keys, a, args.tokens) for a in algs}
-    for name, toks in token_sets.items():
-        (WORK / f"tokens-{name}.txt").write_text("\n".join(toks) + "\n")
-    print(f"bench: keys and {sum(map(len, token_sets.values()))} tokens minted in {time.monotonic() - t0:.1f}s", flush=True)
-
-    rows = scenarios(algs)
+    rows = scenarios(algs, args.mix_tokens, args.opaque_tokens)
+    checks_todo = once_checks(algs)
     if args.only:
         rows = [r for r in rows if r.listener in ("passthrough", "noop") or args.only in r.label]
-    names = ["upstream", "passthrough", "noop", "tg-warm", "tg-cold", "jwt-nocache", "jwt-cache"]
-    ports = {n: free_port() for n in names}
-    admin_port = free_port()
-    cfg = bootstrap(ports, admin_port, jwks)
-    cfg_path = WORK / "envoy.json"
-    cfg_path.write_text(json.dumps(cfg, indent=2))
-    argv = [str(envoy.envoy_binary()), "-c", str(cfg_path), "--concurrency", str(args.concurrency),
-            "--base-id", str(os.getpid() % 100000), "--disable-hot-restart", "-l", "warning"]
-    proc = envoy.EnvoyProc(name="envoy-bench", argv=argv, port=ports["upstream"], log_path=WORK / "envoy.log",
-                           admin_port=admin_port, config_path=cfg_path)
-    (WORK / "envoy.log").unlink(missing_ok=True)
+        checks_todo = [c for c in checks_todo if args.only in c.label]
+    sets_needed = {r.tokens for r in rows} | {r.probe for r in rows if r.probe} | {c.tokens for c in checks_todo}
+    need_dot = any(r.opaque for r in rows)
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    names = ["upstream"] + list(dict.fromkeys([r.listener for r in rows] + [c.listener for c in checks_todo]))
+    *listener_ports, admin_port, dot_port = free_ports(len(names) + 2)
+    ports = dict(zip(names, listener_ports))
+    if not need_dot:
+        dot_port = None
+    dot: Background | None = None
+    proc: envoy.EnvoyProc | None = None
     failed = False
+    t_start = time.monotonic()
     try:
+        if dot_port is not None:
+            dot = start_dot(dot_port)  # starts while the JWTs are minted and Envoy starts
+
+        t0 = time.monotonic()
+        keys = make_keys()
+        jwks = public_jwks(keys)
+        token_sets: dict[str, list[str]] = {}
+        for a in ("RS256", "ES256"):
+            if f"warm-{a}" in sets_needed:
+                token_sets[f"warm-{a}"] = mint(keys, a, 1, "-warm")
+        for a in algs:
+            if f"cold-{a}" in sets_needed:
+                token_sets[f"cold-{a}"] = mint(keys, a, args.tokens, "-cold")
+        if "mix" in sets_needed:
+            pool = mint(keys, MIX_ALG, args.mix_tokens, "-mix")
+            token_sets["mix"] = zipf_sequence(pool, args.mix_length, args.zipf, args.seed)
+        for name, toks in token_sets.items():
+            (WORK / f"tokens-{name}.txt").write_text("\n".join(toks) + "\n")
+        print(f"bench: keys and {sum(len(set(t)) for t in token_sets.values())} JWTs minted in "
+              f"{time.monotonic() - t0:.1f}s", flush=True)
+
+        cfg = bootstrap(ports, admin_port, jwks, max(1000, 4 * args.mix_tokens), dot_port)
+        cfg_path = WORK / "envoy.json"
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+        argv = [str(envoy.envoy_binary()), "-c", str(cfg_path), "--concurrency", str(args.concurrency),
+                "--base-id", str(os.getpid() % 100000), "--disable-hot-restart", "-l", "warning"]
+        (WORK / "envoy.log").unlink(missing_ok=True)
+        proc = envoy.EnvoyProc(name="envoy-bench", argv=argv, port=ports["upstream"], log_path=WORK / "envoy.log",
+                               admin_port=admin_port, config_path=cfg_path)
         proc.start(timeout=60)
-        print(f"bench: envoy pid {proc.pid} up (concurrency {args.concurrency}); "
-              f"{args.rounds} round(s) of {args.duration}s per row, {warmup}s warm-up, wrk -t1 -c{args.connections}", flush=True)
+        print(f"bench: envoy pid {proc.pid} up (concurrency {args.concurrency}, {len(ports)} listeners); "
+              f"{args.rounds} round(s) of {args.duration}s per row, {warmup}s warm-up, wrk -t1 -c{args.connections}",
+              flush=True)
+
+        if dot is not None and dot_port is not None:
+            t0 = time.monotonic()
+            try:
+                dot.wait()
+                fresh = dot_tokens(f"http://127.0.0.1:{dot_port}", 3 + args.opaque_tokens)
+            except (RuntimeError, OSError, rig_tokens.TokenError) as e:  # the other rows still run
+                failed = True
+                for r in rows:
+                    if r.opaque:
+                        r.error = f"no opaque tokens from the AS ({str(e).splitlines()[0]}; see {WORK}/as-dot.log)"
+                print(f"bench: {next(r.error for r in rows if r.opaque)}", flush=True)
+            else:
+                token_sets["opaque-probe-1"], token_sets["opaque-probe-set"] = [fresh[0]], [fresh[1]]
+                token_sets["opaque-1"], token_sets["opaque-set"] = [fresh[2]], fresh[3:]
+                for name in ("opaque-probe-1", "opaque-probe-set", "opaque-1", "opaque-set"):
+                    (WORK / f"tokens-{name}.txt").write_text("\n".join(token_sets[name]) + "\n")
+                print(f"bench: AS django-oauth-toolkit pid {dot.proc.pid} on :{dot_port}; {len(fresh)} opaque "
+                      f"tokens in {time.monotonic() - t0:.1f}s", flush=True)
+
         # Rounds: every row runs once per round, rows interleaved, and the table shows each row's
         # median round. On a shared or throttled machine the throughput drifts over minutes; this
         # spreads the drift over all rows instead of charging it to whichever row ran then.
@@ -312,48 +750,100 @@ def main() -> int:
             for r in rows:
                 if r.error:
                     continue
+                port = ports[r.listener]
                 token_file = WORK / f"tokens-{r.tokens}.txt"
-                status = probe(ports[r.listener], token_sets[r.tokens][0])
+                as_port = dot_port if r.opaque else None
+                before = snapshot(admin_port, as_port)
+                status = probe(port, token_sets[r.probe or r.tokens][0])
                 if status != 200:
                     r.error, failed = f"probe answered {status}", True
-                    print(f"  {r.label:<40} {r.error}", flush=True)
+                    print(f"  {r.label:<52} {r.error}", flush=True)
                     continue
-                if rnd == 1:  # V8 tiers up the module and caches fill: once per listener is enough
-                    run_wrk(ports[r.listener], token_file, warmup, args.connections)
-                x = run_wrk(ports[r.listener], token_file, slice_s, args.connections)
-                bad = x["status_errors"] + x["connect"] + x["read"] + x["write"] + x["timeout"]
+                runs = []
+                if rnd == 1 and warmup:  # V8 tiers up the module and caches fill: once per listener is enough
+                    runs.append(run_wrk(port, token_file, warmup, args.connections))
+                runs.append(x := run_wrk(port, token_file, args.duration, args.connections))
+                add_delta(r.delta, before, settled_snapshot(admin_port, as_port))
+                r.issued = max([r.issued] + [w["issued"] for w in runs])
+                bad = sum(w["status_errors"] + w["connect"] + w["read"] + w["write"] + w["timeout"] for w in runs)
                 if bad or x["requests"] == 0:
-                    r.error, failed = f"{x['status_errors']} non-2xx, {bad - x['status_errors']} socket errors", True
-                    print(f"  {r.label:<40} {r.error}", flush=True)
+                    non2xx = sum(w["status_errors"] for w in runs)
+                    r.error, failed = f"{non2xx} non-2xx, {bad - non2xx} socket errors", True
+                    print(f"  {r.label:<52} {r.error}", flush=True)
                     continue
                 x["rps"] = x["requests"] / (x["duration_us"] / 1e6)
                 r.rounds.append(x)
-                print(f"  {r.label:<40} {x['rps']:>9,.0f} req/s  p50 {x['p50_us'] / 1000:.2f} ms  "
+                print(f"  {r.label:<52} {x['rps']:>9,.0f} req/s  p50 {x['p50_us'] / 1000:.2f} ms  "
                       f"p99 {x['p99_us'] / 1000:.2f} ms", flush=True)
         for r in rows:
             if r.rounds and not r.error:
                 r.result = {k: statistics.median(x[k] for x in r.rounds) for k in ("rps", "p50_us", "p99_us")}
                 r.result["spread"] = (max(x["rps"] for x in r.rounds) - min(x["rps"] for x in r.rounds)) / r.result["rps"]
-        counters = envoy.stats(admin_port, "")
+
+        # Once per token: each cold set twice over, to a listener with the cache on.
+        checks: list[Check] = []
+        if checks_todo:
+            print("checks: each cold set sent twice to Tollgate with the cache on", flush=True)
+        for c in checks_todo:
+            seq = token_sets[c.tokens]
+            before = snapshot(admin_port, None)
+            t0 = time.monotonic()
+            statuses = drive(ports[c.listener], seq + seq, args.connections)
+            d: Counter = Counter()
+            add_delta(d, before, snapshot(admin_port, None))
+            allowed, hits = d.get("tollgate.issuer.once.allowed"), d.get("tollgate.issuer.once.cache_hit")
+            if moved := strays(d, "tollgate.issuer.once."):
+                checks.append(Check(c.label, False, f"other counters moved during this check: {moved}"))
+            elif allowed is None or hits is None:
+                checks.append(Check(c.label, False, "tollgate.issuer.once.{allowed,cache_hit} missing from /stats"))
+            else:
+                others = {s: n for s, n in statuses.items() if s != 200}
+                ok = not others and allowed - hits == len(seq) and allowed == 2 * len(seq)
+                checks.append(Check(c.label, ok, f"{allowed - hits:,} verifications for {len(seq):,} distinct tokens "
+                                                 f"each sent twice ({allowed:,} allowed, {hits:,} cache hits"
+                                                 + (f"; non-200 answers: {others}" if others else "")
+                                                 + f"; {time.monotonic() - t0:.1f}s)"))
+            print(f"  {checks[-1].line()}", flush=True)
+        for r in rows:
+            if r.rounds and not r.error:
+                probe_token = token_sets[r.probe or r.tokens][0]
+                checks += row_checks(r, token_sets[r.tokens], probe_token, args.concurrency)
+        counters_after = counters(admin_port, r"^(wasmcustom\.tollgate\.|http\.[^.]+\.jwt_authn\.)")
+        as_total = as_introspections(dot_port) if any(r.opaque and not r.error for r in rows) else None
     finally:
         if _wrk is not None and _wrk.poll() is None:
             _wrk.kill()
             _wrk.wait()
-        proc.stop()
+        if proc is not None:
+            proc.stop()
+        if dot is not None:
+            dot.stop()
 
+    if any(c.ok is False for c in checks):
+        failed = True
     version = subprocess.run([str(envoy.envoy_binary()), "--version"], capture_output=True, text=True).stdout
     version = (re.search(r"version: (\S+)", version) or re.search(r"(.*)", version)).group(1)
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())
-    interesting = {k: v for k, v in counters.items()
-                   if re.search(r"(tollgate\.(issuer\.bench\.(allowed|cache_hit)|.*denied)|jwt_authn\.(allowed|denied))", k) and v}
+    interesting = {k: v for k, v in counters_after.items()
+                   if v and re.search(r"(tollgate\.issuer\.[^.]+\.(allowed|cache_hit|denied\..*|introspection\.(calls|coalesced|failed\..*))"
+                                      r"|tollgate\.denied\..*|jwt_authn\.(allowed|denied|jwt_cache_(hit|miss)))$", k)}
+    mix = token_sets.get("mix")
     report = "\n".join([
         f"# Tollgate bench, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         "",
         "- command: `" + " ".join(["bench/run"] + [shlex.quote(a) for a in sys.argv[1:]]) + "`",
         f"- Envoy {version}, --concurrency {args.concurrency}; wrk -t1 -c{args.connections}, "
-        f"{args.rounds} interleaved round(s) of {args.duration}s per row (median shown) after a {warmup}s warm-up; "
-        f"cold sets: {args.tokens} distinct tokens per alg",
+        f"{args.rounds} interleaved round(s) of {args.duration}s per row (median shown)"
+        + (f" after a {warmup}s warm-up" if warmup else ", no warm-up")
+        + f"; cold sets: {args.tokens:,} distinct tokens per alg",
+        *([f"- Zipf mix: {len(set(mix)):,} distinct {MIX_ALG} tokens in a sequence of {len(mix):,} requests "
+           f"(weight of rank k: 1/k^{args.zipf}, seed {args.seed}; the most popular token is "
+           f"{mix.count(mix[0]) / len(mix):.0%} of requests) cycled by wrk; native jwt_cache_size "
+           f"{max(1000, 4 * args.mix_tokens):,}"] if mix else []),
+        *([f"- opaque: django-oauth-toolkit 3.4.1 (tests/rig/as_dot) on 127.0.0.1, dot_ tokens "
+           f"(client_credentials) introspected by Tollgate through the Envoy cluster as-dot; "
+           f"the AS served {as_total:,} introspection requests in all"] if as_total is not None else []),
         f"- machine: {os.cpu_count()} CPUs, {cpu}",
         f"- tollgate.wasm: {TOLLGATE_WASM.stat().st_size:,} bytes",
         "",
@@ -361,9 +851,19 @@ def main() -> int:
         "",
         "req/s, p50, p99: median over the rounds; spread: (max - min) / median req/s over the rounds. "
         "vs native: warm rows against native jwt_authn with jwt_cache_config, cold rows against native "
-        "jwt_authn without cache, same algorithm.",
+        "jwt_authn without cache, same algorithm; the Zipf mix against native jwt_authn with a cache on "
+        "the same sequence. Opaque rows have no native counterpart: compare with the no-op floor.",
+        "",
+        "## Checks",
+        "",
+        f"Counted over the whole run (all rounds, warm-up and probe included) with {args.concurrency} Envoy "
+        "worker(s); the target is one verification or introspection per distinct token per Envoy process.",
+        "",
+        *[f"- {c.line()}" for c in checks],
         "",
         "Counters after the run: " + ", ".join(f"`{k}` {v:,}" for k, v in sorted(interesting.items())),
+        "",
+        f"Run time {time.monotonic() - t_start:.0f}s (bench.py); result: {'FAILED' if failed else 'ok'}.",
         "",
     ])
     print()
