@@ -109,7 +109,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module=__name__)
 
 BENCH = ROOT / "bench"
 WORK = ROOT / "target" / "bench"
-TOLLGATE_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm"
+TOLLGATE_WASM = ROOT / "target" / "tollgate.wasm"
 NOOP_DIR = BENCH / "noop"
 NOOP_TARGET = ROOT / "target" / "bench-noop"
 NOOP_WASM = NOOP_TARGET / "wasm32-wasip1" / "release" / "bench_noop.wasm"

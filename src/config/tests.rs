@@ -1425,3 +1425,16 @@ fn fetch_plan_wants_the_gateway_metadata() {
     let plan = cfg.issuers[0].fetch_plan();
     assert!(!plan.metadata_wanted && plan.discovery.is_none());
 }
+
+/// url is built with the ASCII-only IDNA adapter (Cargo.toml: idna_adapter ~1.0, for .wasm
+/// size): a Unicode host is refused with its path, while its punycode form is accepted.
+#[test]
+fn unicode_hosts_are_refused_punycode_accepted() {
+    let mut issuer = remote_issuer("as1");
+    issuer["jwks"]["uri"] = json!("https://bücher.example/jwks");
+    let e = error_at(&json!({"issuers": [issuer.clone()]}));
+    assert_eq!(e.path, "issuers[0].jwks.uri");
+    assert!(e.message.contains("not a URL"), "{}", e.message);
+    issuer["jwks"]["uri"] = json!("https://xn--bcher-kva.example/jwks");
+    assert!(parse(&json!({"issuers": [issuer]})).is_ok());
+}

@@ -66,7 +66,7 @@ def envoy_binary() -> Path:
 
 
 def default_wasm_path() -> Path:
-    return ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate.wasm"
+    return ROOT / "target" / "tollgate.wasm"
 
 
 def _route(r: dict) -> dict:
