@@ -98,6 +98,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "rig"))
 
 import envoy  # noqa: E402  (tests/rig)
+import configure  # noqa: E402  (bench/configure.py)
 import tokens as rig_tokens  # noqa: E402
 from procs import VENV_PY, Proc  # noqa: E402
 from servers import RIG  # noqa: E402
@@ -653,8 +654,11 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1, help="seed of the mix sequence (default 1)")
     ap.add_argument("--opaque-tokens", type=int, default=100, help="opaque tokens of the second opaque row (default 100)")
     ap.add_argument("--only", help="run only rows and checks whose label contains this text (plus passthrough and no-op)")
-    ap.add_argument("--out", default=str(BENCH / "last-run.md"), help="where to write the table")
+    ap.add_argument("--out", help="where to write the table (default bench/last-run.md; "
+                    "target/bench/quick-run.md with --quick, so a smoke run leaves the tree clean)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = str(WORK / "quick-run.md") if args.quick else str(BENCH / "last-run.md")
     if args.quick:
         args.duration, args.rounds = 1, 1
         args.tokens = min(args.tokens, 200)
@@ -819,6 +823,20 @@ def main() -> int:
         if dot is not None:
             dot.stop()
 
+    # Plugin start: on_configure with 10 issuers (bench/configure.py), in Envoys of their own.
+    configure_lines = []
+    if not args.only or "configure" in args.only:
+        try:
+            for label, inline in (("inline JWKS, 30 keys", True), ("discovery", False)):
+                ms = configure.measure(label.split(",")[0].replace(" ", "-"), configure.config(inline),
+                                       concurrency=args.concurrency + 1)
+                configure_lines.append(f"- configure, 10 issuers ({label}): median {statistics.median(ms):.2f} ms, "
+                                       f"max {max(ms):.2f} ms over {len(ms)} on_configure calls")
+        except (SystemExit, RuntimeError) as e:
+            configure_lines.append(f"- configure: FAILED ({e})")
+            failed = True
+        print("\n".join(configure_lines), flush=True)
+
     if any(c.ok is False for c in checks):
         failed = True
     version = subprocess.run([str(envoy.envoy_binary()), "--version"], capture_output=True, text=True).stdout
@@ -861,6 +879,7 @@ def main() -> int:
         "",
         *[f"- {c.line()}" for c in checks],
         "",
+        *(["## Plugin start", "", *configure_lines, ""] if configure_lines else []),
         "Counters after the run: " + ", ".join(f"`{k}` {v:,}" for k, v in sorted(interesting.items())),
         "",
         f"Run time {time.monotonic() - t_start:.0f}s (bench.py); result: {'FAILED' if failed else 'ok'}.",
