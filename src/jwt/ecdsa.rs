@@ -271,3 +271,6 @@ fn nonzero_scalar<C: EcdsaCurve>(bytes: &[u8]) -> Option<Scalar<C>> {
     let scalar = Option::<Scalar<C>>::from(Scalar::<C>::from_repr(repr))?;
     (!bool::from(elliptic_curve::ff::Field::is_zero(&scalar))).then_some(scalar)
 }
+
+#[cfg(test)]
+mod tests;
