@@ -16,20 +16,25 @@
 //! costs about `256/w_G + 256/w_Q` mixed additions for P-256, against ~256 doublings and
 //! ~100 additions for a double-scalar multiplication without per-point tables.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use elliptic_curve::array::typenum::Unsigned;
 use elliptic_curve::ff::PrimeField;
 use elliptic_curve::group::Group;
 use elliptic_curve::ops::{Invert, Reduce};
 use elliptic_curve::point::AffineCoordinates;
+use elliptic_curve::sec1::ToSec1Point;
 use elliptic_curve::{BatchNormalize, FieldBytes, PublicKey, Scalar};
 use p256::NistP256;
 use p384::NistP384;
 use primeorder::{AffinePoint, PrimeCurveParams, ProjectivePoint};
 use sha2::Digest as _;
 
-/// A curve Tollgate verifies ECDSA signatures on, with its hash and table widths.
+/// A curve Tollgate verifies ECDSA signatures on, with its hash, table widths and caches.
+///
+/// Widths were chosen by timing in V8 (`bench/crypto`, notes in `docs/benchmarks.md`): each
+/// extra bit of `Q_WINDOW` saves some mixed additions per verification but doubles the key's
+/// table (memory and build time at key load); `G_WINDOW` is paid once per process.
 pub trait EcdsaCurve: PrimeCurveParams {
     /// Window width (bits) of the process-wide generator table.
     const G_WINDOW: u32;
@@ -40,11 +45,15 @@ pub trait EcdsaCurve: PrimeCurveParams {
     fn digest(message: &[u8]) -> FieldBytes<Self>;
     /// The generator table, built on first use.
     fn generator_table() -> &'static Table<Self>;
+    /// The tables of the keys loaded and still held somewhere in this process.
+    fn key_tables() -> &'static Mutex<KeyTables<Self>>;
 }
 
 impl EcdsaCurve for NistP256 {
+    /// 37 rows of 64 points: 2,368 points, 170 KB.
     const G_WINDOW: u32 = 7;
-    const Q_WINDOW: u32 = 5;
+    /// 43 rows of 32 points: 1,376 points, 99 KB per key.
+    const Q_WINDOW: u32 = 6;
 
     fn digest(message: &[u8]) -> FieldBytes<Self> {
         let hash: [u8; 32] = sha2::Sha256::digest(message).into();
@@ -55,10 +64,17 @@ impl EcdsaCurve for NistP256 {
         static TABLE: OnceLock<Table<NistP256>> = OnceLock::new();
         TABLE.get_or_init(|| Table::new(ProjectivePoint::GENERATOR, Self::G_WINDOW))
     }
+
+    fn key_tables() -> &'static Mutex<KeyTables<Self>> {
+        static TABLES: Mutex<KeyTables<NistP256>> = Mutex::new(Vec::new());
+        &TABLES
+    }
 }
 
 impl EcdsaCurve for NistP384 {
+    /// 55 rows of 64 points: 3,520 points, 366 KB.
     const G_WINDOW: u32 = 7;
+    /// 77 rows of 16 points: 1,232 points, 128 KB per key.
     const Q_WINDOW: u32 = 5;
 
     fn digest(message: &[u8]) -> FieldBytes<Self> {
@@ -70,7 +86,17 @@ impl EcdsaCurve for NistP384 {
         static TABLE: OnceLock<Table<NistP384>> = OnceLock::new();
         TABLE.get_or_init(|| Table::new(ProjectivePoint::GENERATOR, Self::G_WINDOW))
     }
+
+    fn key_tables() -> &'static Mutex<KeyTables<Self>> {
+        static TABLES: Mutex<KeyTables<NistP384>> = Mutex::new(Vec::new());
+        &TABLES
+    }
 }
+
+/// Key tables by the key's SEC1 encoding, held weakly: a key set that reloads (every JWKS
+/// refresh, in every worker) finds the tables of its unchanged keys while the previous set
+/// still holds them, instead of rebuilding them.
+pub type KeyTables<C> = Vec<(Vec<u8>, Weak<Table<C>>)>;
 
 /// Widest window supported: digits are `i16` and a window spans at most two bytes.
 const MAX_WINDOW: u32 = 8;
@@ -197,13 +223,33 @@ impl<C: EcdsaCurve> Clone for VerifyingKey<C> {
 
 impl<C: EcdsaCurve> VerifyingKey<C> {
     /// From a SEC1-encoded point; `None` unless it is a point of the curve other than the
-    /// identity. Builds the key's table (and, once per process, the generator's).
+    /// identity. Builds the key's table, or shares the table of the same key loaded before and
+    /// still held; and, once per process, the generator's.
     pub fn from_sec1_bytes(bytes: &[u8]) -> Option<Self> {
         let public = PublicKey::<C>::from_sec1_bytes(bytes).ok()?;
         C::generator_table();
-        Some(VerifyingKey {
-            table: Arc::new(Table::new(public.to_projective(), C::Q_WINDOW)),
-        })
+        // Keyed by the canonical (uncompressed) encoding of the validated point.
+        let encoded = public.as_affine().to_sec1_point(false);
+        let mut tables = C::key_tables()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        tables.retain(|(_, table)| table.strong_count() > 0);
+        if let Some(table) = tables
+            .iter()
+            .find(|(key, _)| key[..] == *encoded.as_bytes())
+            .and_then(|(_, table)| table.upgrade())
+        {
+            return Some(VerifyingKey { table });
+        }
+        let table = Arc::new(Table::new(public.to_projective(), C::Q_WINDOW));
+        tables.push((encoded.as_bytes().to_vec(), Arc::downgrade(&table)));
+        Some(VerifyingKey { table })
+    }
+
+    /// Whether both keys use the same table (the same key, loaded while the other was held).
+    #[cfg(test)]
+    pub(crate) fn shares_table_with(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.table, &other.table)
     }
 
     /// Whether `(r, s)` is an ECDSA signature of `message` (hashed with the curve's JWS hash).

@@ -489,6 +489,59 @@ fn bad_public_keys_are_refused() {
     assert!(VerifyingKey::<NistP384>::from_sec1_bytes(good.as_bytes()).is_none());
 }
 
+/// A key loaded again while it is still held shares its table; once no key holds the table it
+/// is freed, and loading the key again builds a new one.
+#[test]
+fn reloaded_keys_share_their_table_while_held() {
+    let mut rng = Stream::new("table cache");
+    let point = ProjectivePoint::<NistP256>::GENERATOR * rng.scalar::<NistP256>();
+    let sec1 = point.to_affine().to_sec1_point(false);
+    let first = VerifyingKey::<NistP256>::from_sec1_bytes(sec1.as_bytes()).unwrap();
+    let again = VerifyingKey::<NistP256>::from_sec1_bytes(sec1.as_bytes()).unwrap();
+    assert!(first.shares_table_with(&again));
+    // The compressed encoding of the same point finds the same table.
+    let compressed = point.to_affine().to_sec1_point(true);
+    let same = VerifyingKey::<NistP256>::from_sec1_bytes(compressed.as_bytes()).unwrap();
+    assert!(first.shares_table_with(&same));
+    let other_point = point.double().to_affine().to_sec1_point(false);
+    let other = VerifyingKey::<NistP256>::from_sec1_bytes(other_point.as_bytes()).unwrap();
+    assert!(!first.shares_table_with(&other));
+
+    let weak = Arc::downgrade(&first.table);
+    drop((first, again, same));
+    assert!(weak.upgrade().is_none());
+    let reloaded = VerifyingKey::<NistP256>::from_sec1_bytes(sec1.as_bytes()).unwrap();
+    // The dead entry was pruned: one entry for this key, the live one.
+    let tables = NistP256::key_tables().lock().unwrap();
+    let entries: Vec<_> = tables
+        .iter()
+        .filter(|(key, _)| key[..] == *sec1.as_bytes())
+        .collect();
+    assert_eq!(entries.len(), 1);
+    assert!(entries[0].1.upgrade().is_some());
+    drop(tables);
+    drop(reloaded);
+}
+
+/// Re-parsing a JWKS while the previous set is held (what every refresh does) reuses the tables.
+#[test]
+fn a_refreshed_key_set_reuses_the_tables_of_unchanged_keys() {
+    use crate::jwks::{KeyMaterial, KeySet};
+    use crate::testdata::{jwks, TestKey};
+    let doc = jwks(&[TestKey::P256.public_jwk(), TestKey::P384.public_jwk()]);
+    let (held, _) = KeySet::from_value(&doc).unwrap();
+    let (refreshed, _) = KeySet::from_value(&doc).unwrap();
+    for alg in [crate::jwt::Alg::Es256, crate::jwt::Alg::Es384] {
+        let old = &held.candidates(None, alg).next().unwrap().material;
+        let new = &refreshed.candidates(None, alg).next().unwrap().material;
+        match (old, new) {
+            (KeyMaterial::P256(old), KeyMaterial::P256(new)) => assert!(old.shares_table_with(new)),
+            (KeyMaterial::P384(old), KeyMaterial::P384(new)) => assert!(old.shares_table_with(new)),
+            _ => panic!("unexpected key types"),
+        }
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
