@@ -72,8 +72,9 @@ impl EcdsaCurve for NistP256 {
 }
 
 impl EcdsaCurve for NistP384 {
-    /// 55 rows of 64 points: 3,520 points, 366 KB.
-    const G_WINDOW: u32 = 7;
+    /// 65 rows of 32 points: 2,080 points, 216 KB (7 bits would save ~4% per verification
+    /// for 70% more memory and start-up time, for a rarely used algorithm).
+    const G_WINDOW: u32 = 6;
     /// 77 rows of 16 points: 1,232 points, 128 KB per key.
     const Q_WINDOW: u32 = 5;
 
