@@ -15,6 +15,9 @@
 //! `k·P = Σ sign(d_i)·T[i][|d_i|-1]`: only mixed additions, no doublings. `u1·G + u2·Q` then
 //! costs about `256/w_G + 256/w_Q` mixed additions for P-256, against ~256 doublings and
 //! ~100 additions for a double-scalar multiplication without per-point tables.
+//!
+//! Key sets reload whole on every JWKS refresh, in every worker; a key's table is found again
+//! by the key's encoding while any loaded set still holds it, so only new keys pay for one.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
@@ -72,7 +75,7 @@ impl EcdsaCurve for NistP256 {
 }
 
 impl EcdsaCurve for NistP384 {
-    /// 65 rows of 32 points: 2,080 points, 216 KB (7 bits would save ~4% per verification
+    /// 65 rows of 32 points: 2,080 points, 216 KB (7 bits would save ~5% per verification
     /// for 70% more memory and start-up time, for a rarely used algorithm).
     const G_WINDOW: u32 = 6;
     /// 77 rows of 16 points: 1,232 points, 128 KB per key.
