@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::jwt::rsa::RsaPublicKey;
-use crate::jwt::{Alg, KeyFamily};
+use crate::jwt::{ecdsa, Alg, KeyFamily};
 
 /// Minimum RSA modulus size accepted (NIST SP 800-131A; RFC 7518 §3.3 requires 2048).
 pub const MIN_RSA_BITS: usize = 2048;
@@ -26,8 +26,8 @@ pub const MAX_RSA_BITS: usize = 4096;
 #[derive(Clone)]
 pub enum KeyMaterial {
     Rsa(Box<RsaPublicKey>),
-    P256(p256::ecdsa::VerifyingKey),
-    P384(p384::ecdsa::VerifyingKey),
+    P256(ecdsa::VerifyingKey<p256::NistP256>),
+    P384(ecdsa::VerifyingKey<p384::NistP384>),
     Ed25519(ed25519_compact::PublicKey),
 }
 
@@ -190,11 +190,11 @@ fn parse_key(value: &Value) -> Option<Key> {
         }
         ("EC", Some("P-256")) => {
             let point = uncompressed_point(&b64(&jwk.x)?, &b64(&jwk.y)?, 32)?;
-            KeyMaterial::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).ok()?)
+            KeyMaterial::P256(ecdsa::VerifyingKey::from_sec1_bytes(&point)?)
         }
         ("EC", Some("P-384")) => {
             let point = uncompressed_point(&b64(&jwk.x)?, &b64(&jwk.y)?, 48)?;
-            KeyMaterial::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(&point).ok()?)
+            KeyMaterial::P384(ecdsa::VerifyingKey::from_sec1_bytes(&point)?)
         }
         ("OKP", Some("Ed25519")) => {
             KeyMaterial::Ed25519(ed25519_compact::PublicKey::from_slice(&b64(&jwk.x)?).ok()?)

@@ -6,17 +6,18 @@
 //! [`VerifiedClaims`], which only [`verify`] builds. Never trusts the header to choose the key
 //! type; never accepts `none` or HMAC (there is no code path for them).
 
-mod es384;
+pub mod ecdsa;
+mod es;
 pub mod rsa;
 
-use jwt_compact::alg::{Ed25519, Es256};
+use jwt_compact::alg::Ed25519;
 use jwt_compact::{Algorithm, AlgorithmExt, Token, UntrustedToken};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::jwks::{Key, KeyMaterial};
 
-pub use es384::Es384;
+pub use es::{Es256, Es384, EsSignature};
 use rsa::{Hash, Padding, RsaAlg};
 
 /// Signature algorithms Tollgate verifies. HMAC and `none` are deliberately absent.

@@ -19,11 +19,11 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Rsa};
+use jwt_compact::alg::{Ed25519, Hs256, Hs256Key, Rsa};
 use jwt_compact::{AlgorithmExt, Claims, Header};
 use serde_json::{Map, Value};
 
-use crate::jwt::Es384;
+use crate::jwt::{Es256, Es384};
 
 /// The fixed "now" of every test: 2023-11-14T22:13:20Z.
 pub const NOW_S: i64 = 1_700_000_000;
