@@ -129,9 +129,9 @@ fn random_below(n: &BigUint) -> BigUint {
 /// many sizes (not only multiples of 32 bits) and exponents.
 #[test]
 fn modpow_matches_num_bigint() {
-    for bits in [33, 64, 65, 100, 511, 512, 1023, 2048, 2049, 3071, 4096] {
+    for bits in [33usize, 64, 65, 100, 511, 512, 1023, 2048, 2049, 3071, 4096] {
         for _ in 0..6 {
-            let mut bytes = vec![0u8; (bits + 7) / 8];
+            let mut bytes = vec![0u8; bits.div_ceil(8)];
             OsRng.fill_bytes(&mut bytes);
             let extra = bytes.len() * 8 - bits;
             bytes[0] &= 0xff >> extra;
