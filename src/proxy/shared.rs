@@ -205,9 +205,11 @@ impl TokenCache for SharedTokenCache {
 
     fn put(&mut self, key: &CacheKey, entry: &Cached) {
         let value = cache::encode(key, entry);
-        if !value.is_empty() {
-            host::shared_set(&self.slot_key(key), &value, None);
+        if value.is_empty() {
+            self.unclaim(key);
+            return;
         }
+        host::shared_set(&self.slot_key(key), &value, None);
         if self.claimed == Some(*key) {
             self.claimed = None; // the entry replaced the claim marker
         }
