@@ -177,7 +177,7 @@ impl SharedTokenCache {
                 .and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()))
                 .map_or(0, u64::from_le_bytes)
                 .wrapping_add(1);
-            if host::shared_set(EPOCH_KEY, &next.to_le_bytes(), cas) {
+            if host::shared_swap(EPOCH_KEY, &next.to_le_bytes(), cas) {
                 break;
             }
         }
