@@ -5,14 +5,13 @@
 //! and carries out the [`Decision`]. The issuer is chosen from the unverified `iss` only to pick
 //! whose keys to use; a token is never tried against another issuer's keys.
 
-use crate::cache::{self, CacheKey, Cached, TokenCache, Verified};
+use crate::cache::{self, CacheKey, Cached, Claim, TokenCache, Verified};
 use crate::config::FilterConfig;
 use crate::extract::{self, Bearer};
 use crate::identity;
 use crate::issuer;
-use crate::jwks::KeyRing;
-use crate::jwks::KeysFor;
-use crate::jwt::{self, Expectations, JwtError};
+use crate::jwks::{KeyRing, KeySet, KeysFor};
+use crate::jwt::{self, Alg, Expectations, JwtError, Peeked};
 use crate::outcome::Denial;
 use crate::policy::{self, Policy, RequestFacts};
 
@@ -41,14 +40,20 @@ pub enum Decision {
         key: CacheKey,
         verified: Option<Verified>,
     },
+    /// Pause the request: another worker is verifying this very token (its claim on the
+    /// token's cache slot lapses within [`cache::CLAIM_MS`]). Decide again with
+    /// [`MayWait::NotForPeer`] once the slot holds the entry or no longer holds the claim.
+    WaitForPeer { issuer: usize, key: CacheKey },
 }
 
-/// Whether the request may still be paused (for keys or an introspection). A request that
-/// already waited once is decided with what is there (no keys or no answer -> 503, unknown
-/// key -> 401).
+/// Whether the request may still be paused. A request that already waited for keys or an
+/// introspection is decided with what is there (no keys or no answer -> 503, unknown key ->
+/// 401); one that waited for another worker's verification may still wait for keys or an
+/// introspection, but not for a peer again (it verifies the token itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MayWait {
     Yes,
+    NotForPeer,
     No,
 }
 
@@ -108,7 +113,7 @@ pub fn authenticate(
         None => {
             let key = hashed.unwrap_or_else(|| cache::key_for(&cfg.fingerprint, token));
             let introspect = |issuer, verified| match may_wait {
-                MayWait::Yes => Decision::Introspect {
+                MayWait::Yes | MayWait::NotForPeer => Decision::Introspect {
                     issuer,
                     key,
                     verified,
@@ -130,14 +135,43 @@ pub fn authenticate(
                 return introspect(idx, None);
             }
             let accepts = |idx| requirement.accepts_issuer(idx);
-            let v = match verify(cfg, token, ring, now_ms, may_wait, accepts) {
-                Ok(v) => v,
+            let ready = match prepare(cfg, token, ring, now_ms, may_wait, accepts) {
+                Ok(ready) => ready,
                 Err(decision) => return decision,
             };
-            let also_introspect = cfg.issuers[v.issuer]
+            let also_introspect = cfg.issuers[ready.issuer]
                 .introspection
                 .as_ref()
                 .is_some_and(|i| i.introspect_jwts);
+            // Single flight across workers: only where the verification itself makes the
+            // cache entry (with `introspect_jwts` the entry waits for the introspection, which
+            // has its own single flight).
+            let claimed = cfg.cache_slots > 0 && !also_introspect;
+            if claimed {
+                match cache.claim(&key, now_ms) {
+                    Claim::Wait if may_wait == MayWait::Yes => {
+                        return Decision::WaitForPeer {
+                            issuer: ready.issuer,
+                            key,
+                        }
+                    }
+                    Claim::Found(entry) if entry.issuer() < cfg.issuers.len() => {
+                        cache.remember(token, &entry);
+                        return from_cache(cfg, requirement, entry);
+                    }
+                    // Verify here: holding the claim, or none to be had, or waited once already.
+                    _ => {}
+                }
+            }
+            let v = match check(cfg, &ready, now_ms) {
+                Ok(v) => v,
+                Err(decision) => {
+                    if claimed {
+                        cache.unclaim(&key);
+                    }
+                    return decision;
+                }
+            };
             if also_introspect {
                 return introspect(v.issuer, Some(v));
             }
@@ -150,6 +184,21 @@ pub fn authenticate(
         }
     };
     finish(cfg, requirement, verified, cache_hit)
+}
+
+/// A decision from a cache entry that landed while this worker was about to verify.
+fn from_cache(
+    cfg: &FilterConfig,
+    requirement: &crate::policy::Requirement,
+    entry: Cached,
+) -> Decision {
+    match entry {
+        Cached::Valid(v) => finish(cfg, requirement, v, true),
+        Cached::Invalid { issuer, .. } => Decision::Deny {
+            denial: Denial::InactiveToken,
+            issuer: Some(issuer),
+        },
+    }
 }
 
 /// The route's requirements against an accepted token's claims.
@@ -183,15 +232,25 @@ fn finish(
 const NOT_ACCEPTED_HERE: &str = "the token's issuer is not accepted for this resource";
 const UNTRUSTED_ISSUER: &str = "the token's issuer is not trusted";
 
-/// Picks the issuer from the unverified `iss`, then verifies with that issuer's keys only.
-fn verify(
+/// A JWT whose issuer, keys and expectations are settled: only the signature and claims
+/// checks remain (the expensive part, and the one single flight saves).
+struct Ready<'t> {
+    issuer: usize,
+    peeked: Peeked<'t>,
+    alg: Alg,
+    keys: &'t KeySet,
+}
+
+/// Picks the issuer from the unverified `iss` and finds its keys. Everything here is cheap, so
+/// tokens refused here never claim a cache slot.
+fn prepare<'t>(
     cfg: &FilterConfig,
-    token: &str,
-    ring: &KeyRing,
+    token: &'t str,
+    ring: &'t KeyRing,
     now_ms: u64,
     may_wait: MayWait,
     route_accepts: impl Fn(usize) -> bool,
-) -> Result<Verified, Decision> {
+) -> Result<Ready<'t>, Decision> {
     let invalid = |e: JwtError, issuer| Decision::Deny {
         denial: Denial::InvalidToken(e.describe()),
         issuer,
@@ -220,7 +279,7 @@ fn verify(
     }
     let keys = match ring.get(idx, now_ms, issuer.timing.max_stale_ms) {
         KeysFor::Usable(keys) => keys,
-        KeysFor::Missing if may_wait == MayWait::Yes => {
+        KeysFor::Missing if may_wait != MayWait::No => {
             return Err(Decision::WaitForKeys {
                 issuer: idx,
                 unknown_kid: false,
@@ -233,6 +292,32 @@ fn verify(
             })
         }
     };
+    if keys.candidates(peeked.kid(), alg).next().is_none() {
+        // No key to try: a `kid` the held set lacks (wait for a refetch), or none of the family.
+        return Err(match peeked.kid() {
+            Some(_) if may_wait != MayWait::No => Decision::WaitForKeys {
+                issuer: idx,
+                unknown_kid: true,
+            },
+            _ => invalid(JwtError::UnknownKey, Some(idx)),
+        });
+    }
+    Ok(Ready {
+        issuer: idx,
+        peeked,
+        alg,
+        keys,
+    })
+}
+
+/// Verifies the token with the candidate keys of its issuer (there is at least one).
+fn check(cfg: &FilterConfig, ready: &Ready<'_>, now_ms: u64) -> Result<Verified, Decision> {
+    let idx = ready.issuer;
+    let invalid = |e: JwtError| Decision::Deny {
+        denial: Denial::InvalidToken(e.describe()),
+        issuer: Some(idx),
+    };
+    let issuer = &cfg.issuers[idx];
     let expect = Expectations {
         issuer: &issuer.issuer,
         audiences: &issuer.audiences,
@@ -242,8 +327,8 @@ fn verify(
     };
     let now_s = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
     let mut last_error = None;
-    for key in keys.candidates(peeked.kid(), alg) {
-        match jwt::verify(&peeked, key, &expect, now_s) {
+    for key in ready.keys.candidates(ready.peeked.kid(), ready.alg) {
+        match jwt::verify(&ready.peeked, key, &expect, now_s) {
             Ok(v) => {
                 let exp_ms = u64::try_from(v.exp_s).unwrap_or(0).saturating_mul(1000);
                 return Ok(Verified {
@@ -256,17 +341,10 @@ fn verify(
             Err(e @ (JwtError::BadSignature | JwtError::KeyAlgMismatch)) => {
                 last_error.get_or_insert(e);
             }
-            Err(e) => return Err(invalid(e, Some(idx))),
+            Err(e) => return Err(invalid(e)),
         }
     }
-    match (last_error, peeked.kid()) {
-        (Some(e), _) => Err(invalid(e, Some(idx))),
-        (None, Some(_)) if may_wait == MayWait::Yes => Err(Decision::WaitForKeys {
-            issuer: idx,
-            unknown_kid: true,
-        }),
-        (None, _) => Err(invalid(JwtError::UnknownKey, Some(idx))),
-    }
+    Err(invalid(last_error.unwrap_or(JwtError::UnknownKey)))
 }
 
 #[cfg(test)]

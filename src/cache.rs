@@ -96,10 +96,134 @@ pub fn decode(key: &CacheKey, value: &[u8], now_ms: u64) -> Option<Cached> {
     (now_ms < entry.until_ms()).then_some(entry)
 }
 
+/// How long a claim on a slot lasts: the most a worker can keep others waiting for its
+/// verification (a worker that dies mid-verification blocks nobody for longer).
+pub const CLAIM_MS: u64 = 50;
+
+/// A claim marker: the 32-byte key, a 0 byte (no JSON entry starts with it), then the time the
+/// claim lapses (ms since the epoch, little endian).
+pub fn encode_claim(key: &CacheKey, lapses_ms: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(41);
+    out.extend_from_slice(key);
+    out.push(0);
+    out.extend_from_slice(&lapses_ms.to_le_bytes());
+    out
+}
+
+/// What a slot value (`None`: no value) tells about `key` at `now_ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Slot {
+    /// A live entry for this key.
+    Entry(Cached),
+    /// A live claim for this key: some worker is verifying this very token.
+    Claimed,
+    /// A live claim for another key (another token is being verified in this slot).
+    Busy,
+    /// Nothing live: empty, another token's entry, a dead entry, a lapsed claim.
+    Free,
+}
+
+pub fn read_slot(key: &CacheKey, value: Option<&[u8]>, now_ms: u64) -> Slot {
+    let Some(value) = value else {
+        return Slot::Free;
+    };
+    if let Some((holder, lapses_ms)) = read_claim(value) {
+        return match (lapses_ms > now_ms, holder == &key[..]) {
+            (false, _) => Slot::Free,
+            (true, true) => Slot::Claimed,
+            (true, false) => Slot::Busy,
+        };
+    }
+    decode(key, value, now_ms).map_or(Slot::Free, Slot::Entry)
+}
+
+/// Whether `value` is a claim marker (live or lapsed) for `key`.
+pub fn is_claim_of(key: &CacheKey, value: &[u8]) -> bool {
+    read_claim(value).is_some_and(|(holder, _)| holder == &key[..])
+}
+
+fn read_claim(value: &[u8]) -> Option<(&[u8], u64)> {
+    let (holder, rest) = value.split_at_checked(32)?;
+    let (&0, lapses) = rest.split_first()? else {
+        return None;
+    };
+    Some((holder, u64::from_le_bytes(lapses.try_into().ok()?)))
+}
+
+/// What to do with a token the cache missed, just before its signature is checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Verify it (holding the claim on its slot, or without one when none could be had).
+    Verify,
+    /// Another worker is verifying this very token: wait for its entry.
+    Wait,
+    /// Its entry landed meanwhile.
+    Found(Cached),
+}
+
+/// The CAS to pass the host for a write that must not overwrite anything written since a read
+/// that returned `read_cas`. The host (proxy-wasm-cpp-host `SharedData::set`) compares a
+/// non-zero CAS with an existing key's own CAS and **skips the check for a key that does not
+/// exist**, so for a read that found no key (`None`) a plain write would create it whoever
+/// else created it meanwhile. Passing a CAS no existing key holds instead makes that write
+/// "create only": it succeeds while the key is missing and fails once anyone created it. Key
+/// CASes are values of one process-wide counter (1, 2, 3, ..., skipping 0 on wrap-around), so
+/// no key holds `u32::MAX` until the process made 2^32 - 1 shared-data writes; even then a
+/// wrong "create" needs a rival's write to get exactly that value (odds 2^-32), and costs one
+/// extra verification or call, never a wrong answer. See docs/host-notes.md, "Single flight".
+pub fn swap_cas(read_cas: Option<u32>) -> u32 {
+    read_cas.unwrap_or(u32::MAX)
+}
+
+/// The claim step of single flight, independent of the host: `seen` is the token's slot as
+/// the lookup that missed found it (state and CAS); `swap(value, cas)` writes the slot if its
+/// CAS is still `cas` (see [`swap_cas`]) and says whether it did; `reread` reads the slot
+/// again. Returns what to do and whether this worker now holds the claim.
+pub fn claim_slot(
+    key: &CacheKey,
+    seen: (Slot, Option<u32>),
+    now_ms: u64,
+    swap: impl FnOnce(&[u8], u32) -> bool,
+    reread: impl FnOnce() -> Option<Vec<u8>>,
+) -> (Claim, bool) {
+    let (state, cas) = seen;
+    match state {
+        Slot::Entry(entry) => return (Claim::Found(entry), false),
+        Slot::Claimed => return (Claim::Wait, false),
+        // Another token is being verified in this slot: leave its claim alone.
+        Slot::Busy => return (Claim::Verify, false),
+        Slot::Free => {}
+    }
+    let marker = encode_claim(key, now_ms.saturating_add(CLAIM_MS));
+    if swap(&marker, swap_cas(cas)) {
+        return (Claim::Verify, true);
+    }
+    // Someone wrote the slot since it was read: perhaps a claim or the entry for this token.
+    let claim = match read_slot(key, reread().as_deref(), now_ms) {
+        Slot::Entry(entry) => Claim::Found(entry),
+        Slot::Claimed => Claim::Wait,
+        Slot::Busy | Slot::Free => Claim::Verify,
+    };
+    (claim, false)
+}
+
 /// Host storage for cache slots (shared data in the adapter, a map in tests).
 pub trait TokenCache {
     fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<Cached>;
+    /// Stores an entry (this also ends a claim on `key`: the entry replaces the marker).
     fn put(&mut self, key: &CacheKey, entry: &Cached);
+
+    /// Called after [`TokenCache::get`] missed `key`, just before the token's signature is
+    /// checked: claims the token's slot for [`CLAIM_MS`] so that other workers wait for this
+    /// worker's entry instead of verifying the same token too (single flight across workers).
+    /// The default (storage no other worker shares): always verify.
+    fn claim(&mut self, _key: &CacheKey, _now_ms: u64) -> Claim {
+        Claim::Verify
+    }
+
+    /// The verification [`TokenCache::claim`] allowed ended without an entry (the token was
+    /// refused, or its key is not known yet): frees the claim, so waiting workers go ahead.
+    fn unclaim(&mut self, _key: &CacheKey) {}
 
     /// A faster, local copy of an entry, looked up by the token itself (before any hashing).
     /// Implementations that keep one must drop it when the shared entry could have been
@@ -218,6 +342,157 @@ mod tests {
         let mut v = k.to_vec();
         v.extend_from_slice(b"{not json");
         assert_eq!(decode(&k, &v, 0), None);
+    }
+
+    /// Shared data as the host keeps it (proxy-wasm-cpp-host `SharedData::get/set`): one CAS
+    /// counter for all keys; a non-zero CAS is checked only against a key that exists.
+    struct FakeHost {
+        data: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
+        next_cas: std::cell::Cell<u32>,
+    }
+
+    impl FakeHost {
+        fn new() -> FakeHost {
+            FakeHost {
+                data: Default::default(),
+                next_cas: std::cell::Cell::new(1),
+            }
+        }
+
+        /// As the SDK returns it: (None, None) for a missing key.
+        fn get(&self, name: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            match self.data.borrow().get(name) {
+                Some((v, cas)) => ((!v.is_empty()).then(|| v.clone()), Some(*cas)),
+                None => (None, None),
+            }
+        }
+
+        fn set(&self, name: &str, value: &[u8], cas: u32) -> bool {
+            let mut data = self.data.borrow_mut();
+            if let Some((_, held)) = data.get(name) {
+                if cas != 0 && cas != *held {
+                    return false; // CasMismatch
+                }
+            }
+            let next = self.next_cas.get();
+            self.next_cas.set(next.wrapping_add(1).max(1));
+            data.insert(name.to_owned(), (value.to_vec(), next));
+            true
+        }
+
+        /// What a worker's lookup saw in the slot.
+        fn seen(&self, key: &CacheKey, now_ms: u64) -> (Slot, Option<u32>) {
+            let (value, cas) = self.get("slot");
+            (read_slot(key, value.as_deref(), now_ms), cas)
+        }
+
+        fn claim(&self, key: &CacheKey, seen: (Slot, Option<u32>), now_ms: u64) -> (Claim, bool) {
+            claim_slot(
+                key,
+                seen,
+                now_ms,
+                |v, cas| self.set("slot", v, cas),
+                || self.get("slot").0,
+            )
+        }
+    }
+
+    #[test]
+    fn the_host_skips_the_cas_check_for_a_missing_key_and_swap_cas_closes_that() {
+        // The hole: both workers read "no key" (CAS None -> 0 on the wire), both writes win.
+        let host = FakeHost::new();
+        assert!(host.set("a", b"worker 1", 0) && host.set("a", b"worker 2", 0));
+        // Create only: the first write creates the key, the second one fails.
+        let host = FakeHost::new();
+        host.set("unrelated", b"x", 0);
+        assert!(host.set("b", b"worker 1", swap_cas(None)));
+        assert!(!host.set("b", b"worker 2", swap_cas(None)));
+        assert_eq!(host.get("b").0.as_deref(), Some(&b"worker 1"[..]));
+        // An existing key: swap against the CAS read.
+        let (_, cas) = host.get("b");
+        assert!(host.set("b", b"worker 2", swap_cas(cas)));
+        assert!(!host.set("b", b"worker 1", swap_cas(cas)), "stale CAS");
+    }
+
+    #[test]
+    fn two_workers_missing_a_never_written_slot_at_once_verify_once() {
+        let host = FakeHost::new();
+        let k = key_for(&[7; 32], "tok");
+        let (seen_a, seen_b) = (host.seen(&k, 0), host.seen(&k, 0));
+        assert_eq!(seen_a, (Slot::Free, None));
+        assert_eq!(host.claim(&k, seen_a, 0), (Claim::Verify, true));
+        assert_eq!(host.claim(&k, seen_b, 0), (Claim::Wait, false));
+        // A third worker reads the claim and waits without writing.
+        let seen_c = host.seen(&k, 1);
+        assert_eq!(seen_c.0, Slot::Claimed);
+        assert_eq!(host.claim(&k, seen_c, 1), (Claim::Wait, false));
+        // The entry replaces the claim.
+        host.set("slot", &encode(&k, &entry(1_000)), 0);
+        assert_eq!(host.seen(&k, 2).0, Slot::Entry(entry(1_000)));
+    }
+
+    #[test]
+    fn a_worker_raced_by_the_entry_itself_uses_it() {
+        let host = FakeHost::new();
+        let k = key_for(&[7; 32], "tok");
+        let seen_late = host.seen(&k, 0);
+        let seen = host.seen(&k, 0);
+        assert_eq!(host.claim(&k, seen, 0), (Claim::Verify, true));
+        host.set("slot", &encode(&k, &entry(1_000)), 0);
+        assert_eq!(
+            host.claim(&k, seen_late, 0),
+            (Claim::Found(entry(1_000)), false)
+        );
+    }
+
+    #[test]
+    fn a_claim_lapses_and_can_be_taken_over() {
+        let host = FakeHost::new();
+        let k = key_for(&[7; 32], "tok");
+        let seen = host.seen(&k, 0);
+        assert_eq!(host.claim(&k, seen, 0), (Claim::Verify, true));
+        assert_eq!(host.seen(&k, CLAIM_MS - 1).0, Slot::Claimed);
+        let later = host.seen(&k, CLAIM_MS);
+        assert_eq!(later.0, Slot::Free, "the claimant died or took too long");
+        assert_eq!(host.claim(&k, later, CLAIM_MS), (Claim::Verify, true));
+        assert_eq!(host.seen(&k, CLAIM_MS + 1).0, Slot::Claimed);
+    }
+
+    #[test]
+    fn another_tokens_claim_is_left_alone_and_its_entry_is_replaced() {
+        let host = FakeHost::new();
+        let (k, other) = (key_for(&[7; 32], "tok"), key_for(&[7; 32], "tok2"));
+        let seen = host.seen(&other, 0);
+        assert_eq!(host.claim(&other, seen, 0), (Claim::Verify, true));
+        let seen = host.seen(&k, 0);
+        assert_eq!(seen.0, Slot::Busy);
+        assert_eq!(host.claim(&k, seen, 0), (Claim::Verify, false));
+        assert_eq!(host.seen(&other, 0).0, Slot::Claimed, "untouched");
+        // Another token's (live) entry is not in the way: the slot holds one token.
+        host.set("slot", &encode(&other, &entry(1_000)), 0);
+        let seen = host.seen(&k, 0);
+        assert_eq!(seen.0, Slot::Free);
+        assert_eq!(host.claim(&k, seen, 0), (Claim::Verify, true));
+    }
+
+    #[test]
+    fn claim_markers_and_entries_never_pass_for_each_other() {
+        let k = key_for(&[7; 32], "tok");
+        let marker = encode_claim(&k, 100);
+        assert_eq!(decode(&k, &marker, 0), None);
+        assert!(is_claim_of(&k, &marker));
+        assert!(!is_claim_of(&key_for(&[7; 32], "tok2"), &marker));
+        let value = encode(&k, &entry(1_000));
+        assert!(!is_claim_of(&k, &value));
+        assert_eq!(read_slot(&k, Some(&value), 0), Slot::Entry(entry(1_000)));
+        assert_eq!(read_slot(&k, Some(&value), 1_000), Slot::Free, "dead entry");
+        assert_eq!(read_slot(&k, Some(b""), 0), Slot::Free);
+        assert_eq!(read_slot(&k, None, 0), Slot::Free);
+        assert_eq!(
+            read_slot(&k, Some(&marker[..40]), 0),
+            Slot::Free,
+            "truncated"
+        );
     }
 
     #[test]

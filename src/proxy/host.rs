@@ -76,8 +76,18 @@ pub fn shared_get(key: &str) -> (Option<Bytes>, Option<u32>) {
 }
 
 /// Writes shared data; with `cas`, only if nobody wrote since that read. `false` on mismatch.
+/// Careful: the host skips the check for a key that does not exist (yet), so `None` from a
+/// read makes this an unconditional write; [`shared_swap`] closes that hole.
 pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
     hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+}
+
+/// Compare-and-swap: writes `key` only if nobody wrote it since the read that returned
+/// `read_cas`, including when that read found no key (`None`): then only if it still does not
+/// exist, so two workers cannot both "create" it ([`crate::cache::swap_cas`]). `false` if
+/// someone else wrote first.
+pub fn shared_swap(key: &str, value: &[u8], read_cas: Option<u32>) -> bool {
+    shared_set(key, value, Some(crate::cache::swap_cas(read_cas)))
 }
 
 /// Starts an outbound call; `None` when the host refuses (e.g. unknown upstream).

@@ -1,8 +1,9 @@
 //! Tollgate's counters. Envoy shows them in `/stats` as `wasmcustom.tollgate.…`; every worker
 //! defines the same names, and the host sums them into one counter per name.
 //!
-//! Per issuer `<name>`: `tollgate.issuer.<name>.allowed`, `.cache_hit`, `.denied.<reason>`,
-//! `.jwks.fetch_ok`, `.jwks.fetch_failed`; for issuers with introspection also
+//! Per issuer `<name>`: `tollgate.issuer.<name>.allowed`, `.cache_hit`, `.verify_coalesced`
+//! (requests that waited for another worker's verification of the same token instead of
+//! verifying it too), `.denied.<reason>`, `.jwks.fetch_ok`, `.jwks.fetch_failed`; for issuers with introspection also
 //! `.introspection.calls`, `.introspection.inactive`, `.introspection.cache_hit_negative`,
 //! `.introspection.coalesced`, `.introspection.failed.<kind>` and the histogram
 //! `.introspection.latency_ms`; for issuers behind the gateway `.gateway.<endpoint>` (calls
@@ -59,6 +60,7 @@ impl Denials {
 struct IssuerCounters {
     allowed: Option<u32>,
     cache_hit: Option<u32>,
+    verify_coalesced: Option<u32>,
     fetch_ok: Option<u32>,
     fetch_failed: Option<u32>,
     denied: Denials,
@@ -141,6 +143,7 @@ impl Metrics {
                 IssuerCounters {
                     allowed: host::define_counter(&format!("{p}.allowed")),
                     cache_hit: host::define_counter(&format!("{p}.cache_hit")),
+                    verify_coalesced: host::define_counter(&format!("{p}.verify_coalesced")),
                     fetch_ok: host::define_counter(&format!("{p}.jwks.fetch_ok")),
                     fetch_failed: host::define_counter(&format!("{p}.jwks.fetch_failed")),
                     denied: Denials::define(&p),
@@ -179,6 +182,13 @@ impl Metrics {
             if cache_hit {
                 host::increment(c.cache_hit);
             }
+        }
+    }
+
+    /// A request waits for another worker's verification of its token.
+    pub fn verify_coalesced(&self, issuer: usize) {
+        if let Some(c) = self.issuers.get(issuer) {
+            host::increment(c.verify_coalesced);
         }
     }
 

@@ -2,12 +2,13 @@
 //! per-issuer fetch state and key sets, and the verified-token cache slots.
 //!
 //! Keys: `tollgate.<fp>.jwks.<issuer>.state` (a [`FetchState`], updated by compare-and-swap),
-//! `tollgate.<fp>.jwks.<issuer>.keys` (generation, fetch time, JWKS bytes) and
-//! `tollgate.tc.<slot>`, and the introspection leases `tollgate.il.<slot>`. `<fp>` is a short configuration fingerprint, so a changed
-//! configuration starts from fresh fetch state.
+//! `tollgate.<fp>.jwks.<issuer>.keys` (generation, fetch time, JWKS bytes),
+//! `tollgate.tc.<slot>` (a token's cache entry, or a worker's claim while it verifies the
+//! token) and the introspection leases `tollgate.il.<slot>`. `<fp>` is a short configuration
+//! fingerprint, so a changed configuration starts from fresh fetch state.
 
 use super::host;
-use crate::cache::{self, CacheKey, Cached, LocalMemo, TokenCache};
+use crate::cache::{self, CacheKey, Cached, Claim, LocalMemo, Slot, TokenCache};
 use crate::jwks::fetch::FetchState;
 
 /// The shared-data names of one issuer's records.
@@ -104,10 +105,20 @@ impl IssuerKeys {
 /// shared cache (revocation through the gateway) bumps a shared epoch, and a worker that sees a
 /// new epoch drops its memo — one small shared-data read per request instead of a hash, a copy
 /// and a JSON decode.
+///
+/// Single flight: a worker about to verify a token the cache missed first swaps a claim marker
+/// into the token's slot (compare-and-swap against the read that missed, so of two workers
+/// only one gets it, also for a slot never written before); the other waits until the entry
+/// replaces the marker, or the marker goes or lapses ([`cache::CLAIM_MS`]).
 pub struct SharedTokenCache {
     pub slots: u32,
     memo: LocalMemo,
     epoch: u64,
+    /// What the last [`TokenCache::get`] that missed read: key, slot state, CAS (the claim
+    /// that follows swaps against it instead of reading the slot again).
+    missed: Option<(CacheKey, Slot, Option<u32>)>,
+    /// The key whose slot this worker claimed and has not yet filled or freed.
+    claimed: Option<CacheKey>,
 }
 
 const EPOCH_KEY: &str = "tollgate.tc.epoch";
@@ -128,7 +139,20 @@ impl SharedTokenCache {
             slots,
             memo: LocalMemo::new(if slots > 0 { MEMO_ENTRIES } else { 0 }),
             epoch: 0,
+            missed: None,
+            claimed: None,
         }
+    }
+
+    /// Whether some worker holds a live claim on `key`'s slot for `key` (is verifying that
+    /// token). `false` once the entry landed, the claim was freed or lapsed, or another token
+    /// took the slot.
+    pub fn claimed_elsewhere(&self, key: &CacheKey, now_ms: u64) -> bool {
+        if self.slots == 0 {
+            return false;
+        }
+        let value = host::shared_get(&self.slot_key(key)).0;
+        cache::read_slot(key, value.as_deref(), now_ms) == Slot::Claimed
     }
 
     /// Whether a live entry for `key` is in the cache (another worker's answer landed).
@@ -153,7 +177,7 @@ impl SharedTokenCache {
                 .and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()))
                 .map_or(0, u64::from_le_bytes)
                 .wrapping_add(1);
-            if host::shared_set(EPOCH_KEY, &next.to_le_bytes(), cas) {
+            if host::shared_swap(EPOCH_KEY, &next.to_le_bytes(), cas) {
                 break;
             }
         }
@@ -166,14 +190,64 @@ impl SharedTokenCache {
 
 impl TokenCache for SharedTokenCache {
     fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<Cached> {
-        let value = host::shared_get(&self.slot_key(key)).0?;
-        cache::decode(key, &value, now_ms)
+        let (value, cas) = host::shared_get(&self.slot_key(key));
+        match cache::read_slot(key, value.as_deref(), now_ms) {
+            Slot::Entry(entry) => {
+                self.missed = None;
+                Some(entry)
+            }
+            state => {
+                self.missed = Some((*key, state, cas));
+                None
+            }
+        }
     }
 
     fn put(&mut self, key: &CacheKey, entry: &Cached) {
         let value = cache::encode(key, entry);
-        if !value.is_empty() {
-            host::shared_set(&self.slot_key(key), &value, None);
+        if value.is_empty() {
+            self.unclaim(key);
+            return;
+        }
+        host::shared_set(&self.slot_key(key), &value, None);
+        if self.claimed == Some(*key) {
+            self.claimed = None; // the entry replaced the claim marker
+        }
+    }
+
+    fn claim(&mut self, key: &CacheKey, now_ms: u64) -> Claim {
+        let name = self.slot_key(key);
+        let seen = match self.missed.take() {
+            Some((k, state, cas)) if k == *key => (state, cas),
+            _ => {
+                let (value, cas) = host::shared_get(&name);
+                (cache::read_slot(key, value.as_deref(), now_ms), cas)
+            }
+        };
+        let (claim, held) = cache::claim_slot(
+            key,
+            seen,
+            now_ms,
+            |marker, cas| host::shared_set(&name, marker, Some(cas)),
+            || host::shared_get(&name).0,
+        );
+        if held {
+            self.claimed = Some(*key);
+        }
+        claim
+    }
+
+    fn unclaim(&mut self, key: &CacheKey) {
+        if self.claimed != Some(*key) {
+            return;
+        }
+        self.claimed = None;
+        // Empty the slot if it still holds this worker's marker. (Its previous entry is not
+        // put back: a revocation may have come for it meanwhile.)
+        let name = self.slot_key(key);
+        let (value, cas) = host::shared_get(&name);
+        if value.as_deref().is_some_and(|v| cache::is_claim_of(key, v)) {
+            host::shared_set(&name, &[], cas);
         }
     }
 
@@ -227,12 +301,11 @@ impl SharedTokenCache {
         }
         let mut mine = key.to_vec();
         mine.extend_from_slice(&until_ms.to_le_bytes());
-        if host::shared_set(&name, &mine, cas) {
+        // Also when the slot was never written: then only if it still was not.
+        if host::shared_swap(&name, &mine, cas) {
             return Lease::Taken;
         }
         // Lost a race: if the winner is calling for this very token, wait for it.
-        // (The host applies no CAS check to a slot's first write, so two workers can rarely
-        // both take a fresh slot: that costs one extra call, never a wrong answer.)
         if self.lease_held(key, now_ms) {
             Lease::HeldElsewhere
         } else {

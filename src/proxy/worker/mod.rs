@@ -1,10 +1,12 @@
 //! Per-VM (per Envoy worker) state shared by the root context and its HTTP contexts, and the
 //! steps both use: decide a request, carry a decision out, pause requests and wake them.
 //!
-//! A request pauses for one of two things: its issuer's keys ([`keys`]: the background refresh
-//! job) or an introspection answer ([`introspection`]: single-flight callouts). Either way it
-//! is decided again, without waiting a second time, when the thing arrives, fails, or its
-//! deadline passes.
+//! A request pauses for one of three things: its issuer's keys ([`keys`]: the background
+//! refresh job), an introspection answer ([`introspection`]: single-flight callouts), or
+//! another worker's verification of the same JWT (the claim in the shared token cache, see
+//! [`SharedTokenCache`]). It is decided again when the thing arrives, fails, or its deadline
+//! passes: after keys or an answer without waiting a second time, after a peer's verification
+//! at most once more for keys or an answer.
 
 mod introspection;
 mod keys;
@@ -27,8 +29,14 @@ use crate::policy::{Policy, RequestFacts};
 const IDLE_TICK: Duration = Duration::from_millis(200);
 /// Tick period while requests wait for something another worker may be fetching.
 const WAITING_TICK: Duration = Duration::from_millis(10);
-/// Asked for when a request starts waiting: run the tick (and start the call) right away.
+/// Asked for when a request starts waiting: run the tick (and start the call) right away. Also
+/// the period while a request waits for another worker's verification (a fraction of a ms to a
+/// few ms of work), so that it resumes about as soon as the entry lands.
 const NOW_TICK: Duration = Duration::from_millis(1);
+/// Backstop for a request waiting on another worker's verification: the claim lapses after
+/// [`crate::cache::CLAIM_MS`], and the slot is checked on every tick, so this is never reached
+/// unless ticks stall.
+const PEER_WAIT_MS: u64 = 2 * crate::cache::CLAIM_MS;
 
 /// The request facts a paused request needs to be decided again later.
 #[derive(Debug, Clone, Default)]
@@ -64,6 +72,8 @@ enum WaitFor {
     Keys { issuer: usize, generation: u64 },
     /// The introspection answer for this token.
     Answer { key: CacheKey },
+    /// Another worker's verification of this token (its entry in the shared cache).
+    Peer { key: CacheKey },
 }
 
 #[derive(Debug)]
@@ -206,13 +216,19 @@ impl Worker {
         )
     }
 
-    /// Decides a new request; pauses it if it must wait for keys or an introspection answer.
+    /// Decides a new request; pauses it if it must wait for keys, an introspection answer or
+    /// another worker's verification of its token.
     pub fn on_request(&mut self, context_id: u32, facts: OwnedFacts, now: u64) -> Flow {
-        let mut decision = self.decide(&facts, now, MayWait::Yes, None);
+        self.start(context_id, facts, now, MayWait::Yes)
+    }
+
+    /// Decides a request (new, or done waiting for a peer) on the current HTTP context.
+    fn start(&mut self, context_id: u32, facts: OwnedFacts, now: u64, may_wait: MayWait) -> Flow {
+        let mut decision = self.decide(&facts, now, may_wait, None);
         if let Decision::WaitForKeys { issuer, .. } = decision {
             // Another worker may have fetched already.
             if self.sync_keys(issuer) {
-                decision = self.decide(&facts, now, MayWait::Yes, None);
+                decision = self.decide(&facts, now, may_wait, None);
             }
         }
         match decision {
@@ -242,6 +258,12 @@ impl Worker {
             } => {
                 let deadline = self.introspect(issuer, key, verified, &facts, now);
                 self.pause(context_id, WaitFor::Answer { key }, now, deadline, facts);
+                Flow::Pause
+            }
+            Decision::WaitForPeer { issuer, key } => {
+                self.metrics.verify_coalesced(issuer);
+                let deadline = now.saturating_add(PEER_WAIT_MS);
+                self.pause(context_id, WaitFor::Peer { key }, now, deadline, facts);
                 Flow::Pause
             }
             decision => self.apply(decision, false),
@@ -298,6 +320,10 @@ impl Worker {
             }
             Decision::Introspect { issuer, .. } => {
                 self.deny(&Denial::IntrospectionUnavailable, Some(issuer))
+            }
+            // Not produced for a request that may not wait (see `authenticate`).
+            Decision::WaitForPeer { issuer, .. } => {
+                self.deny(&Denial::KeysUnavailable, Some(issuer))
             }
         }
     }
@@ -361,11 +387,18 @@ impl Worker {
         self.run_refresh_jobs(now);
         self.send_introspections(now);
         self.wake(now);
-        self.set_tick(if self.waiters.is_empty() {
+        let period = if self.waiters.is_empty() {
             IDLE_TICK
+        } else if self
+            .waiters
+            .iter()
+            .any(|w| matches!(w.wait, WaitFor::Peer { .. }))
+        {
+            NOW_TICK
         } else {
             WAITING_TICK
-        });
+        };
+        self.set_tick(period);
     }
 
     fn set_tick(&mut self, period: Duration) {
@@ -400,6 +433,7 @@ impl Worker {
             return;
         }
         let mut done_at: HashMap<usize, u64> = HashMap::new();
+        let mut claimed: HashMap<CacheKey, bool> = HashMap::new();
         let mut ready = Vec::new();
         let mut waiting = Vec::with_capacity(self.waiters.len());
         for w in std::mem::take(&mut self.waiters) {
@@ -422,6 +456,11 @@ impl Worker {
                         !self.jobs.contains_key(&key)
                             && (self.cache.peek(&key, now) || !self.cache.lease_held(&key, now))
                     }
+                    // The entry replaces the claim; a claim freed or lapsed without one means
+                    // the peer refused the token or died: decide (verify) here.
+                    WaitFor::Peer { key } => !*claimed
+                        .entry(key)
+                        .or_insert_with(|| self.cache.claimed_elsewhere(&key, now)),
                 };
             if over {
                 ready.push(w);
@@ -440,10 +479,18 @@ impl Worker {
         host::set_effective_context(self.root_id);
     }
 
-    /// Decides a paused request again (it may not wait twice) and carries the decision out.
+    /// Decides a paused request again and carries the decision out. After keys or an answer
+    /// it may not wait again; after a peer's verification it may still wait for keys or an
+    /// answer (not for a peer: if the entry is not there, it verifies the token itself).
     fn resume(&mut self, w: Waiter, now: u64, fresh: Option<&Cached>) {
         if !host::set_effective_context(w.context_id) {
             return; // the request is gone
+        }
+        if let WaitFor::Peer { .. } = w.wait {
+            if self.start(w.context_id, w.facts, now, MayWait::NotForPeer) == Flow::Continue {
+                host::resume_request();
+            }
+            return;
         }
         let decision = self.decide(&w.facts, now, MayWait::No, fresh);
         if self.apply(decision, fresh.is_some()) == Flow::Continue {
