@@ -493,6 +493,7 @@ fn bad_public_keys_are_refused() {
 /// is freed, and loading the key again builds a new one.
 #[test]
 fn reloaded_keys_share_their_table_while_held() {
+    // (`shares_table_with` builds both keys' tables if they are not built yet.)
     let mut rng = Stream::new("table cache");
     let point = ProjectivePoint::<NistP256>::GENERATOR * rng.scalar::<NistP256>();
     let sec1 = point.to_affine().to_sec1_point(false);
@@ -507,10 +508,19 @@ fn reloaded_keys_share_their_table_while_held() {
     let other = VerifyingKey::<NistP256>::from_sec1_bytes(other_point.as_bytes()).unwrap();
     assert!(!first.shares_table_with(&other));
 
-    let weak = Arc::downgrade(&first.table);
+    let weak = Arc::downgrade(first.table());
     drop((first, again, same));
     assert!(weak.upgrade().is_none());
     let reloaded = VerifyingKey::<NistP256>::from_sec1_bytes(sec1.as_bytes()).unwrap();
+    // Tables are built on first use: loading registers nothing, verifying does.
+    let live = |tables: &KeyTables<NistP256>| {
+        tables
+            .iter()
+            .filter(|(key, t)| key[..] == *sec1.as_bytes() && t.upgrade().is_some())
+            .count()
+    };
+    assert_eq!(live(&NistP256::key_tables().lock().unwrap()), 0);
+    reloaded.table();
     // The dead entry was pruned: one entry for this key, the live one.
     let tables = NistP256::key_tables().lock().unwrap();
     let entries: Vec<_> = tables
