@@ -53,10 +53,12 @@ fails, as does a Tollgate row whose counters are missing.
                      token.
     cache off        the cold rows must show no cache hit (each request verified).
 
-With --concurrency > 1 the once-per-token check of the Zipf mix can fail: a new token that
-reaches two workers at the same moment is verified by both (Tollgate single-flights
-introspection across workers, not JWT verification). The check reports it; that is the target
-not being met, not a fault of the bench.
+With --concurrency > 1 these checks hold too: a new token that reaches two workers at the same
+moment is verified (or introspected) by one; the other waits for its answer in the shared cache
+(counter verify_coalesced / introspection.coalesced).
+
+Plugin start: after the rows, bench/configure.py starts an Envoy per configuration (10 issuers
+with inline JWKS of 30 keys; 10 issuers with discovery) and reports how long on_configure took.
 
 A row whose probe request is not 200, or where wrk saw any 4xx/5xx or socket error, is marked
 FAILED and the command exits 1: a benchmark of refusals measures nothing. --quick runs every row
