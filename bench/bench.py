@@ -6,6 +6,7 @@ Run it through bench/run (which installs and builds what is missing). Listeners,
     passthrough    router only
     noop           a wasm filter that reads one header (bench/noop: the host's floor)
     tg-warm        Tollgate, inline JWKS, verified-token cache on (one token repeated)
+    tg-warm-bare   as tg-warm, without identity headers (the decision's cost alone)
     tg-cold        Tollgate, inline JWKS, cache.max_entries 0 (every request is verified)
     tg-mix         Tollgate, inline JWKS, cache on: the Zipf mix
     tg-opaque      Tollgate, opaque tokens introspected at a real django-oauth-toolkit AS
@@ -280,6 +281,10 @@ def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int
             return [wasm(NOOP_WASM, {}, "noop")]
         if name == "tg-warm":
             return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "warm", None), "tollgate-warm")]
+        if name == "tg-warm-bare":
+            cfg = tollgate_config(jwks, "warmbare", None)
+            cfg["identity"] = {"headers": {}, "issuer_name_header": None}
+            return [wasm(TOLLGATE_WASM, cfg, "tollgate-warm-bare")]
         if name == "tg-cold":
             return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "cold", 0), "tollgate-cold")]
         if name == "tg-mix":
@@ -366,6 +371,10 @@ def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int) -> list[Row]
     rows += [Row(native_mix, "jwt-mix", "mix")]
     rows += [Row(f"tollgate warm {a}", "tg-warm", f"warm-{a}", native=f"native jwt_authn + cache, warm {a}",
                  issuer="warm", check="once") for a in ("RS256", "ES256")]
+    # The same hit without identity headers: what Tollgate's decision costs, apart from the work
+    # of forwarding five more request headers (the upstream parses them too).
+    rows += [Row("tollgate warm RS256, no identity headers", "tg-warm-bare", "warm-RS256",
+                 native="native jwt_authn + cache, warm RS256", issuer="warmbare", check="once")]
     rows += [Row(f"tollgate cold {a}", "tg-cold", f"cold-{a}", native=f"native jwt_authn no cache, {a}",
                  issuer="cold", check="every") for a in algs]
     rows += [Row(f"tollgate Zipf mix {MIX_ALG} ({mix_tokens:,} tokens)", "tg-mix", "mix", native=native_mix,
