@@ -172,10 +172,36 @@ fn fixture_keys() -> (rsa::RsaPrivateKey, RsaPublicKey) {
     (private, public)
 }
 
+/// The `rsa` crate's PKCS#1 v1.5 verdict (the reference).
+fn pkcs1v15_verifies<D>(key: &rsa::RsaPublicKey, msg: &[u8], sig: &[u8]) -> bool
+where
+    D: sha2::Digest + rsa::pkcs8::AssociatedOid,
+{
+    use rsa::signature::Verifier;
+    rsa::pkcs1v15::Signature::try_from(sig).is_ok_and(|sig| {
+        rsa::pkcs1v15::VerifyingKey::<D>::new(key.clone())
+            .verify(msg, &sig)
+            .is_ok()
+    })
+}
+
+/// The `rsa` crate's PSS verdict (salt length = hash length).
+fn pss_verifies<D>(key: &rsa::RsaPublicKey, msg: &[u8], sig: &[u8]) -> bool
+where
+    D: sha2::Digest + sha2::digest::FixedOutputReset,
+{
+    use rsa::signature::Verifier;
+    rsa::pss::Signature::try_from(sig).is_ok_and(|sig| {
+        rsa::pss::VerifyingKey::<D>::new(key.clone())
+            .verify(msg, &sig)
+            .is_ok()
+    })
+}
+
 /// Same answers as the `rsa` crate for genuine, bit-flipped and wrong-message signatures.
 #[test]
 fn agrees_with_rsa_crate() {
-    use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer, Verifier};
+    use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
     let (private, ours) = fixture_keys();
     let theirs = private.to_public_key();
     for round in 0..24 {
@@ -241,45 +267,14 @@ fn agrees_with_rsa_crate() {
                 } else {
                     ours.verify_pkcs1v15(hash, m, s)
                 };
-                let theirs_ok =
-                    match (pss, hash) {
-                        (false, Hash::Sha256) => rsa::pkcs1v15::Signature::try_from(s.as_slice())
-                            .is_ok_and(|s| {
-                                rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(theirs.clone())
-                                    .verify(m, &s)
-                                    .is_ok()
-                            }),
-                        (false, Hash::Sha384) => rsa::pkcs1v15::Signature::try_from(s.as_slice())
-                            .is_ok_and(|s| {
-                                rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(theirs.clone())
-                                    .verify(m, &s)
-                                    .is_ok()
-                            }),
-                        (false, Hash::Sha512) => rsa::pkcs1v15::Signature::try_from(s.as_slice())
-                            .is_ok_and(|s| {
-                                rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(theirs.clone())
-                                    .verify(m, &s)
-                                    .is_ok()
-                            }),
-                        (true, Hash::Sha256) => rsa::pss::Signature::try_from(s.as_slice())
-                            .is_ok_and(|s| {
-                                rsa::pss::VerifyingKey::<sha2::Sha256>::new(theirs.clone())
-                                    .verify(m, &s)
-                                    .is_ok()
-                            }),
-                        (true, Hash::Sha384) => rsa::pss::Signature::try_from(s.as_slice())
-                            .is_ok_and(|s| {
-                                rsa::pss::VerifyingKey::<sha2::Sha384>::new(theirs.clone())
-                                    .verify(m, &s)
-                                    .is_ok()
-                            }),
-                        (true, Hash::Sha512) => rsa::pss::Signature::try_from(s.as_slice())
-                            .is_ok_and(|s| {
-                                rsa::pss::VerifyingKey::<sha2::Sha512>::new(theirs.clone())
-                                    .verify(m, &s)
-                                    .is_ok()
-                            }),
-                    };
+                let theirs_ok = match (pss, hash) {
+                    (false, Hash::Sha256) => pkcs1v15_verifies::<sha2::Sha256>(&theirs, m, s),
+                    (false, Hash::Sha384) => pkcs1v15_verifies::<sha2::Sha384>(&theirs, m, s),
+                    (false, Hash::Sha512) => pkcs1v15_verifies::<sha2::Sha512>(&theirs, m, s),
+                    (true, Hash::Sha256) => pss_verifies::<sha2::Sha256>(&theirs, m, s),
+                    (true, Hash::Sha384) => pss_verifies::<sha2::Sha384>(&theirs, m, s),
+                    (true, Hash::Sha512) => pss_verifies::<sha2::Sha512>(&theirs, m, s),
+                };
                 assert_eq!(ours_ok, theirs_ok, "{hash:?} pss={pss} genuine={genuine}");
                 assert_eq!(ours_ok, genuine, "{hash:?} pss={pss} genuine={genuine}");
             }
