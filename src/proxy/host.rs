@@ -10,18 +10,18 @@ use proxy_wasm::types::{Bytes, LogLevel, MapType};
 /// The host clock in ms since the epoch (0 if the host cannot tell, which makes every token
 /// look not-yet-valid rather than valid).
 pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    since_epoch().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The host clock in µs since the epoch (0 if the host cannot tell); for measuring durations.
 pub fn now_us() -> u64 {
+    since_epoch().map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn since_epoch() -> Option<Duration> {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 pub fn log_critical(message: &str) {
