@@ -240,7 +240,7 @@ impl<C: EcdsaCurve> VerifyingKey<C> {
             point: *public.as_affine(),
             table: Arc::new(OnceLock::new()),
         };
-        if let Some(table) = key.lookup(&mut key.registry()) {
+        if let Some(table) = Self::lookup(&mut key.registry(), &key.encoded()) {
             let _ = key.table.set(table);
         }
         Some(key)
@@ -252,26 +252,30 @@ impl<C: EcdsaCurve> VerifyingKey<C> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The held table of this key (by its canonical, uncompressed encoding), if any.
-    fn lookup(&self, tables: &mut KeyTables<C>) -> Option<Arc<Table<C>>> {
-        let encoded = self.point.to_sec1_point(false);
+    /// The key's canonical (uncompressed) encoding: what its table is registered under.
+    fn encoded(&self) -> Vec<u8> {
+        self.point.to_sec1_point(false).as_bytes().to_vec()
+    }
+
+    /// The held table registered under `encoded`, if any (dead entries are pruned first).
+    fn lookup(tables: &mut KeyTables<C>, encoded: &[u8]) -> Option<Arc<Table<C>>> {
         tables.retain(|(_, table)| table.strong_count() > 0);
         tables
             .iter()
-            .find(|(key, _)| key[..] == *encoded.as_bytes())
+            .find(|(key, _)| key[..] == *encoded)
             .and_then(|(_, table)| table.upgrade())
     }
 
     /// The key's table, built (and registered for later loads) on first use.
     fn table(&self) -> &Arc<Table<C>> {
         self.table.get_or_init(|| {
+            let encoded = self.encoded();
             let mut tables = self.registry();
-            if let Some(table) = self.lookup(&mut tables) {
+            if let Some(table) = Self::lookup(&mut tables, &encoded) {
                 return table;
             }
             let table = Arc::new(Table::new(self.point.into(), C::Q_WINDOW));
-            let encoded = self.point.to_sec1_point(false);
-            tables.push((encoded.as_bytes().to_vec(), Arc::downgrade(&table)));
+            tables.push((encoded, Arc::downgrade(&table)));
             table
         })
     }
