@@ -116,12 +116,15 @@ class Layout:
         return desc["digest"], data
 
 
-def build_oci(wasm: Path, out: Path, image: str | None = None, epoch: str | None = None) -> dict[str, str]:
+def build_oci(wasm: Path, out: Path, image: str | None = None, epoch: str | None = None,
+              istio_variant: str | None = None) -> dict[str, str]:
     """Runs scripts/build-oci on the given module; returns {variant: manifest digest} read back from
     the layouts (and checks the script printed the same)."""
     argv = [str(BUILD_OCI), "--wasm", str(wasm), "--out", str(out)]
     if image:
         argv += ["--image", image]
+    if istio_variant:
+        argv += ["--istio-variant", istio_variant]
     env = dict(os.environ)
     env.pop("SOURCE_DATE_EPOCH", None)
     if epoch is not None:
@@ -415,25 +418,30 @@ def plugin_config_block(text: str) -> dict:
     return json.loads("\n".join(block))
 
 
-def test_rendered_wasmplugin_pins_the_served_manifest(registry, layouts, pushed):
-    text = (layouts["a"] / "wasmplugin.yaml").read_text()
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rendered_wasmplugin_pins_the_served_manifest(registry, layouts, pushed, wasm, tmp_path, variant):
+    if variant == "compat":  # the default rendering, from the layouts pushed above
+        text = (layouts["a"] / "wasmplugin.yaml").read_text()
+    else:
+        assert build_oci(wasm, tmp_path, image=layouts["image"], istio_variant="oci") == pushed
+        text = (tmp_path / "wasmplugin.yaml").read_text()
     assert not re.search(r"@[A-Z0-9]+@", text), "a placeholder was left unfilled"
     assert "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\n" in text
     for field, value in {"phase": "AUTHN", "failStrategy": "FAIL_CLOSE", "imagePullPolicy": "IfNotPresent"}.items():
         assert spec_field(text, field) == value
     url, sha = spec_field(text, "url"), spec_field(text, "sha256")
-    assert url == f"oci://{layouts['image']}:{VERSION}"
+    assert url == f"oci://{layouts['image']}:{TAGS[variant]}"
     assert re.fullmatch(r"[a-f0-9]{64}", sha)  # the pattern the WasmPlugin CRD enforces
     # What istio-agent does with this url: fetch the manifest, compare its digest with sha256.
     repo, tag = url.removeprefix(f"oci://{registry.host}/").rsplit(":", 1)
     r = registry.manifest(repo, tag)
     assert r.status_code == 200
     assert sha256_hex(r.content) == sha
-    assert r.headers["Docker-Content-Digest"] == f"sha256:{sha}" == pushed["compat"]
-    assert r.json()["annotations"]["module.wasm.image/variant"] == "compat"
+    assert r.headers["Docker-Content-Digest"] == f"sha256:{sha}" == pushed[variant]
+    assert sha != sha256_hex(wasm.read_bytes())  # not the module's own digest
     # The template itself differs only in the three placeholders.
     template = TEMPLATE.read_text()
-    assert text == (template.replace("@IMAGE@", layouts["image"]).replace("@TAG@", VERSION)
+    assert text == (template.replace("@IMAGE@", layouts["image"]).replace("@TAG@", TAGS[variant])
                     .replace("@SHA256@", sha))
 
 
@@ -442,7 +450,7 @@ def test_istio_plugin_config_is_accepted_by_the_pulled_module(pulled, tmp_path):
     configuration), loads in Envoy: `envoy --mode validate` runs the plugin's on_configure."""
     config = plugin_config_block(TEMPLATE.read_text())
     upstreams = sorted({i["jwks"]["upstream"] for i in config["issuers"]})
-    assert upstreams == ["outbound|443||auth.partner.example", "outbound|443||keycloak.example.com"]
+    assert upstreams == ["outbound|80||auth.partner.example", "outbound|80||keycloak.example.com"]
     clusters = {name: None for name in upstreams} | {"upstream": None}
     ok, output = envoy.validate(envoy.render(1, 2, pulled["compat"], config, clusters), tmp_path)
     assert ok, output[-3000:]
@@ -451,3 +459,33 @@ def test_istio_plugin_config_is_accepted_by_the_pulled_module(pulled, tmp_path):
     ok, output = envoy.validate(envoy.render(1, 2, pulled["compat"], config, clusters), tmp_path, name="bad")
     assert not ok
     assert "invalid configuration at issuers[1].algorithms[0]" in output
+
+
+def test_envoy_remote_source_loads_the_oci_variant_layer(registry, pushed, servers_up, wasm):
+    """Plain Envoy cannot pull an image, but its `remote` data source (an HTTP URL through a
+    cluster, plus the module's sha256) can fetch the oci variant's raw module layer straight from
+    a registry that serves blobs without authentication, as this one does."""
+    module_sha = sha256_hex(wasm.read_bytes())
+    manifest = registry.manifest(REPO, TAGS["oci"]).json()
+    assert manifest["layers"][1]["digest"] == f"sha256:{module_sha}"
+    config = {
+        "issuers": [{"name": "as1", "issuer": f"http://127.0.0.1:{servers_up['as1']}",
+                     "jwks": {"discovery": True, "upstream": "as1"}}],
+        "routes": [{"match": {"prefix": "/"}}],
+    }
+    listener, admin = free_port(), free_port()
+    clusters = {"as1": servers_up["as1"], "upstream": servers_up["upstream"], "registry": registry.port}
+    bootstrap = envoy.render(listener, admin, wasm, config, clusters)
+    vm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "http_filters"][0]["typed_config"]["config"]["vm_config"]
+    vm["code"] = {"remote": {
+        "http_uri": {"uri": f"{registry.url}/v2/{REPO}/blobs/sha256:{module_sha}", "cluster": "registry",
+                     "timeout": "10s"},
+        "sha256": module_sha,
+    }}
+    proc = envoy.start_envoy(config=bootstrap, log_dir=servers_up["workdir"], name="envoy-remote")
+    try:
+        assert requests.get(f"{proc.url}/api/x", timeout=15).status_code == 401
+        assert envoy.stats(proc.admin_port, "tollgate.").get("tollgate.denied.missing_token") == 1
+    finally:
+        proc.stop()
