@@ -10,6 +10,9 @@ pub struct HttpRequest {
     /// cluster name; `host:port` on Kong and APISIX. Never derived from the URL.
     pub upstream: String,
     pub method: &'static str,
+    /// `:scheme`, from the URL. Envoy takes TLS from the cluster; Kong and APISIX open TLS to
+    /// `host:port` only when it says `https`.
+    pub scheme: &'static str,
     /// `:authority`: host and, when not the scheme default, port, from the URL (whatever
     /// `upstream` says).
     pub authority: String,
@@ -26,12 +29,22 @@ impl HttpRequest {
         HttpRequest {
             upstream: upstream.to_owned(),
             method: "GET",
+            scheme: scheme(url),
             authority: authority(url),
             path: path_and_query(url),
             headers: vec![("accept".to_owned(), "application/json".to_owned())],
             body: None,
             timeout_ms,
         }
+    }
+}
+
+/// `https` for an `https` URL, else `http` (configuration only admits those two).
+pub fn scheme(url: &Url) -> &'static str {
+    if url.scheme() == "https" {
+        "https"
+    } else {
+        "http"
     }
 }
 

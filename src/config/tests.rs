@@ -1506,7 +1506,7 @@ fn every_upstream_accepts_host_names_unchanged() {
 }
 
 /// The requests Tollgate would dispatch: `upstream` is the configured name, byte for byte;
-/// `:authority` and `:path` come from the URL, whatever the upstream says.
+/// `:scheme`, `:authority` and `:path` come from the URL, whatever the upstream says.
 #[test]
 fn dispatched_requests_carry_the_upstream_as_given_and_the_url_authority() {
     use crate::jwks::fetch::{next_request, FetchState, Step};
@@ -1520,6 +1520,7 @@ fn dispatched_requests_carry_the_upstream_as_given_and_the_url_authority() {
         assert_eq!(req.upstream, upstream);
         assert_eq!(req.method, "GET");
         assert_eq!(req.authority, "login.example.com:9443");
+        assert_eq!(req.scheme, "https");
         assert_eq!(req.path, "/realms/a/.well-known/openid-configuration");
         assert_eq!(req.timeout_ms, 1_500);
         // The JWKS, once the document named it (here on yet another host).
@@ -1533,19 +1534,26 @@ fn dispatched_requests_carry_the_upstream_as_given_and_the_url_authority() {
         assert_eq!(step, Step::Jwks);
         assert_eq!(req.upstream, upstream);
         assert_eq!(req.authority, "keys.example.net");
+        assert_eq!(req.scheme, "http");
         assert_eq!(req.path, "/certs?v=2");
     }
     // Introspection at a fixed endpoint, IPv6 literal and default port in the URL.
-    for (endpoint, authority) in [
+    for (endpoint, authority, scheme) in [
         (
             "https://[2001:db8::1]:8443/oauth/introspect",
             "[2001:db8::1]:8443",
+            "https",
         ),
         (
             "https://as.example.com:443/oauth/introspect",
             "as.example.com",
+            "https",
         ),
-        ("http://127.0.0.1:8080/oauth/introspect", "127.0.0.1:8080"),
+        (
+            "http://127.0.0.1:8080/oauth/introspect",
+            "127.0.0.1:8080",
+            "http",
+        ),
     ] {
         for upstream in HOST_UPSTREAMS {
             let mut issuer = opaque_issuer("as1");
@@ -1560,6 +1568,7 @@ fn dispatched_requests_carry_the_upstream_as_given_and_the_url_authority() {
             assert_eq!(req.upstream, upstream);
             assert_eq!(req.method, "POST");
             assert_eq!(req.authority, authority, "{endpoint}");
+            assert_eq!(req.scheme, scheme, "{endpoint}");
             assert_eq!(req.path, "/oauth/introspect");
         }
     }

@@ -104,6 +104,7 @@ pub fn request(
     HttpRequest {
         upstream: upstream.to_owned(),
         method: "POST",
+        scheme: crate::http::scheme(endpoint),
         authority: crate::http::authority(endpoint),
         path: crate::http::path_and_query(endpoint),
         headers,

@@ -288,6 +288,7 @@ pub fn shared_swap(key: &str, value: &[u8], read_cas: Option<u32>) -> bool {
 pub fn dispatch(request: &crate::http::HttpRequest) -> Option<u32> {
     let mut headers: Vec<(&str, &str)> = vec![
         (":method", request.method),
+        (":scheme", request.scheme),
         (":path", &request.path),
         (":authority", &request.authority),
     ];

@@ -147,7 +147,7 @@ impl Worker {
                 }
                 None => {
                     log::warn!(
-                        "tollgate: issuer {}: the host refused the introspection call through upstream {:?} (is the cluster defined?)",
+                        "tollgate: issuer {}: the host refused the introspection call through upstream {:?} (is it defined: an Envoy cluster, or host:port on Kong and APISIX?)",
                         issuer.name,
                         intro.upstream
                     );

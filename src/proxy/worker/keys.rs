@@ -128,7 +128,7 @@ impl Worker {
             }
             None => {
                 log::warn!(
-                    "tollgate: issuer {}: the host refused the fetch through upstream {:?} (is the cluster defined?)",
+                    "tollgate: issuer {}: the host refused the fetch through upstream {:?} (is it defined: an Envoy cluster, or host:port on Kong and APISIX?)",
                     issuer.name,
                     request.upstream
                 );
