@@ -142,9 +142,10 @@ def test_jwt_keys_fetched_on_demand_then_cached_per_vm(wasm, as1, mode, jwks):
     host = start_host(wasm, config(as1, jwks), mode)
     first = call(host, jwt(as1))
     assert first.status == 200 and first.forwarded is not None, first
-    # The first JWT makes the key fetch, one callout after another, at the trusted AS only.
-    expected = [DISCOVERY, "/jwks"] if jwks == "discovery" else ["/jwks"]
-    assert paths(first) == expected, first.calls
+    # The first JWT makes the key fetch (each document once, one callout after another), at
+    # the trusted AS only.
+    expected = {DISCOVERY, "/jwks"} if jwks == "discovery" else {"/jwks"}
+    assert set(paths(first)) == expected and len(first.calls) == len(expected), first.calls
     assert all(c.upstream == f"127.0.0.1:{as1}" and c.status == 200 for c in first.calls)
     # Keys are fresh: later JWTs (other tokens, other algorithms) make no call at all.
     for resource in ("https://api.test/jwt", "https://api.test/es256", "https://api.test/eddsa"):
@@ -231,9 +232,9 @@ def test_as_down_fails_closed_with_503(wasm, tmp_path, mode):
         proc.stop()
     host = start_host(wasm, config(port), mode)
     for token in (fresh_jwt, fresh_opaque):
-        result = call(host, token)
-        assert_denied(result, 503)
-        assert result.calls and all(c.status is None for c in result.calls), result.calls
+        assert_denied(call(host, token), 503)
+    # It did try (and may back off after a failure); nothing answered.
+    assert host.calls and all(c.status is None for c in host.calls), host.calls
     assert not host.traps
 
 
