@@ -29,6 +29,23 @@ impl Filter {
 }
 
 impl Context for Filter {
+    /// Callouts made by this request: only on request-driven hosts (see [`Worker`]); on Envoy
+    /// the root context makes them all.
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(Ok(mut worker)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) else {
+            return;
+        };
+        let now = host::now_ms();
+        let response = host::call_response(num_headers, body_size);
+        worker.on_callout_response(self.context_id, token_id, response, now);
+    }
+
     fn on_done(&mut self) -> bool {
         if let Some(Ok(mut w)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) {
             w.forget(self.context_id);

@@ -4,8 +4,7 @@
 //! the limit) and, with tagging on, tags values in responses. The decisions are in
 //! [`crate::gateway`]; this is the glue.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Action, BufferType};
+use proxy_wasm::types::Action;
 
 use super::host;
 use super::worker::{OwnedFacts, Worker};
@@ -154,10 +153,7 @@ pub fn on_body(
     if !end_of_stream {
         return Action::Pause;
     }
-    let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let body = host::request_body(body_size);
     let is_form = call.content_type.as_deref().is_some_and(|t| {
         t.trim_start()
             .to_ascii_lowercase()
@@ -184,12 +180,7 @@ pub fn on_body(
     if let (Action::Continue, Some(new_body)) =
         (action, call_body_rewrite(worker, call, pairs.as_deref()))
     {
-        let _ = hostcalls::set_buffer(
-            BufferType::HttpRequestBody,
-            0,
-            body_size,
-            new_body.as_bytes(),
-        );
+        host::replace_request_body(body_size, new_body.as_bytes());
         host::set_request_header("content-length", &new_body.len().to_string());
     }
     action
@@ -300,7 +291,7 @@ fn forward(worker: &Worker, call: &mut GatewayCall, form: Option<&[(String, Stri
     if let Some(a) = &rewrite.authorization {
         host::set_request_header("authorization", a);
     }
-    let _ = hostcalls::call_foreign_function("clear_route_cache", None);
+    host::clear_route_cache();
     let rewrites = match call.endpoint {
         Endpoint::Token => gw.tagging,
         Endpoint::Register | Endpoint::ClientConfiguration => true,
@@ -352,10 +343,7 @@ fn serve_metadata(worker: &Worker, call: &GatewayCall) -> Action {
 /// Response headers of a forwarded call: a confirmed revocation evicts the token again; a
 /// body to rewrite is buffered.
 pub fn on_response_headers(worker: &Worker, call: &mut GatewayCall) -> Action {
-    let status =
-        hostcalls::get_map_value(proxy_wasm::types::MapType::HttpResponseHeaders, ":status")
-            .ok()
-            .flatten();
+    let status = host::response_header(":status");
     if let (Some(token), Some("200")) = (&call.revoked_token, status.as_deref()) {
         worker.evict(token);
     }
@@ -382,10 +370,7 @@ pub fn on_response_body(
     if !end_of_stream {
         return Action::Pause;
     }
-    let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let body = host::response_body(body_size);
     let name = &worker.cfg.issuers[idx].name;
     let Some(gw) = &worker.cfg.gateway else {
         return Action::Continue;
@@ -393,7 +378,7 @@ pub fn on_response_body(
     let client_base = format!("{}{}/{name}/register", call.origin, gw.base_path);
     if let Some(new) = route::rewrite_response(call.endpoint, name, gw.tagging, &client_base, &body)
     {
-        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &new);
+        host::replace_response_body(body_size, &new);
     }
     Action::Continue
 }

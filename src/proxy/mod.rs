@@ -12,20 +12,22 @@
 //! - [`worker`]: per-VM state and the shared steps (apply a decision, wake paused requests)
 //! - [`shared`]: shared-data records (fetch state, key sets, token cache slots)
 //! - [`metrics`]: counters visible in Envoy's `/stats` (prefix `wasmcustom.tollgate.`)
+//! - [`host`] over [`abi`]: every host call, with what this host lacks detected and worked
+//!   around ([`store`]: shared data kept per VM)
 
+pub mod abi;
 pub mod filter;
 pub mod gateway;
 pub mod host;
 pub mod metrics;
 pub mod root;
 pub mod shared;
+pub mod store;
 pub mod worker;
-
-use proxy_wasm::types::LogLevel;
 
 /// Registers the root context factory and a panic hook. Called by the `_initialize` export.
 pub fn start() {
-    proxy_wasm::set_log_level(LogLevel::Trace);
+    host::init_log();
     std::panic::set_hook(Box::new(|info| {
         // A panic aborts the VM (panic = abort); say where, at the host's highest level.
         let at = info

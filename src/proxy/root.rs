@@ -40,19 +40,24 @@ impl Context for Root {
         let now = host::now_ms();
         let response = host::call_response(num_headers, body_size);
         if let Ok(mut w) = worker.try_borrow_mut() {
-            w.on_callout_response(token_id, response, now);
+            w.on_callout_response(self.context_id, token_id, response, now);
         }
     }
 }
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let caps = host::detect();
         let started_us = host::now_us();
         let text = host::plugin_configuration().unwrap_or_default();
         match FilterConfig::parse(&text) {
             Ok(cfg) => {
                 let (issuers, routes) = (cfg.issuers.len(), cfg.routes.len());
-                self.worker = Some(Rc::new(RefCell::new(Worker::new(cfg, self.context_id))));
+                if caps.request_driven() || !caps.host_clock {
+                    log::info!("tollgate: host: {caps}");
+                }
+                let worker = Worker::new(cfg, self.context_id, caps.request_driven());
+                self.worker = Some(Rc::new(RefCell::new(worker)));
                 let took_us = host::now_us().saturating_sub(started_us);
                 log::info!(
                     "tollgate: configured {issuers} issuer(s), {routes} route(s) in {}.{:03} ms",

@@ -3,7 +3,7 @@
 //! Envoy process while the token cache is on (other workers wait for the answer to land in
 //! the shared cache).
 
-use super::{Callout, WaitFor, Waiter, Worker};
+use super::{Callout, InFlight, JobKey, WaitFor, Waiter, Worker};
 use crate::cache::{CacheKey, Cached, Verified};
 use crate::config::IntrospectionEndpoint;
 use crate::extract::{self, Bearer};
@@ -47,13 +47,15 @@ impl Worker {
             .as_ref()
             .map_or(0, |i| i.timeout_ms);
         let deadline = now.saturating_add(timeout + DEADLINE_MARGIN_MS);
-        if self.jobs.contains_key(&key) {
+        let job_key = (key, self.owner());
+        if self.jobs.contains_key(&job_key) {
             self.metrics
                 .introspection(issuer, IntrospectionEvent::Coalesced);
             return deadline;
         }
-        // Across workers the answer travels through the shared cache, so only with it on.
-        let lease = if self.cfg.cache_slots > 0 {
+        // Across workers the answer travels through the shared cache, so only with it on (and
+        // not on request-driven hosts, where a request cannot wait for another one's call).
+        let lease = if self.cfg.cache_slots > 0 && !self.request_driven {
             self.cache.take_lease(&key, now, deadline)
         } else {
             Lease::Unavailable
@@ -70,7 +72,7 @@ impl Worker {
         // A gateway-tagged token goes to its issuer as the issuer minted it.
         let token = crate::issuer::tagged(&self.cfg, token).map_or(token, |(_, t)| t);
         self.jobs.insert(
-            key,
+            job_key,
             Job {
                 issuer,
                 token: token.to_owned(),
@@ -83,13 +85,14 @@ impl Worker {
         deadline
     }
 
-    /// Sends the queued introspections (from the root context, so the answer comes back to it
-    /// even if the request that asked has gone).
+    /// Sends the queued introspections: from the root context, so the answer comes back to it
+    /// even if the request that asked has gone; on request-driven hosts, the current request's.
     pub(super) fn send_introspections(&mut self, now: u64) {
-        let queued: Vec<CacheKey> = self
+        let owner = self.owner();
+        let queued: Vec<JobKey> = self
             .jobs
             .iter()
-            .filter(|(_, job)| !job.sent)
+            .filter(|(&(_, o), job)| o == owner && !job.sent)
             .map(|(key, _)| *key)
             .collect();
         for key in queued {
@@ -135,8 +138,11 @@ impl Worker {
             match host::dispatch(&request) {
                 Some(token) => {
                     job.sent = true;
-                    self.inflight
-                        .insert(token, Callout::Introspection { key, started: now });
+                    let callout = Callout::Introspection {
+                        key: key.0,
+                        started: now,
+                    };
+                    self.inflight.insert(token, InFlight { callout, owner });
                     self.metrics.introspection(idx, IntrospectionEvent::Call);
                 }
                 None => {
@@ -155,7 +161,7 @@ impl Worker {
 
     pub(super) fn on_introspection_response(
         &mut self,
-        key: CacheKey,
+        key: JobKey,
         started: u64,
         response: Option<HttpResponse>,
         now: u64,
@@ -200,11 +206,13 @@ impl Worker {
     }
 
     /// Ends a job: caches the entry (if any) for every worker, frees the lease, and decides
-    /// this worker's waiting requests with the answer (none: 503).
-    fn finish_job(&mut self, key: CacheKey, entry: Option<Cached>, now: u64) {
-        let Some(job) = self.jobs.remove(&key) else {
+    /// this worker's waiting requests with the answer (none: 503) — on request-driven hosts
+    /// only the job's own request.
+    pub(super) fn finish_job(&mut self, job_key: JobKey, entry: Option<Cached>, now: u64) {
+        let Some(job) = self.jobs.remove(&job_key) else {
             return;
         };
+        let (key, owner) = job_key;
         if let Some(entry) = &entry {
             if self.cfg.cache_slots > 0 {
                 use crate::cache::TokenCache as _;
@@ -216,11 +224,15 @@ impl Worker {
         }
         let (answered, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
             .into_iter()
-            .partition(|w| w.wait == WaitFor::Answer { key });
+            .partition(|w| {
+                w.wait == WaitFor::Answer { key } && (!self.request_driven || w.context_id == owner)
+            });
         self.waiters = rest;
         for w in answered {
             self.resume(w, now, entry.as_ref());
         }
-        host::set_effective_context(self.root_id);
+        if !self.request_driven {
+            host::set_effective_context(self.root_id);
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! whole process (a compare-and-swap lease on the shared fetch state), and picked up by the
 //! other workers from shared data.
 
-use super::{Callout, Worker};
+use super::{Callout, InFlight, Worker};
 use crate::config::KeySource;
 use crate::http::HttpResponse;
 use crate::jwks::fetch::{self, FetchError, FetchState, RemoteKeys, Step};
@@ -60,6 +60,24 @@ impl Worker {
         }
     }
 
+    /// Request-driven hosts: starts a fetch of `issuer`'s keys from the current request — also
+    /// when another request's fetch is under way, since its answer goes to that request only.
+    /// `true` if a fetch of this request is now in flight.
+    pub(super) fn fetch_for_request(&mut self, issuer: usize, now: u64) -> bool {
+        let Some(Some(rec)) = self.records.get(issuer) else {
+            return false;
+        };
+        let t = self.cfg.issuers[issuer].timing;
+        let state = rec
+            .update(|s| !s.leased(now), |s| s.begin(now, &t))
+            .unwrap_or_else(|| rec.read_state().0);
+        self.send_fetch(issuer, &state, now);
+        let me = self.current;
+        self.inflight.values().any(|c| {
+            c.owner == me && matches!(c.callout, Callout::Fetch { issuer: i, .. } if i == issuer)
+        })
+    }
+
     /// Picks up keys other workers fetched and starts the refresh jobs that are due.
     pub(super) fn run_refresh_jobs(&mut self, now: u64) {
         for idx in 0..self.records.len() {
@@ -97,8 +115,9 @@ impl Worker {
         };
         match crate::proxy::host::dispatch(&request) {
             Some(token) => {
-                self.inflight
-                    .insert(token, Callout::Fetch { issuer: idx, step });
+                let callout = Callout::Fetch { issuer: idx, step };
+                let owner = self.owner();
+                self.inflight.insert(token, InFlight { callout, owner });
             }
             None => {
                 log::warn!(

@@ -7,6 +7,16 @@
 //! [`SharedTokenCache`]). It is decided again when the thing arrives, fails, or its deadline
 //! passes: after keys or an answer without waiting a second time, after a peer's verification
 //! at most once more for keys or an answer.
+//!
+//! **Request-driven hosts.** Envoy and Kong give every worker a tick and run callouts apart
+//! from requests; the root context makes them all, and a paused request is resumed from any
+//! context. APISIX has no tick, makes a callout only inside the request that dispatched it
+//! (after that request's callback returns), delivers the answer to it, and lets a request that
+//! paused with no callout of its own through to the upstream. There ([`Worker::request_driven`],
+//! see [`super::host::Capabilities`]) a request that must wait makes its own callouts — the
+//! key fetch or introspection it needs, even if another request's is under way — and is
+//! decided again, in its own context, when its last callout has answered; refresh jobs that
+//! fall due start from the next request; nothing waits for a peer.
 
 mod introspection;
 mod keys;
@@ -99,6 +109,17 @@ enum Callout {
     Introspection { key: CacheKey, started: u64 },
 }
 
+/// A callout in flight and the context it answers to (the root context, or on request-driven
+/// hosts the request that made it).
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    callout: Callout,
+    owner: u32,
+}
+
+/// An introspection job is per token, and on request-driven hosts also per request.
+type JobKey = (CacheKey, u32);
+
 pub struct Worker {
     pub cfg: FilterConfig,
     root_id: u32,
@@ -108,9 +129,16 @@ pub struct Worker {
     records: Vec<Option<IssuerKeys>>,
     cache: SharedTokenCache,
     waiters: Vec<Waiter>,
-    inflight: HashMap<u32, Callout>,
-    /// Introspections this worker makes (queued or in flight), by token cache key.
-    jobs: HashMap<CacheKey, introspection::Job>,
+    inflight: HashMap<u32, InFlight>,
+    /// Introspections this worker makes (queued or in flight), by token cache key and owner.
+    jobs: HashMap<JobKey, introspection::Job>,
+    /// No tick or no shared data: see the module docs.
+    request_driven: bool,
+    /// The context the host is running now: callouts dispatched now answer to it.
+    current: u32,
+    /// Request-driven hosts: the current request was allowed while it was paused (the caller
+    /// lets it continue).
+    allowed_current: bool,
     /// Whether any route matches on the host's route name (read only if so).
     pub needs_route_name: bool,
     /// Request headers routes read (`issuer_header`), gathered into [`OwnedFacts::headers`].
@@ -122,7 +150,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(cfg: FilterConfig, root_id: u32) -> Worker {
+    pub fn new(cfg: FilterConfig, root_id: u32, request_driven: bool) -> Worker {
         let mut ring = KeyRing::new(cfg.issuers.len());
         let mut records = Vec::with_capacity(cfg.issuers.len());
         for (idx, issuer) in cfg.issuers.iter().enumerate() {
@@ -178,7 +206,9 @@ impl Worker {
             .chain(cfg.gateway.as_ref().map(|g| g.route_header.clone()))
             .collect();
         let cache = SharedTokenCache::new(cfg.cache_slots);
-        host::set_tick_period(NOW_TICK);
+        if !request_driven {
+            host::set_tick_period(NOW_TICK);
+        }
         Worker {
             cfg,
             root_id,
@@ -189,6 +219,9 @@ impl Worker {
             waiters: Vec::new(),
             inflight: HashMap::new(),
             jobs: HashMap::new(),
+            request_driven,
+            current: root_id,
+            allowed_current: false,
             needs_route_name,
             hint_headers,
             guarded_headers,
@@ -219,7 +252,63 @@ impl Worker {
     /// Decides a new request; pauses it if it must wait for keys, an introspection answer or
     /// another worker's verification of its token.
     pub fn on_request(&mut self, context_id: u32, facts: OwnedFacts, now: u64) -> Flow {
-        self.start(context_id, facts, now, MayWait::Yes)
+        self.current = context_id;
+        if !self.request_driven {
+            return self.start(context_id, facts, now, MayWait::Yes);
+        }
+        let flow = self.start(context_id, facts, now, MayWait::NotForPeer);
+        // Due refresh jobs and this request's introspection: now, from this request.
+        self.run_refresh_jobs(now);
+        self.send_introspections(now);
+        match flow {
+            Flow::Continue => Flow::Continue,
+            // Still waiting for its own callouts, answered with a local reply, or — if its
+            // callouts could not be made — decided now.
+            Flow::Pause => self.settle(context_id, now),
+        }
+    }
+
+    /// The owner a callout dispatched now answers to, and of an introspection job made now.
+    fn owner(&self) -> u32 {
+        if self.request_driven {
+            self.current
+        } else {
+            self.root_id
+        }
+    }
+
+    /// Request-driven hosts: once the current request (`context_id`) has no callout in flight,
+    /// decides it if it still waits (a queued introspection whose endpoint never became known
+    /// fails). `Continue` if it was allowed, now or by an answer that just arrived; `Pause`
+    /// while it waits, and after a local reply.
+    fn settle(&mut self, context_id: u32, now: u64) -> Flow {
+        if self.inflight.values().any(|c| c.owner == context_id) {
+            return Flow::Pause;
+        }
+        let stuck: Vec<JobKey> = self
+            .jobs
+            .keys()
+            .filter(|(_, owner)| *owner == context_id)
+            .copied()
+            .collect();
+        for job in stuck {
+            self.finish_job(job, None, now);
+        }
+        let (mine, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| w.context_id == context_id);
+        self.waiters = rest;
+        for w in mine {
+            if let WaitFor::Keys { issuer, .. } = w.wait {
+                self.sync_keys(issuer);
+            }
+            self.resume(w, now, None);
+        }
+        if std::mem::take(&mut self.allowed_current) {
+            Flow::Continue
+        } else {
+            Flow::Pause
+        }
     }
 
     /// Decides a request (new, or done waiting for a peer) on the current HTTP context.
@@ -236,7 +325,9 @@ impl Worker {
                 issuer,
                 unknown_kid,
             } => {
-                if self.worth_waiting(issuer, unknown_kid, now) {
+                if self.worth_waiting(issuer, unknown_kid, now)
+                    && (!self.request_driven || self.fetch_for_request(issuer, now))
+                {
                     let generation = self.ring.held(issuer).map_or(0, |h| h.generation);
                     let deadline = now.saturating_add(self.cfg.issuers[issuer].timing.lease_ms());
                     self.pause(
@@ -285,7 +376,9 @@ impl Worker {
             deadline,
             facts,
         });
-        self.set_tick(NOW_TICK);
+        if !self.request_driven {
+            self.set_tick(NOW_TICK);
+        }
     }
 
     /// Carries a decision out on the current (effective) HTTP context. `fresh`: the decision
@@ -377,13 +470,19 @@ impl Worker {
         }
     }
 
-    /// Forgets a request that ended (client gone) while it waited.
+    /// Forgets a request that ended (client gone) while it waited, and on request-driven hosts
+    /// its callouts (the host cancels them with the request).
     pub fn forget(&mut self, context_id: u32) {
         self.waiters.retain(|w| w.context_id != context_id);
+        if self.request_driven {
+            self.inflight.retain(|_, c| c.owner != context_id);
+            self.jobs.retain(|(_, owner), _| *owner != context_id);
+        }
     }
 
     /// The periodic step: refresh jobs, queued introspections, then paused requests.
     pub fn on_tick(&mut self, now: u64) {
+        self.current = self.root_id;
         self.run_refresh_jobs(now);
         self.send_introspections(now);
         self.wake(now);
@@ -409,22 +508,35 @@ impl Worker {
     }
 
     /// A callout came back (`response` is `None` when there was no HTTP answer).
+    /// `context_id`: the context the host delivered it to (the one that made the call).
     pub fn on_callout_response(
         &mut self,
+        context_id: u32,
         token: u32,
         response: Option<crate::http::HttpResponse>,
         now: u64,
     ) {
+        self.current = context_id;
         match self.inflight.remove(&token) {
-            Some(Callout::Fetch { issuer, step }) => {
-                self.on_fetch_response(issuer, step, response, now)
-            }
-            Some(Callout::Introspection { key, started }) => {
-                self.on_introspection_response(key, started, response, now)
-            }
+            Some(InFlight {
+                callout: Callout::Fetch { issuer, step },
+                ..
+            }) => self.on_fetch_response(issuer, step, response, now),
+            Some(InFlight {
+                callout: Callout::Introspection { key, started },
+                owner,
+            }) => self.on_introspection_response((key, owner), started, response, now),
             None => {}
         }
-        self.wake(now);
+        if self.request_driven {
+            // Discovery may have found the introspection endpoint a queued job waits for.
+            self.send_introspections(now);
+            if self.settle(context_id, now) == Flow::Continue {
+                host::resume_request();
+            }
+        } else {
+            self.wake(now);
+        }
     }
 
     /// Decides again every paused request whose wait is over; resumes the allowed ones.
@@ -453,7 +565,7 @@ impl Worker {
                     // Our own call answers through `finish_job`; another worker's lands in the
                     // cache before it frees its lease, so a freed lease with no entry means it failed.
                     WaitFor::Answer { key } => {
-                        !self.jobs.contains_key(&key)
+                        !self.jobs.contains_key(&(key, self.root_id))
                             && (self.cache.peek(&key, now) || !self.cache.lease_held(&key, now))
                     }
                     // The entry replaces the claim; a claim freed or lapsed without one means
@@ -482,19 +594,24 @@ impl Worker {
     /// Decides a paused request again and carries the decision out. After keys or an answer
     /// it may not wait again; after a peer's verification it may still wait for keys or an
     /// answer (not for a peer: if the entry is not there, it verifies the token itself).
+    /// On request-driven hosts only the current request is ever resumed, and its caller lets
+    /// it continue ([`Worker::settle`]).
     fn resume(&mut self, w: Waiter, now: u64, fresh: Option<&Cached>) {
-        if !host::set_effective_context(w.context_id) {
+        if !self.request_driven && !host::set_effective_context(w.context_id) {
             return; // the request is gone
         }
-        if let WaitFor::Peer { .. } = w.wait {
-            if self.start(w.context_id, w.facts, now, MayWait::NotForPeer) == Flow::Continue {
+        let flow = if let WaitFor::Peer { .. } = w.wait {
+            self.start(w.context_id, w.facts, now, MayWait::NotForPeer)
+        } else {
+            let decision = self.decide(&w.facts, now, MayWait::No, fresh);
+            self.apply(decision, fresh.is_some())
+        };
+        if flow == Flow::Continue {
+            if self.request_driven {
+                self.allowed_current = true;
+            } else {
                 host::resume_request();
             }
-            return;
-        }
-        let decision = self.decide(&w.facts, now, MayWait::No, fresh);
-        if self.apply(decision, fresh.is_some()) == Flow::Continue {
-            host::resume_request();
         }
     }
 }
