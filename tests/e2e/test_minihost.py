@@ -65,16 +65,22 @@ def opaque(port: int, scope: str = "read") -> str:
 
 @pytest.fixture(scope="module")
 def expired(as1):
-    """A JWT that expired (2 s lifetime, 1 s clock skew allowed) by the time it is used."""
+    """A JWT that expired (2 s lifetime, 1 s clock skew allowed, whole seconds) by the time it
+    is used."""
     token = jwt(as1, resource="https://api.test/short")
     exp = tokens.decode_unverified(token)[1]["exp"]
-    return token, exp + 1.5
+    return token, exp + 2.5
 
 
 def config(port: int, jwks: str = "discovery") -> dict:
+    """as1 trusted for JWTs and opaque tokens; with jwks="uri" every endpoint is configured
+    (no discovery document at all), with "discovery" both come from discovery."""
     upstream = f"127.0.0.1:{port}"  # APISIX: a host:port, not an Envoy cluster
-    keys = ({"discovery": True, "upstream": upstream} if jwks == "discovery"
-            else {"uri": f"http://127.0.0.1:{port}/jwks", "upstream": upstream})
+    if jwks == "discovery":
+        keys, endpoint = {"discovery": True, "upstream": upstream}, {"discovery": True}
+    else:
+        keys = {"uri": f"http://127.0.0.1:{port}/jwks", "upstream": upstream}
+        endpoint = {"endpoint": f"http://127.0.0.1:{port}{INTROSPECTION}"}
     return {
         "issuers": [{
             "name": "as1",
@@ -84,7 +90,7 @@ def config(port: int, jwks: str = "discovery") -> dict:
             "algorithms": ["RS256", "PS256", "ES256", "EdDSA"],
             "require_at_jwt": True,
             "clock_skew_s": 1,
-            "introspection": {"discovery": True, "upstream": upstream, "client_id": "rs-client",
+            "introspection": {**endpoint, "upstream": upstream, "client_id": "rs-client",
                               "client_secret": "rs-secret", "require_token_type": True},
             "opaque_tokens": {"pattern": "[A-Za-z0-9_-]{43}"},
         }],
@@ -114,6 +120,8 @@ def call(host: MiniHost, token: str | None = None, path: str = "/api/items", ext
     assert result.trap is None, f"the plugin trapped: {result.trap}"
     assert not result.paused_without_call, \
         f"the plugin left the request paused with no call pending: APISIX forwards it: {result!r}"
+    assert not result.local_reply_lost, \
+        f"the plugin answered but also registered a call: APISIX drops the answer: {result!r}"
     return result
 
 

@@ -108,6 +108,9 @@ class Result:
     logs: list[tuple[str, str]] = field(default_factory=list)  # (level, message)
     events: list[str] = field(default_factory=list)  # other host-side observations
     trap: Trap | None = None
+    local_reply_lost: bool = False  # the plugin answered, but also registered a call: APISIX
+    # then drops the answer (ngx_http_wasm_handle_rc_before_proxy resets the code)
+    trace: list[str] = field(default_factory=list)  # callbacks and host calls, with statuses
     ms: float = 0.0
 
     @property
@@ -244,8 +247,13 @@ class MiniHost:
         func = self.exports.get(name)
         if func is None:
             return 0  # ngx_wasm_vm.call: an export the module lacks is a no-op
+        if self._req is not None:
+            self._req.result.trace.append(f"> {name}{args}")
         try:
-            return func(self.store, *args)
+            ret = func(self.store, *args)
+            if self._req is not None:
+                self._req.result.trace.append(f"< {name} = {ret}")
+            return ret
         except (wasmtime.Trap, wasmtime.WasmtimeError) as e:
             critical = [m for lvl, m in self.logs if lvl == "critical"]
             text = str(e)  # wasmtime: a backtrace, then "Caused by: wasm trap: ..."
@@ -269,14 +277,18 @@ class MiniHost:
         try:
             self._call("proxy_on_context_create", ctx, ROOT_ID)
             action = self._call("proxy_on_request_headers", ctx, 0, 1)
-            req.released = action == ACTION_CONTINUE
+            req.released = req.released or action == ACTION_CONTINUE
             if action != ACTION_CONTINUE and not req.pending and not req.local:
                 result.events.append("Pause from proxy_on_request_headers with no call registered "
                                      "(APISIX reads rc 1 as a pending call)")
             # resty/proxy-wasm.lua on_http_request: a pending call comes first, then a local reply
             while req.pending:
                 call, req.pending = req.pending, None
-                req.local = None  # ngx_http_wasm_handle_rc_before_proxy resets the code
+                if req.local:  # ngx_http_wasm_handle_rc_before_proxy: the call wins, code reset
+                    result.local_reply_lost = True
+                    result.events.append(f"local reply {req.local.status} dropped: a call was "
+                                         "registered in the same callback")
+                req.local = None
                 status, resp_headers, body = self._perform(call, result)
                 req.call_headers = resp_headers + ([(":status", str(status))] if status else [])
                 req.call_body = body
@@ -363,6 +375,8 @@ class MiniHost:
 
         def host_function(caller, *args):
             status = impl(caller, *args) if impl else UNIMPLEMENTED
+            if self._req is not None:
+                self._req.result.trace.append(f"  {name} -> {status}")
             if status == UNIMPLEMENTED:
                 self.unimplemented[name] += 1
                 if self._req is not None:
