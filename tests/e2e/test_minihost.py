@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import servers  # noqa: E402  (tests/rig, on sys.path via conftest)
 import tokens  # noqa: E402
-from minihost.host import MiniHost  # noqa: E402
+from minihost.host import MiniHost, encode_map  # noqa: E402
 from procs import free_port  # noqa: E402
 
 AUDIENCE = "https://api.test"
@@ -315,3 +315,57 @@ def test_harness_reports_a_trap_and_answers_503():
     assert result.status == 503 and result.forwarded is None
     with pytest.raises(Exception, match="trap in proxy_on_request_headers"):
         host.request([("host", "api.test")], path="/api")
+
+
+ANSWER_AND_CALL_WAT = """
+(module
+  (import "env" "proxy_send_local_response"
+    (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_http_call"
+    (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 1024) "UPSTREAM")
+  (data (i32.const 1100) "HEADERS")
+  (global $heap (mut i32) (i32.const 4096))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  ;; answers 401 and, in the same callback, registers a call
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $reply (i32.const 401) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+                       (i32.const 0) (i32.const 0) (i32.const -1)))
+    (drop (call $call (i32.const 1024) (i32.const UPSTREAM_LEN) (i32.const 1100)
+                      (i32.const HEADERS_LEN) (i32.const 0) (i32.const 0) (i32.const 0)
+                      (i32.const 0) (i32.const 500) (i32.const 2048)))
+    (i32.const 1))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)))
+"""
+
+
+def test_harness_makes_calls_after_the_callback_and_drops_an_answer_like_apisix():
+    """A module that answers 401 and registers a call in the same callback: the call is made
+    after the callback (to a closed loopback port: it fails, and the module hears so), then the
+    request goes upstream, its 401 dropped, as wasm-nginx-module does."""
+    upstream = f"127.0.0.1:{free_port()}"  # nothing listens there
+    headers = encode_map([(":method", "GET"), (":path", "/probe"), (":authority", upstream)])
+    wat = (ANSWER_AND_CALL_WAT.replace("UPSTREAM_LEN", str(len(upstream)))
+           .replace("HEADERS_LEN", str(len(headers))).replace("UPSTREAM", upstream)
+           .replace("HEADERS", "".join(f"\\{b:02x}" for b in headers)))
+    host = MiniHost(bytes(wasmtime.wat2wasm(wat)), "{}")
+    result = host.request([("host", "api.test")], path="/api")
+    assert result.local_reply_lost and result.local_reply is None
+    assert result.forwarded == [("host", "api.test")]
+    assert [(c.upstream, c.method, c.path, c.status) for c in result.calls] == \
+        [(upstream, "GET", "/probe", None)]
+    assert "ConnectionRefused" in result.calls[0].error
+    order = [t for t in result.trace if t.startswith(("< proxy_on_request_headers",
+                                                     "> proxy_on_http_call_response"))]
+    assert order == ["< proxy_on_request_headers = 1",
+                     "> proxy_on_http_call_response(1, 0, 0, 0, 0)"], result.trace
