@@ -6,10 +6,12 @@ use url::Url;
 /// An outbound call the core wants made (JWKS, discovery, later introspection).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequest {
-    /// The host's name for the upstream to send it through (an Envoy cluster).
+    /// The host's name for the upstream to send it through, exactly as configured: an Envoy
+    /// cluster name; `host:port` on Kong and APISIX. Never derived from the URL.
     pub upstream: String,
     pub method: &'static str,
-    /// `:authority`: host and, when not the scheme default, port.
+    /// `:authority`: host and, when not the scheme default, port, from the URL (whatever
+    /// `upstream` says).
     pub authority: String,
     /// `:path`: path and query.
     pub path: String,

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use url::Url;
 
 use super::raw::{RawGateway, RawIssuerGateway};
-use super::{discovery_url, err, http_url, is_header_name, ConfigError, Issuer, RESERVED_HEADERS};
+use super::{
+    discovery_url, err, http_url, is_header_name, upstream_name, ConfigError, Issuer,
+    RESERVED_HEADERS, UPSTREAM_IS,
+};
 
 /// The gateway's own settings.
 #[derive(Debug)]
@@ -60,7 +63,7 @@ pub const ENDPOINTS: [&str; 6] = [
 /// One issuer behind the gateway.
 #[derive(Debug, Default)]
 pub struct IssuerGateway {
-    /// (upstream, metadata document) when endpoints come from metadata.
+    /// (the host's name for the upstream, metadata document) when endpoints come from metadata.
     pub metadata: Option<(String, Url)>,
     /// Configured endpoints by metadata name (`token_endpoint`, ...); they win over metadata.
     pub endpoints: BTreeMap<String, Url>,
@@ -100,11 +103,11 @@ pub(super) fn compile_issuer_gateway(
         Some(value) => {
             let url = discovery_url(&format!("{at}.metadata"), issuer, Some(value))?;
             match r.upstream {
-                Some(u) if !u.is_empty() => Some((u, url)),
-                _ => {
+                Some(u) => Some((upstream_name(&format!("{at}.upstream"), u)?, url)),
+                None => {
                     return err(
                         format!("{at}.upstream"),
-                        "required with metadata: the upstream (Envoy cluster) that serves it",
+                        format!("required with metadata: {UPSTREAM_IS}, that serves it"),
                     )
                 }
             }

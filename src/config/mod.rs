@@ -90,7 +90,7 @@ pub struct Issuer {
 pub enum KeySource {
     Inline(KeySet),
     Remote {
-        /// The host's upstream (Envoy cluster) that serves the URLs.
+        /// The host's name for the upstream that serves the URLs ([`upstream_name`]).
         upstream: String,
         source: RemoteKeys,
     },
@@ -100,7 +100,7 @@ pub enum KeySource {
 #[derive(Debug)]
 pub struct Introspection {
     pub endpoint: IntrospectionEndpoint,
-    /// The host's upstream (Envoy cluster) that serves the endpoint.
+    /// The host's name for the upstream that serves the endpoint ([`upstream_name`]).
     pub upstream: String,
     pub client: ClientAuth,
     pub timeout_ms: u64,
@@ -450,6 +450,37 @@ pub(crate) fn http_url(path: &str, text: &str) -> Result<Url, ConfigError> {
     }
 }
 
+/// What every `upstream` setting is, for error messages.
+pub(crate) const UPSTREAM_IS: &str =
+    "the host's name for the upstream (an Envoy cluster name; host:port on Kong and APISIX)";
+
+/// An `upstream` setting: the host's name for an upstream, handed to `dispatch_http_call`
+/// unchanged. Envoy looks it up as a cluster name; Kong (ngx_wasm_module) and APISIX
+/// (wasm-nginx-module) connect to it as `host:port` (`[v6]:port` for an IPv6 address). The
+/// `:authority` of a call always comes from the URL, never from here.
+///
+/// Refused, because no host could use them: empty; any whitespace or control character (not
+/// part of a cluster name or an authority, and invisible in a log); and a URL (`://`), a
+/// likely slip on hosts that take `host:port`.
+pub(crate) fn upstream_name(path: &str, value: String) -> Result<String, ConfigError> {
+    if value.is_empty() {
+        return err(path, format!("must not be empty: it is {UPSTREAM_IS}"));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return err(
+            path,
+            format!("must not contain whitespace or control characters: it is {UPSTREAM_IS}"),
+        );
+    }
+    if value.contains("://") {
+        return err(
+            path,
+            format!("is not a URL but {UPSTREAM_IS}; the URL goes in its own setting"),
+        );
+    }
+    Ok(value)
+}
+
 pub(crate) fn discovery_url(
     path: &str,
     issuer: &str,
@@ -487,12 +518,7 @@ fn compile_introspection(
         )?),
         _ => return err(at, "exactly one of endpoint, discovery is required"),
     };
-    if r.upstream.is_empty() {
-        return err(
-            format!("{at}.upstream"),
-            "must name the upstream (Envoy cluster) of the endpoint",
-        );
-    }
+    let upstream = upstream_name(&format!("{at}.upstream"), r.upstream)?;
     if r.client_id.is_empty() {
         return err(format!("{at}.client_id"), "must not be empty");
     }
@@ -507,7 +533,7 @@ fn compile_introspection(
     }
     Ok(Introspection {
         endpoint,
-        upstream: r.upstream,
+        upstream,
         client: ClientAuth {
             id: r.client_id,
             secret: r.client_secret,
@@ -573,11 +599,11 @@ fn compile_jwks(at: &str, issuer: &str, rj: raw::RawJwks) -> Result<KeySource, C
         };
     }
     let upstream = match rj.upstream {
-        Some(u) if !u.is_empty() => u,
-        _ => {
+        Some(u) => upstream_name(&format!("{at}.upstream"), u)?,
+        None => {
             return err(
                 format!("{at}.upstream"),
-                "required with uri or discovery: the upstream (Envoy cluster) to fetch through",
+                format!("required with uri or discovery: {UPSTREAM_IS}, to fetch through"),
             )
         }
     };

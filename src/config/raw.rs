@@ -72,7 +72,8 @@ pub struct RawIssuerGateway {
     /// whose `*_endpoint` members give the endpoints (configured `endpoints` win).
     #[serde(default)]
     pub metadata: Option<Value>,
-    /// The host's upstream that serves the metadata document.
+    /// The host's name for the upstream that serves the metadata document (an Envoy cluster
+    /// name; `host:port` on Kong and APISIX), passed to `dispatch_http_call` unchanged.
     #[serde(default)]
     pub upstream: Option<String>,
     /// Endpoint URLs: authorization, token, introspection, revocation, userinfo, registration.
@@ -168,7 +169,8 @@ pub struct RawJwks {
     /// (OIDC Discovery or RFC 8414); its `jwks_uri` is then fetched through `upstream`.
     #[serde(default)]
     pub discovery: Option<Value>,
-    /// The host's name for the upstream that serves `uri` / `discovery` (an Envoy cluster).
+    /// The host's name for the upstream that serves `uri` / `discovery` (an Envoy cluster
+    /// name; `host:port` on Kong and APISIX), passed to `dispatch_http_call` unchanged.
     #[serde(default)]
     pub upstream: Option<String>,
 }
@@ -183,7 +185,8 @@ pub struct RawIntrospection {
     /// (OIDC Discovery or RFC 8414) whose `introspection_endpoint` is used.
     #[serde(default)]
     pub discovery: Option<Value>,
-    /// The host's name for the upstream that serves the endpoint (an Envoy cluster).
+    /// The host's name for the upstream that serves the endpoint (an Envoy cluster name;
+    /// `host:port` on Kong and APISIX), passed to `dispatch_http_call` unchanged.
     pub upstream: String,
     pub client_id: String,
     /// Never printed, and never part of an error (see [`secret`]).
@@ -350,7 +353,8 @@ fn default_issuer_name_header() -> Option<String> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
-    /// Slots in the verified-token cache shared by all workers; 0 turns the cache off.
+    /// Slots in the verified-token cache shared by all workers (per worker on a host without
+    /// shared data); 0 turns the cache off.
     #[serde(default = "default_cache_entries")]
     pub max_entries: u32,
 }

@@ -92,6 +92,7 @@ impl HttpContext for Filter {
         for header in &spoofed {
             host::remove_request_header(header);
         }
+        worker.begin_request(self.context_id, now);
         if let Start::Handled(action, call) = gateway::start(&worker, &facts, end_of_stream) {
             self.gateway = call;
             return action;

@@ -64,6 +64,16 @@ impl Worker {
     /// when another request's fetch is under way, since its answer goes to that request only.
     /// `true` if a fetch of this request is now in flight.
     pub(super) fn fetch_for_request(&mut self, issuer: usize, now: u64) -> bool {
+        let me = self.current;
+        let mine = |w: &Worker| {
+            w.inflight.values().any(|c| {
+                c.owner == me
+                    && matches!(c.callout, Callout::Fetch { issuer: i, .. } if i == issuer)
+            })
+        };
+        if mine(self) {
+            return true; // started by this request's refresh step
+        }
         let Some(Some(rec)) = self.records.get(issuer) else {
             return false;
         };
@@ -72,10 +82,7 @@ impl Worker {
             .update(|s| !s.leased(now), |s| s.begin(now, &t))
             .unwrap_or_else(|| rec.read_state().0);
         self.send_fetch(issuer, &state, now);
-        let me = self.current;
-        self.inflight.values().any(|c| {
-            c.owner == me && matches!(c.callout, Callout::Fetch { issuer: i, .. } if i == issuer)
-        })
+        mine(self)
     }
 
     /// Picks up keys other workers fetched and starts the refresh jobs that are due.

@@ -252,19 +252,27 @@ impl Worker {
     /// Decides a new request; pauses it if it must wait for keys, an introspection answer or
     /// another worker's verification of its token.
     pub fn on_request(&mut self, context_id: u32, facts: OwnedFacts, now: u64) -> Flow {
-        self.current = context_id;
         if !self.request_driven {
             return self.start(context_id, facts, now, MayWait::Yes);
         }
         let flow = self.start(context_id, facts, now, MayWait::NotForPeer);
-        // Due refresh jobs and this request's introspection: now, from this request.
-        self.run_refresh_jobs(now);
+        // This request's introspection: now, from this request.
         self.send_introspections(now);
         match flow {
             Flow::Continue => Flow::Continue,
             // Still waiting for its own callouts, answered with a local reply, or — if its
             // callouts could not be made — decided now.
             Flow::Pause => self.settle(context_id, now),
+        }
+    }
+
+    /// Every request (API or gateway call) starts here. On request-driven hosts it also starts
+    /// the refresh jobs that are due (the tick does that elsewhere): keys, and the metadata the
+    /// gateway serves, are fetched from the request that finds them due.
+    pub fn begin_request(&mut self, context_id: u32, now: u64) {
+        self.current = context_id;
+        if self.request_driven {
+            self.run_refresh_jobs(now);
         }
     }
 
