@@ -1,0 +1,371 @@
+"""Tollgate under an APISIX-like host: the real tollgate.wasm in tests/minihost's MiniHost, where
+the host clock, the tick and shared data answer UNIMPLEMENTED (or, in "dummy" mode as older
+APISIX did, OK without doing anything), callouts run one at a time after the callback, and a
+request the plugin leaves paused goes upstream anyway.
+
+Against a real oidc-provider on 127.0.0.1 (tests/rig): JWTs with keys from discovery or a JWKS
+URI, opaque tokens introspected at that server, fail-closed when it is down, per-VM caches.
+Every request must be decided by the plugin itself: no trap, never `paused_without_call`.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import servers  # noqa: E402  (tests/rig, on sys.path via conftest)
+import tokens  # noqa: E402
+from minihost.host import MiniHost, encode_map  # noqa: E402
+from procs import free_port  # noqa: E402
+
+AUDIENCE = "https://api.test"
+MODES = ["unimplemented", "dummy"]
+DISCOVERY = "/.well-known/openid-configuration"
+INTROSPECTION = "/token/introspection"
+
+
+# --- servers and tokens ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def as1(tmp_path_factory):
+    """The authorization server Tollgate trusts."""
+    port = free_port()
+    work = tmp_path_factory.mktemp("minihost-as1")
+    proc = servers.start_oidc(port, work / "state", work)
+    yield port
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def stranger(tmp_path_factory):
+    """Another oidc-provider, not configured: its tokens name an issuer Tollgate does not know."""
+    port = free_port()
+    work = tmp_path_factory.mktemp("minihost-stranger")
+    proc = servers.start_oidc(port, work / "state", work)
+    yield port
+    proc.stop()
+
+
+def jwt(port: int, resource: str = "https://api.test/jwt", scope: str = "read") -> str:
+    return tokens.client_credentials(f"http://127.0.0.1:{port}/token", "demo-client", "demo-secret",
+                                     scope=scope, resource=resource)["access_token"]
+
+
+def opaque(port: int, scope: str = "read") -> str:
+    return tokens.client_credentials(f"http://127.0.0.1:{port}/token", "demo-client", "demo-secret",
+                                     scope=scope)["access_token"]
+
+
+@pytest.fixture(scope="module")
+def expired(as1):
+    """A JWT that expired (2 s lifetime, 1 s clock skew allowed, whole seconds) by the time it
+    is used."""
+    token = jwt(as1, resource="https://api.test/short")
+    exp = tokens.decode_unverified(token)[1]["exp"]
+    return token, exp + 2.5
+
+
+def config(port: int, jwks: str = "discovery") -> dict:
+    """as1 trusted for JWTs and opaque tokens; with jwks="uri" every endpoint is configured
+    (no discovery document at all), with "discovery" both come from discovery."""
+    upstream = f"127.0.0.1:{port}"  # APISIX: a host:port, not an Envoy cluster
+    if jwks == "discovery":
+        keys, endpoint = {"discovery": True, "upstream": upstream}, {"discovery": True}
+    else:
+        keys = {"uri": f"http://127.0.0.1:{port}/jwks", "upstream": upstream}
+        endpoint = {"endpoint": f"http://127.0.0.1:{port}{INTROSPECTION}"}
+    return {
+        "issuers": [{
+            "name": "as1",
+            "issuer": f"http://127.0.0.1:{port}",
+            "jwks": keys,
+            "audiences": [AUDIENCE],
+            "algorithms": ["RS256", "PS256", "ES256", "EdDSA"],
+            "require_at_jwt": True,
+            "clock_skew_s": 1,
+            "introspection": {**endpoint, "upstream": upstream, "client_id": "rs-client",
+                              "client_secret": "rs-secret", "require_token_type": True},
+            "opaque_tokens": {"pattern": "[A-Za-z0-9_-]{43}"},
+        }],
+        "routes": [{"name": "api", "match": {"prefix": "/api"}, "require": {"scopes_any": ["read"]}}],
+    }
+
+
+# --- the host ----------------------------------------------------------------------------------
+
+@pytest.fixture(params=MODES)
+def mode(request) -> str:
+    return request.param
+
+
+def start_host(wasm, cfg: dict, mode: str) -> MiniHost:
+    host = MiniHost(wasm, cfg, shared_data=mode)
+    assert not host.traps, f"the plugin trapped while loading/configuring: {host.traps[0]}"
+    assert host.configured, f"proxy_on_configure answered false; logs: {host.logs[-5:]}"
+    return host
+
+
+def call(host: MiniHost, token: str | None = None, path: str = "/api/items", extra=()):
+    headers = [("host", "api.test"), ("user-agent", "minihost-test"), *extra]
+    if token is not None:
+        headers.append(("authorization", f"Bearer {token}"))
+    result = host.request(headers, method="GET", path=path)
+    assert result.trap is None, f"the plugin trapped: {result.trap}"
+    assert not result.paused_without_call, \
+        f"the plugin left the request paused with no call pending: APISIX forwards it: {result!r}"
+    assert not result.local_reply_lost, \
+        f"the plugin answered but also registered a call: APISIX drops the answer: {result!r}"
+    return result
+
+
+def paths(result) -> list[str]:
+    return [c.path for c in result.calls]
+
+
+def assert_denied(result, status: int = 401):
+    assert result.local_reply is not None, f"forwarded, expected {status}: {result!r}"
+    assert result.local_reply.status == status, result
+    assert result.forwarded is None
+
+
+def tamper(token: str) -> str:
+    """The same JWT with one bit of its signature flipped."""
+    head, payload, sig = token.split(".")
+    raw = bytearray(base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4)))
+    raw[len(raw) // 2] ^= 0x01
+    return f"{head}.{payload}.{base64.urlsafe_b64encode(bytes(raw)).rstrip(b'=').decode()}"
+
+
+# --- JWTs --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("jwks", ["discovery", "uri"])
+def test_jwt_keys_fetched_on_demand_then_cached_per_vm(wasm, as1, mode, jwks):
+    host = start_host(wasm, config(as1, jwks), mode)
+    first = call(host, jwt(as1))
+    assert first.status == 200 and first.forwarded is not None, first
+    # The first JWT makes the key fetch (each document once, one callout after another), at
+    # the trusted AS only.
+    expected = {DISCOVERY, "/jwks"} if jwks == "discovery" else {"/jwks"}
+    assert set(paths(first)) == expected and len(first.calls) == len(expected), first.calls
+    assert all(c.upstream == f"127.0.0.1:{as1}" and c.status == 200 for c in first.calls)
+    # Keys are fresh: later JWTs (other tokens, other algorithms) make no call at all.
+    for resource in ("https://api.test/jwt", "https://api.test/es256", "https://api.test/eddsa"):
+        later = call(host, jwt(as1, resource=resource))
+        assert later.status == 200 and later.calls == [], later
+    assert not host.traps
+
+
+def test_valid_jwt_forwarded_with_identity_and_spoofed_headers_removed(wasm, as1, mode):
+    host = start_host(wasm, config(as1), mode)
+    token = jwt(as1)
+    claims = tokens.decode_unverified(token)[1]
+    spoofed = [("x-tollgate-sub", "admin"), ("x-tollgate-issuer", "evil"),
+               ("x-tollgate-client-id", "root"), ("x-tollgate-scope", "admin")]
+    result = call(host, token, extra=spoofed)
+    assert result.status == 200, result
+    fwd = result.forwarded
+    for name in ("x-tollgate-sub", "x-tollgate-issuer", "x-tollgate-client-id", "x-tollgate-scope"):
+        assert [n for n, _ in fwd].count(name) <= 1, f"{name} forwarded twice: {fwd}"
+    assert result.header("x-tollgate-issuer") == "as1"
+    assert result.header("x-tollgate-client-id") == "demo-client"
+    assert result.header("x-tollgate-sub") == claims["sub"] != "admin"
+    assert result.header("x-tollgate-scope") == "read"
+    assert result.header("x-tollgate-iss") == f"http://127.0.0.1:{as1}"
+    assert result.header("user-agent") == "minihost-test"  # other headers untouched
+
+
+def test_missing_token_is_401_with_bearer_challenge(wasm, as1, mode):
+    host = start_host(wasm, config(as1), mode)
+    result = call(host, None, extra=[("x-tollgate-sub", "admin")])
+    assert_denied(result)
+    challenge = result.local_reply.header("www-authenticate")
+    assert challenge is not None and challenge.startswith("Bearer"), result.local_reply
+    assert result.calls == []
+
+
+def test_bad_signature_expired_and_wrong_issuer_are_401(wasm, as1, stranger, expired, mode):
+    host = start_host(wasm, config(as1), mode)
+    assert call(host, jwt(as1)).status == 200  # keys in place: the denials below are verdicts
+    assert_denied(call(host, tamper(jwt(as1))))
+    assert_denied(call(host, jwt(stranger)))  # a real JWT from an issuer not configured
+    token, usable_at = expired
+    time.sleep(max(0.0, usable_at - time.time()))
+    result = call(host, token)
+    assert_denied(result)
+    assert all(c.upstream == f"127.0.0.1:{as1}" for c in host.calls), host.calls  # never the stranger
+
+
+# --- opaque tokens -----------------------------------------------------------------------------
+
+def test_opaque_token_introspected_at_its_issuer_then_cached_per_vm(wasm, as1, mode):
+    host = start_host(wasm, config(as1), mode)
+    token = opaque(as1)
+    first = call(host, token)
+    assert first.status == 200, first
+    assert first.header("x-tollgate-issuer") == "as1"
+    assert first.header("x-tollgate-client-id") == "demo-client"
+    introspections = [c for c in first.calls if c.path == INTROSPECTION]
+    assert len(introspections) == 1, first.calls
+    assert introspections[0].method == "POST" and introspections[0].status == 200
+    assert all(c.upstream == f"127.0.0.1:{as1}" for c in first.calls)
+    # Within the answer's TTL the same token is not introspected again (per-VM cache).
+    again = call(host, token)
+    assert again.status == 200 and again.calls == [], again
+
+
+def test_garbage_opaque_tokens_are_401(wasm, as1, mode):
+    host = start_host(wasm, config(as1), mode)
+    unknown = call(host, "A" * 43)  # opaque-shaped: the AS says inactive
+    assert_denied(unknown)
+    assert INTROSPECTION in paths(unknown), unknown.calls
+    shapeless = call(host, "not a token at all")
+    assert_denied(shapeless)
+
+
+# --- the authorization server down -------------------------------------------------------------
+
+def test_as_down_fails_closed_with_503(wasm, tmp_path, mode):
+    port = free_port()
+    proc = servers.start_oidc(port, tmp_path / "state", tmp_path)
+    try:
+        fresh_jwt, fresh_opaque = jwt(port), opaque(port)
+    finally:
+        proc.stop()
+    host = start_host(wasm, config(port), mode)
+    for token in (fresh_jwt, fresh_opaque):
+        assert_denied(call(host, token), 503)
+    # It did try (and may back off after a failure); nothing answered.
+    assert host.calls and all(c.status is None for c in host.calls), host.calls
+    assert not host.traps
+
+
+# --- the harness itself ------------------------------------------------------------------------
+
+PROBE_WAT = r"""
+(module
+  (import "env" "proxy_get_current_time_nanoseconds" (func $time (param i32) (result i32)))
+  (import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
+  (import "env" "proxy_get_shared_data" (func $shared (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_no_such_host_call" (func $other (param i32) (result i32)))
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 1024) "time=00 tick=00 shared=00 other=00")
+  (data (i32.const 1100) "k")
+  (global $heap (mut i32) (i32.const 4096))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  ;; writes a status as two decimal digits at $at
+  (func $put (param $at i32) (param $v i32)
+    (i32.store8 (local.get $at) (i32.add (i32.const 48) (i32.div_u (local.get $v) (i32.const 10))))
+    (i32.store8 (i32.add (local.get $at) (i32.const 1))
+                (i32.add (i32.const 48) (i32.rem_u (local.get $v) (i32.const 10)))))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  ;; asks for the clock, a tick, shared data and an unknown host call, logs the statuses, and
+  ;; pauses the request without registering any call
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (call $put (i32.const 1029) (call $time (i32.const 2048)))
+    (call $put (i32.const 1037) (call $tick (i32.const 1000)))
+    (call $put (i32.const 1047)
+      (call $shared (i32.const 1100) (i32.const 1) (i32.const 2056) (i32.const 2060) (i32.const 2064)))
+    (call $put (i32.const 1056) (call $other (i32.const 0)))
+    (drop (call $log (i32.const 2) (i32.const 1024) (i32.const 34)))
+    (i32.const 1))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)))
+"""
+
+
+def test_harness_answers_unimplemented_and_lets_a_paused_request_through(mode):
+    """The harness is what it claims: the probe module really receives 12 (or OK in dummy
+    mode) for the clock, the tick and shared data, 12 for an import no host defines, and a
+    request it pauses without a call goes upstream and is flagged."""
+    host = MiniHost(bytes(wasmtime.wat2wasm(PROBE_WAT)), "{}", shared_data=mode)
+    assert host.configured and not host.traps
+    result = host.request([("host", "api.test"), ("x-tollgate-sub", "admin")], path="/api")
+    want = "12" if mode == "unimplemented" else "00"
+    assert ("info", f"time={want} tick={want} shared={want} other=12") in result.logs, result.logs
+    assert result.paused_without_call
+    assert result.forwarded == [("host", "api.test"), ("x-tollgate-sub", "admin")]
+    names = {"proxy_get_current_time_nanoseconds", "proxy_set_tick_period_milliseconds",
+             "proxy_get_shared_data"} if mode == "unimplemented" else set()
+    assert set(result.unimplemented) == names | {"proxy_no_such_host_call"}
+
+
+def test_harness_reports_a_trap_and_answers_503():
+    """A module that panics (`unreachable`) on a request: the trap is reported, the request gets
+    APISIX's 503, and the dead VM takes no more requests."""
+    wat = PROBE_WAT.replace("(i32.const 1))\n  (func (export \"proxy_on_response_headers\")",
+                            "(unreachable))\n  (func (export \"proxy_on_response_headers\")")
+    host = MiniHost(bytes(wasmtime.wat2wasm(wat)), "{}")
+    result = host.request([("host", "api.test")], path="/api")
+    assert result.trap is not None and "unreachable" in result.trap.message
+    assert result.trap.during == "proxy_on_request_headers"
+    assert result.status == 503 and result.forwarded is None
+    with pytest.raises(Exception, match="trap in proxy_on_request_headers"):
+        host.request([("host", "api.test")], path="/api")
+
+
+ANSWER_AND_CALL_WAT = """
+(module
+  (import "env" "proxy_send_local_response"
+    (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_http_call"
+    (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 1024) "UPSTREAM")
+  (data (i32.const 1100) "HEADERS")
+  (global $heap (mut i32) (i32.const 4096))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  ;; answers 401 and, in the same callback, registers a call
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $reply (i32.const 401) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+                       (i32.const 0) (i32.const 0) (i32.const -1)))
+    (drop (call $call (i32.const 1024) (i32.const UPSTREAM_LEN) (i32.const 1100)
+                      (i32.const HEADERS_LEN) (i32.const 0) (i32.const 0) (i32.const 0)
+                      (i32.const 0) (i32.const 500) (i32.const 2048)))
+    (i32.const 1))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)))
+"""
+
+
+def test_harness_makes_calls_after_the_callback_and_drops_an_answer_like_apisix():
+    """A module that answers 401 and registers a call in the same callback: the call is made
+    after the callback (to a closed loopback port: it fails, and the module hears so), then the
+    request goes upstream, its 401 dropped, as wasm-nginx-module does."""
+    upstream = f"127.0.0.1:{free_port()}"  # nothing listens there
+    headers = encode_map([(":method", "GET"), (":path", "/probe"), (":authority", upstream)])
+    wat = (ANSWER_AND_CALL_WAT.replace("UPSTREAM_LEN", str(len(upstream)))
+           .replace("HEADERS_LEN", str(len(headers))).replace("UPSTREAM", upstream)
+           .replace("HEADERS", "".join(f"\\{b:02x}" for b in headers)))
+    host = MiniHost(bytes(wasmtime.wat2wasm(wat)), "{}")
+    result = host.request([("host", "api.test")], path="/api")
+    assert result.local_reply_lost and result.local_reply is None
+    assert result.forwarded == [("host", "api.test")]
+    assert [(c.upstream, c.method, c.path, c.status) for c in result.calls] == \
+        [(upstream, "GET", "/probe", None)]
+    assert "ConnectionRefused" in result.calls[0].error
+    order = [t for t in result.trace if t.startswith(("< proxy_on_request_headers",
+                                                     "> proxy_on_http_call_response"))]
+    assert order == ["< proxy_on_request_headers = 1",
+                     "> proxy_on_http_call_response(1, 0, 0, 0, 0)"], result.trace
