@@ -92,15 +92,21 @@ impl HttpContext for Filter {
         for header in &spoofed {
             host::remove_request_header(header);
         }
-        worker.begin_request(self.context_id, now);
-        if let Start::Handled(action, call) = gateway::start(&worker, &facts, end_of_stream) {
-            self.gateway = call;
-            return action;
+        worker.begin_request(self.context_id);
+        let action =
+            if let Start::Handled(action, call) = gateway::start(&worker, &facts, end_of_stream) {
+                self.gateway = call;
+                action
+            } else {
+                match worker.on_request(self.context_id, facts, now) {
+                    Flow::Continue => Action::Continue,
+                    Flow::Pause => Action::Pause,
+                }
+            };
+        if action == Action::Continue {
+            worker.continuing(now);
         }
-        match worker.on_request(self.context_id, facts, now) {
-            Flow::Continue => Action::Continue,
-            Flow::Pause => Action::Pause,
-        }
+        action
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

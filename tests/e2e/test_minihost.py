@@ -225,8 +225,11 @@ def test_garbage_opaque_tokens_are_401(wasm, as1, mode):
     unknown = call(host, "A" * 43)  # opaque-shaped: the AS says inactive
     assert_denied(unknown)
     assert INTROSPECTION in paths(unknown), unknown.calls
-    shapeless = call(host, "not a token at all")
+    shapeless = call(host, "not-a-token")  # neither a JWT nor any issuer's opaque format
     assert_denied(shapeless)
+    assert not shapeless.calls, shapeless.calls  # sent to no authorization server
+    malformed = call(host, "not a token at all")  # not a b64token: RFC 6750 §3.1 invalid_request
+    assert_denied(malformed, 400)
 
 
 # --- the authorization server down -------------------------------------------------------------

@@ -25,6 +25,9 @@ pub(super) struct Job {
     verified: Option<Verified>,
     /// Sent (callout in flight) or still queued for the next tick.
     sent: bool,
+    /// Request-driven hosts: this job's request has fetched the issuer's metadata for the
+    /// endpoint once (it does not try twice).
+    discovery_asked: bool,
     /// Whether this worker holds the cross-worker lease for the token.
     leased: bool,
     /// A job still queued at this time (endpoint never found) is given up.
@@ -78,6 +81,7 @@ impl Worker {
                 token: token.to_owned(),
                 verified,
                 sent: false,
+                discovery_asked: false,
                 leased: lease == Lease::Taken,
                 deadline,
             },
@@ -89,12 +93,16 @@ impl Worker {
     /// even if the request that asked has gone; on request-driven hosts, the current request's.
     pub(super) fn send_introspections(&mut self, now: u64) {
         let owner = self.owner();
+        if self.request_driven && self.busy(owner) {
+            return; // one callout at a time: sent when the one in flight has answered
+        }
         let queued: Vec<JobKey> = self
             .jobs
             .iter()
             .filter(|(&(_, o), job)| o == owner && !job.sent)
             .map(|(key, _)| *key)
             .collect();
+        let mut discover = Vec::new();
         for key in queued {
             let Some(job) = self.jobs.get_mut(&key) else {
                 continue;
@@ -114,8 +122,14 @@ impl Worker {
             };
             let Some(endpoint) = endpoint else {
                 // Discovery has not (yet) found the endpoint: keep the job queued for the
-                // refresh job to find it, up to the waiting requests' deadline.
-                if now >= job.deadline {
+                // refresh job to find it, up to the waiting requests' deadline. On
+                // request-driven hosts the request fetches the metadata itself, once.
+                if self.request_driven && !job.discovery_asked {
+                    job.discovery_asked = true;
+                    discover.push(key);
+                    continue;
+                }
+                if self.request_driven || now >= job.deadline {
                     let idx = job.issuer;
                     log::warn!(
                         "tollgate: issuer {}: introspection endpoint not known (metadata not fetched)",
@@ -156,6 +170,22 @@ impl Worker {
                     self.finish_job(key, None, now);
                 }
             }
+        }
+        for key in discover {
+            self.discover_for(key, now);
+        }
+    }
+
+    /// Request-driven hosts: the metadata fetch a queued job needs for its endpoint, made by
+    /// the job's request; the job fails at once if none can be made.
+    fn discover_for(&mut self, key: JobKey, now: u64) {
+        let Some(idx) = self.jobs.get(&key).map(|j| j.issuer) else {
+            return;
+        };
+        if !self.fetch_for_request(idx, now) {
+            self.metrics
+                .introspection(idx, IntrospectionEvent::Failed("no_endpoint"));
+            self.finish_job(key, None, now);
         }
     }
 

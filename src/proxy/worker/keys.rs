@@ -85,6 +85,14 @@ impl Worker {
         mine(self)
     }
 
+    /// Sends a deferred fetch: the next request of the attempt as the state now stands.
+    pub(super) fn resume_fetch(&mut self, idx: usize, now: u64) {
+        if let Some(Some(rec)) = self.records.get(idx) {
+            let state = rec.read_state().0;
+            self.send_fetch(idx, &state, now);
+        }
+    }
+
     /// Picks up keys other workers fetched and starts the refresh jobs that are due.
     pub(super) fn run_refresh_jobs(&mut self, now: u64) {
         for idx in 0..self.records.len() {
@@ -113,6 +121,13 @@ impl Worker {
 
     /// Sends the next request of a refresh attempt, or completes it when nothing is left.
     fn send_fetch(&mut self, idx: usize, state: &FetchState, now: u64) {
+        if self.request_driven && self.busy(self.current) {
+            // One callout at a time per request: this one follows the one in flight.
+            if !self.deferred.contains(&(self.current, idx)) {
+                self.deferred.push((self.current, idx));
+            }
+            return;
+        }
         let issuer = &self.cfg.issuers[idx];
         let plan = issuer.fetch_plan();
         let Some((step, request)) = fetch::next_request(&plan, state, issuer.timing.timeout_ms)

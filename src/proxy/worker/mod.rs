@@ -139,6 +139,11 @@ pub struct Worker {
     /// Request-driven hosts: the current request was allowed while it was paused (the caller
     /// lets it continue).
     allowed_current: bool,
+    /// The current request got a local reply in this callback: no callout may follow it.
+    answered_current: std::cell::Cell<bool>,
+    /// Request-driven hosts: key fetches (request, issuer) waiting for the request's callout in
+    /// flight to answer.
+    deferred: Vec<(u32, usize)>,
     /// Whether any route matches on the host's route name (read only if so).
     pub needs_route_name: bool,
     /// Request headers routes read (`issuer_header`), gathered into [`OwnedFacts::headers`].
@@ -222,6 +227,8 @@ impl Worker {
             request_driven,
             current: root_id,
             allowed_current: false,
+            answered_current: std::cell::Cell::new(false),
+            deferred: Vec::new(),
             needs_route_name,
             hint_headers,
             guarded_headers,
@@ -266,13 +273,42 @@ impl Worker {
         }
     }
 
-    /// Every request (API or gateway call) starts here. On request-driven hosts it also starts
-    /// the refresh jobs that are due (the tick does that elsewhere): keys, and the metadata the
-    /// gateway serves, are fetched from the request that finds them due.
-    pub fn begin_request(&mut self, context_id: u32, now: u64) {
+    /// Every request (API or gateway call) starts here.
+    pub fn begin_request(&mut self, context_id: u32) {
         self.current = context_id;
-        if self.request_driven {
+        self.answered_current.set(false);
+    }
+
+    /// Request-driven hosts: a request that goes on to the upstream starts the refresh jobs
+    /// that are due (the tick does that elsewhere), so keys and the metadata the gateway serves
+    /// stay fresh. Only such a request: APISIX drops a local reply when a callout is pending.
+    pub fn continuing(&mut self, now: u64) {
+        if self.request_driven && !self.answered_current.get() {
             self.run_refresh_jobs(now);
+        }
+    }
+
+    /// Whether `context_id` has a callout in flight. On request-driven hosts a request makes one
+    /// at a time (APISIX refuses a second one); the next one waits in [`Worker::deferred`].
+    fn busy(&self, context_id: u32) -> bool {
+        self.inflight.values().any(|c| c.owner == context_id)
+    }
+
+    /// Request-driven hosts, once the current request's callout has answered: its next one —
+    /// its queued introspection, else a deferred key fetch. Never after a local reply.
+    fn next_callout(&mut self, now: u64) {
+        let me = self.current;
+        if self.answered_current.get() {
+            self.deferred.retain(|(c, _)| *c != me);
+            return;
+        }
+        self.send_introspections(now);
+        while !self.busy(me) {
+            let Some(at) = self.deferred.iter().position(|(c, _)| *c == me) else {
+                break;
+            };
+            let (_, idx) = self.deferred.remove(at);
+            self.resume_fetch(idx, now);
         }
     }
 
@@ -290,7 +326,7 @@ impl Worker {
     /// fails). `Continue` if it was allowed, now or by an answer that just arrived; `Pause`
     /// while it waits, and after a local reply.
     fn settle(&mut self, context_id: u32, now: u64) -> Flow {
-        if self.inflight.values().any(|c| c.owner == context_id) {
+        if self.busy(context_id) {
             return Flow::Pause;
         }
         let stuck: Vec<JobKey> = self
@@ -439,6 +475,7 @@ impl Worker {
         if !host::send_response(reply.status, &reply.headers, &reply.body) {
             log::warn!("tollgate: the host refused the local reply");
         }
+        self.answered_current.set(true);
         Flow::Pause
     }
 
@@ -485,6 +522,7 @@ impl Worker {
         if self.request_driven {
             self.inflight.retain(|_, c| c.owner != context_id);
             self.jobs.retain(|(_, owner), _| *owner != context_id);
+            self.deferred.retain(|(c, _)| *c != context_id);
         }
     }
 
@@ -525,6 +563,7 @@ impl Worker {
         now: u64,
     ) {
         self.current = context_id;
+        self.answered_current.set(false);
         match self.inflight.remove(&token) {
             Some(InFlight {
                 callout: Callout::Fetch { issuer, step },
@@ -538,7 +577,7 @@ impl Worker {
         }
         if self.request_driven {
             // Discovery may have found the introspection endpoint a queued job waits for.
-            self.send_introspections(now);
+            self.next_callout(now);
             if self.settle(context_id, now) == Flow::Continue {
                 host::resume_request();
             }
