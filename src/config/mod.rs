@@ -63,6 +63,9 @@ pub struct FilterConfig {
     pub fingerprint: [u8; 32],
     /// The OAuth endpoint gateway, when configured.
     pub gateway: Option<Gateway>,
+    /// `callouts: per_request`: every request makes the callouts it needs itself, whatever
+    /// the host offers (see `proxy::worker`).
+    pub per_request_callouts: bool,
 }
 
 /// One trusted authorization server.
@@ -260,6 +263,13 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
             None => None,
         },
     };
+    let per_request_callouts = raw.callouts == raw::RawCallouts::PerRequest;
+    if per_request_callouts && gateway.is_some() {
+        return err(
+            "callouts",
+            "per_request cannot serve the gateway: its metadata documents are refreshed in the background",
+        );
+    }
     let identity = compile_identity(raw.identity)?;
     if raw.realm.is_empty() || !raw.realm.chars().all(is_quoted_string_safe) {
         return err(
@@ -276,6 +286,7 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         cache_slots: raw.cache.max_entries,
         fingerprint,
         gateway,
+        per_request_callouts,
     })
 }
 

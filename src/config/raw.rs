@@ -28,6 +28,20 @@ pub struct RawConfig {
     /// The OAuth endpoint gateway (authorization server replacement); absent: off.
     #[serde(default)]
     pub gateway: Option<RawGateway>,
+    /// How callouts are scheduled: see [`RawCallouts`].
+    #[serde(default)]
+    pub callouts: RawCallouts,
+}
+
+/// `auto`: from the background (the tick) where the host has one and shared data, else per
+/// request (detected at start). `per_request`: always per request, for a host that has both
+/// but cannot resume a paused request from the background.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawCallouts {
+    #[default]
+    Auto,
+    PerRequest,
 }
 
 #[derive(Debug, Deserialize)]

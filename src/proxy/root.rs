@@ -55,8 +55,15 @@ impl RootContext for Root {
                 let (issuers, routes) = (cfg.issuers.len(), cfg.routes.len());
                 if caps.request_driven() || !caps.host_clock {
                     log::info!("tollgate: host: {caps}");
+                    if cfg.gateway.is_some() && caps.request_driven() {
+                        log::warn!("tollgate: the gateway needs a host with a tick and shared data; its metadata documents are only refreshed by API calls here");
+                    }
                 }
-                let worker = Worker::new(cfg, self.context_id, caps.request_driven());
+                let request_driven = caps.request_driven() || cfg.per_request_callouts;
+                if cfg.per_request_callouts && !caps.request_driven() {
+                    log::info!("tollgate: callouts per request (configured)");
+                }
+                let worker = Worker::new(cfg, self.context_id, request_driven);
                 self.worker = Some(Rc::new(RefCell::new(worker)));
                 let took_us = host::now_us().saturating_sub(started_us);
                 log::info!(

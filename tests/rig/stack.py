@@ -155,6 +155,8 @@ class Stack:
     concurrency: int = 1
     issuer_overrides: dict = field(default_factory=dict)
     tagging: bool = False
+    # Top-level plugin configuration keys to set (None: remove the key), e.g. {"gateway": None}.
+    config_overrides: dict = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
 
     @property
@@ -174,7 +176,13 @@ class Stack:
         return self.envoy.url
 
     def plugin_config(self) -> dict:
-        return plugin_config(self.as1_port, self.as2_port, self.tagging, **self.issuer_overrides)
+        cfg = plugin_config(self.as1_port, self.as2_port, self.tagging, **self.issuer_overrides)
+        for key, value in self.config_overrides.items():
+            if value is None:
+                cfg.pop(key, None)
+            else:
+                cfg[key] = value
+        return cfg
 
     def clusters(self) -> dict[str, int]:
         return {"as1": self.as1_port, "as2": self.as2_port, "upstream": self.upstream_port}
