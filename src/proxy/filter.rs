@@ -38,12 +38,13 @@ impl Context for Filter {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let Some(Ok(mut worker)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) else {
-            return;
-        };
-        let now = host::now_ms();
-        let response = host::call_response(num_headers, body_size);
-        worker.on_callout_response(self.context_id, token_id, response, now);
+        super::callout_answered(
+            self.worker.as_ref(),
+            self.context_id,
+            token_id,
+            num_headers,
+            body_size,
+        );
     }
 
     fn on_done(&mut self) -> bool {

@@ -25,6 +25,23 @@ pub mod shared;
 pub mod store;
 pub mod worker;
 
+/// A callout's answer, delivered by the host to the context that made it (the root context, or
+/// on request-driven hosts the request's): read it and hand it to the worker.
+fn callout_answered(
+    worker: Option<&std::rc::Rc<std::cell::RefCell<worker::Worker>>>,
+    context_id: u32,
+    token_id: u32,
+    num_headers: usize,
+    body_size: usize,
+) {
+    let Some(Ok(mut worker)) = worker.map(|w| w.try_borrow_mut()) else {
+        return;
+    };
+    let now = host::now_ms();
+    let response = host::call_response(num_headers, body_size);
+    worker.on_callout_response(context_id, token_id, response, now);
+}
+
 /// Registers the root context factory and a panic hook. Called by the `_initialize` export.
 pub fn start() {
     host::init_log();

@@ -34,14 +34,13 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let Some(worker) = &self.worker else {
-            return;
-        };
-        let now = host::now_ms();
-        let response = host::call_response(num_headers, body_size);
-        if let Ok(mut w) = worker.try_borrow_mut() {
-            w.on_callout_response(self.context_id, token_id, response, now);
-        }
+        super::callout_answered(
+            self.worker.as_ref(),
+            self.context_id,
+            token_id,
+            num_headers,
+            body_size,
+        );
     }
 }
 

@@ -251,6 +251,22 @@ def test_as_down_fails_closed_with_503(wasm, tmp_path, mode):
 
 # --- the harness itself ------------------------------------------------------------------------
 
+def probe_module(wat: str) -> bytes:
+    """A probe module from WAT, with what they all have filled in: a bump allocator for the
+    host's answers (;; ALLOCATOR) and the callbacks that end a request (;; REQUEST_END)."""
+    wat = wat.replace("  ;; ALLOCATOR\n", """  (global $heap (mut i32) (i32.const 4096))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+""").replace("  ;; REQUEST_END\n", """  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)))
+""")
+    return bytes(wasmtime.wat2wasm(wat))
+
+
 PROBE_WAT = r"""
 (module
   (import "env" "proxy_get_current_time_nanoseconds" (func $time (param i32) (result i32)))
@@ -261,12 +277,7 @@ PROBE_WAT = r"""
   (memory (export "memory") 1)
   (data (i32.const 1024) "time=00 tick=00 shared=00 other=00")
   (data (i32.const 1100) "k")
-  (global $heap (mut i32) (i32.const 4096))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
-    (local.get $p))
+  ;; ALLOCATOR
   ;; writes a status as two decimal digits at $at
   (func $put (param $at i32) (param $v i32)
     (i32.store8 (local.get $at) (i32.add (i32.const 48) (i32.div_u (local.get $v) (i32.const 10))))
@@ -284,9 +295,7 @@ PROBE_WAT = r"""
     (call $put (i32.const 1056) (call $other (i32.const 0)))
     (drop (call $log (i32.const 2) (i32.const 1024) (i32.const 34)))
     (i32.const 1))
-  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32)))
+  ;; REQUEST_END
 """
 
 
@@ -294,7 +303,7 @@ def test_harness_answers_unimplemented_and_lets_a_paused_request_through(mode):
     """The harness is what it claims: the probe module really receives 12 (or OK in dummy
     mode) for the clock, the tick and shared data, 12 for an import no host defines, and a
     request it pauses without a call goes upstream and is flagged."""
-    host = MiniHost(bytes(wasmtime.wat2wasm(PROBE_WAT)), "{}", shared_data=mode)
+    host = MiniHost(probe_module(PROBE_WAT), "{}", shared_data=mode)
     assert host.configured and not host.traps
     result = host.request([("host", "api.test"), ("x-tollgate-sub", "admin")], path="/api")
     want = "12" if mode == "unimplemented" else "00"
@@ -309,9 +318,9 @@ def test_harness_answers_unimplemented_and_lets_a_paused_request_through(mode):
 def test_harness_reports_a_trap_and_answers_503():
     """A module that panics (`unreachable`) on a request: the trap is reported, the request gets
     APISIX's 503, and the dead VM takes no more requests."""
-    wat = PROBE_WAT.replace("(i32.const 1))\n  (func (export \"proxy_on_response_headers\")",
-                            "(unreachable))\n  (func (export \"proxy_on_response_headers\")")
-    host = MiniHost(bytes(wasmtime.wat2wasm(wat)), "{}")
+    wat = PROBE_WAT.replace("(i32.const 1))\n  ;; REQUEST_END", "(unreachable))\n  ;; REQUEST_END")
+    assert wat != PROBE_WAT
+    host = MiniHost(probe_module(wat), "{}")
     result = host.request([("host", "api.test")], path="/api")
     assert result.trap is not None and "unreachable" in result.trap.message
     assert result.trap.during == "proxy_on_request_headers"
@@ -329,12 +338,7 @@ ANSWER_AND_CALL_WAT = """
   (memory (export "memory") 1)
   (data (i32.const 1024) "UPSTREAM")
   (data (i32.const 1100) "HEADERS")
-  (global $heap (mut i32) (i32.const 4096))
-  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
-    (local.set $p (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
-    (local.get $p))
+  ;; ALLOCATOR
   (func (export "proxy_on_context_create") (param i32 i32))
   (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
   ;; answers 401 and, in the same callback, registers a call
@@ -346,9 +350,7 @@ ANSWER_AND_CALL_WAT = """
                       (i32.const 0) (i32.const 500) (i32.const 2048)))
     (i32.const 1))
   (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32))
-  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_delete") (param i32)))
+  ;; REQUEST_END
 """
 
 
@@ -361,7 +363,7 @@ def test_harness_makes_calls_after_the_callback_and_drops_an_answer_like_apisix(
     wat = (ANSWER_AND_CALL_WAT.replace("UPSTREAM_LEN", str(len(upstream)))
            .replace("HEADERS_LEN", str(len(headers))).replace("UPSTREAM", upstream)
            .replace("HEADERS", "".join(f"\\{b:02x}" for b in headers)))
-    host = MiniHost(bytes(wasmtime.wat2wasm(wat)), "{}")
+    host = MiniHost(probe_module(wat), "{}")
     result = host.request([("host", "api.test")], path="/api")
     assert result.local_reply_lost and result.local_reply is None
     assert result.forwarded == [("host", "api.test")]
