@@ -374,3 +374,22 @@ def test_harness_makes_calls_after_the_callback_and_drops_an_answer_like_apisix(
                                                      "> proxy_on_http_call_response"))]
     assert order == ["< proxy_on_request_headers = 1",
                      "> proxy_on_http_call_response(1, 0, 0, 0, 0)"], result.trace
+
+
+# --- Envoy-only calls ----------------------------------------------------------------------------
+
+def test_clear_route_cache_is_asked_once_then_skipped(wasm, as1):
+    """The gateway asks Envoy to pick the route again after rewriting a call
+    (`clear_route_cache`, a foreign function). Here it is not there (12): asked once, then never
+    again, and the calls are still forwarded, rewritten for the issuer."""
+    cfg = config(as1, "uri")
+    cfg["issuers"][0]["gateway"] = {"endpoints": {"userinfo": f"http://127.0.0.1:{as1}/me"}}
+    cfg["gateway"] = {"base_path": "/oauth2"}
+    host = start_host(wasm, cfg, "unimplemented")
+    for _ in range(3):
+        result = call(host, jwt(as1), path="/oauth2/as1/userinfo")
+        assert result.forwarded is not None, result
+        assert result.header("x-tollgate-as") == "as1"
+        assert result.header(":path") == "/me"
+    assert host.unimplemented["proxy_call_foreign_function"] == 1, host.unimplemented
+    assert not host.traps
