@@ -15,8 +15,10 @@
 //! paused with no callout of its own through to the upstream. There ([`Worker::request_driven`],
 //! see [`super::host::Capabilities`]) a request that must wait makes its own callouts — the
 //! key fetch or introspection it needs, even if another request's is under way — and is
-//! decided again, in its own context, when its last callout has answered; refresh jobs that
-//! fall due start from the next request; nothing waits for a peer.
+//! decided again, in its own context, when its last callout has answered. A request makes one
+//! callout at a time, none after a local reply; refresh jobs that fall due start from the next
+//! request that is let through; nothing waits for a peer. `"callouts": "per_request"` in the
+//! configuration selects this on any host.
 
 mod introspection;
 mod keys;
