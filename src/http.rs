@@ -48,6 +48,11 @@ pub fn scheme(url: &Url) -> &'static str {
     }
 }
 
+/// Largest answer body Tollgate reads from a callout (JWKS, metadata, introspection). A bigger
+/// one is not copied into the VM: it is read as an empty body, so the fetch or introspection
+/// fails as a bad answer (held keys stay in use; a request that needs the answer gets 503).
+pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
 /// What came back from an outbound call. `status` 0 is never used: a call that got no HTTP
 /// answer (reset, timeout, no upstream host) is reported as `None` by the adapter instead.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

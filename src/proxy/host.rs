@@ -322,7 +322,13 @@ pub fn call_response(num_headers: usize, body_size: usize) -> Option<crate::http
         .iter()
         .find(|(n, _)| n == ":status")
         .and_then(|(_, v)| v.parse::<u16>().ok())?;
-    let body = if body_size > 0 {
+    let body = if body_size > crate::http::MAX_RESPONSE_BYTES {
+        log::warn!(
+            "tollgate: a callout answered {body_size} bytes, over the {} byte limit: not read",
+            crate::http::MAX_RESPONSE_BYTES
+        );
+        Vec::new()
+    } else if body_size > 0 {
         abi::get_buffer(abi::BUFFER_CALL_RESPONSE_BODY, 0, body_size).unwrap_or_default()
     } else {
         Vec::new()
