@@ -178,7 +178,7 @@ def hostile_jwks(keys: Keys) -> dict[str, dict]:
 
 
 INTROSPECTION_PREFIX = {
-    "hi-good": "hig_", "hi-nested": "hin_", "hi-nested-obj": "hio_", "hi-huge": "hih_",
+    "hi-good": "hig_", "hi-big": "hib_", "hi-nested": "hin_", "hi-nested-obj": "hio_", "hi-huge": "hih_",
     "hi-notjson": "hix_", "hi-active-str": "his_", "hi-array": "hia_",
 }
 
@@ -190,6 +190,7 @@ def hostile_introspection() -> dict[str, dict]:
         "hi-good": {"json": good},
         "hi-nested": {"body": nested(100_000)},
         "hi-nested-obj": {"body": json.dumps(good)[:-1] + ',"x":' + nested(10_000) + "}"},
+        "hi-big": {"json": {**good, "pad": "B" * 30_000}},
         "hi-huge": {"json": {**good, "pad": "A" * (4 << 20)}},
         "hi-notjson": {"body": "<html>oops</html>", "content_type": "text/html"},
         "hi-active-str": {"json": {**good, "active": "true"}},
@@ -375,15 +376,18 @@ def test_canary_passes_and_identity_comes_from_the_hostile_issuer(st):
 
 
 def test_oversized_tokens(st):
-    pad = "A" * (64 << 10)
-    # 64 KB, correctly signed by a trusted key: a valid token (no size rule in RFC 7519).
-    big_ok = good_token(st, pad=pad)
-    assert len(big_ok) > 64 << 10
+    # About 60 KB, correctly signed by a trusted key: a valid token (RFC 7519 sets no size
+    # limit). Kept under 64 KiB because the rig's upstream (Python http.server) refuses longer
+    # header lines with its own 431.
+    big_ok = good_token(st, pad="A" * 44_000)
+    assert 58_000 < len(big_ok) < 63_000
     a = call(st, big_ok)
     assert a.status == 200, (a.status, a.body[:200])
     canary(st)
-    # 64 KB with a wrong signature.
-    big_bad = big_ok[:-8] + ("AAAAAAAA" if not big_ok.endswith("AAAAAAAA") else "BBBBBBBB")
+    # 64 KB+ with a wrong signature.
+    big = good_token(st, pad="A" * (48 << 10))
+    assert len(big) > 64 << 10
+    big_bad = big[:-8] + ("AAAAAAAA" if not big.endswith("AAAAAAAA") else "BBBBBBBB")
     assert_invalid_token(call(st, big_bad))
     canary(st)
     # 100 KB of garbage that is still a b64token.
@@ -430,10 +434,12 @@ def test_wrong_number_of_dots(st, shape):
     canary(st)
 
 
-@pytest.mark.parametrize("trick", ["pad-signature", "pad-all", "std-alphabet", "pad-only-segment"])
+@pytest.mark.parametrize("trick", ["pad-signature", "std-alphabet", "pad-only-segment", "pad-all"])
 def test_base64_padding_and_alphabet_tricks(st, trick):
     """JWS compact serialization is base64url without padding (RFC 7515 §2, §7.1): a padded or
-    standard-alphabet variant of a valid token is not the same token and must not verify."""
+    standard-alphabet variant of a valid token is not the same token and must not verify (401).
+    Padding inside the token ("h==.p=.s") is not even a b64token (RFC 6750 §2.1 allows "=" only
+    at the end): 400 invalid_request."""
     good = good_token(st)
     h, p, s = good.split(".")
     if trick == "pad-signature":
@@ -442,12 +448,19 @@ def test_base64_padding_and_alphabet_tricks(st, trick):
         token = ".".join(x + "=" * (-len(x) % 4 or 4) for x in (h, p, s))
     elif trick == "std-alphabet":
         std = base64.b64encode(base64.urlsafe_b64decode(s + "==")).decode().rstrip("=")
-        if std == s:  # the signature happens to have no - or _: force one
-            pytest.skip("signature has no url-safe characters")
+        for _ in range(20):  # a signature without - or _ would not change: mint another
+            if std != s:
+                break
+            h, p, s = good_token(st).split(".")
+            std = base64.b64encode(base64.urlsafe_b64decode(s + "==")).decode().rstrip("=")
         token = f"{h}.{p}.{std}"
     else:
         token = f"{h}.{p}.===="
-    assert_invalid_token(call(st, token))
+    if trick == "pad-all":
+        SENT.append(token)
+        assert_invalid_request(call(st, token))
+    else:
+        assert_invalid_token(call(st, token))
     canary(st)
 
 
@@ -647,16 +660,22 @@ def test_duplicate_authorization_headers(st, lines):
     canary(st)
 
 
-def test_bearer_plus_another_scheme_in_duplicate_headers_never_confuses_the_filter(st):
-    """One Bearer and one Basic: exactly one access token (RFC 6750 §3.1's "more than one
-    method" is not met), so either the token is used (200) or the request refused (400); never a
-    different identity and never a dead VM."""
+@pytest.mark.parametrize("order", ["basic-first", "bearer-first"])
+def test_bearer_plus_another_scheme_in_duplicate_headers(st, order):
+    """Authorization is a singleton field (RFC 9110 §5.3); Envoy joins the two lines into one
+    value with a comma. Basic first reads as Basic credentials (no Bearer: bare 401); Bearer
+    first gives a token with a comma and more (not a b64token: 400). Either way the request is
+    refused, never passed with some identity."""
     t = good_token(st)
     SENT.append(t)
-    a = raw_request(st, [b"Authorization: Basic dXNlcjpwYXNz", b"Authorization: Bearer " + t.encode()])
-    assert a.status in (200, 400), (a.status, a.headers, a.body[:200])
-    if a.status == 200:
-        assert json.loads(a.body)["headers"]["x-tollgate-issuer"] == "h-good"
+    lines = [b"Authorization: Basic dXNlcjpwYXNz", b"Authorization: Bearer " + t.encode()]
+    if order == "bearer-first":
+        lines.reverse()
+    a = raw_request(st, lines)
+    if order == "basic-first":
+        assert_bare_challenge(a)
+    else:
+        assert_invalid_request(a)
     canary(st)
 
 
@@ -776,14 +795,34 @@ def test_broken_introspection_answers_fail_closed(st, name):
     assert call(st, opaque("hig_")).status == 200  # introspection still works elsewhere
 
 
-def test_huge_introspection_answer(st):
-    """A 4 MB but otherwise valid active answer: used (200) or refused as a whole (503)."""
-    a = call(st, opaque("hih_"))
-    assert a.status in (200, 503), (a.status, a.headers, a.body[:200])
-    if a.status == 503:
-        assert_unavailable(a)
+def test_introspection_answer_fields_are_copied_into_the_claims_header(st):
+    """A 30 KB active answer: accepted, and all of it is forwarded in x-tollgate-claims (the
+    identity payload header), so the AS decides how large the upstream's request header gets."""
+    a = call(st, opaque("hib_"))
+    assert a.status == 200, (a.status, a.body[:200])
+    claims = json.loads(a.body)["headers"]["x-tollgate-claims"]
+    assert len(claims) > 40_000
     canary(st)
-    assert call(st, opaque("hig_")).status == 200
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "FINDING: a 4 MB active introspection answer is accepted and copied whole into "
+    "x-tollgate-claims (~5.6 MB request header) that Tollgate forwards; the upstream refuses it "
+    "(here: Python http.server 431 'Line too long', connection closed) and the client gets "
+    "Envoy's 503 UC upstream_reset_before_response_started{connection_termination}, not a "
+    "Tollgate answer. Expected: answers over a size bound refused (503 temporarily_unavailable) "
+    "or the forwarded identity capped."))
+def test_huge_introspection_answer(st):
+    """A 4 MB but otherwise valid active answer: used with a sane identity (200) or refused as a
+    whole by Tollgate (503 temporarily_unavailable)."""
+    try:
+        a = call(st, opaque("hih_"))
+        assert a.status in (200, 503), (a.status, a.headers, a.body[:200])
+        if a.status == 503:
+            assert_unavailable(a)
+    finally:
+        canary(st)
+        assert call(st, opaque("hig_")).status == 200
 
 
 # --------------------------------------------------------------------------------- afterwards
