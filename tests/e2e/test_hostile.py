@@ -286,9 +286,14 @@ def raw_request(st: HostileStack, head_lines: list[bytes], path: bytes = API.enc
     with socket.create_connection(("127.0.0.1", st.envoy.listener_port), timeout=15) as s:
         s.sendall(raw)
         data = b""
-        while chunk := s.recv(65536):
+        while b"\r\n\r\n" not in data and (chunk := s.recv(65536)):
             data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), None)
+        # read the body by its length (not until close: Envoy may linger before closing)
+        while (length is None or len(body) < length) and (chunk := s.recv(65536)):
+            body += chunk
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
     headers: dict[str, str] = {}
