@@ -282,18 +282,18 @@ fn entries_never_outlive_exp_or_the_max_ttl() {
 /// just under serde_json's limit is kept, deeper answers are a bad response, never a crash.
 #[test]
 fn deeply_nested_answers() {
-    use crate::testdata::{nested_json, JSON_DEPTH_LIMIT};
+    use crate::testdata::{nested_json, JSON_MAX_DEPTH};
     let raw = |deep: &str| HttpResponse {
         status: 200,
         headers: vec![],
         body: format!(r#"{{"active":true,"sub":"alice","deep":{deep}}}"#).into_bytes(),
     };
-    let within = raw(&nested_json(JSON_DEPTH_LIMIT - 1));
+    let within = raw(&nested_json(JSON_MAX_DEPTH - 1));
     match read(Some(&within), &expect(&[])) {
         Ok(Answer::Active { claims, .. }) => assert!(claims["deep"].is_array()),
         other => panic!("within the limit: {other:?}"),
     }
-    for depth in [JSON_DEPTH_LIMIT, 100_000] {
+    for depth in [JSON_MAX_DEPTH, 100_000] {
         assert_eq!(
             read(Some(&raw(&nested_json(depth))), &expect(&[])),
             Err(IntrospectError::BadResponse),

@@ -185,9 +185,10 @@ pub fn compact(header_json: &str, payload_json: &str, signature: &[u8]) -> Strin
     )
 }
 
-/// serde_json's recursion limit: deeper documents are refused (`RecursionLimitExceeded`)
-/// before they can exhaust the stack (1 MiB in the plugin's wasm, as in the wasm32 tests).
-pub const JSON_DEPTH_LIMIT: usize = 128;
+/// The deepest nesting serde_json accepts (its recursion limit is 128, counting the level that
+/// fails): deeper documents are refused (`RecursionLimitExceeded`) before they can exhaust the
+/// stack (1 MiB in the plugin's wasm, as in the wasm32 tests).
+pub const JSON_MAX_DEPTH: usize = 127;
 
 /// `depth` nested JSON arrays around `0`: `[[[0]]]` for 3.
 pub fn nested_json(depth: usize) -> String {
