@@ -305,5 +305,8 @@ fn deeply_nested_answers() {
         headers: vec![],
         body: nested_json(100_000).into_bytes(),
     };
-    assert_eq!(read(Some(&bare), &expect(&[])), Err(IntrospectError::BadResponse));
+    assert_eq!(
+        read(Some(&bare), &expect(&[])),
+        Err(IntrospectError::BadResponse)
+    );
 }

@@ -1201,7 +1201,11 @@ mod deep_json {
     /// An EdDSA token over hand-written payload text (a `Value` that deep could not be built).
     fn eddsa_token(payload_json: &str) -> String {
         let header_json = r#"{"alg":"EdDSA","typ":"at+jwt"}"#;
-        let input = format!("{}.{}", b64(header_json.as_bytes()), b64(payload_json.as_bytes()));
+        let input = format!(
+            "{}.{}",
+            b64(header_json.as_bytes()),
+            b64(payload_json.as_bytes())
+        );
         let signature = TestKey::Ed25519.ed25519().sign(input.as_bytes(), None);
         compact(header_json, payload_json, signature.as_ref())
     }

@@ -421,8 +421,17 @@ pub mod wire {
                 bytes
             };
             // 0x1fff_ffff * 8 + 4 is 0xffff_fffc, the last count whose header size fits in 32 bits.
-            for count in [0x1fff_ffff, 0x2000_0000, 0x2000_0001, u32::MAX - 1, u32::MAX] {
-                assert!(decode_map(&pair(count, 1, 1)).is_empty(), "count {count:#x}");
+            for count in [
+                0x1fff_ffff,
+                0x2000_0000,
+                0x2000_0001,
+                u32::MAX - 1,
+                u32::MAX,
+            ] {
+                assert!(
+                    decode_map(&pair(count, 1, 1)).is_empty(),
+                    "count {count:#x}"
+                );
             }
             for (klen, vlen) in [
                 (u32::MAX, 0),
@@ -432,9 +441,15 @@ pub mod wire {
                 (u32::MAX, u32::MAX),
                 (0x8000_0000, 0x8000_0000),
             ] {
-                assert!(decode_map(&pair(1, klen, vlen)).is_empty(), "{klen:#x} {vlen:#x}");
+                assert!(
+                    decode_map(&pair(1, klen, vlen)).is_empty(),
+                    "{klen:#x} {vlen:#x}"
+                );
             }
-            assert_eq!(decode_map(&pair(1, 1, 1)), vec![("k".to_owned(), b"v".to_vec())]);
+            assert_eq!(
+                decode_map(&pair(1, 1, 1)),
+                vec![("k".to_owned(), b"v".to_vec())]
+            );
             // A good first pair survives a second whose lengths would wrap a 32-bit sum.
             let mut two = 2u32.to_le_bytes().to_vec();
             for len in [1, 1, 1, u32::MAX] {
