@@ -278,6 +278,9 @@ impl LocalMemo {
 mod tests {
     use super::*;
     use serde_json::json;
+    // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn entry(exp_ms: u64) -> Cached {
         Cached::Valid(Verified {

@@ -58,6 +58,9 @@ fn is_b64token(token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn one_bearer_token() {

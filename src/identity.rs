@@ -59,6 +59,9 @@ fn render(value: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+    // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn cfg() -> Identity {
         Identity {

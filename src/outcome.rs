@@ -145,6 +145,9 @@ pub fn reply(denial: &Denial, realm: &str) -> LocalReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn header<'r>(r: &'r LocalReply, name: &str) -> Option<&'r str> {
         r.headers

@@ -194,6 +194,9 @@ pub fn granted_scopes(claims: &Map<String, Value>) -> Vec<&str> {
 mod tests {
     use super::*;
     use serde_json::json;
+    // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn facts<'a>(method: &'a str, path: &'a str, authority: &'a str) -> RequestFacts<'a> {
         RequestFacts {

@@ -3,6 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{json, Value};
+// On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
 use crate::testdata::{jwks, TestKey};
@@ -1649,5 +1652,18 @@ fn missing_upstreams_are_explained_in_the_hosts_terms() {
             e.message
         );
         assert!(!e.message.contains("(Envoy cluster)"), "{}", e.message);
+    }
+}
+
+/// A deeply nested configuration is an error with a message, never a stack overflow (the
+/// wasm stack is 1 MiB; scripts/test-wasm runs this in V8).
+#[test]
+fn deeply_nested_configuration_is_an_error() {
+    use crate::testdata::nested_json;
+    for depth in [1_000, 100_000] {
+        let deep = nested_json(depth);
+        assert!(FilterConfig::parse(deep.as_bytes()).is_err());
+        let in_issuer = format!(r#"{{"issuers":[{{"name":"a","x":{deep}}}]}}"#);
+        assert!(FilterConfig::parse(in_issuer.as_bytes()).is_err());
     }
 }

@@ -74,6 +74,9 @@ pub fn basic_header(id: &str, secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn forms_decode_and_refuse_repeats() {

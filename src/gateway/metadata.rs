@@ -53,6 +53,9 @@ mod tests {
     use super::*;
     use crate::config::FilterConfig;
     use serde_json::json;
+    // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn endpoints_point_at_the_gateway_and_the_rest_stays() {

@@ -90,6 +90,9 @@ fn endpoint<'p>(segments: &[&'p str]) -> Option<(Endpoint, Option<&'p str>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn known(name: &str) -> bool {
         matches!(name, "as1" | "as2")

@@ -21,6 +21,9 @@ pub fn untag(value: &str, index_of: impl Fn(&str) -> Option<usize>) -> Option<(u
 #[cfg(test)]
 mod tests {
     use super::*;
+    // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn index_of(name: &str) -> Option<usize> {
         ["as1", "as2"].iter().position(|n| *n == name)

@@ -1,6 +1,9 @@
 //! RFC 7662 request building and answer checks, with a fixed clock.
 
 use serde_json::json;
+// On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
 
@@ -272,5 +275,38 @@ fn entries_never_outlive_exp_or_the_max_ttl() {
     assert_eq!(
         v.claims["sub"], "from-jwt",
         "a JWT keeps its own verified claims"
+    );
+}
+
+/// Deeply nested answers (the wasm stack is 1 MiB; scripts/test-wasm runs this in V8): a claim
+/// just under serde_json's limit is kept, deeper answers are a bad response, never a crash.
+#[test]
+fn deeply_nested_answers() {
+    use crate::testdata::{nested_json, JSON_MAX_DEPTH};
+    let raw = |deep: &str| HttpResponse {
+        status: 200,
+        headers: vec![],
+        body: format!(r#"{{"active":true,"sub":"alice","deep":{deep}}}"#).into_bytes(),
+    };
+    let within = raw(&nested_json(JSON_MAX_DEPTH - 1));
+    match read(Some(&within), &expect(&[])) {
+        Ok(Answer::Active { claims, .. }) => assert!(claims["deep"].is_array()),
+        other => panic!("within the limit: {other:?}"),
+    }
+    for depth in [JSON_MAX_DEPTH, 100_000] {
+        assert_eq!(
+            read(Some(&raw(&nested_json(depth))), &expect(&[])),
+            Err(IntrospectError::BadResponse),
+            "depth {depth}"
+        );
+    }
+    let bare = HttpResponse {
+        status: 200,
+        headers: vec![],
+        body: nested_json(100_000).into_bytes(),
+    };
+    assert_eq!(
+        read(Some(&bare), &expect(&[])),
+        Err(IntrospectError::BadResponse)
     );
 }

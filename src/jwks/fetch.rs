@@ -297,6 +297,9 @@ fn ok_body(response: Option<&HttpResponse>) -> Result<&[u8], FetchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     const T: Timing = Timing {
         refresh_ms: 300_000,

@@ -7,6 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::{json, Value};
+// On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
 use crate::jwks::{JwksError, KeyRing, KeySet, KeysFor};
@@ -929,6 +932,8 @@ fn error_codes_and_descriptions_are_distinct() {
 
 mod jwks_parsing {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn parse(keys: &[Value]) -> Result<(KeySet, usize), JwksError> {
         let doc = jwks(keys).to_string();
@@ -1180,5 +1185,82 @@ mod jwks_parsing {
         ring.set(0, held(None));
         assert!(matches!(ring.get(0, u64::MAX, 1), KeysFor::Usable(_)));
         assert_eq!(ring.held(0).unwrap().generation, 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deeply nested JSON (run in V8 by scripts/test-wasm: the wasm stack is 1 MiB)
+// ---------------------------------------------------------------------------------------------
+
+mod deep_json {
+    use super::*;
+    use crate::testdata::{nested_json, JSON_MAX_DEPTH};
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// An EdDSA token over hand-written payload text (a `Value` that deep could not be built).
+    fn eddsa_token(payload_json: &str) -> String {
+        let header_json = r#"{"alg":"EdDSA","typ":"at+jwt"}"#;
+        let input = format!(
+            "{}.{}",
+            b64(header_json.as_bytes()),
+            b64(payload_json.as_bytes())
+        );
+        let signature = TestKey::Ed25519.ed25519().sign(input.as_bytes(), None);
+        compact(header_json, payload_json, signature.as_ref())
+    }
+
+    fn payload_with(deep: &str) -> String {
+        format!(
+            r#"{{"iss":"{ISS_A}","aud":"{AUD}","sub":"alice","exp":{},"deep":{deep}}}"#,
+            NOW_S + 60
+        )
+    }
+
+    /// A claim nested to just under serde_json's limit verifies and keeps its depth; far past
+    /// the limit the token is refused as malformed. Neither exhausts the stack.
+    #[test]
+    fn nesting_at_and_far_past_the_limit() {
+        let key = key(TestKey::Ed25519);
+        // The payload object is one level; the claim adds the rest.
+        let token = eddsa_token(&payload_with(&nested_json(JSON_MAX_DEPTH - 1)));
+        let verified = check(&token, &key, &issuer_a()).expect("nested claim within the limit");
+        let mut depth = 0;
+        let mut v = &verified.claims["deep"];
+        while let Value::Array(items) = v {
+            depth += 1;
+            v = &items[0];
+        }
+        assert_eq!(depth, JSON_MAX_DEPTH - 1);
+        // One level more: refused, not a crash.
+        let token = eddsa_token(&payload_with(&nested_json(JSON_MAX_DEPTH)));
+        assert_eq!(
+            check(&token, &key, &issuer_a()),
+            Err(JwtError::Malformed),
+            "one level past the limit"
+        );
+        // Far past it: `peek` already refuses (jwt-compact's claims flatten every member into
+        // serde's buffer, which is depth-limited too).
+        let token = eddsa_token(&payload_with(&nested_json(100_000)));
+        assert_eq!(peek(&token).err(), Some(JwtError::Malformed));
+        assert_eq!(check(&token, &key, &issuer_a()), Err(JwtError::Malformed));
+        // A deep header is malformed at `peek`.
+        let header = format!(r#"{{"alg":"EdDSA","x":{}}}"#, nested_json(100_000));
+        let token = compact(&header, &payload_with("0"), &[0; 64]);
+        assert_eq!(peek(&token).err(), Some(JwtError::Malformed));
+    }
+
+    #[test]
+    fn jwks_nesting() {
+        let mut jwk = TestKey::P256.public_jwk().to_string();
+        jwk.pop(); // the closing brace
+        let doc = |deep: &str| format!(r#"{{"keys":[{jwk},"x-deep":{deep}}}]}}"#);
+        // `{"keys":[{..., "x-deep": ...}]}` is three levels before the nested arrays.
+        let (set, skipped) =
+            KeySet::parse(doc(&nested_json(JSON_MAX_DEPTH - 3)).as_bytes()).expect("within");
+        assert_eq!((set.len(), skipped), (1, 0));
+        assert!(KeySet::parse(doc(&nested_json(JSON_MAX_DEPTH - 2)).as_bytes()).is_err());
+        assert!(KeySet::parse(doc(&nested_json(100_000)).as_bytes()).is_err());
+        assert!(KeySet::parse(nested_json(100_000).as_bytes()).is_err());
     }
 }

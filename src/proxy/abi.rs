@@ -385,6 +385,9 @@ pub mod wire {
     #[cfg(test)]
     mod tests {
         use super::*;
+        // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+        #[cfg(target_arch = "wasm32")]
+        use wasm_bindgen_test::wasm_bindgen_test as test;
 
         #[test]
         fn round_trip() {
@@ -401,6 +404,59 @@ pub mod wire {
             assert_eq!(decoded, want);
             assert!(decode_map(&encode_map(&[])).is_empty());
             assert!(decode_map(&[]).is_empty());
+        }
+
+        /// Counts and lengths near `u32::MAX`. In the plugin (wasm32) `usize` is 32 bits, so
+        /// `count * 8 + 4` and `at + len` are where an unchecked sum would wrap; scripts/test-wasm
+        /// runs this as wasm32. Nothing may panic, wrap or over-allocate.
+        #[test]
+        fn counts_and_lengths_near_u32_max() {
+            #[cfg(target_arch = "wasm32")]
+            assert_eq!(usize::BITS, 32);
+            let pair = |count: u32, klen: u32, vlen: u32| {
+                let mut bytes = count.to_le_bytes().to_vec();
+                bytes.extend_from_slice(&klen.to_le_bytes());
+                bytes.extend_from_slice(&vlen.to_le_bytes());
+                bytes.extend_from_slice(b"k\0v\0");
+                bytes
+            };
+            // 0x1fff_ffff * 8 + 4 is 0xffff_fffc, the last count whose header size fits in 32 bits.
+            for count in [
+                0x1fff_ffff,
+                0x2000_0000,
+                0x2000_0001,
+                u32::MAX - 1,
+                u32::MAX,
+            ] {
+                assert!(
+                    decode_map(&pair(count, 1, 1)).is_empty(),
+                    "count {count:#x}"
+                );
+            }
+            for (klen, vlen) in [
+                (u32::MAX, 0),
+                (0, u32::MAX),
+                (u32::MAX - 1, 1),
+                (1, u32::MAX - 1),
+                (u32::MAX, u32::MAX),
+                (0x8000_0000, 0x8000_0000),
+            ] {
+                assert!(
+                    decode_map(&pair(1, klen, vlen)).is_empty(),
+                    "{klen:#x} {vlen:#x}"
+                );
+            }
+            assert_eq!(
+                decode_map(&pair(1, 1, 1)),
+                vec![("k".to_owned(), b"v".to_vec())]
+            );
+            // A good first pair survives a second whose lengths would wrap a 32-bit sum.
+            let mut two = 2u32.to_le_bytes().to_vec();
+            for len in [1, 1, 1, u32::MAX] {
+                two.extend_from_slice(&len.to_le_bytes());
+            }
+            two.extend_from_slice(b"k\0v\0k\0");
+            assert_eq!(decode_map(&two), vec![("k".to_owned(), b"v".to_vec())]);
         }
 
         #[test]

@@ -53,6 +53,9 @@ impl LocalStore {
 mod tests {
     use super::*;
     use crate::cache::swap_cas;
+    // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn compare_and_swap_as_envoy_does() {

