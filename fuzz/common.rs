@@ -57,7 +57,11 @@ pub fn all_algs() -> AlgSet {
     set
 }
 
-pub fn expectations<'a>(issuer: &'a str, audiences: &'a [String], at_jwt: bool) -> Expectations<'a> {
+pub fn expectations<'a>(
+    issuer: &'a str,
+    audiences: &'a [String],
+    at_jwt: bool,
+) -> Expectations<'a> {
     Expectations {
         issuer,
         audiences,
