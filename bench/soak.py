@@ -499,7 +499,10 @@ def main() -> int:
                     # AS-1 client_credentials tokens live 600 s: a fresh steady set for the rest
                     mint_as1_steady()
                     warm(["jwt-as1", "opq-as1"])
-                    setup_notes.append("steady AS-1 tokens re-minted and warmed after AS-1 came back (600 s lifetime)")
+                    pool["new-jwt-as1"] = bearer([st.as1_token() for _ in range(POOL)])
+                    setup_notes.append("AS-1 client_credentials tokens live 600 s: after AS-1 came back, the steady "
+                                       "AS-1 sets were re-minted and warmed, and new-jwt-as1 re-minted (first used "
+                                       "in as1-back)")
             elif phase.name == "as2-slow":
                 as_rig(st.as2_issuer.rsplit("/o", 1)[0], f"delay?ms={AS2_DELAY_MS}")
             elif phase.name == "hs-500":
