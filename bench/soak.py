@@ -22,7 +22,7 @@ What it does:
    and invalid kinds (inv-tampered: AS-1 JWT with a changed signature; inv-expired, inv-issuer:
    signed by the hs key, expired / unknown iss; inv-garbage; inv-header: no bearer token or a
    malformed Authorization header; inv-opq-as1: unknown opaque tokens of AS-1's shape). Each
-   phase runs ONE wrk (`-t2 -c32`, bench/soak.lua) for minutes*60/8 s over a shuffled list of
+   phase runs ONE wrk (`-t2 -c32`, bench/soak.lua) for minutes*60/9 s over a shuffled list of
    about 70 % valid / 30 % invalid requests to /api/soak/<kind>; the Lua script counts
    responses by kind x status (a 503 without Retry-After is counted as `503-noRA`).
 3. Phases (the fault is switched between two wrk runs, Envoy is never restarted):
@@ -33,6 +33,7 @@ What it does:
        as2-slow    AS-2 delays 3 s (> introspection timeout 1 s): fresh dot_ tokens 503
        hs-500      hs answers 500 (JWKS and introspection): fresh hs_ tokens 503, AS-2 recovered
        hs-garbage  hs answers 200 text/html garbage: fresh hs_ tokens 503, fresh hs JWTs 200
+       hs-slow     hs answers after 3 s (> fetch and introspection timeouts): fresh hs_ tokens 503
        hs-nokey    hs JWKS lacks the key of new tokens (kid k2): those never 200; hs_ recovered
        normal      hs JWKS has k1 and k2: k2 tokens 200 (recovery), every fresh set 200
 
@@ -88,6 +89,7 @@ AUD = rig_stack.API_AUDIENCE
 FAST = {"refresh_interval_s": 5, "retry_interval_s": 1, "refetch_min_interval_s": 1, "fetch_timeout_ms": 1000}
 INTRO = {"timeout_ms": 1000, "max_ttl_s": 3600}
 AS2_DELAY_MS = 3000
+HS_DELAY_MS = 3000
 POOL = 20  # tokens per kind
 LIST_LEN = 2000  # entries of a phase's wrk list
 VALID_SHARE = 0.7
@@ -200,6 +202,9 @@ def hs_answers(keys: HsKeys, mode: str) -> dict:
     if mode == "garbage":
         junk = {"status": 200, "body": "<html>\x01\x02 not json {{{ \ufffd", "content_type": "text/html"}
         return {"/hs/jwks": junk, "/hs/introspect": junk}
+    if mode == "slow":  # good answers, after longer than the fetch and introspection timeouts
+        return {"/hs/jwks": {"json": keys.jwks(keys.k1), "delay_ms": HS_DELAY_MS},
+                "/hs/introspect": {**good_intro, "delay_ms": HS_DELAY_MS}}
     if mode == "k1":  # normal before k2 exists, and "JWKS without the current key" once it does
         return {"/hs/jwks": {"json": keys.jwks(keys.k1)}, "/hs/introspect": good_intro}
     if mode == "k1k2":
@@ -249,6 +254,8 @@ def phases() -> list[Phase]:
         ph("hs-500", "hostile AS: 500 for JWKS and introspection", new_opq_as2="recover", new_jwt_hs="200",
            new_opq_hs="503"),
         ph("hs-garbage", "hostile AS: 200 text/html garbage for JWKS and introspection", new_opq_as2="200",
+           new_jwt_hs="200", new_opq_hs="503"),
+        ph("hs-slow", f"hostile AS: JWKS and introspection answer after {HS_DELAY_MS} ms (> timeouts 1000 ms)",
            new_jwt_hs="200", new_opq_hs="503"),
         ph("hs-nokey", "hostile AS: JWKS without the key (kid k2) of new tokens", new_jwt_hs="200",
            new_opq_hs="recover", kid2_jwt_hs="not200"),
@@ -510,6 +517,8 @@ def main() -> int:
                 set_hs(st, keys, "500")
             elif phase.name == "hs-garbage":
                 set_hs(st, keys, "garbage")
+            elif phase.name == "hs-slow":
+                set_hs(st, keys, "slow")
             elif phase.name == "hs-nokey":
                 set_hs(st, keys, "k1")
             elif phase.name == "normal":
