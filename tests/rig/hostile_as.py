@@ -9,7 +9,8 @@ wrong content, errors or nothing useful, and can check which paths were (never) 
 Control (test use only; not counted):
   POST /__rig/set     JSON {path: answer, ...}; answer = {"status": 200, "body": str,
                       "content_type": "application/json", "headers": {...}} (body may instead be
-                      "json": any JSON value). Replaces the answers for those paths (exact path,
+                      "json": any JSON value; "delay_ms": hold the answer that long, for a
+                      slow server). Replaces the answers for those paths (exact path,
                       query ignored); other paths keep theirs. Unknown paths answer 404.
   GET  /__rig/stats   {"requests": {path: count}} since start or the last reset
   POST /__rig/reset-stats
@@ -24,6 +25,7 @@ import argparse
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -55,15 +57,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json",
               headers: dict | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
         path = self.path.split("?", 1)[0]
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. a delayed answer)
+            print(f"{self.command} {path} {status} (client gone)", flush=True)
+            self.close_connection = True
+            return
         print(f"{self.command} {path} {status}", flush=True)
 
     def _control(self, path: str) -> None:
@@ -94,6 +101,8 @@ class Handler(BaseHTTPRequestHandler):
             answer = _answers.get(path)
         if answer is None:
             return self._send(404, b'{"error":"not_found"}')
+        if answer.get("delay_ms"):
+            time.sleep(float(answer["delay_ms"]) / 1000)
         if "json" in answer:
             body = json.dumps(answer["json"]).encode()
         else:
