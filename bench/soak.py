@@ -104,16 +104,10 @@ UPSTREAM_BAD = ("upstream_cx_connect_fail", "upstream_rq_5xx", "upstream_rq_time
 # ------------------------------------------------------------------------------------ stack
 
 
-class SoakStack(rig_stack.Stack):
-    hostile_port: int = 0
-
-    @property
-    def hs_base(self) -> str:
-        return f"http://127.0.0.1:{self.hostile_port}"
-
+class SoakStack(rig_stack.WithHostileAS):
     def plugin_config(self) -> dict:
         cfg = super().plugin_config()
-        base = self.hs_base
+        base = self.hostile_base
         cfg["issuers"].append({
             "name": "hs",
             "issuer": f"{base}/hs",
@@ -129,14 +123,7 @@ class SoakStack(rig_stack.Stack):
         })
         return cfg
 
-    def clusters(self) -> dict[str, int]:
-        return {**super().clusters(), "hostile": self.hostile_port}
-
-    def start_envoy(self, **kwargs):
-        lport, aport = free_port(), free_port()
-        config = rig_envoy.render(lport, aport, rig_stack.WASM, self.plugin_config(), self.clusters(),
-                                  rig_stack.gateway_routes(), access_log=False)
-        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    def tweak_hcm(self, hcm: dict) -> None:
         echo = {"header": {"key": "x-soak-kind", "value": "%REQ(x-soak-kind)%"},
                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
         hcm["route_config"]["virtual_hosts"][0]["response_headers_to_add"] = [echo]
@@ -144,9 +131,10 @@ class SoakStack(rig_stack.Stack):
             "filter": {"header_filter": {"header": {"name": "x-soak-kind", "present_match": True}}},
             "headers_to_add": [echo],
         }]}
-        self.procs["envoy"] = rig_envoy.start_envoy(config=config, log_dir=self.workdir, concurrency=self.concurrency,
-                                                    component_log_level="wasm:info")
-        return self.envoy
+
+    def start_envoy(self, **kwargs):
+        # Saturation: no access log; wasm at info (a warning line per failed introspection).
+        return super().start_envoy(access_log=False, component_log_level="wasm:info", **kwargs)
 
 
 def as_rig(base: str, path: str, method: str = "POST") -> dict:
@@ -213,7 +201,7 @@ def hs_answers(keys: HsKeys, mode: str) -> dict:
 
 
 def set_hs(st: SoakStack, keys: HsKeys, mode: str) -> None:
-    r = requests.post(f"{st.hs_base}/__rig/set", json=hs_answers(keys, mode), timeout=10)
+    r = requests.post(f"{st.hostile_base}/__rig/set", json=hs_answers(keys, mode), timeout=10)
     r.raise_for_status()
 
 
@@ -449,7 +437,7 @@ def main() -> int:
         st.start()
         print(f"soak: stack up (Envoy {st.url}, admin {st.envoy.admin_port}, {args.workers} workers)", flush=True)
 
-        hs_iss = f"{st.hs_base}/hs"
+        hs_iss = f"{st.hostile_base}/hs"
         pool: dict[str, list[str]] = {}
 
         def mint_as1_steady() -> None:

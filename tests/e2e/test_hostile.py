@@ -198,15 +198,10 @@ def hostile_introspection() -> dict[str, dict]:
     }
 
 
-class HostileStack(rig_stack.Stack):
+class HostileStack(rig_stack.WithHostileAS):
     """The standard stack plus the hostile issuers, with a larger request-header limit."""
 
-    hostile_port: int = 0
     keys: Keys | None = None
-
-    @property
-    def hostile_base(self) -> str:
-        return f"http://127.0.0.1:{self.hostile_port}"
 
     def plugin_config(self) -> dict:
         cfg = super().plugin_config()
@@ -216,18 +211,8 @@ class HostileStack(rig_stack.Stack):
         cfg["issuers"] += [introspection_issuer(base, n, p) for n, p in INTROSPECTION_PREFIX.items()]
         return cfg
 
-    def clusters(self) -> dict[str, int]:
-        return {**super().clusters(), "hostile": self.hostile_port}
-
-    def start_envoy(self, **kwargs):
-        lport, aport = free_port(), free_port()
-        config = rig_envoy.render(lport, aport, rig_stack.WASM, self.plugin_config(), self.clusters(),
-                                  rig_stack.gateway_routes())
-        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    def tweak_hcm(self, hcm: dict) -> None:
         hcm["max_request_headers_kb"] = HEADER_LIMIT_KB
-        self.procs["envoy"] = rig_envoy.start_envoy(config=config, log_dir=self.workdir,
-                                                    concurrency=self.concurrency)
-        return self.envoy
 
     def issuer(self, name: str) -> str:
         return f"{self.hostile_base}/{name}"

@@ -264,6 +264,32 @@ class Stack:
         return envoy.stats(self.envoy.admin_port, prefix)
 
 
+class WithHostileAS(Stack):
+    """The standard stack plus the scriptable hostile authorization server (hostile_as.py) as the
+    Envoy cluster `hostile`. The caller starts that server on `hostile_port`; subclasses add its
+    issuers in `plugin_config` and may adjust Envoy's HttpConnectionManager in `tweak_hcm`."""
+
+    hostile_port: int = 0
+
+    @property
+    def hostile_base(self) -> str:
+        return f"http://127.0.0.1:{self.hostile_port}"
+
+    def clusters(self) -> dict[str, int]:
+        return {**super().clusters(), "hostile": self.hostile_port}
+
+    def tweak_hcm(self, hcm: dict) -> None:
+        """Changes to the listener's HttpConnectionManager before Envoy starts (none here)."""
+
+    def start_envoy(self, access_log: bool = True, **kwargs) -> envoy.EnvoyProc:
+        config = envoy.render(free_port(), free_port(), WASM, self.plugin_config(), self.clusters(),
+                              gateway_routes(), access_log=access_log)
+        self.tweak_hcm(config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"])
+        kwargs.setdefault("concurrency", self.concurrency)
+        self.procs["envoy"] = envoy.start_envoy(config=config, log_dir=self.workdir, **kwargs)
+        return self.envoy
+
+
 def upstream_saw(response: requests.Response) -> dict:
     """The request headers the echoing upstream received (lower-case names)."""
     return json.loads(response.text)["headers"]
