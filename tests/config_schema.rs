@@ -270,7 +270,7 @@ fn gateway_schema_defaults_are_the_plugin_defaults() {
             "jwks": {"discovery": true, "upstream": "corp_idp"},
             "gateway": {"metadata": true, "upstream": "corp_idp"}
         }],
-        "gateway": {"base_path": "/oauth2"}
+        "gateway": {"base_path": "/oauth2", "public_origins": ["https://api.example.com"]}
     });
     let schema = schema();
     let defs = &schema["$defs"];

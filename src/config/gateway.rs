@@ -9,12 +9,15 @@ use super::{
     discovery_url, err, http_url, is_header_name, upstream_name, ConfigError, Issuer,
     RESERVED_HEADERS, UPSTREAM_IS,
 };
+use crate::gateway::origin::PublicOrigin;
 
 /// The gateway's own settings.
 #[derive(Debug)]
 pub struct Gateway {
     /// Without a trailing '/'.
     pub base_path: String,
+    /// The origins the gateway is reached at; its documents name these, never the `Host`.
+    pub public_origins: Vec<PublicOrigin>,
     pub route_header: String,
     pub selector_param: Option<String>,
     pub selector_header: Option<String>,
@@ -142,6 +145,21 @@ pub(super) fn compile_gateway(r: RawGateway, issuers: &[Issuer]) -> Result<Gatew
             "must be a path such as /oauth2 (starting with '/', not '/' alone, no query)",
         );
     }
+    if r.public_origins.is_empty() || r.public_origins.len() > 16 {
+        return err(
+            "gateway.public_origins",
+            "give the gateway's public origins, e.g. [\"https://api.example.com\"] (1 to 16): its metadata documents name these URLs, never the request's Host",
+        );
+    }
+    let mut public_origins = Vec::with_capacity(r.public_origins.len());
+    for (i, text) in r.public_origins.iter().enumerate() {
+        let at = format!("gateway.public_origins[{i}]");
+        let origin = PublicOrigin::from_url(&http_url(&at, text)?).or_else(|why| err(&at, why))?;
+        if public_origins.contains(&origin) {
+            return err(at, "listed twice");
+        }
+        public_origins.push(origin);
+    }
     let header = |path: &str, name: &str| -> Result<(), ConfigError> {
         if !is_header_name(name) || RESERVED_HEADERS.contains(&name) {
             return err(
@@ -241,6 +259,7 @@ pub(super) fn compile_gateway(r: RawGateway, issuers: &[Issuer]) -> Result<Gatew
     }
     Ok(Gateway {
         base_path: base.to_owned(),
+        public_origins,
         route_header: r.route_header,
         selector_param: r.selector_param,
         selector_header: r.selector_header,

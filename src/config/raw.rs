@@ -49,6 +49,10 @@ pub enum RawCallouts {
 pub struct RawGateway {
     /// Path prefix of the gateway's OAuth endpoints, e.g. `/oauth2`.
     pub base_path: String,
+    /// The gateway's public origins (`https://api.example.com`): the base URLs its documents
+    /// name. Required (an empty list is refused with the reason).
+    #[serde(default)]
+    pub public_origins: Vec<String>,
     /// Header Tollgate sets to the chosen issuer's name on forwarded calls; the host's route
     /// table sends requests carrying it to that authorization server.
     #[serde(default = "default_route_header")]

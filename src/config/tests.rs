@@ -988,7 +988,7 @@ fn with_gateway(part: Value, top: Value) -> Value {
 
 /// The minimal gateway with members of `extra` added (`null` removes one).
 fn with_gateway_members(extra: Value) -> Value {
-    let mut top = json!({"base_path": "/oauth2"});
+    let mut top = json!({"base_path": "/oauth2", "public_origins": ["https://gw.example"]});
     for (k, v) in extra.as_object().unwrap() {
         if v.is_null() {
             top.as_object_mut().unwrap().remove(k);
@@ -1006,7 +1006,7 @@ fn with_gateway_members(extra: Value) -> Value {
 fn with_two_gateways(a: Value, b: Value) -> Value {
     json!({
         "issuers": [gateway_issuer("as1", a), gateway_issuer("as2", b)],
-        "gateway": {"base_path": "/oauth2"},
+        "gateway": {"base_path": "/oauth2", "public_origins": ["https://gw.example"]},
     })
 }
 
@@ -1061,7 +1061,7 @@ fn gateway_explicit_settings_are_compiled() {
             })),
         ],
         "gateway": {
-            "base_path": "/auth/oauth2//",
+            "base_path": "/auth/oauth2//", "public_origins": ["https://gw.example"],
             "route_header": "x-as",
             "selector_param": "as",
             "selector_header": "x-oauth-as",
@@ -1127,7 +1127,7 @@ fn gateway_errors() {
         "/oauth2#x",
     ] {
         assert_eq!(
-            at(json!({"base_path": base})),
+            at(json!({"base_path": base, "public_origins": ["https://gw.example"]})),
             "gateway.base_path",
             "{base:?}"
         );
@@ -1170,7 +1170,9 @@ fn gateway_errors() {
     assert!(e.message.contains("no gateway section"), "{}", e.message);
     assert!(parse(&with_gateway_members(json!({"default_issuer": "as1"}))).is_ok());
     // Shape errors.
-    let e = error_at(&with_gateway_members(json!({"base_path": Value::Null})));
+    let e = error_at(&with_gateway_members(
+        json!({"base_path": Value::Null, "public_origins": ["https://gw.example"]}),
+    ));
     assert_eq!(e.path, "gateway");
     assert!(e.message.contains("base_path"), "{}", e.message);
     assert_eq!(at(json!({"tags": true})), "gateway.tags");
@@ -1178,7 +1180,7 @@ fn gateway_errors() {
     // A gateway with no issuer behind it.
     let e = error_at(&json!({
         "issuers": [remote_issuer("as1")],
-        "gateway": {"base_path": "/oauth2"},
+        "gateway": {"base_path": "/oauth2", "public_origins": ["https://gw.example"]},
     }));
     assert_eq!(e.path, "gateway");
     assert!(e.message.contains("no issuer"), "{}", e.message);
@@ -1186,7 +1188,7 @@ fn gateway_errors() {
 
 #[test]
 fn issuer_gateway_errors() {
-    let top = json!({"base_path": "/oauth2"});
+    let top = json!({"base_path": "/oauth2", "public_origins": ["https://gw.example"]});
     let at = |part: Value| path_of(&with_gateway(part, top.clone()));
     assert_eq!(
         at(json!({"endpoints": {"token_endpoint": "https://as1.example.com/token"}})),
@@ -1355,7 +1357,7 @@ fn a_client_id_belongs_to_one_issuer() {
 
 #[test]
 fn gateway_metadata_is_the_issuers_one_metadata_document() {
-    let top = json!({"base_path": "/oauth2"});
+    let top = json!({"base_path": "/oauth2", "public_origins": ["https://gw.example"]});
     let rfc8414 = "https://as1.example.com/.well-known/oauth-authorization-server";
     // Differs from jwks.discovery.
     let mut issuer = gateway_issuer("as1", json!({"metadata": rfc8414, "upstream": "as1"}));
@@ -1388,7 +1390,7 @@ fn gateway_metadata_is_the_issuers_one_metadata_document() {
 
 #[test]
 fn fetch_plan_wants_the_gateway_metadata() {
-    let top = json!({"base_path": "/oauth2"});
+    let top = json!({"base_path": "/oauth2", "public_origins": ["https://gw.example"]});
     // JWKS by URL, endpoints from metadata: both are fetched.
     let cfg = parse(&with_gateway(
         json!({"metadata": true, "upstream": "as1_meta"}),
@@ -1476,7 +1478,7 @@ fn issuer_with_upstream_everywhere(upstream: &str) -> Value {
             },
             "gateway": {"metadata": true, "upstream": upstream},
         }],
-        "gateway": {"base_path": "/oauth2"},
+        "gateway": {"base_path": "/oauth2", "public_origins": ["https://gw.example"]},
     })
 }
 
@@ -1611,7 +1613,7 @@ fn upstream_names_no_host_could_use_are_refused_at_their_path() {
             (
                 with_gateway(
                     json!({"metadata": true, "upstream": value}),
-                    json!({"base_path": "/oauth2"}),
+                    json!({"base_path": "/oauth2", "public_origins": ["https://gw.example"]}),
                 ),
                 "issuers[0].gateway.upstream",
             ),
@@ -1639,7 +1641,10 @@ fn missing_upstreams_are_explained_in_the_hosts_terms() {
             "issuers[0].jwks.upstream",
         ),
         (
-            with_gateway(json!({"metadata": true}), json!({"base_path": "/oauth2"})),
+            with_gateway(
+                json!({"metadata": true}),
+                json!({"base_path": "/oauth2", "public_origins": ["https://gw.example"]}),
+            ),
             "issuers[0].gateway.upstream",
         ),
     ] {

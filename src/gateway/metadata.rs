@@ -65,7 +65,7 @@ mod tests {
                              "jwks": {"uri": "https://as1.example/jwks", "upstream": "as1"},
                              "gateway": {"endpoints": {"userinfo": "https://as1.example/me"},
                                          "metadata": true, "upstream": "as1"}}],
-                "gateway": {"base_path": "/oauth2"}
+                "gateway": {"base_path": "/oauth2", "public_origins": ["https://gw.example"]}
             })
             .to_string()
             .as_bytes(),

@@ -5,10 +5,12 @@
 //! - [`form`]: form bodies and Basic client credentials (RFC 6749 §2.3.1)
 //! - [`route`]: which authorization server, and the forwarded form of the call
 //! - [`metadata`]: the gateway's own discovery documents
+//! - [`origin`]: the public origins those documents name (never the request's `Host`)
 //! - [`tag`]: `<issuer>.<value>` tags for stateless routing ("authorization server proxy")
 
 pub mod form;
 pub mod metadata;
+pub mod origin;
 pub mod path;
 pub mod route;
 pub mod tag;

@@ -1,5 +1,12 @@
 //! The HTTP context: one per request. Removes inbound identity headers, gathers the request
 //! facts, and hands them to the worker to decide.
+//!
+//! **Nothing continues before the decision, on any callback.** Envoy runs this filter with
+//! `allow_on_headers_stop_iteration` (the gateway reads form bodies), so a body or trailers
+//! callback that returned `Continue` would resume a request the headers callback paused. A
+//! request paused for its decision is therefore [`Stage::Held`]: its body and trailers stop
+//! (the host buffers the body, up to its buffer limit) until the worker allows and resumes it;
+//! after a refusal they stay stopped. See docs/security.md, "The request path".
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,12 +17,27 @@ use proxy_wasm::types::Action;
 use super::gateway::{self, GatewayCall, Start};
 use super::host;
 use super::worker::{Flow, OwnedFacts, Worker};
+use crate::outcome::Denial;
+
+/// Why a request carrying a copy of a header only Tollgate sets is refused where routes are
+/// matched by the host's route name.
+const SPOOFED: &str = "the request carries a header only the gateway may set";
 
 pub struct Filter {
     context_id: u32,
     worker: Option<Rc<RefCell<Worker>>>,
-    /// A call to the OAuth endpoint gateway (not an API call), once recognised.
-    gateway: Option<Box<GatewayCall>>,
+    stage: Stage,
+}
+
+/// Where the request stands for the callbacks after its headers.
+enum Stage {
+    /// Let through (allowed, or no decision of Tollgate's applies): later callbacks continue.
+    Open,
+    /// Paused by the headers callback: waiting for its decision, or answered locally. Its body
+    /// and trailers stop until the worker resumes it ([`Worker::take_resumed`]).
+    Held,
+    /// A call to the OAuth endpoint gateway, which has its own body rules.
+    Gateway(Box<GatewayCall>),
 }
 
 impl Filter {
@@ -23,8 +45,21 @@ impl Filter {
         Filter {
             context_id,
             worker,
-            gateway: None,
+            stage: Stage::Open,
         }
+    }
+
+    /// A held request's later callback (body or trailers): continue only if the worker allowed
+    /// and resumed it meanwhile.
+    fn still_held(&mut self) -> bool {
+        let resumed = match self.worker.as_ref().map(|w| w.try_borrow_mut()) {
+            Some(Ok(mut w)) => w.take_resumed(self.context_id),
+            _ => false,
+        };
+        if resumed {
+            self.stage = Stage::Open;
+        }
+        !resumed
     }
 }
 
@@ -60,6 +95,7 @@ impl HttpContext for Filter {
         let Some(Ok(mut worker)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) else {
             // Not configured (or re-entered): fail closed.
             host::send_response(500, &[], "");
+            self.stage = Stage::Held;
             return Action::Pause;
         };
         let now = host::now_ms();
@@ -75,7 +111,7 @@ impl HttpContext for Filter {
                 ":authority" => facts.authority = value.into_owned(),
                 "authorization" => facts.authorization.push(value.into_owned()),
                 other => {
-                    if worker.guarded_headers.iter().any(|h| h == other) {
+                    if worker.is_guarded(other) {
                         spoofed.push(name.clone());
                     }
                     if worker.hint_headers.iter().any(|h| h == other) {
@@ -84,9 +120,6 @@ impl HttpContext for Filter {
                 }
             }
         }
-        if worker.needs_route_name {
-            facts.route_name = host::property(&["xds", "route_name"]);
-        }
         // Whatever happens next, no inbound copy of a header only Tollgate may set (identity
         // headers, the gateway's route header) reaches the upstream. Only the ones present need
         // a host call.
@@ -94,16 +127,36 @@ impl HttpContext for Filter {
             host::remove_request_header(header);
         }
         worker.begin_request(self.context_id);
-        let action =
-            if let Start::Handled(action, call) = gateway::start(&worker, &facts, end_of_stream) {
-                self.gateway = call;
+        if worker.needs_route_name {
+            if !spoofed.is_empty() {
+                // Envoy picked the route with the copy in place (a route may match on it, as
+                // the gateway's routes match on the route header), and picks it again without
+                // the copy once it is removed; the route name readable now is the first pick.
+                // A policy chosen for it would not be the policy of the route the request is
+                // sent on, so the request is refused (no legitimate client sends these).
+                worker.refuse_request(&Denial::InvalidRequest(SPOOFED));
+                self.stage = Stage::Held;
+                return Action::Pause;
+            }
+            facts.route_name = host::route_name();
+        }
+        let action = match gateway::start(&worker, &facts, end_of_stream) {
+            Start::Call(action, call) => {
+                self.stage = Stage::Gateway(call);
                 action
-            } else {
-                match worker.on_request(self.context_id, facts, now) {
-                    Flow::Continue => Action::Continue,
-                    Flow::Pause => Action::Pause,
+            }
+            Start::Answered => {
+                self.stage = Stage::Held;
+                Action::Pause
+            }
+            Start::NotGateway => match worker.on_request(self.context_id, facts, now) {
+                Flow::Continue => Action::Continue,
+                Flow::Pause => {
+                    self.stage = Stage::Held;
+                    Action::Pause
                 }
-            };
+            },
+        };
         if action == Action::Continue {
             worker.continuing(now);
         }
@@ -111,26 +164,65 @@ impl HttpContext for Filter {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.with_gateway(|w, call| gateway::on_body(w, call, body_size, end_of_stream))
+        match &mut self.stage {
+            Stage::Open => Action::Continue,
+            Stage::Held => {
+                if self.still_held() {
+                    Action::Pause // StopIterationAndBuffer: the host keeps the body
+                } else {
+                    Action::Continue
+                }
+            }
+            Stage::Gateway(call) => with_worker(&self.worker, Action::Pause, |w| {
+                gateway::on_body(w, call, body_size, end_of_stream)
+            }),
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match &mut self.stage {
+            Stage::Open => Action::Continue,
+            Stage::Held => {
+                if self.still_held() {
+                    Action::Pause // StopIteration
+                } else {
+                    Action::Continue
+                }
+            }
+            Stage::Gateway(call) => with_worker(&self.worker, Action::Pause, |w| {
+                gateway::on_trailers(w, call)
+            }),
+        }
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.with_gateway(gateway::on_response_headers)
+        match &mut self.stage {
+            Stage::Gateway(call) => with_worker(&self.worker, Action::Continue, |w| {
+                gateway::on_response_headers(w, call)
+            }),
+            _ => Action::Continue,
+        }
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.with_gateway(|w, call| gateway::on_response_body(w, call, body_size, end_of_stream))
+        match &mut self.stage {
+            Stage::Gateway(call) => with_worker(&self.worker, Action::Continue, |w| {
+                gateway::on_response_body(w, call, body_size, end_of_stream)
+            }),
+            _ => Action::Continue,
+        }
     }
 }
 
-impl Filter {
-    fn with_gateway(&mut self, f: impl FnOnce(&Worker, &mut GatewayCall) -> Action) -> Action {
-        let (Some(call), Some(worker)) = (self.gateway.as_mut(), self.worker.as_ref()) else {
-            return Action::Continue;
-        };
-        match worker.try_borrow() {
-            Ok(w) => f(&w, call),
-            Err(_) => Action::Continue,
-        }
+/// Runs a gateway step with the worker; `without` when there is none (never configured, or
+/// re-entered): `Pause` on the request path, where a gateway call must not continue unrouted.
+fn with_worker(
+    worker: &Option<Rc<RefCell<Worker>>>,
+    without: Action,
+    f: impl FnOnce(&Worker) -> Action,
+) -> Action {
+    match worker.as_ref().map(|w| w.try_borrow()) {
+        Some(Ok(w)) => f(&w),
+        _ => without,
     }
 }

@@ -3,6 +3,11 @@
 //! header the host's route table matches, `clear_route_cache`), reads bodies it needs (up to
 //! the limit) and, with tagging on, tags values in responses. The decisions are in
 //! [`crate::gateway`]; this is the glue.
+//!
+//! A call is routed or answered before any of it continues: one that needs its body to be
+//! routed holds its body and trailers ([`Progress::ReadingBody`]) until the body is complete —
+//! at its end, or at the trailers (HTTP/2) — and is then forwarded or refused. It never
+//! continues unrouted, where the API upstream would get it with the client's credentials.
 
 use proxy_wasm::types::Action;
 
@@ -11,7 +16,7 @@ use super::worker::{OwnedFacts, Worker};
 use crate::cache;
 use crate::gateway::path::{self, Endpoint};
 use crate::gateway::route::{self, Call, GatewayError};
-use crate::gateway::{form, metadata};
+use crate::gateway::{form, metadata, origin};
 
 /// A gateway call in progress (kept by the HTTP context between callbacks).
 #[derive(Debug)]
@@ -23,22 +28,25 @@ pub struct GatewayCall {
     authorization: Option<String>,
     selector_header: Option<String>,
     content_type: Option<String>,
-    /// `scheme://authority` of the gateway as the client called it.
-    origin: String,
-    /// The issuer the call was forwarded to, and whether its response body is rewritten.
-    forwarded: Option<(usize, bool)>,
+    /// `:authority` as the client sent it: only to pick one of the configured public origins.
+    authority: String,
+    progress: Progress,
     /// The token a revocation call revokes (evicted again once the server says 200).
     revoked_token: Option<String>,
     /// The response body is being buffered for tagging.
     tagging_response: bool,
 }
 
-/// What the HTTP context does after the request headers.
-pub enum Start {
-    /// Not a gateway path: API authentication applies.
-    NotGateway,
-    /// Answered or forwarded; keep the call for the body / response callbacks.
-    Handled(Action, Option<Box<GatewayCall>>),
+/// Where a gateway call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// Routing needs the whole body: the body (`size` bytes so far) and trailers are held.
+    ReadingBody { size: usize },
+    /// Forwarded to the issuer at `issuer`; `rewrites`: its response body is rewritten.
+    Forwarded { issuer: usize, rewrites: bool },
+    /// Answered by the gateway itself (refused, redirected, a metadata document): nothing of
+    /// the request continues.
+    Answered,
 }
 
 /// Answers a gateway call with an OAuth error (counted as `tollgate.gateway.refused`): the call
@@ -63,6 +71,17 @@ fn reply_error(worker: &Worker, e: &GatewayError) -> Action {
     Action::Pause
 }
 
+/// What the HTTP context does after the request headers.
+pub enum Start {
+    /// Not a gateway path: API authentication applies.
+    NotGateway,
+    /// Answered by the gateway itself (a metadata document, an unknown endpoint): nothing of
+    /// the request continues.
+    Answered,
+    /// A call to follow through its later callbacks, and the action for its headers.
+    Call(Action, Box<GatewayCall>),
+}
+
 /// Starts handling a request if its path is under the gateway's base path.
 pub fn start(worker: &Worker, facts: &OwnedFacts, end_of_stream: bool) -> Start {
     let Some(gw) = &worker.cfg.gateway else {
@@ -72,13 +91,6 @@ pub fn start(worker: &Worker, facts: &OwnedFacts, end_of_stream: bool) -> Start 
         Some((p, q)) => (p, Some(q)),
         None => (facts.path.as_str(), None),
     };
-    let is_issuer = |n: &str| {
-        worker
-            .cfg
-            .issuers
-            .iter()
-            .any(|i| i.name == n && i.gateway.is_some())
-    };
     // Only paths below the base path: `/oauth2-docs` or `/oauth2` itself stay API paths.
     let below_base = path_only
         .strip_prefix(gw.base_path.as_str())
@@ -86,14 +98,29 @@ pub fn start(worker: &Worker, facts: &OwnedFacts, end_of_stream: bool) -> Start 
     if !below_base {
         return Start::NotGateway;
     }
+    let is_issuer = |n: &str| {
+        worker
+            .cfg
+            .issuers
+            .iter()
+            .any(|i| i.name == n && i.gateway.is_some())
+    };
     let Some(target) = path::parse(&gw.base_path, path_only, is_issuer) else {
         let e = GatewayError {
             status: 404,
             error: "invalid_request",
             description: "no such OAuth endpoint",
         };
-        return Start::Handled(reply_error(worker, &e), None);
+        reply_error(worker, &e);
+        return Start::Answered;
     };
+    if matches!(
+        target.endpoint,
+        Endpoint::OidcDiscovery | Endpoint::AsMetadata
+    ) {
+        serve_metadata(worker, target.endpoint, target.issuer, &facts.authority);
+        return Start::Answered;
+    }
     let header = |name: &str| {
         facts
             .headers
@@ -101,7 +128,7 @@ pub fn start(worker: &Worker, facts: &OwnedFacts, end_of_stream: bool) -> Start 
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
     };
-    let mut call = GatewayCall {
+    let mut call = Box::new(GatewayCall {
         endpoint: target.endpoint,
         path_issuer: target.issuer.map(str::to_owned),
         client_config_id: target.client_id.map(|id| {
@@ -113,46 +140,57 @@ pub fn start(worker: &Worker, facts: &OwnedFacts, end_of_stream: bool) -> Start 
         authorization: facts.authorization.first().cloned(),
         selector_header: gw.selector_header.as_deref().and_then(header),
         content_type: header("content-type"),
-        origin: String::new(),
-        forwarded: None,
+        authority: facts.authority.clone(),
+        progress: Progress::Answered,
         revoked_token: None,
         tagging_response: false,
+    });
+    let action = if target.endpoint.reads_body() && !end_of_stream {
+        // Routing may depend on the form: hold everything until the body is complete.
+        call.progress = Progress::ReadingBody { size: 0 };
+        Action::Pause
+    } else {
+        forward(worker, &mut call, None)
     };
-    let scheme = header("x-forwarded-proto")
-        .or_else(|| header(":scheme"))
-        .unwrap_or_else(|| "http".to_owned());
-    call.origin = format!("{scheme}://{}", facts.authority);
-    if matches!(
-        target.endpoint,
-        Endpoint::OidcDiscovery | Endpoint::AsMetadata
-    ) {
-        return Start::Handled(serve_metadata(worker, &call), None);
-    }
-    if target.endpoint.reads_body() && !end_of_stream {
-        // Routing may depend on the form: wait for the whole body (on_body).
-        return Start::Handled(Action::Pause, Some(Box::new(call)));
-    }
-    let action = forward(worker, &mut call, None);
-    Start::Handled(action, Some(Box::new(call)))
+    Start::Call(action, call)
 }
 
-/// Request body callback of a gateway call waiting for its body.
+/// Request body callback of a gateway call.
 pub fn on_body(
     worker: &Worker,
     call: &mut GatewayCall,
     body_size: usize,
     end_of_stream: bool,
 ) -> Action {
-    if call.forwarded.is_some() {
-        return Action::Continue;
+    match call.progress {
+        Progress::Forwarded { .. } => return Action::Continue,
+        Progress::Answered => return Action::Pause,
+        Progress::ReadingBody { .. } => {}
     }
+    call.progress = Progress::ReadingBody { size: body_size };
     let limit = worker.cfg.gateway.as_ref().map_or(0, |g| g.max_body_bytes);
     if body_size > limit {
+        call.progress = Progress::Answered;
         return reply_error(worker, &route::BODY_TOO_LARGE);
     }
     if !end_of_stream {
         return Action::Pause;
     }
+    route_with_body(worker, call, body_size)
+}
+
+/// Request trailers of a gateway call: a call still reading its body (HTTP/2 trailers end the
+/// stream after the last DATA frame) is routed now, with the body it has.
+pub fn on_trailers(worker: &Worker, call: &mut GatewayCall) -> Action {
+    match call.progress {
+        Progress::Forwarded { .. } => Action::Continue,
+        Progress::Answered => Action::Pause,
+        Progress::ReadingBody { size } => route_with_body(worker, call, size),
+    }
+}
+
+/// Routes a call whose whole body (`body_size` bytes, held by the host) has arrived.
+fn route_with_body(worker: &Worker, call: &mut GatewayCall, body_size: usize) -> Action {
     let body = host::request_body(body_size);
     let is_form = call.content_type.as_deref().is_some_and(|t| {
         t.trim_start()
@@ -164,17 +202,15 @@ pub fn on_body(
     } else if is_form {
         match form::parse(&body) {
             Some(p) => Some(p),
-            None => return reply_error(worker, &route::MALFORMED_FORM),
+            None => return answer(worker, call, &route::MALFORMED_FORM),
         }
     } else {
-        return reply_error(
-            worker,
-            &GatewayError {
-                status: 400,
-                error: "invalid_request",
-                description: "the body must be application/x-www-form-urlencoded",
-            },
-        );
+        let e = GatewayError {
+            status: 400,
+            error: "invalid_request",
+            description: "the body must be application/x-www-form-urlencoded",
+        };
+        return answer(worker, call, &e);
     };
     let action = forward(worker, call, pairs.as_deref());
     if let (Action::Continue, Some(new_body)) =
@@ -184,6 +220,12 @@ pub fn on_body(
         host::set_request_header("content-length", &new_body.len().to_string());
     }
     action
+}
+
+/// Refuses the call with an OAuth error; nothing of it continues.
+fn answer(worker: &Worker, call: &mut GatewayCall, e: &GatewayError) -> Action {
+    call.progress = Progress::Answered;
+    reply_error(worker, e)
 }
 
 fn as_call<'c>(call: &'c GatewayCall, form: Option<&'c [(String, String)]>) -> Call<'c> {
@@ -206,17 +248,17 @@ fn call_body_rewrite(
     route::rewrite(&worker.cfg, gw, call.endpoint, &as_call(call, form)).body
 }
 
-/// Chooses the server and forwards (or, for `authorize`, redirects).
+/// Chooses the server and forwards (or, for `authorize`, redirects). Sets the call's progress:
+/// forwarded on `Continue`, answered otherwise.
 fn forward(worker: &Worker, call: &mut GatewayCall, form: Option<&[(String, String)]>) -> Action {
+    call.progress = Progress::Answered;
     let Some(gw) = &worker.cfg.gateway else {
-        return Action::Continue;
+        return Action::Pause;
     };
     let view = as_call(call, form);
     let idx = match route::choose(&worker.cfg, gw, call.endpoint, &view) {
         Ok(idx) => idx,
-        Err(e) => {
-            return reply_error(worker, &e);
-        }
+        Err(e) => return reply_error(worker, &e),
     };
     let issuer = &worker.cfg.issuers[idx];
     let as_doc = worker.issuer_metadata(idx);
@@ -237,7 +279,7 @@ fn forward(worker: &Worker, call: &mut GatewayCall, form: Option<&[(String, Stri
         Endpoint::Revoke => "revocation_endpoint",
         Endpoint::Userinfo => "userinfo_endpoint",
         Endpoint::Register | Endpoint::ClientConfiguration => "registration_endpoint",
-        Endpoint::OidcDiscovery | Endpoint::AsMetadata => return Action::Continue,
+        Endpoint::OidcDiscovery | Endpoint::AsMetadata => return Action::Pause,
     };
     let Some(mut url) = metadata::endpoint_url(issuer, as_doc.as_ref(), name) else {
         let wanted = issuer
@@ -297,21 +339,35 @@ fn forward(worker: &Worker, call: &mut GatewayCall, form: Option<&[(String, Stri
         Endpoint::Register | Endpoint::ClientConfiguration => true,
         _ => false,
     };
-    call.forwarded = Some((idx, rewrites));
+    call.progress = Progress::Forwarded {
+        issuer: idx,
+        rewrites,
+    };
     Action::Continue
 }
 
-fn serve_metadata(worker: &Worker, call: &GatewayCall) -> Action {
+/// The gateway's metadata document for the issuer the path names (or the default issuer),
+/// with the public origin the request reached. A host that is none of the configured public
+/// origins gets no document.
+fn serve_metadata(
+    worker: &Worker,
+    endpoint: Endpoint,
+    path_issuer: Option<&str>,
+    authority: &str,
+) -> Action {
     let Some(gw) = &worker.cfg.gateway else {
-        return Action::Continue;
+        return Action::Pause;
     };
-    let origin = format!("{}{}", call.origin, gw.base_path);
-    let (idx, base) = match (&call.path_issuer, gw.default_issuer) {
-        (Some(name), _) => match worker.cfg.issuers.iter().position(|i| &i.name == name) {
-            Some(idx) => (idx, format!("{origin}/{name}")),
+    let Some(origin) = origin::for_authority(&gw.public_origins, authority) else {
+        return reply_error(worker, &UNKNOWN_HOST);
+    };
+    let base_path = format!("{}{}", origin.origin, gw.base_path);
+    let (idx, base) = match (path_issuer, gw.default_issuer) {
+        (Some(name), _) => match worker.cfg.issuers.iter().position(|i| i.name == name) {
+            Some(idx) => (idx, format!("{base_path}/{name}")),
             None => return reply_error(worker, &route::UNKNOWN_SELECTOR),
         },
-        (None, Some(idx)) => (idx, origin),
+        (None, Some(idx)) => (idx, base_path),
         (None, None) => {
             return reply_error(
                 worker,
@@ -333,12 +389,19 @@ fn serve_metadata(worker: &Worker, call: &GatewayCall) -> Action {
     {
         return reply_error(worker, &route::NOT_READY);
     }
-    worker.gateway_forwarded(idx, call.endpoint);
+    worker.gateway_forwarded(idx, endpoint);
     let doc = metadata::document(issuer, as_doc.as_ref(), &base);
     let headers = [("content-type".to_owned(), "application/json".to_owned())];
     host::send_response(200, &headers, &doc.to_string());
     Action::Pause
 }
+
+/// A metadata document asked for under a host that is not one of the gateway's public origins.
+const UNKNOWN_HOST: GatewayError = GatewayError {
+    status: 404,
+    error: "invalid_request",
+    description: "no OAuth metadata is published for this host",
+};
 
 /// Response headers of a forwarded call: a confirmed revocation evicts the token again; a
 /// body to rewrite is buffered.
@@ -347,7 +410,7 @@ pub fn on_response_headers(worker: &Worker, call: &mut GatewayCall) -> Action {
     if let (Some(token), Some("200")) = (&call.revoked_token, status.as_deref()) {
         worker.evict(token);
     }
-    let Some((_, true)) = call.forwarded else {
+    let Progress::Forwarded { rewrites: true, .. } = call.progress else {
         return Action::Continue;
     };
     if matches!(status.as_deref(), Some("200" | "201")) {
@@ -357,25 +420,33 @@ pub fn on_response_headers(worker: &Worker, call: &mut GatewayCall) -> Action {
     Action::Continue
 }
 
-/// Response body of a forwarded call: tag client ids / opaque tokens once it is complete.
+/// Response body of a forwarded call: tag client ids / opaque tokens and point client
+/// configuration URIs at the gateway once it is complete.
 pub fn on_response_body(
     worker: &Worker,
     call: &GatewayCall,
     body_size: usize,
     end_of_stream: bool,
 ) -> Action {
-    let (true, Some((idx, _))) = (call.tagging_response, call.forwarded) else {
+    let (true, Progress::Forwarded { issuer: idx, .. }) = (call.tagging_response, call.progress)
+    else {
         return Action::Continue;
     };
     if !end_of_stream {
         return Action::Pause;
     }
-    let body = host::response_body(body_size);
-    let name = &worker.cfg.issuers[idx].name;
     let Some(gw) = &worker.cfg.gateway else {
         return Action::Continue;
     };
-    let client_base = format!("{}{}/{name}/register", call.origin, gw.base_path);
+    // The origin the client reached, else the first configured one: never the Host itself.
+    let Some(origin) =
+        origin::for_authority(&gw.public_origins, &call.authority).or(gw.public_origins.first())
+    else {
+        return Action::Continue;
+    };
+    let body = host::response_body(body_size);
+    let name = &worker.cfg.issuers[idx].name;
+    let client_base = format!("{}{}/{name}/register", origin.origin, gw.base_path);
     if let Some(new) = route::rewrite_response(call.endpoint, name, gw.tagging, &client_base, &body)
     {
         host::replace_response_body(body_size, &new);

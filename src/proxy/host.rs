@@ -209,6 +209,11 @@ pub fn property(path: &[&str]) -> Option<String> {
     String::from_utf8(abi::get_property(path)?).ok()
 }
 
+/// The name of the route the host picked for the request (Envoy's `xds.route_name`).
+pub fn route_name() -> Option<String> {
+    property(&["xds", "route_name"])
+}
+
 pub fn send_response(status: u32, headers: &[(String, String)], body: &str) -> bool {
     let headers: Vec<(&str, &str)> = headers
         .iter()

@@ -30,7 +30,7 @@ def embedded_plugin_config(yaml_text: str) -> dict:
 
 def test_example_plugin_config_is_the_tested_one():
     """The demo runs exactly the configuration the end-to-end tests exercise."""
-    assert embedded_plugin_config(EXAMPLE.read_text()) == rig_stack.plugin_config(9100, 9200)
+    assert embedded_plugin_config(EXAMPLE.read_text()) == rig_stack.plugin_config(9100, 9200, 10000)
 
 
 def test_example_passes_envoy_validate(wasm):

@@ -384,7 +384,7 @@ def test_clear_route_cache_is_asked_once_then_skipped(wasm, as1):
     again, and the calls are still forwarded, rewritten for the issuer."""
     cfg = config(as1, "uri")
     cfg["issuers"][0]["gateway"] = {"endpoints": {"userinfo": f"http://127.0.0.1:{as1}/me"}}
-    cfg["gateway"] = {"base_path": "/oauth2"}
+    cfg["gateway"] = {"base_path": "/oauth2", "public_origins": ["http://api.test"]}
     host = start_host(wasm, cfg, "unimplemented")
     for _ in range(3):
         result = call(host, jwt(as1), path="/oauth2/as1/userinfo")

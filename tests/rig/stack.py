@@ -35,9 +35,11 @@ def build_wasm() -> Path:
     return WASM
 
 
-def plugin_config(as1_port: int, as2_port: int, tagging: bool = False, **issuer_overrides) -> dict:
-    """The demo/test plugin configuration. issuer_overrides: {"as1": {...}, "as2": {...}} merged
-    into each issuer; tagging turns on the gateway's stateless routing tags."""
+def plugin_config(as1_port: int, as2_port: int, listener_port: int, tagging: bool = False,
+                  **issuer_overrides) -> dict:
+    """The demo/test plugin configuration. listener_port: Envoy's, whose origin is the gateway's
+    public origin (the URL its metadata documents name); issuer_overrides: {"as1": {...}, "as2":
+    {...}} merged into each issuer; tagging turns on the gateway's stateless routing tags."""
     issuers = [
         {
             "name": "as1",
@@ -124,6 +126,8 @@ def plugin_config(as1_port: int, as2_port: int, tagging: bool = False, **issuer_
         # behind one set of endpoints").
         "gateway": {
             "base_path": "/oauth2",
+            # The URLs the gateway's documents name: configured, never the request's Host.
+            "public_origins": [f"http://127.0.0.1:{listener_port}"],
             "selector_param": "as",
             "selector_header": "x-oauth-as",
             "tagging": tagging,
@@ -152,6 +156,7 @@ class Stack:
     as1_port: int = field(default_factory=free_port)
     as2_port: int = field(default_factory=free_port)
     upstream_port: int = field(default_factory=free_port)
+    listener_port: int = field(default_factory=free_port)
     concurrency: int = 1
     issuer_overrides: dict = field(default_factory=dict)
     tagging: bool = False
@@ -176,7 +181,8 @@ class Stack:
         return self.envoy.url
 
     def plugin_config(self) -> dict:
-        cfg = plugin_config(self.as1_port, self.as2_port, self.tagging, **self.issuer_overrides)
+        cfg = plugin_config(self.as1_port, self.as2_port, self.listener_port, self.tagging,
+                            **self.issuer_overrides)
         for key, value in self.config_overrides.items():
             if value is None:
                 cfg.pop(key, None)
@@ -200,6 +206,7 @@ class Stack:
     def start_envoy(self, **kwargs) -> envoy.EnvoyProc:
         kwargs.setdefault("concurrency", self.concurrency)
         kwargs.setdefault("routes", gateway_routes())
+        kwargs.setdefault("listener_port", self.listener_port)
         self.procs["envoy"] = envoy.start_envoy(
             WASM, self.plugin_config(), self.clusters(), log_dir=self.workdir, **kwargs
         )
@@ -282,7 +289,7 @@ class WithHostileAS(Stack):
         """Changes to the listener's HttpConnectionManager before Envoy starts (none here)."""
 
     def start_envoy(self, access_log: bool = True, **kwargs) -> envoy.EnvoyProc:
-        config = envoy.render(free_port(), free_port(), WASM, self.plugin_config(), self.clusters(),
+        config = envoy.render(self.listener_port, free_port(), WASM, self.plugin_config(), self.clusters(),
                               gateway_routes(), access_log=access_log)
         self.tweak_hcm(config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"])
         kwargs.setdefault("concurrency", self.concurrency)

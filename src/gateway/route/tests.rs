@@ -34,7 +34,7 @@ fn cfg(tagging: bool) -> FilterConfig {
                 "jwks": {"uri": "https://other.example/jwks", "upstream": "x"}
             }
         ],
-        "gateway": {"base_path": "/oauth2", "selector_param": "as", "selector_header": "x-oauth-as",
+        "gateway": {"base_path": "/oauth2", "public_origins": ["https://gw.example"], "selector_param": "as", "selector_header": "x-oauth-as",
                     "tagging": tagging}
     });
     FilterConfig::parse(text.to_string().as_bytes()).unwrap()

@@ -23,7 +23,7 @@
 mod introspection;
 mod keys;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::host;
@@ -151,8 +151,11 @@ pub struct Worker {
     /// Request headers routes read (`issuer_header`), gathered into [`OwnedFacts::headers`].
     pub hint_headers: Vec<String>,
     /// Headers only Tollgate may set (identity headers, the gateway's route header): inbound
-    /// copies are removed from every request.
-    pub guarded_headers: Vec<String>,
+    /// copies are removed from every request ([`Worker::is_guarded`]).
+    guarded_headers: Vec<String>,
+    /// Requests that were paused for their decision, then allowed and resumed, whose body or
+    /// trailer callbacks have not come since (see [`Worker::take_resumed`]).
+    resumed: HashSet<u32>,
     tick: Duration,
 }
 
@@ -198,11 +201,7 @@ impl Worker {
             .collect();
         if let Some(gw) = &cfg.gateway {
             hint_headers.extend(gw.selector_header.clone());
-            hint_headers.extend(
-                ["content-type", ":scheme", "x-forwarded-proto"]
-                    .iter()
-                    .map(|h| (*h).to_owned()),
-            );
+            hint_headers.push("content-type".to_owned());
         }
         hint_headers.sort();
         hint_headers.dedup();
@@ -234,8 +233,24 @@ impl Worker {
             needs_route_name,
             hint_headers,
             guarded_headers,
+            resumed: HashSet::new(),
             tick: NOW_TICK,
         }
+    }
+
+    /// Whether the inbound request header `name` is a copy of one only Tollgate may set, in
+    /// any spelling ([`crate::identity::is_copy_of`]).
+    pub fn is_guarded(&self, name: &str) -> bool {
+        self.guarded_headers
+            .iter()
+            .any(|h| crate::identity::is_copy_of(name, h))
+    }
+
+    /// Whether the request `context_id`, paused for its decision, has been allowed and resumed
+    /// since its headers: then its later body and trailers continue. Until then (still waiting,
+    /// or refused) they are held. Asked by the request's body and trailer callbacks.
+    pub fn take_resumed(&mut self, context_id: u32) -> bool {
+        self.resumed.remove(&context_id)
     }
 
     fn decide(
@@ -430,23 +445,29 @@ impl Worker {
     /// Carries a decision out on the current (effective) HTTP context. `fresh`: the decision
     /// used an introspection answer that just arrived (so a refusal is not a cache hit).
     fn apply(&self, decision: Decision, fresh: bool) -> Flow {
+        let Decision::Allow {
+            issuer,
+            headers,
+            cache_hit,
+        } = decision
+        else {
+            return self.refuse(decision, fresh);
+        };
+        for (name, value) in &headers {
+            host::set_request_header(name, value);
+        }
+        if self.cfg.identity.drop_authorization {
+            host::remove_request_header("authorization");
+        }
+        if let Some(i) = issuer {
+            self.metrics.allowed(i, cache_hit);
+        }
+        Flow::Continue
+    }
+
+    /// Carries out a decision that is not an allow: a local reply.
+    fn refuse(&self, decision: Decision, fresh: bool) -> Flow {
         match decision {
-            Decision::Allow {
-                issuer,
-                headers,
-                cache_hit,
-            } => {
-                if let Some(i) = issuer {
-                    self.metrics.allowed(i, cache_hit);
-                }
-                for (name, value) in &headers {
-                    host::set_request_header(name, value);
-                }
-                if self.cfg.identity.drop_authorization {
-                    host::remove_request_header("authorization");
-                }
-                Flow::Continue
-            }
             Decision::Deny { denial, issuer } => {
                 if let (Denial::InactiveToken, Some(i), false) = (&denial, issuer, fresh) {
                     self.metrics
@@ -464,7 +485,13 @@ impl Worker {
             Decision::WaitForPeer { issuer, .. } => {
                 self.deny(&Denial::KeysUnavailable, Some(issuer))
             }
+            Decision::Allow { .. } => Flow::Continue,
         }
+    }
+
+    /// Refuses the current request before any decision (see the HTTP context).
+    pub fn refuse_request(&self, denial: &Denial) {
+        self.deny(denial, None);
     }
 
     fn deny(&self, denial: &Denial, issuer: Option<usize>) -> Flow {
@@ -521,6 +548,7 @@ impl Worker {
     /// its callouts (the host cancels them with the request).
     pub fn forget(&mut self, context_id: u32) {
         self.waiters.retain(|w| w.context_id != context_id);
+        self.resumed.remove(&context_id);
         if self.request_driven {
             self.inflight.retain(|_, c| c.owner != context_id);
             self.jobs.retain(|(_, owner), _| *owner != context_id);
@@ -656,6 +684,7 @@ impl Worker {
             self.apply(decision, fresh.is_some())
         };
         if flow == Flow::Continue {
+            self.resumed.insert(w.context_id);
             if self.request_driven {
                 self.allowed_current = true;
             } else {
