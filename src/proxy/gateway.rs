@@ -213,11 +213,18 @@ fn route_with_body(worker: &Worker, call: &mut GatewayCall, body_size: usize) ->
         return answer(worker, call, &e);
     };
     let action = forward(worker, call, pairs.as_deref());
-    if let (Action::Continue, Some(new_body)) =
-        (action, call_body_rewrite(worker, call, pairs.as_deref()))
-    {
-        host::replace_request_body(body_size, new_body.as_bytes());
-        host::set_request_header("content-length", &new_body.len().to_string());
+    if action == Action::Continue {
+        // The whole body is known: forwarded with its length, also when the client streamed it
+        // (HTTP/2 without content-length, chunked), since many authorization servers (WSGI
+        // ones among them) cannot read a chunked request body.
+        let length = match call_body_rewrite(worker, call, pairs.as_deref()) {
+            Some(new_body) => {
+                host::replace_request_body(body_size, new_body.as_bytes());
+                new_body.len()
+            }
+            None => body.len(),
+        };
+        host::set_request_header("content-length", &length.to_string());
     }
     action
 }
