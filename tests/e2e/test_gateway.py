@@ -810,6 +810,55 @@ def test_metadata_lists_the_gateway_endpoints_and_the_as_issuer_and_keys(stack, 
     api_ok(stack, r.json()["access_token"], which)
 
 
+@pytest.mark.parametrize("headers", [
+    {"Host": "evil.example"},
+    {"Host": "evil.example:80"},
+    {"Host": "127.0.0.1"},  # the right host on another port
+])
+@pytest.mark.parametrize("path", ["/oauth2/as1/.well-known/openid-configuration",
+                                  "/oauth2/as2/.well-known/oauth-authorization-server"])
+def test_metadata_is_not_published_for_a_host_the_gateway_is_not_at(stack, headers, path):
+    """Documents are cacheable: one built from the request's Host would poison every cache
+    between client and gateway with `http://evil.example/oauth2/as1/token`. A host that is not
+    one of the configured public_origins gets no document, and no AS is asked."""
+    watch = Watch(stack)
+    r = requests.get(stack.url + path, headers=headers, timeout=TIMEOUT)
+    assert r.status_code == 404, r.text
+    assert r.json()["error"] == "invalid_request"
+    assert "evil" not in r.text
+    watch.nothing(refused=1)
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-Forwarded-Proto": "https"},
+    {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https", "Forwarded": "host=evil.example;proto=https"},
+    {"X-Forwarded-Port": "8443", "X-Forwarded-Prefix": "/evil"},
+])
+def test_forwarded_headers_never_shape_the_published_urls(stack, headers):
+    """The scheme and host of every URL in a gateway document come from public_origins: the
+    X-Forwarded-* family a client sends is never read."""
+    r = requests.get(f"{stack.url}/oauth2/as1/.well-known/openid-configuration", headers=headers,
+                     timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    for name, endpoint in ENDPOINT_NAMES.items():
+        assert doc[name] == f"{stack.url}/oauth2/as1/{endpoint}", name
+    assert "evil" not in r.text and "https://127.0.0.1" not in r.text
+
+
+def test_registration_answer_names_the_configured_origin_whatever_the_host(stack):
+    """registration_client_uri is rewritten to the gateway's: with a Host that is none of its
+    public origins, the first configured origin, never the Host."""
+    metadata = {"client_name": "host-spoof", "grant_types": ["client_credentials"], "redirect_uris": [],
+                "token_endpoint_auth_method": "client_secret_basic"}
+    r = requests.post(f"{stack.url}/oauth2/as2/register", data=json.dumps(metadata), timeout=TIMEOUT,
+                      headers={"Content-Type": "application/json", "Host": "evil.example",
+                               "X-Forwarded-Proto": "https"})
+    assert r.status_code == 201, r.text
+    assert r.json()["registration_client_uri"].startswith(f"{stack.url}/oauth2/as2/register/")
+    assert "evil" not in r.text
+
+
 # ------------------------------------------------------------------------- default issuer
 
 

@@ -106,6 +106,111 @@ def test_spoofed_identity_headers_never_reach_the_upstream(stack):
     assert json.loads(base64.urlsafe_b64decode(seen["x-tollgate-claims"] + "=="))["sub"] != "admin"
 
 
+GUARDED = ("x-tollgate-sub", "x-tollgate-issuer", "x-tollgate-scope", "x-tollgate-claims",
+           "x-tollgate-client-id", "x-tollgate-iss", "x-tollgate-as")
+
+
+def raw_get(stack, path: str, header_lines: list[str]) -> tuple[int, dict]:
+    """A raw HTTP/1.1 GET (header names exactly as given; requests would keep them too, but
+    this leaves no doubt); returns (status, the echoing upstream's JSON or {})."""
+    import socket
+
+    host, port = "127.0.0.1", stack.envoy.listener_port
+    raw = "".join(f"{line}\r\n" for line in [f"GET {path} HTTP/1.1", f"Host: {host}:{port}",
+                                               *header_lines, "Connection: close"]) + "\r\n"
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(raw.encode())
+        response = b""
+        while chunk := s.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    return status, json.loads(body) if status == 200 and body.startswith(b"{") else {}
+
+
+@pytest.mark.parametrize("path,token", [("/api/orders", True), ("/public/x", False)])
+def test_identity_headers_spelled_with_underscores_never_reach_the_upstream(stack, path, token):
+    """WSGI and CGI upstreams read `x_tollgate_sub` and `x-tollgate-sub` as the same variable
+    (HTTP_X_TOLLGATE_SUB), so every spelling of a guarded header is removed — on an anonymous
+    route too, where the spoofed copy would be the only one. The rig keeps Envoy's default
+    headers_with_underscores_action (ALLOW), so this is Tollgate's own stripping; the examples
+    also set DROP_HEADER (README, "Headers with underscores")."""
+    lines = [f"{name.replace('-', '_')}: spoofed" for name in GUARDED]
+    lines += ["X_Tollgate_Sub: spoofed", "x-tollgate_scope: admin"]
+    if token:
+        lines.append(f"Authorization: Bearer {stack.as2_token()}")
+    status, seen = raw_get(stack, path, lines)
+    assert status == 200
+    guarded = {n: v for n, v in seen["headers"].items() if n.replace("_", "-") in GUARDED}
+    # Only Tollgate's own identity headers are left, with values from the token.
+    assert all("_" not in n and v not in ("spoofed", "admin") for n, v in guarded.items()), guarded
+    if token:
+        assert guarded["x-tollgate-scope"] == "read"
+    else:
+        assert guarded == {}
+
+
+ROUTE_NAMED = [
+    # Policies keyed to Envoy's own route names (README: `route_name`).
+    {"match": {"route_name": "admin"}, "require": {"scopes": ["admin"]}},
+]
+
+
+@pytest.fixture(scope="module")
+def named_routes(wasm, tmp_path_factory):
+    """A stack whose Tollgate policies follow Envoy's route names: `admin` (prefix /api/admin)
+    needs scope admin, everything else read. The gateway's routes (matching x-tollgate-as) come
+    first in Envoy's table, as in the example."""
+    import envoy as rig_envoy
+    import stack as rig_stack
+
+    st = rig_stack.Stack(tmp_path_factory.mktemp("named-routes"))
+    base = st.plugin_config
+
+    def cfg() -> dict:
+        c = base()
+        c["routes"] = ROUTE_NAMED
+        c["default_route"] = {"require": {"scopes_any": ["read", "admin"]}}
+        return c
+
+    st.plugin_config = cfg
+    routes = rig_stack.gateway_routes()[:2] + [{"name": "admin", "prefix": "/api/admin", "cluster": "upstream"}] \
+        + rig_envoy.DEFAULT_ROUTES
+    st.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        st.procs["upstream"] = rig_stack.servers.start_upstream(st.upstream_port, st.workdir)
+        st.start_as1()
+        st.start_as2()
+        st.start_envoy(routes=routes)
+        yield st
+    finally:
+        st.stop()
+
+
+@pytest.mark.parametrize("spoof", ["x-tollgate-as: as1", "x-tollgate-as: as2", "x_tollgate_as: as1",
+                                   "x-tollgate-sub: admin"])
+def test_a_spoofed_header_cannot_move_a_request_to_a_weaker_policy(named_routes, spoof):
+    """Envoy picks the route before Tollgate runs, with the client's copy of the gateway's route
+    header in place (so `xds.route_name` names the gateway route), and again after Tollgate
+    removed it. A read token must not pass /api/admin that way: where policies follow route
+    names, a request carrying a copy of a header only Tollgate sets is refused (400), and
+    neither the upstream nor the authorization server sees it."""
+    st = named_routes
+    reader = st.as1_token("read")
+    admin = st.as1_token("admin")
+    marker = f"/api/admin/spoof-{abs(hash(spoof))}"
+    assert raw_get(st, marker, [f"Authorization: Bearer {reader}"])[0] == 403
+    assert raw_get(st, marker, [f"Authorization: Bearer {admin}"])[0] == 200
+    before = st.procs["upstream"].log_text().count(marker)
+    status, _ = raw_get(st, marker, [f"Authorization: Bearer {reader}", spoof])
+    assert status == 400
+    status, _ = raw_get(st, marker, [f"Authorization: Bearer {admin}", spoof])
+    assert status == 400, "refused whatever the token: the route cannot be known"
+    time.sleep(0.3)
+    assert st.procs["upstream"].log_text().count(marker) == before
+    assert marker not in st.procs["as1"].log_text()
+
+
 # --- requirements --------------------------------------------------------------------------
 
 
