@@ -40,7 +40,7 @@ SHAPES = [
     "chunked",  # POST, Transfer-Encoding: chunked, PIECES chunks CHUNK_GAP s apart
     "chunked-trailers",  # the same, with trailers after the last chunk
     "expect",  # POST with Expect: 100-continue; the body once 100 Continue arrives
-    "large",  # POST, a body larger than Envoy's buffer limit, written as fast as it goes
+    "large",  # POST, a body larger than Envoy's buffer limit, right after the headers, as fast as it goes
     "h2-large",  # HTTP/2: HEADERS, then the large body as fast as flow control lets it go
     "h2",  # HTTP/2: HEADERS, then PIECES DATA frames CHUNK_GAP s apart, END_STREAM on the last
     "h2-trailers",  # HTTP/2: HEADERS, DATA frames, then trailers (HEADERS with END_STREAM)
@@ -104,9 +104,12 @@ def request(shape: str, method: str, path: str, headers: list[tuple[str, str]], 
     base = list(headers) + [("Connection", "close")]
     if shape == "get":
         return Request(False, [Step(data=_header_block("GET", path, host, base))], "GET", path)
-    if shape in ("first-packet", "large"):
+    if shape == "first-packet":
         head = _header_block(method, path, host, base + [("Content-Length", str(len(body)))])
         return Request(False, [Step(data=head + body)], method, path)
+    if shape == "large":  # the headers' own segment first, so concurrent requests start together
+        head = _header_block(method, path, host, base + [("Content-Length", str(len(body)))])
+        return Request(False, [Step(data=head), Step(data=body)], method, path)
     if shape == "later":
         head = _header_block(method, path, host, base + [("Content-Length", str(len(body)))])
         return Request(False, [Step(data=head), Step(delay=LATER, data=body)], method, path)
@@ -204,41 +207,56 @@ class Conn:
     # --- the exchange ---------------------------------------------------------------------
 
     def run(self, req: Request) -> Reply:
-        t0 = time.monotonic()
-        deadline = t0 + self.timeout
-        steps = list(req.steps)
-        due = t0 + (steps[0].delay if steps else 0)
-        hold_until: float | None = None  # waiting for 100 Continue
-        head_request = req.method == "HEAD"
-        try:
-            while not self.done:
-                now = time.monotonic()
-                if now >= deadline:
-                    self.reply.error = self.reply.error or "timeout"
-                    break
-                if hold_until is not None and (self.got_100 or now >= hold_until):
-                    hold_until = None
-                    due = max(due, now)
-                while steps and hold_until is None and now >= due:
-                    step = steps.pop(0)
-                    self._do(step)
-                    if step.await_100:
-                        hold_until = now + 1.0
-                    if steps:
-                        due = now + steps[0].delay
-                wait = deadline - now
-                if steps:
-                    wait = min(wait, max(0.0, (hold_until if hold_until is not None else due) - now))
-                wants_write = bool(self.out) and not self.write_closed
-                r, w, _ = select.select([self.sock], [self.sock] if wants_write else [], [], max(wait, 0.001))
-                if w:
-                    self._write()
-                if r:
-                    self._read(head_request)
-        finally:
-            self.reply.elapsed = time.monotonic() - t0
-            self.close()
-        return self.reply
+        return run_all([(self, req)])[0]
+
+    # --- driven by run_all ----------------------------------------------------------------
+
+    def begin(self, req: Request, t0: float) -> None:
+        self.t0 = t0
+        self.deadline = t0 + self.timeout
+        self.steps = list(req.steps)
+        self.due = t0 + (self.steps[0].delay if self.steps else 0)
+        self.hold_until: float | None = None  # waiting for 100 Continue
+        self.head_request = req.method == "HEAD"
+        # The first step is encoded now (HPACK costs ~0.1 ms in Python) and only written at t0.
+        if self.steps and self.steps[0].delay == 0:
+            first = self.steps.pop(0)
+            self._prepare(first)
+            if first.await_100:
+                self.hold_until = t0 + 1.0
+            if self.steps:
+                self.due = t0 + self.steps[0].delay
+
+    def step(self, now: float) -> float:
+        """Runs the steps that are due; returns when this connection next needs attention."""
+        if self.done:
+            return float("inf")
+        if now >= self.deadline:
+            self.reply.error = self.reply.error or "timeout"
+            self.finish(now)
+            return float("inf")
+        if self.hold_until is not None and (self.got_100 or now >= self.hold_until):
+            self.hold_until = None
+            self.due = max(self.due, now)
+        while self.steps and self.hold_until is None and now >= self.due:
+            step = self.steps.pop(0)
+            self._do(step)
+            if step.await_100:
+                self.hold_until = now + 1.0
+            if self.steps:
+                self.due = now + self.steps[0].delay
+        nxt = self.deadline
+        if self.steps:
+            nxt = min(nxt, self.hold_until if self.hold_until is not None else self.due)
+        return nxt
+
+    def wants_write(self) -> bool:
+        return bool(self.out) and not self.write_closed and not self.done
+
+    def finish(self, now: float) -> None:
+        self.done = True
+        self.reply.elapsed = now - self.t0
+        self.close()
 
     def queue_h2(self, sid: int, item: bytes | list, end: bool) -> None:
         self.h2_queue.append((sid, item, end))
@@ -268,6 +286,11 @@ class Conn:
         self.out += self.h2.data_to_send()
 
     def _do(self, step: Step) -> None:
+        self._prepare(step)
+        self._write()
+
+    def _prepare(self, step: Step) -> None:
+        """Encodes a step into the output buffer (written by the next _write)."""
         if self.write_closed:
             return
         if step.h2 is not None:
@@ -278,7 +301,6 @@ class Conn:
             self.out += self.h2.data_to_send()
         else:
             self.out += step.data
-        self._write()
 
     def _write(self) -> None:
         if not self.out or self.write_closed:
@@ -402,6 +424,47 @@ def _dechunk(data: bytes) -> tuple[bytes, bool]:
             return out, False
         out += data[start:start + size]
         i = start + size + 2
+
+
+def run_all(pairs: list[tuple[Conn, Request]]) -> list[Reply]:
+    """Runs requests on their (already open) connections from one thread: every connection's
+    first step is written in one tight loop, so concurrent requests reach the server within
+    microseconds of each other; later steps follow each request's own schedule."""
+    t0 = time.monotonic() + 0.005 * len(pairs) ** 0.5  # time to encode every first step
+    for conn, req in pairs:
+        conn.begin(req, t0)
+    time.sleep(max(0.0, t0 - time.monotonic()))
+    t0 = time.monotonic()
+    for conn, _ in pairs:  # the first writes, back to back
+        conn.t0 = t0
+        conn.deadline = t0 + conn.timeout
+        conn._write()
+    for conn, _ in pairs:
+        conn.step(t0)
+    live = [c for c, _ in pairs]
+    while live:
+        now = time.monotonic()
+        nxt = min(c.step(now) for c in live)
+        for c in live:
+            if c.done and c.sock.fileno() != -1:
+                c.finish(now)
+        live = [c for c in live if not c.done]
+        if not live:
+            break
+        rs = [c.sock for c in live]
+        ws = [c.sock for c in live if c.wants_write()]
+        r, w, _ = select.select(rs, ws, [], max(0.0005, min(nxt - now, 0.05)))
+        by_sock = {c.sock: c for c in live}
+        for sock in w:
+            by_sock[sock]._write()
+        for sock in r:
+            c = by_sock[sock]
+            c._read(c.head_request)
+        now = time.monotonic()
+        for c in live:
+            if c.done and c.sock.fileno() != -1:
+                c.finish(now)
+    return [c.reply for c, _ in pairs]
 
 
 def send(port: int, req: Request, timeout: float = 10.0) -> Reply:
