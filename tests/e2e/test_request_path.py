@@ -21,7 +21,7 @@ verdicts at once, unless said otherwise):
 - `intro`: an opaque token's introspection is under way (AS-2 slowed with `/__rig/delay`, so
   its answer takes ~0.7 s; for 503 AS-1 slowed to 3 s, past its 800 ms introspection timeout).
 - `kid`: a JWT naming AS-1 with a `kid` Tollgate does not hold triggers the unknown-kid refetch
-  (AS-1 slowed: ~0.8 s for discovery + JWKS). Allowed: real tokens signed by a key AS-1 made
+  (AS-1 slowed: ~0.7 s for the JWKS). Allowed: real tokens signed by a key AS-1 made
   (`/__rig/rotate`) after Tollgate's last fetch; denied: a forged `kid`.
 - `cold`: keys not fetched yet: Envoy just restarted while AS-1 is slow (~1 s for the first
   fetch); 503: AS-2's first JWKS fetch outlasts its 1 s `fetch_timeout_ms`.
@@ -121,7 +121,7 @@ PEER_ATTEMPTS = 12
 # AS delays (ms): long enough that every shape has sent everything before the decision.
 INTRO_DELAY = 700  # AS-2 introspection answer
 SLOW_TIMEOUT_DELAY = 3000  # past the timeouts below: the 503 cells
-KID_DELAY = 400  # AS-1 discovery + JWKS: ~0.8 s
+KID_DELAY = 700  # AS-1 JWKS refetch (the discovery document is held): ~0.7 s
 COLD_DELAY = 500  # AS-1 first fetch: ~1 s
 
 ISSUER_OVERRIDES = {
