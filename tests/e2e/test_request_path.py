@@ -292,6 +292,8 @@ class GroupResult:
     arrivals: Counter = field(default_factory=Counter)
     checks: dict[str, bool] = field(default_factory=dict)  # the wait really happened
     notes: dict[str, str] = field(default_factory=dict)
+    too_large: int = 0  # Envoy's downstream_rq_too_large counter moved by this much
+    access_log: list[str] = field(default_factory=list)  # Envoy's access log lines, right after
 
 
 def api_path(verdict_path: str) -> str:
@@ -363,12 +365,15 @@ def group_intro(st: PathStack, prefix: str = "") -> GroupResult:
         plan.append((Cell(g, "allowed", shape), "/api/orders", allowed[i], "dot-opaque", "as2"))
         plan.append((Cell(g, "denied", shape), "/api/orders", made_up_dot(), None, None))
         plan.append((Cell(g, "unavailable", shape), "/api/orders", made_up_as1_opaque(), None, None))
+    too_large = "http.ingress_http.downstream_rq_too_large"
+    too_large_before = st.stats(too_large).get(too_large, 0)
     try:
         st.delay("as2", INTRO_DELAY)
         st.delay("as1", SLOW_TIMEOUT_DELAY)
         run_cells(st, plan, result)
     finally:
         st.undelay()
+    result.too_large = st.stats(too_large).get(too_large, 0) - too_large_before
     after = st.stats("tollgate.issuer.")
     d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     result.checks["as2 introspected every allowed and denied token"] = (
@@ -376,7 +381,9 @@ def group_intro(st: PathStack, prefix: str = "") -> GroupResult:
     result.checks["as1 introspections failed (timeout)"] = sum(
         v for k, v in d.items() if k.startswith("tollgate.issuer.as1.introspection.failed.")) >= 1
     result.notes["counters"] = json.dumps({k: v for k, v in d.items() if v and "introspection" in k})
-    return finish(st, result)
+    finish(st, result)  # (waits SETTLE: Envoy has flushed its access log)
+    result.access_log = [ln for ln in st.envoy.log_text().splitlines() if "[access]" in ln]
+    return result
 
 
 def group_kid(st: PathStack) -> GroupResult:
@@ -648,7 +655,7 @@ def judge(cell: Cell, s: Sent, arrivals: Counter) -> list[str]:
         if seen:
             problems.append(f"the upstream saw it {seen}x (expected never: {want})")
         if want == "too-large":
-            if r.status != 413:
+            if r.status != 413 or r.body != b"Payload Too Large":
                 problems.append(f"expected Envoy's 413 for a body over the buffer limit, got {r.status}")
         elif want == "denied":
             if r.status not in (401, 403):
@@ -729,6 +736,21 @@ def test_the_wait_happened(matrix, group):
             checks[f"{verdict} GET held >= {MIN_HOLD[group]} s (took {held:.2f} s)"] = held >= MIN_HOLD[group]
     failed = {k: v for k, v in checks.items() if not v}
     assert not failed, (failed, result.notes)
+
+
+def test_a_held_body_over_the_buffer_limit_is_envoys_413(matrix):
+    """Pins what Envoy 1.40 does with the body of a request Tollgate holds once it passes the
+    buffer limit (64 KiB here: the listener's per_connection_buffer_limit_bytes for HTTP/1.1,
+    http2_protocol_options.initial_stream_window_size for HTTP/2): its own 413 `Payload Too
+    Large` (text/plain), response code details `request_payload_too_large`, counted as
+    http.<stat_prefix>.downstream_rq_too_large, and nothing upstream (the `large` cells)."""
+    result = matrix.group("intro")
+    large = [s for c in CELLS if c.group == "intro" and c.shape in LARGE_SHAPES for s in result.sent[c.id]]
+    assert len(large) == 6
+    assert result.too_large == len(large), (result.too_large, [s.reply for s in large])
+    for s in large:
+        line = next((ln for ln in result.access_log if s.path in ln), "")
+        assert " 413 " in line and "details=request_payload_too_large" in line, line
 
 
 CACHED = [Cell("cached", "allowed", s) for s in ("large", "h2-large", "chunked", "h2-trailers")]
