@@ -2,6 +2,12 @@
 Authorization headers, raw bytes, and a hostile authorization server (tests/rig/hostile_as.py)
 whose JWKS and introspection answers are oversized, deeply nested, weak or wrong.
 
+Every token is also sent with a request body (`call`): a PATCH whose body is in the first
+packet, plus, for the tokens that make Tollgate wait (introspection or a key fetch at the hostile
+server), a body sent 200 ms after the headers and HTTP/2 DATA frames followed by trailers. Those
+get the GET's answer, and the upstream's own log shows each exactly once when allowed and never
+when refused (issue 12: a body arriving while Tollgate waits must not let the request through).
+
 Every case asserts the RFC 6750 answer (400 invalid_request for a malformed request, 401
 invalid_token with a Bearer challenge for a bad token, 503 when an issuer's keys or answers are
 unusable) and is followed by canary requests that must pass: a panic kills the wasm VM, after
@@ -23,6 +29,7 @@ import json
 import secrets
 import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import pytest
@@ -35,6 +42,7 @@ from jwcrypto import jwk
 import envoy as rig_envoy
 import hostile_as
 import stack as rig_stack
+import wire
 from procs import free_port
 
 API = "/api/orders"
@@ -289,14 +297,69 @@ def raw_request(st: HostileStack, head_lines: list[bytes], path: bytes = API.enc
     return Answer(status, headers, body)
 
 
+# Request shapes with a body (tests/rig/wire.py) sent with every token: "first-packet" always;
+# cases whose token makes Tollgate wait (introspection or a key fetch at the hostile server)
+# add a body sent 200 ms after the headers and HTTP/2 DATA frames followed by trailers.
+BODY_SHAPES = ("first-packet",)
+WAITING_SHAPES = ("first-packet", "later", "h2-trailers")
+BODY = b"qty=1000&note=hostile-battery"
+
+
 def call(st: HostileStack, token: str | None = None, headers: dict | None = None,
-         path: str = API) -> Answer:
+         path: str = API, shapes: tuple[str, ...] = BODY_SHAPES) -> Answer:
+    """The GET's answer. Before it, the same request is sent with a body in each of `shapes`
+    (PATCH: not one of the routes' write methods, so the token's read scope is enough and the
+    verdict must be the GET's), all at once, so that they, not the GET, are the requests that
+    wait; each must get the GET's status, and the upstream's log must show it exactly once
+    (whole, with Tollgate's identity) if allowed, never otherwise."""
     h = dict(headers or {})
     if token is not None:
         SENT.append(token)
         h["Authorization"] = f"Bearer {token}"
+    bodies = send_with_bodies(st, h, path, shapes)
     r = requests.get(st.url + path, headers=h, timeout=20)
-    return Answer(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
+    a = Answer(r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
+    check_bodies(st, a, bodies)
+    return a
+
+
+def send_with_bodies(st: HostileStack, headers: dict, path: str,
+                     shapes: tuple[str, ...]) -> list[tuple[str, str, wire.Reply]]:
+    if not shapes:
+        return []
+    reqs, marked = [], []
+    for shape in shapes:
+        marked_path = f"{path.rstrip('/')}/{uuid.uuid4().hex}"
+        hdrs = list(headers.items()) + [("Content-Type", "application/x-www-form-urlencoded")]
+        reqs.append(wire.request(shape, "PATCH", marked_path, hdrs, BODY))
+        marked.append((shape, marked_path))
+    conns = [(wire.Conn(st.envoy.listener_port, r.http2, timeout=20), r) for r in reqs]
+    return [(shape, p, reply) for (shape, p), reply in zip(marked, wire.run_all(conns))]
+
+
+def upstream_arrivals(st: HostileStack, path: str) -> int:
+    """How many times the upstream's log shows `path` arriving (its `> METHOD PATH` lines)."""
+    return sum(1 for line in st.procs["upstream"].log_text().splitlines()
+               if line.startswith("> ") and line.split(" ", 2)[-1] == path)
+
+
+def check_bodies(st: HostileStack, get: Answer, bodies: list[tuple[str, str, wire.Reply]]) -> None:
+    if not bodies:
+        return
+    if get.status != 200:
+        time.sleep(0.1)  # a request let through early would have reached the upstream by now
+    for shape, path, reply in bodies:
+        seen = upstream_arrivals(st, path)
+        where = f"{shape} PATCH {path}: {reply!r}"
+        assert reply.status == get.status, f"GET got {get.status}, the same with a body: {where}"
+        if get.status != 200:
+            assert seen == 0, f"refused ({reply.status}) but the upstream saw it {seen}x: {where}"
+            continue
+        assert seen == 1, f"allowed, and the upstream saw it {seen}x: {where}"
+        echo = reply.json()
+        assert echo["body_len"] == len(BODY), where
+        assert echo["headers"].get("x-tollgate-issuer") == json.loads(get.body)["headers"].get(
+            "x-tollgate-issuer"), where
 
 
 def assert_invalid_token(a: Answer, description: str | None = None) -> None:
@@ -344,7 +407,7 @@ def canary(st: HostileStack) -> None:
     """The VM is alive and still verifies: a cached AS-1 token and a fresh hostile-issuer token
     (new jti, so it is verified, not served from the cache) both pass."""
     for token in (st.as1, good_token(st)):
-        a = call(st, token)
+        a = call(st, token, shapes=())
         assert a.status == 200, ("canary failed: the VM may be dead", a.status, a.headers, a.body[:300])
         assert json.loads(a.body)["path"] == API
 
@@ -753,7 +816,7 @@ def test_jwks_without_usable_keys_fails_closed(st, name):
     key, alg, kid = {"hj-weak": (keys.weak, "RS256", "weak"), "hj-curve": (keys.k256, "ES256", "k256")}.get(
         name, (keys.rsa, "RS256", "rsa"))
     token = make_jwt({"alg": alg, "kid": kid, "typ": "at+jwt"}, claims_for(st.issuer(name)), key)
-    assert_unavailable(call(st, token))
+    assert_unavailable(call(st, token, shapes=WAITING_SHAPES))
     canary(st)
     assert st.stats().get(f"tollgate.issuer.{name}.jwks.fetch_failed", 0) >= 1
     assert st.stats().get(f"tollgate.issuer.{name}.jwks.fetch_ok", 0) == 0
@@ -764,7 +827,7 @@ def test_huge_jwks(st):
     (`http::MAX_RESPONSE_BYTES`): not read into the VM, a failed fetch, so the issuer's tokens get
     503 until a sane document is served; never a dead VM."""
     a = call(st, make_jwt({"alg": "RS256", "kid": "rsa", "typ": "at+jwt"}, claims_for(st.issuer("hj-huge")),
-                          st.keys.rsa))
+                          st.keys.rsa), shapes=WAITING_SHAPES)
     assert_unavailable(a)
     canary(st)
     assert st.stats().get("tollgate.issuer.hj-huge.jwks.fetch_failed", 0) >= 1
@@ -772,7 +835,7 @@ def test_huge_jwks(st):
 
 
 def test_introspection_canary(st):
-    a = call(st, opaque("hig_"))
+    a = call(st, opaque("hig_"), shapes=WAITING_SHAPES)
     assert a.status == 200, (a.status, a.body[:200])
     assert json.loads(a.body)["headers"]["x-tollgate-issuer"] == "hi-good"
 
@@ -780,7 +843,7 @@ def test_introspection_canary(st):
 @pytest.mark.parametrize("name", ["hi-nested", "hi-nested-obj", "hi-notjson", "hi-active-str", "hi-array"])
 def test_broken_introspection_answers_fail_closed(st, name):
     """Not a JSON object with a boolean active (or nested past any sane depth): 503, never 200."""
-    a = call(st, opaque(INTROSPECTION_PREFIX[name]))
+    a = call(st, opaque(INTROSPECTION_PREFIX[name]), shapes=WAITING_SHAPES)
     assert_unavailable(a)
     canary(st)
     assert call(st, opaque("hig_")).status == 200  # introspection still works elsewhere
@@ -789,7 +852,7 @@ def test_broken_introspection_answers_fail_closed(st, name):
 def test_introspection_answer_fields_are_copied_into_the_claims_header(st):
     """A 30 KB active answer: accepted, and all of it is forwarded in x-tollgate-claims (the
     identity payload header), so the AS decides how large the upstream's request header gets."""
-    a = call(st, opaque("hib_"))
+    a = call(st, opaque("hib_"), shapes=WAITING_SHAPES)
     assert a.status == 200, (a.status, a.body[:200])
     claims = json.loads(a.body)["headers"]["x-tollgate-claims"]
     assert len(claims) > 40_000
@@ -801,7 +864,7 @@ def test_huge_introspection_answer(st):
     read, a failed introspection, 503 temporarily_unavailable from Tollgate (before the limit, it
     was accepted and copied whole into a ~5.6 MB x-tollgate-claims header that the upstream
     refused, so the client got Envoy's connection-reset 503 instead)."""
-    a = call(st, opaque("hih_"))
+    a = call(st, opaque("hih_"), shapes=WAITING_SHAPES)
     assert_unavailable(a)
     failed = {k: v for k, v in st.stats().items()
               if k.startswith("tollgate.issuer.hi-huge.introspection.failed.") and v}

@@ -1,7 +1,8 @@
 """Tollgate under an APISIX-like host: the real tollgate.wasm in tests/minihost's MiniHost, where
 the host clock, the tick and shared data answer UNIMPLEMENTED (or, in "dummy" mode as older
-APISIX did, OK without doing anything), callouts run one at a time after the callback, and a
-request the plugin leaves paused goes upstream anyway.
+APISIX did, OK without doing anything), callouts run one at a time after the callback, a
+request the plugin leaves paused after its call goes upstream anyway, and a request body reaches
+the plugin (whole, once, after the headers and their calls) only if it asked for it.
 
 Against a real oidc-provider on 127.0.0.1 (tests/rig): JWTs with keys from discovery or a JWKS
 URI, opaque tokens introspected at that server, fail-closed when it is down, per-VM caches.
@@ -112,16 +113,23 @@ def start_host(wasm, cfg: dict, mode: str) -> MiniHost:
     return host
 
 
-def call(host: MiniHost, token: str | None = None, path: str = "/api/items", extra=()):
+def call(host: MiniHost, token: str | None = None, path: str = "/api/items", extra=(),
+         body: bytes | None = None):
     headers = [("host", "api.test"), ("user-agent", "minihost-test"), *extra]
     if token is not None:
         headers.append(("authorization", f"Bearer {token}"))
-    result = host.request(headers, method="GET", path=path)
+    method = "GET"
+    if body is not None:
+        method = "POST"
+        headers += [("content-type", "application/x-www-form-urlencoded"),
+                    ("content-length", str(len(body)))]
+    result = host.request(headers, method=method, path=path, body=body)
     assert result.trap is None, f"the plugin trapped: {result.trap}"
     assert not result.paused_without_call, \
         f"the plugin left the request paused with no call pending: APISIX forwards it: {result!r}"
     assert not result.local_reply_lost, \
         f"the plugin answered but also registered a call: APISIX drops the answer: {result!r}"
+    assert not result.crashed, f"the plugin paused with no call registered: APISIX's worker dies: {result!r}"
     return result
 
 
@@ -232,6 +240,48 @@ def test_garbage_opaque_tokens_are_401(wasm, as1, mode):
     assert_denied(malformed, 400)
 
 
+# --- requests with a body (issue 12) -----------------------------------------------------------
+
+BODY = b"qty=1000&item=minihost"
+
+
+def test_post_with_a_body_is_forwarded_only_if_allowed(wasm, as1, mode):
+    """A POST whose opaque token must be introspected: APISIX runs the introspection inside
+    the access phase (after proxy_on_request_headers, before anything is forwarded), and hands
+    the body to the plugin only if it asked for it; either way the request goes upstream, with
+    its body, only once the plugin allowed it."""
+    host = start_host(wasm, config(as1), mode)
+    allowed = call(host, opaque(as1), body=BODY)
+    assert allowed.status == 200 and allowed.forwarded is not None, allowed
+    assert allowed.forwarded_body == BODY
+    assert allowed.header("x-tollgate-issuer") == "as1"
+    assert INTROSPECTION in paths(allowed), allowed.calls
+    # The body reaches the plugin only if it set wasm_process_req_body; whatever it does with
+    # it, the verdict came first.
+    if allowed.body_delivered:
+        order = [t.split("(")[0] for t in allowed.trace if t.startswith("> proxy_on_")]
+        assert order.index("> proxy_on_request_body") > order.index("> proxy_on_http_call_response")
+
+    denied = call(host, "B" * 43, body=BODY)  # opaque-shaped, unknown to the AS: inactive
+    assert_denied(denied)
+    assert INTROSPECTION in paths(denied), denied.calls
+    assert denied.forwarded is None and denied.forwarded_body is None
+
+
+def test_post_with_a_body_while_the_as_is_down_is_503_and_not_forwarded(wasm, tmp_path, mode):
+    port = free_port()
+    proc = servers.start_oidc(port, tmp_path / "state", tmp_path)
+    try:
+        token = opaque(port)
+    finally:
+        proc.stop()
+    host = start_host(wasm, config(port), mode)
+    result = call(host, token, body=BODY)
+    assert_denied(result, 503)
+    assert result.forwarded is None and result.forwarded_body is None
+    assert result.calls and all(c.status is None for c in result.calls), result.calls
+
+
 # --- the authorization server down -------------------------------------------------------------
 
 def test_as_down_fails_closed_with_503(wasm, tmp_path, mode):
@@ -299,17 +349,19 @@ PROBE_WAT = r"""
 """
 
 
-def test_harness_answers_unimplemented_and_lets_a_paused_request_through(mode):
+def test_harness_answers_unimplemented_and_a_pause_without_a_call_crashes(mode):
     """The harness is what it claims: the probe module really receives 12 (or OK in dummy
     mode) for the clock, the tick and shared data, 12 for an import no host defines, and a
-    request it pauses without a call goes upstream and is flagged."""
+    request it pauses without registering a call is flagged: APISIX would read rc 1 as a
+    pending call and dereference a NULL callout (the worker crashes), so it is neither
+    answered nor forwarded."""
     host = MiniHost(probe_module(PROBE_WAT), "{}", shared_data=mode)
     assert host.configured and not host.traps
     result = host.request([("host", "api.test"), ("x-tollgate-sub", "admin")], path="/api")
     want = "12" if mode == "unimplemented" else "00"
     assert ("info", f"time={want} tick={want} shared={want} other=12") in result.logs, result.logs
-    assert result.paused_without_call
-    assert result.forwarded == [("host", "api.test"), ("x-tollgate-sub", "admin")]
+    assert result.paused_without_call and result.crashed
+    assert result.forwarded is None and result.local_reply is None
     names = {"proxy_get_current_time_nanoseconds", "proxy_set_tick_period_milliseconds",
              "proxy_get_shared_data"} if mode == "unimplemented" else set()
     assert set(result.unimplemented) == names | {"proxy_no_such_host_call"}
@@ -374,6 +426,55 @@ def test_harness_makes_calls_after_the_callback_and_drops_an_answer_like_apisix(
                                                      "> proxy_on_http_call_response"))]
     assert order == ["< proxy_on_request_headers = 1",
                      "> proxy_on_http_call_response(1, 0, 0, 0, 0)"], result.trace
+
+
+BODY_WAT = r"""
+(module
+  (import "env" "proxy_set_property" (func $setp (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_buffer_bytes" (func $buf (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 1024) "wasm_process_req_body")
+  (data (i32.const 1100) "true")
+  ;; ALLOCATOR
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  ;; asks for the body (ASK) and lets the headers go on
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (if (i32.const ASK)
+      (then (drop (call $setp (i32.const 1024) (i32.const 21) (i32.const 1100) (i32.const 4)))))
+    (i32.const 0))
+  ;; logs the body it is given and answers BODY_RC
+  (func (export "proxy_on_request_body") (param i32) (param $size i32) (param i32) (result i32)
+    (drop (call $buf (i32.const 0) (i32.const 0) (local.get $size) (i32.const 2048) (i32.const 2052)))
+    (drop (call $log (i32.const 2) (i32.load (i32.const 2048)) (i32.load (i32.const 2052))))
+    (i32.const BODY_RC))
+  ;; REQUEST_END
+"""
+
+
+@pytest.mark.parametrize("ask,body_rc", [(1, 0), (0, 0), (1, 1)], ids=["asked", "not-asked", "asked-pause"])
+def test_harness_delivers_the_body_as_apisix_does(ask, body_rc):
+    """The body reaches proxy_on_request_body once, whole, with end_of_stream 1, after the
+    headers callback, only if the plugin set wasm_process_req_body; a Pause from it with no
+    call registered crashes the worker, like a Pause from the headers callback."""
+    host = MiniHost(probe_module(BODY_WAT.replace("ASK", str(ask)).replace("BODY_RC", str(body_rc))), "{}")
+    body = b"a=1&b=" + b"x" * 5000
+    result = host.request([("host", "api.test"), ("content-length", str(len(body)))],
+                          method="POST", path="/api", body=body)
+    callbacks = [t for t in result.trace if t.startswith("> proxy_on_request")]
+    if not ask:
+        assert callbacks == ["> proxy_on_request_headers(2, 0, 1)"], result.trace
+        assert not result.body_delivered and result.forwarded_body == body
+        return
+    assert callbacks == ["> proxy_on_request_headers(2, 0, 1)",
+                         f"> proxy_on_request_body(2, {len(body)}, 1)"], result.trace
+    assert result.body_delivered
+    assert ("info", body.decode()) in result.logs
+    if body_rc == 0:
+        assert result.forwarded is not None and result.forwarded_body == body
+    else:
+        assert result.crashed and result.forwarded is None and result.local_reply is None
 
 
 # --- Envoy-only calls ----------------------------------------------------------------------------

@@ -28,10 +28,31 @@ apache/apisix apisix/wasm.lua):
   `proxy_on_http_call_response(root_id, token, n_headers, body_size, 0)` (0 headers and no
   body when the call failed), again while calls are pending. Then: a local response if the
   plugin sent one, else the request **continues upstream whatever the plugin's action**.
-  A request the plugin still holds paused at that point (it returned Pause and never resumed
-  it) is recorded as `paused_without_call`: in APISIX it goes through unauthenticated (for
-  a Pause straight from `proxy_on_request_headers`, rc 1 even reads as "call pending" with
-  none registered).
+  A request the plugin still holds paused at that point (it returned Pause with a call, and
+  never resumed it after the answer) is recorded as `paused_without_call`: in APISIX it goes
+  through unauthenticated.
+- Pause with **no** call registered (rc 1 from a request callback, no callout, no local
+  reply): the Lua loop (lib/resty/proxy-wasm.lua `on_http_request`) reads rc 1 as
+  RC_NEED_HTTP_CALL and calls `send_http_call`, whose first C call
+  (`ngx_http_wasm_call_max_headers_count`, src/http/ngx_http_wasm_call.c) dereferences
+  `ctx->callout`, which is NULL: the nginx worker crashes (read from the source, not run).
+  Recorded as `crashed` (and `paused_without_call`); the request is neither answered nor
+  forwarded.
+- The request body (apisix/wasm.lua `http_request_wrapper`): `proxy_on_request_body` is called
+  only if the plugin set the property (nginx variable) `wasm_process_req_body` to a non-empty
+  value during the headers callback or its call responses (APISIX predefines the variable
+  empty in ngx_tpl.lua and resets it before the body call; other properties are nginx
+  variables this host does not have: NOT_FOUND). It is called **once**, after the headers
+  callback and every call it led to have finished, and never after a local reply (the Lua
+  loop ends the request with `ngx.exit`): `proxy_on_request_body(ctx, size, 1)` with the
+  **whole** body (`core.request.get_body()`, which reads all of it first; size 0 when there is
+  none) and end_of_stream 1; `proxy_get_buffer_bytes(HttpRequestBody)` returns it (only in that
+  callback here). Its result goes through the same loop as the headers callback's: a call it
+  registers is made and answered, a local reply ends the request, Continue (or a Pause that
+  a call answered) forwards it, a Pause with no call crashes the worker (above). The
+  client's body is read by nginx before the callback, so the plugin never sees a partial
+  body and the request cannot move on while the body arrives. Without the property (Tollgate
+  never sets it) the plugin never sees the body, which nginx then forwards as is.
 - Then `proxy_on_response_headers(ctx, 0, 1)` (APISIX's header_filter), `proxy_on_done`,
   `proxy_on_delete`; the context id is reused by the next request, as APISIX does.
 - A trap (a Rust panic is `unreachable`) answers the request 503 as apisix/wasm.lua does,
@@ -53,7 +74,9 @@ import wasmtime
 OK, NOT_FOUND, BAD_ARGUMENT, INTERNAL_FAILURE, UNIMPLEMENTED = 0, 1, 2, 10, 12
 # proxy-wasm enums used here
 MAP_REQUEST_HEADERS, MAP_RESPONSE_HEADERS, MAP_CALL_RESPONSE_HEADERS = 0, 2, 6
-BUFFER_CALL_RESPONSE_BODY, BUFFER_PLUGIN_CONFIGURATION = 4, 7
+BUFFER_REQUEST_BODY, BUFFER_CALL_RESPONSE_BODY, BUFFER_PLUGIN_CONFIGURATION = 0, 4, 7
+# nginx variables APISIX predefines (empty) for wasm plugins: the only properties it can set.
+APISIX_VARIABLES = ("wasm_process_req_body", "wasm_process_resp_body")
 ACTION_CONTINUE = 0
 STREAM_REQUEST = 0
 LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "critical"]
@@ -110,6 +133,9 @@ class Result:
     trap: Trap | None = None
     local_reply_lost: bool = False  # the plugin answered, but also registered a call: APISIX
     # then drops the answer (ngx_http_wasm_handle_rc_before_proxy resets the code)
+    crashed: bool = False  # a callback paused with no call registered: APISIX's worker dies
+    body_delivered: bool = False  # proxy_on_request_body was called (the plugin asked for it)
+    forwarded_body: bytes | None = None  # the body sent upstream with `forwarded`
     trace: list[str] = field(default_factory=list)  # callbacks and host calls, with statuses
     ms: float = 0.0
 
@@ -128,7 +154,8 @@ class Result:
         reply = self.local_reply and (self.local_reply.status, self.local_reply.headers,
                                       self.local_reply.body[:200])
         return (f"Result(local_reply={reply}, forwarded={fwd}, calls={self.calls}, "
-                f"paused_without_call={self.paused_without_call}, trap={self.trap}, "
+                f"paused_without_call={self.paused_without_call}, crashed={self.crashed}, "
+                f"body_delivered={self.body_delivered}, trap={self.trap}, "
                 f"unimplemented={dict(self.unimplemented)}, events={self.events}, "
                 f"logs={self.logs[-8:]})")
 
@@ -136,8 +163,11 @@ class Result:
 class _Request:
     """The request a host call is about (APISIX's `r`); None outside a request."""
 
-    def __init__(self, headers, method, path, result):
+    def __init__(self, headers, method, path, result, body=b""):
         self.headers = [(n.lower(), v) for n, v in headers]
+        self.body = body
+        self.in_body_callback = False
+        self.variables = {name: "" for name in APISIX_VARIABLES}
         self.pseudo = {":path": path, ":method": method, ":scheme": "http"}
         self.result: Result = result
         self.pending: dict | None = None  # registered callout
@@ -264,45 +294,43 @@ class MiniHost:
             raise VmTrapped(str(self.traps[-1])) from None
 
     def request(self, headers: list[tuple[str, str]], method: str = "GET",
-                path: str = "/") -> Result:
-        """One request through the plugin, as APISIX's access phase runs it."""
+                path: str = "/", body: bytes | None = None) -> Result:
+        """One request through the plugin, as APISIX's access phase runs it. `body`: the
+        request body nginx has read (delivered to the plugin only if it asked for it)."""
         if self.traps:
             raise VmTrapped(str(self.traps[0]))
         if not self.configured:
             raise RuntimeError("proxy_on_configure failed: APISIX answers every request 503")
         started = time.monotonic()
         result = Result()
-        req = self._req = _Request(headers, method, path, result)
+        req = self._req = _Request(headers, method, path, result, body or b"")
         ctx = self._free_ids.pop() if self._free_ids else self._take_id()
         try:
             self._call("proxy_on_context_create", ctx, ROOT_ID)
             action = self._call("proxy_on_request_headers", ctx, 0, 1)
-            req.released = req.released or action == ACTION_CONTINUE
-            if action != ACTION_CONTINUE and not req.pending and not req.local:
-                result.events.append("Pause from proxy_on_request_headers with no call registered "
-                                     "(APISIX reads rc 1 as a pending call)")
-            # resty/proxy-wasm.lua on_http_request: a pending call comes first, then a local reply
-            while req.pending:
-                call, req.pending = req.pending, None
-                if req.local:  # ngx_http_wasm_handle_rc_before_proxy: the call wins, code reset
-                    result.local_reply_lost = True
-                    result.events.append(f"local reply {req.local.status} dropped: a call was "
-                                         "registered in the same callback")
-                req.local = None
-                status, resp_headers, body = self._perform(call, result)
-                req.call_headers = resp_headers + ([(":status", str(status))] if status else [])
-                req.call_body = body
-                self._call("proxy_on_http_call_response", ROOT_ID, call["token"],
-                           len(req.call_headers), len(body), 0)
-                req.call_headers, req.call_body = [], b""
-            if req.local:
+            self._after_callback(req, result, action, "proxy_on_request_headers")
+            # apisix/wasm.lua: the body, once, if the plugin asked for it and did not answer
+            if not result.crashed and not req.local and req.variables["wasm_process_req_body"]:
+                req.variables["wasm_process_req_body"] = ""
+                result.body_delivered = True
+                req.in_body_callback = True
+                action = self._call("proxy_on_request_body", ctx, len(req.body), 1)
+                req.in_body_callback = False
+                self._after_callback(req, result, action, "proxy_on_request_body")
+            if result.crashed:
+                pass  # the worker is gone: no answer, nothing forwarded
+            elif req.local:
                 result.local_reply = req.local
                 req.resp_headers = req.local.headers + [(":status", str(req.local.status))]
             else:
                 if not req.released:
                     result.paused_without_call = True
                 result.forwarded = list(req.headers)
+                result.forwarded_body = req.body
                 req.resp_headers = [(":status", "200")]
+            if result.crashed:
+                self._req = None
+                return result
             self._call("proxy_on_response_headers", ctx, 0, 1)
             self._req = None  # ngx_http_wasm_cleanup runs without a request state
             self._call("proxy_on_done", ctx)
@@ -314,6 +342,30 @@ class MiniHost:
             self._req = None
         result.ms = (time.monotonic() - started) * 1000
         return result
+
+    def _after_callback(self, req: _Request, result: Result, action: int, name: str) -> None:
+        """resty/proxy-wasm.lua on_http_request after a request callback: a pending call comes
+        first (made, then answered), then a local reply; rc 1 with neither crashes the worker."""
+        req.released = req.released or action == ACTION_CONTINUE
+        if action != ACTION_CONTINUE and not req.pending and not req.local:
+            result.paused_without_call = True
+            result.crashed = True
+            result.events.append(f"Pause from {name} with no call registered: APISIX reads rc 1 "
+                                 "as a pending call and dereferences a NULL callout (worker crash)")
+            return
+        while req.pending:
+            call, req.pending = req.pending, None
+            if req.local:  # ngx_http_wasm_handle_rc_before_proxy: the call wins, code reset
+                result.local_reply_lost = True
+                result.events.append(f"local reply {req.local.status} dropped: a call was "
+                                     "registered in the same callback")
+            req.local = None
+            status, resp_headers, body = self._perform(call, result)
+            req.call_headers = resp_headers + ([(":status", str(status))] if status else [])
+            req.call_body = body
+            self._call("proxy_on_http_call_response", ROOT_ID, call["token"],
+                       len(req.call_headers), len(body), 0)
+            req.call_headers, req.call_body = [], b""
 
     def _take_id(self) -> int:
         self._next_id += 1
@@ -426,7 +478,14 @@ class MiniHost:
             if data and (start < 0 or size <= 0 or start >= len(data)):
                 return BAD_ARGUMENT
             data = data[start:start + size]
-        elif kind in (0, 1):  # request / response body: none here
+        elif kind == BUFFER_REQUEST_BODY:  # the whole body, in proxy_on_request_body only
+            if self._req is None:
+                return BAD_ARGUMENT
+            data = self._req.body if self._req.in_body_callback else b""
+            if data and (start < 0 or size <= 0 or start >= len(data)):
+                return BAD_ARGUMENT
+            data = data[start:start + size]
+        elif kind == 1:  # response body: none here
             data = b""
         else:
             return UNIMPLEMENTED
@@ -493,11 +552,23 @@ class MiniHost:
         return self._edit(caller, kind, kp, ks, None, True)
 
     def _h_proxy_get_property(self, caller, path_ptr, path_size, ptr_out, size_out):
-        # APISIX looks the path up as an nginx variable; this host has none.
-        return BAD_ARGUMENT if self._req is None else NOT_FOUND
+        # APISIX looks the path up as an nginx variable; this host has only APISIX_VARIABLES.
+        if self._req is None:
+            return BAD_ARGUMENT
+        value = self._req.variables.get(self._read(caller, path_ptr, path_size).decode("utf-8", "replace"))
+        if not value:
+            return NOT_FOUND
+        return self._give(caller, value.encode(), ptr_out, size_out)
 
     def _h_proxy_set_property(self, caller, path_ptr, path_size, ptr, size):
-        return BAD_ARGUMENT if self._req is None else NOT_FOUND
+        # set_variable (lua-resty-core): only variables nginx has; "not found for writing" else.
+        if self._req is None:
+            return BAD_ARGUMENT
+        name = self._read(caller, path_ptr, path_size).decode("utf-8", "replace").lower()
+        if name not in self._req.variables:
+            return NOT_FOUND
+        self._req.variables[name] = self._read(caller, ptr, size).decode("utf-8", "replace")
+        return OK
 
     def _h_proxy_send_local_response(self, caller, status, dp, ds, body_ptr, body_size,
                                      headers_ptr, headers_size, grpc_status):

@@ -181,6 +181,12 @@ def render(
         "@type": HCM_TYPE,
         "stat_prefix": "ingress_http",
         "codec_type": "AUTO",
+        # As README and envoy-example/envoy.yaml tell users: Tollgate's route rules match the
+        # path Envoy routes on, so Envoy normalises it first (RFC 3986 dot segments and
+        # percent-encoding, `//` merged, %2F / %5C decoded with a redirect to the clean path).
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
         "route_config": {
             "name": "local_route",
             "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [_route(r) for r in routes]}],

@@ -5,7 +5,9 @@
 Answers any method on any path with 200 and a JSON echo of what reached it:
 {"method": ..., "path": ... (with query), "headers": {lowercased name: value}, "body_len": n}.
 Repeated headers are joined with ", ". Tests use it to see which headers the filter added,
-removed or passed on. Logs one line per request (method, path without query, status).
+removed or passed on. Logs two lines per request, never a query or a body: `> METHOD PATH` as soon
+as the request line and headers have arrived (before the body is read, so a request that Envoy
+resets mid-body is still on record) and `METHOD PATH STATUS` when it is answered.
 """
 
 from __future__ import annotations
@@ -17,10 +19,17 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def _log(line: str) -> None:
+    # One write per line: the handler threads' lines never interleave.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 class Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as Envoy's upstream connection pool expects
 
     def _echo(self) -> None:
+        _log(f"> {self.command} {self.path.split('?')[0]}")
         body = self._read_body()
         headers: dict[str, str] = {}
         for name, value in self.headers.items():
@@ -56,7 +65,7 @@ class Echo(BaseHTTPRequestHandler):
         raise AttributeError(name)
 
     def log_request(self, code="-", size="-") -> None:
-        print(f"{self.command} {self.path.split('?')[0]} {getattr(code, 'value', code)}", flush=True)
+        _log(f"{self.command} {self.path.split('?')[0]} {getattr(code, 'value', code)}")
 
     def log_message(self, format, *args) -> None:  # errors only; requests are logged above
         print(f"upstream: {format % args}", file=sys.stderr, flush=True)

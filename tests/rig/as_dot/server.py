@@ -358,7 +358,13 @@ def serve(port: int) -> None:
             if not format.startswith('"%s" %s %s'):
                 print(f"http: {format % args}", file=sys.stderr, flush=True)
 
-    server = ThreadedWSGIServer(("127.0.0.1", port), Handler)
+    class Server(ThreadedWSGIServer):
+        # Django's listen backlog (10) overflows when Envoy opens a burst of connections at
+        # once (per-request callouts of 20+ waiting requests): the dropped SYNs are retried
+        # after 1 s, Envoy's connect timeout, so the callouts fail with 503.
+        request_queue_size = 128
+
+    server = Server(("127.0.0.1", port), Handler)
     server.set_app(RigControl(WSGIHandler()))
     print(f"django-oauth-toolkit listening on http://127.0.0.1:{port}/o", flush=True)
     server.serve_forever(poll_interval=0.2)
