@@ -13,6 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::http::UrlError;
 use crate::introspect::{AuthMethod, ClientAuth, Ttl};
 use crate::jwks::fetch::{Plan, RemoteKeys, Timing};
 use crate::jwks::KeySet;
@@ -454,9 +455,11 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
 }
 
 pub(crate) fn http_url(path: &str, text: &str) -> Result<Url, ConfigError> {
-    match Url::parse(text) {
+    match crate::http::parse_url(text) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => Ok(url),
-        Ok(_) => err(path, "must be an http:// or https:// URL with a host"),
+        Ok(_) | Err(UrlError::NotHttp) => {
+            err(path, "must be an http:// or https:// URL with a host")
+        }
         Err(e) => err(path, format!("not a URL: {e}")),
     }
 }

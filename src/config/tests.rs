@@ -1446,6 +1446,61 @@ fn unicode_hosts_are_refused_punycode_accepted() {
     assert!(parse(&json!({"issuers": [issuer]})).is_ok());
 }
 
+/// `https://login.exampleDD%DD.com` made `url` panic in a debug build (a `debug_assert` in the
+/// ASCII-only IDNA adapter; found by `scripts/fuzz config`, now fuzz/regressions/config/). Every
+/// URL setting refuses a percent-encoded or non-ASCII host before `url` parses it, at its path.
+#[test]
+fn percent_encoded_hosts_are_refused_at_their_path() {
+    let hosts = [
+        "login.exampleDD%DD.com",
+        "LOGIN.EXAMPLE%DD.COM:443",
+        "as1.example%2Ecom",
+        "user@AS1.EXAMPLÉ.com",
+    ];
+    for host in hosts {
+        let url = format!("https://{host}/x");
+        let mut discovery_issuer = remote_issuer("as1");
+        discovery_issuer["jwks"] = json!({"discovery": url, "upstream": "as1"});
+        let cases = [
+            (
+                with_issuer_member("jwks", json!({"uri": url, "upstream": "as1"})),
+                "issuers[0].jwks.uri",
+            ),
+            (
+                json!({"issuers": [discovery_issuer]}),
+                "issuers[0].jwks.discovery",
+            ),
+            (
+                with_introspection(json!({"endpoint": url})),
+                "issuers[0].introspection.endpoint",
+            ),
+            (
+                with_gateway(
+                    json!({"endpoints": {"token": url}, "upstream": "as1"}),
+                    json!({"base_path": "/oauth2"}),
+                ),
+                "issuers[0].gateway.endpoints.token",
+            ),
+            (
+                with_gateway(
+                    json!({"metadata": url, "upstream": "as1"}),
+                    json!({"base_path": "/oauth2"}),
+                ),
+                "issuers[0].gateway.metadata",
+            ),
+        ];
+        for (cfg, path) in cases {
+            let e = error_at(&cfg);
+            assert_eq!(e.path, path, "{host}");
+            assert!(
+                e.message.contains("not a URL: its host must be ASCII"),
+                "{e}"
+            );
+            assert!(e.message.contains("xn--"), "{e}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Upstreams in the host's terms: an Envoy cluster name, or host:port on Kong and APISIX
 // ---------------------------------------------------------------------------------------------

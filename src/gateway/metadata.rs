@@ -28,7 +28,7 @@ pub fn endpoint_url(
         return Some(url.clone());
     }
     let text = as_doc?.get(name)?.as_str()?;
-    Url::parse(text)
+    crate::http::parse_url(text)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
 }
@@ -99,5 +99,45 @@ mod tests {
             "https://as1.example/me",
             "configured endpoints win"
         );
+    }
+
+    /// An endpoint URL from the server's document that is not one Tollgate can use (not http(s),
+    /// not a URL, or a percent-encoded or non-ASCII host, which would reach a `debug_assert` in
+    /// `url`'s ASCII-only IDNA adapter) is left out: the gateway does not serve that endpoint.
+    #[test]
+    fn endpoints_with_unusable_urls_are_left_out() {
+        let cfg = FilterConfig::parse(
+            json!({
+                "issuers": [{"name": "as1", "issuer": "https://as1.example",
+                             "jwks": {"uri": "https://as1.example/jwks", "upstream": "as1"},
+                             "gateway": {"metadata": true, "upstream": "as1"}}],
+                "gateway": {"base_path": "/oauth2"}
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let as_doc = json!({
+            "issuer": "https://as1.example",
+            "authorization_endpoint": "https://as1.example/authorize",
+            "token_endpoint": "https://login.exampleDD%DD.com/token",
+            "introspection_endpoint": "https://AS1.EXAMPLE%DD/introspect",
+            "userinfo_endpoint": "https://bÜcher.example/me",
+            "revocation_endpoint": "ftp://as1.example/revoke",
+            "registration_endpoint": "not a URL",
+        });
+        let doc = document(
+            &cfg.issuers[0],
+            as_doc.as_object(),
+            "https://gw.example/as1",
+        );
+        assert_eq!(
+            doc["authorization_endpoint"],
+            "https://gw.example/as1/authorize"
+        );
+        for (name, _) in PATHS.iter().skip(1) {
+            assert!(doc.get(*name).is_none(), "{name}");
+            assert!(endpoint_url(&cfg.issuers[0], as_doc.as_object(), name).is_none());
+        }
     }
 }

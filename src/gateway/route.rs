@@ -333,7 +333,7 @@ pub fn client_configuration_url(registration: &Url, client_id: &str) -> Option<U
         Some(stem) => format!("{stem}/{client_id}/"),
         None => format!("{base}/{client_id}"),
     };
-    Url::parse(&text).ok()
+    crate::http::parse_url(&text).ok()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::{JwksError, KeySet};
-use crate::http::{HttpRequest, HttpResponse};
+use crate::http::{parse_url, HttpRequest, HttpResponse, UrlError};
 
 /// Timing rules for one issuer, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +225,7 @@ pub fn next_request(
         return Some((Step::Discovery, HttpRequest::get(upstream, doc, timeout_ms)));
     }
     let (upstream, fixed) = plan.jwks?;
-    let learned = state.jwks_uri.as_deref().and_then(|u| Url::parse(u).ok());
+    let learned = state.jwks_uri.as_deref().and_then(|u| parse_url(u).ok());
     let uri = fixed.cloned().or(learned)?;
     Some((Step::Jwks, HttpRequest::get(upstream, &uri, timeout_ms)))
 }
@@ -262,8 +262,11 @@ pub fn read_discovery(
     let url = |name: &str| -> Result<Option<Url>, FetchError> {
         match doc.get(name).and_then(|v| v.as_str()) {
             None => Ok(None),
-            Some(text) => match Url::parse(text) {
+            Some(text) => match parse_url(text) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(Some(url)),
+                Err(UrlError::Host) => Err(FetchError::BadDiscovery(
+                    "a URL in it has a host Tollgate refuses (percent-encoded or not ASCII)",
+                )),
                 _ => Err(FetchError::BadDiscovery("a URL in it is not http(s)")),
             },
         }
@@ -458,6 +461,49 @@ mod tests {
             meta.introspection_endpoint.unwrap().as_str(),
             "https://as.example/i"
         );
+    }
+
+    /// A metadata document is the authorization server's text: a host that would reach `url`'s
+    /// IDNA adapter with an uppercase letter next to a non-ASCII byte (a `debug_assert` in a
+    /// debug build) is refused like any other bad URL, without parsing it.
+    #[test]
+    fn discovery_urls_with_percent_encoded_or_non_ascii_hosts_are_refused() {
+        let iss = "https://as.example";
+        let doc = Url::parse("https://as.example/.well-known/openid-configuration").unwrap();
+        let plan = Plan {
+            discovery: Some(("as1", &doc)),
+            jwks: Some(("as1", None)),
+            introspection_endpoint_wanted: false,
+            metadata_wanted: false,
+        };
+        let refused = FetchError::BadDiscovery(
+            "a URL in it has a host Tollgate refuses (percent-encoded or not ASCII)",
+        );
+        for host in ["login.exampleDD%DD.com", "AS%2Eexample", "BÜCHER.example"] {
+            for member in ["jwks_uri", "introspection_endpoint"] {
+                let mut body = serde_json::json!({
+                    "issuer": iss,
+                    "jwks_uri": "https://as.example/jwks",
+                });
+                body[member] = format!("https://{host}/x").into();
+                let answer = resp(200, &body.to_string());
+                assert_eq!(
+                    read_discovery(iss, &plan, Some(&answer)),
+                    Err(refused.clone()),
+                    "{member}: {host}"
+                );
+            }
+        }
+        // The learned jwks_uri is read again through the same parser.
+        let state = FetchState {
+            jwks_uri: Some("https://login.exampleDD%DD.com".into()),
+            ..FetchState::default()
+        };
+        let plan = Plan {
+            discovery: None,
+            ..plan
+        };
+        assert_eq!(next_request(&plan, &state, 1000), None);
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl Worker {
                     .get(job.issuer)
                     .and_then(Option::as_ref)
                     .and_then(|r| r.read_state().0.introspection_endpoint)
-                    .and_then(|u| url::Url::parse(&u).ok()),
+                    .and_then(|u| crate::http::parse_url(&u).ok()),
             };
             let Some(endpoint) = endpoint else {
                 // Discovery has not (yet) found the endpoint: keep the job queued for the
