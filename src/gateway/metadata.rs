@@ -111,7 +111,7 @@ mod tests {
                 "issuers": [{"name": "as1", "issuer": "https://as1.example",
                              "jwks": {"uri": "https://as1.example/jwks", "upstream": "as1"},
                              "gateway": {"metadata": true, "upstream": "as1"}}],
-                "gateway": {"base_path": "/oauth2"}
+                "gateway": {"base_path": "/oauth2", "public_origins": ["https://gw.example"]}
             })
             .to_string()
             .as_bytes(),
