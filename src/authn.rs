@@ -72,15 +72,16 @@ pub fn authenticate(
 ) -> Decision {
     let deny = |denial, issuer| Decision::Deny { denial, issuer };
     let requirement = match policy::select(&cfg.routes, cfg.default_policy.as_ref(), req) {
-        None => return deny(Denial::NoRoute, None),
-        Some(Policy::Anonymous) => {
+        Err(denial) => return deny(denial, None),
+        Ok(None) => return deny(Denial::NoRoute, None),
+        Ok(Some(Policy::Anonymous)) => {
             return Decision::Allow {
                 issuer: None,
                 headers: Vec::new(),
                 cache_hit: false,
             }
         }
-        Some(Policy::Require(r)) => r,
+        Ok(Some(Policy::Require(r))) => r,
     };
     let token = match extract::bearer(authorization) {
         Bearer::Missing => return deny(Denial::MissingToken, None),

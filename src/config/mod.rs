@@ -680,7 +680,11 @@ fn compile_match(at: &str, rm: raw::RawMatch) -> Result<Matcher, ConfigError> {
         prefix: rm.prefix,
         exact: rm.exact,
         methods,
-        host: rm.host.map(|h| h.to_ascii_lowercase()),
+        // As requests' hosts are compared: lower-case, without one trailing dot.
+        host: rm.host.map(|h| {
+            let h = h.to_ascii_lowercase();
+            h.strip_suffix('.').unwrap_or(&h).to_owned()
+        }),
         route_name: rm.route_name,
     })
 }
