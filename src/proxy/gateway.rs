@@ -101,14 +101,15 @@ pub fn start(worker: &Worker, facts: &OwnedFacts, end_of_stream: bool) -> Start 
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
     };
+    let client_config_id = match target.client_id.map(route::path_client_id) {
+        Some(Err(e)) => return Start::Handled(reply_error(worker, &e), None),
+        Some(Ok(id)) => Some(id),
+        None => None,
+    };
     let mut call = GatewayCall {
         endpoint: target.endpoint,
         path_issuer: target.issuer.map(str::to_owned),
-        client_config_id: target.client_id.map(|id| {
-            percent_encoding::percent_decode_str(id)
-                .decode_utf8_lossy()
-                .into_owned()
-        }),
+        client_config_id,
         query: query.map(str::to_owned),
         authorization: facts.authorization.first().cloned(),
         selector_header: gw.selector_header.as_deref().and_then(header),
@@ -255,14 +256,10 @@ fn forward(worker: &Worker, call: &mut GatewayCall, form: Option<&[(String, Stri
     };
     let rewrite = route::rewrite(&worker.cfg, gw, call.endpoint, &view);
     if call.endpoint == Endpoint::ClientConfiguration {
-        let id: String = rewrite
-            .path_client_id
-            .as_deref()
-            .map(|id| url::form_urlencoded::byte_serialize(id.as_bytes()).collect())
-            .unwrap_or_default();
-        match route::client_configuration_url(&url, &id) {
-            Some(u) => url = u,
-            None => return reply_error(worker, &route::NO_ENDPOINT),
+        let id = rewrite.path_client_id.as_deref().unwrap_or_default();
+        match route::client_configuration_url(&url, id) {
+            Ok(u) => url = u,
+            Err(e) => return reply_error(worker, &e),
         }
     }
     worker.gateway_forwarded(idx, call.endpoint);
