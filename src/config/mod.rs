@@ -271,6 +271,17 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         );
     }
     let identity = compile_identity(raw.identity)?;
+    if let Some(gw) = &gateway {
+        // The route header is removed from every request and set only on gateway calls; an
+        // identity header of the same name (as the host may read it) would be both.
+        let route = header_key(&gw.route_header);
+        if let Some(h) = identity.owned_headers().find(|h| header_key(h) == route) {
+            return err(
+                "gateway.route_header",
+                format!("names the same header as the identity header {h:?}"),
+            );
+        }
+    }
     if raw.realm.is_empty() || !raw.realm.chars().all(is_quoted_string_safe) {
         return err(
             "realm",
@@ -815,6 +826,12 @@ pub(crate) fn is_header_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
+/// A header name as hosts may compare it: case-insensitively, and with `_` read as `-` (some
+/// proxies and CGI-style servers map one to the other).
+fn header_key(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
 }
 
 pub(crate) const RESERVED_HEADERS: [&str; 6] = [
