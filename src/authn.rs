@@ -57,7 +57,11 @@ pub enum MayWait {
     No,
 }
 
-/// Decides one request. `now_ms` is the host clock, read once by the adapter. `fresh` is an
+/// The clock reading that means "no clock": neither the host nor WASI could tell the time.
+pub const NO_CLOCK: u64 = 0;
+
+/// Decides one request. `now_ms` is the host clock, read once by the adapter ([`NO_CLOCK`]:
+/// none; every request that needs a token is then refused with 503, anonymous routes work). `fresh` is an
 /// introspection answer for this request's token that just arrived (used instead of the cache).
 #[allow(clippy::too_many_arguments)]
 pub fn authenticate(
@@ -83,6 +87,10 @@ pub fn authenticate(
         }
         Ok(Some(Policy::Require(r))) => r,
     };
+    if now_ms == NO_CLOCK {
+        // Without a clock every `exp` would look far away and every cache entry alive.
+        return deny(Denial::ClockUnavailable, None);
+    }
     let token = match extract::bearer(authorization) {
         Bearer::Missing => return deny(Denial::MissingToken, None),
         Bearer::Malformed(why) => return deny(Denial::InvalidRequest(why), None),

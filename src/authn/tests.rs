@@ -446,6 +446,51 @@ fn second_request_is_a_cache_hit() {
 }
 
 #[test]
+fn without_a_clock_no_token_is_accepted_and_anonymous_routes_still_work() {
+    let mut env = Env::new();
+    let token = as1_read_write_token();
+    assert!(allowed(AS1, false)(&env.bearer("/api", &token)), "cached");
+    let unavailable = Decision::Deny {
+        denial: Denial::ClockUnavailable,
+        issuer: None,
+    };
+    // A cached entry would look alive forever at 0; a fresh token's exp far away.
+    assert_eq!(env.bearer_at("/api", &token, NO_CLOCK, MayWait::Yes), unavailable);
+    let (gets, puts) = (env.cache.gets, env.cache.puts);
+    assert_eq!(
+        env.bearer_at("/read", &as1_read_token(), NO_CLOCK, MayWait::Yes),
+        unavailable
+    );
+    assert_eq!(
+        env.bearer_at("/api", &expired_token(), NO_CLOCK, MayWait::No),
+        unavailable
+    );
+    assert_eq!(env.decide("/api", &[], NO_CLOCK, MayWait::Yes), unavailable);
+    assert_eq!(
+        (env.cache.gets, env.cache.puts),
+        (gets, puts),
+        "the cache is not even read"
+    );
+    assert!(matches!(
+        env.decide("/public/x", &[], NO_CLOCK, MayWait::Yes),
+        Decision::Allow { issuer: None, .. }
+    ));
+    // An opaque token is not sent to be introspected either.
+    let mut env = opaque_env();
+    let value = "Bearer op1_abcdefghijklmnopqrstuvwxyz0123".to_owned();
+    assert!(matches!(
+        env.decide("/any", &[&value], NO_CLOCK, MayWait::Yes),
+        Decision::Deny {
+            denial: Denial::ClockUnavailable,
+            ..
+        }
+    ));
+    // The clock is back: tokens pass again.
+    let mut env = Env::new();
+    assert!(allowed(AS1, false)(&env.bearer("/api", &token)));
+}
+
+#[test]
 fn no_cache_use_when_max_entries_is_zero() {
     let mut env = Env::with(json!({"cache": {"max_entries": 0}}));
     assert_eq!(env.cfg.cache_slots, 0);

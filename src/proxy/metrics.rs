@@ -14,7 +14,7 @@ use super::host;
 use crate::outcome::Denial;
 
 /// Every denial reason, in the order of [`reason_index`].
-pub const REASONS: [&str; 9] = [
+pub const REASONS: [&str; 10] = [
     "no_route",
     "missing_token",
     "invalid_request",
@@ -24,6 +24,7 @@ pub const REASONS: [&str; 9] = [
     "keys_unavailable",
     "inactive_token",
     "introspection_unavailable",
+    "clock_unavailable",
 ];
 
 /// Introspection failure kinds, in the order of `IntrospectionCounters::failed`.

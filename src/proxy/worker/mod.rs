@@ -24,6 +24,7 @@ mod introspection;
 mod keys;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::host;
@@ -49,6 +50,9 @@ const NOW_TICK: Duration = Duration::from_millis(1);
 /// [`crate::cache::CLAIM_MS`], and the slot is checked on every tick, so this is never reached
 /// unless ticks stall.
 const PEER_WAIT_MS: u64 = 2 * crate::cache::CLAIM_MS;
+
+/// Whether this VM logged that it has no clock (once: every such request is counted).
+static CLOCK_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// The request facts a paused request needs to be decided again later.
 #[derive(Debug, Clone, Default)]
@@ -473,6 +477,9 @@ impl Worker {
             .and_then(|i| self.cfg.issuers.get(i))
             .map_or("-", |i| i.name.as_str());
         log::debug!("tollgate: denied ({}), issuer {name}", denial.code());
+        if *denial == Denial::ClockUnavailable && !CLOCK_LOGGED.swap(true, Ordering::Relaxed) {
+            log::error!("tollgate: neither the host nor WASI tells the time: every request that needs a token is refused (503)");
+        }
         let reply = outcome::reply(denial, &self.cfg.realm);
         if !host::send_response(reply.status, &reply.headers, &reply.body) {
             log::warn!("tollgate: the host refused the local reply");
