@@ -186,7 +186,7 @@ pub fn authenticate(
             }
             if cfg.cache_slots > 0 {
                 let entry = Cached::Valid(v.clone());
-                cache.put(&key, &entry);
+                cache.put(&key, &entry, now_ms);
                 cache.remember(token, &entry);
             }
             return finish(cfg, requirement, v, false);

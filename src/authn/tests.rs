@@ -56,7 +56,7 @@ impl TokenCache for MapCache {
         self.hits += usize::from(hit.is_some());
         hit
     }
-    fn put(&mut self, key: &CacheKey, entry: &Cached) {
+    fn put(&mut self, key: &CacheKey, entry: &Cached, _now_ms: u64) {
         self.puts += 1;
         self.slots.insert(*key, cache::encode(key, entry));
     }
@@ -566,7 +566,7 @@ fn cache_entry_naming_an_issuer_that_does_not_exist_is_ignored() {
         exp_ms: NOW_MS + 1_000_000,
         claims: json!({"sub": "root"}).as_object().cloned().unwrap(),
     };
-    env.cache.put(&key, &Cached::Valid(bogus));
+    env.cache.put(&key, &Cached::Valid(bogus), NOW_MS);
     let d = env.bearer("/api", &token);
     assert!(allowed(AS1, false)(&d));
     assert!(headers_of(&d).contains(&("x-tollgate-sub".into(), "alice".into())));
@@ -1438,7 +1438,7 @@ fn a_cached_negative_answer_denies_without_asking_again() {
     );
     // The adapter caches the answer.
     let key = env.key(token);
-    env.cache.put(&key, &inactive_entry(OP1));
+    env.cache.put(&key, &inactive_entry(OP1), NOW_MS);
     for path in ["/any", "/op1only", "/hint"] {
         assert_eq!(
             env.opaque(path, token, None),
@@ -1465,7 +1465,7 @@ fn a_cached_positive_answer_is_a_cache_hit_that_still_checks_the_route() {
     let mut env = opaque_env();
     let token = "op2_good";
     let key = env.key(token);
-    env.cache.put(&key, &active_entry(OP2, "write"));
+    env.cache.put(&key, &active_entry(OP2, "write"), NOW_MS);
     assert!(allowed(OP2, true)(&env.opaque("/any", token, None)));
     assert_eq!(
         env.opaque("/op1only", token, None),

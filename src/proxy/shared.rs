@@ -203,14 +203,18 @@ impl TokenCache for SharedTokenCache {
         }
     }
 
-    fn put(&mut self, key: &CacheKey, entry: &Cached) {
-        let value = cache::encode(key, entry);
-        if value.is_empty() {
+    fn put(&mut self, key: &CacheKey, entry: &Cached, now_ms: u64) {
+        let name = self.slot_key(key);
+        let written = cache::put_slot(
+            key,
+            entry,
+            now_ms,
+            || host::shared_get(&name),
+            |value, cas| host::shared_set(&name, value, cas),
+        );
+        if !written {
             self.unclaim(key);
-            return;
-        }
-        host::shared_set(&self.slot_key(key), &value, None);
-        if self.claimed == Some(*key) {
+        } else if self.claimed == Some(*key) {
             self.claimed = None; // the entry replaced the claim marker
         }
     }

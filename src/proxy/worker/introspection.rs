@@ -246,7 +246,7 @@ impl Worker {
         if let Some(entry) = &entry {
             if self.cfg.cache_slots > 0 {
                 use crate::cache::TokenCache as _;
-                self.cache.put(&key, entry);
+                self.cache.put(&key, entry, now);
             }
         }
         if job.leased {
