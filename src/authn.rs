@@ -105,7 +105,7 @@ pub fn authenticate(
             Some(entry) => (Some(entry), true),
             None => {
                 let key = *hashed.insert(cache::key_for(&cfg.fingerprint, token));
-                let entry = cache.get(&key, now_ms);
+                let entry = cache.get(&key, now_ms).filter(|e| usable(cfg, ring, e));
                 if let Some(e) = &entry {
                     cache.remember(token, e);
                 }
@@ -114,8 +114,9 @@ pub fn authenticate(
         },
         None => (None, false),
     };
-    // An entry naming no configured issuer cannot come from this configuration: a miss.
-    let known = known.filter(|entry| entry.issuer() < cfg.issuers.len());
+    // An entry naming no configured issuer cannot come from this configuration, and one whose
+    // verifying key the issuer no longer publishes no longer counts: a miss.
+    let known = known.filter(|entry| usable(cfg, ring, entry));
     let verified = match known {
         Some(Cached::Invalid { issuer, .. }) => return deny(Denial::InactiveToken, Some(issuer)),
         Some(Cached::Valid(v)) => v,
@@ -164,7 +165,7 @@ pub fn authenticate(
                             key,
                         }
                     }
-                    Claim::Found(entry) if entry.issuer() < cfg.issuers.len() => {
+                    Claim::Found(entry) if usable(cfg, ring, &entry) => {
                         cache.remember(token, &entry);
                         return from_cache(cfg, requirement, entry);
                     }
@@ -193,6 +194,20 @@ pub fn authenticate(
         }
     };
     finish(cfg, requirement, verified, cache_hit)
+}
+
+/// Whether a cache entry may decide a request: it names a configured issuer and, if a key
+/// verified it, that issuer's held key set still has that key (after the issuer dropped a key,
+/// tokens it signed are verified again — and refused). A lookup in a short list of integers.
+fn usable(cfg: &FilterConfig, ring: &KeyRing, entry: &Cached) -> bool {
+    match entry {
+        Cached::Valid(Verified {
+            issuer,
+            key: Some(id),
+            ..
+        }) => ring.held(*issuer).is_some_and(|h| h.keys.has_id(*id)),
+        _ => entry.issuer() < cfg.issuers.len(),
+    }
 }
 
 /// A decision from a cache entry that landed while this worker was about to verify.
@@ -344,6 +359,7 @@ fn check(cfg: &FilterConfig, ready: &Ready<'_>, now_ms: u64) -> Result<Verified,
                     issuer: idx,
                     exp_ms,
                     claims: v.claims,
+                    key: Some(key.id),
                 });
             }
             // Without a kid several keys may fit; only a bad signature moves on to the next.

@@ -45,6 +45,11 @@ pub struct Verified {
     pub exp_ms: u64,
     #[serde(rename = "c")]
     pub claims: Map<String, Value>,
+    /// The [`crate::jwks::KeyId`] of the key that verified the token's signature (`None`: an
+    /// introspected token, no key involved). A hit counts only while the issuer's held key set
+    /// still has this key.
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<crate::jwks::KeyId>,
 }
 
 /// A cache entry.
@@ -343,6 +348,7 @@ mod tests {
             issuer: 1,
             exp_ms,
             claims: json!({"sub": "alice"}).as_object().cloned().unwrap(),
+            key: Some(7),
         })
     }
 
