@@ -267,6 +267,15 @@ pub fn put_slot(
     }
 }
 
+/// Whether an introspection answer may be cached, given the revocation epoch when its call
+/// began and now. A revocation through the gateway that the server confirmed moves the epoch
+/// (and removes the token's entry); an `active` answer the server may have given before that
+/// revocation, landing after it, must not be cached (it would be served for up to `max_ttl_s`).
+/// Negative answers are always cacheable.
+pub fn cacheable_after(entry: &Cached, epoch_at_start: u64, epoch_now: u64) -> bool {
+    matches!(entry, Cached::Invalid { .. }) || epoch_at_start == epoch_now
+}
+
 /// Host storage for cache slots (shared data in the adapter, a map in tests).
 pub trait TokenCache {
     fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<Cached>;
@@ -393,6 +402,19 @@ mod tests {
         let k = key_for(&[7; 32], "tok");
         let other = key_for(&[7; 32], "tok2");
         assert_eq!(decode(&other, &encode(&k, &entry(1_000)), 0), None);
+    }
+
+    #[test]
+    fn an_active_answer_overtaken_by_a_revocation_is_not_cached() {
+        let negative = Cached::Invalid {
+            issuer: 0,
+            until_ms: 10,
+        };
+        assert!(cacheable_after(&entry(1_000), 3, 3));
+        assert!(!cacheable_after(&entry(1_000), 3, 4));
+        assert!(!cacheable_after(&entry(1_000), u64::MAX, 0), "wrapped");
+        assert!(cacheable_after(&negative, 3, 4));
+        assert!(cacheable_after(&negative, 3, 3));
     }
 
     #[test]
@@ -611,7 +633,10 @@ mod tests {
         let host = FakeHost::new();
         let (a, b) = (key_for(&[7; 32], "a"), key_for(&[7; 32], "b"));
         assert!(host.put(&a, &entry(5_000), 0));
-        assert!(host.put(&b, &entry(1_000), 0), "the newest token that passed");
+        assert!(
+            host.put(&b, &entry(1_000), 0),
+            "the newest token that passed"
+        );
         assert_eq!(host.seen(&b, 0).0, Slot::Entry(entry(1_000)));
         assert_eq!(host.seen(&a, 0).0, Slot::Kept);
     }

@@ -206,7 +206,11 @@ mod tests {
             let r = reply(&denial, "r");
             assert_eq!(r.status, 503);
             assert_eq!(header(&r, "retry-after"), Some("5"));
-            assert_eq!(header(&r, "www-authenticate"), None, "not the token's fault");
+            assert_eq!(
+                header(&r, "www-authenticate"),
+                None,
+                "not the token's fault"
+            );
         }
     }
 }

@@ -455,7 +455,10 @@ fn without_a_clock_no_token_is_accepted_and_anonymous_routes_still_work() {
         issuer: None,
     };
     // A cached entry would look alive forever at 0; a fresh token's exp far away.
-    assert_eq!(env.bearer_at("/api", &token, NO_CLOCK, MayWait::Yes), unavailable);
+    assert_eq!(
+        env.bearer_at("/api", &token, NO_CLOCK, MayWait::Yes),
+        unavailable
+    );
     let (gets, puts) = (env.cache.gets, env.cache.puts);
     assert_eq!(
         env.bearer_at("/read", &as1_read_token(), NO_CLOCK, MayWait::Yes),
@@ -1850,7 +1853,11 @@ fn a_cached_verification_records_the_key_that_made_it() {
     let id = v.key.expect("a key id");
     assert!(held.keys.has_id(id));
     assert_eq!(
-        held.keys.candidates(Some("as3-rsa"), Alg::Rs256).next().unwrap().id,
+        held.keys
+            .candidates(Some("as3-rsa"), Alg::Rs256)
+            .next()
+            .unwrap()
+            .id,
         id
     );
 }
@@ -1905,7 +1912,10 @@ fn a_peers_entry_made_with_a_key_no_longer_held_is_not_used() {
     };
     v.key = Some(v.key.unwrap() ^ 1); // a key this worker does not hold
     env.cache.peer = Some(Claim::Found(Cached::Valid(v)));
-    assert!(allowed(AS1, false)(&env.bearer("/api", &token)), "verified here");
+    assert!(
+        allowed(AS1, false)(&env.bearer("/api", &token)),
+        "verified here"
+    );
     assert_eq!(env.cache.puts, 1);
 }
 
@@ -1940,7 +1950,16 @@ fn a_remembered_verification_is_checked_against_the_held_keys_too() {
         headers: &[],
     };
     let mut decide = |ring: &KeyRing| {
-        authenticate(&env.cfg, &req, &[&value], ring, &mut memo, NOW_MS, MayWait::No, None)
+        authenticate(
+            &env.cfg,
+            &req,
+            &[&value],
+            ring,
+            &mut memo,
+            NOW_MS,
+            MayWait::No,
+            None,
+        )
     };
     assert!(allowed(AS3, true)(&decide(&env.ring)));
     let mut dropped = KeyRing::new(env.cfg.issuers.len());

@@ -284,4 +284,3 @@ fn check_tag_collisions(issuers: &[Issuer]) -> Result<(), ConfigError> {
     }
     Ok(())
 }
-

@@ -1210,8 +1210,16 @@ fn the_route_header_is_no_identity_header_in_any_spelling() {
         assert!(e.message.contains("identity header"), "{}", e.message);
     }
     // No longer an identity header: accepted.
-    assert!(parse(&with(json!({"issuer_name_header": null}), "x-tollgate-issuer")).is_ok());
-    assert!(parse(&with(json!({"headers": {"sub": "x-user"}}), "x-tollgate-sub")).is_ok());
+    assert!(parse(&with(
+        json!({"issuer_name_header": null}),
+        "x-tollgate-issuer"
+    ))
+    .is_ok());
+    assert!(parse(&with(
+        json!({"headers": {"sub": "x-user"}}),
+        "x-tollgate-sub"
+    ))
+    .is_ok());
     assert!(parse(&with(json!({}), "x-tollgate-as")).is_ok());
 }
 
@@ -1227,14 +1235,42 @@ fn with_tagging_no_client_id_looks_like_a_routing_tag() {
     let prefixes = |p: &[&str]| json!({"metadata": true, "upstream": "x", "client_id_prefixes": p});
     let none = json!({"metadata": true, "upstream": "x"});
     for (a, b, path) in [
-        (ids(&["web", "as2.web"]), none.clone(), "issuers[0].gateway.client_ids[1]"),
-        (ids(&["as1.own"]), none.clone(), "issuers[0].gateway.client_ids[0]"),
-        (none.clone(), ids(&["as1.x"]), "issuers[1].gateway.client_ids[0]"),
-        (prefixes(&["as2.p-"]), none.clone(), "issuers[0].gateway.client_id_prefixes[0]"),
-        (none.clone(), prefixes(&["q-", "as2."]), "issuers[1].gateway.client_id_prefixes[1]"),
+        (
+            ids(&["web", "as2.web"]),
+            none.clone(),
+            "issuers[0].gateway.client_ids[1]",
+        ),
+        (
+            ids(&["as1.own"]),
+            none.clone(),
+            "issuers[0].gateway.client_ids[0]",
+        ),
+        (
+            none.clone(),
+            ids(&["as1.x"]),
+            "issuers[1].gateway.client_ids[0]",
+        ),
+        (
+            prefixes(&["as2.p-"]),
+            none.clone(),
+            "issuers[0].gateway.client_id_prefixes[0]",
+        ),
+        (
+            none.clone(),
+            prefixes(&["q-", "as2."]),
+            "issuers[1].gateway.client_id_prefixes[1]",
+        ),
         // A prefix the tag starts with claims every tagged id of that issuer.
-        (prefixes(&["as"]), none.clone(), "issuers[0].gateway.client_id_prefixes[0]"),
-        (none.clone(), prefixes(&["as1"]), "issuers[1].gateway.client_id_prefixes[0]"),
+        (
+            prefixes(&["as"]),
+            none.clone(),
+            "issuers[0].gateway.client_id_prefixes[0]",
+        ),
+        (
+            none.clone(),
+            prefixes(&["as1"]),
+            "issuers[1].gateway.client_id_prefixes[0]",
+        ),
     ] {
         let e = error_at(&cfg(a.clone(), b.clone(), true));
         assert_eq!(e.path, path, "{a} {b}");
@@ -1243,7 +1279,11 @@ fn with_tagging_no_client_id_looks_like_a_routing_tag() {
         assert!(parse(&cfg(a, b, false)).is_ok());
     }
     // Not a gateway issuer's name, or not followed by '.': no tag.
-    let ok = cfg(ids(&["plain.x", "as1-x", "as2x"]), prefixes(&["as3.", "plain-"]), true);
+    let ok = cfg(
+        ids(&["plain.x", "as1-x", "as2x"]),
+        prefixes(&["as3.", "plain-"]),
+        true,
+    );
     assert!(parse(&ok).is_ok());
 }
 

@@ -27,7 +27,7 @@ pub struct GatewayCall {
     origin: String,
     /// The issuer the call was forwarded to, and whether its response body is rewritten.
     forwarded: Option<(usize, bool)>,
-    /// The token a revocation call revokes (evicted again once the server says 200).
+    /// The token a revocation call revokes (evicted once the server says 200).
     revoked_token: Option<String>,
     /// The response body is being buffered for tagging.
     tagging_response: bool,
@@ -275,12 +275,10 @@ fn forward(worker: &Worker, call: &mut GatewayCall, form: Option<&[(String, Stri
         return Action::Pause;
     }
     if call.endpoint == Endpoint::Revoke {
-        if let Some(token) = form.and_then(|f| form::get(f, "token")) {
-            // Out of every cache at once; again when the server confirms (closing the window
-            // in which an API call could cache the still-active token).
-            worker.evict(token);
-            call.revoked_token = Some(token.to_owned());
-        }
+        // Evicted only when the server confirms (a 200): an unauthenticated or refused call
+        // changes nothing. An introspection answered before the revocation and landing after
+        // it is not cached (see the introspection job's epoch).
+        call.revoked_token = form.and_then(|f| form::get(f, "token")).map(str::to_owned);
     }
     host::set_request_header(":authority", &authority);
     host::set_request_header(":path", &path);
@@ -337,8 +335,8 @@ fn serve_metadata(worker: &Worker, call: &GatewayCall) -> Action {
     Action::Pause
 }
 
-/// Response headers of a forwarded call: a confirmed revocation evicts the token again; a
-/// body to rewrite is buffered.
+/// Response headers of a forwarded call: a confirmed revocation evicts the token; a body to
+/// rewrite is buffered.
 pub fn on_response_headers(worker: &Worker, call: &mut GatewayCall) -> Action {
     let status = host::response_header(":status");
     if let (Some(token), Some("200")) = (&call.revoked_token, status.as_deref()) {

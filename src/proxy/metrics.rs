@@ -7,7 +7,8 @@
 //! `.introspection.calls`, `.introspection.inactive`, `.introspection.cache_hit_negative`,
 //! `.introspection.coalesced`, `.introspection.failed.<kind>` and the histogram
 //! `.introspection.latency_ms`; for issuers behind the gateway `.gateway.<endpoint>` (calls
-//! routed there) and `tollgate.gateway.refused` (calls answered with an OAuth error). Refusals before an issuer is known (no route, no
+//! routed there), `tollgate.gateway.refused` (calls answered with an OAuth error) and
+//! `tollgate.gateway.revocations` (revocations the server confirmed, whose token left the cache). Refusals before an issuer is known (no route, no
 //! token, unknown issuer, malformed request): `tollgate.denied.<reason>`.
 
 use super::host;
@@ -125,6 +126,7 @@ pub struct Metrics {
     issuers: Vec<IssuerCounters>,
     unattributed: Denials,
     gateway_refused: Option<u32>,
+    gateway_revocations: Option<u32>,
 }
 
 impl Metrics {
@@ -161,6 +163,11 @@ impl Metrics {
             } else {
                 None
             },
+            gateway_revocations: if any_gateway {
+                host::define_counter("tollgate.gateway.revocations")
+            } else {
+                None
+            },
         }
     }
 
@@ -175,6 +182,11 @@ impl Metrics {
     /// A gateway call answered with an OAuth error before reaching any server.
     pub fn gateway_refused(&self) {
         host::increment(self.gateway_refused);
+    }
+
+    /// A revocation the authorization server confirmed: the token left the cache.
+    pub fn gateway_revocation(&self) {
+        host::increment(self.gateway_revocations);
     }
 
     pub fn allowed(&self, issuer: usize, cache_hit: bool) {

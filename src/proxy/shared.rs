@@ -144,6 +144,14 @@ impl SharedTokenCache {
         }
     }
 
+    /// The revocation epoch: moves whenever a token is removed through [`Self::remove`].
+    pub fn epoch(&self) -> u64 {
+        if self.slots == 0 {
+            return 0;
+        }
+        read_epoch()
+    }
+
     /// Whether some worker holds a live claim on `key`'s slot for `key` (is verifying that
     /// token). `false` once the entry landed, the claim was freed or lapsed, or another token
     /// took the slot.

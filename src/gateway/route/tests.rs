@@ -376,10 +376,20 @@ fn path_client_ids_are_decoded_once_and_dot_segments_are_refused() {
     assert_eq!(path_client_id("abc"), Ok("abc".to_owned()));
     assert_eq!(path_client_id("a%20b"), Ok("a b".to_owned()));
     assert_eq!(path_client_id("a%2Fb"), Ok("a/b".to_owned()));
-    assert_eq!(path_client_id("a+b"), Ok("a+b".to_owned()), "+ is not a space in a path");
-    assert_eq!(path_client_id("%252e%252e"), Ok("%2e%2e".to_owned()), "decoded once");
+    assert_eq!(
+        path_client_id("a+b"),
+        Ok("a+b".to_owned()),
+        "+ is not a space in a path"
+    );
+    assert_eq!(
+        path_client_id("%252e%252e"),
+        Ok("%2e%2e".to_owned()),
+        "decoded once"
+    );
     assert_eq!(path_client_id("..."), Ok("...".to_owned()));
-    for segment in ["", ".", "..", "%2e", "%2E", "%2e%2e", "%2E%2e", ".%2e", "%2e.", "%2E%2E"] {
+    for segment in [
+        "", ".", "..", "%2e", "%2E", "%2e%2e", "%2E%2e", ".%2e", "%2e.", "%2E%2E",
+    ] {
         assert_eq!(path_client_id(segment), Err(BAD_CLIENT_ID), "{segment:?}");
     }
     assert_eq!(path_client_id("%ff%fe"), Err(BAD_CLIENT_ID), "not UTF-8");
@@ -402,18 +412,43 @@ fn a_client_id_stays_one_segment_of_the_servers_url() {
         at(&oidc, "a b+c%2e").as_deref(),
         Ok("https://as1.example/reg/a%20b%2Bc%252e")
     );
-    assert_eq!(at(&oidc, "..\\x").as_deref(), Ok("https://as1.example/reg/..%5Cx"));
-    assert_eq!(at(&oidc, "caf\u{e9}").as_deref(), Ok("https://as1.example/reg/caf%C3%A9"));
+    assert_eq!(
+        at(&oidc, "..\\x").as_deref(),
+        Ok("https://as1.example/reg/..%5Cx")
+    );
+    assert_eq!(
+        at(&oidc, "caf\u{e9}").as_deref(),
+        Ok("https://as1.example/reg/caf%C3%A9")
+    );
     // Whatever the id, the server's URL stays under its registration endpoint.
-    for id in ["a/..", "%2e%2e", "..%2f", "/", "//evil.example", "\\..", "a\nb"] {
+    for id in [
+        "a/..",
+        "%2e%2e",
+        "..%2f",
+        "/",
+        "//evil.example",
+        "\\..",
+        "a\nb",
+    ] {
         let url = client_configuration_url(&oidc, id).unwrap();
         assert_eq!(url.host_str(), Some("as1.example"), "{id:?}");
-        assert!(url.path().starts_with("/reg/") && url.path().len() > 5, "{id:?}");
+        assert!(
+            url.path().starts_with("/reg/") && url.path().len() > 5,
+            "{id:?}"
+        );
         assert_eq!(url.path().matches('/').count(), 2, "{id:?}");
     }
     for id in ["", ".", ".."] {
-        assert_eq!(client_configuration_url(&oidc, id), Err(BAD_CLIENT_ID), "{id:?}");
-        assert_eq!(client_configuration_url(&dot, id), Err(BAD_CLIENT_ID), "{id:?}");
+        assert_eq!(
+            client_configuration_url(&oidc, id),
+            Err(BAD_CLIENT_ID),
+            "{id:?}"
+        );
+        assert_eq!(
+            client_configuration_url(&dot, id),
+            Err(BAD_CLIENT_ID),
+            "{id:?}"
+        );
     }
 }
 

@@ -515,10 +515,12 @@ impl Worker {
         self.metrics.gateway_refused();
     }
 
-    /// Revocation through the gateway: the token leaves the shared cache (every worker), so
-    /// the next API call checks it again — an opaque token (or a JWT of an issuer with
-    /// `introspect_jwts`) at its issuer, which then says it is not active.
+    /// Revocation through the gateway, once the server confirmed it: the token leaves the
+    /// shared cache and every worker's memo (the revocation epoch moves), so the next API call
+    /// checks it again — an opaque token (or a JWT of an issuer with `introspect_jwts`) at its
+    /// issuer, which then says it is not active.
     pub fn evict(&self, token: &str) {
+        self.metrics.gateway_revocation();
         for key in super::gateway::token_keys(self, token) {
             self.cache.remove(&key);
         }
