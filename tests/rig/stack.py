@@ -115,7 +115,7 @@ def plugin_config(as1_port: int, as2_port: int, tagging: bool = False, **issuer_
                 "match": {"prefix": "/api/claims"},
                 "require": {"claims": {"client_id": "demo-client"}},
             },
-            {"name": "writes", "match": {"prefix": "/api", "methods": ["POST", "PUT", "DELETE"]},
+            {"name": "writes", "match": {"prefix": "/api", "methods": ["POST", "PUT", "PATCH", "DELETE"]},
              "require": {"scopes": ["write"]}},
             {"name": "api", "match": {"prefix": "/api"}, "require": {"scopes_any": ["read", "admin"]}},
         ],
