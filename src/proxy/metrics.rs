@@ -8,8 +8,9 @@
 //! `.introspection.coalesced`, `.introspection.failed.<kind>` and the histogram
 //! `.introspection.latency_ms`; for issuers behind the gateway `.gateway.<endpoint>` (calls
 //! routed there), `tollgate.gateway.refused` (calls answered with an OAuth error) and
-//! `tollgate.gateway.revocations` (revocations the server confirmed, whose token left the cache). Refusals before an issuer is known (no route, no
-//! token, unknown issuer, malformed request): `tollgate.denied.<reason>`.
+//! `tollgate.cache.revocations` (revocations through the gateway the server confirmed, whose
+//! token then left the cache). Refusals before an issuer is known (no route, no token, unknown
+//! issuer, malformed request, no clock): `tollgate.denied.<reason>`.
 
 use super::host;
 use crate::outcome::Denial;
@@ -126,7 +127,7 @@ pub struct Metrics {
     issuers: Vec<IssuerCounters>,
     unattributed: Denials,
     gateway_refused: Option<u32>,
-    gateway_revocations: Option<u32>,
+    cache_revocations: Option<u32>,
 }
 
 impl Metrics {
@@ -163,8 +164,8 @@ impl Metrics {
             } else {
                 None
             },
-            gateway_revocations: if any_gateway {
-                host::define_counter("tollgate.gateway.revocations")
+            cache_revocations: if any_gateway {
+                host::define_counter("tollgate.cache.revocations")
             } else {
                 None
             },
@@ -185,8 +186,8 @@ impl Metrics {
     }
 
     /// A revocation the authorization server confirmed: the token left the cache.
-    pub fn gateway_revocation(&self) {
-        host::increment(self.gateway_revocations);
+    pub fn cache_revocation(&self) {
+        host::increment(self.cache_revocations);
     }
 
     pub fn allowed(&self, issuer: usize, cache_hit: bool) {

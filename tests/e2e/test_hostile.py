@@ -973,7 +973,7 @@ def gateway_revoke(stack, path: str, token: str, auth: tuple[str, str] | None = 
 
 def test_f2_unauthenticated_or_refused_revocations_change_nothing(st):
     """oidc-provider answers an unauthenticated revocation 400 (401 with a wrong secret, 400 for
-    another client's token), DOT 401: Tollgate evicts nothing (tollgate.gateway.revocations
+    another client's token), DOT 401: Tollgate evicts nothing (tollgate.cache.revocations
     unchanged) and the cached opaque tokens stay cache hits (no new introspection). Before,
     the token was evicted before the call was forwarded (cache::tests for the epoch rule)."""
     t1, t2 = st.as1_opaque_token(), st.as2_opaque_token()
@@ -981,7 +981,7 @@ def test_f2_unauthenticated_or_refused_revocations_change_nothing(st):
     for t in (t1, t2):
         assert call(st, t).status == 200
     calls = {n: counter(st, f"tollgate.issuer.{n}.introspection.calls") for n in ("as1", "as2")}
-    revocations = counter(st, "tollgate.gateway.revocations")
+    revocations = counter(st, "tollgate.cache.revocations")
     junk = "J" * 43  # as1-shaped
     SENT.append(junk)
     refused = [
@@ -995,7 +995,7 @@ def test_f2_unauthenticated_or_refused_revocations_change_nothing(st):
     ]
     for path, token, auth, status in refused:
         assert gateway_revoke(st, path, token, auth) == status, (path, auth)
-    assert counter(st, "tollgate.gateway.revocations") == revocations
+    assert counter(st, "tollgate.cache.revocations") == revocations
     for t in (t1, t2):
         assert call(st, t).status == 200
     assert {n: counter(st, f"tollgate.issuer.{n}.introspection.calls") for n in ("as1", "as2")} == calls
@@ -1011,11 +1011,11 @@ def test_f2_confirmed_revocation_refuses_the_token(st):
     SENT.extend([t1, t2, t3])
     for t in (t1, t2, t3):
         assert call(st, t).status == 200
-    revocations = counter(st, "tollgate.gateway.revocations")
+    revocations = counter(st, "tollgate.cache.revocations")
     assert gateway_revoke(st, "/oauth2/revoke", t1, ("demo-client", "demo-secret")) == 200
     assert gateway_revoke(st, "/oauth2/revoke", t2, ("dot-opaque", "dot-opaque-secret")) == 200
     assert gateway_revoke(st, "/oauth2/as2/revoke", t3, ("dot-client", "dot-secret")) == 200
-    assert counter(st, "tollgate.gateway.revocations") == revocations + 3
+    assert counter(st, "tollgate.cache.revocations") == revocations + 3
     for t in (t1, t2):
         a = call(st, t)
         assert_invalid_token(a, "not active")
@@ -1051,7 +1051,7 @@ def test_f2_an_active_answer_overtaken_by_a_revocation_is_not_cached(fst):
     assert counter(fst, name) == before + 2, "the overtaken answer was cached"
     assert fst.call(API, token).status_code == 200
     assert counter(fst, name) == before + 2, "an answer that was not overtaken is cached"
-    assert counter(fst, "tollgate.gateway.revocations") >= 1, "the revocation was confirmed"
+    assert counter(fst, "tollgate.cache.revocations") >= 1, "the revocation was confirmed"
 
 
 # --- 3. junk tokens do not push cached tokens out ------------------------------------------------

@@ -520,7 +520,7 @@ impl Worker {
     /// checks it again — an opaque token (or a JWT of an issuer with `introspect_jwts`) at its
     /// issuer, which then says it is not active.
     pub fn evict(&self, token: &str) {
-        self.metrics.gateway_revocation();
+        self.metrics.cache_revocation();
         for key in super::gateway::token_keys(self, token) {
             self.cache.remove(&key);
         }
