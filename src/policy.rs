@@ -114,33 +114,36 @@ impl Matcher {
             return Match::Yes;
         };
         match request_host(req.authority) {
-            Some(host) if host_matches(pattern, &host) => Match::Yes,
+            Some(host) if host_matches(pattern, host) => Match::Yes,
             Some(_) => Match::No,
             None => Match::BadHost,
         }
     }
 }
 
-/// The host of an `:authority`, normalised for comparison with `host` rules: lower-case,
-/// without the port (also an empty one, `admin.test:`) and without one trailing dot (the
-/// absolute form `admin.test.` names the same host). A bracketed IPv6 literal keeps its
-/// brackets (`[::1]:8080` -> `[::1]`).
+/// The host of an `:authority` as `host` rules compare it (case-insensitively): without the
+/// port (also an empty one, `admin.test:`) and without one trailing dot (the absolute form
+/// `admin.test.` names the same host). A bracketed IPv6 literal keeps its brackets
+/// (`[::1]:8080` -> `[::1]`). Borrowed from `authority`: nothing is allocated per request.
 ///
 /// `None` for anything that is not a plain host name, so that no spelling another component
 /// might read as the same host can slip past a rule: an empty host, an empty label
 /// (`admin..test`, `admin.test..`, `.admin.test`), a port that is not digits, and any byte
 /// outside letters, digits, `-`, `_` and `.` (percent-encoding, userinfo `@`, non-ASCII
 /// letters that IDNA could map onto ASCII, spaces).
-pub fn request_host(authority: &str) -> Option<String> {
+pub fn request_host(authority: &str) -> Option<&str> {
     let digits = |port: &str| port.bytes().all(|b| b.is_ascii_digit());
     if let Some(rest) = authority.strip_prefix('[') {
-        let (literal, after) = rest.split_once(']')?;
+        let (inner, after) = rest.split_once(']')?;
         let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(digits);
-        let literal_ok = !literal.is_empty()
-            && literal
+        let literal_ok = !inner.is_empty()
+            && inner
                 .bytes()
                 .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
-        return (port_ok && literal_ok).then(|| format!("[{}]", literal.to_ascii_lowercase()));
+        // `[` + inner + `]`, as written.
+        return authority
+            .get(..inner.len() + 2)
+            .filter(|_| port_ok && literal_ok);
     }
     let host = match authority.split_once(':') {
         Some((host, port)) if digits(port) => host,
@@ -154,20 +157,20 @@ pub fn request_host(authority: &str) -> Option<String> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     });
-    plain.then(|| host.to_ascii_lowercase())
+    plain.then_some(host)
 }
 
-/// `host` (normalised by [`request_host`]) against a lower-case pattern; `*.suffix` matches
-/// subdomains.
+/// `host` (from [`request_host`]) against a lower-case pattern, case-insensitively; `*.suffix`
+/// matches subdomains.
 fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(suffix) => {
             host.len() > suffix.len() + 1 && {
                 let (head, tail) = host.split_at(host.len() - suffix.len());
-                head.ends_with('.') && tail == suffix
+                head.ends_with('.') && tail.eq_ignore_ascii_case(suffix)
             }
         }
-        None => host == pattern,
+        None => host.eq_ignore_ascii_case(pattern),
     }
 }
 
@@ -516,7 +519,13 @@ mod tests {
         for authority in ["[::1]", "[::1]:8080", "[::1]:"] {
             assert!(m.matches(&facts("GET", "/", authority)), "{authority}");
         }
-        assert_eq!(request_host("[FE80::1]:80").as_deref(), Some("[fe80::1]"));
+        assert_eq!(request_host("[FE80::1]:80"), Some("[FE80::1]"));
+        assert_eq!(request_host("Admin.Test.:443"), Some("Admin.Test"));
+        assert!(Matcher {
+            host: Some("[fe80::1]".into()),
+            ..Matcher::default()
+        }
+        .matches(&facts("GET", "/", "[FE80::1]:80")));
         assert!(!m.matches(&facts("GET", "/", "[::2]")));
     }
 }
