@@ -100,7 +100,16 @@ pub fn authenticate(
     // SHA-256 of the token: only when the local memo cannot answer, and at most once.
     let mut hashed: Option<CacheKey> = None;
     let (known, cache_hit) = match fresh {
-        Some(entry) => (Some(entry.clone()), false),
+        Some(entry) => {
+            // A refusal is also remembered by this worker: the shared slot may keep another
+            // token's entry instead (see `cache::put_slot`), and a repeated junk token should
+            // not be asked about again. Never an `active` answer: a revocation may have
+            // overtaken it (see `cache::cacheable_after`).
+            if matches!(entry, Cached::Invalid { .. }) && cfg.cache_slots > 0 {
+                cache.remember(token, entry);
+            }
+            (Some(entry.clone()), false)
+        }
         None if cfg.cache_slots > 0 => match cache.get_local(token, now_ms) {
             Some(entry) => (Some(entry), true),
             None => {

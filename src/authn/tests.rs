@@ -47,6 +47,8 @@ struct MapCache {
     peer: Option<Claim>,
     claims: usize,
     unclaims: usize,
+    /// What was offered to the worker's local memo.
+    remembered: Vec<Cached>,
 }
 
 impl TokenCache for MapCache {
@@ -66,6 +68,9 @@ impl TokenCache for MapCache {
     }
     fn unclaim(&mut self, _key: &CacheKey) {
         self.unclaims += 1;
+    }
+    fn remember(&mut self, _token: &str, entry: &Cached) {
+        self.remembered.push(entry.clone());
     }
 }
 
@@ -1430,6 +1435,28 @@ fn a_fresh_inactive_answer_denies() {
             denied(Denial::InactiveToken, Some(OP1))
         );
     }
+    assert_eq!(
+        env.cache.remembered,
+        vec![inactive_entry(OP1), inactive_entry(OP1)],
+        "remembered by the worker too (the shared slot may keep another token's entry)"
+    );
+}
+
+#[test]
+fn a_fresh_active_answer_is_not_remembered_by_the_worker() {
+    let mut env = opaque_env();
+    let d = env.opaque_full(
+        "/any",
+        "op1_abc",
+        None,
+        MayWait::No,
+        Some(&active_entry(OP1, "read")),
+    );
+    assert!(matches!(d, Decision::Allow { .. }));
+    assert!(
+        env.cache.remembered.is_empty(),
+        "only the shared cache, under the revocation epoch rule"
+    );
 }
 
 #[test]

@@ -1069,8 +1069,8 @@ def test_f3_junk_tokens_do_not_evict_a_cached_token(fst):
     jwt = fst.as1_token()
     head, payload, sig = jwt.split(".")
     session = requests.Session()
-    for i in range(300):
-        junk = secrets.token_urlsafe(32)[:43]
+    junks = [secrets.token_urlsafe(32)[:43] for _ in range(300)]
+    for i, junk in enumerate(junks):
         assert len(junk) == 43
         r = session.get(fst.url + API, headers={"Authorization": f"Bearer {junk}"}, timeout=15)
         assert r.status_code == 401, (i, r.status_code, r.text[:200])
@@ -1085,6 +1085,11 @@ def test_f3_junk_tokens_do_not_evict_a_cached_token(fst):
     assert fst.call(API, legit).status_code == 200
     assert counter(fst, "tollgate.issuer.as1.introspection.calls") == calls, "introspected again"
     assert counter(fst, "tollgate.issuer.as1.cache_hit") == hits + 1
+    # The refusals are still remembered (by the worker, where the slot kept a good entry): a
+    # repeated junk token is not asked about again within negative_ttl_s (10 s).
+    for junk in junks[-50:]:
+        assert session.get(fst.url + API, headers={"Authorization": f"Bearer {junk}"}, timeout=15).status_code == 401
+    assert counter(fst, "tollgate.issuer.as1.introspection.calls") == calls
 
 
 # --- 4. RFC 7592 client ids that are path syntax ---------------------------------------------------
