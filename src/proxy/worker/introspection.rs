@@ -239,10 +239,10 @@ impl Worker {
         self.finish_job(key, entry, now);
     }
 
-    /// Ends a job: caches the entry (if any, and not an `active` answer a revocation may have
-    /// overtaken) for every worker, frees the lease, and decides
-    /// this worker's waiting requests with the answer (none: 503) — on request-driven hosts
-    /// only the job's own request.
+    /// Ends a job: caches the entry (if any, and unless it is an `active` answer a revocation
+    /// may have overtaken) for every worker, frees the lease, and decides this worker's waiting
+    /// requests with the answer (none: 503) — on request-driven hosts only the job's own
+    /// request.
     pub(super) fn finish_job(&mut self, job_key: JobKey, entry: Option<Cached>, now: u64) {
         let Some(job) = self.jobs.remove(&job_key) else {
             return;
