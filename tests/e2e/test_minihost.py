@@ -168,6 +168,24 @@ def test_without_any_clock_tokens_are_refused_with_503_and_anonymous_routes_work
     assert call(host, jwt(as1)).forwarded is not None
 
 
+# --- host rules -----------------------------------------------------------------------------------
+
+def test_host_rules_read_the_host_header_where_there_is_no_authority(wasm, as1, mode):
+    """APISIX passes HTTP/1's Host as a plain header (no :authority): host rules read it, in any
+    spelling of the host (issue 12: a trailing dot or an empty port skipped the rule)."""
+    cfg = config(as1)
+    cfg["routes"].insert(0, {"name": "admin-host", "match": {"prefix": "/api", "host": "admin.test"},
+                             "require": {"scopes": ["admin"]}})
+    host = start_host(wasm, cfg, mode)
+    token = jwt(as1)
+    for name in ("admin.test", "ADMIN.test.", "admin.test:", "admin.test.:8080"):
+        result = host.request([("host", name), ("authorization", f"Bearer {token}")], path="/api/items")
+        assert_denied(result, 403)
+    result = host.request([("host", "admin.test.."), ("authorization", f"Bearer {token}")], path="/api/items")
+    assert_denied(result, 400)
+    assert call(host, token).forwarded is not None  # host api.test: the plain /api route
+
+
 # --- JWTs --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("jwks", ["discovery", "uri"])
