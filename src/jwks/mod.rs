@@ -42,11 +42,14 @@ impl KeyMaterial {
     }
 }
 
-/// A short, stable id of a key's public parameters (the first 8 bytes of SHA-256 over the key
+/// A short, stable id of a key's public parameters (the first 4 bytes of SHA-256 over the key
 /// type and its parameters), computed once when the key set loads. A cache entry records the
 /// id of the key that verified its token, so that the entry stops counting once the issuer no
-/// longer publishes that key ([`KeySet::has_id`]).
-pub type KeyId = u64;
+/// longer publishes that key ([`KeySet::has_id`]). 32 bits keep the entry small and quick to
+/// decode; two keys of one issuer sharing an id (odds about 2^-32 per pair; the issuer makes
+/// its keys, not the client) would only keep the dropped key's entries alive until they expire,
+/// as before ids were recorded.
+pub type KeyId = u32;
 
 /// One usable key of a set.
 #[derive(Clone)]
@@ -191,9 +194,9 @@ fn key_id(kty: &str, parts: &[&[u8]]) -> KeyId {
         h.update(part);
     }
     let digest = h.finalize();
-    let mut head = [0u8; 8];
-    head.copy_from_slice(&digest[..8]);
-    u64::from_le_bytes(head)
+    let mut head = [0u8; 4];
+    head.copy_from_slice(&digest[..4]);
+    u32::from_le_bytes(head)
 }
 
 fn b64(field: &Option<String>) -> Option<Vec<u8>> {
