@@ -1224,6 +1224,27 @@ fn the_route_header_is_no_identity_header_in_any_spelling() {
 }
 
 #[test]
+fn header_names_are_the_same_in_any_case_and_with_underscores() {
+    for (a, b) in [
+        ("x-tollgate-sub", "x-tollgate-sub"),
+        ("x-tollgate-sub", "x_tollgate_sub"),
+        ("x-tollgate-sub", "X_Tollgate-SUB"),
+        ("x_claims", "x-claims"),
+    ] {
+        assert!(same_header_name(a, b), "{a} {b}");
+        assert!(same_header_name(b, a), "{b} {a}");
+    }
+    for (a, b) in [
+        ("x-tollgate-sub", "x-tollgate-subx"),
+        ("x-tollgate-sub", "x-tollgate.sub"),
+        ("x-tollgate-sub", "xtollgate-sub"),
+        ("x-tollgate-sub", ""),
+    ] {
+        assert!(!same_header_name(a, b), "{a} {b}");
+    }
+}
+
+#[test]
 fn with_tagging_no_client_id_looks_like_a_routing_tag() {
     let cfg = |a: Value, b: Value, tagging: bool| {
         json!({

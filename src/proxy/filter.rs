@@ -77,7 +77,13 @@ impl HttpContext for Filter {
                 "host" if facts.authority.is_empty() => facts.authority = value.into_owned(),
                 "authorization" => facts.authorization.push(value.into_owned()),
                 other => {
-                    if worker.guarded_headers.iter().any(|h| h == other) {
+                    // Also `x_tollgate_sub` for `x-tollgate-sub`: a CGI-style backend reads both
+                    // as the same header.
+                    if worker
+                        .guarded_headers
+                        .iter()
+                        .any(|h| crate::config::same_header_name(h, other))
+                    {
                         spoofed.push(name.clone());
                     }
                     if worker.hint_headers.iter().any(|h| h == other) {

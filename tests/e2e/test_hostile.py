@@ -1173,6 +1173,28 @@ def test_f8_patch_needs_the_write_scope(st):
     assert st.call(API, st.as1_token(scope="read write"), method="PATCH").status_code == 200
 
 
+# --- beyond the list: identity headers spelled with underscores ------------------------------------
+
+
+def test_identity_headers_spelled_with_underscores_are_removed_too(st):
+    """Envoy passes header names with underscores by default, and CGI-style backends (WSGI, PHP)
+    read `X_Tollgate_Sub` and `X-Tollgate-Sub` as the same HTTP_X_TOLLGATE_SUB: inbound copies in
+    any such spelling are removed, like the exact names
+    (config::tests::header_names_are_the_same_in_any_case_and_with_underscores)."""
+    t = good_token(st)
+    SENT.append(t)
+    spoof = [b"X_Tollgate_Sub: admin", b"x-tollgate_issuer: as9", b"X_TOLLGATE_SCOPE: admin",
+             b"x_tollgate_claims: eyJzdWIiOiJhZG1pbiJ9"]
+    a = raw_request(st, [b"Authorization: Bearer " + t.encode()] + spoof)
+    assert a.status == 200, (a.status, a.body[:200])
+    seen = json.loads(a.body)["headers"]
+    assert {k for k in seen if "tollgate" in k and "_" in k} == set(), seen
+    assert seen["x-tollgate-sub"] == "hostile-test" and seen["x-tollgate-issuer"] == "h-good"
+    a = raw_request(st, spoof, path=b"/public/x")
+    assert not any("tollgate" in k for k in json.loads(a.body)["headers"])
+    canary(st)
+
+
 # --- 7. (last: it rotates fst's AS-1 keys) a dropped key ends its cached verifications ------------
 
 
