@@ -25,7 +25,7 @@ impl TokenCache for MapCache {
     fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<Cached> {
         cache::decode(key, self.0.get(key)?, now_ms)
     }
-    fn put(&mut self, key: &CacheKey, entry: &Cached) {
+    fn put(&mut self, key: &CacheKey, entry: &Cached, _now_ms: u64) {
         self.0.insert(*key, cache::encode(key, entry));
     }
     fn get_local(&mut self, token: &str, now_ms: u64) -> Option<Cached> {

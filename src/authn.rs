@@ -57,7 +57,11 @@ pub enum MayWait {
     No,
 }
 
-/// Decides one request. `now_ms` is the host clock, read once by the adapter. `fresh` is an
+/// The clock reading that means "no clock": neither the host nor WASI could tell the time.
+pub const NO_CLOCK: u64 = 0;
+
+/// Decides one request. `now_ms` is the host clock, read once by the adapter ([`NO_CLOCK`]:
+/// none; every request that needs a token is then refused with 503, anonymous routes work). `fresh` is an
 /// introspection answer for this request's token that just arrived (used instead of the cache).
 #[allow(clippy::too_many_arguments)]
 pub fn authenticate(
@@ -72,16 +76,21 @@ pub fn authenticate(
 ) -> Decision {
     let deny = |denial, issuer| Decision::Deny { denial, issuer };
     let requirement = match policy::select(&cfg.routes, cfg.default_policy.as_ref(), req) {
-        None => return deny(Denial::NoRoute, None),
-        Some(Policy::Anonymous) => {
+        Err(denial) => return deny(denial, None),
+        Ok(None) => return deny(Denial::NoRoute, None),
+        Ok(Some(Policy::Anonymous)) => {
             return Decision::Allow {
                 issuer: None,
                 headers: Vec::new(),
                 cache_hit: false,
             }
         }
-        Some(Policy::Require(r)) => r,
+        Ok(Some(Policy::Require(r))) => r,
     };
+    if now_ms == NO_CLOCK {
+        // Without a clock every `exp` would look far away and every cache entry alive.
+        return deny(Denial::ClockUnavailable, None);
+    }
     let token = match extract::bearer(authorization) {
         Bearer::Missing => return deny(Denial::MissingToken, None),
         Bearer::Malformed(why) => return deny(Denial::InvalidRequest(why), None),
@@ -91,12 +100,21 @@ pub fn authenticate(
     // SHA-256 of the token: only when the local memo cannot answer, and at most once.
     let mut hashed: Option<CacheKey> = None;
     let (known, cache_hit) = match fresh {
-        Some(entry) => (Some(entry.clone()), false),
+        Some(entry) => {
+            // A refusal is also remembered by this worker: the shared slot may keep another
+            // token's entry instead (see `cache::put_slot`), and a repeated junk token should
+            // not be asked about again. Never an `active` answer: a revocation may have
+            // overtaken it (see `cache::cacheable_after`).
+            if matches!(entry, Cached::Invalid { .. }) && cfg.cache_slots > 0 {
+                cache.remember(token, entry);
+            }
+            (Some(entry.clone()), false)
+        }
         None if cfg.cache_slots > 0 => match cache.get_local(token, now_ms) {
             Some(entry) => (Some(entry), true),
             None => {
                 let key = *hashed.insert(cache::key_for(&cfg.fingerprint, token));
-                let entry = cache.get(&key, now_ms);
+                let entry = cache.get(&key, now_ms).filter(|e| usable(cfg, ring, e));
                 if let Some(e) = &entry {
                     cache.remember(token, e);
                 }
@@ -105,8 +123,9 @@ pub fn authenticate(
         },
         None => (None, false),
     };
-    // An entry naming no configured issuer cannot come from this configuration: a miss.
-    let known = known.filter(|entry| entry.issuer() < cfg.issuers.len());
+    // An entry naming no configured issuer cannot come from this configuration, and one whose
+    // verifying key the issuer no longer publishes no longer counts: a miss.
+    let known = known.filter(|entry| usable(cfg, ring, entry));
     let verified = match known {
         Some(Cached::Invalid { issuer, .. }) => return deny(Denial::InactiveToken, Some(issuer)),
         Some(Cached::Valid(v)) => v,
@@ -155,7 +174,7 @@ pub fn authenticate(
                             key,
                         }
                     }
-                    Claim::Found(entry) if entry.issuer() < cfg.issuers.len() => {
+                    Claim::Found(entry) if usable(cfg, ring, &entry) => {
                         cache.remember(token, &entry);
                         return from_cache(cfg, requirement, entry);
                     }
@@ -177,13 +196,27 @@ pub fn authenticate(
             }
             if cfg.cache_slots > 0 {
                 let entry = Cached::Valid(v.clone());
-                cache.put(&key, &entry);
+                cache.put(&key, &entry, now_ms);
                 cache.remember(token, &entry);
             }
             return finish(cfg, requirement, v, false);
         }
     };
     finish(cfg, requirement, verified, cache_hit)
+}
+
+/// Whether a cache entry may decide a request: it names a configured issuer and, if a key
+/// verified it, that issuer's held key set still has that key (after the issuer dropped a key,
+/// tokens it signed are verified again — and refused). A lookup in a short list of integers.
+fn usable(cfg: &FilterConfig, ring: &KeyRing, entry: &Cached) -> bool {
+    match entry {
+        Cached::Valid(Verified {
+            issuer,
+            key: Some(id),
+            ..
+        }) => ring.held(*issuer).is_some_and(|h| h.keys.has_id(*id)),
+        _ => entry.issuer() < cfg.issuers.len(),
+    }
 }
 
 /// A decision from a cache entry that landed while this worker was about to verify.
@@ -335,6 +368,7 @@ fn check(cfg: &FilterConfig, ready: &Ready<'_>, now_ms: u64) -> Result<Verified,
                     issuer: idx,
                     exp_ms,
                     claims: v.claims,
+                    key: Some(key.id),
                 });
             }
             // Without a kid several keys may fit; only a bad signature moves on to the next.

@@ -6,7 +6,10 @@
 //! needed) held by the host and shared by every worker. A token's key is SHA-256 over the
 //! configuration fingerprint and the token, so the token itself is never stored and a new
 //! configuration never trusts results of the old one. A slot holds one entry; a newer token
-//! hashing to the same slot replaces it. Entries are valid strictly before their `until`, which is
+//! hashing to the same slot replaces it — except that a live positive entry (a token that
+//! passed) is only ever replaced by another positive entry: a refusal (negative entry) or a
+//! claim marker of another token leaves it alone, so junk tokens cannot push good ones out
+//! ([`put_slot`], [`claim_slot`]). Entries are valid strictly before their `until`, which is
 //! never past the token's `exp`.
 
 use serde::{Deserialize, Serialize};
@@ -42,6 +45,11 @@ pub struct Verified {
     pub exp_ms: u64,
     #[serde(rename = "c")]
     pub claims: Map<String, Value>,
+    /// The [`crate::jwks::KeyId`] of the key that verified the token's signature (`None`: an
+    /// introspected token, no key involved). A hit counts only while the issuer's held key set
+    /// still has this key.
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<crate::jwks::KeyId>,
 }
 
 /// A cache entry.
@@ -96,6 +104,18 @@ pub fn decode(key: &CacheKey, value: &[u8], now_ms: u64) -> Option<Cached> {
     (now_ms < entry.until_ms()).then_some(entry)
 }
 
+/// Whether a slot value is another token's (not `key`'s) live positive entry.
+fn holds_other_positive(key: &CacheKey, value: &[u8], now_ms: u64) -> bool {
+    let Some((stored, json)) = value.split_at_checked(32) else {
+        return false;
+    };
+    stored != key
+        && matches!(
+            serde_json::from_slice::<Cached>(json),
+            Ok(entry @ Cached::Valid(_)) if now_ms < entry.until_ms()
+        )
+}
+
 /// How long a claim on a slot lasts: the most a worker can keep others waiting for its
 /// verification (a worker that dies mid-verification blocks nobody for longer).
 pub const CLAIM_MS: u64 = 50;
@@ -119,7 +139,11 @@ pub enum Slot {
     Claimed,
     /// A live claim for another key (another token is being verified in this slot).
     Busy,
-    /// Nothing live: empty, another token's entry, a dead entry, a lapsed claim.
+    /// Another token's live positive entry: kept — only a positive entry replaces it, never a
+    /// negative one or a claim marker.
+    Kept,
+    /// Nothing worth keeping: empty, another token's negative entry, a dead entry, a lapsed
+    /// claim.
     Free,
 }
 
@@ -134,7 +158,11 @@ pub fn read_slot(key: &CacheKey, value: Option<&[u8]>, now_ms: u64) -> Slot {
             (true, false) => Slot::Busy,
         };
     }
-    decode(key, value, now_ms).map_or(Slot::Free, Slot::Entry)
+    match decode(key, value, now_ms) {
+        Some(entry) => Slot::Entry(entry),
+        None if holds_other_positive(key, value, now_ms) => Slot::Kept,
+        None => Slot::Free,
+    }
 }
 
 /// Whether `value` is a claim marker (live or lapsed) for `key`.
@@ -190,8 +218,10 @@ pub fn claim_slot(
     match state {
         Slot::Entry(entry) => return (Claim::Found(entry), false),
         Slot::Claimed => return (Claim::Wait, false),
-        // Another token is being verified in this slot: leave its claim alone.
-        Slot::Busy => return (Claim::Verify, false),
+        // Another token is being verified in this slot: leave its claim alone. Another
+        // token's live positive entry stays too (this token may be a forgery): verify without
+        // a claim; if it passes, its entry replaces the other one.
+        Slot::Busy | Slot::Kept => return (Claim::Verify, false),
         Slot::Free => {}
     }
     let marker = encode_claim(key, now_ms.saturating_add(CLAIM_MS));
@@ -202,16 +232,56 @@ pub fn claim_slot(
     let claim = match read_slot(key, reread().as_deref(), now_ms) {
         Slot::Entry(entry) => Claim::Found(entry),
         Slot::Claimed => Claim::Wait,
-        Slot::Busy | Slot::Free => Claim::Verify,
+        Slot::Busy | Slot::Kept | Slot::Free => Claim::Verify,
     };
     (claim, false)
+}
+
+/// The write step of an entry, independent of the host: `read` gives the slot's value and CAS,
+/// `write(value, cas)` writes it (`None`: unconditionally; `Some` as [`swap_cas`] says) and
+/// says whether it did. A positive entry is written unconditionally (the newest token that
+/// passed has the slot, as any cache that keeps recent entries). A negative entry is written
+/// only over nothing worth keeping — never over another token's live positive entry — and only
+/// if the slot did not change since it was read (else it is dropped: at worst the issuer is
+/// asked again). Returns whether the entry was written.
+pub fn put_slot(
+    key: &CacheKey,
+    entry: &Cached,
+    now_ms: u64,
+    read: impl FnOnce() -> (Option<Vec<u8>>, Option<u32>),
+    write: impl FnOnce(&[u8], Option<u32>) -> bool,
+) -> bool {
+    let value = encode(key, entry);
+    if value.is_empty() {
+        return false;
+    }
+    match entry {
+        Cached::Valid(_) => write(&value, None),
+        Cached::Invalid { .. } => {
+            let (current, cas) = read();
+            if read_slot(key, current.as_deref(), now_ms) == Slot::Kept {
+                return false;
+            }
+            write(&value, Some(swap_cas(cas)))
+        }
+    }
+}
+
+/// Whether an introspection answer may be cached, given the revocation epoch when its call
+/// began and now. A revocation through the gateway that the server confirmed moves the epoch
+/// (and removes the token's entry); an `active` answer the server may have given before that
+/// revocation, landing after it, must not be cached (it would be served for up to `max_ttl_s`).
+/// Negative answers are always cacheable.
+pub fn cacheable_after(entry: &Cached, epoch_at_start: u64, epoch_now: u64) -> bool {
+    matches!(entry, Cached::Invalid { .. }) || epoch_at_start == epoch_now
 }
 
 /// Host storage for cache slots (shared data in the adapter, a map in tests).
 pub trait TokenCache {
     fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<Cached>;
-    /// Stores an entry (this also ends a claim on `key`: the entry replaces the marker).
-    fn put(&mut self, key: &CacheKey, entry: &Cached);
+    /// Stores an entry (this also ends a claim on `key`: the entry replaces the marker), as
+    /// [`put_slot`] allows at `now_ms`.
+    fn put(&mut self, key: &CacheKey, entry: &Cached, now_ms: u64);
 
     /// Called after [`TokenCache::get`] missed `key`, just before the token's signature is
     /// checked: claims the token's slot for [`CLAIM_MS`] so that other workers wait for this
@@ -287,6 +357,7 @@ mod tests {
             issuer: 1,
             exp_ms,
             claims: json!({"sub": "alice"}).as_object().cloned().unwrap(),
+            key: Some(7),
         })
     }
 
@@ -331,6 +402,19 @@ mod tests {
         let k = key_for(&[7; 32], "tok");
         let other = key_for(&[7; 32], "tok2");
         assert_eq!(decode(&other, &encode(&k, &entry(1_000)), 0), None);
+    }
+
+    #[test]
+    fn an_active_answer_overtaken_by_a_revocation_is_not_cached() {
+        let negative = Cached::Invalid {
+            issuer: 0,
+            until_ms: 10,
+        };
+        assert!(cacheable_after(&entry(1_000), 3, 3));
+        assert!(!cacheable_after(&entry(1_000), 3, 4));
+        assert!(!cacheable_after(&entry(1_000), u64::MAX, 0), "wrapped");
+        assert!(cacheable_after(&negative, 3, 4));
+        assert!(cacheable_after(&negative, 3, 3));
     }
 
     #[test]
@@ -462,7 +546,7 @@ mod tests {
     }
 
     #[test]
-    fn another_tokens_claim_is_left_alone_and_its_entry_is_replaced() {
+    fn another_tokens_claim_and_live_positive_entry_are_left_alone() {
         let host = FakeHost::new();
         let (k, other) = (key_for(&[7; 32], "tok"), key_for(&[7; 32], "tok2"));
         let seen = host.seen(&other, 0);
@@ -471,11 +555,109 @@ mod tests {
         assert_eq!(seen.0, Slot::Busy);
         assert_eq!(host.claim(&k, seen, 0), (Claim::Verify, false));
         assert_eq!(host.seen(&other, 0).0, Slot::Claimed, "untouched");
-        // Another token's (live) entry is not in the way: the slot holds one token.
+        // Another token's live positive entry: verify without claiming (a forged token must
+        // not claim the slot and then empty it when it fails).
         host.set("slot", &encode(&other, &entry(1_000)), 0);
         let seen = host.seen(&k, 0);
-        assert_eq!(seen.0, Slot::Free);
-        assert_eq!(host.claim(&k, seen, 0), (Claim::Verify, true));
+        assert_eq!(seen.0, Slot::Kept);
+        assert_eq!(host.claim(&k, seen, 0), (Claim::Verify, false));
+        assert_eq!(host.seen(&other, 0).0, Slot::Entry(entry(1_000)), "kept");
+        // Also when the kept entry lands between the read and the claim.
+        let host = FakeHost::new();
+        let seen = host.seen(&k, 0);
+        host.set("slot", &encode(&other, &entry(1_000)), 0);
+        assert_eq!(host.claim(&k, seen, 0), (Claim::Verify, false));
+        assert_eq!(host.seen(&other, 0).0, Slot::Entry(entry(1_000)));
+        // A dead positive entry or a negative one is not worth keeping: claimed.
+        for value in [
+            encode(&other, &entry(1_000)),
+            encode(
+                &other,
+                &Cached::Invalid {
+                    issuer: 0,
+                    until_ms: 5_000,
+                },
+            ),
+        ] {
+            let host = FakeHost::new();
+            host.set("slot", &value, 0);
+            let seen = host.seen(&k, 1_000);
+            assert_eq!(seen.0, Slot::Free);
+            assert_eq!(host.claim(&k, seen, 1_000), (Claim::Verify, true));
+        }
+    }
+
+    fn negative(until_ms: u64) -> Cached {
+        Cached::Invalid {
+            issuer: 1,
+            until_ms,
+        }
+    }
+
+    impl FakeHost {
+        fn put(&self, key: &CacheKey, entry: &Cached, now_ms: u64) -> bool {
+            put_slot(
+                key,
+                entry,
+                now_ms,
+                || self.get("slot"),
+                |v, cas| self.set("slot", v, cas.unwrap_or(0)),
+            )
+        }
+    }
+
+    #[test]
+    fn negative_entries_never_push_out_another_tokens_live_positive_entry() {
+        let host = FakeHost::new();
+        let (good, junk) = (key_for(&[7; 32], "good"), key_for(&[7; 32], "junk"));
+        assert!(host.put(&good, &entry(1_000), 0));
+        for now in [0, 500, 999] {
+            assert!(!host.put(&junk, &negative(now + 10), now), "at {now}");
+            assert_eq!(host.seen(&good, now).0, Slot::Entry(entry(1_000)));
+        }
+        // Once the positive entry is dead, the slot is free for anything.
+        assert!(host.put(&junk, &negative(1_010), 1_000));
+        assert_eq!(host.seen(&junk, 1_000).0, Slot::Entry(negative(1_010)));
+        // A negative entry gives way to a positive one, and replaces another negative one.
+        let other_junk = key_for(&[7; 32], "junk2");
+        assert!(host.put(&other_junk, &negative(1_020), 1_000));
+        assert!(host.put(&good, &entry(2_000), 1_000));
+        assert_eq!(host.seen(&good, 1_000).0, Slot::Entry(entry(2_000)));
+        // A token's own positive entry may turn negative (its issuer now says inactive).
+        assert!(host.put(&good, &negative(1_500), 1_000));
+        assert_eq!(host.seen(&good, 1_000).0, Slot::Entry(negative(1_500)));
+    }
+
+    #[test]
+    fn a_positive_entry_replaces_another_tokens_positive_entry() {
+        let host = FakeHost::new();
+        let (a, b) = (key_for(&[7; 32], "a"), key_for(&[7; 32], "b"));
+        assert!(host.put(&a, &entry(5_000), 0));
+        assert!(
+            host.put(&b, &entry(1_000), 0),
+            "the newest token that passed"
+        );
+        assert_eq!(host.seen(&b, 0).0, Slot::Entry(entry(1_000)));
+        assert_eq!(host.seen(&a, 0).0, Slot::Kept);
+    }
+
+    #[test]
+    fn a_negative_entry_is_dropped_when_the_slot_changed_since_it_was_read() {
+        let host = FakeHost::new();
+        let (good, junk) = (key_for(&[7; 32], "good"), key_for(&[7; 32], "junk"));
+        let written = put_slot(
+            &junk,
+            &negative(100),
+            0,
+            || {
+                let before = host.get("slot");
+                host.set("slot", &encode(&good, &entry(1_000)), 0); // a rival's write
+                before
+            },
+            |v, cas| host.set("slot", v, cas.unwrap_or(0)),
+        );
+        assert!(!written);
+        assert_eq!(host.seen(&good, 0).0, Slot::Entry(entry(1_000)));
     }
 
     #[test]
@@ -489,6 +671,9 @@ mod tests {
         assert!(!is_claim_of(&k, &value));
         assert_eq!(read_slot(&k, Some(&value), 0), Slot::Entry(entry(1_000)));
         assert_eq!(read_slot(&k, Some(&value), 1_000), Slot::Free, "dead entry");
+        let other = key_for(&[7; 32], "tok2");
+        assert_eq!(read_slot(&other, Some(&value), 999), Slot::Kept);
+        assert_eq!(read_slot(&other, Some(&value), 1_000), Slot::Free);
         assert_eq!(read_slot(&k, Some(b""), 0), Slot::Free);
         assert_eq!(read_slot(&k, None, 0), Slot::Free);
         assert_eq!(

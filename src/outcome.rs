@@ -24,6 +24,9 @@ pub enum Denial {
     InactiveToken,
     /// The issuer's introspection endpoint gave no usable answer (fail closed).
     IntrospectionUnavailable,
+    /// Neither the host nor WASI tells the time (the clock reads 0): no token's `exp` can be
+    /// checked, so none is accepted (fail closed).
+    ClockUnavailable,
 }
 
 impl Denial {
@@ -39,6 +42,7 @@ impl Denial {
             Denial::KeysUnavailable => "keys_unavailable",
             Denial::InactiveToken => "inactive_token",
             Denial::IntrospectionUnavailable => "introspection_unavailable",
+            Denial::ClockUnavailable => "clock_unavailable",
         }
     }
 }
@@ -128,6 +132,12 @@ pub fn reply(denial: &Denial, realm: &str) -> LocalReply {
             "the token's issuer cannot be checked right now",
             None,
         ),
+        Denial::ClockUnavailable => (
+            503,
+            "temporarily_unavailable",
+            "tokens cannot be checked right now",
+            None,
+        ),
     };
     let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
     headers.extend(www);
@@ -192,8 +202,15 @@ mod tests {
     #[test]
     fn malformed_request_is_400_and_unavailable_keys_503_with_retry_after() {
         assert_eq!(reply(&Denial::InvalidRequest("x"), "r").status, 400);
-        let r = reply(&Denial::KeysUnavailable, "r");
-        assert_eq!(r.status, 503);
-        assert_eq!(header(&r, "retry-after"), Some("5"));
+        for denial in [Denial::KeysUnavailable, Denial::ClockUnavailable] {
+            let r = reply(&denial, "r");
+            assert_eq!(r.status, 503);
+            assert_eq!(header(&r, "retry-after"), Some("5"));
+            assert_eq!(
+                header(&r, "www-authenticate"),
+                None,
+                "not the token's fault"
+            );
+        }
     }
 }

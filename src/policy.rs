@@ -81,29 +81,98 @@ pub struct ClaimRule {
     pub accepted: Vec<Value>,
 }
 
+/// Whether a route's conditions hold for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    Yes,
+    No,
+    /// Everything else matches, but the route has a `host` rule and the request's
+    /// `:authority` is not a plain host name Tollgate can compare (see [`request_host`]): the
+    /// request is refused rather than let fall through to a later, laxer route.
+    BadHost,
+}
+
 impl Matcher {
     pub fn matches(&self, req: &RequestFacts<'_>) -> bool {
+        self.check(req) == Match::Yes
+    }
+
+    /// Like [`Matcher::matches`], telling a host rule that cannot be judged apart.
+    pub fn check(&self, req: &RequestFacts<'_>) -> Match {
         let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
-        self.prefix.as_deref().is_none_or(|p| path.starts_with(p))
+        let rest = self.prefix.as_deref().is_none_or(|p| path.starts_with(p))
             && self.exact.as_deref().is_none_or(|e| path == e)
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method))
             && self
-                .host
-                .as_deref()
-                .is_none_or(|h| host_matches(h, req.authority))
-            && self
                 .route_name
                 .as_deref()
-                .is_none_or(|n| req.route_name == Some(n))
+                .is_none_or(|n| req.route_name == Some(n));
+        if !rest {
+            return Match::No;
+        }
+        let Some(pattern) = self.host.as_deref() else {
+            return Match::Yes;
+        };
+        match request_host(req.authority) {
+            Some(host) if host_matches(pattern, host) => Match::Yes,
+            Some(_) => Match::No,
+            None => Match::BadHost,
+        }
     }
 }
 
-/// `authority` without its port, compared case-insensitively; `*.suffix` matches subdomains.
-fn host_matches(pattern: &str, authority: &str) -> bool {
-    let host = match authority.rsplit_once(':') {
-        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => authority,
+/// The host of an `:authority` as `host` rules compare it (case-insensitively): without the
+/// port (also an empty one, `admin.test:`) and without one trailing dot (the absolute form
+/// `admin.test.` names the same host). A bracketed IPv6 literal keeps its brackets
+/// (`[::1]:8080` -> `[::1]`). Borrowed from `authority`: nothing is allocated per request.
+///
+/// `None` for anything that is not a plain host name, so that no spelling another component
+/// might read as the same host can slip past a rule: an empty host, an empty label
+/// (`admin..test`, `admin.test..`, `.admin.test`), a port that is not digits, and any byte
+/// outside letters, digits, `-`, `_` and `.` (percent-encoding, userinfo `@`, non-ASCII
+/// letters that IDNA could map onto ASCII, spaces).
+pub fn request_host(authority: &str) -> Option<&str> {
+    host_and_port(authority).map(|(host, _)| host)
+}
+
+/// [`request_host`] and the port, if one is given (`None` for none and for an empty one).
+pub fn host_and_port(authority: &str) -> Option<(&str, Option<&str>)> {
+    let digits = |port: &str| port.bytes().all(|b| b.is_ascii_digit());
+    fn given(port: &str) -> Option<&str> {
+        (!port.is_empty()).then_some(port)
+    }
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (inner, after) = rest.split_once(']')?;
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').filter(|p| digits(p))?),
+        };
+        let literal_ok = !inner.is_empty()
+            && inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        // `[` + inner + `]`, as written.
+        let host = authority.get(..inner.len() + 2).filter(|_| literal_ok)?;
+        return Some((host, port.and_then(given)));
+    }
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) if digits(port) => (host, given(port)),
+        Some(_) => return None,
+        None => (authority, None),
     };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let plain = host.split('.').all(|label| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    plain.then_some((host, port))
+}
+
+/// `host` (from [`request_host`]) against a lower-case pattern, case-insensitively; `*.suffix`
+/// matches subdomains.
+fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(suffix) => {
             host.len() > suffix.len() + 1 && {
@@ -115,18 +184,26 @@ fn host_matches(pattern: &str, authority: &str) -> bool {
     }
 }
 
-/// The policy for a request: the first matching route's, else the default (None = deny).
+/// The policy for a request: the first matching route's, else the default (`Ok(None)` =
+/// deny). `Err` when the first route that would match hinges on a host rule the request's
+/// `:authority` cannot be judged against ([`Match::BadHost`]).
 pub fn select<'c>(
     routes: &'c [Route],
     default: Option<&'c Policy>,
     req: &RequestFacts<'_>,
-) -> Option<&'c Policy> {
-    routes
-        .iter()
-        .find(|r| r.matcher.matches(req))
-        .map(|r| &r.policy)
-        .or(default)
+) -> Result<Option<&'c Policy>, Denial> {
+    for route in routes {
+        match route.matcher.check(req) {
+            Match::Yes => return Ok(Some(&route.policy)),
+            Match::No => {}
+            Match::BadHost => return Err(Denial::InvalidRequest(BAD_HOST)),
+        }
+    }
+    Ok(default)
 }
+
+/// Why a request with an unusable `:authority` is refused (a fixed text: nothing echoed).
+pub const BAD_HOST: &str = "the request's host is not a plain host name";
 
 impl Requirement {
     /// Whether this route accepts tokens from the issuer at `issuer` (checked before verifying).
@@ -265,11 +342,17 @@ mod tests {
         let req = facts("GET", "/public/x", "h");
         assert!(matches!(
             select(&routes, None, &req),
-            Some(Policy::Anonymous)
+            Ok(Some(Policy::Anonymous))
         ));
-        assert!(select(&routes, None, &facts("GET", "/other", "h")).is_none());
+        assert!(matches!(
+            select(&routes, None, &facts("GET", "/other", "h")),
+            Ok(None)
+        ));
         let dflt = Policy::Anonymous;
-        assert!(select(&routes, Some(&dflt), &facts("GET", "/other", "h")).is_some());
+        assert!(matches!(
+            select(&routes, Some(&dflt), &facts("GET", "/other", "h")),
+            Ok(Some(_))
+        ));
     }
 
     #[test]
@@ -336,5 +419,123 @@ mod tests {
         };
         assert!(typed.check(&claims(json!({"level": 3}))).is_ok());
         assert!(typed.check(&claims(json!({"level": "3"}))).is_err());
+    }
+
+    fn admin_host() -> Matcher {
+        Matcher {
+            host: Some("admin.test".into()),
+            ..Matcher::default()
+        }
+    }
+
+    #[test]
+    fn host_rules_see_through_case_port_and_one_trailing_dot() {
+        let m = admin_host();
+        for authority in [
+            "admin.test",
+            "ADMIN.TEST",
+            "Admin.Test:8443",
+            "admin.test.",
+            "admin.test:",
+            "admin.test.:443",
+            "ADMIN.TEST.:",
+        ] {
+            assert_eq!(
+                m.check(&facts("GET", "/", authority)),
+                Match::Yes,
+                "{authority}"
+            );
+        }
+        for authority in ["other.test", "admin.test.evil", "xadmin.test", "admin.tes"] {
+            assert_eq!(
+                m.check(&facts("GET", "/", authority)),
+                Match::No,
+                "{authority}"
+            );
+        }
+        let wild = Matcher {
+            host: Some("*.example.com".into()),
+            ..Matcher::default()
+        };
+        assert!(wild.matches(&facts("GET", "/", "A.Example.Com.:80")));
+        assert!(!wild.matches(&facts("GET", "/", "example.com.")));
+    }
+
+    #[test]
+    fn hosts_that_are_not_plain_names_are_refused_not_skipped() {
+        let m = admin_host();
+        for authority in [
+            "admin.test..",
+            "admin..test",
+            ".admin.test",
+            "",
+            ".",
+            "admin.test:abc",
+            "admin.test:443:443",
+            "admin%2etest",
+            "user@admin.test",
+            "admin.test ",
+            "adm\u{131}n.test",
+            "admİn.test",
+            "[::1",
+            "[::1]x",
+            "[]",
+        ] {
+            assert_eq!(
+                m.check(&facts("GET", "/", authority)),
+                Match::BadHost,
+                "{authority:?}"
+            );
+        }
+        // Only a route that would otherwise match refuses: elsewhere the host is irrelevant.
+        let on_admin = Matcher {
+            prefix: Some("/admin".into()),
+            host: Some("admin.test".into()),
+            ..Matcher::default()
+        };
+        assert_eq!(
+            on_admin.check(&facts("GET", "/public", "admin.test..")),
+            Match::No
+        );
+        let routes = vec![
+            Route {
+                name: None,
+                matcher: on_admin,
+                policy: Policy::Require(Requirement::default()),
+            },
+            Route {
+                name: None,
+                matcher: Matcher::default(),
+                policy: Policy::Anonymous,
+            },
+        ];
+        assert_eq!(
+            select(&routes, None, &facts("GET", "/admin/x", "admin.test..")).err(),
+            Some(Denial::InvalidRequest(BAD_HOST)),
+            "never falls through to the anonymous route"
+        );
+        assert!(matches!(
+            select(&routes, None, &facts("GET", "/public", "admin.test..")),
+            Ok(Some(Policy::Anonymous))
+        ));
+    }
+
+    #[test]
+    fn bracketed_ipv6_hosts_keep_working() {
+        let m = Matcher {
+            host: Some("[::1]".into()),
+            ..Matcher::default()
+        };
+        for authority in ["[::1]", "[::1]:8080", "[::1]:"] {
+            assert!(m.matches(&facts("GET", "/", authority)), "{authority}");
+        }
+        assert_eq!(request_host("[FE80::1]:80"), Some("[FE80::1]"));
+        assert_eq!(request_host("Admin.Test.:443"), Some("Admin.Test"));
+        assert!(Matcher {
+            host: Some("[fe80::1]".into()),
+            ..Matcher::default()
+        }
+        .matches(&facts("GET", "/", "[FE80::1]:80")));
+        assert!(!m.matches(&facts("GET", "/", "[::2]")));
     }
 }

@@ -47,6 +47,8 @@ struct MapCache {
     peer: Option<Claim>,
     claims: usize,
     unclaims: usize,
+    /// What was offered to the worker's local memo.
+    remembered: Vec<Cached>,
 }
 
 impl TokenCache for MapCache {
@@ -56,7 +58,7 @@ impl TokenCache for MapCache {
         self.hits += usize::from(hit.is_some());
         hit
     }
-    fn put(&mut self, key: &CacheKey, entry: &Cached) {
+    fn put(&mut self, key: &CacheKey, entry: &Cached, _now_ms: u64) {
         self.puts += 1;
         self.slots.insert(*key, cache::encode(key, entry));
     }
@@ -66,6 +68,9 @@ impl TokenCache for MapCache {
     }
     fn unclaim(&mut self, _key: &CacheKey) {
         self.unclaims += 1;
+    }
+    fn remember(&mut self, _token: &str, entry: &Cached) {
+        self.remembered.push(entry.clone());
     }
 }
 
@@ -446,6 +451,54 @@ fn second_request_is_a_cache_hit() {
 }
 
 #[test]
+fn without_a_clock_no_token_is_accepted_and_anonymous_routes_still_work() {
+    let mut env = Env::new();
+    let token = as1_read_write_token();
+    assert!(allowed(AS1, false)(&env.bearer("/api", &token)), "cached");
+    let unavailable = Decision::Deny {
+        denial: Denial::ClockUnavailable,
+        issuer: None,
+    };
+    // A cached entry would look alive forever at 0; a fresh token's exp far away.
+    assert_eq!(
+        env.bearer_at("/api", &token, NO_CLOCK, MayWait::Yes),
+        unavailable
+    );
+    let (gets, puts) = (env.cache.gets, env.cache.puts);
+    assert_eq!(
+        env.bearer_at("/read", &as1_read_token(), NO_CLOCK, MayWait::Yes),
+        unavailable
+    );
+    assert_eq!(
+        env.bearer_at("/api", &expired_token(), NO_CLOCK, MayWait::No),
+        unavailable
+    );
+    assert_eq!(env.decide("/api", &[], NO_CLOCK, MayWait::Yes), unavailable);
+    assert_eq!(
+        (env.cache.gets, env.cache.puts),
+        (gets, puts),
+        "the cache is not even read"
+    );
+    assert!(matches!(
+        env.decide("/public/x", &[], NO_CLOCK, MayWait::Yes),
+        Decision::Allow { issuer: None, .. }
+    ));
+    // An opaque token is not sent to be introspected either.
+    let mut env = opaque_env();
+    let value = "Bearer op1_abcdefghijklmnopqrstuvwxyz0123".to_owned();
+    assert!(matches!(
+        env.decide("/any", &[&value], NO_CLOCK, MayWait::Yes),
+        Decision::Deny {
+            denial: Denial::ClockUnavailable,
+            ..
+        }
+    ));
+    // The clock is back: tokens pass again.
+    let mut env = Env::new();
+    assert!(allowed(AS1, false)(&env.bearer("/api", &token)));
+}
+
+#[test]
 fn no_cache_use_when_max_entries_is_zero() {
     let mut env = Env::with(json!({"cache": {"max_entries": 0}}));
     assert_eq!(env.cfg.cache_slots, 0);
@@ -520,8 +573,9 @@ fn cache_entry_naming_an_issuer_that_does_not_exist_is_ignored() {
         issuer: 9,
         exp_ms: NOW_MS + 1_000_000,
         claims: json!({"sub": "root"}).as_object().cloned().unwrap(),
+        key: None,
     };
-    env.cache.put(&key, &Cached::Valid(bogus));
+    env.cache.put(&key, &Cached::Valid(bogus), NOW_MS);
     let d = env.bearer("/api", &token);
     assert!(allowed(AS1, false)(&d));
     assert!(headers_of(&d).contains(&("x-tollgate-sub".into(), "alice".into())));
@@ -1381,6 +1435,28 @@ fn a_fresh_inactive_answer_denies() {
             denied(Denial::InactiveToken, Some(OP1))
         );
     }
+    assert_eq!(
+        env.cache.remembered,
+        vec![inactive_entry(OP1), inactive_entry(OP1)],
+        "remembered by the worker too (the shared slot may keep another token's entry)"
+    );
+}
+
+#[test]
+fn a_fresh_active_answer_is_not_remembered_by_the_worker() {
+    let mut env = opaque_env();
+    let d = env.opaque_full(
+        "/any",
+        "op1_abc",
+        None,
+        MayWait::No,
+        Some(&active_entry(OP1, "read")),
+    );
+    assert!(matches!(d, Decision::Allow { .. }));
+    assert!(
+        env.cache.remembered.is_empty(),
+        "only the shared cache, under the revocation epoch rule"
+    );
 }
 
 #[test]
@@ -1393,7 +1469,7 @@ fn a_cached_negative_answer_denies_without_asking_again() {
     );
     // The adapter caches the answer.
     let key = env.key(token);
-    env.cache.put(&key, &inactive_entry(OP1));
+    env.cache.put(&key, &inactive_entry(OP1), NOW_MS);
     for path in ["/any", "/op1only", "/hint"] {
         assert_eq!(
             env.opaque(path, token, None),
@@ -1420,7 +1496,7 @@ fn a_cached_positive_answer_is_a_cache_hit_that_still_checks_the_route() {
     let mut env = opaque_env();
     let token = "op2_good";
     let key = env.key(token);
-    env.cache.put(&key, &active_entry(OP2, "write"));
+    env.cache.put(&key, &active_entry(OP2, "write"), NOW_MS);
     assert!(allowed(OP2, true)(&env.opaque("/any", token, None)));
     assert_eq!(
         env.opaque("/op1only", token, None),
@@ -1771,4 +1847,177 @@ fn no_claims_without_a_cache_or_for_tokens_that_are_introspected_too() {
         None
     )));
     assert_eq!(env.cache.claims, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cached verifications and the key that made them
+// ---------------------------------------------------------------------------------------------
+
+/// `as3`'s held keys become `keys` (a refresh landed: a new generation).
+fn refresh_as3(env: &mut Env, keys: &[Value], generation: u64) {
+    let (keys, _) = KeySet::from_value(&jwks(keys)).unwrap();
+    env.ring.set(
+        AS3,
+        Held {
+            keys,
+            fetched_at: Some(NOW_MS),
+            generation,
+        },
+    );
+}
+
+#[test]
+fn a_cached_verification_records_the_key_that_made_it() {
+    let mut env = Env::new();
+    env.fetch_as3(NOW_MS);
+    let token = as3_token();
+    assert!(allowed(AS3, false)(&env.bearer("/api", &token)));
+    let key = env.key(&token);
+    let Some(Cached::Valid(v)) = cache::decode(&key, &env.cache.slots[&key], NOW_MS) else {
+        panic!("not cached")
+    };
+    let held = env.ring.held(AS3).unwrap();
+    let id = v.key.expect("a key id");
+    assert!(held.keys.has_id(id));
+    assert_eq!(
+        held.keys
+            .candidates(Some("as3-rsa"), Alg::Rs256)
+            .next()
+            .unwrap()
+            .id,
+        id
+    );
+}
+
+#[test]
+fn a_cached_verification_stops_counting_once_its_key_leaves_the_issuers_set() {
+    let mut env = Env::new();
+    env.fetch_as3(NOW_MS);
+    let token = as3_token();
+    assert!(allowed(AS3, false)(&env.bearer("/api", &token)));
+    assert!(allowed(AS3, true)(&env.bearer("/api", &token)));
+    // The issuer rotates: the old key is still published (under another kid, too): still hits.
+    refresh_as3(
+        &mut env,
+        &[
+            TestKey::P256.public_jwk_as("as3-new", None),
+            TestKey::RsaB.public_jwk_as("as3-renamed", None),
+        ],
+        2,
+    );
+    assert!(allowed(AS3, true)(&env.bearer("/api", &token)));
+    // The old key is dropped: the entry is a miss; the token is checked again and refused.
+    refresh_as3(&mut env, &[TestKey::P256.public_jwk_as("as3-new", None)], 3);
+    let hits = env.cache.hits;
+    assert_eq!(
+        env.bearer_at("/api", &token, NOW_MS, MayWait::No),
+        invalid_token(JwtError::UnknownKey.describe(), Some(AS3))
+    );
+    assert_eq!(
+        env.bearer("/api", &token),
+        Decision::WaitForKeys {
+            issuer: AS3,
+            unknown_kid: true
+        },
+        "may wait: an early refetch, then refused"
+    );
+    assert_eq!(env.cache.hits, hits + 2, "the slot still holds the entry");
+    // Keys missing altogether (not synced yet in this worker): no hit either.
+    env.ring = KeyRing::new(env.cfg.issuers.len());
+    assert!(matches!(
+        env.bearer("/api", &token),
+        Decision::WaitForKeys { issuer: AS3, .. }
+    ));
+}
+
+#[test]
+fn a_peers_entry_made_with_a_key_no_longer_held_is_not_used() {
+    let mut env = Env::new();
+    let token = as1_read_write_token();
+    let Cached::Valid(mut v) = verified_entry(&env, &token) else {
+        panic!("not valid")
+    };
+    v.key = Some(v.key.unwrap() ^ 1); // a key this worker does not hold
+    env.cache.peer = Some(Claim::Found(Cached::Valid(v)));
+    assert!(
+        allowed(AS1, false)(&env.bearer("/api", &token)),
+        "verified here"
+    );
+    assert_eq!(env.cache.puts, 1);
+}
+
+/// A per-worker memo only (what [`crate::cache::LocalMemo`] answers in the adapter).
+struct MemoOnly(Option<Cached>);
+
+impl TokenCache for MemoOnly {
+    fn get(&mut self, _key: &CacheKey, _now_ms: u64) -> Option<Cached> {
+        None
+    }
+    fn put(&mut self, _key: &CacheKey, _entry: &Cached, _now_ms: u64) {}
+    fn get_local(&mut self, _token: &str, _now_ms: u64) -> Option<Cached> {
+        self.0.clone()
+    }
+}
+
+#[test]
+fn a_remembered_verification_is_checked_against_the_held_keys_too() {
+    let mut env = Env::new();
+    env.fetch_as3(NOW_MS);
+    let token = as3_token();
+    assert!(allowed(AS3, false)(&env.bearer("/api", &token)));
+    let key = env.key(&token);
+    let entry = cache::decode(&key, &env.cache.slots[&key], NOW_MS).unwrap();
+    let mut memo = MemoOnly(Some(entry));
+    let value = format!("Bearer {token}");
+    let req = RequestFacts {
+        method: "GET",
+        path: "/api",
+        authority: "api.example.com",
+        route_name: None,
+        headers: &[],
+    };
+    let mut decide = |ring: &KeyRing| {
+        authenticate(
+            &env.cfg,
+            &req,
+            &[&value],
+            ring,
+            &mut memo,
+            NOW_MS,
+            MayWait::No,
+            None,
+        )
+    };
+    assert!(allowed(AS3, true)(&decide(&env.ring)));
+    let mut dropped = KeyRing::new(env.cfg.issuers.len());
+    let (keys, _) =
+        KeySet::from_value(&jwks(&[TestKey::P256.public_jwk_as("as3-new", None)])).unwrap();
+    dropped.set(
+        AS3,
+        Held {
+            keys,
+            fetched_at: Some(NOW_MS),
+            generation: 2,
+        },
+    );
+    assert_eq!(
+        decide(&dropped),
+        invalid_token(JwtError::UnknownKey.describe(), Some(AS3))
+    );
+}
+
+#[test]
+fn introspected_entries_have_no_key_and_stay_hits() {
+    let mut env = opaque_env();
+    let token = "op1_abcdef";
+    let key = env.key(token);
+    env.cache.put(&key, &active_entry(OP1, "read"), NOW_MS);
+    env.ring = KeyRing::new(env.cfg.issuers.len()); // no keys held at all
+    assert!(matches!(
+        env.opaque("/any", token, None),
+        Decision::Allow {
+            cache_hit: true,
+            ..
+        }
+    ));
 }

@@ -257,6 +257,9 @@ pub(super) fn compile_gateway(r: RawGateway, issuers: &[Issuer]) -> Result<Gatew
             }
         }
     }
+    if r.tagging {
+        check_tag_collisions(issuers)?;
+    }
     Ok(Gateway {
         base_path: base.to_owned(),
         public_origins,
@@ -267,4 +270,36 @@ pub(super) fn compile_gateway(r: RawGateway, issuers: &[Issuer]) -> Result<Gatew
         max_body_bytes: usize::try_from(r.max_body_bytes).unwrap_or(usize::MAX),
         tagging: r.tagging,
     })
+}
+
+/// With tagging on, a client id `<issuer name>.<rest>` is read as a routing tag: a configured
+/// client id (or prefix) that starts with the tag of a gateway issuer — or, for a prefix, that
+/// the tag starts with — would be routed to that issuer and lose its first part.
+fn check_tag_collisions(issuers: &[Issuer]) -> Result<(), ConfigError> {
+    let tags: Vec<(String, &str)> = issuers
+        .iter()
+        .filter(|i| i.gateway.is_some())
+        .map(|i| (format!("{}.", i.name), i.name.as_str()))
+        .collect();
+    for (i, issuer) in issuers.iter().enumerate() {
+        let Some(g) = &issuer.gateway else { continue };
+        for (j, c) in g.client_ids.iter().enumerate() {
+            if let Some((tag, name)) = tags.iter().find(|(t, _)| c.starts_with(t.as_str())) {
+                return err(
+                    format!("issuers[{i}].gateway.client_ids[{j}]"),
+                    format!("starts with {tag:?}, the routing tag of issuer {name:?}: with gateway.tagging on it would be read as a tag"),
+                );
+            }
+        }
+        for (k, p) in g.client_id_prefixes.iter().enumerate() {
+            let overlaps = |t: &str| p.starts_with(t) || t.starts_with(p.as_str());
+            if let Some((tag, name)) = tags.iter().find(|(t, _)| overlaps(t)) {
+                return err(
+                    format!("issuers[{i}].gateway.client_id_prefixes[{k}]"),
+                    format!("overlaps {tag:?}, the routing tag of issuer {name:?}: with gateway.tagging on such client ids would be read as tags"),
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -272,6 +272,19 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         );
     }
     let identity = compile_identity(raw.identity)?;
+    if let Some(gw) = &gateway {
+        // The route header is removed from every request and set only on gateway calls; an
+        // identity header of the same name (as the host may read it) would be both.
+        if let Some(h) = identity
+            .owned_headers()
+            .find(|h| same_header_name(h, &gw.route_header))
+        {
+            return err(
+                "gateway.route_header",
+                format!("names the same header as the identity header {h:?}"),
+            );
+        }
+    }
     if raw.realm.is_empty() || !raw.realm.chars().all(is_quoted_string_safe) {
         return err(
             "realm",
@@ -683,7 +696,11 @@ fn compile_match(at: &str, rm: raw::RawMatch) -> Result<Matcher, ConfigError> {
         prefix: rm.prefix,
         exact: rm.exact,
         methods,
-        host: rm.host.map(|h| h.to_ascii_lowercase()),
+        // As requests' hosts are compared: lower-case, without one trailing dot.
+        host: rm.host.map(|h| {
+            let h = h.to_ascii_lowercase();
+            h.strip_suffix('.').unwrap_or(&h).to_owned()
+        }),
         route_name: rm.route_name,
     })
 }
@@ -814,6 +831,20 @@ pub(crate) fn is_header_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
+/// Whether two header names are the same header as hosts and backends may read them:
+/// case-insensitively, and with `_` read as `-` (CGI-style servers — WSGI, PHP, ... — map both
+/// `X-User` and `X_User` to `HTTP_X_USER`). No allocation: it runs for every request header.
+pub fn same_header_name(a: &str, b: &str) -> bool {
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 pub(crate) const RESERVED_HEADERS: [&str; 6] = [

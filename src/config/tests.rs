@@ -1187,6 +1187,130 @@ fn gateway_errors() {
 }
 
 #[test]
+fn the_route_header_is_no_identity_header_in_any_spelling() {
+    let with = |identity: Value, route_header: &str| {
+        let mut v = with_gateway_members(json!({"route_header": route_header}));
+        v["identity"] = identity;
+        v
+    };
+    // The default identity headers, the default issuer-name header, a configured payload
+    // header and a configured map; `_` read as `-`.
+    for (identity, header) in [
+        (json!({}), "x-tollgate-sub"),
+        (json!({}), "x_tollgate_sub"),
+        (json!({}), "x-tollgate-issuer"),
+        (json!({}), "x_tollgate-issuer"),
+        (json!({"payload_header": "x-claims"}), "x-claims"),
+        (json!({"payload_header": "x-claims"}), "x_claims"),
+        (json!({"payload_header": "x_claims"}), "x-claims"),
+        (json!({"issuer_name_header": "x-who"}), "x_who"),
+        (json!({"headers": {"sub": "x-user"}}), "x-user"),
+        (json!({"headers": {"sub": "x_user"}}), "x-user"),
+    ] {
+        let e = error_at(&with(identity.clone(), header));
+        assert_eq!(e.path, "gateway.route_header", "{identity} {header}");
+        assert!(e.message.contains("identity header"), "{}", e.message);
+    }
+    // No longer an identity header: accepted.
+    assert!(parse(&with(
+        json!({"issuer_name_header": null}),
+        "x-tollgate-issuer"
+    ))
+    .is_ok());
+    assert!(parse(&with(
+        json!({"headers": {"sub": "x-user"}}),
+        "x-tollgate-sub"
+    ))
+    .is_ok());
+    assert!(parse(&with(json!({}), "x-tollgate-as")).is_ok());
+}
+
+#[test]
+fn header_names_are_the_same_in_any_case_and_with_underscores() {
+    for (a, b) in [
+        ("x-tollgate-sub", "x-tollgate-sub"),
+        ("x-tollgate-sub", "x_tollgate_sub"),
+        ("x-tollgate-sub", "X_Tollgate-SUB"),
+        ("x_claims", "x-claims"),
+    ] {
+        assert!(same_header_name(a, b), "{a} {b}");
+        assert!(same_header_name(b, a), "{b} {a}");
+    }
+    for (a, b) in [
+        ("x-tollgate-sub", "x-tollgate-subx"),
+        ("x-tollgate-sub", "x-tollgate.sub"),
+        ("x-tollgate-sub", "xtollgate-sub"),
+        ("x-tollgate-sub", ""),
+    ] {
+        assert!(!same_header_name(a, b), "{a} {b}");
+    }
+}
+
+#[test]
+fn with_tagging_no_client_id_looks_like_a_routing_tag() {
+    let cfg = |a: Value, b: Value, tagging: bool| {
+        json!({
+            "issuers": [gateway_issuer("as1", a), gateway_issuer("as2", b), remote_issuer("plain")],
+            "gateway": {"base_path": "/oauth2", "public_origins": ["https://gw.example"], "tagging": tagging},
+        })
+    };
+    let ids = |ids: &[&str]| json!({"metadata": true, "upstream": "x", "client_ids": ids});
+    let prefixes = |p: &[&str]| json!({"metadata": true, "upstream": "x", "client_id_prefixes": p});
+    let none = json!({"metadata": true, "upstream": "x"});
+    for (a, b, path) in [
+        (
+            ids(&["web", "as2.web"]),
+            none.clone(),
+            "issuers[0].gateway.client_ids[1]",
+        ),
+        (
+            ids(&["as1.own"]),
+            none.clone(),
+            "issuers[0].gateway.client_ids[0]",
+        ),
+        (
+            none.clone(),
+            ids(&["as1.x"]),
+            "issuers[1].gateway.client_ids[0]",
+        ),
+        (
+            prefixes(&["as2.p-"]),
+            none.clone(),
+            "issuers[0].gateway.client_id_prefixes[0]",
+        ),
+        (
+            none.clone(),
+            prefixes(&["q-", "as2."]),
+            "issuers[1].gateway.client_id_prefixes[1]",
+        ),
+        // A prefix the tag starts with claims every tagged id of that issuer.
+        (
+            prefixes(&["as"]),
+            none.clone(),
+            "issuers[0].gateway.client_id_prefixes[0]",
+        ),
+        (
+            none.clone(),
+            prefixes(&["as1"]),
+            "issuers[1].gateway.client_id_prefixes[0]",
+        ),
+    ] {
+        let e = error_at(&cfg(a.clone(), b.clone(), true));
+        assert_eq!(e.path, path, "{a} {b}");
+        assert!(e.message.contains("routing tag"), "{}", e.message);
+        // Without tagging there are no tags to mistake them for.
+        assert!(parse(&cfg(a, b, false)).is_ok());
+    }
+    // Not a gateway issuer's name, or not followed by '.': no tag.
+    let ok = cfg(
+        ids(&["plain.x", "as1-x", "as2x"]),
+        prefixes(&["as3.", "plain-"]),
+        true,
+    );
+    assert!(parse(&ok).is_ok());
+}
+
+#[test]
 fn issuer_gateway_errors() {
     let top = json!({"base_path": "/oauth2", "public_origins": ["https://gw.example"]});
     let at = |part: Value| path_of(&with_gateway(part, top.clone()));
@@ -1477,14 +1601,14 @@ fn percent_encoded_hosts_are_refused_at_their_path() {
             (
                 with_gateway(
                     json!({"endpoints": {"token": url}, "upstream": "as1"}),
-                    json!({"base_path": "/oauth2"}),
+                    json!({"base_path": "/oauth2", "public_origins": ["https://gw.example"]}),
                 ),
                 "issuers[0].gateway.endpoints.token",
             ),
             (
                 with_gateway(
                     json!({"metadata": url, "upstream": "as1"}),
-                    json!({"base_path": "/oauth2"}),
+                    json!({"base_path": "/oauth2", "public_origins": ["https://gw.example"]}),
                 ),
                 "issuers[0].gateway.metadata",
             ),

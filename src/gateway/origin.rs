@@ -8,6 +8,8 @@
 
 use url::Url;
 
+use crate::policy;
+
 /// One configured public origin, e.g. `https://api.example.com`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicOrigin {
@@ -52,49 +54,26 @@ impl PublicOrigin {
     }
 
     /// Whether a request to `authority` (its `Host`) is a request to this origin: the same
-    /// host (case and one trailing dot aside) and the same port, an absent port meaning the
-    /// scheme's default.
+    /// host (case and one trailing dot aside, [`policy::host_and_port`]) and the same port, an
+    /// absent port meaning the scheme's default.
     pub fn serves(&self, authority: &str) -> bool {
-        match split_authority(authority) {
-            Some((host, port)) => {
-                host.eq_ignore_ascii_case(&self.host)
-                    && port.unwrap_or(self.default_port) == self.port
-            }
-            None => false,
-        }
+        let Some((host, port)) = policy::host_and_port(authority) else {
+            return false;
+        };
+        let port = match port {
+            None => self.default_port,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) => p,
+                Err(_) => return false,
+            },
+        };
+        port == self.port && host.eq_ignore_ascii_case(&self.host)
     }
 }
 
 /// The configured origin a request to `authority` reached, if any.
 pub fn for_authority<'o>(origins: &'o [PublicOrigin], authority: &str) -> Option<&'o PublicOrigin> {
     origins.iter().find(|o| o.serves(authority))
-}
-
-/// `host[:port]` as a request carries it: the host without one trailing dot, and the port if
-/// one is given (`host:` has none). `None` for what is not an authority (a bad port, stray
-/// colons, an empty host).
-pub fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
-    let (host, port) = if authority.starts_with('[') {
-        let end = authority.find(']')?;
-        let (host, rest) = authority.split_at(end + 1);
-        match rest {
-            "" => (host, None),
-            _ => (host, Some(rest.strip_prefix(':')?)),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) if !host.contains(':') => (host, Some(port)),
-            Some(_) => return None,
-            None => (authority, None),
-        }
-    };
-    let port = match port {
-        None | Some("") => None,
-        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
-        Some(_) => return None,
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    (!host.is_empty()).then_some((host, port))
 }
 
 #[cfg(test)]

@@ -35,7 +35,8 @@ pub struct Target<'p> {
     /// The issuer name in the path (`{base}/{issuer}/...`).
     pub issuer: Option<&'p str>,
     pub endpoint: Endpoint,
-    /// For [`Endpoint::ClientConfiguration`]: the client id segment (still percent-encoded).
+    /// For [`Endpoint::ClientConfiguration`]: the client id segment (still percent-encoded;
+    /// [`super::route::path_client_id`] decodes it).
     pub client_id: Option<&'p str>,
 }
 

@@ -73,6 +73,11 @@ pub const NO_ENDPOINT: GatewayError = GatewayError {
     error: "invalid_request",
     description: "the authorization server does not offer this endpoint",
 };
+pub const BAD_CLIENT_ID: GatewayError = GatewayError {
+    status: 400,
+    error: "invalid_request",
+    description: "the client id in the path is not a valid client id",
+};
 pub const NOT_READY: GatewayError = GatewayError {
     status: 503,
     error: "temporarily_unavailable",
@@ -313,8 +318,7 @@ pub fn rewrite_response(
     }
     if doc.contains_key("registration_client_uri") {
         if let Some(id) = doc.get("client_id").and_then(|v| v.as_str()) {
-            let encoded: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
-            let uri = format!("{client_base}/{encoded}");
+            let uri = format!("{client_base}/{}", encode_segment(id));
             doc.insert(
                 "registration_client_uri".into(),
                 serde_json::Value::String(uri),
@@ -325,15 +329,52 @@ pub fn rewrite_response(
     changed.then(|| serde_json::to_vec(&doc).ok()).flatten()
 }
 
+/// The client id of an RFC 7592 client configuration path (`register/{segment}`): the segment
+/// percent-decoded, once. Refused ([`BAD_CLIENT_ID`]): not UTF-8 after decoding, and ids that
+/// are path syntax rather than names — empty, `.` and `..` (also written `%2e`, `%2E%2e`, ...),
+/// which would make the server's URL name its parent path.
+pub fn path_client_id(segment: &str) -> Result<String, GatewayError> {
+    let id = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| BAD_CLIENT_ID)?;
+    if is_dot_or_empty(&id) {
+        return Err(BAD_CLIENT_ID);
+    }
+    Ok(id.into_owned())
+}
+
+fn is_dot_or_empty(id: &str) -> bool {
+    matches!(id, "" | "." | "..")
+}
+
+/// Everything but RFC 3986 unreserved characters is percent-encoded in a path segment: `/`,
+/// `?`, `#`, `%`, `\`, spaces and controls can neither end the segment nor be read as one.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A client id as one path segment.
+pub fn encode_segment(id: &str) -> String {
+    percent_encoding::utf8_percent_encode(id, SEGMENT).to_string()
+}
+
 /// RFC 7592 client configuration URL at the server: its registration endpoint plus the client
-/// id, in the endpoint's own style (`/reg` -> `/reg/{id}`, `/o/register/` -> `/o/register/{id}/`).
-pub fn client_configuration_url(registration: &Url, client_id: &str) -> Option<Url> {
+/// id (decoded; encoded here as one path segment), in the endpoint's own style (`/reg` ->
+/// `/reg/{id}`, `/o/register/` -> `/o/register/{id}/`). An id that is empty, `.` or `..` (also
+/// after a routing tag came off) is refused with [`BAD_CLIENT_ID`].
+pub fn client_configuration_url(registration: &Url, client_id: &str) -> Result<Url, GatewayError> {
+    if is_dot_or_empty(client_id) {
+        return Err(BAD_CLIENT_ID);
+    }
+    let id = encode_segment(client_id);
     let base = registration.as_str();
     let text = match base.strip_suffix('/') {
-        Some(stem) => format!("{stem}/{client_id}/"),
-        None => format!("{base}/{client_id}"),
+        Some(stem) => format!("{stem}/{id}/"),
+        None => format!("{base}/{id}"),
     };
-    crate::http::parse_url(&text).ok()
+    crate::http::parse_url(&text).map_err(|_| NO_ENDPOINT)
 }
 
 #[cfg(test)]

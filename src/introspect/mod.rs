@@ -275,6 +275,7 @@ pub fn entry(
             issuer,
             exp_ms: v.exp_ms.min(ceiling),
             claims: v.claims,
+            key: v.key,
         }),
         (Answer::Active { claims, exp_s }, None) => {
             let exp_ms = exp_s.map_or(u64::MAX, |s| {
@@ -284,6 +285,7 @@ pub fn entry(
                 issuer,
                 exp_ms: exp_ms.min(ceiling),
                 claims,
+                key: None,
             })
         }
     }

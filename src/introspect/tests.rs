@@ -267,6 +267,7 @@ fn entries_never_outlive_exp_or_the_max_ttl() {
         issuer: 0,
         exp_ms: NOW_MS + 30_000,
         claims: json!({"sub": "from-jwt"}).as_object().cloned().unwrap(),
+        key: Some(42),
     };
     let Cached::Valid(v) = entry(0, active(Some(NOW_S + 999)), Some(jwt), ttl, NOW_MS) else {
         panic!("not valid")
@@ -276,6 +277,11 @@ fn entries_never_outlive_exp_or_the_max_ttl() {
         v.claims["sub"], "from-jwt",
         "a JWT keeps its own verified claims"
     );
+    assert_eq!(v.key, Some(42), "and the key that verified it");
+    let Cached::Valid(opaque) = entry(0, active(Some(NOW_S + 999)), None, ttl, NOW_MS) else {
+        panic!("not valid")
+    };
+    assert_eq!(opaque.key, None, "an opaque token has no key");
 }
 
 /// Deeply nested answers (the wasm stack is 1 MiB; scripts/test-wasm runs this in V8): a claim

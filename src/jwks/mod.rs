@@ -42,9 +42,20 @@ impl KeyMaterial {
     }
 }
 
+/// A short, stable id of a key's public parameters (the first 4 bytes of SHA-256 over the key
+/// type and its parameters), computed once when the key set loads. A cache entry records the
+/// id of the key that verified its token, so that the entry stops counting once the issuer no
+/// longer publishes that key ([`KeySet::has_id`]). 32 bits keep the entry small and quick to
+/// decode; two keys of one issuer sharing an id (odds about 2^-32 per pair; the issuer makes
+/// its keys, not the client) would only keep the dropped key's entries alive until they expire,
+/// as before ids were recorded.
+pub type KeyId = u32;
+
 /// One usable key of a set.
 #[derive(Clone)]
 pub struct Key {
+    /// See [`KeyId`].
+    pub id: KeyId,
     pub kid: Option<String>,
     /// The key's own `alg`, when the JWK declares one: the token's `alg` must then equal it.
     pub alg: Option<Alg>,
@@ -164,6 +175,28 @@ impl KeySet {
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }
+
+    /// Whether the set still holds the key with this [`KeyId`] (a scan of a few integers: cheap
+    /// enough for every cache hit).
+    pub fn has_id(&self, id: KeyId) -> bool {
+        self.keys.iter().any(|k| k.id == id)
+    }
+}
+
+/// The [`KeyId`] of a key of type `kty` with these public parameters (in a fixed order,
+/// each length-prefixed, so no two different keys share the hashed bytes).
+fn key_id(kty: &str, parts: &[&[u8]]) -> KeyId {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(kty.as_bytes());
+    for part in parts {
+        h.update(u64::try_from(part.len()).unwrap_or(u64::MAX).to_le_bytes());
+        h.update(part);
+    }
+    let digest = h.finalize();
+    let mut head = [0u8; 4];
+    head.copy_from_slice(&digest[..4]);
+    u32::from_le_bytes(head)
 }
 
 fn b64(field: &Option<String>) -> Option<Vec<u8>> {
@@ -180,24 +213,29 @@ fn parse_key(value: &Value) -> Option<Key> {
         Some(name) => Some(Alg::from_name(name)?),
         None => None,
     };
-    let material = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+    let (material, id) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
         ("RSA", _) => {
-            let key = RsaPublicKey::new(&b64(&jwk.n)?, &b64(&jwk.e)?)?;
+            let (n, e) = (b64(&jwk.n)?, b64(&jwk.e)?);
+            let key = RsaPublicKey::new(&n, &e)?;
             if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&key.bits()) {
                 return None;
             }
-            KeyMaterial::Rsa(Box::new(key))
+            (KeyMaterial::Rsa(Box::new(key)), key_id("RSA", &[&n, &e]))
         }
         ("EC", Some("P-256")) => {
             let point = uncompressed_point(&b64(&jwk.x)?, &b64(&jwk.y)?, 32)?;
-            KeyMaterial::P256(ecdsa::VerifyingKey::from_sec1_bytes(&point)?)
+            let key = ecdsa::VerifyingKey::from_sec1_bytes(&point)?;
+            (KeyMaterial::P256(key), key_id("EC P-256", &[&point]))
         }
         ("EC", Some("P-384")) => {
             let point = uncompressed_point(&b64(&jwk.x)?, &b64(&jwk.y)?, 48)?;
-            KeyMaterial::P384(ecdsa::VerifyingKey::from_sec1_bytes(&point)?)
+            let key = ecdsa::VerifyingKey::from_sec1_bytes(&point)?;
+            (KeyMaterial::P384(key), key_id("EC P-384", &[&point]))
         }
         ("OKP", Some("Ed25519")) => {
-            KeyMaterial::Ed25519(ed25519_compact::PublicKey::from_slice(&b64(&jwk.x)?).ok()?)
+            let x = b64(&jwk.x)?;
+            let key = ed25519_compact::PublicKey::from_slice(&x).ok()?;
+            (KeyMaterial::Ed25519(key), key_id("OKP Ed25519", &[&x]))
         }
         _ => return None,
     };
@@ -205,6 +243,7 @@ fn parse_key(value: &Value) -> Option<Key> {
         return None;
     }
     Some(Key {
+        id,
         kid: jwk.kid,
         alg,
         material,
@@ -277,5 +316,48 @@ impl KeyRing {
             }
             Some(h) => KeysFor::Usable(&h.keys),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::testdata::{jwks, TestKey};
+    // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn id_of(jwk: serde_json::Value) -> KeyId {
+        let (set, _) = KeySet::from_value(&jwks(&[jwk])).unwrap();
+        set.keys[0].id
+    }
+
+    #[test]
+    fn a_key_id_names_the_public_key_not_its_kid_or_alg() {
+        let all = [
+            TestKey::RsaA,
+            TestKey::RsaB,
+            TestKey::P256,
+            TestKey::P384,
+            TestKey::Ed25519,
+        ];
+        let ids: Vec<KeyId> = all.iter().map(|k| id_of(k.public_jwk())).collect();
+        for (i, a) in ids.iter().enumerate() {
+            assert!(ids[i + 1..].iter().all(|b| a != b), "distinct keys");
+        }
+        assert_eq!(
+            id_of(TestKey::RsaA.public_jwk_as("other", Some("PS256"))),
+            ids[0],
+            "same key, other kid and alg"
+        );
+        assert_eq!(id_of(TestKey::P256.public_jwk_as("x", None)), ids[2]);
+        let (set, _) = KeySet::from_value(&jwks(&[
+            TestKey::RsaA.public_jwk(),
+            TestKey::Ed25519.public_jwk(),
+        ]))
+        .unwrap();
+        assert!(set.has_id(ids[0]) && set.has_id(ids[4]));
+        assert!(!set.has_id(ids[1]) && !set.has_id(ids[2]));
     }
 }

@@ -109,6 +109,8 @@ impl HttpContext for Filter {
                 ":method" => facts.method = value.into_owned(),
                 ":path" => facts.path = value.into_owned(),
                 ":authority" => facts.authority = value.into_owned(),
+                // Hosts that pass HTTP/1's Host as a plain header (APISIX) have no :authority.
+                "host" if facts.authority.is_empty() => facts.authority = value.into_owned(),
                 "authorization" => facts.authorization.push(value.into_owned()),
                 other => {
                     if worker.is_guarded(other) {

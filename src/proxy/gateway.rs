@@ -31,7 +31,7 @@ pub struct GatewayCall {
     /// `:authority` as the client sent it: only to pick one of the configured public origins.
     authority: String,
     progress: Progress,
-    /// The token a revocation call revokes (evicted again once the server says 200).
+    /// The token a revocation call revokes (evicted once the server says 200).
     revoked_token: Option<String>,
     /// The response body is being buffered for tagging.
     tagging_response: bool,
@@ -128,14 +128,18 @@ pub fn start(worker: &Worker, facts: &OwnedFacts, end_of_stream: bool) -> Start 
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
     };
+    let client_config_id = match target.client_id.map(route::path_client_id) {
+        Some(Err(e)) => {
+            reply_error(worker, &e);
+            return Start::Answered;
+        }
+        Some(Ok(id)) => Some(id),
+        None => None,
+    };
     let mut call = Box::new(GatewayCall {
         endpoint: target.endpoint,
         path_issuer: target.issuer.map(str::to_owned),
-        client_config_id: target.client_id.map(|id| {
-            percent_encoding::percent_decode_str(id)
-                .decode_utf8_lossy()
-                .into_owned()
-        }),
+        client_config_id,
         query: query.map(str::to_owned),
         authorization: facts.authorization.first().cloned(),
         selector_header: gw.selector_header.as_deref().and_then(header),
@@ -304,14 +308,10 @@ fn forward(worker: &Worker, call: &mut GatewayCall, form: Option<&[(String, Stri
     };
     let rewrite = route::rewrite(&worker.cfg, gw, call.endpoint, &view);
     if call.endpoint == Endpoint::ClientConfiguration {
-        let id: String = rewrite
-            .path_client_id
-            .as_deref()
-            .map(|id| url::form_urlencoded::byte_serialize(id.as_bytes()).collect())
-            .unwrap_or_default();
-        match route::client_configuration_url(&url, &id) {
-            Some(u) => url = u,
-            None => return reply_error(worker, &route::NO_ENDPOINT),
+        let id = rewrite.path_client_id.as_deref().unwrap_or_default();
+        match route::client_configuration_url(&url, id) {
+            Ok(u) => url = u,
+            Err(e) => return reply_error(worker, &e),
         }
     }
     worker.gateway_forwarded(idx, call.endpoint);
@@ -327,12 +327,10 @@ fn forward(worker: &Worker, call: &mut GatewayCall, form: Option<&[(String, Stri
         return Action::Pause;
     }
     if call.endpoint == Endpoint::Revoke {
-        if let Some(token) = form.and_then(|f| form::get(f, "token")) {
-            // Out of every cache at once; again when the server confirms (closing the window
-            // in which an API call could cache the still-active token).
-            worker.evict(token);
-            call.revoked_token = Some(token.to_owned());
-        }
+        // Evicted only when the server confirms (a 200): an unauthenticated or refused call
+        // changes nothing. An introspection answered before the revocation and landing after
+        // it is not cached (see the introspection job's epoch).
+        call.revoked_token = form.and_then(|f| form::get(f, "token")).map(str::to_owned);
     }
     host::set_request_header(":authority", &authority);
     host::set_request_header(":path", &path);
@@ -410,8 +408,8 @@ const UNKNOWN_HOST: GatewayError = GatewayError {
     description: "no OAuth metadata is published for this host",
 };
 
-/// Response headers of a forwarded call: a confirmed revocation evicts the token again; a
-/// body to rewrite is buffered.
+/// Response headers of a forwarded call: a confirmed revocation evicts the token; a body to
+/// rewrite is buffered.
 pub fn on_response_headers(worker: &Worker, call: &mut GatewayCall) -> Action {
     let status = host::response_header(":status");
     if let (Some(token), Some("200")) = (&call.revoked_token, status.as_deref()) {

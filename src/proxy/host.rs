@@ -109,8 +109,8 @@ pub fn detect() -> Capabilities {
     }
 }
 
-/// The clock in ms since the epoch (0 if neither the host nor WASI can tell, which makes
-/// every token look not-yet-valid rather than valid).
+/// The clock in ms since the epoch; 0 ([`crate::authn::NO_CLOCK`]) if neither the host nor
+/// WASI can tell, and then every request that needs a token is refused (503).
 pub fn now_ms() -> u64 {
     since_epoch().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

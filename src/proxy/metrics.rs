@@ -7,14 +7,16 @@
 //! `.introspection.calls`, `.introspection.inactive`, `.introspection.cache_hit_negative`,
 //! `.introspection.coalesced`, `.introspection.failed.<kind>` and the histogram
 //! `.introspection.latency_ms`; for issuers behind the gateway `.gateway.<endpoint>` (calls
-//! routed there) and `tollgate.gateway.refused` (calls answered with an OAuth error). Refusals before an issuer is known (no route, no
-//! token, unknown issuer, malformed request): `tollgate.denied.<reason>`.
+//! routed there), `tollgate.gateway.refused` (calls answered with an OAuth error) and
+//! `tollgate.cache.revocations` (revocations through the gateway the server confirmed, whose
+//! token then left the cache). Refusals before an issuer is known (no route, no token, unknown
+//! issuer, malformed request, no clock): `tollgate.denied.<reason>`.
 
 use super::host;
 use crate::outcome::Denial;
 
 /// Every denial reason, in the order of [`reason_index`].
-pub const REASONS: [&str; 9] = [
+pub const REASONS: [&str; 10] = [
     "no_route",
     "missing_token",
     "invalid_request",
@@ -24,6 +26,7 @@ pub const REASONS: [&str; 9] = [
     "keys_unavailable",
     "inactive_token",
     "introspection_unavailable",
+    "clock_unavailable",
 ];
 
 /// Introspection failure kinds, in the order of `IntrospectionCounters::failed`.
@@ -124,6 +127,7 @@ pub struct Metrics {
     issuers: Vec<IssuerCounters>,
     unattributed: Denials,
     gateway_refused: Option<u32>,
+    cache_revocations: Option<u32>,
 }
 
 impl Metrics {
@@ -160,6 +164,11 @@ impl Metrics {
             } else {
                 None
             },
+            cache_revocations: if any_gateway {
+                host::define_counter("tollgate.cache.revocations")
+            } else {
+                None
+            },
         }
     }
 
@@ -174,6 +183,11 @@ impl Metrics {
     /// A gateway call answered with an OAuth error before reaching any server.
     pub fn gateway_refused(&self) {
         host::increment(self.gateway_refused);
+    }
+
+    /// A revocation the authorization server confirmed: the token left the cache.
+    pub fn cache_revocation(&self) {
+        host::increment(self.cache_revocations);
     }
 
     pub fn allowed(&self, issuer: usize, cache_hit: bool) {

@@ -144,6 +144,14 @@ impl SharedTokenCache {
         }
     }
 
+    /// The revocation epoch: moves whenever a token is removed through [`Self::remove`].
+    pub fn epoch(&self) -> u64 {
+        if self.slots == 0 {
+            return 0;
+        }
+        read_epoch()
+    }
+
     /// Whether some worker holds a live claim on `key`'s slot for `key` (is verifying that
     /// token). `false` once the entry landed, the claim was freed or lapsed, or another token
     /// took the slot.
@@ -203,14 +211,18 @@ impl TokenCache for SharedTokenCache {
         }
     }
 
-    fn put(&mut self, key: &CacheKey, entry: &Cached) {
-        let value = cache::encode(key, entry);
-        if value.is_empty() {
+    fn put(&mut self, key: &CacheKey, entry: &Cached, now_ms: u64) {
+        let name = self.slot_key(key);
+        let written = cache::put_slot(
+            key,
+            entry,
+            now_ms,
+            || host::shared_get(&name),
+            |value, cas| host::shared_set(&name, value, cas),
+        );
+        if !written {
             self.unclaim(key);
-            return;
-        }
-        host::shared_set(&self.slot_key(key), &value, None);
-        if self.claimed == Some(*key) {
+        } else if self.claimed == Some(*key) {
             self.claimed = None; // the entry replaced the claim marker
         }
     }

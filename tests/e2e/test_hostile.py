@@ -893,3 +893,415 @@ def test_zz_vm_never_died_and_no_token_was_logged(st):
                 assert part[:64] not in log, "a token (part) was logged"
                 checked += 1
     assert checked >= 2  # at least the canary tokens
+
+
+# ================================================================================ issue 12: smaller findings
+#
+# One case (or a few) per finding of issue 12's "smaller findings" list; each is also pinned by
+# unit tests in the core (named in the docstrings). Cases that need another deployment (a small
+# token cache, a short key refresh, a host rule, a hostile AS behind the gateway) run on `fst`,
+# a private stack of this section; the others on the battery's `st`.
+
+H_REV = "h-rev"  # a hostile issuer behind the gateway: introspection and revocation scripted
+
+
+class FindingsStack(rig_stack.WithHostileAS):
+    """The standard stack with: an 8-slot token cache, AS-1 keys refreshed every 2 s, a route
+    that needs scope admin on host admin.test, and the hostile issuer h-rev (opaque tokens
+    `hrv_...`, introspection and revocation at the hostile server, behind the gateway)."""
+
+    def plugin_config(self) -> dict:
+        cfg = super().plugin_config()
+        cfg["cache"] = {"max_entries": 8}
+        as1 = next(i for i in cfg["issuers"] if i["name"] == "as1")
+        as1["refresh_interval_s"] = 2
+        base = self.hostile_base
+        cfg["issuers"].append({
+            "name": H_REV,
+            "issuer": f"{base}/{H_REV}",
+            "introspection": {"endpoint": f"{base}/{H_REV}/introspect", "upstream": "hostile",
+                              "client_id": "rs", "client_secret": "rs-secret", "timeout_ms": 5000},
+            "opaque_tokens": {"prefixes": ["hrv_"]},
+            "gateway": {"endpoints": {"revocation": f"{base}/{H_REV}/revoke"}},
+        })
+        cfg["routes"].insert(0, {"name": "admin-host", "match": {"prefix": "/api", "host": "admin.test"},
+                                 "require": {"scopes": ["admin"]}})
+        return cfg
+
+    def tweak_hcm(self, hcm: dict) -> None:
+        # Gateway calls Tollgate routes to h-rev go to the hostile server.
+        hcm["route_config"]["virtual_hosts"][0]["routes"].insert(0, {
+            "name": f"oauth-{H_REV}",
+            "match": {"prefix": "/", "headers": [{"name": "x-tollgate-as", "string_match": {"exact": H_REV}}]},
+            "route": {"cluster": "hostile", "timeout": "15s"},
+        })
+
+    def rig(self, method: str, path: str, body=None) -> dict:
+        r = requests.request(method, f"{self.hostile_base}/__rig/{path}", json=body, timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+@pytest.fixture(scope="module")
+def fst(wasm, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("findings")
+    s = FindingsStack(workdir)
+    s.hostile_port = free_port()
+    hostile = hostile_as.start(s.hostile_port, workdir)
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+        hostile.stop()
+
+
+def counter(stack, name: str) -> int:
+    return stack.stats().get(name, 0)
+
+
+def as_rig(stack, which: str, method: str, path: str) -> dict:
+    """AS-1's or AS-2's rig control (`/__rig/...`)."""
+    port = stack.as1_port if which == "as1" else stack.as2_port
+    r = requests.request(method, f"http://127.0.0.1:{port}/__rig/{path}", timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def raw_call(stack, host: bytes, path: bytes, token: str | None = None, method: bytes = b"GET") -> Answer:
+    """One request with exactly this Host header (requests would normalise some)."""
+    lines = [b"Host: " + host]
+    if token is not None:
+        SENT.append(token)
+        lines.append(b"Authorization: Bearer " + token.encode())
+    raw = b"%s %s HTTP/1.1\r\n" % (method, path) + b"".join(line + b"\r\n" for line in lines)
+    raw += b"Connection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", stack.envoy.listener_port), timeout=15) as s:
+        s.sendall(raw)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines_ = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines_[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return Answer(int(lines_[0].split()[1]), headers, body)
+
+
+# --- 1. host rules: no spelling of the host skips them ---------------------------------------------
+
+
+@pytest.mark.parametrize("host", [b"admin.test", b"ADMIN.TEST", b"admin.test.", b"admin.test:",
+                                  b"admin.test.:443", b"Admin.Test.:", b"admin.test:8080"])
+def test_f1_host_rule_matches_every_spelling_of_its_host(fst, host):
+    """The route "/api on host admin.test needs scope admin" applies to the host however it is
+    written (case, port, empty port, one trailing dot): a read-only token gets 403, never the
+    laxer /api route's 200 (policy::tests::host_rules_see_through_case_port_and_one_trailing_dot)."""
+    read_only = fst.as1_token(scope="read")
+    a = raw_call(fst, host, b"/api/orders", read_only)
+    assert a.status == 403, (host, a.status, a.body[:200])
+    assert a.json()["error"] == "insufficient_scope"
+    assert 'scope="admin"' in a.headers["www-authenticate"]
+    admin = fst.as1_token(scope="admin")
+    assert raw_call(fst, host, b"/api/orders", admin).status == 200
+
+
+@pytest.mark.parametrize("host", [b"admin.test..", b"admin..test", b".admin.test", b"admin.test:x",
+                                  b"admin%2etest", b"adm\xc4\xb1n.test"])
+def test_f1_host_that_is_not_a_plain_name_is_refused_on_a_host_rule(fst, host):
+    """A host Tollgate cannot compare with a host rule is refused (400 invalid_request) where
+    that rule decides, instead of falling through to the next route; Envoy's own codec may refuse
+    some first (also 400). Elsewhere (/public) it does not matter
+    (policy::tests::hosts_that_are_not_plain_names_are_refused_not_skipped)."""
+    read_only = fst.as1_token(scope="read")
+    a = raw_call(fst, host, b"/api/orders", read_only)
+    assert a.status == 400, (host, a.status, a.body[:200])
+    if "www-authenticate" in a.headers:
+        assert_invalid_request(a)
+    else:
+        assert b"wasm" not in a.body  # Envoy's codec, not a dead VM
+    assert raw_call(fst, b"other.test", b"/api/orders", read_only).status == 200
+
+
+# --- 2. revocation through the gateway: only what the AS confirms ------------------------------------
+
+
+def gateway_revoke(stack, path: str, token: str, auth: tuple[str, str] | None = None) -> int:
+    headers = {"Authorization": rig_stack.tokens.basic_auth(*auth)} if auth else {}
+    r = requests.post(stack.url + path, data={"token": token}, headers=headers, timeout=15)
+    return r.status_code
+
+
+def test_f2_unauthenticated_or_refused_revocations_change_nothing(st):
+    """oidc-provider answers an unauthenticated revocation 400 (401 with a wrong secret, 400 for
+    another client's token), DOT 401: Tollgate evicts nothing (tollgate.cache.revocations
+    unchanged) and the cached opaque tokens stay cache hits (no new introspection). Before,
+    the token was evicted before the call was forwarded (cache::tests for the epoch rule)."""
+    t1, t2 = st.as1_opaque_token(), st.as2_opaque_token()
+    SENT.extend([t1, t2])
+    for t in (t1, t2):
+        assert call(st, t).status == 200
+    calls = {n: counter(st, f"tollgate.issuer.{n}.introspection.calls") for n in ("as1", "as2")}
+    revocations = counter(st, "tollgate.cache.revocations")
+    junk = "J" * 43  # as1-shaped
+    SENT.append(junk)
+    refused = [
+        ("/oauth2/as1/revoke", junk, None, 400),
+        ("/oauth2/revoke", t1, None, 400),  # routed to as1 by the token's shape
+        ("/oauth2/as1/revoke", t1, ("demo-client", "wrong"), 401),
+        ("/oauth2/as1/revoke", t1, ("post-client", "post-secret"), 400),  # not its client
+        ("/oauth2/as2/revoke", "dot_" + "x" * 30, None, 401),
+        ("/oauth2/revoke", t2, None, 401),
+        ("/oauth2/as2/revoke", t2, ("dot-opaque", "wrong"), 401),
+    ]
+    for path, token, auth, status in refused:
+        assert gateway_revoke(st, path, token, auth) == status, (path, auth)
+    assert counter(st, "tollgate.cache.revocations") == revocations
+    for t in (t1, t2):
+        assert call(st, t).status == 200
+    assert {n: counter(st, f"tollgate.issuer.{n}.introspection.calls") for n in ("as1", "as2")} == calls
+    canary(st)
+
+
+def test_f2_confirmed_revocation_refuses_the_token(st):
+    """A revocation the AS confirms (200, by the token's own client) evicts the token
+    everywhere: the next API call asks the AS again and is refused. DOT also answers 200 when
+    another client revokes a token (and leaves it active): then the token is asked about again
+    and still passes."""
+    t1, t2, t3 = st.as1_opaque_token(), st.as2_opaque_token(), st.as2_opaque_token()
+    SENT.extend([t1, t2, t3])
+    for t in (t1, t2, t3):
+        assert call(st, t).status == 200
+    revocations = counter(st, "tollgate.cache.revocations")
+    assert gateway_revoke(st, "/oauth2/revoke", t1, ("demo-client", "demo-secret")) == 200
+    assert gateway_revoke(st, "/oauth2/revoke", t2, ("dot-opaque", "dot-opaque-secret")) == 200
+    assert gateway_revoke(st, "/oauth2/as2/revoke", t3, ("dot-client", "dot-secret")) == 200
+    assert counter(st, "tollgate.cache.revocations") == revocations + 3
+    for t in (t1, t2):
+        a = call(st, t)
+        assert_invalid_token(a, "not active")
+    calls = counter(st, "tollgate.issuer.as2.introspection.calls")
+    assert call(st, t3).status == 200
+    assert counter(st, "tollgate.issuer.as2.introspection.calls") == calls + 1
+    canary(st)
+
+
+def test_f2_an_active_answer_overtaken_by_a_revocation_is_not_cached(fst):
+    """The window the early eviction closed, closed by the revocation epoch: an introspection
+    answered "active" (slowly), whose answer lands after a confirmed revocation, lets its own
+    request through but is not cached: the next call asks again
+    (cache::tests::an_active_answer_overtaken_by_a_revocation_is_not_cached)."""
+    good = {"active": True, "scope": "read", "sub": "rev-test", "exp": int(time.time()) + 3600,
+            "token_type": "Bearer"}
+    fst.rig("POST", "set", {f"/{H_REV}/introspect": {"json": good, "delay_ms": 1500},
+                            f"/{H_REV}/revoke": {"json": {}}})
+    token = "hrv_" + secrets.token_hex(12)
+    SENT.append(token)
+    name = f"tollgate.issuer.{H_REV}.introspection.calls"
+    before = counter(fst, name)
+    first: list[int] = []
+    import threading
+    caller = threading.Thread(target=lambda: first.append(fst.call(API, token).status_code))
+    caller.start()
+    time.sleep(0.5)  # the introspection is under way
+    assert gateway_revoke(fst, f"/oauth2/{H_REV}/revoke", token, ("rs", "rs-secret")) == 200
+    caller.join(10)
+    assert first == [200]
+    assert counter(fst, name) == before + 1
+    assert fst.call(API, token).status_code == 200
+    assert counter(fst, name) == before + 2, "the overtaken answer was cached"
+    assert fst.call(API, token).status_code == 200
+    assert counter(fst, name) == before + 2, "an answer that was not overtaken is cached"
+    assert counter(fst, "tollgate.cache.revocations") >= 1, "the revocation was confirmed"
+
+
+# --- 3. junk tokens do not push cached tokens out ------------------------------------------------
+
+
+def test_f3_junk_tokens_do_not_evict_a_cached_token(fst):
+    """With 8 cache slots, a cached opaque token survives 300 junk opaque tokens (each asked
+    about at AS-1: a negative answer) and 60 forged JWTs (AS-1's iss and kid, bad signature,
+    so each is verified): the legitimate token is still a cache hit, no new introspection
+    (cache::tests::negative_entries_never_push_out_another_tokens_live_positive_entry,
+    another_tokens_claim_and_live_positive_entry_are_left_alone)."""
+    legit = fst.as1_opaque_token()
+    SENT.append(legit)
+    assert fst.call(API, legit).status_code == 200  # introspected once; not yet in any memo
+    jwt = fst.as1_token()
+    head, payload, sig = jwt.split(".")
+    session = requests.Session()
+    junks = [secrets.token_urlsafe(32)[:43] for _ in range(300)]
+    for i, junk in enumerate(junks):
+        assert len(junk) == 43
+        r = session.get(fst.url + API, headers={"Authorization": f"Bearer {junk}"}, timeout=15)
+        assert r.status_code == 401, (i, r.status_code, r.text[:200])
+    for i in range(60):
+        forged = f"{head}.{payload}.{sig[:-8]}{secrets.token_urlsafe(6)[:8]}"
+        if forged == jwt:
+            continue
+        r = session.get(fst.url + API, headers={"Authorization": f"Bearer {forged}"}, timeout=15)
+        assert r.status_code == 401, (i, r.status_code, r.text[:200])
+    calls = counter(fst, "tollgate.issuer.as1.introspection.calls")
+    hits = counter(fst, "tollgate.issuer.as1.cache_hit")
+    assert fst.call(API, legit).status_code == 200
+    assert counter(fst, "tollgate.issuer.as1.introspection.calls") == calls, "introspected again"
+    assert counter(fst, "tollgate.issuer.as1.cache_hit") == hits + 1
+    # The refusals are still remembered (by the worker, where the slot kept a good entry): a
+    # repeated junk token is not asked about again within negative_ttl_s (10 s).
+    for junk in junks[-50:]:
+        assert session.get(fst.url + API, headers={"Authorization": f"Bearer {junk}"}, timeout=15).status_code == 401
+    assert counter(fst, "tollgate.issuer.as1.introspection.calls") == calls
+
+
+# --- 4. RFC 7592 client ids that are path syntax ---------------------------------------------------
+
+
+@pytest.mark.parametrize("segment", [b"%2e%2e", b"%2E%2e", b".%2e", b"%2e", b"..", b".", b"%ff"])
+def test_f4_client_id_that_is_a_dot_segment_never_reaches_the_as(st, segment):
+    """GET /oauth2/as1/register/%2e%2e used to forward the decoded id `..`, and AS-1 received
+    `GET /`. Now refused with 400 invalid_request (or, had the host normalised the path first,
+    404 for the shorter path): AS-1 sees no request at all
+    (gateway::route::tests::path_client_ids_are_decoded_once_and_dot_segments_are_refused)."""
+    as_rig(st, "as1", "POST", "reset-stats")
+    a = raw_call(st, b"127.0.0.1", b"/oauth2/as1/register/" + segment)
+    assert a.status in (400, 404), (segment, a.status, a.body[:200])
+    if a.status == 400:
+        assert a.json()["error"] == "invalid_request"
+    time.sleep(0.2)
+    assert as_rig(st, "as1", "GET", "stats")["requests"] == {}, segment
+
+
+def test_f4_other_client_ids_stay_one_segment(st):
+    """Any other id reaches the AS as one segment under its registration endpoint (a `/` is
+    %2F, a space %20); oidc-provider answers for an unknown client without a registration token
+    (a refusal), the point is where the call went."""
+    as_rig(st, "as1", "POST", "reset-stats")
+    for segment in (b"abc", b"a%2Fb", b"a%20b"):
+        a = raw_call(st, b"127.0.0.1", b"/oauth2/as1/register/" + segment)
+        assert a.status in (400, 401, 403, 404), (segment, a.status)
+    seen = as_rig(st, "as1", "GET", "stats")["requests"]
+    assert seen == {"/reg/abc": 1, "/reg/a%2Fb": 1, "/reg/a%20b": 1}, seen
+
+
+# --- 5. configurations that must be refused at start -----------------------------------------------
+
+
+@pytest.mark.parametrize("change, path", [
+    ({"gateway": {"route_header": "x-tollgate-sub"}}, "gateway.route_header"),
+    ({"gateway": {"route_header": "x_tollgate_issuer"}}, "gateway.route_header"),
+    ({"identity": {"payload_header": "x-route"}, "gateway": {"route_header": "x_route"}}, "gateway.route_header"),
+    ({"gateway": {"tagging": True}, "as1": {"client_ids": ["demo-client", "as2.portal"]}},
+     "issuers[0].gateway.client_ids[1]"),
+    ({"gateway": {"tagging": True}, "as2": {"client_id_prefixes": ["dot-", "as1."]}},
+     "issuers[1].gateway.client_id_prefixes[1]"),
+])
+def test_f5_ambiguous_gateway_configurations_are_refused_at_start(wasm, tmp_path, change, path):
+    """Envoy refuses to load the plugin (`envoy --mode validate`), and the log names the path
+    (config::tests::the_route_header_is_no_identity_header_in_any_spelling,
+    with_tagging_no_client_id_looks_like_a_routing_tag)."""
+    cfg = rig_stack.plugin_config(1, 2)
+    cfg["gateway"].update(change.get("gateway", {}))
+    cfg.setdefault("identity", {}).update(change.get("identity", {}))
+    for issuer in cfg["issuers"]:
+        issuer["gateway"].update(change.get(issuer["name"], {}))
+    bootstrap = rig_envoy.render(1, 2, wasm, cfg, {"as1": None, "as2": None, "upstream": None})
+    ok, output = rig_envoy.validate(bootstrap, tmp_path)
+    assert not ok
+    lines = [line for line in output.splitlines() if "invalid configuration at" in line]
+    assert len(lines) == 1, output[-2000:]
+    assert f"invalid configuration at {path}:" in lines[0]
+    assert "panic" not in output
+
+
+# --- 6. no clock: see tests/e2e/test_minihost.py
+#     test_without_any_clock_tokens_are_refused_with_503_and_anonymous_routes_work (Envoy always
+#     has a clock; the APISIX-like host answers 0 for WASI's clock_time_get).
+
+# --- 8. PATCH is a write ----------------------------------------------------------------------------
+
+
+def test_f8_patch_needs_the_write_scope(st):
+    """The demo's write route lists PATCH with POST, PUT and DELETE: a read-only token may not
+    PATCH (403 insufficient_scope, scope="write"); a write token may."""
+    read_only = st.as1_token(scope="read")
+    SENT.append(read_only)
+    for method in ("PATCH", "POST", "PUT", "DELETE"):
+        r = st.call(API, read_only, method=method)
+        assert r.status_code == 403, (method, r.status_code)
+        assert r.json()["error"] == "insufficient_scope"
+        assert 'scope="write"' in r.headers["www-authenticate"]
+    assert st.call(API, read_only).status_code == 200
+    assert st.call(API, st.as1_token(scope="read write"), method="PATCH").status_code == 200
+
+
+# --- beyond the list: identity headers spelled with underscores ------------------------------------
+
+
+def test_identity_headers_spelled_with_underscores_are_removed_too(st):
+    """Envoy passes header names with underscores by default, and CGI-style backends (WSGI, PHP)
+    read `X_Tollgate_Sub` and `X-Tollgate-Sub` as the same HTTP_X_TOLLGATE_SUB: inbound copies in
+    any such spelling are removed, like the exact names
+    (config::tests::header_names_are_the_same_in_any_case_and_with_underscores)."""
+    t = good_token(st)
+    SENT.append(t)
+    spoof = [b"X_Tollgate_Sub: admin", b"x-tollgate_issuer: as9", b"X_TOLLGATE_SCOPE: admin",
+             b"x_tollgate_claims: eyJzdWIiOiJhZG1pbiJ9"]
+    a = raw_request(st, [b"Authorization: Bearer " + t.encode()] + spoof)
+    assert a.status == 200, (a.status, a.body[:200])
+    seen = json.loads(a.body)["headers"]
+    assert {k for k in seen if "tollgate" in k and "_" in k} == set(), seen
+    assert seen["x-tollgate-sub"] == "hostile-test" and seen["x-tollgate-issuer"] == "h-good"
+    a = raw_request(st, spoof, path=b"/public/x")
+    assert not any("tollgate" in k for k in json.loads(a.body)["headers"])
+    canary(st)
+
+
+# --- 7. (last: it rotates fst's AS-1 keys) a dropped key ends its cached verifications ------------
+
+
+def test_f7_cached_token_of_a_dropped_key_is_refused_after_the_next_refresh(fst):
+    """A JWT verified and cached with AS-1's RSA key passes from the cache; AS-1 rotates
+    (`/__rig/rotate`: the old key still published — still a cache hit) and then drops the old
+    key (`/__rig/drop-old`); after Tollgate's next refresh (every 2 s here) the cached entry no
+    longer counts and the token is refused (401), while tokens of the new key pass
+    (authn::tests::a_cached_verification_stops_counting_once_its_key_leaves_the_issuers_set)."""
+    token = fst.as1_token()
+    SENT.append(token)
+    assert fst.call(API, token).status_code == 200
+    hits = counter(fst, "tollgate.issuer.as1.cache_hit")
+    assert fst.call(API, token).status_code == 200
+    assert counter(fst, "tollgate.issuer.as1.cache_hit") == hits + 1
+    as_rig(fst, "as1", "POST", "rotate")
+    fetched = counter(fst, "tollgate.issuer.as1.jwks.fetch_ok")
+    deadline = time.monotonic() + 15
+    while counter(fst, "tollgate.issuer.as1.jwks.fetch_ok") < fetched + 1:
+        assert time.monotonic() < deadline, "no refresh"
+        time.sleep(0.2)
+    hits = counter(fst, "tollgate.issuer.as1.cache_hit")
+    assert fst.call(API, token).status_code == 200, "the old key is still published"
+    assert counter(fst, "tollgate.issuer.as1.cache_hit") == hits + 1
+    as_rig(fst, "as1", "POST", "drop-old")
+    fetched = counter(fst, "tollgate.issuer.as1.jwks.fetch_ok")
+    deadline = time.monotonic() + 15
+    while counter(fst, "tollgate.issuer.as1.jwks.fetch_ok") < fetched + 2:  # surely after the drop
+        assert time.monotonic() < deadline, "no refresh"
+        time.sleep(0.2)
+    a = fst.call(API, token)
+    assert a.status_code == 401, (a.status_code, a.text[:200])
+    assert a.json()["error"] == "invalid_token"
+    fresh = fst.as1_token()
+    SENT.append(fresh)
+    assert fst.call(API, fresh).status_code == 200
+
+
+def test_zz_findings_vm_never_died_and_no_token_was_logged(st, fst):
+    """The battery's last check again, for the cases above (they run after it), on both stacks."""
+    test_zz_vm_never_died_and_no_token_was_logged(st)
+    log = fst.envoy.log_text()
+    assert "wasm_fail_stream" not in log and "panic" not in log.lower()
+    for token in SENT:
+        for part in token.split("."):
+            if len(part) >= 24 and len(set(part)) > 4:
+                assert part[:64] not in log, "a token (part) was logged"

@@ -151,6 +151,49 @@ def tamper(token: str) -> str:
     return f"{head}.{payload}.{base64.urlsafe_b64encode(bytes(raw)).rstrip(b'=').decode()}"
 
 
+# --- no clock ----------------------------------------------------------------------------------
+
+def test_without_any_clock_tokens_are_refused_with_503_and_anonymous_routes_work(wasm, as1, mode):
+    """The host has no clock and WASI's clock_time_get answers 0: `exp` cannot be checked, so no
+    token is accepted (503 temporarily_unavailable with Retry-After, counted as
+    clock_unavailable), logged once; a route that needs no token still works."""
+    cfg = config(as1)
+    cfg["routes"].insert(0, {"name": "public", "match": {"prefix": "/public"}, "anonymous": True})
+    host = MiniHost(wasm, cfg, shared_data=mode, wasi_clock="zero")
+    assert not host.traps and host.configured, host.logs[-5:]
+    for token in (jwt(as1), opaque(as1), None):
+        result = call(host, token)
+        assert_denied(result, 503)
+        assert result.local_reply.header("retry-after")
+        assert result.local_reply.header("www-authenticate") is None
+        assert b"temporarily_unavailable" in result.local_reply.body
+        assert not result.calls, "nothing is fetched or introspected for it"
+    assert call(host, None, path="/public/x").forwarded is not None
+    said = [m for level, m in host.logs if "tells the time" in m]
+    assert len(said) == 1, host.logs
+    # With a clock, the same plugin and configuration accept the token.
+    host = start_host(wasm, cfg, mode)
+    assert call(host, jwt(as1)).forwarded is not None
+
+
+# --- host rules -----------------------------------------------------------------------------------
+
+def test_host_rules_read_the_host_header_where_there_is_no_authority(wasm, as1, mode):
+    """APISIX passes HTTP/1's Host as a plain header (no :authority): host rules read it, in any
+    spelling of the host (issue 12: a trailing dot or an empty port skipped the rule)."""
+    cfg = config(as1)
+    cfg["routes"].insert(0, {"name": "admin-host", "match": {"prefix": "/api", "host": "admin.test"},
+                             "require": {"scopes": ["admin"]}})
+    host = start_host(wasm, cfg, mode)
+    token = jwt(as1)
+    for name in ("admin.test", "ADMIN.test.", "admin.test:", "admin.test.:8080"):
+        result = host.request([("host", name), ("authorization", f"Bearer {token}")], path="/api/items")
+        assert_denied(result, 403)
+    result = host.request([("host", "admin.test.."), ("authorization", f"Bearer {token}")], path="/api/items")
+    assert_denied(result, 400)
+    assert call(host, token).forwarded is not None  # host api.test: the plain /api route
+
+
 # --- JWTs --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("jwks", ["discovery", "uri"])

@@ -18,7 +18,8 @@ apache/apisix apisix/wasm.lua):
   instantiation never fails; each such answer is counted by name.
   `shared_data="dummy"` models older APISIX instead: shared data, queues, time and tick
   answer OK without touching the out-params (get finds nothing, set stores nothing, the
-  clock reads 0).
+  clock reads 0). `wasi_clock="zero"` also makes WASI's `clock_time_get` answer 0 (a host
+  with no usable clock at all).
 - A request: `proxy_on_context_create(ctx, 1)`, `proxy_on_request_headers(ctx, 0, 1)` (APISIX
   passes 0 headers). Request headers are the client's, lower-cased, followed by `:path`,
   `:method`, `:scheme` (there is no `:authority`; the client's `host` header is a header).
@@ -221,9 +222,11 @@ def _compiled(wasm: str | Path | bytes) -> tuple[wasmtime.Engine, wasmtime.Modul
 
 class MiniHost:
     def __init__(self, wasm_path: str | Path | bytes, config_json: str | dict,
-                 shared_data: str = "unimplemented"):
+                 shared_data: str = "unimplemented", wasi_clock: str = "real"):
         if shared_data not in ("unimplemented", "dummy"):
             raise ValueError("shared_data must be 'unimplemented' or 'dummy'")
+        if wasi_clock not in ("real", "zero"):
+            raise ValueError("wasi_clock must be 'real' or 'zero'")
         self.mode = shared_data
         self.config = (json.dumps(config_json) if isinstance(config_json, dict)
                        else config_json).encode()
@@ -246,6 +249,18 @@ class MiniHost:
         self.store.set_wasi(wasi)
         linker = wasmtime.Linker(engine)
         linker.define_wasi()
+        if wasi_clock == "zero":
+            # clock_time_get(id, precision, *time) -> errno: success, time 0.
+            linker.allow_shadowing = True
+            i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
+
+            def clock_time_get(caller, _clock_id, _precision, ptr):
+                caller["memory"].write(caller, struct.pack("<Q", 0), ptr)
+                return 0
+
+            linker.define_func("wasi_snapshot_preview1", "clock_time_get",
+                               wasmtime.FuncType([i32, i64, i32], [i32]), clock_time_get,
+                               access_caller=True)
         self.imported = []
         for imp in module.imports:
             if imp.module == "wasi_snapshot_preview1":

@@ -121,7 +121,7 @@ def plugin_config(as1_port: int, as2_port: int, listener_port: int, tagging: boo
                 "match": {"prefix": "/api/claims"},
                 "require": {"claims": {"client_id": "demo-client"}},
             },
-            {"name": "writes", "match": {"prefix": "/api", "methods": ["POST", "PUT", "DELETE"]},
+            {"name": "writes", "match": {"prefix": "/api", "methods": ["POST", "PUT", "PATCH", "DELETE"]},
              "require": {"scopes": ["write"]}},
             {"name": "api", "match": {"prefix": "/api"}, "require": {"scopes_any": ["read", "admin"]}},
         ],

@@ -310,7 +310,7 @@ fn registration_points_management_at_the_gateway() {
     assert_eq!(out["client_id"], "a b");
     assert_eq!(
         out["registration_client_uri"],
-        "https://gw/oauth2/as1/register/a+b"
+        "https://gw/oauth2/as1/register/a%20b"
     );
     let tagged: serde_json::Value = serde_json::from_slice(
         &rewrite_response(
@@ -326,7 +326,7 @@ fn registration_points_management_at_the_gateway() {
     assert_eq!(tagged["client_id"], "as1.a b");
     assert_eq!(
         tagged["registration_client_uri"],
-        "https://gw/oauth2/as1/register/as1.a+b"
+        "https://gw/oauth2/as1/register/as1.a%20b"
     );
     assert_eq!(
         rewrite_response(
@@ -368,5 +368,105 @@ fn a_tagged_client_id_in_the_path_routes_and_comes_off() {
             .path_client_id
             .as_deref(),
         Some("xyz")
+    );
+}
+
+#[test]
+fn path_client_ids_are_decoded_once_and_dot_segments_are_refused() {
+    assert_eq!(path_client_id("abc"), Ok("abc".to_owned()));
+    assert_eq!(path_client_id("a%20b"), Ok("a b".to_owned()));
+    assert_eq!(path_client_id("a%2Fb"), Ok("a/b".to_owned()));
+    assert_eq!(
+        path_client_id("a+b"),
+        Ok("a+b".to_owned()),
+        "+ is not a space in a path"
+    );
+    assert_eq!(
+        path_client_id("%252e%252e"),
+        Ok("%2e%2e".to_owned()),
+        "decoded once"
+    );
+    assert_eq!(path_client_id("..."), Ok("...".to_owned()));
+    for segment in [
+        "", ".", "..", "%2e", "%2E", "%2e%2e", "%2E%2e", ".%2e", "%2e.", "%2E%2E",
+    ] {
+        assert_eq!(path_client_id(segment), Err(BAD_CLIENT_ID), "{segment:?}");
+    }
+    assert_eq!(path_client_id("%ff%fe"), Err(BAD_CLIENT_ID), "not UTF-8");
+}
+
+#[test]
+fn a_client_id_stays_one_segment_of_the_servers_url() {
+    let oidc = Url::parse("https://as1.example/reg").unwrap();
+    let dot = Url::parse("https://as2.example/o/register/").unwrap();
+    let at = |base: &Url, id: &str| client_configuration_url(base, id).map(|u| u.to_string());
+    assert_eq!(
+        at(&oidc, "a/../../admin").as_deref(),
+        Ok("https://as1.example/reg/a%2F..%2F..%2Fadmin")
+    );
+    assert_eq!(
+        at(&dot, "x?y#z").as_deref(),
+        Ok("https://as2.example/o/register/x%3Fy%23z/")
+    );
+    assert_eq!(
+        at(&oidc, "a b+c%2e").as_deref(),
+        Ok("https://as1.example/reg/a%20b%2Bc%252e")
+    );
+    assert_eq!(
+        at(&oidc, "..\\x").as_deref(),
+        Ok("https://as1.example/reg/..%5Cx")
+    );
+    assert_eq!(
+        at(&oidc, "caf\u{e9}").as_deref(),
+        Ok("https://as1.example/reg/caf%C3%A9")
+    );
+    // Whatever the id, the server's URL stays under its registration endpoint.
+    for id in [
+        "a/..",
+        "%2e%2e",
+        "..%2f",
+        "/",
+        "//evil.example",
+        "\\..",
+        "a\nb",
+    ] {
+        let url = client_configuration_url(&oidc, id).unwrap();
+        assert_eq!(url.host_str(), Some("as1.example"), "{id:?}");
+        assert!(
+            url.path().starts_with("/reg/") && url.path().len() > 5,
+            "{id:?}"
+        );
+        assert_eq!(url.path().matches('/').count(), 2, "{id:?}");
+    }
+    for id in ["", ".", ".."] {
+        assert_eq!(
+            client_configuration_url(&oidc, id),
+            Err(BAD_CLIENT_ID),
+            "{id:?}"
+        );
+        assert_eq!(
+            client_configuration_url(&dot, id),
+            Err(BAD_CLIENT_ID),
+            "{id:?}"
+        );
+    }
+}
+
+#[test]
+fn a_tag_that_leaves_a_dot_segment_is_refused_too() {
+    let c = cfg(true);
+    let gw = c.gateway.as_ref().unwrap();
+    let id = path_client_id("as1.%2e").unwrap();
+    let call = Call {
+        path_client_id: Some(&id),
+        ..Call::default()
+    };
+    assert_eq!(choose_for(&c, Endpoint::ClientConfiguration, call), Ok(0));
+    let bare = rewrite(&c, gw, Endpoint::ClientConfiguration, &call).path_client_id;
+    assert_eq!(bare.as_deref(), Some("."));
+    let reg = Url::parse("https://as1.example/reg").unwrap();
+    assert_eq!(
+        client_configuration_url(&reg, bare.as_deref().unwrap()),
+        Err(BAD_CLIENT_ID)
     );
 }

@@ -32,6 +32,9 @@ pub(super) struct Job {
     leased: bool,
     /// A job still queued at this time (endpoint never found) is given up.
     deadline: u64,
+    /// The revocation epoch when the job began: an `active` answer is not cached if a
+    /// revocation landed meanwhile ([`crate::cache::cacheable_after`]).
+    epoch: u64,
 }
 
 impl Worker {
@@ -84,6 +87,7 @@ impl Worker {
                 discovery_asked: false,
                 leased: lease == Lease::Taken,
                 deadline,
+                epoch: self.cache.epoch(),
             },
         );
         deadline
@@ -235,18 +239,21 @@ impl Worker {
         self.finish_job(key, entry, now);
     }
 
-    /// Ends a job: caches the entry (if any) for every worker, frees the lease, and decides
-    /// this worker's waiting requests with the answer (none: 503) — on request-driven hosts
-    /// only the job's own request.
+    /// Ends a job: caches the entry (if any, and unless it is an `active` answer a revocation
+    /// may have overtaken) for every worker, frees the lease, and decides this worker's waiting
+    /// requests with the answer (none: 503) — on request-driven hosts only the job's own
+    /// request.
     pub(super) fn finish_job(&mut self, job_key: JobKey, entry: Option<Cached>, now: u64) {
         let Some(job) = self.jobs.remove(&job_key) else {
             return;
         };
         let (key, owner) = job_key;
         if let Some(entry) = &entry {
-            if self.cfg.cache_slots > 0 {
+            if self.cfg.cache_slots > 0
+                && crate::cache::cacheable_after(entry, job.epoch, self.cache.epoch())
+            {
                 use crate::cache::TokenCache as _;
-                self.cache.put(&key, entry);
+                self.cache.put(&key, entry, now);
             }
         }
         if job.leased {

@@ -24,6 +24,7 @@ mod introspection;
 mod keys;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::host;
@@ -49,6 +50,9 @@ const NOW_TICK: Duration = Duration::from_millis(1);
 /// [`crate::cache::CLAIM_MS`], and the slot is checked on every tick, so this is never reached
 /// unless ticks stall.
 const PEER_WAIT_MS: u64 = 2 * crate::cache::CLAIM_MS;
+
+/// Whether this VM logged that it has no clock (once: every such request is counted).
+static CLOCK_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// The request facts a paused request needs to be decided again later.
 #[derive(Debug, Clone, Default)]
@@ -239,11 +243,11 @@ impl Worker {
     }
 
     /// Whether the inbound request header `name` is a copy of one only Tollgate may set, in
-    /// any spelling ([`crate::identity::is_copy_of`]).
+    /// any spelling a backend reads as the same ([`crate::config::same_header_name`]).
     pub fn is_guarded(&self, name: &str) -> bool {
         self.guarded_headers
             .iter()
-            .any(|h| crate::identity::is_copy_of(name, h))
+            .any(|h| crate::config::same_header_name(h, name))
     }
 
     /// Whether the request `context_id`, paused for its decision, has been allowed and resumed
@@ -500,6 +504,9 @@ impl Worker {
             .and_then(|i| self.cfg.issuers.get(i))
             .map_or("-", |i| i.name.as_str());
         log::debug!("tollgate: denied ({}), issuer {name}", denial.code());
+        if *denial == Denial::ClockUnavailable && !CLOCK_LOGGED.swap(true, Ordering::Relaxed) {
+            log::error!("tollgate: neither the host nor WASI tells the time: every request that needs a token is refused (503)");
+        }
         let reply = outcome::reply(denial, &self.cfg.realm);
         if !host::send_response(reply.status, &reply.headers, &reply.body) {
             log::warn!("tollgate: the host refused the local reply");
@@ -535,10 +542,12 @@ impl Worker {
         self.metrics.gateway_refused();
     }
 
-    /// Revocation through the gateway: the token leaves the shared cache (every worker), so
-    /// the next API call checks it again — an opaque token (or a JWT of an issuer with
-    /// `introspect_jwts`) at its issuer, which then says it is not active.
+    /// Revocation through the gateway, once the server confirmed it: the token leaves the
+    /// shared cache and every worker's memo (the revocation epoch moves), so the next API call
+    /// checks it again — an opaque token (or a JWT of an issuer with `introspect_jwts`) at its
+    /// issuer, which then says it is not active.
     pub fn evict(&self, token: &str) {
+        self.metrics.cache_revocation();
         for key in super::gateway::token_keys(self, token) {
             self.cache.remove(&key);
         }
