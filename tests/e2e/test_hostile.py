@@ -2,7 +2,7 @@
 Authorization headers, raw bytes, and a hostile authorization server (tests/rig/hostile_as.py)
 whose JWKS and introspection answers are oversized, deeply nested, weak or wrong.
 
-Every token is also sent with a request body (`call`): a PATCH whose body is in the first
+Every token is also sent with a request body (`call`): a GET whose body is in the first
 packet, plus, for the tokens that make Tollgate wait (introspection or a key fetch at the hostile
 server), a body sent 200 ms after the headers and HTTP/2 DATA frames followed by trailers. Those
 get the GET's answer, and the upstream's own log shows each exactly once when allowed and never
@@ -308,8 +308,8 @@ BODY = b"qty=1000&note=hostile-battery"
 def call(st: HostileStack, token: str | None = None, headers: dict | None = None,
          path: str = API, shapes: tuple[str, ...] = BODY_SHAPES) -> Answer:
     """The GET's answer. Before it, the same request is sent with a body in each of `shapes`
-    (PATCH: not one of the routes' write methods, so the token's read scope is enough and the
-    verdict must be the GET's), all at once, so that they, not the GET, are the requests that
+    (a GET with a body: the same route and scope as the plain GET, so the verdict must be the
+    same; a write method would need another scope), all at once, so that they, not the GET, are the requests that
     wait; each must get the GET's status, and the upstream's log must show it exactly once
     (whole, with Tollgate's identity) if allowed, never otherwise."""
     h = dict(headers or {})
@@ -331,7 +331,7 @@ def send_with_bodies(st: HostileStack, headers: dict, path: str,
     for shape in shapes:
         marked_path = f"{path.rstrip('/')}/{uuid.uuid4().hex}"
         hdrs = list(headers.items()) + [("Content-Type", "application/x-www-form-urlencoded")]
-        reqs.append(wire.request(shape, "PATCH", marked_path, hdrs, BODY))
+        reqs.append(wire.request(shape, "GET", marked_path, hdrs, BODY))
         marked.append((shape, marked_path))
     conns = [(wire.Conn(st.envoy.listener_port, r.http2, timeout=20), r) for r in reqs]
     return [(shape, p, reply) for (shape, p), reply in zip(marked, wire.run_all(conns))]
@@ -350,7 +350,7 @@ def check_bodies(st: HostileStack, get: Answer, bodies: list[tuple[str, str, wir
         time.sleep(0.1)  # a request let through early would have reached the upstream by now
     for shape, path, reply in bodies:
         seen = upstream_arrivals(st, path)
-        where = f"{shape} PATCH {path}: {reply!r}"
+        where = f"{shape} GET+body {path}: {reply!r}"
         assert reply.status == get.status, f"GET got {get.status}, the same with a body: {where}"
         if get.status != 200:
             assert seen == 0, f"refused ({reply.status}) but the upstream saw it {seen}x: {where}"
