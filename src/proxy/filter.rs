@@ -49,17 +49,20 @@ impl Filter {
         }
     }
 
-    /// A held request's later callback (body or trailers): continue only if the worker allowed
-    /// and resumed it meanwhile.
-    fn still_held(&mut self) -> bool {
+    /// A held request's later callback (body or trailers): `Continue` only if the worker
+    /// allowed and resumed it meanwhile, else `Pause` (for a body: StopIterationAndBuffer, the
+    /// host keeps it; for trailers: StopIteration).
+    fn unless_resumed(&mut self) -> Action {
         let resumed = match self.worker.as_ref().map(|w| w.try_borrow_mut()) {
             Some(Ok(mut w)) => w.take_resumed(self.context_id),
             _ => false,
         };
         if resumed {
             self.stage = Stage::Open;
+            Action::Continue
+        } else {
+            Action::Pause
         }
-        !resumed
     }
 }
 
@@ -168,13 +171,7 @@ impl HttpContext for Filter {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &mut self.stage {
             Stage::Open => Action::Continue,
-            Stage::Held => {
-                if self.still_held() {
-                    Action::Pause // StopIterationAndBuffer: the host keeps the body
-                } else {
-                    Action::Continue
-                }
-            }
+            Stage::Held => self.unless_resumed(),
             Stage::Gateway(call) => with_worker(&self.worker, Action::Pause, |w| {
                 gateway::on_body(w, call, body_size, end_of_stream)
             }),
@@ -184,13 +181,7 @@ impl HttpContext for Filter {
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         match &mut self.stage {
             Stage::Open => Action::Continue,
-            Stage::Held => {
-                if self.still_held() {
-                    Action::Pause // StopIteration
-                } else {
-                    Action::Continue
-                }
-            }
+            Stage::Held => self.unless_resumed(),
             Stage::Gateway(call) => with_worker(&self.worker, Action::Pause, |w| {
                 gateway::on_trailers(w, call)
             }),

@@ -343,6 +343,17 @@ def validate(config: dict, log_dir: Path | str, name: str = "validate", timeout:
     return r.returncode == 0, r.stdout.decode("utf-8", "replace")
 
 
+def assert_refused_at(config: dict, log_dir: Path | str, json_path: str) -> None:
+    """`envoy --mode validate` refuses the bootstrap because Tollgate refused its configuration:
+    exactly one log line names the JSON path of the error, and nothing panicked."""
+    ok, output = validate(config, log_dir)
+    assert not ok
+    lines = [line for line in output.splitlines() if "invalid configuration at" in line]
+    assert len(lines) == 1, output[-2000:]
+    assert f"invalid configuration at {json_path}:" in lines[0]
+    assert "panic" not in output
+
+
 def admin_get(admin_port: int, path: str, timeout: float = 2.0) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}{path}", timeout=timeout) as r:

@@ -289,6 +289,12 @@ class WithHostileAS(Stack):
     def clusters(self) -> dict[str, int]:
         return {**super().clusters(), "hostile": self.hostile_port}
 
+    def rig(self, method: str, path: str, body=None) -> dict:
+        """The hostile server's control API: `rig("POST", "set", {path: answer})`, `rig("GET", "stats")`."""
+        r = requests.request(method, f"{self.hostile_base}/__rig/{path}", json=body, timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()
+
     def tweak_hcm(self, hcm: dict) -> None:
         """Changes to the listener's HttpConnectionManager before Envoy starts (none here)."""
 
