@@ -120,13 +120,18 @@ fn holds_other_positive(key: &CacheKey, value: &[u8], now_ms: u64) -> bool {
 /// verification (a worker that dies mid-verification blocks nobody for longer).
 pub const CLAIM_MS: u64 = 50;
 
-/// A claim marker: the 32-byte key, a 0 byte (no JSON entry starts with it), then the time the
-/// claim lapses (ms since the epoch, little endian).
-pub fn encode_claim(key: &CacheKey, lapses_ms: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(41);
+/// A claim marker: the 32-byte key, a 0 byte (no JSON entry starts with it), the time the
+/// claim lapses (ms since the epoch, little endian), then the slot value the claim covers:
+/// another token's live positive entry (empty when the slot held nothing worth keeping). So a
+/// token whose slot holds another token's entry is still claimed — single flight holds for
+/// tokens that share a slot — while that entry stays readable under the claim and is put back
+/// if the verification ends without an entry (a forged token cannot evict it).
+pub fn encode_claim(key: &CacheKey, lapses_ms: u64, covers: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(41 + covers.len());
     out.extend_from_slice(key);
     out.push(0);
     out.extend_from_slice(&lapses_ms.to_le_bytes());
+    out.extend_from_slice(covers);
     out
 }
 
@@ -139,9 +144,9 @@ pub enum Slot {
     Claimed,
     /// A live claim for another key (another token is being verified in this slot).
     Busy,
-    /// Another token's live positive entry: kept — only a positive entry replaces it, never a
-    /// negative one or a claim marker.
-    Kept,
+    /// Another token's live positive entry (the slot value, as a claim marker keeps it): only
+    /// a positive entry replaces it, never a negative one; a claim covers it.
+    Kept(Vec<u8>),
     /// Nothing worth keeping: empty, another token's negative entry, a dead entry, a lapsed
     /// claim.
     Free,
@@ -151,31 +156,63 @@ pub fn read_slot(key: &CacheKey, value: Option<&[u8]>, now_ms: u64) -> Slot {
     let Some(value) = value else {
         return Slot::Free;
     };
-    if let Some((holder, lapses_ms)) = read_claim(value) {
-        return match (lapses_ms > now_ms, holder == &key[..]) {
-            (false, _) => Slot::Free,
-            (true, true) => Slot::Claimed,
-            (true, false) => Slot::Busy,
-        };
+    let Some((holder, lapses_ms, covers)) = read_claim(value) else {
+        return read_entry(key, value, now_ms);
+    };
+    let live = lapses_ms > now_ms;
+    if live && holder == &key[..] {
+        return Slot::Claimed;
     }
+    // For everything else the slot holds what the claim covers: readable under a live claim,
+    // and the slot's content once the claim lapsed.
+    match read_entry(key, covers, now_ms) {
+        Slot::Entry(entry) => Slot::Entry(entry),
+        _ if live => Slot::Busy,
+        covered => covered,
+    }
+}
+
+/// A slot value that is not a claim marker, for `key`.
+fn read_entry(key: &CacheKey, value: &[u8], now_ms: u64) -> Slot {
     match decode(key, value, now_ms) {
         Some(entry) => Slot::Entry(entry),
-        None if holds_other_positive(key, value, now_ms) => Slot::Kept,
+        None if holds_other_positive(key, value, now_ms) => Slot::Kept(value.to_vec()),
         None => Slot::Free,
     }
 }
 
-/// Whether `value` is a claim marker (live or lapsed) for `key`.
-pub fn is_claim_of(key: &CacheKey, value: &[u8]) -> bool {
-    read_claim(value).is_some_and(|(holder, _)| holder == &key[..])
+/// The slot value to write back when the claim `key` holds ends without an entry: what the
+/// claim covers (`Some(empty)` if nothing). `None` if `value` is not `key`'s claim (another
+/// worker's, or an entry: leave it).
+pub fn after_unclaim(key: &CacheKey, value: &[u8]) -> Option<Vec<u8>> {
+    let (holder, _, covers) = read_claim(value)?;
+    (holder == &key[..]).then(|| covers.to_vec())
 }
 
-fn read_claim(value: &[u8]) -> Option<(&[u8], u64)> {
+/// The slot value without `key`'s entry (a revocation): `None` if there is nothing of `key`'s
+/// to remove. `key`'s own entry gives an empty slot; another token's claim covering `key`'s
+/// entry keeps the claim and drops what it covers. A claim of `key`'s (a verification under
+/// way) is left alone.
+pub fn without(key: &CacheKey, value: &[u8]) -> Option<Vec<u8>> {
+    match read_claim(value) {
+        Some((holder, lapses_ms, covers)) => {
+            (holder != &key[..] && covers.get(..32) == Some(&key[..])).then(|| {
+                let mut holder_key = [0u8; 32];
+                holder_key.copy_from_slice(holder);
+                encode_claim(&holder_key, lapses_ms, &[])
+            })
+        }
+        None => (value.get(..32) == Some(&key[..])).then(Vec::new),
+    }
+}
+
+fn read_claim(value: &[u8]) -> Option<(&[u8], u64, &[u8])> {
     let (holder, rest) = value.split_at_checked(32)?;
-    let (&0, lapses) = rest.split_first()? else {
+    let (&0, rest) = rest.split_first()? else {
         return None;
     };
-    Some((holder, u64::from_le_bytes(lapses.try_into().ok()?)))
+    let (lapses, covers) = rest.split_at_checked(8)?;
+    Some((holder, u64::from_le_bytes(lapses.try_into().ok()?), covers))
 }
 
 /// What to do with a token the cache missed, just before its signature is checked.
@@ -215,16 +252,17 @@ pub fn claim_slot(
     reread: impl FnOnce() -> Option<Vec<u8>>,
 ) -> (Claim, bool) {
     let (state, cas) = seen;
-    match state {
+    let covers = match state {
         Slot::Entry(entry) => return (Claim::Found(entry), false),
         Slot::Claimed => return (Claim::Wait, false),
-        // Another token is being verified in this slot: leave its claim alone. Another
-        // token's live positive entry stays too (this token may be a forgery): verify without
-        // a claim; if it passes, its entry replaces the other one.
-        Slot::Busy | Slot::Kept => return (Claim::Verify, false),
-        Slot::Free => {}
-    }
-    let marker = encode_claim(key, now_ms.saturating_add(CLAIM_MS));
+        // Another token is being verified in this slot: leave its claim alone.
+        Slot::Busy => return (Claim::Verify, false),
+        // Another token's live positive entry stays, under the claim (this token may be a
+        // forgery: it comes back if the verification fails).
+        Slot::Kept(value) => value,
+        Slot::Free => Vec::new(),
+    };
+    let marker = encode_claim(key, now_ms.saturating_add(CLAIM_MS), &covers);
     if swap(&marker, swap_cas(cas)) {
         return (Claim::Verify, true);
     }
@@ -232,7 +270,7 @@ pub fn claim_slot(
     let claim = match read_slot(key, reread().as_deref(), now_ms) {
         Slot::Entry(entry) => Claim::Found(entry),
         Slot::Claimed => Claim::Wait,
-        Slot::Busy | Slot::Kept | Slot::Free => Claim::Verify,
+        Slot::Busy | Slot::Kept(_) | Slot::Free => Claim::Verify,
     };
     (claim, false)
 }
@@ -259,7 +297,12 @@ pub fn put_slot(
         Cached::Valid(_) => write(&value, None),
         Cached::Invalid { .. } => {
             let (current, cas) = read();
-            if read_slot(key, current.as_deref(), now_ms) == Slot::Kept {
+            // Not over another token's live positive entry, nor over another token's live
+            // claim (which may cover one).
+            if matches!(
+                read_slot(key, current.as_deref(), now_ms),
+                Slot::Kept(_) | Slot::Busy
+            ) {
                 return false;
             }
             write(&value, Some(swap_cas(cas)))
@@ -545,8 +588,18 @@ mod tests {
         assert_eq!(host.seen(&k, CLAIM_MS + 1).0, Slot::Claimed);
     }
 
+    impl FakeHost {
+        /// What a worker whose claim ended without an entry writes back.
+        fn unclaim(&self, key: &CacheKey) {
+            let (value, cas) = self.get("slot");
+            if let Some(covered) = value.as_deref().and_then(|v| after_unclaim(key, v)) {
+                self.set("slot", &covered, cas.unwrap_or(0));
+            }
+        }
+    }
+
     #[test]
-    fn another_tokens_claim_and_live_positive_entry_are_left_alone() {
+    fn another_tokens_claim_is_left_alone() {
         let host = FakeHost::new();
         let (k, other) = (key_for(&[7; 32], "tok"), key_for(&[7; 32], "tok2"));
         let seen = host.seen(&other, 0);
@@ -555,14 +608,65 @@ mod tests {
         assert_eq!(seen.0, Slot::Busy);
         assert_eq!(host.claim(&k, seen, 0), (Claim::Verify, false));
         assert_eq!(host.seen(&other, 0).0, Slot::Claimed, "untouched");
-        // Another token's live positive entry: verify without claiming (a forged token must
-        // not claim the slot and then empty it when it fails).
-        host.set("slot", &encode(&other, &entry(1_000)), 0);
-        let seen = host.seen(&k, 0);
-        assert_eq!(seen.0, Slot::Kept);
-        assert_eq!(host.claim(&k, seen, 0), (Claim::Verify, false));
-        assert_eq!(host.seen(&other, 0).0, Slot::Entry(entry(1_000)), "kept");
-        // Also when the kept entry lands between the read and the claim.
+    }
+
+    #[test]
+    fn a_claim_covers_another_tokens_live_entry_which_stays_readable_and_comes_back() {
+        let host = FakeHost::new();
+        let (forged, kept) = (key_for(&[7; 32], "forged"), key_for(&[7; 32], "kept"));
+        host.set("slot", &encode(&kept, &entry(1_000)), 0);
+        let seen = host.seen(&forged, 0);
+        assert!(matches!(seen.0, Slot::Kept(_)));
+        // Tokens sharing a slot still get single flight: the first claims, the next waits.
+        let late = host.seen(&forged, 1);
+        assert_eq!(host.claim(&forged, seen, 0), (Claim::Verify, true));
+        assert_eq!(host.claim(&forged, late, 1), (Claim::Wait, false));
+        // Under the claim the other token's entry is still a hit.
+        assert_eq!(host.seen(&kept, 1).0, Slot::Entry(entry(1_000)));
+        // The forgery fails: the entry it covered is back, whole.
+        host.unclaim(&forged);
+        assert_eq!(host.get("slot").0, Some(encode(&kept, &entry(1_000))));
+        // A claim that lapsed leaves what it covered, too.
+        let seen = host.seen(&forged, 2);
+        assert_eq!(host.claim(&forged, seen, 2), (Claim::Verify, true));
+        assert_eq!(host.seen(&kept, 2 + CLAIM_MS).0, Slot::Entry(entry(1_000)));
+        assert!(matches!(host.seen(&forged, 2 + CLAIM_MS).0, Slot::Kept(_)));
+        // A token that passes takes the slot (the newest entry wins).
+        host.set("slot", &encode(&forged, &entry(2_000)), 0);
+        assert!(matches!(host.seen(&kept, 3).0, Slot::Kept(_)));
+    }
+
+    #[test]
+    fn a_revocation_under_another_tokens_claim_removes_the_covered_entry() {
+        let host = FakeHost::new();
+        let (claimant, revoked) = (key_for(&[7; 32], "claimant"), key_for(&[7; 32], "revoked"));
+        host.set("slot", &encode(&revoked, &entry(1_000)), 0);
+        let seen = host.seen(&claimant, 0);
+        assert_eq!(host.claim(&claimant, seen, 0), (Claim::Verify, true));
+        let (value, cas) = host.get("slot");
+        let emptied = without(&revoked, &value.unwrap()).unwrap();
+        host.set("slot", &emptied, cas.unwrap());
+        assert_eq!(
+            host.seen(&revoked, 1).0,
+            Slot::Busy,
+            "gone, the claim stays"
+        );
+        assert_eq!(host.seen(&claimant, 1).0, Slot::Claimed);
+        host.unclaim(&claimant);
+        assert_eq!(host.seen(&revoked, 1).0, Slot::Free, "not put back");
+        // The token's own entry: the slot empties; its own claim, or another token's entry:
+        // nothing to remove.
+        assert_eq!(
+            without(&revoked, &encode(&revoked, &entry(1_000))),
+            Some(vec![])
+        );
+        assert_eq!(without(&revoked, &encode_claim(&revoked, 50, &[])), None);
+        assert_eq!(without(&revoked, &encode(&claimant, &entry(1_000))), None);
+    }
+
+    #[test]
+    fn a_live_entry_that_lands_between_the_read_and_the_claim_is_never_overwritten() {
+        let (k, other) = (key_for(&[7; 32], "tok"), key_for(&[7; 32], "tok2"));
         let host = FakeHost::new();
         let seen = host.seen(&k, 0);
         host.set("slot", &encode(&other, &entry(1_000)), 0);
@@ -638,7 +742,7 @@ mod tests {
             "the newest token that passed"
         );
         assert_eq!(host.seen(&b, 0).0, Slot::Entry(entry(1_000)));
-        assert_eq!(host.seen(&a, 0).0, Slot::Kept);
+        assert!(matches!(host.seen(&a, 0).0, Slot::Kept(_)));
     }
 
     #[test]
@@ -663,16 +767,19 @@ mod tests {
     #[test]
     fn claim_markers_and_entries_never_pass_for_each_other() {
         let k = key_for(&[7; 32], "tok");
-        let marker = encode_claim(&k, 100);
+        let marker = encode_claim(&k, 100, &[]);
         assert_eq!(decode(&k, &marker, 0), None);
-        assert!(is_claim_of(&k, &marker));
-        assert!(!is_claim_of(&key_for(&[7; 32], "tok2"), &marker));
+        assert_eq!(after_unclaim(&k, &marker), Some(vec![]));
+        assert_eq!(after_unclaim(&key_for(&[7; 32], "tok2"), &marker), None);
         let value = encode(&k, &entry(1_000));
-        assert!(!is_claim_of(&k, &value));
+        assert_eq!(after_unclaim(&k, &value), None);
         assert_eq!(read_slot(&k, Some(&value), 0), Slot::Entry(entry(1_000)));
         assert_eq!(read_slot(&k, Some(&value), 1_000), Slot::Free, "dead entry");
         let other = key_for(&[7; 32], "tok2");
-        assert_eq!(read_slot(&other, Some(&value), 999), Slot::Kept);
+        assert_eq!(
+            read_slot(&other, Some(&value), 999),
+            Slot::Kept(value.clone())
+        );
         assert_eq!(read_slot(&other, Some(&value), 1_000), Slot::Free);
         assert_eq!(read_slot(&k, Some(b""), 0), Slot::Free);
         assert_eq!(read_slot(&k, None, 0), Slot::Free);

@@ -176,8 +176,8 @@ impl SharedTokenCache {
         }
         let name = self.slot_key(key);
         let (value, cas) = host::shared_get(&name);
-        if value.as_deref().and_then(|v| v.get(..32)) == Some(&key[..]) {
-            host::shared_set(&name, &[], cas);
+        if let Some(new) = value.as_deref().and_then(|v| cache::without(key, v)) {
+            host::shared_set(&name, &new, cas);
         }
         for _ in 0..16 {
             let (value, cas) = host::shared_get(EPOCH_KEY);
@@ -254,12 +254,12 @@ impl TokenCache for SharedTokenCache {
             return;
         }
         self.claimed = None;
-        // Empty the slot if it still holds this worker's marker. (Its previous entry is not
-        // put back: a revocation may have come for it meanwhile.)
+        // If the slot still holds this worker's marker, put back what it covers (another
+        // token's entry, or nothing; a revocation meanwhile took that entry out of the marker).
         let name = self.slot_key(key);
         let (value, cas) = host::shared_get(&name);
-        if value.as_deref().is_some_and(|v| cache::is_claim_of(key, v)) {
-            host::shared_set(&name, &[], cas);
+        if let Some(covered) = value.as_deref().and_then(|v| cache::after_unclaim(key, v)) {
+            host::shared_set(&name, &covered, cas);
         }
     }
 
