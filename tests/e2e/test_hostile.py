@@ -1164,15 +1164,19 @@ def test_f4_client_id_that_is_a_dot_segment_never_reaches_the_as(st, segment):
 
 
 def test_f4_other_client_ids_stay_one_segment(st):
-    """Any other id reaches the AS as one segment under its registration endpoint (a `/` is
-    %2F, a space %20); oidc-provider answers for an unknown client without a registration token
-    (a refusal), the point is where the call went."""
+    """Any other id reaches the AS as one segment under its registration endpoint (a space is
+    %20; a `/` would be %2F, see `a_client_id_stays_one_segment_of_the_servers_url`, but the
+    rig's Envoy, as the README advises, answers an escaped slash in the path with a redirect
+    to the unescaped path before any filter runs); oidc-provider answers for an unknown client
+    without a registration token (a refusal), the point is where the call went."""
     as_rig(st, "as1", "POST", "reset-stats")
-    for segment in (b"abc", b"a%2Fb", b"a%20b"):
+    for segment in (b"abc", b"a%20b"):
         a = raw_call(st, b"127.0.0.1", b"/oauth2/as1/register/" + segment)
         assert a.status in (400, 401, 403, 404), (segment, a.status)
+    a = raw_call(st, b"127.0.0.1", b"/oauth2/as1/register/a%2Fb")
+    assert a.status == 307, a.status  # path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT
     seen = as_rig(st, "as1", "GET", "stats")["requests"]
-    assert seen == {"/reg/abc": 1, "/reg/a%2Fb": 1, "/reg/a%20b": 1}, seen
+    assert seen == {"/reg/abc": 1, "/reg/a%20b": 1}, seen
 
 
 # --- 5. configurations that must be refused at start -----------------------------------------------
@@ -1191,7 +1195,7 @@ def test_f5_ambiguous_gateway_configurations_are_refused_at_start(wasm, tmp_path
     """Envoy refuses to load the plugin (`envoy --mode validate`), and the log names the path
     (config::tests::the_route_header_is_no_identity_header_in_any_spelling,
     with_tagging_no_client_id_looks_like_a_routing_tag)."""
-    cfg = rig_stack.plugin_config(1, 2)
+    cfg = rig_stack.plugin_config(1, 2, 3)
     cfg["gateway"].update(change.get("gateway", {}))
     cfg.setdefault("identity", {}).update(change.get("identity", {}))
     for issuer in cfg["issuers"]:
