@@ -896,6 +896,21 @@ def test_zz_vm_never_died_and_no_token_was_logged(st):
 # unit tests in the core (named in the docstrings). Cases that need another deployment (a small
 # token cache, a short key refresh, a host rule, a hostile AS behind the gateway) run on `fst`,
 # a private stack of this section; the others on the battery's `st`.
+#
+# Issue 12's other findings are pinned where their fixtures are:
+# - requests Tollgate holds (bodies, trailers, HTTP/2, every reason to wait and every verdict,
+#   gateway calls with trailers): tests/e2e/test_request_path.py, and every token case above
+#   also sent with a body (`call`);
+# - a spoofed header under route-name policies, identity headers spelled with underscores:
+#   test_a_spoofed_header_cannot_move_a_request_to_a_weaker_policy and
+#   test_identity_headers_spelled_with_underscores_never_reach_the_upstream
+#   (tests/e2e/test_validation.py);
+# - gateway documents and the Host / X-Forwarded-* headers:
+#   test_metadata_is_not_published_for_a_host_the_gateway_is_not_at,
+#   test_forwarded_headers_never_shape_the_published_urls,
+#   test_registration_answer_names_the_configured_origin_whatever_the_host
+#   (tests/e2e/test_gateway.py);
+# - the fuzzer's url/idna crash: fuzz/regressions/ (scripts/fuzz-replay).
 
 H_REV = "h-rev"  # a hostile issuer behind the gateway: introspection and revocation scripted
 
