@@ -57,20 +57,25 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    #[test]
-    fn endpoints_point_at_the_gateway_and_the_rest_stays() {
-        let cfg = FilterConfig::parse(
+    /// One issuer `as1` behind the gateway, with metadata and the given issuer `gateway` part.
+    fn config(issuer_gateway: serde_json::Value) -> FilterConfig {
+        FilterConfig::parse(
             json!({
                 "issuers": [{"name": "as1", "issuer": "https://as1.example",
                              "jwks": {"uri": "https://as1.example/jwks", "upstream": "as1"},
-                             "gateway": {"endpoints": {"userinfo": "https://as1.example/me"},
-                                         "metadata": true, "upstream": "as1"}}],
+                             "gateway": issuer_gateway}],
                 "gateway": {"base_path": "/oauth2", "public_origins": ["https://gw.example"]}
             })
             .to_string()
             .as_bytes(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn endpoints_point_at_the_gateway_and_the_rest_stays() {
+        let cfg = config(json!({"endpoints": {"userinfo": "https://as1.example/me"},
+                                "metadata": true, "upstream": "as1"}));
         let as_doc = json!({
             "issuer": "https://as1.example",
             "token_endpoint": "https://as1.example/token",
@@ -106,17 +111,7 @@ mod tests {
     /// `url`'s ASCII-only IDNA adapter) is left out: the gateway does not serve that endpoint.
     #[test]
     fn endpoints_with_unusable_urls_are_left_out() {
-        let cfg = FilterConfig::parse(
-            json!({
-                "issuers": [{"name": "as1", "issuer": "https://as1.example",
-                             "jwks": {"uri": "https://as1.example/jwks", "upstream": "as1"},
-                             "gateway": {"metadata": true, "upstream": "as1"}}],
-                "gateway": {"base_path": "/oauth2", "public_origins": ["https://gw.example"]}
-            })
-            .to_string()
-            .as_bytes(),
-        )
-        .unwrap();
+        let cfg = config(json!({"metadata": true, "upstream": "as1"}));
         let as_doc = json!({
             "issuer": "https://as1.example",
             "authorization_endpoint": "https://as1.example/authorize",

@@ -406,6 +406,16 @@ mod tests {
         assert_eq!(FetchState::decode(b"\xff not json"), FetchState::default());
     }
 
+    /// The plan of an issuer whose JWKS is found through its discovery document `doc`.
+    fn keys_by_discovery(doc: &Url) -> Plan<'_> {
+        Plan {
+            discovery: Some(("as1", doc)),
+            jwks: Some(("as1", None)),
+            introspection_endpoint_wanted: false,
+            metadata_wanted: false,
+        }
+    }
+
     fn resp(status: u16, body: &str) -> HttpResponse {
         HttpResponse {
             status,
@@ -418,12 +428,7 @@ mod tests {
     fn discovery_must_name_the_configured_issuer() {
         let iss = "https://as.example";
         let doc = Url::parse("https://as.example/.well-known/openid-configuration").unwrap();
-        let plan = Plan {
-            discovery: Some(("as1", &doc)),
-            jwks: Some(("as1", None)),
-            introspection_endpoint_wanted: false,
-            metadata_wanted: false,
-        };
+        let plan = keys_by_discovery(&doc);
         let good = r#"{"issuer":"https://as.example","jwks_uri":"https://as.example/jwks"}"#;
         let meta = read_discovery(iss, &plan, Some(&resp(200, good))).unwrap();
         assert_eq!(meta.jwks_uri.unwrap().as_str(), "https://as.example/jwks");
@@ -470,12 +475,7 @@ mod tests {
     fn discovery_urls_with_percent_encoded_or_non_ascii_hosts_are_refused() {
         let iss = "https://as.example";
         let doc = Url::parse("https://as.example/.well-known/openid-configuration").unwrap();
-        let plan = Plan {
-            discovery: Some(("as1", &doc)),
-            jwks: Some(("as1", None)),
-            introspection_endpoint_wanted: false,
-            metadata_wanted: false,
-        };
+        let plan = keys_by_discovery(&doc);
         let refused = FetchError::BadDiscovery(
             "a URL in it has a host Tollgate refuses (percent-encoded or not ASCII)",
         );
