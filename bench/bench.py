@@ -15,6 +15,9 @@ Run it through bench/run (which installs and builds what is missing). Listeners,
     jwt-nocache    Envoy's native jwt_authn, same JWKS inline, no JWT cache
     jwt-cache      native jwt_authn with jwt_cache_config (warm rows)
     jwt-mix        native jwt_authn with jwt_cache_config large enough for the whole mix
+    base-warm, base-cold
+                   with --baseline WASM: tg-warm and tg-cold running that other module (e.g.
+                   the previous commit's), so a change is measured against it in the same run
 
 Rows (each drives one listener with `wrk -t1 -c16` and a Lua script that cycles through a token
 file, in interleaved rounds; the table shows each row's median round):
@@ -267,7 +270,8 @@ def jwt_authn(jwks: dict, cache_size: int | None) -> dict:
     }
 
 
-def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int, dot_port: int | None) -> dict:
+def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int, dot_port: int | None,
+              baseline: Path | None = None) -> dict:
     """Listeners for the names in ports (only what the selected rows need)."""
     to_upstream = {"route": {"cluster": "upstream", "timeout": "15s"}}
 
@@ -287,6 +291,10 @@ def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int
             return [wasm(TOLLGATE_WASM, cfg, "tollgate-warm-bare")]
         if name == "tg-cold":
             return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "cold", 0), "tollgate-cold")]
+        if name == "base-warm" and baseline is not None:
+            return [wasm(baseline, tollgate_config(jwks, "bwarm", None), "baseline-warm")]
+        if name == "base-cold" and baseline is not None:
+            return [wasm(baseline, tollgate_config(jwks, "bcold", 0), "baseline-cold")]
         if name == "tg-mix":
             return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "mix", MAX_SLOTS), "tollgate-mix")]
         if name.startswith("tg-once-"):
@@ -329,6 +337,7 @@ class Row:
     listener: str
     tokens: str  # token set name (file target/bench/tokens-<name>.txt), cycled by wrk
     native: str | None = None  # label of the native row this one is compared with
+    baseline: str | None = None  # label of the --baseline module's row this one is compared with
     issuer: str | None = None  # Tollgate issuer whose counters this row moves (None: not Tollgate)
     check: str | None = None  # "once": one verification per distinct token; "every": cache off
     probe: str | None = None  # token set whose first token probes the row (default: tokens)
@@ -360,7 +369,7 @@ class Check:
         return f"{mark}: {self.label}: {self.text}"
 
 
-def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int) -> list[Row]:
+def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int, baseline: bool = False) -> list[Row]:
     native_mix = f"native jwt_authn + cache, Zipf mix {MIX_ALG}"
     rows = [
         Row("passthrough (router only)", "passthrough", "warm-RS256"),
@@ -369,14 +378,21 @@ def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int) -> list[Row]
     rows += [Row(f"native jwt_authn + cache, warm {a}", "jwt-cache", f"warm-{a}") for a in ("RS256", "ES256")]
     rows += [Row(f"native jwt_authn no cache, {a}", "jwt-nocache", f"cold-{a}") for a in algs]
     rows += [Row(native_mix, "jwt-mix", "mix")]
+    if baseline:
+        rows += [Row(f"baseline .wasm warm {a}", "base-warm", f"warm-{a}", issuer="bwarm", check="once")
+                 for a in ("RS256", "ES256")]
+        rows += [Row(f"baseline .wasm cold {a}", "base-cold", f"cold-{a}", issuer="bcold", check="every")
+                 for a in algs]
     rows += [Row(f"tollgate warm {a}", "tg-warm", f"warm-{a}", native=f"native jwt_authn + cache, warm {a}",
-                 issuer="warm", check="once") for a in ("RS256", "ES256")]
+                 baseline=f"baseline .wasm warm {a}" if baseline else None, issuer="warm", check="once")
+             for a in ("RS256", "ES256")]
     # The same hit without identity headers: what Tollgate's decision costs, apart from the work
     # of forwarding five more request headers (the upstream parses them too).
     rows += [Row("tollgate warm RS256, no identity headers", "tg-warm-bare", "warm-RS256",
                  native="native jwt_authn + cache, warm RS256", issuer="warmbare", check="once")]
     rows += [Row(f"tollgate cold {a}", "tg-cold", f"cold-{a}", native=f"native jwt_authn no cache, {a}",
-                 issuer="cold", check="every") for a in algs]
+                 baseline=f"baseline .wasm cold {a}" if baseline else None, issuer="cold", check="every")
+             for a in algs]
     rows += [Row(f"tollgate Zipf mix {MIX_ALG} ({mix_tokens:,} tokens)", "tg-mix", "mix", native=native_mix,
                  issuer="mix", check="once")]
     # Opaque rows probe with a token of their own, so that their tokens are first seen under
@@ -582,19 +598,24 @@ def table(rows: list[Row]) -> str:
         return r.result["rps"] if r and r.result else None
 
     base, floor = rps("passthrough (router only)"), rps("no-op wasm (reads 1 header)")
-    lines = [
-        "| scenario | req/s | spread | p50 ms | p99 ms | vs passthrough | vs no-op floor | vs native |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    compared = any(r.baseline for r in rows)
+    head = "| scenario | req/s | spread | p50 ms | p99 ms | vs passthrough | vs no-op floor | vs native |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|"
+    if compared:
+        head, rule = head + " vs baseline |", rule + "---:|"
+    lines = [head, rule]
     for r in rows:
         if not r.result:
-            lines.append(f"| {r.label} | FAILED: {r.error or 'did not run'} | | | | | | |")
+            lines.append(f"| {r.label} | FAILED: {r.error or 'did not run'} | | | | | | |" + (" |" if compared else ""))
             continue
         x = r.result
-        lines.append(
+        line = (
             f"| {r.label} | {x['rps']:,.0f} | {x['spread']:.0%} | {x['p50_us'] / 1000:.2f} | {x['p99_us'] / 1000:.2f} | "
             f"{fmt_ratio(x['rps'], base)} | {fmt_ratio(x['rps'], floor)} | {fmt_ratio(x['rps'], rps(r.native))} |"
         )
+        if compared:
+            line += f" {fmt_ratio(x['rps'], rps(r.baseline))} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -665,6 +686,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1, help="seed of the mix sequence (default 1)")
     ap.add_argument("--opaque-tokens", type=int, default=100, help="opaque tokens of the second opaque row (default 100)")
     ap.add_argument("--only", help="run only rows and checks whose label contains this text (plus passthrough and no-op)")
+    ap.add_argument("--baseline", type=Path, help="another tollgate.wasm (e.g. the previous commit's): its warm and "
+                    "cold rows run in the same Envoy, and the table compares this build's with them")
     ap.add_argument("--out", help="where to write the table (default bench/last-run.md; "
                     "target/bench/quick-run.md with --quick, so a smoke run leaves the tree clean)")
     args = ap.parse_args()
@@ -685,10 +708,13 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
-    rows = scenarios(algs, args.mix_tokens, args.opaque_tokens)
+    if args.baseline is not None and not args.baseline.is_file():
+        ap.error(f"--baseline {args.baseline}: no such file")
+    rows = scenarios(algs, args.mix_tokens, args.opaque_tokens, args.baseline is not None)
     checks_todo = once_checks(algs)
     if args.only:
-        rows = [r for r in rows if r.listener in ("passthrough", "noop") or args.only in r.label]
+        rows = [r for r in rows if r.listener in ("passthrough", "noop") or args.only in r.label
+                or any(args.only in t.label and t.baseline == r.label for t in rows)]
         checks_todo = [c for c in checks_todo if args.only in c.label]
     sets_needed = {r.tokens for r in rows} | {r.probe for r in rows if r.probe} | {c.tokens for c in checks_todo}
     need_dot = any(r.opaque for r in rows)
@@ -725,7 +751,7 @@ def main() -> int:
         print(f"bench: keys and {sum(len(set(t)) for t in token_sets.values())} JWTs minted in "
               f"{time.monotonic() - t0:.1f}s", flush=True)
 
-        cfg = bootstrap(ports, admin_port, jwks, max(1000, 4 * args.mix_tokens), dot_port)
+        cfg = bootstrap(ports, admin_port, jwks, max(1000, 4 * args.mix_tokens), dot_port, args.baseline)
         cfg_path = WORK / "envoy.json"
         cfg_path.write_text(json.dumps(cfg, indent=2))
         argv = [str(envoy.envoy_binary()), "-c", str(cfg_path), "--concurrency", str(args.concurrency),
@@ -875,6 +901,8 @@ def main() -> int:
            f"the AS served {as_total:,} introspection requests in all"] if as_total is not None else []),
         f"- machine: {os.cpu_count()} CPUs, {cpu}",
         f"- tollgate.wasm: {TOLLGATE_WASM.stat().st_size:,} bytes",
+        *([f"- baseline: {args.baseline} ({args.baseline.stat().st_size:,} bytes); vs baseline: this "
+           f"build's row against the same row of that module, in the same Envoy"] if args.baseline else []),
         "",
         table(rows),
         "",
