@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tollgate::config::FilterConfig;
+use tollgate_core::config::FilterConfig;
 
 fuzz_target!(|data: &[u8]| {
     match FilterConfig::parse(data) {

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tollgate::gateway::form;
+use tollgate_core::gateway::form;
 
 fuzz_target!(|data: &[u8]| {
     let (body, header) = match data.iter().position(|b| *b == 0) {

@@ -6,8 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tollgate::http::HttpResponse;
-use tollgate::introspect::{read, Answer, Expect};
+use tollgate_core::http::HttpResponse;
+use tollgate_core::introspect::{read, Answer, Expect};
 
 const ISS: &str = "https://as1.example.com";
 

@@ -7,8 +7,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tollgate::config::FilterConfig;
-use tollgate::issuer;
+use tollgate_core::config::FilterConfig;
+use tollgate_core::issuer;
 
 const CONFIGS: [&[u8]; 2] = [
     include_bytes!("../../plugin-config/examples/valid/mixed-jwt-opaque-discovery.json"),

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tollgate::jwks::KeySet;
-use tollgate::jwt::Alg;
+use tollgate_core::jwks::KeySet;
+use tollgate_core::jwt::Alg;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((set, _skipped)) = KeySet::parse(data) {

@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
-use tollgate::jwt::{peek, verify, JwtError, VerifiedClaims};
+use tollgate_core::jwt::{peek, verify, JwtError, VerifiedClaims};
 
 const ED25519: &str = include_str!("../../src/testdata/ed25519.jwk.json");
 const AUD: &str = "api://orders";

@@ -9,7 +9,7 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use tollgate::jwt::{peek, verify};
+use tollgate_core::jwt::{peek, verify};
 
 const MINTED: &str = include_str!("../seeds/minted.txt");
 

@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use tollgate::authn::{authenticate, Decision, MayWait};
-use tollgate::cache::{self, CacheKey, Cached, TokenCache};
-use tollgate::config::{FilterConfig, KeySource};
-use tollgate::jwks::{Held, KeyRing, KeySet};
-use tollgate::jwt::{self, AlgSet, Expectations};
-use tollgate::policy::RequestFacts;
+use tollgate_core::authn::{authenticate, Decision, MayWait};
+use tollgate_core::cache::{self, CacheKey, Cached, TokenCache};
+use tollgate_core::config::{FilterConfig, KeySource};
+use tollgate_core::jwks::{Held, KeyRing, KeySet};
+use tollgate_core::jwt::{self, AlgSet, Expectations};
+use tollgate_core::policy::RequestFacts;
 
 /// The shared token cache as the host keeps it (encoded slot values), in a map.
 struct MapCache(HashMap<CacheKey, Vec<u8>>);

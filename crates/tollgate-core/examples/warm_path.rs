@@ -11,11 +11,11 @@ use std::time::Instant;
 use jwt_compact::alg::Ed25519;
 use jwt_compact::{AlgorithmExt, Claims, Header};
 use serde_json::json;
-use tollgate::authn::{authenticate, Decision, MayWait};
-use tollgate::cache::{self, CacheKey, Cached, LocalMemo, TokenCache};
-use tollgate::config::{FilterConfig, KeySource};
-use tollgate::jwks::{Held, KeyRing};
-use tollgate::policy::RequestFacts;
+use tollgate_core::authn::{authenticate, Decision, MayWait};
+use tollgate_core::cache::{self, CacheKey, Cached, LocalMemo, TokenCache};
+use tollgate_core::config::{FilterConfig, KeySource};
+use tollgate_core::jwks::{Held, KeyRing};
+use tollgate_core::policy::RequestFacts;
 
 /// The cache as the host keeps it (encoded slot values), in a map; optionally with the local
 /// memo in front.

@@ -1,0 +1,55 @@
+//! # Tollgate core
+//!
+//! A proxy-wasm HTTP filter that lets an API gateway accept OAuth 2.0 access tokens from
+//! several authorization servers (issuers) at once. For each API call it takes the bearer token,
+//! picks the one issuer that minted it (the JWT `iss`), verifies the token in-process against
+//! that issuer's JWKS, enforces the route's requirements (issuers, scopes, claims) and forwards
+//! the verified identity as request headers.
+//!
+//! ## Threat model (what Tollgate defends)
+//! - Forged tokens: the signature algorithm comes from configuration and the key, never from the
+//!   token alone; `none` and HMAC are refused; RSA keys under 2048 bits are not loaded.
+//! - Cross-issuer confusion: a token is checked only with the keys of the issuer its `iss` names,
+//!   and `iss` must equal that issuer exactly; a route may accept only some issuers.
+//! - Spoofed identity: inbound copies of every identity header Tollgate sets are removed from
+//!   every request, whatever the outcome.
+//! - Leaks: tokens and secrets never appear in logs, metrics or error bodies; the token cache is
+//!   keyed by a hash.
+//! - Availability: a JWKS is fetched once per refresh per process and shared across workers;
+//!   keys already held keep working while an AS is down, up to a configured staleness.
+//!
+//! This crate is everything that decides, and has no proxy-wasm dependency: the compiler keeps
+//! it host-free. The plugin itself (`tollgate`, the cdylib at the repository root) holds the
+//! host adapter, the only code that talks to the proxy-wasm host.
+//!
+//! ## Module map
+//! - [`config`]: plugin JSON -> validated [`config::FilterConfig`], errors with JSON paths
+//! - [`extract`]: RFC 6750 bearer extraction
+//! - [`issuer`]: which issuer a token belongs to (JWT `iss`; opaque-token rules)
+//! - [`jwt`]: unverified `iss` peek, signature/time/issuer/audience checks
+//! - [`introspect`]: RFC 7662 requests and answers
+//! - [`jwks`]: JWKS parsing, per-worker key ring, shared fetch state ([`jwks::fetch`])
+//! - [`cache`]: the verified-token cache (bounded slots, TTL never past `exp`)
+//! - [`policy`]: route matching and requirements
+//! - [`identity`]: identity headers
+//! - [`authn`]: the per-request decision
+//! - [`outcome`]: every refusal -> status, `WWW-Authenticate`, JSON body
+//! - [`http`]: outbound requests and responses as values
+
+pub mod authn;
+pub mod cache;
+pub mod config;
+pub mod extract;
+pub mod gateway;
+pub mod http;
+pub mod identity;
+pub mod introspect;
+pub mod issuer;
+pub mod jwks;
+pub mod jwt;
+pub mod outcome;
+pub mod policy;
+
+/// Fixed test keys, clock and token minting for the unit tests.
+#[cfg(test)]
+mod testdata;
