@@ -1,6 +1,6 @@
 //! Shared by the JWT targets: the fixture keys as a public-only key set, and the fixed clock.
 //!
-//! The key set holds only the public halves of `src/testdata/*.jwk.json` (the private members
+//! The key set holds only the public halves of `crates/tollgate-core/src/testdata/*.jwk.json` (the private members
 //! are dropped before parsing), so the fuzzer cannot sign anything: every token it makes up that
 //! verifies would be a forgery. Only tokens minted by `fuzz/seed` (listed in
 //! `fuzz/seeds/minted.txt`) or by the `jwt_signed` target itself may verify.
@@ -18,12 +18,12 @@ pub const ISS: &str = "https://as1.example.com";
 pub const SKEW_S: u64 = 60;
 
 const FIXTURES: [&str; 6] = [
-    include_str!("../src/testdata/rsa_a.jwk.json"),
-    include_str!("../src/testdata/rsa_b.jwk.json"),
-    include_str!("../src/testdata/rsa_1024.jwk.json"),
-    include_str!("../src/testdata/p256.jwk.json"),
-    include_str!("../src/testdata/p384.jwk.json"),
-    include_str!("../src/testdata/ed25519.jwk.json"),
+    include_str!("../crates/tollgate-core/src/testdata/rsa_a.jwk.json"),
+    include_str!("../crates/tollgate-core/src/testdata/rsa_b.jwk.json"),
+    include_str!("../crates/tollgate-core/src/testdata/rsa_1024.jwk.json"),
+    include_str!("../crates/tollgate-core/src/testdata/p256.jwk.json"),
+    include_str!("../crates/tollgate-core/src/testdata/p384.jwk.json"),
+    include_str!("../crates/tollgate-core/src/testdata/ed25519.jwk.json"),
 ];
 
 /// The public JWKS of every fixture key (the 1024-bit RSA key is skipped by the parser).

@@ -17,7 +17,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
 use tollgate_core::jwt::{peek, verify, JwtError, VerifiedClaims};
 
-const ED25519: &str = include_str!("../../src/testdata/ed25519.jwk.json");
+const ED25519: &str = include_str!("../../crates/tollgate-core/src/testdata/ed25519.jwk.json");
 const AUD: &str = "api://orders";
 const ALGS: [&str; 6] = ["EdDSA", "ES256", "RS256", "none", "HS256", "eddsa"];
 const KIDS: [&str; 3] = ["ed-25519", "ec-p256", "rsa-a"];
