@@ -1,5 +1,5 @@
 //! The per-request work of a verified-token cache hit, on the host, for profiling:
-//! `cargo build --release --example warm_path && valgrind --tool=callgrind target/release/examples/warm_path`
+//! `cargo build --release -p tollgate-core --example warm_path && valgrind --tool=callgrind target/release/examples/warm_path`
 //! (instruction counts are repeatable, unlike wall-clock time on a shared machine). It also
 //! prints the mean time per decision: with only the shared cache, and with a worker's local memo
 //! in front of it (what the Envoy adapter does).
