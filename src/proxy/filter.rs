@@ -199,9 +199,7 @@ impl HttpContext for Filter {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &mut self.stage {
-            Stage::Gateway(call) => with_worker(&self.worker, Action::Continue, |w| {
-                gateway::on_response_body(w, call, body_size, end_of_stream)
-            }),
+            Stage::Gateway(call) => gateway::on_response_body(call, body_size, end_of_stream),
             _ => Action::Continue,
         }
     }

@@ -13,6 +13,7 @@
 //! issuer, malformed request, no clock): `tollgate.denied.<reason>`.
 
 use super::host;
+use crate::gateway::endpoint::{self, Endpoint};
 use crate::outcome::Denial;
 
 /// Every denial reason, in the order of [`reason_index`].
@@ -68,8 +69,8 @@ struct IssuerCounters {
     fetch_failed: Option<u32>,
     denied: Denials,
     introspection: Option<IntrospectionCounters>,
-    /// Gateway calls routed to this issuer, per endpoint.
-    gateway: [Option<u32>; GATEWAY_ENDPOINTS.len()],
+    /// Gateway calls routed to this issuer, per [`Endpoint::counter_slot`].
+    gateway: [Option<u32>; endpoint::COUNTERS.len()],
 }
 
 #[derive(Debug, Default)]
@@ -110,18 +111,6 @@ pub enum IntrospectionEvent<'a> {
     Failed(&'a str),
 }
 
-/// Gateway endpoints, in the order of `IssuerCounters::gateway`.
-pub const GATEWAY_ENDPOINTS: [&str; 8] = [
-    "authorize",
-    "token",
-    "introspect",
-    "revoke",
-    "userinfo",
-    "register",
-    "client_configuration",
-    "metadata",
-];
-
 #[derive(Debug, Default)]
 pub struct Metrics {
     issuers: Vec<IssuerCounters>,
@@ -138,9 +127,9 @@ impl Metrics {
             .map(|(name, introspects, gatewayed)| {
                 let p = format!("tollgate.issuer.{name}");
                 any_gateway |= gatewayed;
-                let mut gateway = [None; GATEWAY_ENDPOINTS.len()];
+                let mut gateway = [None; endpoint::COUNTERS.len()];
                 if gatewayed {
-                    for (slot, ep) in gateway.iter_mut().zip(GATEWAY_ENDPOINTS) {
+                    for (slot, ep) in gateway.iter_mut().zip(endpoint::COUNTERS) {
                         *slot = host::define_counter(&format!("{p}.gateway.{ep}"));
                     }
                 }
@@ -172,11 +161,10 @@ impl Metrics {
         }
     }
 
-    /// A gateway call routed to `issuer` (`endpoint` one of [`GATEWAY_ENDPOINTS`]).
-    pub fn gateway(&self, issuer: usize, endpoint: &str) {
+    /// A gateway call routed to `issuer`.
+    pub fn gateway(&self, issuer: usize, endpoint: Endpoint) {
         if let Some(c) = self.issuers.get(issuer) {
-            let slot = GATEWAY_ENDPOINTS.iter().position(|e| *e == endpoint);
-            host::increment(slot.and_then(|i| c.gateway[i]));
+            host::increment(c.gateway.get(endpoint.counter_slot()).copied().flatten());
         }
     }
 

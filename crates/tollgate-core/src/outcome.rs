@@ -1,4 +1,6 @@
-//! The one place where every refusal becomes an HTTP answer (RFC 6750 §3).
+//! The one place where every refusal becomes an HTTP answer: an API call's ([`Denial`],
+//! [`reply`]: RFC 6750 §3) and a gateway call's ([`GatewayError`], [`gateway_reply`]: RFC 6749
+//! §5.2).
 //!
 //! Bodies are small JSON objects with `error` and `error_description`; descriptions are
 //! constant texts chosen here, so no token, claim value or secret can reach a client or a log.
@@ -152,6 +154,125 @@ pub fn reply(denial: &Denial, realm: &str) -> LocalReply {
     }
 }
 
+/// Why the OAuth endpoint gateway answers a call itself with an OAuth error: the call reaches
+/// no authorization server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayError {
+    /// The path is under the base path but names no endpoint.
+    NoSuchEndpoint,
+    /// A metadata document was asked for under a host that is not one of the public origins.
+    UnknownHost,
+    /// A top-level metadata document, and no `default_issuer`.
+    NoDefaultIssuer,
+    /// The path, selector parameter or selector header names no issuer behind the gateway.
+    UnknownSelector,
+    /// The client id belongs to no issuer, and nothing else routes the call.
+    UnknownClient,
+    /// Nothing in the call tells its issuer.
+    NoRoute,
+    /// A form endpoint got a body of another content type.
+    NotAForm,
+    /// The form repeats a parameter or is not UTF-8.
+    MalformedForm,
+    /// The body is over `max_body_bytes`.
+    BodyTooLarge,
+    /// The issuer has no URL for this endpoint (configured or in its metadata).
+    NoEndpoint,
+    /// The client id in an RFC 7592 path is not one (not UTF-8, empty, `.` or `..`).
+    BadClientId,
+    /// The issuer's endpoints come from its metadata document, which is not known yet.
+    NotReady,
+}
+
+impl GatewayError {
+    /// (status, `error`, `error_description`).
+    fn parts(self) -> (u32, &'static str, &'static str) {
+        use GatewayError as E;
+        match self {
+            E::NoSuchEndpoint => (404, "invalid_request", "no such OAuth endpoint"),
+            E::UnknownHost => (
+                404,
+                "invalid_request",
+                "no OAuth metadata is published for this host",
+            ),
+            E::NoDefaultIssuer => (
+                404,
+                "invalid_request",
+                "no default authorization server: use /{issuer}/.well-known/...",
+            ),
+            E::UnknownSelector => (
+                400,
+                "invalid_request",
+                "the request names an authorization server that is not configured",
+            ),
+            E::UnknownClient => (
+                401,
+                "invalid_client",
+                "the client is not registered at any configured authorization server",
+            ),
+            E::NoRoute => (
+                400,
+                "invalid_request",
+                "cannot tell which authorization server this call is for",
+            ),
+            E::NotAForm => (
+                400,
+                "invalid_request",
+                "the body must be application/x-www-form-urlencoded",
+            ),
+            E::MalformedForm => (
+                400,
+                "invalid_request",
+                "the body is not a valid application/x-www-form-urlencoded form",
+            ),
+            E::BodyTooLarge => (413, "invalid_request", "the request body is too large"),
+            E::NoEndpoint => (
+                404,
+                "invalid_request",
+                "the authorization server does not offer this endpoint",
+            ),
+            E::BadClientId => (
+                400,
+                "invalid_request",
+                "the client id in the path is not a valid client id",
+            ),
+            E::NotReady => (
+                503,
+                "temporarily_unavailable",
+                "the authorization server's metadata is not known yet",
+            ),
+        }
+    }
+}
+
+/// How long gateway clients should wait before retrying a 503 (seconds).
+pub const GATEWAY_RETRY_AFTER_S: u32 = 1;
+
+/// Maps a gateway error to its HTTP answer: never stored (`no-store`), a 503 says when to
+/// retry, and a 401 `invalid_client` names the scheme the client should use (RFC 6749 §5.2).
+pub fn gateway_reply(e: GatewayError) -> LocalReply {
+    let (status, error, description) = e.parts();
+    let mut headers = vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("cache-control".to_owned(), "no-store".to_owned()),
+    ];
+    if status == 503 {
+        headers.push(("retry-after".to_owned(), GATEWAY_RETRY_AFTER_S.to_string()));
+    }
+    if error == "invalid_client" {
+        headers.push((
+            "www-authenticate".to_owned(),
+            "Basic realm=\"oauth\"".to_owned(),
+        ));
+    }
+    let body = serde_json::json!({ "error": error, "error_description": description }).to_string();
+    LocalReply {
+        status,
+        headers,
+        body,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +333,24 @@ mod tests {
                 "not the token's fault"
             );
         }
+    }
+
+    #[test]
+    fn gateway_errors_are_oauth_errors_never_stored() {
+        let r = gateway_reply(GatewayError::UnknownClient);
+        assert_eq!(r.status, 401);
+        assert_eq!(header(&r, "cache-control"), Some("no-store"));
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some("Basic realm=\"oauth\"")
+        );
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"], "invalid_client");
+        let r = gateway_reply(GatewayError::NotReady);
+        assert_eq!(r.status, 503);
+        assert_eq!(header(&r, "retry-after"), Some("1"));
+        assert_eq!(header(&r, "www-authenticate"), None);
+        let r = gateway_reply(GatewayError::BodyTooLarge);
+        assert_eq!((r.status, header(&r, "retry-after")), (413, None));
     }
 }

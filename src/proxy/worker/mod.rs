@@ -523,19 +523,9 @@ impl Worker {
         self.records.get(idx)?.as_ref()?.read_metadata()
     }
 
-    pub fn gateway_forwarded(&self, idx: usize, endpoint: crate::gateway::path::Endpoint) {
-        use crate::gateway::path::Endpoint as E;
-        let name = match endpoint {
-            E::Authorize => "authorize",
-            E::Token => "token",
-            E::Introspect => "introspect",
-            E::Revoke => "revoke",
-            E::Userinfo => "userinfo",
-            E::Register => "register",
-            E::ClientConfiguration => "client_configuration",
-            E::OidcDiscovery | E::AsMetadata => "metadata",
-        };
-        self.metrics.gateway(idx, name);
+    /// A gateway call answered or forwarded for issuer `idx`.
+    pub fn gateway_forwarded(&self, idx: usize, endpoint: crate::gateway::Endpoint) {
+        self.metrics.gateway(idx, endpoint);
     }
 
     pub fn gateway_refused(&self) {
@@ -546,10 +536,11 @@ impl Worker {
     /// shared cache and every worker's memo (the revocation epoch moves), so the next API call
     /// checks it again — an opaque token (or a JWT of an issuer with `introspect_jwts`) at its
     /// issuer, which then says it is not active.
-    pub fn evict(&self, token: &str) {
+    /// `keys`: the token's, tagged and untagged ([`crate::gateway::plan::OnResponse`]).
+    pub fn evict(&self, keys: &[CacheKey]) {
         self.metrics.cache_revocation();
-        for key in super::gateway::token_keys(self, token) {
-            self.cache.remove(&key);
+        for key in keys {
+            self.cache.remove(key);
         }
     }
 

@@ -5,20 +5,11 @@
 use serde_json::{Map, Value};
 use url::Url;
 
+use super::endpoint::Endpoint;
 use crate::config::Issuer;
 
-/// Gateway path segment for each endpoint metadata name.
-pub const PATHS: [(&str, &str); 6] = [
-    ("authorization_endpoint", "authorize"),
-    ("token_endpoint", "token"),
-    ("introspection_endpoint", "introspect"),
-    ("revocation_endpoint", "revoke"),
-    ("userinfo_endpoint", "userinfo"),
-    ("registration_endpoint", "register"),
-];
-
-/// The server's URL for endpoint `name` (`token_endpoint`, ...): configured, else from its
-/// metadata document.
+/// The server's URL for the metadata field `name` (`token_endpoint`, ...,
+/// [`Endpoint::server_field`]): configured, else from its metadata document.
 pub fn endpoint_url(
     issuer: &Issuer,
     as_doc: Option<&Map<String, Value>>,
@@ -38,7 +29,10 @@ pub fn endpoint_url(
 pub fn document(issuer: &Issuer, as_doc: Option<&Map<String, Value>>, gateway_base: &str) -> Value {
     let mut doc = as_doc.cloned().unwrap_or_default();
     doc.insert("issuer".into(), Value::String(issuer.issuer.clone()));
-    for (name, path) in PATHS {
+    for endpoint in Endpoint::ALL.into_iter().filter(|e| e.is_published()) {
+        let (Some(name), path) = (endpoint.server_field(), endpoint.path()) else {
+            continue;
+        };
         if endpoint_url(issuer, as_doc, name).is_some() {
             doc.insert(name.into(), Value::String(format!("{gateway_base}/{path}")));
         } else {
@@ -130,8 +124,9 @@ mod tests {
             doc["authorization_endpoint"],
             "https://gw.example/as1/authorize"
         );
-        for (name, _) in PATHS.iter().skip(1) {
-            assert!(doc.get(*name).is_none(), "{name}");
+        let published = Endpoint::ALL.into_iter().filter(|e| e.is_published());
+        for name in published.skip(1).filter_map(Endpoint::server_field) {
+            assert!(doc.get(name).is_none(), "{name}");
             assert!(endpoint_url(&cfg.issuers[0], as_doc.as_object(), name).is_none());
         }
     }

@@ -1,33 +1,8 @@
 //! Gateway paths: which OAuth endpoint a request under the base path asks for, and the issuer
-//! named in the path, if any (`{base}/{issuer}/{endpoint}`).
+//! named in the path, if any (`{base}/{issuer}/{endpoint}`). The paths themselves are
+//! [`Endpoint::path`].
 
-/// The endpoints the gateway exposes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Authorize,
-    Token,
-    Introspect,
-    Revoke,
-    Userinfo,
-    /// RFC 7591 registration.
-    Register,
-    /// RFC 7592 management of one registered client (`register/{client_id}`).
-    ClientConfiguration,
-    /// `.well-known/openid-configuration`
-    OidcDiscovery,
-    /// `.well-known/oauth-authorization-server` (RFC 8414)
-    AsMetadata,
-}
-
-impl Endpoint {
-    /// Whether the call needs the request body to be routed or rewritten.
-    pub fn reads_body(self) -> bool {
-        matches!(
-            self,
-            Endpoint::Token | Endpoint::Introspect | Endpoint::Revoke | Endpoint::Register
-        )
-    }
-}
+use super::endpoint::{Endpoint, CLIENT_ID};
 
 /// A parsed gateway path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,18 +48,23 @@ pub fn parse<'p>(
     }
 }
 
+/// The endpoint whose [`Endpoint::path`] `segments` spell, and the client id segment if its
+/// path has one.
 fn endpoint<'p>(segments: &[&'p str]) -> Option<(Endpoint, Option<&'p str>)> {
-    Some(match segments {
-        ["authorize"] => (Endpoint::Authorize, None),
-        ["token"] => (Endpoint::Token, None),
-        ["introspect"] => (Endpoint::Introspect, None),
-        ["revoke"] => (Endpoint::Revoke, None),
-        ["userinfo"] => (Endpoint::Userinfo, None),
-        ["register"] => (Endpoint::Register, None),
-        ["register", id] if !id.is_empty() => (Endpoint::ClientConfiguration, Some(*id)),
-        [".well-known", "openid-configuration"] => (Endpoint::OidcDiscovery, None),
-        [".well-known", "oauth-authorization-server"] => (Endpoint::AsMetadata, None),
-        _ => return None,
+    Endpoint::ALL.into_iter().find_map(|e| {
+        let pattern: Vec<&str> = e.path().split('/').collect();
+        if pattern.len() != segments.len() {
+            return None;
+        }
+        let mut client_id = None;
+        for (want, got) in pattern.iter().zip(segments) {
+            if *want == CLIENT_ID && !got.is_empty() {
+                client_id = Some(*got);
+            } else if want != got {
+                return None;
+            }
+        }
+        Some((e, client_id))
     })
 }
 

@@ -13,11 +13,12 @@
 
 use url::Url;
 
+use super::endpoint::Endpoint;
 use super::form;
-use super::path::Endpoint;
 use super::tag;
 use crate::config::{FilterConfig, Gateway};
 use crate::issuer;
+use crate::outcome::GatewayError;
 
 /// What a gateway call carries that can name its authorization server.
 #[derive(Debug, Default, Clone, Copy)]
@@ -33,62 +34,6 @@ pub struct Call<'a> {
     pub authorization: Option<&'a str>,
     /// The client id in an RFC 7592 client configuration path (`register/{id}`), decoded.
     pub path_client_id: Option<&'a str>,
-}
-
-/// An OAuth error the gateway answers with itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayError {
-    pub status: u32,
-    pub error: &'static str,
-    pub description: &'static str,
-}
-
-pub const UNKNOWN_SELECTOR: GatewayError = GatewayError {
-    status: 400,
-    error: "invalid_request",
-    description: "the request names an authorization server that is not configured",
-};
-pub const UNKNOWN_CLIENT: GatewayError = GatewayError {
-    status: 401,
-    error: "invalid_client",
-    description: "the client is not registered at any configured authorization server",
-};
-pub const NO_ROUTE: GatewayError = GatewayError {
-    status: 400,
-    error: "invalid_request",
-    description: "cannot tell which authorization server this call is for",
-};
-pub const MALFORMED_FORM: GatewayError = GatewayError {
-    status: 400,
-    error: "invalid_request",
-    description: "the body is not a valid application/x-www-form-urlencoded form",
-};
-pub const BODY_TOO_LARGE: GatewayError = GatewayError {
-    status: 413,
-    error: "invalid_request",
-    description: "the request body is too large",
-};
-pub const NO_ENDPOINT: GatewayError = GatewayError {
-    status: 404,
-    error: "invalid_request",
-    description: "the authorization server does not offer this endpoint",
-};
-pub const BAD_CLIENT_ID: GatewayError = GatewayError {
-    status: 400,
-    error: "invalid_request",
-    description: "the client id in the path is not a valid client id",
-};
-pub const NOT_READY: GatewayError = GatewayError {
-    status: 503,
-    error: "temporarily_unavailable",
-    description: "the authorization server's metadata is not known yet",
-};
-
-impl GatewayError {
-    /// The JSON body (RFC 6749 §5.2 style).
-    pub fn body(&self) -> String {
-        serde_json::json!({"error": self.error, "error_description": self.description}).to_string()
-    }
 }
 
 /// The decoded pairs of a raw query (empty when absent or malformed).
@@ -139,7 +84,7 @@ pub fn choose(
     call: &Call<'_>,
 ) -> Result<usize, GatewayError> {
     let query = query_pairs(call.query);
-    let named = |name: &str| index_of(cfg, name).ok_or(UNKNOWN_SELECTOR);
+    let named = |name: &str| index_of(cfg, name).ok_or(GatewayError::UnknownSelector);
     if let Some(name) = call.path_issuer {
         return named(name);
     }
@@ -186,9 +131,9 @@ pub fn choose(
         return Ok(idx);
     }
     Err(if client.is_some() {
-        UNKNOWN_CLIENT
+        GatewayError::UnknownClient
     } else {
-        NO_ROUTE
+        GatewayError::NoRoute
     })
 }
 
@@ -330,15 +275,15 @@ pub fn rewrite_response(
 }
 
 /// The client id of an RFC 7592 client configuration path (`register/{segment}`): the segment
-/// percent-decoded, once. Refused ([`BAD_CLIENT_ID`]): not UTF-8 after decoding, and ids that
+/// percent-decoded, once. Refused ([`GatewayError::BadClientId`]): not UTF-8 after decoding, and ids that
 /// are path syntax rather than names — empty, `.` and `..` (also written `%2e`, `%2E%2e`, ...),
 /// which would make the server's URL name its parent path.
 pub fn path_client_id(segment: &str) -> Result<String, GatewayError> {
     let id = percent_encoding::percent_decode_str(segment)
         .decode_utf8()
-        .map_err(|_| BAD_CLIENT_ID)?;
+        .map_err(|_| GatewayError::BadClientId)?;
     if is_dot_or_empty(&id) {
-        return Err(BAD_CLIENT_ID);
+        return Err(GatewayError::BadClientId);
     }
     Ok(id.into_owned())
 }
@@ -363,10 +308,10 @@ pub fn encode_segment(id: &str) -> String {
 /// RFC 7592 client configuration URL at the server: its registration endpoint plus the client
 /// id (decoded; encoded here as one path segment), in the endpoint's own style (`/reg` ->
 /// `/reg/{id}`, `/o/register/` -> `/o/register/{id}/`). An id that is empty, `.` or `..` (also
-/// after a routing tag came off) is refused with [`BAD_CLIENT_ID`].
+/// after a routing tag came off) is refused with [`GatewayError::BadClientId`].
 pub fn client_configuration_url(registration: &Url, client_id: &str) -> Result<Url, GatewayError> {
     if is_dot_or_empty(client_id) {
-        return Err(BAD_CLIENT_ID);
+        return Err(GatewayError::BadClientId);
     }
     let id = encode_segment(client_id);
     let base = registration.as_str();
@@ -374,7 +319,7 @@ pub fn client_configuration_url(registration: &Url, client_id: &str) -> Result<U
         Some(stem) => format!("{stem}/{id}/"),
         None => format!("{base}/{id}"),
     };
-    crate::http::parse_url(&text).map_err(|_| NO_ENDPOINT)
+    crate::http::parse_url(&text).map_err(|_| GatewayError::NoEndpoint)
 }
 
 #[cfg(test)]

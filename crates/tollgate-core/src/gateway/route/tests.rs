@@ -92,7 +92,7 @@ fn unknown_selectors_are_errors_not_fallbacks() {
     };
     assert_eq!(
         choose_for(&c, Endpoint::Authorize, call),
-        Err(UNKNOWN_SELECTOR)
+        Err(GatewayError::UnknownSelector)
     );
     let call = Call {
         selector_header: Some("nogw"),
@@ -100,7 +100,7 @@ fn unknown_selectors_are_errors_not_fallbacks() {
     };
     assert_eq!(
         choose_for(&c, Endpoint::Token, call),
-        Err(UNKNOWN_SELECTOR),
+        Err(GatewayError::UnknownSelector),
         "issuer without gateway"
     );
 }
@@ -124,10 +124,13 @@ fn client_ids_by_map_prefix_and_basic_credentials() {
         form: Some(&form),
         ..Call::default()
     };
-    assert_eq!(choose_for(&c, Endpoint::Token, call), Err(UNKNOWN_CLIENT));
+    assert_eq!(
+        choose_for(&c, Endpoint::Token, call),
+        Err(GatewayError::UnknownClient)
+    );
     assert_eq!(
         choose_for(&c, Endpoint::Token, Call::default()),
-        Err(NO_ROUTE)
+        Err(GatewayError::NoRoute)
     );
 }
 
@@ -152,7 +155,10 @@ fn tokens_route_by_the_api_rules() {
         form: Some(&form),
         ..Call::default()
     };
-    assert_eq!(choose_for(&c, Endpoint::Token, call), Err(NO_ROUTE));
+    assert_eq!(
+        choose_for(&c, Endpoint::Token, call),
+        Err(GatewayError::NoRoute)
+    );
 }
 
 #[test]
@@ -390,9 +396,17 @@ fn path_client_ids_are_decoded_once_and_dot_segments_are_refused() {
     for segment in [
         "", ".", "..", "%2e", "%2E", "%2e%2e", "%2E%2e", ".%2e", "%2e.", "%2E%2E",
     ] {
-        assert_eq!(path_client_id(segment), Err(BAD_CLIENT_ID), "{segment:?}");
+        assert_eq!(
+            path_client_id(segment),
+            Err(GatewayError::BadClientId),
+            "{segment:?}"
+        );
     }
-    assert_eq!(path_client_id("%ff%fe"), Err(BAD_CLIENT_ID), "not UTF-8");
+    assert_eq!(
+        path_client_id("%ff%fe"),
+        Err(GatewayError::BadClientId),
+        "not UTF-8"
+    );
 }
 
 #[test]
@@ -441,12 +455,12 @@ fn a_client_id_stays_one_segment_of_the_servers_url() {
     for id in ["", ".", ".."] {
         assert_eq!(
             client_configuration_url(&oidc, id),
-            Err(BAD_CLIENT_ID),
+            Err(GatewayError::BadClientId),
             "{id:?}"
         );
         assert_eq!(
             client_configuration_url(&dot, id),
-            Err(BAD_CLIENT_ID),
+            Err(GatewayError::BadClientId),
             "{id:?}"
         );
     }
@@ -467,6 +481,6 @@ fn a_tag_that_leaves_a_dot_segment_is_refused_too() {
     let reg = Url::parse("https://as1.example/reg").unwrap();
     assert_eq!(
         client_configuration_url(&reg, bare.as_deref().unwrap()),
-        Err(BAD_CLIENT_ID)
+        Err(GatewayError::BadClientId)
     );
 }
