@@ -15,9 +15,9 @@ use proxy_wasm::types::Action;
 
 use super::host;
 use super::worker::{OwnedFacts, Worker};
-use crate::gateway::{self, plan::Body, plan::OnResponse, plan::Request, plan::ResponseRewrite};
-use crate::gateway::{plan::Forward, Step};
-use crate::outcome::{self, LocalReply};
+use crate::gateway;
+use crate::gateway::plan::{Body, Forward, OnResponse, Request, ResponseRewrite, Step};
+use crate::outcome::{self, GatewayError, LocalReply};
 
 /// A gateway call in progress (kept by the HTTP context between callbacks).
 #[derive(Debug)]
@@ -77,7 +77,7 @@ fn plan(worker: &Worker, facts: &OwnedFacts, body: Body<'_>) -> Step {
 /// Starts handling a request if its path is under the gateway's base path.
 pub fn start(worker: &Worker, facts: &OwnedFacts, end_of_stream: bool) -> Start {
     let body = if end_of_stream {
-        Body::None
+        Body::Absent
     } else {
         Body::Partial(0)
     };
@@ -108,8 +108,7 @@ pub fn on_body(
     };
     let mut step = plan(worker, facts, Body::Partial(body_size));
     if end_of_stream && step == Step::NeedBody {
-        let body = host::request_body(body_size);
-        step = plan(worker, facts, Body::Complete(&body));
+        step = plan_whole(worker, facts, body_size);
     }
     call.follow(worker, step, body_size)
 }
@@ -121,9 +120,18 @@ pub fn on_trailers(worker: &Worker, call: &mut GatewayCall) -> Action {
         return call.progress.action();
     };
     let size = *size;
-    let body = host::request_body(size);
-    let step = plan(worker, facts, Body::Complete(&body));
+    let step = plan_whole(worker, facts, size);
     call.follow(worker, step, size)
+}
+
+/// Plans a call with its whole body (`size` bytes, held by the host); refused if the host does
+/// not hand all of it over.
+fn plan_whole(worker: &Worker, facts: &OwnedFacts, size: usize) -> Step {
+    let body = host::request_body(size);
+    if body.len() != size {
+        return Step::Refuse(GatewayError::BodyUnreadable);
+    }
+    plan(worker, facts, Body::Complete(&body))
 }
 
 impl GatewayCall {
@@ -159,6 +167,7 @@ fn carry_out(worker: &Worker, step: Step, body_size: usize) -> Progress {
             send(&reply);
             Progress::Answered
         }
+        // The callers' to handle (see `start` and `GatewayCall::follow`).
         Step::NotMine | Step::NeedBody => Progress::Answered,
     }
 }

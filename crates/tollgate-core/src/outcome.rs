@@ -176,6 +176,8 @@ pub enum GatewayError {
     MalformedForm,
     /// The body is over `max_body_bytes`.
     BodyTooLarge,
+    /// The host announced a body it then did not hand over whole.
+    BodyUnreadable,
     /// The issuer has no URL for this endpoint (configured or in its metadata).
     NoEndpoint,
     /// The client id in an RFC 7592 path is not one (not UTF-8, empty, `.` or `..`).
@@ -226,6 +228,7 @@ impl GatewayError {
                 "the body is not a valid application/x-www-form-urlencoded form",
             ),
             E::BodyTooLarge => (413, "invalid_request", "the request body is too large"),
+            E::BodyUnreadable => (500, "server_error", "the request body could not be read"),
             E::NoEndpoint => (
                 404,
                 "invalid_request",
@@ -352,5 +355,8 @@ mod tests {
         assert_eq!(header(&r, "www-authenticate"), None);
         let r = gateway_reply(GatewayError::BodyTooLarge);
         assert_eq!((r.status, header(&r, "retry-after")), (413, None));
+        let r = gateway_reply(GatewayError::BodyUnreadable);
+        assert_eq!((r.status, header(&r, "retry-after")), (500, None));
+        assert_eq!(header(&r, "cache-control"), Some("no-store"));
     }
 }

@@ -52,19 +52,16 @@ pub fn parse<'p>(
 /// path has one.
 fn endpoint<'p>(segments: &[&'p str]) -> Option<(Endpoint, Option<&'p str>)> {
     Endpoint::ALL.into_iter().find_map(|e| {
-        let pattern: Vec<&str> = e.path().split('/').collect();
-        if pattern.len() != segments.len() {
-            return None;
-        }
+        let mut pattern = e.path().split('/');
         let mut client_id = None;
-        for (want, got) in pattern.iter().zip(segments) {
-            if *want == CLIENT_ID && !got.is_empty() {
-                client_id = Some(*got);
-            } else if want != got {
-                return None;
+        for got in segments {
+            match pattern.next() {
+                Some(CLIENT_ID) if !got.is_empty() => client_id = Some(*got),
+                Some(want) if want == *got => {}
+                _ => return None,
             }
         }
-        Some((e, client_id))
+        pattern.next().is_none().then_some((e, client_id))
     })
 }
 

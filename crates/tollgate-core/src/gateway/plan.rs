@@ -51,7 +51,7 @@ impl Request<'_> {
 #[derive(Debug, Clone, Copy)]
 pub enum Body<'b> {
     /// The request has none: its headers ended the stream.
-    None,
+    Absent,
     /// Still arriving: `size` bytes so far, held by the host.
     Partial(usize),
     /// The whole body.
@@ -242,7 +242,7 @@ impl Planner<'_> {
         let path_client_id = target.client_id.map(route::path_client_id).transpose()?;
         let (form, read) = match body {
             _ if !endpoint.reads_body() => (None, None),
-            Body::None => (None, None),
+            Body::Absent => (None, None),
             Body::Partial(size) if size > self.gw.max_body_bytes => {
                 return Err(GatewayError::BodyTooLarge)
             }

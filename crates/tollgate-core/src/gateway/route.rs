@@ -275,9 +275,9 @@ pub fn rewrite_response(
 }
 
 /// The client id of an RFC 7592 client configuration path (`register/{segment}`): the segment
-/// percent-decoded, once. Refused ([`GatewayError::BadClientId`]): not UTF-8 after decoding, and ids that
-/// are path syntax rather than names — empty, `.` and `..` (also written `%2e`, `%2E%2e`, ...),
-/// which would make the server's URL name its parent path.
+/// percent-decoded, once. Refused ([`GatewayError::BadClientId`]): not UTF-8 after decoding,
+/// and ids that are path syntax rather than names — empty, `.` and `..` (also written `%2e`,
+/// `%2E%2e`, ...), which would make the server's URL name its parent path.
 pub fn path_client_id(segment: &str) -> Result<String, GatewayError> {
     let id = percent_encoding::percent_decode_str(segment)
         .decode_utf8()

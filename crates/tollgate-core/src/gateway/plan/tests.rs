@@ -161,7 +161,7 @@ impl Req {
 
     /// Planned with the whole body (`None`: the headers ended the stream).
     fn plan(&self, cfg: &FilterConfig, body: Option<&str>) -> Step {
-        let body = body.map_or(Body::None, |b| Body::Complete(b.as_bytes()));
+        let body = body.map_or(Body::Absent, |b| Body::Complete(b.as_bytes()));
         self.plan_with(cfg, body, docs)
     }
 }
@@ -684,7 +684,7 @@ fn top_level_documents_and_unrouted_calls_need_a_default_issuer() {
 fn nothing_that_needs_the_servers_document_is_served_before_it_is_known() {
     let cfg = rig();
     let doc = req("/oauth2/as1/.well-known/openid-configuration");
-    let e = refused(doc.plan_with(&cfg, Body::None, no_docs));
+    let e = refused(doc.plan_with(&cfg, Body::Absent, no_docs));
     assert_eq!(e, GatewayError::NotReady);
     let r = gateway_reply(e);
     assert_eq!(r.status, 503);
@@ -697,7 +697,7 @@ fn nothing_that_needs_the_servers_document_is_served_before_it_is_known() {
     );
     // A configured endpoint does not wait for the document.
     let userinfo = req("/oauth2/as2/userinfo").bearer("dot_x");
-    let f = forwarded(userinfo.plan_with(&cfg, Body::None, no_docs));
+    let f = forwarded(userinfo.plan_with(&cfg, Body::Absent, no_docs));
     assert_eq!(target(&f), (1, "as2.example:8443", "/o/userinfo/"));
 }
 
@@ -710,14 +710,14 @@ fn an_endpoint_the_server_does_not_offer_is_404() {
             d
         })
     };
-    let e = refused(req("/oauth2/as1/userinfo").plan_with(&cfg, Body::None, without_userinfo));
+    let e = refused(req("/oauth2/as1/userinfo").plan_with(&cfg, Body::Absent, without_userinfo));
     assert_eq!(e, GatewayError::NoEndpoint);
     assert_eq!(gateway_reply(e).status, 404);
     // Left out of the document too.
     let (_, reply) = replied(
         req("/oauth2/as1/.well-known/openid-configuration").plan_with(
             &cfg,
-            Body::None,
+            Body::Absent,
             without_userinfo,
         ),
     );
