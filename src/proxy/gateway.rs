@@ -107,7 +107,7 @@ pub fn on_body(
         return call.progress.action();
     };
     let mut step = plan(worker, facts, Body::Partial(body_size));
-    if end_of_stream && step == Step::NeedBody {
+    if end_of_stream && matches!(step, Step::NeedBody) {
         step = plan_whole(worker, facts, body_size);
     }
     call.follow(worker, step, body_size)

@@ -1,5 +1,5 @@
 //! The gateway's endpoints, and the one table of what sets them apart: the path each answers
-//! at, the authorization server's metadata field it is forwarded to, whether the gateway's own
+//! at ([`Endpoint::segments`]), the authorization server's metadata field it is forwarded to, whether the gateway's own
 //! documents list it, its counter, whether routing reads its body, and whether its answer is
 //! rewritten. Everything else (path parsing, documents, counters, planning) asks these methods.
 
@@ -34,7 +34,7 @@ pub const COUNTERS: [&str; 8] = [
     "metadata",
 ];
 
-/// The placeholder for the client id segment in [`Endpoint::path`].
+/// The placeholder for the client id segment in [`Endpoint::segments`].
 pub const CLIENT_ID: &str = "{client_id}";
 
 impl Endpoint {
@@ -51,19 +51,19 @@ impl Endpoint {
         Endpoint::AsMetadata,
     ];
 
-    /// The path below the base path (and the issuer segment, if any); [`CLIENT_ID`] stands for
-    /// one non-empty segment.
-    pub fn path(self) -> &'static str {
+    /// The path segments below the base path (and the issuer segment, if any); [`CLIENT_ID`]
+    /// stands for one non-empty segment.
+    pub fn segments(self) -> &'static [&'static str] {
         match self {
-            Endpoint::Authorize => "authorize",
-            Endpoint::Token => "token",
-            Endpoint::Introspect => "introspect",
-            Endpoint::Revoke => "revoke",
-            Endpoint::Userinfo => "userinfo",
-            Endpoint::Register => "register",
-            Endpoint::ClientConfiguration => "register/{client_id}",
-            Endpoint::OidcDiscovery => ".well-known/openid-configuration",
-            Endpoint::AsMetadata => ".well-known/oauth-authorization-server",
+            Endpoint::Authorize => &["authorize"],
+            Endpoint::Token => &["token"],
+            Endpoint::Introspect => &["introspect"],
+            Endpoint::Revoke => &["revoke"],
+            Endpoint::Userinfo => &["userinfo"],
+            Endpoint::Register => &["register"],
+            Endpoint::ClientConfiguration => &["register", CLIENT_ID],
+            Endpoint::OidcDiscovery => &[".well-known", "openid-configuration"],
+            Endpoint::AsMetadata => &[".well-known", "oauth-authorization-server"],
         }
     }
 

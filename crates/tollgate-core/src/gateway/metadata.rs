@@ -30,10 +30,11 @@ pub fn document(issuer: &Issuer, as_doc: Option<&Map<String, Value>>, gateway_ba
     let mut doc = as_doc.cloned().unwrap_or_default();
     doc.insert("issuer".into(), Value::String(issuer.issuer.clone()));
     for endpoint in Endpoint::ALL.into_iter().filter(|e| e.is_published()) {
-        let (Some(name), path) = (endpoint.server_field(), endpoint.path()) else {
+        let Some(name) = endpoint.server_field() else {
             continue;
         };
         if endpoint_url(issuer, as_doc, name).is_some() {
+            let path = endpoint.segments().join("/");
             doc.insert(name.into(), Value::String(format!("{gateway_base}/{path}")));
         } else {
             doc.remove(name);

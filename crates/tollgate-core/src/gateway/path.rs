@@ -1,6 +1,6 @@
 //! Gateway paths: which OAuth endpoint a request under the base path asks for, and the issuer
 //! named in the path, if any (`{base}/{issuer}/{endpoint}`). The paths themselves are
-//! [`Endpoint::path`].
+//! [`Endpoint::segments`].
 
 use super::endpoint::{Endpoint, CLIENT_ID};
 
@@ -48,20 +48,23 @@ pub fn parse<'p>(
     }
 }
 
-/// The endpoint whose [`Endpoint::path`] `segments` spell, and the client id segment if its
+/// The endpoint whose [`Endpoint::segments`] `segments` are, and the client id segment if its
 /// path has one.
 fn endpoint<'p>(segments: &[&'p str]) -> Option<(Endpoint, Option<&'p str>)> {
     Endpoint::ALL.into_iter().find_map(|e| {
-        let mut pattern = e.path().split('/');
+        let pattern = e.segments();
+        if pattern.len() != segments.len() {
+            return None;
+        }
         let mut client_id = None;
-        for got in segments {
-            match pattern.next() {
-                Some(CLIENT_ID) if !got.is_empty() => client_id = Some(*got),
-                Some(want) if want == *got => {}
-                _ => return None,
+        for (want, got) in pattern.iter().zip(segments) {
+            if *want == CLIENT_ID && !got.is_empty() {
+                client_id = Some(*got);
+            } else if want != got {
+                return None;
             }
         }
-        pattern.next().is_none().then_some((e, client_id))
+        Some((e, client_id))
     })
 }
 
