@@ -227,12 +227,7 @@ struct Planner<'a> {
 
 impl Planner<'_> {
     fn plan(&self, path: &str, query: Option<&str>, body: Body<'_>) -> Result<Step, GatewayError> {
-        let is_issuer = |n: &str| {
-            self.cfg
-                .issuers
-                .iter()
-                .any(|i| i.name == n && i.gateway.is_some())
-        };
+        let is_issuer = |n: &str| route::index_of(self.cfg, n).is_some();
         let target =
             path::parse(&self.gw.base_path, path, is_issuer).ok_or(GatewayError::NoSuchEndpoint)?;
         let endpoint = target.endpoint;

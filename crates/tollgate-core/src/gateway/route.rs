@@ -43,7 +43,8 @@ fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn index_of(cfg: &FilterConfig, name: &str) -> Option<usize> {
+/// The issuer behind the gateway named `name`.
+pub fn index_of(cfg: &FilterConfig, name: &str) -> Option<usize> {
     cfg.issuers
         .iter()
         .position(|i| i.name == name && i.gateway.is_some())
