@@ -32,12 +32,14 @@ pub enum Decision {
     /// Pause the request until the issuer's keys are fetched (`unknown_kid`: the token names a
     /// key the held set lacks, so an early refetch is wanted), then decide again.
     WaitForKeys { issuer: usize, unknown_kid: bool },
-    /// Pause the request, ask `issuer` about the token (RFC 7662), turn the answer into a cache
-    /// entry with [`crate::introspect::entry`] (passing `verified`, the JWT's own verified
-    /// claims when the token is a JWT) and decide again with that entry as `fresh`.
+    /// Pause the request, ask `issuer` about `token` (RFC 7662; a gateway-tagged token as the
+    /// issuer minted it, untagged), turn the answer into a cache entry with
+    /// [`crate::introspect::entry`] (passing `verified`, the JWT's own verified claims when the
+    /// token is a JWT) and decide again with that entry as `fresh`.
     Introspect {
         issuer: usize,
         key: CacheKey,
+        token: String,
         verified: Option<Verified>,
     },
     /// Pause the request: another worker is verifying this very token (its claim on the
@@ -135,6 +137,9 @@ pub fn authenticate(
                 MayWait::Yes | MayWait::NotForPeer => Decision::Introspect {
                     issuer,
                     key,
+                    token: issuer::tagged(cfg, token)
+                        .map_or(token, |(_, t)| t)
+                        .to_owned(),
                     verified,
                 },
                 MayWait::No => Decision::Deny {

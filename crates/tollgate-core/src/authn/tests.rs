@@ -1029,6 +1029,7 @@ impl Env {
         Decision::Introspect {
             issuer,
             key: self.key(token),
+            token: token.to_owned(),
             verified: None,
         }
     }
@@ -1329,6 +1330,7 @@ fn introspect_decision_carries_the_tokens_cache_key() {
     let Decision::Introspect {
         issuer,
         key,
+        token,
         verified,
     } = d
     else {
@@ -1336,6 +1338,7 @@ fn introspect_decision_carries_the_tokens_cache_key() {
     };
     assert_eq!(issuer, OP1);
     assert_eq!(key, cache::key_for(&env.cfg.fingerprint, "op1_abc"));
+    assert_eq!(token, "op1_abc", "the token to send");
     assert_ne!(key, cache::key_for(&env.cfg.fingerprint, "op1_abd"));
     assert_eq!(verified, None);
 }
@@ -1553,6 +1556,7 @@ fn introspect_jwts_verifies_first_then_asks_with_the_verified_claims() {
         issuer,
         key,
         verified: Some(v),
+        ..
     } = d
     else {
         panic!("{d:?}");
