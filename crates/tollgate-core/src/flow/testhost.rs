@@ -92,19 +92,14 @@ impl TestHost {
         self.state.borrow_mut().refuse_dispatch = refuse;
     }
 
-    /// Every effect so far, and forgets them.
-    pub fn take_effects(&self) -> Vec<Effect> {
-        std::mem::take(&mut self.state.borrow_mut().effects)
-    }
-
     /// Every effect so far.
     pub fn effects(&self) -> Vec<Effect> {
         self.state.borrow().effects.clone()
     }
 
-    /// The callouts dispatched so far: (token, request).
-    pub fn requests(&self) -> Vec<(u32, HttpRequest)> {
-        self.state.borrow().requests.clone()
+    /// The callouts dispatched since the last call: (token, request).
+    pub fn take_requests(&self) -> Vec<(u32, HttpRequest)> {
+        std::mem::take(&mut self.state.borrow_mut().requests)
     }
 
     /// How many times `metric` was recorded.
