@@ -200,16 +200,17 @@ impl Env {
             route_name: None,
             headers,
         };
-        authenticate(
-            &self.cfg,
-            &req,
-            authorization,
-            &self.ring,
-            &mut self.cache,
+        let mut deciding = Deciding {
+            cfg: &self.cfg,
+            ring: &self.ring,
+            cache: &mut self.cache,
             now_ms,
-            may_wait,
-            fresh,
-        )
+        };
+        let request = Request {
+            facts: &req,
+            authorization,
+        };
+        authenticate(&mut deciding, &request, may_wait, fresh)
     }
 
     /// `GET path` with `Authorization: Bearer <token>` at the fixed clock, may wait.
@@ -224,19 +225,19 @@ impl Env {
 }
 
 fn allowed(issuer: usize, cache_hit: bool) -> impl Fn(&Decision) -> bool {
-    move |d| matches!(d, Decision::Allow { issuer: Some(i), cache_hit: c, .. } if *i == issuer && *c == cache_hit)
+    move |d| matches!(d, Decision::Done(Verdict::Allow { issuer: Some(i), cache_hit: c, .. }) if *i == issuer && *c == cache_hit)
 }
 
 fn invalid_token(why: &'static str, issuer: Option<usize>) -> Decision {
-    Decision::Deny {
+    Decision::Done(Verdict::Deny {
         denial: Denial::InvalidToken(why),
         issuer,
-    }
+    })
 }
 
 fn headers_of(d: &Decision) -> &[(String, String)] {
     match d {
-        Decision::Allow { headers, .. } => headers,
+        Decision::Done(Verdict::Allow { headers, .. }) => headers,
         other => panic!("not allowed: {other:?}"),
     }
 }
@@ -405,11 +406,11 @@ fn valid_token_is_allowed_with_identity_headers() {
     .collect();
     assert_eq!(
         d,
-        Decision::Allow {
+        Decision::Done(Verdict::Allow {
             issuer: Some(AS1),
             headers: expected,
             cache_hit: false,
-        }
+        })
     );
 }
 
@@ -455,10 +456,10 @@ fn without_a_clock_no_token_is_accepted_and_anonymous_routes_still_work() {
     let mut env = Env::new();
     let token = as1_read_write_token();
     assert!(allowed(AS1, false)(&env.bearer("/api", &token)), "cached");
-    let unavailable = Decision::Deny {
+    let unavailable = Decision::Done(Verdict::Deny {
         denial: Denial::ClockUnavailable,
         issuer: None,
-    };
+    });
     // A cached entry would look alive forever at 0; a fresh token's exp far away.
     assert_eq!(
         env.bearer_at("/api", &token, NO_CLOCK, MayWait::Yes),
@@ -481,17 +482,17 @@ fn without_a_clock_no_token_is_accepted_and_anonymous_routes_still_work() {
     );
     assert!(matches!(
         env.decide("/public/x", &[], NO_CLOCK, MayWait::Yes),
-        Decision::Allow { issuer: None, .. }
+        Decision::Done(Verdict::Allow { issuer: None, .. })
     ));
     // An opaque token is not sent to be introspected either.
     let mut env = opaque_env();
     let value = "Bearer op1_abcdefghijklmnopqrstuvwxyz0123".to_owned();
     assert!(matches!(
         env.decide("/any", &[&value], NO_CLOCK, MayWait::Yes),
-        Decision::Deny {
+        Decision::Done(Verdict::Deny {
             denial: Denial::ClockUnavailable,
             ..
-        }
+        })
     ));
     // The clock is back: tokens pass again.
     let mut env = Env::new();
@@ -588,12 +589,12 @@ fn cached_verification_still_checks_the_routes_scopes() {
     assert!(allowed(AS1, false)(&env.bearer("/read", &token)));
     assert_eq!(
         env.bearer("/admin", &token),
-        Decision::Deny {
+        Decision::Done(Verdict::Deny {
             denial: Denial::InsufficientScope {
                 scope: "admin".into()
             },
             issuer: Some(AS1),
-        }
+        })
     );
     assert_eq!(
         env.cache.hits, 1,
@@ -621,11 +622,11 @@ fn cached_verification_still_checks_the_routes_issuers() {
 #[test]
 fn anonymous_route_needs_and_checks_nothing() {
     let mut env = Env::new();
-    let anonymous = Decision::Allow {
+    let anonymous = Decision::Done(Verdict::Allow {
         issuer: None,
         headers: Vec::new(),
         cache_hit: false,
-    };
+    });
     assert_eq!(
         env.decide("/public/x", &[], NOW_MS, MayWait::Yes),
         anonymous
@@ -643,10 +644,10 @@ fn no_route_is_denied_without_a_default_route() {
     let mut env = Env::new();
     assert_eq!(
         env.bearer("/elsewhere", &as1_read_write_token()),
-        Decision::Deny {
+        Decision::Done(Verdict::Deny {
             denial: Denial::NoRoute,
             issuer: None
-        }
+        })
     );
 }
 
@@ -658,34 +659,34 @@ fn default_route_applies_to_unmatched_requests() {
     ));
     assert_eq!(
         env.bearer("/elsewhere", &as1_read_token()),
-        Decision::Deny {
+        Decision::Done(Verdict::Deny {
             denial: Denial::InsufficientScope {
                 scope: "write".into()
             },
             issuer: Some(AS1),
-        }
+        })
     );
     assert_eq!(
         env.decide("/elsewhere", &[], NOW_MS, MayWait::Yes),
-        Decision::Deny {
+        Decision::Done(Verdict::Deny {
             denial: Denial::MissingToken,
             issuer: None
-        }
+        })
     );
     let mut open = Env::with(json!({"default_route": {"anonymous": true}}));
     assert!(matches!(
         open.decide("/elsewhere", &[], NOW_MS, MayWait::Yes),
-        Decision::Allow { issuer: None, .. }
+        Decision::Done(Verdict::Allow { issuer: None, .. })
     ));
 }
 
 #[test]
 fn missing_token() {
     let mut env = Env::new();
-    let missing = Decision::Deny {
+    let missing = Decision::Done(Verdict::Deny {
         denial: Denial::MissingToken,
         issuer: None,
-    };
+    });
     assert_eq!(env.decide("/api", &[], NOW_MS, MayWait::Yes), missing);
     assert_eq!(
         env.decide("/api", &["Basic YWxpY2U6cHc="], NOW_MS, MayWait::Yes),
@@ -701,10 +702,10 @@ fn two_authorization_headers_are_an_invalid_request() {
     for headers in [[a.as_str(), b.as_str()], [a.as_str(), a.as_str()]] {
         assert!(matches!(
             env.decide("/api", &headers, NOW_MS, MayWait::Yes),
-            Decision::Deny {
+            Decision::Done(Verdict::Deny {
                 denial: Denial::InvalidRequest(_),
                 issuer: None
-            }
+            })
         ));
     }
 }
@@ -764,10 +765,10 @@ fn kid_from_other_issuer_token_waits_for_keys_then_is_refused() {
     let token = kid_from_other_issuer_token();
     assert_eq!(
         env.bearer_at("/api", &token, NOW_MS, MayWait::Yes),
-        Decision::WaitForKeys {
+        Decision::Wait(Wait::Keys {
             issuer: AS1,
             unknown_kid: true
-        }
+        })
     );
     assert_eq!(
         env.bearer_at("/api", &token, NOW_MS, MayWait::No),
@@ -811,17 +812,17 @@ fn issuer_without_keys_waits_then_is_unavailable() {
     let token = as3_token();
     assert_eq!(
         env.bearer_at("/api", &token, NOW_MS, MayWait::Yes),
-        Decision::WaitForKeys {
+        Decision::Wait(Wait::Keys {
             issuer: AS3,
             unknown_kid: false
-        }
+        })
     );
     assert_eq!(
         env.bearer_at("/api", &token, NOW_MS, MayWait::No),
-        Decision::Deny {
+        Decision::Done(Verdict::Deny {
             denial: Denial::KeysUnavailable,
             issuer: Some(AS3)
-        }
+        })
     );
     env.fetch_as3(NOW_MS);
     assert!(allowed(AS3, false)(&env.bearer("/api", &token)));
@@ -832,10 +833,10 @@ fn too_stale_keys_are_unavailable_and_never_waited_for() {
     let mut env = Env::new();
     let token = as3_token();
     env.fetch_as3(NOW_MS - AS3_MAX_STALE_MS - 1);
-    let unavailable = Decision::Deny {
+    let unavailable = Decision::Done(Verdict::Deny {
         denial: Denial::KeysUnavailable,
         issuer: Some(AS3),
-    };
+    });
     assert_eq!(
         env.bearer_at("/api", &token, NOW_MS, MayWait::Yes),
         unavailable
@@ -857,12 +858,12 @@ fn insufficient_scope_all_of() {
     let mut env = Env::new();
     assert_eq!(
         env.bearer("/rw", &as1_read_token()),
-        Decision::Deny {
+        Decision::Done(Verdict::Deny {
             denial: Denial::InsufficientScope {
                 scope: "read write".into()
             },
             issuer: Some(AS1),
-        }
+        })
     );
     assert!(allowed(AS1, false)(
         &env.bearer("/rw", &as1_read_write_token())
@@ -874,12 +875,12 @@ fn insufficient_scope_any_of() {
     let mut env = Env::new();
     assert_eq!(
         env.bearer("/ops", &as1_read_write_token()),
-        Decision::Deny {
+        Decision::Done(Verdict::Deny {
             denial: Denial::InsufficientScope {
                 scope: "ops admin".into()
             },
             issuer: Some(AS1),
-        }
+        })
     );
     assert!(allowed(AS1, false)(
         &env.bearer("/ops", &as1_token("read ops"))
@@ -893,10 +894,10 @@ fn insufficient_scope_any_of() {
 #[test]
 fn claim_mismatch() {
     let mut env = Env::new();
-    let unsatisfied = Decision::Deny {
+    let unsatisfied = Decision::Done(Verdict::Deny {
         denial: Denial::ClaimNotSatisfied,
         issuer: Some(AS1),
-    };
+    });
     assert_eq!(
         env.bearer("/tenant", &tenant_token(Some("initech"))),
         unsatisfied
@@ -1026,12 +1027,12 @@ impl Env {
 
     /// The decision to introspect `token` at `issuer` (an opaque token: no verified JWT).
     fn introspect_at(&self, issuer: usize, token: &str) -> Decision {
-        Decision::Introspect {
+        Decision::Wait(Wait::Introspect {
             issuer,
             key: self.key(token),
             token: token.to_owned(),
             verified: None,
-        }
+        })
     }
 }
 
@@ -1066,7 +1067,7 @@ fn ttl() -> crate::introspect::Ttl {
 }
 
 fn denied(denial: Denial, issuer: Option<usize>) -> Decision {
-    Decision::Deny { denial, issuer }
+    Decision::Done(Verdict::Deny { denial, issuer })
 }
 
 #[test]
@@ -1315,7 +1316,8 @@ fn introspection_is_only_ever_at_the_selected_issuer() {
                 };
                 let got = env.opaque(route.path, token, hint);
                 assert_eq!(got, expected, "{} {token} {hint:?}", route.path);
-                introspections += usize::from(matches!(got, Decision::Introspect { .. }));
+                introspections +=
+                    usize::from(matches!(got, Decision::Wait(Wait::Introspect { .. })));
             }
         }
     }
@@ -1327,12 +1329,12 @@ fn introspection_is_only_ever_at_the_selected_issuer() {
 fn introspect_decision_carries_the_tokens_cache_key() {
     let mut env = opaque_env();
     let d = env.opaque("/any", "op1_abc", None);
-    let Decision::Introspect {
+    let Decision::Wait(Wait::Introspect {
         issuer,
         key,
         token,
         verified,
-    } = d
+    }) = d
     else {
         panic!("{d:?}");
     };
@@ -1378,11 +1380,11 @@ fn a_fresh_active_answer_allows_with_the_answers_identity() {
         .collect();
         assert_eq!(
             d,
-            Decision::Allow {
+            Decision::Done(Verdict::Allow {
                 issuer: Some(OP3),
                 headers: expected,
                 cache_hit: false,
-            }
+            })
         );
     }
     assert_eq!(
@@ -1455,7 +1457,7 @@ fn a_fresh_active_answer_is_not_remembered_by_the_worker() {
         MayWait::No,
         Some(&active_entry(OP1, "read")),
     );
-    assert!(matches!(d, Decision::Allow { .. }));
+    assert!(matches!(d, Decision::Done(Verdict::Allow { .. })));
     assert!(
         env.cache.remembered.is_empty(),
         "only the shared cache, under the revocation epoch rule"
@@ -1552,12 +1554,12 @@ fn introspect_jwts_verifies_first_then_asks_with_the_verified_claims() {
     let mut env = opaque_env();
     let token = as2_token();
     let d = env.opaque("/any", &token, None);
-    let Decision::Introspect {
+    let Decision::Wait(Wait::Introspect {
         issuer,
         key,
         verified: Some(v),
         ..
-    } = d
+    }) = d
     else {
         panic!("{d:?}");
     };
@@ -1705,10 +1707,10 @@ fn a_token_another_worker_is_verifying_waits_for_its_entry() {
     env.cache.peer = Some(Claim::Wait);
     assert_eq!(
         env.bearer("/api", &token),
-        Decision::WaitForPeer {
+        Decision::Wait(Wait::Peer {
             issuer: AS1,
             key: cache::key_for(&env.cfg.fingerprint, &token),
-        }
+        })
     );
     assert_eq!((env.cache.puts, env.cache.unclaims), (0, 0), "not verified");
     // The peer's entry lands: decided again, it is a cache hit (no verification here).
@@ -1744,10 +1746,10 @@ fn an_entry_that_landed_by_claim_time_is_a_cache_hit_and_still_meets_the_route()
     assert!(headers_of(&d).contains(&("x-tollgate-sub".into(), "alice".into())));
     assert!(matches!(
         env.bearer("/admin", &token),
-        Decision::Deny {
+        Decision::Done(Verdict::Deny {
             denial: Denial::InsufficientScope { .. },
             issuer: Some(AS1)
-        }
+        })
     ));
     assert_eq!(env.cache.puts, 0);
     // An entry naming no configured issuer is no answer: verified here.
@@ -1771,10 +1773,10 @@ fn a_refused_token_frees_its_claim() {
     for token in [expired_token(), forged] {
         assert!(matches!(
             env.bearer("/api", &token),
-            Decision::Deny {
+            Decision::Done(Verdict::Deny {
                 denial: Denial::InvalidToken(_),
                 issuer: Some(AS1)
-            }
+            })
         ));
     }
     let c = &env.cache;
@@ -1793,7 +1795,7 @@ fn cheap_refusals_and_key_waits_claim_nothing() {
     ] {
         assert!(!matches!(
             env.bearer("/api", &token),
-            Decision::Allow { .. }
+            Decision::Done(Verdict::Allow { .. })
         ));
     }
     assert_eq!(env.cache.claims, 0);
@@ -1804,10 +1806,10 @@ fn after_a_peer_the_request_may_still_wait_for_keys() {
     let mut env = Env::new();
     assert_eq!(
         env.bearer_at("/api", &as3_token(), NOW_MS, MayWait::NotForPeer),
-        Decision::WaitForKeys {
+        Decision::Wait(Wait::Keys {
             issuer: AS3,
             unknown_kid: false
-        }
+        })
     );
     assert_eq!(
         env.bearer_at(
@@ -1816,10 +1818,10 @@ fn after_a_peer_the_request_may_still_wait_for_keys() {
             NOW_MS,
             MayWait::NotForPeer
         ),
-        Decision::WaitForKeys {
+        Decision::Wait(Wait::Keys {
             issuer: AS1,
             unknown_kid: true
-        }
+        })
     );
 }
 
@@ -1836,11 +1838,11 @@ fn no_claims_without_a_cache_or_for_tokens_that_are_introspected_too() {
     env.cache.peer = Some(Claim::Wait);
     assert!(matches!(
         env.opaque("/any", &as2_token(), None),
-        Decision::Introspect {
+        Decision::Wait(Wait::Introspect {
             issuer: JWT2,
             verified: Some(_),
             ..
-        }
+        })
     ));
     assert_eq!(env.cache.claims, 0);
     // A plain JWT issuer of the same configuration claims.
@@ -1919,10 +1921,10 @@ fn a_cached_verification_stops_counting_once_its_key_leaves_the_issuers_set() {
     );
     assert_eq!(
         env.bearer("/api", &token),
-        Decision::WaitForKeys {
+        Decision::Wait(Wait::Keys {
             issuer: AS3,
             unknown_kid: true
-        },
+        }),
         "may wait: an early refetch, then refused"
     );
     assert_eq!(env.cache.hits, hits + 2, "the slot still holds the entry");
@@ -1930,7 +1932,7 @@ fn a_cached_verification_stops_counting_once_its_key_leaves_the_issuers_set() {
     env.ring = KeyRing::new(env.cfg.issuers.len());
     assert!(matches!(
         env.bearer("/api", &token),
-        Decision::WaitForKeys { issuer: AS3, .. }
+        Decision::Wait(Wait::Keys { issuer: AS3, .. })
     ));
 }
 
@@ -1981,16 +1983,17 @@ fn a_remembered_verification_is_checked_against_the_held_keys_too() {
         headers: &[],
     };
     let mut decide = |ring: &KeyRing| {
-        authenticate(
-            &env.cfg,
-            &req,
-            &[&value],
+        let mut deciding = Deciding {
+            cfg: &env.cfg,
             ring,
-            &mut memo,
-            NOW_MS,
-            MayWait::No,
-            None,
-        )
+            cache: &mut memo,
+            now_ms: NOW_MS,
+        };
+        let request = Request {
+            facts: &req,
+            authorization: &[&value],
+        };
+        authenticate(&mut deciding, &request, MayWait::No, None)
     };
     assert!(allowed(AS3, true)(&decide(&env.ring)));
     let mut dropped = KeyRing::new(env.cfg.issuers.len());
@@ -2019,9 +2022,9 @@ fn introspected_entries_have_no_key_and_stay_hits() {
     env.ring = KeyRing::new(env.cfg.issuers.len()); // no keys held at all
     assert!(matches!(
         env.opaque("/any", token, None),
-        Decision::Allow {
+        Decision::Done(Verdict::Allow {
             cache_hit: true,
             ..
-        }
+        })
     ));
 }

@@ -48,7 +48,7 @@ pub use host::{Host, IntrospectionEvent, IntrospectionFailure, Metric};
 pub use shared::{IssuerKeys, Lease, SharedTokenCache};
 pub use store::{CasMismatch, LocalStore};
 
-use crate::authn::{self, Decision, MayWait};
+use crate::authn::{self, Deciding, Decision, MayWait, Request, Verdict, Wait};
 use crate::cache::{CacheKey, Cached};
 use crate::config::{FilterConfig, KeySource};
 use crate::jwks::fetch::Step;
@@ -390,24 +390,34 @@ impl<H: Host + Clone> Worker<H> {
         }
     }
 
-    fn decide(
-        &mut self,
-        facts: &OwnedFacts,
-        now: u64,
-        may_wait: MayWait,
-        fresh: Option<&Cached>,
-    ) -> Decision {
+    /// Decides `facts` now: may it wait, and for what ([`authn::authenticate`]).
+    fn decide(&mut self, facts: &OwnedFacts, now: u64, may_wait: MayWait) -> Decision {
         let (req, authorization) = facts.view();
-        authn::authenticate(
-            &self.cfg,
-            &req,
-            &authorization,
-            &self.ring,
-            &mut self.cache,
-            now,
-            may_wait,
-            fresh,
-        )
+        let request = Request {
+            facts: &req,
+            authorization: &authorization,
+        };
+        authn::authenticate(&mut self.deciding(now), &request, may_wait, None)
+    }
+
+    /// Decides `facts` for good ([`authn::authenticate_now`]), with an introspection answer
+    /// that just arrived (`fresh`).
+    fn verdict(&mut self, facts: &OwnedFacts, now: u64, fresh: Option<&Cached>) -> Verdict {
+        let (req, authorization) = facts.view();
+        let request = Request {
+            facts: &req,
+            authorization: &authorization,
+        };
+        authn::authenticate_now(&mut self.deciding(now), &request, fresh)
+    }
+
+    fn deciding(&mut self, now_ms: u64) -> Deciding<'_> {
+        Deciding {
+            cfg: &self.cfg,
+            ring: &self.ring,
+            cache: &mut self.cache,
+            now_ms,
+        }
     }
 
     /// Decides a new request (not a gateway call); pauses it if it must wait for keys, an
@@ -523,15 +533,19 @@ impl<H: Host + Clone> Worker<H> {
         now: u64,
         may_wait: MayWait,
     ) -> Flow {
-        let mut decision = self.decide(&facts, now, may_wait, None);
-        if let Decision::WaitForKeys { issuer, .. } = decision {
+        let mut decision = self.decide(&facts, now, may_wait);
+        if let Decision::Wait(Wait::Keys { issuer, .. }) = decision {
             // Another worker may have fetched already.
             if self.sync_keys(issuer) {
-                decision = self.decide(&facts, now, may_wait, None);
+                decision = self.decide(&facts, now, may_wait);
             }
         }
-        match decision {
-            Decision::WaitForKeys {
+        let wait = match decision {
+            Decision::Done(verdict) => return self.apply(turn, verdict, false),
+            Decision::Wait(wait) => wait,
+        };
+        match wait {
+            Wait::Keys {
                 issuer,
                 unknown_kid,
             } => {
@@ -550,10 +564,10 @@ impl<H: Host + Clone> Worker<H> {
                     );
                     return Flow::Pause;
                 }
-                let decision = self.decide(&facts, now, MayWait::No, None);
-                self.apply(turn, decision, false)
+                let verdict = self.verdict(&facts, now, None);
+                self.apply(turn, verdict, false)
             }
-            Decision::Introspect {
+            Wait::Introspect {
                 issuer,
                 key,
                 token,
@@ -563,13 +577,12 @@ impl<H: Host + Clone> Worker<H> {
                 self.pause(context_id, WaitFor::Answer { key }, now, deadline, facts);
                 Flow::Pause
             }
-            Decision::WaitForPeer { issuer, key } => {
+            Wait::Peer { issuer, key } => {
                 self.host.record(Metric::VerifyCoalesced { issuer });
                 let deadline = now.saturating_add(PEER_WAIT_MS);
                 self.pause(context_id, WaitFor::Peer { key }, now, deadline, facts);
                 Flow::Pause
             }
-            decision => self.apply(turn, decision, false),
         }
     }
 
@@ -593,33 +606,27 @@ impl<H: Host + Clone> Worker<H> {
         }
     }
 
-    /// Carries a decision out on the current (effective) HTTP context. `fresh`: the decision
+    /// Carries a verdict out on the current (effective) HTTP context. `fresh`: the verdict
     /// used an introspection answer that just arrived (so a refusal is not a cache hit).
-    fn apply(&self, turn: &mut Turn, decision: Decision, fresh: bool) -> Flow {
-        let Decision::Allow {
-            issuer,
-            headers,
-            cache_hit,
-        } = decision
-        else {
-            return self.refuse(turn, decision, fresh);
-        };
-        for (name, value) in &headers {
-            self.host.set_request_header(name, value);
-        }
-        if self.cfg.identity.drop_authorization {
-            self.host.remove_request_header("authorization");
-        }
-        if let Some(issuer) = issuer {
-            self.host.record(Metric::Allowed { issuer, cache_hit });
-        }
-        Flow::Continue
-    }
-
-    /// Carries out a decision that is not an allow: a local reply.
-    fn refuse(&self, turn: &mut Turn, decision: Decision, fresh: bool) -> Flow {
-        match decision {
-            Decision::Deny { denial, issuer } => {
+    fn apply(&self, turn: &mut Turn, verdict: Verdict, fresh: bool) -> Flow {
+        match verdict {
+            Verdict::Allow {
+                issuer,
+                headers,
+                cache_hit,
+            } => {
+                for (name, value) in &headers {
+                    self.host.set_request_header(name, value);
+                }
+                if self.cfg.identity.drop_authorization {
+                    self.host.remove_request_header("authorization");
+                }
+                if let Some(issuer) = issuer {
+                    self.host.record(Metric::Allowed { issuer, cache_hit });
+                }
+                Flow::Continue
+            }
+            Verdict::Deny { denial, issuer } => {
                 if let (Denial::InactiveToken, Some(i), false) = (&denial, issuer, fresh) {
                     self.host.record(Metric::Introspection {
                         issuer: i,
@@ -628,17 +635,6 @@ impl<H: Host + Clone> Worker<H> {
                 }
                 self.deny(turn, &denial, issuer)
             }
-            Decision::WaitForKeys { issuer, .. } => {
-                self.deny(turn, &Denial::KeysUnavailable, Some(issuer))
-            }
-            Decision::Introspect { issuer, .. } => {
-                self.deny(turn, &Denial::IntrospectionUnavailable, Some(issuer))
-            }
-            // Not produced for a request that may not wait (see `authenticate`).
-            Decision::WaitForPeer { issuer, .. } => {
-                self.deny(turn, &Denial::KeysUnavailable, Some(issuer))
-            }
-            Decision::Allow { .. } => Flow::Continue,
         }
     }
 
@@ -838,8 +834,8 @@ impl<H: Host + Clone> Worker<H> {
         let flow = if let WaitFor::Peer { .. } = w.wait {
             self.start(turn, context_id, w.facts, now, MayWait::NotForPeer)
         } else {
-            let decision = self.decide(&w.facts, now, MayWait::No, fresh);
-            self.apply(turn, decision, fresh.is_some())
+            let verdict = self.verdict(&w.facts, now, fresh);
+            self.apply(turn, verdict, fresh.is_some())
         };
         if flow == Flow::Continue {
             self.resumed.insert(context_id);
