@@ -36,7 +36,7 @@ mod keys;
 pub mod shared;
 pub mod store;
 #[cfg(test)]
-mod testhost;
+pub(crate) mod testhost;
 #[cfg(test)]
 mod tests;
 
