@@ -71,7 +71,7 @@ fn action(flow: Flow) -> Action {
 }
 
 impl Context for Filter {
-    /// Callouts made by this request: only on request-driven hosts (see [`Worker`]); on Envoy
+    /// Callouts made by this request: only with per-request callouts (see [`crate::flow::CalloutMode`]); on Envoy
     /// the root context makes them all.
     fn on_http_call_response(
         &mut self,

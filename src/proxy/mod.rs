@@ -27,7 +27,7 @@ pub use crate::flow::OwnedFacts;
 pub type Worker = crate::flow::Worker<host::ProxyHost>;
 
 /// A callout's answer, delivered by the host to the context that made it (the root context, or
-/// on request-driven hosts the request's): read it and hand it to the worker.
+/// with per-request callouts the request's): read it and hand it to the worker.
 fn callout_answered(
     worker: Option<&std::rc::Rc<std::cell::RefCell<Worker>>>,
     context_id: u32,

@@ -99,7 +99,7 @@ impl<H: Host + Clone> Worker<H> {
     }
 
     /// Sends the queued introspections: from the root context, so the answer comes back to it
-    /// even if the request that asked has gone; on request-driven hosts, the current request's.
+    /// even if the request that asked has gone; with per-request callouts, the current request's.
     pub(super) fn send_introspections(&mut self, turn: &mut Turn, now: u64) {
         let owner = self.owner(turn);
         if self.mode.one_callout_per_request() && self.busy(owner) {
@@ -193,7 +193,7 @@ impl<H: Host + Clone> Worker<H> {
         }
     }
 
-    /// Request-driven hosts: the metadata fetch a queued job needs for its endpoint, made by
+    /// Per-request callouts: the metadata fetch a queued job needs for its endpoint, made by
     /// the job's request; the job fails at once if none can be made.
     fn discover_for(&mut self, turn: &mut Turn, key: JobKey, now: u64) {
         let Some(idx) = self.jobs.get(&key).map(|j| j.issuer) else {

@@ -61,7 +61,7 @@ impl<H: Host + Clone> Worker<H> {
         }
     }
 
-    /// Request-driven hosts: starts a fetch of `issuer`'s keys from the current request — also
+    /// Per-request callouts: starts a fetch of `issuer`'s keys from the current request — also
     /// when another request's fetch is under way, since its answer goes to that request only.
     /// `true` if a fetch of this request is now in flight.
     pub(super) fn fetch_for_request(&mut self, turn: &mut Turn, issuer: usize, now: u64) -> bool {

@@ -3,8 +3,8 @@
 //! and wake them. Host-free: every host call goes through a [`Host`], and every callback
 //! passes the clock reading (`now`, ms) in.
 //!
-//! A request pauses for one of three things: its issuer's keys ([`keys`]: the background
-//! refresh job), an introspection answer ([`introspection`]: single-flight callouts), or
+//! A request pauses for one of three things: its issuer's keys (`keys`: the background
+//! refresh job), an introspection answer (`introspection`: single-flight callouts), or
 //! another worker's verification of the same JWT (the claim in the shared token cache, see
 //! [`SharedTokenCache`]). It is decided again when the thing arrives, fails, or its deadline
 //! passes: after keys or an answer without waiting a second time, after a peer's verification
@@ -28,7 +28,7 @@
 //! - [`host`]: the [`Host`] trait and the [`Metric`] events
 //! - [`shared`]: shared-data records (fetch state, key sets, token cache slots, leases)
 //! - [`store`]: shared data kept in the VM (hosts without it, and the tests' host)
-//! - [`keys`], [`introspection`]: the two kinds of callout
+//! - `keys`, `introspection`: the two kinds of callout
 
 pub mod host;
 mod introspection;
@@ -460,7 +460,7 @@ impl<H: Host + Clone> Worker<H> {
     }
 
     /// Whether `context_id` has a callout in flight. With per-request callouts a request makes
-    /// one at a time; the next one waits in [`Worker::deferred`].
+    /// one at a time; the next one waits in `Worker::deferred`.
     fn busy(&self, context_id: u32) -> bool {
         self.inflight.values().any(|c| c.owner == context_id)
     }
@@ -824,7 +824,7 @@ impl<H: Host + Clone> Worker<H> {
     /// it may not wait again; after a peer's verification it may still wait for keys or an
     /// answer (not for a peer: if the entry is not there, it verifies the token itself).
     /// With per-request callouts only the current request is ever resumed, and its caller lets
-    /// it continue ([`Worker::settle`]).
+    /// it continue (`Worker::settle`).
     fn resume(&mut self, turn: &mut Turn, w: Waiter, now: u64, fresh: Option<&Cached>) {
         let own_context = self.mode.resumes_in_own_context();
         if !own_context && !self.host.set_effective_context(w.context_id) {
