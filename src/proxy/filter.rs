@@ -71,8 +71,8 @@ fn action(flow: Flow) -> Action {
 }
 
 impl Context for Filter {
-    /// Callouts made by this request: only with per-request callouts (see [`crate::flow::CalloutMode`]); on Envoy
-    /// the root context makes them all.
+    /// Callouts made by this request: only with per-request callouts (see
+    /// [`crate::flow::CalloutMode`]); on Envoy the root context makes them all.
     fn on_http_call_response(
         &mut self,
         token_id: u32,

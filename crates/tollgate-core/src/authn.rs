@@ -4,8 +4,9 @@
 //! Host-free: the flow hands in the request ([`Request`]) and what it is decided with
 //! ([`Deciding`]: configuration, the worker's keys, a cache, `now`), and carries out the
 //! [`Decision`]: a [`Verdict`] now, or a [`Wait`]. The steps: the route's policy, the token,
-//! the cache (`look_up`), and on a miss verification or introspection (`on_miss`). The issuer is chosen from the unverified `iss` only to pick
-//! whose keys to use; a token is never tried against another issuer's keys.
+//! the cache (`look_up`), and on a miss verification or introspection (`on_miss`). The issuer
+//! is chosen from the unverified `iss` only to pick whose keys to use; a token is never tried
+//! against another issuer's keys.
 
 use crate::cache::{self, CacheKey, Cached, Claim, TokenCache, Verified};
 use crate::config::FilterConfig;
