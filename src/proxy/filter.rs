@@ -44,21 +44,19 @@ impl Filter {
         }
     }
 
-    /// A body or trailers callback: open and held requests as the flow says (a held one
-    /// without its worker stays held); a gateway call by `gateway`'s rules.
+    /// A body or trailers callback: a gateway call by `gateway`'s rules; open and held
+    /// requests as the flow says ([`Worker::later_callback`]; a held one without its worker
+    /// stays held).
     fn later(&mut self, gateway: impl FnOnce(&Worker, &mut GatewayCall) -> Action) -> Action {
-        let Some(Ok(mut worker)) = self.worker.as_ref().map(|w| w.try_borrow_mut()) else {
-            return match self.stage {
-                Stage::Open => Action::Continue,
-                _ => Action::Pause,
-            };
-        };
-        match worker.later_callback(self.context_id, &mut self.stage) {
-            Some(flow) => action(flow),
-            None => match &mut self.stage {
-                Stage::Gateway(call) => gateway(&worker, call),
-                _ => Action::Pause,
-            },
+        if let Stage::Gateway(call) = &mut self.stage {
+            return with_worker(&self.worker, Action::Pause, |w| gateway(w, call));
+        }
+        match self.worker.as_ref().map(|w| w.try_borrow_mut()) {
+            Some(Ok(mut w)) => w
+                .later_callback(self.context_id, &mut self.stage)
+                .map_or(Action::Pause, action),
+            _ if matches!(self.stage, Stage::Open) => Action::Continue,
+            _ => Action::Pause,
         }
     }
 }
