@@ -171,3 +171,47 @@ fn a_revocation_makes_every_worker_forget_the_token() {
     a.tick(T0 + 5);
     assert_eq!(a.callouts_to("op1").len(), 1, "asked again");
 }
+
+/// `op2`'s metadata, naming its introspection endpoint.
+fn op2_metadata() -> Option<HttpResponse> {
+    answer(
+        200,
+        &json!({"issuer": OP2_ISS, "introspection_endpoint": format!("{OP2_ISS}/introspect")}),
+    )
+}
+
+#[test]
+fn a_job_waits_for_the_refresh_job_to_discover_its_endpoint() {
+    let mut vm = Vm::new(config(json!({})), CalloutMode::Background);
+    assert_eq!(vm.request(10, "/api", Some("op2_abc"), T0), Flow::Pause);
+    // The first tick: the refresh job asks for op2's metadata; the job stays queued.
+    vm.tick(T0 + 1);
+    let (call, request) = vm.one_callout_to("op2");
+    assert_eq!(request.path, "/.well-known/openid-configuration");
+    vm.answer(ROOT, call, op2_metadata(), T0 + 5);
+    assert_eq!(vm.outcome(10), Outcome::Waiting);
+    // The next tick sends the introspection to the endpoint discovered.
+    vm.tick(T0 + 10);
+    let (call, request) = vm.one_callout_to("op2");
+    assert_eq!(request.path, "/introspect");
+    vm.answer(ROOT, call, introspected(true), T0 + 15);
+    assert_eq!(vm.outcome(10), Outcome::Resumed);
+}
+
+#[test]
+fn a_job_whose_endpoint_is_never_discovered_fails_at_its_deadline() {
+    let mut vm = Vm::new(config(json!({})), CalloutMode::Background);
+    vm.request(10, "/api", Some("op2_abc"), T0);
+    vm.tick(T0 + 1);
+    let (call, _) = vm.one_callout_to("op2");
+    vm.answer(ROOT, call, answer(500, &json!({})), T0 + 5);
+    vm.tick(T0 + OP1_WAIT_MS - 1);
+    assert_eq!(vm.outcome(10), Outcome::Waiting);
+    vm.tick(T0 + OP1_WAIT_MS);
+    assert_eq!(vm.outcome(10), Outcome::Replied(503));
+    let metric = Metric::Introspection {
+        issuer: OP2,
+        event: IntrospectionEvent::Failed(IntrospectionFailure::NoEndpoint),
+    };
+    assert_eq!(vm.host.count(metric), 1);
+}

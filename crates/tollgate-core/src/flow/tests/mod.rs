@@ -38,11 +38,12 @@ const T0: u64 = NOW_MS;
 const AS1_WAIT_MS: u64 = 5_000;
 /// `as1`'s `refetch_min_interval_s`, in ms.
 const AS1_REFETCH_MS: u64 = 10_000;
-/// How long a request waits for `op1`'s answer: its 1 s timeout plus a 1 s margin.
+/// How long a request waits for `op1`'s (or `op2`'s) answer: its 1 s timeout plus a 1 s margin.
 const OP1_WAIT_MS: u64 = 2_000;
 
 const AS1: usize = 0;
 const OP1: usize = 2;
+const OP2: usize = 3;
 
 const OP1_ISS: &str = "https://op1.example.com";
 const OP2_ISS: &str = "https://op2.example.com";
