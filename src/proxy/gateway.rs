@@ -14,7 +14,7 @@
 use proxy_wasm::types::Action;
 
 use super::host;
-use super::worker::{OwnedFacts, Worker};
+use super::{OwnedFacts, Worker};
 use crate::gateway;
 use crate::gateway::plan::{Body, Forward, OnResponse, Request, ResponseRewrite, Step};
 use crate::outcome::{self, GatewayError, LocalReply};

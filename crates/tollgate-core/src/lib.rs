@@ -33,6 +33,8 @@
 //! - [`policy`]: route matching and requirements
 //! - [`identity`]: identity headers
 //! - [`authn`]: the per-request decision
+//! - [`flow`]: the request flow behind a [`flow::Host`]: waits, resumes, deadlines, key refresh
+//!   and introspection callouts, leases, peer waits
 //! - [`outcome`]: every refusal -> status, `WWW-Authenticate`, JSON body
 //! - [`http`]: outbound requests and responses as values
 
@@ -40,6 +42,7 @@ pub mod authn;
 pub mod cache;
 pub mod config;
 pub mod extract;
+pub mod flow;
 pub mod gateway;
 pub mod http;
 pub mod identity;
