@@ -187,11 +187,14 @@ fn forward(worker: &Worker, f: Forward, body_size: usize) -> Progress {
         f.to.endpoint,
         f.route_header.1
     );
-    if let Some(new_body) = f.body.as_ref().and_then(|b| b.replacement.as_ref()) {
-        host::replace_request_body(body_size, new_body.as_bytes());
-    }
     for (name, value) in f.headers() {
-        host::set_request_header(name, &value);
+        host::set_request_header(name, value);
+    }
+    if let Some(body) = &f.body {
+        if let Some(new_body) = &body.replacement {
+            host::replace_request_body(body_size, new_body.as_bytes());
+        }
+        host::set_request_header("content-length", &body.content_length.to_string());
     }
     host::clear_route_cache();
     Progress::Forwarded(f.response)

@@ -103,20 +103,17 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// The request headers to set, in order.
-    pub fn headers(&self) -> Vec<(&str, String)> {
-        let mut headers = vec![
-            (":authority", self.authority.clone()),
-            (":path", self.path.clone()),
-            (self.route_header.0.as_str(), self.route_header.1.clone()),
-        ];
-        if let Some(a) = &self.authorization {
-            headers.push(("authorization", a.clone()));
-        }
-        if let Some(body) = &self.body {
-            headers.push(("content-length", body.content_length.to_string()));
-        }
-        headers
+    /// The request headers that route the call, in order: `:authority`, `:path`, the route
+    /// header, and a new `Authorization` if there is one (`content-length` is the body's,
+    /// [`ForwardBody::content_length`]).
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        [
+            (":authority", self.authority.as_str()),
+            (":path", self.path.as_str()),
+            (self.route_header.0.as_str(), self.route_header.1.as_str()),
+        ]
+        .into_iter()
+        .chain(self.authorization.as_deref().map(|a| ("authorization", a)))
     }
 }
 

@@ -312,12 +312,11 @@ fn token_calls_go_to_the_server_the_client_belongs_to() {
     );
     assert_eq!(f.response, OnResponse::default(), "no tagging, no eviction");
     assert_eq!(
-        f.headers(),
+        f.headers().collect::<Vec<_>>(),
         vec![
-            (":authority", "as1.example".to_owned()),
-            (":path", "/token".to_owned()),
-            ("x-tollgate-as", "as1".to_owned()),
-            ("content-length", CC.len().to_string()),
+            (":authority", "as1.example"),
+            (":path", "/token"),
+            ("x-tollgate-as", "as1"),
         ]
     );
     // client_secret_post, as2 by its client id prefix; the server's port stays.
@@ -451,7 +450,7 @@ fn a_call_that_is_routed_by_its_body_waits_for_all_of_it() {
     let f = forwarded(token.plan(&cfg, None));
     assert_eq!(target(&f), (0, "as1.example", "/token"));
     assert_eq!(f.body, None);
-    assert!(f.headers().iter().all(|(n, _)| *n != "content-length"));
+
     // Endpoints that do not read the body are routed at once; their body streams through.
     let f = forwarded(req("/oauth2/as1/userinfo").bearer("x").plan_with(
         &cfg,
@@ -898,7 +897,9 @@ fn tagging_tags_answers_and_takes_tags_off_requests() {
     let tagged = format!("as1.{}", "B".repeat(43));
     let f = forwarded(req("/oauth2/userinfo").bearer(&tagged).plan(&cfg, None));
     assert_eq!(target(&f), (0, "as1.example", "/me"));
-    assert_eq!(f.authorization, Some(format!("Bearer {}", "B".repeat(43))));
+    let bare = format!("Bearer {}", "B".repeat(43));
+    assert_eq!(f.authorization.as_deref(), Some(bare.as_str()));
+    assert_eq!(f.headers().last(), Some(("authorization", bare.as_str())));
     // Registration answers carry a tagged client id; without tagging, token answers are not
     // touched.
     let f = forwarded(
@@ -932,5 +933,5 @@ fn the_route_header_is_the_configured_one() {
             .plan(&cfg, Some(CC)),
     );
     assert_eq!(f.route_header, ("x-route-to".to_owned(), "as1".to_owned()));
-    assert!(f.headers().contains(&("x-route-to", "as1".to_owned())));
+    assert!(f.headers().any(|h| h == ("x-route-to", "as1")));
 }
