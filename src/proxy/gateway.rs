@@ -16,7 +16,8 @@ use super::worker::{OwnedFacts, Worker};
 use crate::cache;
 use crate::gateway::path::{self, Endpoint};
 use crate::gateway::route::{self, Call, GatewayError};
-use crate::gateway::{form, metadata, origin};
+use crate::gateway::{form, metadata};
+use crate::origin;
 
 /// A gateway call in progress (kept by the HTTP context between callbacks).
 #[derive(Debug)]

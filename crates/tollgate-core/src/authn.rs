@@ -11,9 +11,11 @@ use crate::extract::{self, Bearer};
 use crate::identity;
 use crate::issuer;
 use crate::jwks::{KeyRing, KeySet, KeysFor};
-use crate::jwt::{self, Alg, Expectations, JwtError, Peeked};
+use crate::jwt::{self, Expectations, JwtError, Peeked};
+use crate::key::Alg;
 use crate::outcome::Denial;
 use crate::policy::{self, Policy, RequestFacts};
+use crate::token::is_jws;
 
 /// What the adapter must do with the request.
 #[derive(Debug, PartialEq)]
@@ -143,7 +145,7 @@ pub fn authenticate(
                 },
             };
             let introspects = cfg.issuers.iter().any(|i| i.introspection.is_some());
-            if !issuer::is_jws(token) && introspects {
+            if !is_jws(token) && introspects {
                 let idx = match issuer::for_opaque(cfg, requirement, req, token) {
                     Ok(idx) => idx,
                     Err(why) => return deny(Denial::InvalidToken(why), None),

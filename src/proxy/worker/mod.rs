@@ -33,10 +33,10 @@ use super::shared::{IssuerKeys, SharedTokenCache};
 use crate::authn::{self, Decision, MayWait};
 use crate::cache::{CacheKey, Cached};
 use crate::config::{FilterConfig, KeySource};
-use crate::jwks::fetch::Step;
 use crate::jwks::{Held, KeyRing};
 use crate::outcome::{self, Denial};
 use crate::policy::{Policy, RequestFacts};
+use crate::refresh::Step;
 
 /// Tick period while nothing waits: how quickly refresh deadlines are noticed.
 const IDLE_TICK: Duration = Duration::from_millis(200);

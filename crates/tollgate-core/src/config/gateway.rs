@@ -9,7 +9,7 @@ use super::{
     discovery_url, err, http_url, is_header_name, upstream_name, ConfigError, Issuer,
     RESERVED_HEADERS, UPSTREAM_IS,
 };
-use crate::gateway::origin::PublicOrigin;
+use crate::origin::PublicOrigin;
 
 /// The gateway's own settings.
 #[derive(Debug)]

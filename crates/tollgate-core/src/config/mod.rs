@@ -15,10 +15,10 @@ use url::Url;
 
 use crate::http::UrlError;
 use crate::introspect::{AuthMethod, ClientAuth, Ttl};
-use crate::jwks::fetch::{Plan, RemoteKeys, Timing};
 use crate::jwks::KeySet;
-use crate::jwt::{Alg, AlgSet};
+use crate::key::{Alg, AlgSet};
 use crate::policy::{ClaimRule, Matcher, Policy, Requirement, Route};
+use crate::refresh::{Plan, RemoteKeys, Timing};
 
 pub use gateway::{Gateway, IssuerGateway, ENDPOINTS};
 pub use raw::RawConfig;
@@ -94,7 +94,7 @@ pub struct Issuer {
 pub enum KeySource {
     Inline(KeySet),
     Remote {
-        /// The host's name for the upstream that serves the URLs ([`upstream_name`]).
+        /// The host's name for the upstream that serves the URLs (checked by `upstream_name`).
         upstream: String,
         source: RemoteKeys,
     },
@@ -104,7 +104,7 @@ pub enum KeySource {
 #[derive(Debug)]
 pub struct Introspection {
     pub endpoint: IntrospectionEndpoint,
-    /// The host's name for the upstream that serves the endpoint ([`upstream_name`]).
+    /// The host's name for the upstream that serves the endpoint (checked by `upstream_name`).
     pub upstream: String,
     pub client: ClientAuth,
     pub timeout_ms: u64,

@@ -1693,7 +1693,7 @@ fn every_upstream_accepts_host_names_unchanged() {
 /// `:scheme`, `:authority` and `:path` come from the URL, whatever the upstream says.
 #[test]
 fn dispatched_requests_carry_the_upstream_as_given_and_the_url_authority() {
-    use crate::jwks::fetch::{next_request, FetchState, Step};
+    use crate::refresh::{next_request, FetchState, Step};
     for upstream in HOST_UPSTREAMS {
         let cfg = parse(&issuer_with_upstream_everywhere(upstream)).unwrap();
         let issuer = &cfg.issuers[0];

@@ -4,13 +4,13 @@
 //! - [`path`]: which endpoint, and the issuer named in the path
 //! - [`form`]: form bodies and Basic client credentials (RFC 6749 §2.3.1)
 //! - [`route`]: which authorization server, and the forwarded form of the call
-//! - [`metadata`]: the gateway's own discovery documents
-//! - [`origin`]: the public origins those documents name (never the request's `Host`)
-//! - [`tag`]: `<issuer>.<value>` tags for stateless routing ("authorization server proxy")
+//! - [`metadata`]: the gateway's own discovery documents, naming the configured public origins
+//!   ([`crate::origin`], never the request's `Host`)
+//!
+//! The `<issuer>.<value>` tags of stateless routing ("authorization server proxy") are
+//! [`crate::token`]'s: the issuer choice reads them too.
 
 pub mod form;
 pub mod metadata;
-pub mod origin;
 pub mod path;
 pub mod route;
-pub mod tag;

@@ -13,6 +13,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
 use crate::jwks::{JwksError, KeyRing, KeySet, KeysFor};
+use crate::key::{Alg, AlgSet, Key, KeyFamily};
 use crate::testdata::{
     b64, compact, header, jwks, sign, sign_hs256, TestKey, AUD, ISS_A, ISS_B, NOW_S,
     RSA_A_PUBLIC_PEM,

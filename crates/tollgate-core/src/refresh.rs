@@ -1,4 +1,5 @@
-//! When to fetch an issuer's JWKS, what to ask, and what the answer means.
+//! The schedule of everything an issuer publishes: when to fetch its metadata (OIDC Discovery
+//! or RFC 8414 document) and its JWKS, what to ask, and what each answer means.
 //!
 //! [`FetchState`] is the one record per issuer that every Envoy worker shares (through the
 //! host's shared data), so that one process fetches each JWKS once per refresh: a worker that
@@ -11,8 +12,8 @@
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{JwksError, KeySet};
 use crate::http::{parse_url, HttpRequest, HttpResponse, UrlError};
+use crate::jwks::{JwksError, KeySet};
 
 /// Timing rules for one issuer, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
