@@ -7,7 +7,8 @@
 //! the lease and wait. Rules, as in Envoy's jwt_authn: refresh every `refresh_interval`; after a
 //! failure retry every `retry_interval`; an unknown `kid` asks for an early refetch at most once
 //! per `refetch_min_interval` (so tokens with made-up `kid`s cannot make Tollgate hammer an AS);
-//! keys already held are used up to `max_stale` after their last successful fetch.
+//! keys already held are used up to `max_stale` after their last successful fetch (the check is
+//! [`crate::jwks::KeyRing::get`]'s).
 
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -54,11 +55,9 @@ pub struct FetchState {
     /// End of the latest attempt, successful or not.
     #[serde(default)]
     pub done_at: Option<u64>,
+    /// The latest attempt failed.
     #[serde(default)]
     pub last_failed: bool,
-    /// Consecutive failed attempts.
-    #[serde(default)]
-    pub failures: u32,
     /// A worker is fetching until this time; 0 when nobody is.
     #[serde(default)]
     pub lease_until: u64,
@@ -121,7 +120,6 @@ impl FetchState {
         self.fetched_at = Some(now);
         self.done_at = Some(now);
         self.last_failed = false;
-        self.failures = 0;
         self.lease_until = 0;
         self.refetch_wanted = false;
         self.generation = self.generation.wrapping_add(1);
@@ -130,7 +128,6 @@ impl FetchState {
     pub fn fail(&mut self, now: u64) {
         self.done_at = Some(now);
         self.last_failed = true;
-        self.failures = self.failures.saturating_add(1);
         self.lease_until = 0;
         self.refetch_wanted = false;
     }
@@ -145,11 +142,6 @@ impl FetchState {
     }
 }
 
-/// Whether keys last fetched at `fetched_at` may still be used at `now`.
-pub fn usable(fetched_at: u64, now: u64, t: &Timing) -> bool {
-    now.saturating_sub(fetched_at) <= t.max_stale_ms
-}
-
 /// Why a fetch attempt failed (each has a metric and a log line naming the issuer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchError {
@@ -161,18 +153,6 @@ pub enum FetchError {
     /// The discovery document is not JSON, lacks `jwks_uri`, or names another issuer.
     BadDiscovery(&'static str),
     Jwks(JwksError),
-}
-
-impl FetchError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            FetchError::Transport => "transport",
-            FetchError::Status(_) => "status",
-            FetchError::BadDiscovery(_) => "bad_discovery",
-            FetchError::Jwks(JwksError::NotAJwks) => "not_a_jwks",
-            FetchError::Jwks(JwksError::NoUsableKeys { .. }) => "no_usable_keys",
-        }
-    }
 }
 
 impl std::fmt::Display for FetchError {
@@ -352,7 +332,7 @@ mod tests {
         s.fail(NOW + 100);
         assert!(!s.due(NOW + T.retry_ms - 1, &T));
         assert!(s.due(NOW + T.retry_ms, &T));
-        assert_eq!(s.failures, 1);
+        assert!(s.last_failed);
     }
 
     #[test]
@@ -395,16 +375,13 @@ mod tests {
     }
 
     #[test]
-    fn staleness_limit() {
-        assert!(usable(NOW, NOW + T.max_stale_ms, &T));
-        assert!(!usable(NOW, NOW + T.max_stale_ms + 1, &T));
-    }
-
-    #[test]
     fn state_round_trips_and_garbage_decodes_to_default() {
         let s = fetched_at(NOW);
         assert_eq!(FetchState::decode(&s.encode()), s);
         assert_eq!(FetchState::decode(b"\xff not json"), FetchState::default());
+        // A record written by an older build (with a failure count) still reads.
+        let old = FetchState::decode(br#"{"fetched_at":5,"last_failed":true,"failures":3}"#);
+        assert_eq!((old.fetched_at, old.last_failed), (Some(5), true));
     }
 
     /// The plan of an issuer whose JWKS is found through its discovery document `doc`.
