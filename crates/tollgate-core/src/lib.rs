@@ -28,9 +28,11 @@
 //! - [`issuer`]: which issuer a token belongs to (JWT `iss`; opaque-token rules)
 //! - [`token`]: a token's shape (JWS or opaque) and the gateway's `<issuer>.<value>` tags
 //! - [`jwt`]: unverified `iss` peek, signature/time/issuer/audience checks
+//! - [`audience`]: the one `aud` rule, for JWTs and introspection answers
 //! - [`key`]: verifying keys and the algorithms they serve
 //! - [`crypto`]: RSA and ECDSA verification, plugged into jwt-compact
 //! - [`introspect`]: RFC 7662 requests and answers
+//! - [`basic_auth`]: RFC 6749 §2.3.1 Basic client credentials, both directions
 //! - [`jwks`]: JWKS parsing, per-worker key ring
 //! - [`refresh`]: when to fetch each issuer's metadata and JWKS (the shared fetch state)
 //! - [`cache`]: the verified-token cache (bounded slots, TTL never past `exp`)
@@ -41,7 +43,9 @@
 //! - [`outcome`]: every refusal -> status, `WWW-Authenticate`, JSON body
 //! - [`http`]: outbound requests and responses as values
 
+pub mod audience;
 pub mod authn;
+pub mod basic_auth;
 pub mod cache;
 pub mod config;
 pub mod crypto;

@@ -2,7 +2,7 @@
 //! OAuth endpoints on the gateway, and each call goes to the authorization server that owns it.
 //!
 //! - [`path`]: which endpoint, and the issuer named in the path
-//! - [`form`]: form bodies and Basic client credentials (RFC 6749 §2.3.1)
+//! - [`form`]: form bodies and queries (Basic client credentials: [`crate::basic_auth`])
 //! - [`route`]: which authorization server, and the forwarded form of the call
 //! - [`metadata`]: the gateway's own discovery documents, naming the configured public origins
 //!   ([`crate::origin`], never the request's `Host`)

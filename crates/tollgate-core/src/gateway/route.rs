@@ -15,6 +15,7 @@ use url::Url;
 
 use super::form;
 use super::path::Endpoint;
+use crate::basic_auth;
 use crate::config::{FilterConfig, Gateway};
 use crate::issuer;
 use crate::token::{self, is_jws};
@@ -109,7 +110,7 @@ pub fn client_id<'c>(call: &'c Call<'_>, query: &'c [(String, String)]) -> Optio
     if let Some(id) = call.path_client_id {
         return Some(id.to_owned());
     }
-    if let Some((id, _)) = call.authorization.and_then(form::basic_credentials) {
+    if let Some((id, _)) = call.authorization.and_then(basic_auth::decode) {
         return Some(id);
     }
     call.form
@@ -254,8 +255,8 @@ pub fn rewrite(cfg: &FilterConfig, gw: &Gateway, endpoint: Endpoint, call: &Call
         changed.then(|| form::encode(&out))
     });
     let authorization = call.authorization.and_then(|a| {
-        if let Some((id, secret)) = form::basic_credentials(a) {
-            return strip(&id).map(|id| form::basic_header(&id, &secret));
+        if let Some((id, secret)) = basic_auth::decode(a) {
+            return strip(&id).map(|id| basic_auth::encode(&id, &secret));
         }
         if endpoint == Endpoint::Userinfo {
             let t = token(endpoint, call)?;

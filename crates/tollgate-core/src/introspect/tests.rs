@@ -1,5 +1,7 @@
 //! RFC 7662 request building and answer checks, with a fixed clock.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde_json::json;
 // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
 #[cfg(target_arch = "wasm32")]
@@ -177,8 +179,10 @@ fn token_type_can_be_required() {
     assert!(matches!(read(Some(&typed), &e), Ok(Answer::Active { .. })));
 }
 
+/// The rule is [`crate::audience::accepts`], the JWT one: an answer without `aud` is refused
+/// where the issuer lists audiences (it was accepted before issue 13).
 #[test]
-fn audience_is_checked_when_the_answer_has_one() {
+fn audience_is_checked_and_required() {
     let auds = ["https://api.test".to_owned()];
     let e = expect(&auds);
     let ok = answer(
@@ -189,7 +193,17 @@ fn audience_is_checked_when_the_answer_has_one() {
     let wrong = answer(200, json!({"active": true, "aud": "https://other.test"}));
     assert!(matches!(read(Some(&wrong), &e), Ok(Answer::Inactive(_))));
     let absent = answer(200, json!({"active": true}));
-    assert!(matches!(read(Some(&absent), &e), Ok(Answer::Active { .. })));
+    assert_eq!(
+        read(Some(&absent), &e),
+        Ok(Answer::Inactive("the token's audience is not accepted"))
+    );
+    let empty = answer(200, json!({"active": true, "aud": []}));
+    assert!(matches!(read(Some(&empty), &e), Ok(Answer::Inactive(_))));
+    let unchecked = expect(&[]);
+    assert!(matches!(
+        read(Some(&absent), &unchecked),
+        Ok(Answer::Active { .. })
+    ));
 }
 
 #[test]

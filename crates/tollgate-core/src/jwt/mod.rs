@@ -11,6 +11,7 @@ use jwt_compact::{Algorithm, AlgorithmExt, Token, UntrustedToken};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::audience;
 use crate::crypto::rsa::{Hash, Padding, RsaAlg};
 use crate::crypto::{Es256, Es384};
 use crate::key::{Alg, AlgSet, Key, KeyMaterial};
@@ -205,7 +206,7 @@ pub fn verify(
     if payload.get("iss").and_then(Value::as_str) != Some(expect.issuer) {
         return Err(JwtError::IssuerMismatch);
     }
-    if !expect.audiences.is_empty() && !audience_matches(payload.get("aud"), expect.audiences) {
+    if !audience::accepts(payload.get("aud"), expect.audiences) {
         return Err(JwtError::AudienceMismatch);
     }
     payload.insert("exp".into(), exp_s.into());
@@ -227,15 +228,6 @@ fn is_at_jwt(typ: Option<&str>) -> bool {
     typ.is_some_and(|t| {
         t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
     })
-}
-
-fn audience_matches(aud: Option<&Value>, accepted: &[String]) -> bool {
-    let is_accepted = |v: &Value| v.as_str().is_some_and(|s| accepted.iter().any(|a| a == s));
-    match aud {
-        Some(Value::Array(items)) => items.iter().any(is_accepted),
-        Some(single) => is_accepted(single),
-        None => false,
-    }
 }
 
 type Payload = Map<String, Value>;
