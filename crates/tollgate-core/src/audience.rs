@@ -2,10 +2,14 @@
 //! verified JWT ([`crate::jwt::verify`]) and an introspection answer ([`crate::introspect::read`]).
 //!
 //! An issuer that lists accepted audiences accepts a token only if its `aud` names one of
-//! them: a string equal to one, or an array with at least one such string. A token without
+//! them: a string equal to one, or an array with at least one such string. A JWT without
 //! `aud` (or with an `aud` of any other shape) is refused, as Envoy's jwt_authn and Kong's
 //! openid-connect refuse it: a token that names no audience was not minted for this API.
 //! An issuer with no accepted audiences does not look at `aud`.
+//!
+//! The one difference is the introspection answer's, and it is made there, in the open: RFC
+//! 7662 makes `aud` optional in an answer and widely used servers leave it out, so an answer
+//! without `aud` is not judged by this rule (see [`crate::introspect::read`]).
 
 use serde_json::Value;
 
