@@ -269,44 +269,4 @@ impl KeyRing {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use crate::testdata::{jwks, TestKey};
-    // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    fn id_of(jwk: serde_json::Value) -> KeyId {
-        let (set, _) = KeySet::from_value(&jwks(&[jwk])).unwrap();
-        set.keys[0].id
-    }
-
-    #[test]
-    fn a_key_id_names_the_public_key_not_its_kid_or_alg() {
-        let all = [
-            TestKey::RsaA,
-            TestKey::RsaB,
-            TestKey::P256,
-            TestKey::P384,
-            TestKey::Ed25519,
-        ];
-        let ids: Vec<KeyId> = all.iter().map(|k| id_of(k.public_jwk())).collect();
-        for (i, a) in ids.iter().enumerate() {
-            assert!(ids[i + 1..].iter().all(|b| a != b), "distinct keys");
-        }
-        assert_eq!(
-            id_of(TestKey::RsaA.public_jwk_as("other", Some("PS256"))),
-            ids[0],
-            "same key, other kid and alg"
-        );
-        assert_eq!(id_of(TestKey::P256.public_jwk_as("x", None)), ids[2]);
-        let (set, _) = KeySet::from_value(&jwks(&[
-            TestKey::RsaA.public_jwk(),
-            TestKey::Ed25519.public_jwk(),
-        ]))
-        .unwrap();
-        assert!(set.has_id(ids[0]) && set.has_id(ids[4]));
-        assert!(!set.has_id(ids[1]) && !set.has_id(ids[2]));
-    }
-}
+mod tests;
