@@ -207,30 +207,10 @@ impl FilterConfig {
     }
 }
 
+/// The whole configuration: issuers first (routes and the gateway name them), then routes,
+/// the gateway, callouts, identity headers and realm, with the rules that span sections.
 fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, ConfigError> {
-    if raw.issuers.is_empty() {
-        return err("issuers", "at least one issuer is required");
-    }
-    let mut names = HashSet::new();
-    let mut isses = HashSet::new();
-    let mut issuers = Vec::with_capacity(raw.issuers.len());
-    for (i, ri) in raw.issuers.into_iter().enumerate() {
-        let at = format!("issuers[{i}]");
-        if !names.insert(ri.name.clone()) {
-            return err(
-                format!("{at}.name"),
-                format!("duplicate issuer name {:?}", ri.name),
-            );
-        }
-        if !isses.insert(ri.issuer.clone()) {
-            return err(
-                format!("{at}.issuer"),
-                "two issuers with the same issuer URL",
-            );
-        }
-        issuers.push(compile_issuer(&at, ri)?);
-    }
-
+    let issuers = compile_issuers(raw.issuers)?;
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, rr) in raw.routes.into_iter().enumerate() {
         let at = format!("routes[{i}]");
@@ -302,6 +282,33 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         gateway,
         per_request_callouts,
     })
+}
+
+/// At least one issuer; names and `issuer` URLs unique.
+fn compile_issuers(written: Vec<raw::RawIssuer>) -> Result<Vec<Issuer>, ConfigError> {
+    if written.is_empty() {
+        return err("issuers", "at least one issuer is required");
+    }
+    let mut names = HashSet::new();
+    let mut isses = HashSet::new();
+    let mut issuers = Vec::with_capacity(written.len());
+    for (i, ri) in written.into_iter().enumerate() {
+        let at = format!("issuers[{i}]");
+        if !names.insert(ri.name.clone()) {
+            return err(
+                format!("{at}.name"),
+                format!("duplicate issuer name {:?}", ri.name),
+            );
+        }
+        if !isses.insert(ri.issuer.clone()) {
+            return err(
+                format!("{at}.issuer"),
+                "two issuers with the same issuer URL",
+            );
+        }
+        issuers.push(compile_issuer(&at, ri)?);
+    }
+    Ok(issuers)
 }
 
 fn is_quoted_string_safe(c: char) -> bool {
