@@ -32,6 +32,7 @@ pub enum KeyFamily {
 }
 
 impl Alg {
+    /// Every algorithm Tollgate verifies.
     pub const ALL: [Alg; 9] = [
         Alg::Rs256,
         Alg::Rs384,
@@ -49,6 +50,7 @@ impl Alg {
         Alg::ALL.into_iter().find(|alg| alg.name() == name)
     }
 
+    /// The JOSE name, as written in a token's `alg` header and in configuration.
     pub fn name(self) -> &'static str {
         match self {
             Alg::Rs256 => "RS256",
@@ -63,6 +65,7 @@ impl Alg {
         }
     }
 
+    /// The kind of key that verifies this algorithm.
     pub fn family(self) -> KeyFamily {
         match self {
             Alg::Rs256 | Alg::Rs384 | Alg::Rs512 | Alg::Ps256 | Alg::Ps384 | Alg::Ps512 => {
@@ -74,6 +77,7 @@ impl Alg {
         }
     }
 
+    /// This algorithm's bit in an [`AlgSet`].
     fn bit(self) -> u16 {
         1 << (self as u16)
     }
@@ -84,12 +88,15 @@ impl Alg {
 pub struct AlgSet(u16);
 
 impl AlgSet {
+    /// Adds `alg` to the set.
     pub fn insert(&mut self, alg: Alg) {
         self.0 |= alg.bit();
     }
+    /// Whether `alg` is in the set.
     pub fn contains(self, alg: Alg) -> bool {
         self.0 & alg.bit() != 0
     }
+    /// Whether the set holds no algorithm.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -105,6 +112,7 @@ pub enum KeyMaterial {
 }
 
 impl KeyMaterial {
+    /// The kind of key this is.
     pub fn family(&self) -> KeyFamily {
         match self {
             KeyMaterial::Rsa(_) => KeyFamily::Rsa,
@@ -129,9 +137,11 @@ pub type KeyId = u32;
 pub struct Key {
     /// See [`KeyId`].
     pub id: KeyId,
+    /// The JWK's `kid`, which tokens name their key by.
     pub kid: Option<String>,
     /// The key's own `alg`, when the JWK declares one: the token's `alg` must then equal it.
     pub alg: Option<Alg>,
+    /// The verifying key itself.
     pub material: KeyMaterial,
 }
 

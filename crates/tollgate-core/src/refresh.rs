@@ -79,6 +79,7 @@ pub struct FetchState {
 }
 
 impl FetchState {
+    /// Whether a worker holds the lease (is fetching) at `now`.
     pub fn leased(&self, now: u64) -> bool {
         self.lease_until > now
     }
@@ -116,6 +117,7 @@ impl FetchState {
         self.attempt_at = Some(now);
     }
 
+    /// Records a successful attempt ending `now`: frees the lease and starts a new generation.
     pub fn succeed(&mut self, now: u64) {
         self.fetched_at = Some(now);
         self.done_at = Some(now);
@@ -125,6 +127,8 @@ impl FetchState {
         self.generation = self.generation.wrapping_add(1);
     }
 
+    /// Records a failed attempt ending `now`: frees the lease; the next try waits for the
+    /// retry interval.
     pub fn fail(&mut self, now: u64) {
         self.done_at = Some(now);
         self.last_failed = true;
@@ -132,6 +136,7 @@ impl FetchState {
         self.refetch_wanted = false;
     }
 
+    /// The shared-data value (JSON).
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
@@ -181,6 +186,7 @@ pub struct Plan<'a> {
 }
 
 impl Plan<'_> {
+    /// Whether there is nothing to fetch (no refresh job).
     pub fn is_empty(&self) -> bool {
         self.discovery.is_none() && self.jwks.is_none()
     }
