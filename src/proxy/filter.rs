@@ -5,8 +5,9 @@
 //! `allow_on_headers_stop_iteration` (the gateway reads form bodies), so a body or trailers
 //! callback that returned `Continue` would resume a request the headers callback paused. A
 //! request paused for its decision is therefore [`Stage::Held`]: its body and trailers stop
-//! (the host buffers the body, up to its buffer limit) until the worker allows and resumes it;
-//! after a refusal they stay stopped. See docs/security.md, "The request path".
+//! (the host buffers the body, up to its buffer limit) until the flow allows and resumes it;
+//! after a refusal they stay stopped ([`Worker::later_callback`], core logic). See
+//! docs/security.md, "The request path".
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -16,7 +17,8 @@ use proxy_wasm::types::Action;
 
 use super::gateway::{self, GatewayCall, Start};
 use super::host;
-use super::worker::{Flow, OwnedFacts, Worker};
+use super::{OwnedFacts, Worker};
+use crate::flow::Flow;
 use crate::outcome::Denial;
 
 /// Why a request carrying a copy of a header only Tollgate sets is refused where routes are
@@ -29,16 +31,9 @@ pub struct Filter {
     stage: Stage,
 }
 
-/// Where the request stands for the callbacks after its headers.
-enum Stage {
-    /// Let through (allowed, or no decision of Tollgate's applies): later callbacks continue.
-    Open,
-    /// Paused by the headers callback: waiting for its decision, or answered locally. Its body
-    /// and trailers stop until the worker resumes it ([`Worker::take_resumed`]).
-    Held,
-    /// A call to the OAuth endpoint gateway, which has its own body rules.
-    Gateway(Box<GatewayCall>),
-}
+/// Where the request stands for the callbacks after its headers (a gateway call keeps its own
+/// state).
+type Stage = crate::flow::Stage<Box<GatewayCall>>;
 
 impl Filter {
     pub fn new(context_id: u32, worker: Option<Rc<RefCell<Worker>>>) -> Filter {
@@ -49,26 +44,33 @@ impl Filter {
         }
     }
 
-    /// A held request's later callback (body or trailers): `Continue` only if the worker
-    /// allowed and resumed it meanwhile, else `Pause` (for a body: StopIterationAndBuffer, the
-    /// host keeps it; for trailers: StopIteration).
-    fn unless_resumed(&mut self) -> Action {
-        let resumed = match self.worker.as_ref().map(|w| w.try_borrow_mut()) {
-            Some(Ok(mut w)) => w.take_resumed(self.context_id),
-            _ => false,
-        };
-        if resumed {
-            self.stage = Stage::Open;
-            Action::Continue
-        } else {
-            Action::Pause
+    /// A body or trailers callback: a gateway call by `gateway`'s rules; open and held
+    /// requests as the flow says ([`Worker::later_callback`]; a held one without its worker
+    /// stays held).
+    fn later(&mut self, gateway: impl FnOnce(&Worker, &mut GatewayCall) -> Action) -> Action {
+        if let Stage::Gateway(call) = &mut self.stage {
+            return with_worker(&self.worker, Action::Pause, |w| gateway(w, call));
+        }
+        match self.worker.as_ref().map(|w| w.try_borrow_mut()) {
+            Some(Ok(mut w)) => w
+                .later_callback(self.context_id, &mut self.stage)
+                .map_or(Action::Pause, action),
+            _ if matches!(self.stage, Stage::Open) => Action::Continue,
+            _ => Action::Pause,
         }
     }
 }
 
+fn action(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Pause => Action::Pause,
+    }
+}
+
 impl Context for Filter {
-    /// Callouts made by this request: only on request-driven hosts (see [`Worker`]); on Envoy
-    /// the root context makes them all.
+    /// Callouts made by this request: only with per-request callouts (see
+    /// [`crate::flow::CalloutMode`]); on Envoy the root context makes them all.
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -131,7 +133,6 @@ impl HttpContext for Filter {
         for header in &spoofed {
             host::remove_request_header(header);
         }
-        worker.begin_request(self.context_id);
         if worker.needs_route_name {
             if !spoofed.is_empty() {
                 // Envoy picked the route with the copy in place (a route may match on it, as
@@ -139,53 +140,38 @@ impl HttpContext for Filter {
                 // the copy once it is removed; the route name readable now is the first pick.
                 // A policy chosen for it would not be the policy of the route the request is
                 // sent on, so the request is refused (no legitimate client sends these).
-                worker.refuse_request(&Denial::InvalidRequest(SPOOFED));
+                worker.refuse_request(self.context_id, &Denial::InvalidRequest(SPOOFED));
                 self.stage = Stage::Held;
                 return Action::Pause;
             }
             facts.route_name = host::route_name();
         }
-        let action = match gateway::start(&worker, &facts, end_of_stream) {
+        match gateway::start(&worker, &facts, end_of_stream) {
             Start::Call(action, call) => {
                 self.stage = Stage::Gateway(call);
+                if action == Action::Continue {
+                    worker.continuing(self.context_id, now);
+                }
                 action
             }
             Start::Answered => {
                 self.stage = Stage::Held;
                 Action::Pause
             }
-            Start::NotGateway => match worker.on_request(self.context_id, facts, now) {
-                Flow::Continue => Action::Continue,
-                Flow::Pause => {
-                    self.stage = Stage::Held;
-                    Action::Pause
-                }
-            },
-        };
-        if action == Action::Continue {
-            worker.continuing(now);
+            Start::NotGateway => {
+                let flow = worker.on_request(self.context_id, facts, now);
+                self.stage = Stage::after_headers(flow);
+                action(flow)
+            }
         }
-        action
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        match &mut self.stage {
-            Stage::Open => Action::Continue,
-            Stage::Held => self.unless_resumed(),
-            Stage::Gateway(call) => with_worker(&self.worker, Action::Pause, |w| {
-                gateway::on_body(w, call, body_size, end_of_stream)
-            }),
-        }
+        self.later(|w, call| gateway::on_body(w, call, body_size, end_of_stream))
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        match &mut self.stage {
-            Stage::Open => Action::Continue,
-            Stage::Held => self.unless_resumed(),
-            Stage::Gateway(call) => with_worker(&self.worker, Action::Pause, |w| {
-                gateway::on_trailers(w, call)
-            }),
-        }
+        self.later(gateway::on_trailers)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

@@ -12,7 +12,7 @@
 use proxy_wasm::types::Action;
 
 use super::host;
-use super::worker::{OwnedFacts, Worker};
+use super::{OwnedFacts, Worker};
 use crate::cache;
 use crate::gateway::path::{self, Endpoint};
 use crate::gateway::route::{self, Call, GatewayError};
@@ -414,7 +414,7 @@ const UNKNOWN_HOST: GatewayError = GatewayError {
 pub fn on_response_headers(worker: &Worker, call: &mut GatewayCall) -> Action {
     let status = host::response_header(":status");
     if let (Some(token), Some("200")) = (&call.revoked_token, status.as_deref()) {
-        worker.evict(token);
+        worker.evict(&token_keys(worker, token));
     }
     let Progress::Forwarded { rewrites: true, .. } = call.progress else {
         return Action::Continue;

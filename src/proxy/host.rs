@@ -6,17 +6,21 @@
 //! - **clock**: the host's, or WASI's `clock_time_get` where the host answers UNIMPLEMENTED
 //!   (APISIX) or OK without a time (older APISIX);
 //! - **shared data**: the host's (one copy per process, shared by all workers), or a store
-//!   inside this VM ([`super::store`]) where the host has none or keeps nothing;
-//! - **tick**: whether `set_tick_period` is accepted; without it the worker runs
-//!   request-driven (see [`super::worker`]).
+//!   inside this VM ([`crate::flow::LocalStore`]) where the host has none or keeps nothing;
+//! - **tick**: whether `set_tick_period` is accepted; without it the flow makes its callouts
+//!   per request (see [`crate::flow::CalloutMode`]).
+//!
+//! [`ProxyHost`] is the flow's [`Host`] over these calls.
 //!
 //! Envoy-only calls (`clear_route_cache`) are made once and skipped from then on if absent.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::abi::{self, Status};
-use super::store::LocalStore;
+use super::metrics::Metrics;
+use crate::flow::{Host, LocalStore, Metric};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Clock {
@@ -50,7 +54,8 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// Without a tick, or without shared data (an nginx-style host that runs callouts inside
-    /// the request that made them), nothing may wait for another request's callout.
+    /// the request that made them), nothing may wait for another request's callout: the flow
+    /// makes callouts per request ([`crate::flow::CalloutMode::PerRequest`]).
     pub fn request_driven(&self) -> bool {
         !self.tick || !self.shared_data
     }
@@ -280,14 +285,6 @@ pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
     }
 }
 
-/// Compare-and-swap: writes `key` only if nobody wrote it since the read that returned
-/// `read_cas`, including when that read found no key (`None`): then only if it still does not
-/// exist, so two workers cannot both "create" it ([`crate::cache::swap_cas`]). `false` if
-/// someone else wrote first.
-pub fn shared_swap(key: &str, value: &[u8], read_cas: Option<u32>) -> bool {
-    shared_set(key, value, Some(crate::cache::swap_cas(read_cas)))
-}
-
 /// Starts an outbound call; `None` when the host refuses (e.g. unknown upstream). Goes through
 /// the SDK, which must register the call to route its answer back to this context.
 pub fn dispatch(request: &crate::http::HttpRequest) -> Option<u32> {
@@ -367,4 +364,60 @@ pub fn increment(metric: Option<u32>) {
 
 pub fn plugin_configuration() -> Option<Vec<u8>> {
     abi::get_buffer(abi::BUFFER_PLUGIN_CONFIGURATION, 0, usize::MAX)
+}
+
+/// The flow's [`Host`] over this module's calls, with the VM's metrics sink.
+#[derive(Clone)]
+pub struct ProxyHost {
+    metrics: Rc<Metrics>,
+}
+
+impl ProxyHost {
+    pub fn new(metrics: Metrics) -> ProxyHost {
+        ProxyHost {
+            metrics: Rc::new(metrics),
+        }
+    }
+}
+
+impl Host for ProxyHost {
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        shared_get(key)
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        shared_set(key, value, cas)
+    }
+
+    fn dispatch(&self, request: &crate::http::HttpRequest) -> Option<u32> {
+        dispatch(request)
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> bool {
+        set_effective_context(context_id)
+    }
+
+    fn resume_request(&self) -> bool {
+        resume_request()
+    }
+
+    fn send_response(&self, status: u32, headers: &[(String, String)], body: &str) -> bool {
+        send_response(status, headers, body)
+    }
+
+    fn set_request_header(&self, name: &str, value: &str) {
+        set_request_header(name, value);
+    }
+
+    fn remove_request_header(&self, name: &str) {
+        remove_request_header(name);
+    }
+
+    fn set_tick_period(&self, period: Duration) -> bool {
+        set_tick_period(period)
+    }
+
+    fn record(&self, metric: Metric) {
+        self.metrics.record(metric);
+    }
 }

@@ -13,49 +13,20 @@
 //! issuer, malformed request, no clock): `tollgate.denied.<reason>`.
 
 use super::host;
-use crate::outcome::Denial;
+use crate::config::FilterConfig;
+use crate::flow::{IntrospectionEvent, IntrospectionFailure, Metric};
+use crate::outcome::DenialKind;
 
-/// Every denial reason, in the order of [`reason_index`].
-pub const REASONS: [&str; 10] = [
-    "no_route",
-    "missing_token",
-    "invalid_request",
-    "invalid_token",
-    "insufficient_scope",
-    "claim_not_satisfied",
-    "keys_unavailable",
-    "inactive_token",
-    "introspection_unavailable",
-    "clock_unavailable",
-];
-
-/// Introspection failure kinds, in the order of `IntrospectionCounters::failed`.
-pub const INTROSPECTION_FAILURES: [&str; 6] = [
-    "transport",
-    "client_rejected",
-    "timeout",
-    "status",
-    "bad_response",
-    "no_endpoint",
-];
-
-fn reason_index(denial: &Denial) -> usize {
-    REASONS
-        .iter()
-        .position(|r| *r == denial.code())
-        .unwrap_or(0)
-}
-
+/// One counter per denial kind, indexed by [`DenialKind::index`].
 #[derive(Debug, Default)]
-struct Denials([Option<u32>; REASONS.len()]);
+struct Denials([Option<u32>; DenialKind::ALL.len()]);
 
 impl Denials {
     fn define(prefix: &str) -> Denials {
-        let mut ids = [None; REASONS.len()];
-        for (slot, reason) in ids.iter_mut().zip(REASONS) {
-            *slot = host::define_counter(&format!("{prefix}.denied.{reason}"));
-        }
-        Denials(ids)
+        Denials(
+            DenialKind::ALL
+                .map(|kind| host::define_counter(&format!("{prefix}.denied.{}", kind.code()))),
+        )
     }
 }
 
@@ -78,17 +49,16 @@ struct IntrospectionCounters {
     inactive: Option<u32>,
     negative_hits: Option<u32>,
     coalesced: Option<u32>,
-    failed: [Option<u32>; INTROSPECTION_FAILURES.len()],
+    /// Indexed by [`IntrospectionFailure::index`].
+    failed: [Option<u32>; IntrospectionFailure::ALL.len()],
     latency_ms: Option<u32>,
 }
 
 impl IntrospectionCounters {
     fn define(prefix: &str) -> IntrospectionCounters {
         let p = format!("{prefix}.introspection");
-        let mut failed = [None; INTROSPECTION_FAILURES.len()];
-        for (slot, kind) in failed.iter_mut().zip(INTROSPECTION_FAILURES) {
-            *slot = host::define_counter(&format!("{p}.failed.{kind}"));
-        }
+        let failed = IntrospectionFailure::ALL
+            .map(|kind| host::define_counter(&format!("{p}.failed.{}", kind.code())));
         IntrospectionCounters {
             calls: host::define_counter(&format!("{p}.calls")),
             inactive: host::define_counter(&format!("{p}.inactive")),
@@ -98,16 +68,6 @@ impl IntrospectionCounters {
             latency_ms: host::define_histogram(&format!("{p}.latency_ms")),
         }
     }
-}
-
-/// Introspection events worth a counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IntrospectionEvent<'a> {
-    Call,
-    Inactive,
-    NegativeCacheHit,
-    Coalesced,
-    Failed(&'a str),
 }
 
 /// Gateway endpoints, in the order of `IssuerCounters::gateway`.
@@ -131,10 +91,19 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// `issuers`: (name, has introspection, is behind the gateway) in configuration order.
-    pub fn define<'a>(issuers: impl Iterator<Item = (&'a str, bool, bool)>) -> Metrics {
+    /// Defines the counters of `cfg`'s issuers (in configuration order) with the host.
+    pub fn define(cfg: &FilterConfig) -> Metrics {
         let mut any_gateway = false;
-        let issuers = issuers
+        let issuers = cfg
+            .issuers
+            .iter()
+            .map(|i| {
+                (
+                    i.name.as_str(),
+                    i.introspection.is_some(),
+                    i.gateway.is_some(),
+                )
+            })
             .map(|(name, introspects, gatewayed)| {
                 let p = format!("tollgate.issuer.{name}");
                 any_gateway |= gatewayed;
@@ -172,25 +141,45 @@ impl Metrics {
         }
     }
 
+    /// Counts what the flow reports.
+    pub fn record(&self, metric: Metric) {
+        match metric {
+            Metric::Allowed { issuer, cache_hit } => self.allowed(issuer, cache_hit),
+            Metric::Denied { issuer, kind } => self.denied(issuer, kind),
+            Metric::VerifyCoalesced { issuer } => {
+                host::increment(self.issuers.get(issuer).and_then(|c| c.verify_coalesced));
+            }
+            Metric::Fetched { issuer, ok } => self.fetched(issuer, ok),
+            Metric::Introspection { issuer, event } => self.introspection(issuer, event),
+            Metric::IntrospectionLatency { issuer, ms } => self.introspection_latency(issuer, ms),
+            Metric::GatewayForwarded { issuer, endpoint } => {
+                use crate::gateway::path::Endpoint as E;
+                let name = match endpoint {
+                    E::Authorize => "authorize",
+                    E::Token => "token",
+                    E::Introspect => "introspect",
+                    E::Revoke => "revoke",
+                    E::Userinfo => "userinfo",
+                    E::Register => "register",
+                    E::ClientConfiguration => "client_configuration",
+                    E::OidcDiscovery | E::AsMetadata => "metadata",
+                };
+                self.gateway(issuer, name);
+            }
+            Metric::GatewayRefused => host::increment(self.gateway_refused),
+            Metric::CacheRevocation => host::increment(self.cache_revocations),
+        }
+    }
+
     /// A gateway call routed to `issuer` (`endpoint` one of [`GATEWAY_ENDPOINTS`]).
-    pub fn gateway(&self, issuer: usize, endpoint: &str) {
+    fn gateway(&self, issuer: usize, endpoint: &str) {
         if let Some(c) = self.issuers.get(issuer) {
             let slot = GATEWAY_ENDPOINTS.iter().position(|e| *e == endpoint);
             host::increment(slot.and_then(|i| c.gateway[i]));
         }
     }
 
-    /// A gateway call answered with an OAuth error before reaching any server.
-    pub fn gateway_refused(&self) {
-        host::increment(self.gateway_refused);
-    }
-
-    /// A revocation the authorization server confirmed: the token left the cache.
-    pub fn cache_revocation(&self) {
-        host::increment(self.cache_revocations);
-    }
-
-    pub fn allowed(&self, issuer: usize, cache_hit: bool) {
+    fn allowed(&self, issuer: usize, cache_hit: bool) {
         if let Some(c) = self.issuers.get(issuer) {
             host::increment(c.allowed);
             if cache_hit {
@@ -199,22 +188,15 @@ impl Metrics {
         }
     }
 
-    /// A request waits for another worker's verification of its token.
-    pub fn verify_coalesced(&self, issuer: usize) {
-        if let Some(c) = self.issuers.get(issuer) {
-            host::increment(c.verify_coalesced);
-        }
-    }
-
-    pub fn denied(&self, issuer: Option<usize>, denial: &Denial) {
+    fn denied(&self, issuer: Option<usize>, kind: DenialKind) {
         let counters = match issuer.and_then(|i| self.issuers.get(i)) {
             Some(c) => &c.denied,
             None => &self.unattributed,
         };
-        host::increment(counters.0.get(reason_index(denial)).copied().flatten());
+        host::increment(counters.0.get(kind.index()).copied().flatten());
     }
 
-    pub fn introspection(&self, issuer: usize, event: IntrospectionEvent<'_>) {
+    fn introspection(&self, issuer: usize, event: IntrospectionEvent) {
         let Some(c) = self
             .issuers
             .get(issuer)
@@ -227,14 +209,11 @@ impl Metrics {
             IntrospectionEvent::Inactive => c.inactive,
             IntrospectionEvent::NegativeCacheHit => c.negative_hits,
             IntrospectionEvent::Coalesced => c.coalesced,
-            IntrospectionEvent::Failed(kind) => INTROSPECTION_FAILURES
-                .iter()
-                .position(|k| *k == kind)
-                .and_then(|i| c.failed[i]),
+            IntrospectionEvent::Failed(kind) => c.failed.get(kind.index()).copied().flatten(),
         });
     }
 
-    pub fn introspection_latency(&self, issuer: usize, ms: u64) {
+    fn introspection_latency(&self, issuer: usize, ms: u64) {
         if let Some(c) = self
             .issuers
             .get(issuer)
@@ -244,7 +223,7 @@ impl Metrics {
         }
     }
 
-    pub fn fetched(&self, issuer: usize, ok: bool) {
+    fn fetched(&self, issuer: usize, ok: bool) {
         if let Some(c) = self.issuers.get(issuer) {
             host::increment(if ok { c.fetch_ok } else { c.fetch_failed });
         }

@@ -1,19 +1,18 @@
 //! The host adapter: the only module that talks to the proxy-wasm host (Envoy).
 //!
-//! Thin glue around the host-free core. It reads the host clock once per callback and passes
-//! `now` down, turns core [`crate::http::HttpRequest`] values into `dispatch_http_call`s,
-//! keeps per-worker state ([`worker::Worker`]) shared by the root and HTTP contexts of one VM,
-//! and keeps cross-worker state (JWKS, fetch leases, verified tokens) in the host's shared data
-//! ([`shared`]). Every host call's failure is handled; nothing here may panic.
+//! Thin glue around the host-free core. It translates host callbacks into calls of the
+//! core's request flow ([`crate::flow::Worker`], one per VM, shared by the root and HTTP
+//! contexts), reading the host clock once per callback and passing `now` in, and carries the
+//! flow's effects out through [`host::ProxyHost`], its [`crate::flow::Host`]. Every host
+//! call's failure is handled; nothing here may panic.
 //!
-//! - [`root`]: `on_configure` (parse, compile, swap), the tick that refreshes keys, callouts
-//! - [`filter`]: the HTTP context: strip identity headers, decide, forward or answer
+//! - [`root`]: `on_configure` (parse, compile, swap), the tick, callout answers
+//! - [`filter`]: the HTTP context: strip identity headers, gather the request facts, hand them
+//!   to the flow or the gateway
 //! - [`gateway`]: the OAuth endpoint gateway (forward, redirect, metadata, response tags)
-//! - [`worker`]: per-VM state and the shared steps (apply a decision, wake paused requests)
-//! - [`shared`]: shared-data records (fetch state, key sets, token cache slots)
 //! - [`metrics`]: counters visible in Envoy's `/stats` (prefix `wasmcustom.tollgate.`)
 //! - [`host`] over [`abi`]: every host call, with what this host lacks detected and worked
-//!   around ([`store`]: shared data kept per VM)
+//!   around (shared data kept per VM in a [`crate::flow::LocalStore`])
 
 pub mod abi;
 pub mod filter;
@@ -21,14 +20,16 @@ pub mod gateway;
 pub mod host;
 pub mod metrics;
 pub mod root;
-pub mod shared;
-pub mod store;
-pub mod worker;
+
+pub use crate::flow::OwnedFacts;
+
+/// The flow of this VM, over the proxy-wasm host.
+pub type Worker = crate::flow::Worker<host::ProxyHost>;
 
 /// A callout's answer, delivered by the host to the context that made it (the root context, or
-/// on request-driven hosts the request's): read it and hand it to the worker.
+/// with per-request callouts the request's): read it and hand it to the worker.
 fn callout_answered(
-    worker: Option<&std::rc::Rc<std::cell::RefCell<worker::Worker>>>,
+    worker: Option<&std::rc::Rc<std::cell::RefCell<Worker>>>,
     context_id: u32,
     token_id: u32,
     num_headers: usize,

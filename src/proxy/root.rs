@@ -8,9 +8,11 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use super::filter::Filter;
-use super::host;
-use super::worker::Worker;
+use super::host::{self, ProxyHost};
+use super::metrics::Metrics;
+use super::Worker;
 use crate::config::FilterConfig;
+use crate::flow::CalloutMode;
 
 pub struct Root {
     context_id: u32,
@@ -58,11 +60,16 @@ impl RootContext for Root {
                         log::warn!("tollgate: the gateway needs a host with a tick and shared data; its metadata documents are only refreshed by API calls here");
                     }
                 }
-                let request_driven = caps.request_driven() || cfg.per_request_callouts;
+                let mode = if caps.request_driven() || cfg.per_request_callouts {
+                    CalloutMode::PerRequest
+                } else {
+                    CalloutMode::Background
+                };
                 if cfg.per_request_callouts && !caps.request_driven() {
                     log::info!("tollgate: callouts per request (configured)");
                 }
-                let worker = Worker::new(cfg, self.context_id, request_driven);
+                let host = ProxyHost::new(Metrics::define(&cfg));
+                let worker = Worker::new(cfg, self.context_id, mode, host);
                 self.worker = Some(Rc::new(RefCell::new(worker)));
                 let took_us = host::now_us().saturating_sub(started_us);
                 log::info!(

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use tollgate_core::authn::{authenticate, Decision, MayWait};
+use tollgate_core::authn::{authenticate, Deciding, Decision, MayWait, Request, Verdict};
 use tollgate_core::cache::{self, CacheKey, Cached, TokenCache};
 use tollgate_core::config::{FilterConfig, KeySource};
 use tollgate_core::jwks::{Held, KeyRing, KeySet};
@@ -106,8 +106,9 @@ fn main() {
             let mut store = MapCache(HashMap::new());
             let t = Instant::now();
             for h in &headers {
-                let d = authenticate(&cfg, &req, &[h], &ring, &mut store, now as u64 * 1000, MayWait::Yes, None);
-                assert!(matches!(d, Decision::Allow { cache_hit: false, .. }), "{d:?}");
+                let mut deciding = Deciding { cfg: &cfg, ring: &ring, cache: &mut store, now_ms: now as u64 * 1000 };
+                let d = authenticate(&mut deciding, &Request { facts: &req, authorization: &[h] }, MayWait::Yes, None);
+                assert!(matches!(d, Decision::Done(Verdict::Allow { cache_hit: false, .. })), "{d:?}");
             }
             if round > 0 {
                 batches.push(t.elapsed().as_secs_f64() * 1e6 / headers.len() as f64);

@@ -11,7 +11,7 @@ use std::time::Instant;
 use jwt_compact::alg::Ed25519;
 use jwt_compact::{AlgorithmExt, Claims, Header};
 use serde_json::json;
-use tollgate_core::authn::{authenticate, Decision, MayWait};
+use tollgate_core::authn::{authenticate, Deciding, Decision, MayWait, Request, Verdict};
 use tollgate_core::cache::{self, CacheKey, Cached, LocalMemo, TokenCache};
 use tollgate_core::config::{FilterConfig, KeySource};
 use tollgate_core::jwks::{Held, KeyRing};
@@ -87,25 +87,26 @@ fn main() {
     ] {
         let mut store = MapCache(HashMap::new(), memo);
         let mut decide = || {
-            authenticate(
-                &cfg,
-                &req,
-                &[&authorization],
-                &ring,
-                &mut store,
+            let mut deciding = Deciding {
+                cfg: &cfg,
+                ring: &ring,
+                cache: &mut store,
                 now_ms,
-                MayWait::Yes,
-                None,
-            )
+            };
+            let request = Request {
+                facts: &req,
+                authorization: &[&authorization],
+            };
+            authenticate(&mut deciding, &request, MayWait::Yes, None)
         };
         let first = decide(); // verifies and caches
         assert!(
             matches!(
                 first,
-                Decision::Allow {
+                Decision::Done(Verdict::Allow {
                     cache_hit: false,
                     ..
-                }
+                })
             ),
             "{first:?}"
         );
@@ -115,10 +116,10 @@ fn main() {
             let d = decide();
             assert!(matches!(
                 d,
-                Decision::Allow {
+                Decision::Done(Verdict::Allow {
                     cache_hit: true,
                     ..
-                }
+                })
             ));
         }
         let per = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);

@@ -1,9 +1,12 @@
 //! The per-request decision: route -> bearer token -> cache or issuer keys -> verified claims
 //! -> route requirement -> allow with identity, deny, or wait for keys.
 //!
-//! Host-free: the adapter hands in the request facts, the worker's keys, a cache and `now`,
-//! and carries out the [`Decision`]. The issuer is chosen from the unverified `iss` only to pick
-//! whose keys to use; a token is never tried against another issuer's keys.
+//! Host-free: the flow hands in the request ([`Request`]) and what it is decided with
+//! ([`Deciding`]: configuration, the worker's keys, a cache, `now`), and carries out the
+//! [`Decision`]: a [`Verdict`] now, or a [`Wait`]. The steps: the route's policy, the token,
+//! the cache (`look_up`), and on a miss verification or introspection (`on_miss`). The issuer
+//! is chosen from the unverified `iss` only to pick whose keys to use; a token is never tried
+//! against another issuer's keys.
 
 use crate::cache::{self, CacheKey, Cached, Claim, TokenCache, Verified};
 use crate::config::FilterConfig;
@@ -14,12 +17,21 @@ use crate::jwks::{KeyRing, KeySet, KeysFor};
 use crate::jwt::{self, Expectations, JwtError, Peeked};
 use crate::key::Alg;
 use crate::outcome::Denial;
-use crate::policy::{self, Policy, RequestFacts};
+use crate::policy::{self, Policy, RequestFacts, Requirement};
 use crate::token::is_jws;
 
-/// What the adapter must do with the request.
+/// What the adapter must do with the request: carry out a verdict now, or pause it.
 #[derive(Debug, PartialEq)]
 pub enum Decision {
+    /// Forward or answer now.
+    Done(Verdict),
+    /// Pause the request and decide it again when the wait is over.
+    Wait(Wait),
+}
+
+/// A final decision.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
     /// Forward. `headers` are the identity headers to add (none for anonymous routes).
     Allow {
         issuer: Option<usize>,
@@ -31,21 +43,44 @@ pub enum Decision {
         /// The issuer the token named, when Tollgate got that far (for per-issuer counters).
         issuer: Option<usize>,
     },
-    /// Pause the request until the issuer's keys are fetched (`unknown_kid`: the token names a
-    /// key the held set lacks, so an early refetch is wanted), then decide again.
-    WaitForKeys { issuer: usize, unknown_kid: bool },
-    /// Pause the request, ask `issuer` about the token (RFC 7662), turn the answer into a cache
-    /// entry with [`crate::introspect::entry`] (passing `verified`, the JWT's own verified
-    /// claims when the token is a JWT) and decide again with that entry as `fresh`.
+}
+
+/// What a paused request waits for.
+#[derive(Debug, PartialEq)]
+pub enum Wait {
+    /// The issuer's keys (`unknown_kid`: the token names a key the held set lacks, so an
+    /// early refetch is wanted).
+    Keys { issuer: usize, unknown_kid: bool },
+    /// An answer from `issuer` about `token` (RFC 7662; a gateway-tagged token as the issuer
+    /// minted it, untagged): turn it into a cache entry with [`crate::introspect::entry`]
+    /// (passing `verified`, the JWT's own verified claims when the token is a JWT) and decide
+    /// again with that entry as `fresh`.
     Introspect {
         issuer: usize,
         key: CacheKey,
+        token: String,
         verified: Option<Verified>,
     },
-    /// Pause the request: another worker is verifying this very token (its claim on the
-    /// token's cache slot lapses within [`cache::CLAIM_MS`]). Decide again with
-    /// [`MayWait::NotForPeer`] once the slot holds the entry or no longer holds the claim.
-    WaitForPeer { issuer: usize, key: CacheKey },
+    /// Another worker is verifying this very token (its claim on the token's cache slot lapses
+    /// within [`cache::CLAIM_MS`]). Decide again with [`MayWait::NotForPeer`] once the slot
+    /// holds the entry or no longer holds the claim.
+    Peer { issuer: usize, key: CacheKey },
+}
+
+impl Wait {
+    /// The refusal of a request that may not wait (any more) for this.
+    fn unavailable(&self) -> Verdict {
+        let (denial, issuer) = match self {
+            Wait::Keys { issuer, .. } | Wait::Peer { issuer, .. } => {
+                (Denial::KeysUnavailable, *issuer)
+            }
+            Wait::Introspect { issuer, .. } => (Denial::IntrospectionUnavailable, *issuer),
+        };
+        Verdict::Deny {
+            denial,
+            issuer: Some(issuer),
+        }
+    }
 }
 
 /// Whether the request may still be paused. A request that already waited for keys or an
@@ -62,43 +97,102 @@ pub enum MayWait {
 /// The clock reading that means "no clock": neither the host nor WASI could tell the time.
 pub const NO_CLOCK: u64 = 0;
 
-/// Decides one request. `now_ms` is the host clock, read once by the adapter ([`NO_CLOCK`]:
-/// none; every request that needs a token is then refused with 503, anonymous routes work). `fresh` is an
-/// introspection answer for this request's token that just arrived (used instead of the cache).
-#[allow(clippy::too_many_arguments)]
+/// The request being decided: its facts, and the values of its `Authorization` headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'r> {
+    pub facts: &'r RequestFacts<'r>,
+    pub authorization: &'r [&'r str],
+}
+
+/// What a decision reads besides the request: the configuration, this worker's keys, the
+/// token cache, and the clock (`now_ms`, read once by the adapter; [`NO_CLOCK`]: none, and
+/// every request that needs a token is then refused with 503, anonymous routes work).
+pub struct Deciding<'d> {
+    pub cfg: &'d FilterConfig,
+    pub ring: &'d KeyRing,
+    pub cache: &'d mut dyn TokenCache,
+    pub now_ms: u64,
+}
+
+fn deny(denial: Denial, issuer: Option<usize>) -> Decision {
+    Decision::Done(Verdict::Deny { denial, issuer })
+}
+
+/// Decides one request. `fresh` is an introspection answer for this request's token that
+/// just arrived (used instead of the cache). With [`MayWait::No`] the decision is always
+/// [`Decision::Done`] (see [`authenticate_now`]).
 pub fn authenticate(
-    cfg: &FilterConfig,
-    req: &RequestFacts<'_>,
-    authorization: &[&str],
-    ring: &KeyRing,
-    cache: &mut dyn TokenCache,
-    now_ms: u64,
+    d: &mut Deciding<'_>,
+    req: &Request<'_>,
     may_wait: MayWait,
     fresh: Option<&Cached>,
 ) -> Decision {
-    let deny = |denial, issuer| Decision::Deny { denial, issuer };
-    let requirement = match policy::select(&cfg.routes, cfg.default_policy.as_ref(), req) {
+    let cfg = d.cfg;
+    let requirement = match policy::select(&cfg.routes, cfg.default_policy.as_ref(), req.facts) {
         Err(denial) => return deny(denial, None),
         Ok(None) => return deny(Denial::NoRoute, None),
         Ok(Some(Policy::Anonymous)) => {
-            return Decision::Allow {
+            return Decision::Done(Verdict::Allow {
                 issuer: None,
                 headers: Vec::new(),
                 cache_hit: false,
-            }
+            })
         }
         Ok(Some(Policy::Require(r))) => r,
     };
-    if now_ms == NO_CLOCK {
+    if d.now_ms == NO_CLOCK {
         // Without a clock every `exp` would look far away and every cache entry alive.
         return deny(Denial::ClockUnavailable, None);
     }
-    let token = match extract::bearer(authorization) {
+    let token = match extract::bearer(req.authorization) {
         Bearer::Missing => return deny(Denial::MissingToken, None),
         Bearer::Malformed(why) => return deny(Denial::InvalidRequest(why), None),
         Bearer::Token(t) => t,
     };
+    let seen = look_up(d, token, fresh);
+    let verified = match seen.known {
+        Some(Cached::Invalid { issuer, .. }) => return deny(Denial::InactiveToken, Some(issuer)),
+        Some(Cached::Valid(v)) => v,
+        None => {
+            let key = seen
+                .hashed
+                .unwrap_or_else(|| cache::key_for(&cfg.fingerprint, token));
+            let miss = Miss {
+                token,
+                key,
+                requirement,
+                may_wait,
+            };
+            return on_miss(d, req, &miss);
+        }
+    };
+    finish(cfg, requirement, verified, seen.cache_hit)
+}
 
+/// Decides a request that may not wait (any more): [`authenticate`] with [`MayWait::No`],
+/// whose decision is always a verdict (what waiting would have ended in, else).
+pub fn authenticate_now(
+    d: &mut Deciding<'_>,
+    req: &Request<'_>,
+    fresh: Option<&Cached>,
+) -> Verdict {
+    match authenticate(d, req, MayWait::No, fresh) {
+        Decision::Done(verdict) => verdict,
+        Decision::Wait(wait) => wait.unavailable(),
+    }
+}
+
+/// What the cache (or a fresh introspection answer) knows about a token.
+struct Seen {
+    known: Option<Cached>,
+    cache_hit: bool,
+    /// The token's cache key, if it was computed (SHA-256: at most once per decision).
+    hashed: Option<CacheKey>,
+}
+
+/// Looks the token up: the fresh answer, else the worker's memo, else the shared cache.
+fn look_up(d: &mut Deciding<'_>, token: &str, fresh: Option<&Cached>) -> Seen {
+    let (cfg, ring) = (d.cfg, d.ring);
     // SHA-256 of the token: only when the local memo cannot answer, and at most once.
     let mut hashed: Option<CacheKey> = None;
     let (known, cache_hit) = match fresh {
@@ -108,17 +202,17 @@ pub fn authenticate(
             // not be asked about again. Never an `active` answer: a revocation may have
             // overtaken it (see `cache::cacheable_after`).
             if matches!(entry, Cached::Invalid { .. }) && cfg.cache_slots > 0 {
-                cache.remember(token, entry);
+                d.cache.remember(token, entry);
             }
             (Some(entry.clone()), false)
         }
-        None if cfg.cache_slots > 0 => match cache.get_local(token, now_ms) {
+        None if cfg.cache_slots > 0 => match d.cache.get_local(token, d.now_ms) {
             Some(entry) => (Some(entry), true),
             None => {
                 let key = *hashed.insert(cache::key_for(&cfg.fingerprint, token));
-                let entry = cache.get(&key, now_ms).filter(|e| usable(cfg, ring, e));
+                let entry = d.cache.get(&key, d.now_ms).filter(|e| usable(cfg, ring, e));
                 if let Some(e) = &entry {
-                    cache.remember(token, e);
+                    d.cache.remember(token, e);
                 }
                 (entry, true)
             }
@@ -127,84 +221,108 @@ pub fn authenticate(
     };
     // An entry naming no configured issuer cannot come from this configuration, and one whose
     // verifying key the issuer no longer publishes no longer counts: a miss.
-    let known = known.filter(|entry| usable(cfg, ring, entry));
-    let verified = match known {
-        Some(Cached::Invalid { issuer, .. }) => return deny(Denial::InactiveToken, Some(issuer)),
-        Some(Cached::Valid(v)) => v,
-        None => {
-            let key = hashed.unwrap_or_else(|| cache::key_for(&cfg.fingerprint, token));
-            let introspect = |issuer, verified| match may_wait {
-                MayWait::Yes | MayWait::NotForPeer => Decision::Introspect {
-                    issuer,
+    Seen {
+        known: known.filter(|entry| usable(cfg, ring, entry)),
+        cache_hit,
+        hashed,
+    }
+}
+
+/// A token the cache could not decide.
+struct Miss<'m> {
+    token: &'m str,
+    key: CacheKey,
+    requirement: &'m Requirement,
+    may_wait: MayWait,
+}
+
+impl Miss<'_> {
+    /// Introspect the token at `issuer` (`verified`: the JWT's own claims), if it may wait.
+    fn introspect(
+        &self,
+        cfg: &FilterConfig,
+        issuer: usize,
+        verified: Option<Verified>,
+    ) -> Decision {
+        let wait = Wait::Introspect {
+            issuer,
+            key: self.key,
+            token: issuer::tagged(cfg, self.token)
+                .map_or(self.token, |(_, t)| t)
+                .to_owned(),
+            verified,
+        };
+        match self.may_wait {
+            MayWait::Yes | MayWait::NotForPeer => Decision::Wait(wait),
+            MayWait::No => Decision::Done(wait.unavailable()),
+        }
+    }
+}
+
+/// A cache miss: an opaque token goes to introspection; a JWT is verified (under a claim on
+/// its cache slot, or after another worker's verification), and introspected too if its
+/// issuer says so.
+fn on_miss(d: &mut Deciding<'_>, req: &Request<'_>, miss: &Miss<'_>) -> Decision {
+    let (cfg, ring, now_ms) = (d.cfg, d.ring, d.now_ms);
+    let (token, key, requirement) = (miss.token, miss.key, miss.requirement);
+    let introspects = cfg.issuers.iter().any(|i| i.introspection.is_some());
+    if !is_jws(token) && introspects {
+        let idx = match issuer::for_opaque(cfg, requirement, req.facts, token) {
+            Ok(idx) => idx,
+            Err(why) => return deny(Denial::InvalidToken(why), None),
+        };
+        if !requirement.accepts_issuer(idx) {
+            return deny(Denial::InvalidToken(NOT_ACCEPTED_HERE), Some(idx));
+        }
+        return miss.introspect(cfg, idx, None);
+    }
+    let accepts = |idx| requirement.accepts_issuer(idx);
+    let ready = match prepare(cfg, token, ring, now_ms, miss.may_wait, accepts) {
+        Ok(ready) => ready,
+        Err(decision) => return decision,
+    };
+    let also_introspect = cfg.issuers[ready.issuer]
+        .introspection
+        .as_ref()
+        .is_some_and(|i| i.introspect_jwts);
+    // Single flight across workers: only where the verification itself makes the cache entry
+    // (with `introspect_jwts` the entry waits for the introspection, which has its own single
+    // flight).
+    let claimed = cfg.cache_slots > 0 && !also_introspect;
+    if claimed {
+        match d.cache.claim(&key, now_ms) {
+            Claim::Wait if miss.may_wait == MayWait::Yes => {
+                return Decision::Wait(Wait::Peer {
+                    issuer: ready.issuer,
                     key,
-                    verified,
-                },
-                MayWait::No => Decision::Deny {
-                    denial: Denial::IntrospectionUnavailable,
-                    issuer: Some(issuer),
-                },
-            };
-            let introspects = cfg.issuers.iter().any(|i| i.introspection.is_some());
-            if !is_jws(token) && introspects {
-                let idx = match issuer::for_opaque(cfg, requirement, req, token) {
-                    Ok(idx) => idx,
-                    Err(why) => return deny(Denial::InvalidToken(why), None),
-                };
-                if !requirement.accepts_issuer(idx) {
-                    return deny(Denial::InvalidToken(NOT_ACCEPTED_HERE), Some(idx));
-                }
-                return introspect(idx, None);
+                })
             }
-            let accepts = |idx| requirement.accepts_issuer(idx);
-            let ready = match prepare(cfg, token, ring, now_ms, may_wait, accepts) {
-                Ok(ready) => ready,
-                Err(decision) => return decision,
-            };
-            let also_introspect = cfg.issuers[ready.issuer]
-                .introspection
-                .as_ref()
-                .is_some_and(|i| i.introspect_jwts);
-            // Single flight across workers: only where the verification itself makes the
-            // cache entry (with `introspect_jwts` the entry waits for the introspection, which
-            // has its own single flight).
-            let claimed = cfg.cache_slots > 0 && !also_introspect;
+            Claim::Found(entry) if usable(cfg, ring, &entry) => {
+                d.cache.remember(token, &entry);
+                return from_cache(cfg, requirement, entry);
+            }
+            // Verify here: holding the claim, or none to be had, or waited once already.
+            _ => {}
+        }
+    }
+    let v = match check(cfg, &ready, now_ms) {
+        Ok(v) => v,
+        Err(decision) => {
             if claimed {
-                match cache.claim(&key, now_ms) {
-                    Claim::Wait if may_wait == MayWait::Yes => {
-                        return Decision::WaitForPeer {
-                            issuer: ready.issuer,
-                            key,
-                        }
-                    }
-                    Claim::Found(entry) if usable(cfg, ring, &entry) => {
-                        cache.remember(token, &entry);
-                        return from_cache(cfg, requirement, entry);
-                    }
-                    // Verify here: holding the claim, or none to be had, or waited once already.
-                    _ => {}
-                }
+                d.cache.unclaim(&key);
             }
-            let v = match check(cfg, &ready, now_ms) {
-                Ok(v) => v,
-                Err(decision) => {
-                    if claimed {
-                        cache.unclaim(&key);
-                    }
-                    return decision;
-                }
-            };
-            if also_introspect {
-                return introspect(v.issuer, Some(v));
-            }
-            if cfg.cache_slots > 0 {
-                let entry = Cached::Valid(v.clone());
-                cache.put(&key, &entry, now_ms);
-                cache.remember(token, &entry);
-            }
-            return finish(cfg, requirement, v, false);
+            return decision;
         }
     };
-    finish(cfg, requirement, verified, cache_hit)
+    if also_introspect {
+        return miss.introspect(cfg, v.issuer, Some(v));
+    }
+    if cfg.cache_slots > 0 {
+        let entry = Cached::Valid(v.clone());
+        d.cache.put(&key, &entry, now_ms);
+        d.cache.remember(token, &entry);
+    }
+    finish(cfg, requirement, v, false)
 }
 
 /// Whether a cache entry may decide a request: it names a configured issuer and, if a key
@@ -222,46 +340,33 @@ fn usable(cfg: &FilterConfig, ring: &KeyRing, entry: &Cached) -> bool {
 }
 
 /// A decision from a cache entry that landed while this worker was about to verify.
-fn from_cache(
-    cfg: &FilterConfig,
-    requirement: &crate::policy::Requirement,
-    entry: Cached,
-) -> Decision {
+fn from_cache(cfg: &FilterConfig, requirement: &Requirement, entry: Cached) -> Decision {
     match entry {
         Cached::Valid(v) => finish(cfg, requirement, v, true),
-        Cached::Invalid { issuer, .. } => Decision::Deny {
-            denial: Denial::InactiveToken,
-            issuer: Some(issuer),
-        },
+        Cached::Invalid { issuer, .. } => deny(Denial::InactiveToken, Some(issuer)),
     }
 }
 
 /// The route's requirements against an accepted token's claims.
 fn finish(
     cfg: &FilterConfig,
-    requirement: &crate::policy::Requirement,
+    requirement: &Requirement,
     verified: Verified,
     cache_hit: bool,
 ) -> Decision {
     let issuer = verified.issuer;
     if !requirement.accepts_issuer(issuer) {
-        return Decision::Deny {
-            denial: Denial::InvalidToken(NOT_ACCEPTED_HERE),
-            issuer: Some(issuer),
-        };
+        return deny(Denial::InvalidToken(NOT_ACCEPTED_HERE), Some(issuer));
     }
     if let Err(denial) = requirement.check(&verified.claims) {
-        return Decision::Deny {
-            denial,
-            issuer: Some(issuer),
-        };
+        return deny(denial, Some(issuer));
     }
     let name = cfg.issuers.get(issuer).map_or("", |i| i.name.as_str());
-    Decision::Allow {
+    Decision::Done(Verdict::Allow {
         issuer: Some(issuer),
         headers: identity::headers(&cfg.identity, name, &verified.claims),
         cache_hit,
-    }
+    })
 }
 
 const NOT_ACCEPTED_HERE: &str = "the token's issuer is not accepted for this resource";
@@ -286,22 +391,13 @@ fn prepare<'t>(
     may_wait: MayWait,
     route_accepts: impl Fn(usize) -> bool,
 ) -> Result<Ready<'t>, Decision> {
-    let invalid = |e: JwtError, issuer| Decision::Deny {
-        denial: Denial::InvalidToken(e.describe()),
-        issuer,
-    };
+    let invalid = |e: JwtError, issuer| deny(Denial::InvalidToken(e.describe()), issuer);
     let peeked = jwt::peek(token).map_err(|e| invalid(e, None))?;
     let Some(idx) = cfg.issuer_by_iss(peeked.iss()) else {
-        return Err(Decision::Deny {
-            denial: Denial::InvalidToken(UNTRUSTED_ISSUER),
-            issuer: None,
-        });
+        return Err(deny(Denial::InvalidToken(UNTRUSTED_ISSUER), None));
     };
     if !route_accepts(idx) {
-        return Err(Decision::Deny {
-            denial: Denial::InvalidToken(NOT_ACCEPTED_HERE),
-            issuer: Some(idx),
-        });
+        return Err(deny(Denial::InvalidToken(NOT_ACCEPTED_HERE), Some(idx)));
     }
     let issuer = &cfg.issuers[idx];
     let alg = peeked.alg().map_err(|e| invalid(e, Some(idx)))?;
@@ -315,25 +411,22 @@ fn prepare<'t>(
     let keys = match ring.get(idx, now_ms, issuer.timing.max_stale_ms) {
         KeysFor::Usable(keys) => keys,
         KeysFor::Missing if may_wait != MayWait::No => {
-            return Err(Decision::WaitForKeys {
+            return Err(Decision::Wait(Wait::Keys {
                 issuer: idx,
                 unknown_kid: false,
-            })
+            }))
         }
         KeysFor::Missing | KeysFor::TooStale => {
-            return Err(Decision::Deny {
-                denial: Denial::KeysUnavailable,
-                issuer: Some(idx),
-            })
+            return Err(deny(Denial::KeysUnavailable, Some(idx)))
         }
     };
     if keys.candidates(peeked.kid(), alg).next().is_none() {
         // No key to try: a `kid` the held set lacks (wait for a refetch), or none of the family.
         return Err(match peeked.kid() {
-            Some(_) if may_wait != MayWait::No => Decision::WaitForKeys {
+            Some(_) if may_wait != MayWait::No => Decision::Wait(Wait::Keys {
                 issuer: idx,
                 unknown_kid: true,
-            },
+            }),
             _ => invalid(JwtError::UnknownKey, Some(idx)),
         });
     }
@@ -348,10 +441,7 @@ fn prepare<'t>(
 /// Verifies the token with the candidate keys of its issuer (there is at least one).
 fn check(cfg: &FilterConfig, ready: &Ready<'_>, now_ms: u64) -> Result<Verified, Decision> {
     let idx = ready.issuer;
-    let invalid = |e: JwtError| Decision::Deny {
-        denial: Denial::InvalidToken(e.describe()),
-        issuer: Some(idx),
-    };
+    let invalid = |e: JwtError| deny(Denial::InvalidToken(e.describe()), Some(idx));
     let issuer = &cfg.issuers[idx];
     let expect = Expectations {
         issuer: &issuer.issuer,

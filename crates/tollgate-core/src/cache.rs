@@ -390,6 +390,8 @@ impl LocalMemo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::testhost::TestHost;
+    use crate::flow::Host as _;
     use serde_json::json;
     // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
     #[cfg(target_arch = "wasm32")]
@@ -474,41 +476,13 @@ mod tests {
         assert_eq!(decode(&k, &v, 0), None);
     }
 
-    /// Shared data as the host keeps it (proxy-wasm-cpp-host `SharedData::get/set`): one CAS
-    /// counter for all keys; a non-zero CAS is checked only against a key that exists.
-    struct FakeHost {
-        data: std::cell::RefCell<std::collections::HashMap<String, (Vec<u8>, u32)>>,
-        next_cas: std::cell::Cell<u32>,
-    }
-
-    impl FakeHost {
-        fn new() -> FakeHost {
-            FakeHost {
-                data: Default::default(),
-                next_cas: std::cell::Cell::new(1),
-            }
-        }
-
-        /// As the SDK returns it: (None, None) for a missing key.
-        fn get(&self, name: &str) -> (Option<Vec<u8>>, Option<u32>) {
-            match self.data.borrow().get(name) {
-                Some((v, cas)) => ((!v.is_empty()).then(|| v.clone()), Some(*cas)),
-                None => (None, None),
-            }
-        }
-
-        fn set(&self, name: &str, value: &[u8], cas: u32) -> bool {
-            let mut data = self.data.borrow_mut();
-            if let Some((_, held)) = data.get(name) {
-                if cas != 0 && cas != *held {
-                    return false; // CasMismatch
-                }
-            }
-            let next = self.next_cas.get();
-            self.next_cas.set(next.wrapping_add(1).max(1));
-            data.insert(name.to_owned(), (value.to_vec(), next));
-            true
-        }
+    /// One worker's access to the slot `"slot"` in shared data, through the flow's test host:
+    /// shared data as the host keeps it (a [`crate::flow::LocalStore`], Envoy's CAS rules: one
+    /// counter for all keys; a non-zero CAS is checked only against a key that exists).
+    trait Slots {
+        /// A raw write, `cas` as on the wire (0: unconditional).
+        fn set(&self, name: &str, value: &[u8], cas: u32) -> bool;
+        fn get(&self, name: &str) -> (Option<Vec<u8>>, Option<u32>);
 
         /// What a worker's lookup saw in the slot.
         fn seen(&self, key: &CacheKey, now_ms: u64) -> (Slot, Option<u32>) {
@@ -525,15 +499,43 @@ mod tests {
                 || self.get("slot").0,
             )
         }
+
+        /// What a worker whose claim ended without an entry writes back.
+        fn unclaim(&self, key: &CacheKey) {
+            let (value, cas) = self.get("slot");
+            if let Some(covered) = value.as_deref().and_then(|v| after_unclaim(key, v)) {
+                self.set("slot", &covered, cas.unwrap_or(0));
+            }
+        }
+
+        fn put(&self, key: &CacheKey, entry: &Cached, now_ms: u64) -> bool {
+            put_slot(
+                key,
+                entry,
+                now_ms,
+                || self.get("slot"),
+                |v, cas| self.set("slot", v, cas.unwrap_or(0)),
+            )
+        }
+    }
+
+    impl Slots for TestHost {
+        fn set(&self, name: &str, value: &[u8], cas: u32) -> bool {
+            self.shared_set(name, value, Some(cas))
+        }
+
+        fn get(&self, name: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            self.shared_get(name)
+        }
     }
 
     #[test]
     fn the_host_skips_the_cas_check_for_a_missing_key_and_swap_cas_closes_that() {
         // The hole: both workers read "no key" (CAS None -> 0 on the wire), both writes win.
-        let host = FakeHost::new();
+        let host = TestHost::new();
         assert!(host.set("a", b"worker 1", 0) && host.set("a", b"worker 2", 0));
         // Create only: the first write creates the key, the second one fails.
-        let host = FakeHost::new();
+        let host = TestHost::new();
         host.set("unrelated", b"x", 0);
         assert!(host.set("b", b"worker 1", swap_cas(None)));
         assert!(!host.set("b", b"worker 2", swap_cas(None)));
@@ -546,7 +548,7 @@ mod tests {
 
     #[test]
     fn two_workers_missing_a_never_written_slot_at_once_verify_once() {
-        let host = FakeHost::new();
+        let host = TestHost::new();
         let k = key_for(&[7; 32], "tok");
         let (seen_a, seen_b) = (host.seen(&k, 0), host.seen(&k, 0));
         assert_eq!(seen_a, (Slot::Free, None));
@@ -563,7 +565,7 @@ mod tests {
 
     #[test]
     fn a_worker_raced_by_the_entry_itself_uses_it() {
-        let host = FakeHost::new();
+        let host = TestHost::new();
         let k = key_for(&[7; 32], "tok");
         let seen_late = host.seen(&k, 0);
         let seen = host.seen(&k, 0);
@@ -577,7 +579,7 @@ mod tests {
 
     #[test]
     fn a_claim_lapses_and_can_be_taken_over() {
-        let host = FakeHost::new();
+        let host = TestHost::new();
         let k = key_for(&[7; 32], "tok");
         let seen = host.seen(&k, 0);
         assert_eq!(host.claim(&k, seen, 0), (Claim::Verify, true));
@@ -588,19 +590,9 @@ mod tests {
         assert_eq!(host.seen(&k, CLAIM_MS + 1).0, Slot::Claimed);
     }
 
-    impl FakeHost {
-        /// What a worker whose claim ended without an entry writes back.
-        fn unclaim(&self, key: &CacheKey) {
-            let (value, cas) = self.get("slot");
-            if let Some(covered) = value.as_deref().and_then(|v| after_unclaim(key, v)) {
-                self.set("slot", &covered, cas.unwrap_or(0));
-            }
-        }
-    }
-
     #[test]
     fn another_tokens_claim_is_left_alone() {
-        let host = FakeHost::new();
+        let host = TestHost::new();
         let (k, other) = (key_for(&[7; 32], "tok"), key_for(&[7; 32], "tok2"));
         let seen = host.seen(&other, 0);
         assert_eq!(host.claim(&other, seen, 0), (Claim::Verify, true));
@@ -612,7 +604,7 @@ mod tests {
 
     #[test]
     fn a_claim_covers_another_tokens_live_entry_which_stays_readable_and_comes_back() {
-        let host = FakeHost::new();
+        let host = TestHost::new();
         let (forged, kept) = (key_for(&[7; 32], "forged"), key_for(&[7; 32], "kept"));
         host.set("slot", &encode(&kept, &entry(1_000)), 0);
         let seen = host.seen(&forged, 0);
@@ -638,7 +630,7 @@ mod tests {
 
     #[test]
     fn a_revocation_under_another_tokens_claim_removes_the_covered_entry() {
-        let host = FakeHost::new();
+        let host = TestHost::new();
         let (claimant, revoked) = (key_for(&[7; 32], "claimant"), key_for(&[7; 32], "revoked"));
         host.set("slot", &encode(&revoked, &entry(1_000)), 0);
         let seen = host.seen(&claimant, 0);
@@ -667,7 +659,7 @@ mod tests {
     #[test]
     fn a_live_entry_that_lands_between_the_read_and_the_claim_is_never_overwritten() {
         let (k, other) = (key_for(&[7; 32], "tok"), key_for(&[7; 32], "tok2"));
-        let host = FakeHost::new();
+        let host = TestHost::new();
         let seen = host.seen(&k, 0);
         host.set("slot", &encode(&other, &entry(1_000)), 0);
         assert_eq!(host.claim(&k, seen, 0), (Claim::Verify, false));
@@ -683,7 +675,7 @@ mod tests {
                 },
             ),
         ] {
-            let host = FakeHost::new();
+            let host = TestHost::new();
             host.set("slot", &value, 0);
             let seen = host.seen(&k, 1_000);
             assert_eq!(seen.0, Slot::Free);
@@ -698,21 +690,9 @@ mod tests {
         }
     }
 
-    impl FakeHost {
-        fn put(&self, key: &CacheKey, entry: &Cached, now_ms: u64) -> bool {
-            put_slot(
-                key,
-                entry,
-                now_ms,
-                || self.get("slot"),
-                |v, cas| self.set("slot", v, cas.unwrap_or(0)),
-            )
-        }
-    }
-
     #[test]
     fn negative_entries_never_push_out_another_tokens_live_positive_entry() {
-        let host = FakeHost::new();
+        let host = TestHost::new();
         let (good, junk) = (key_for(&[7; 32], "good"), key_for(&[7; 32], "junk"));
         assert!(host.put(&good, &entry(1_000), 0));
         for now in [0, 500, 999] {
@@ -734,7 +714,7 @@ mod tests {
 
     #[test]
     fn a_positive_entry_replaces_another_tokens_positive_entry() {
-        let host = FakeHost::new();
+        let host = TestHost::new();
         let (a, b) = (key_for(&[7; 32], "a"), key_for(&[7; 32], "b"));
         assert!(host.put(&a, &entry(5_000), 0));
         assert!(
@@ -747,7 +727,7 @@ mod tests {
 
     #[test]
     fn a_negative_entry_is_dropped_when_the_slot_changed_since_it_was_read() {
-        let host = FakeHost::new();
+        let host = TestHost::new();
         let (good, junk) = (key_for(&[7; 32], "good"), key_for(&[7; 32], "junk"));
         let written = put_slot(
             &junk,

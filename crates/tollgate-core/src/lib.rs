@@ -40,6 +40,8 @@
 //! - [`gateway`]: the OAuth endpoint gateway; [`origin`]: its configured public origins
 //! - [`identity`]: identity headers
 //! - [`authn`]: the per-request decision
+//! - [`flow`]: the request flow behind a [`flow::Host`]: waits, resumes, deadlines, key refresh
+//!   and introspection callouts, leases, peer waits
 //! - [`outcome`]: every refusal -> status, `WWW-Authenticate`, JSON body
 //! - [`http`]: outbound requests and responses as values
 
@@ -50,6 +52,7 @@ pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod extract;
+pub mod flow;
 pub mod gateway;
 pub mod http;
 pub mod identity;

@@ -29,21 +29,78 @@ pub enum Denial {
     ClockUnavailable,
 }
 
+/// A denial's kind, without its details: what the `denied.<code>` counters count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialKind {
+    NoRoute,
+    MissingToken,
+    InvalidRequest,
+    InvalidToken,
+    InsufficientScope,
+    ClaimNotSatisfied,
+    KeysUnavailable,
+    InactiveToken,
+    IntrospectionUnavailable,
+    ClockUnavailable,
+}
+
+impl DenialKind {
+    /// Every kind, in the order of [`DenialKind::index`].
+    pub const ALL: [DenialKind; 10] = [
+        DenialKind::NoRoute,
+        DenialKind::MissingToken,
+        DenialKind::InvalidRequest,
+        DenialKind::InvalidToken,
+        DenialKind::InsufficientScope,
+        DenialKind::ClaimNotSatisfied,
+        DenialKind::KeysUnavailable,
+        DenialKind::InactiveToken,
+        DenialKind::IntrospectionUnavailable,
+        DenialKind::ClockUnavailable,
+    ];
+
+    /// The kind's position in [`DenialKind::ALL`] (for a table of counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Counter suffix for `denied.<code>` metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            DenialKind::NoRoute => "no_route",
+            DenialKind::MissingToken => "missing_token",
+            DenialKind::InvalidRequest => "invalid_request",
+            DenialKind::InvalidToken => "invalid_token",
+            DenialKind::InsufficientScope => "insufficient_scope",
+            DenialKind::ClaimNotSatisfied => "claim_not_satisfied",
+            DenialKind::KeysUnavailable => "keys_unavailable",
+            DenialKind::InactiveToken => "inactive_token",
+            DenialKind::IntrospectionUnavailable => "introspection_unavailable",
+            DenialKind::ClockUnavailable => "clock_unavailable",
+        }
+    }
+}
+
 impl Denial {
+    /// The denial's kind.
+    pub fn kind(&self) -> DenialKind {
+        match self {
+            Denial::NoRoute => DenialKind::NoRoute,
+            Denial::MissingToken => DenialKind::MissingToken,
+            Denial::InvalidRequest(_) => DenialKind::InvalidRequest,
+            Denial::InvalidToken(_) => DenialKind::InvalidToken,
+            Denial::InsufficientScope { .. } => DenialKind::InsufficientScope,
+            Denial::ClaimNotSatisfied => DenialKind::ClaimNotSatisfied,
+            Denial::KeysUnavailable => DenialKind::KeysUnavailable,
+            Denial::InactiveToken => DenialKind::InactiveToken,
+            Denial::IntrospectionUnavailable => DenialKind::IntrospectionUnavailable,
+            Denial::ClockUnavailable => DenialKind::ClockUnavailable,
+        }
+    }
+
     /// Counter suffix for `denied.<code>` metrics.
     pub fn code(&self) -> &'static str {
-        match self {
-            Denial::NoRoute => "no_route",
-            Denial::MissingToken => "missing_token",
-            Denial::InvalidRequest(_) => "invalid_request",
-            Denial::InvalidToken(_) => "invalid_token",
-            Denial::InsufficientScope { .. } => "insufficient_scope",
-            Denial::ClaimNotSatisfied => "claim_not_satisfied",
-            Denial::KeysUnavailable => "keys_unavailable",
-            Denial::InactiveToken => "inactive_token",
-            Denial::IntrospectionUnavailable => "introspection_unavailable",
-            Denial::ClockUnavailable => "clock_unavailable",
-        }
+        self.kind().code()
     }
 }
 
@@ -164,6 +221,13 @@ mod tests {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn denial_kinds_are_listed_in_index_order() {
+        for (i, kind) in DenialKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i, "{}", kind.code());
+        }
     }
 
     #[test]

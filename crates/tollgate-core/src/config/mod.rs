@@ -65,7 +65,7 @@ pub struct FilterConfig {
     /// The OAuth endpoint gateway, when configured.
     pub gateway: Option<Gateway>,
     /// `callouts: per_request`: every request makes the callouts it needs itself, whatever
-    /// the host offers (see `proxy::worker`).
+    /// the host offers (see [`crate::flow::CalloutMode`]).
     pub per_request_callouts: bool,
 }
 

@@ -126,19 +126,6 @@ pub enum IntrospectError {
     BadResponse,
 }
 
-impl IntrospectError {
-    /// Metric-name suffix.
-    pub fn code(self) -> &'static str {
-        match self {
-            IntrospectError::Transport => "transport",
-            IntrospectError::ClientRejected(_) => "client_rejected",
-            IntrospectError::Status(504) => "timeout",
-            IntrospectError::Status(_) => "status",
-            IntrospectError::BadResponse => "bad_response",
-        }
-    }
-}
-
 impl std::fmt::Display for IntrospectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -225,7 +225,10 @@ fn unusable_answers_fail_closed() {
         read(Some(&answer(503, json!({}))), &e),
         Err(IntrospectError::Status(503))
     );
-    assert_eq!(IntrospectError::Status(504).code(), "timeout");
+    assert_eq!(
+        crate::flow::IntrospectionFailure::from(IntrospectError::Status(504)).code(),
+        "timeout"
+    );
     let not_json = HttpResponse {
         status: 200,
         headers: vec![],

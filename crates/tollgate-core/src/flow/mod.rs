@@ -1,36 +1,58 @@
-//! Per-VM (per Envoy worker) state shared by the root context and its HTTP contexts, and the
-//! steps both use: decide a request, carry a decision out, pause requests and wake them.
+//! The request flow: per-VM (per Envoy worker) state shared by the root context and its HTTP
+//! contexts, and the steps both use: decide a request, carry a decision out, pause requests
+//! and wake them. Host-free: every host call goes through a [`Host`], and every callback
+//! passes the clock reading (`now`, ms) in.
 //!
-//! A request pauses for one of three things: its issuer's keys ([`keys`]: the background
-//! refresh job), an introspection answer ([`introspection`]: single-flight callouts), or
+//! A request pauses for one of three things: its issuer's keys (`keys`: the background
+//! refresh job), an introspection answer (`introspection`: single-flight callouts), or
 //! another worker's verification of the same JWT (the claim in the shared token cache, see
 //! [`SharedTokenCache`]). It is decided again when the thing arrives, fails, or its deadline
 //! passes: after keys or an answer without waiting a second time, after a peer's verification
 //! at most once more for keys or an answer.
 //!
-//! **Request-driven hosts.** Envoy and Kong give every worker a tick and run callouts apart
-//! from requests; the root context makes them all, and a paused request is resumed from any
-//! context. APISIX has no tick, makes a callout only inside the request that dispatched it
-//! (after that request's callback returns), delivers the answer to it, and lets a request that
-//! paused with no callout of its own through to the upstream. There ([`Worker::request_driven`],
-//! see [`super::host::Capabilities`]) a request that must wait makes its own callouts — the
-//! key fetch or introspection it needs, even if another request's is under way — and is
-//! decided again, in its own context, when its last callout has answered. A request makes one
-//! callout at a time, none after a local reply; refresh jobs that fall due start from the next
-//! request that is let through; nothing waits for a peer. `"callouts": "per_request"` in the
-//! configuration selects this on any host.
+//! **Callout modes** ([`CalloutMode`]). Envoy and Kong give every worker a tick and run
+//! callouts apart from requests: the root context makes them all, and a paused request is
+//! resumed from any context ([`CalloutMode::Background`]). APISIX has no tick, makes a callout
+//! only inside the request that dispatched it (after that request's callback returns),
+//! delivers the answer to it, and lets a request that paused with no callout of its own
+//! through to the upstream. There ([`CalloutMode::PerRequest`]) a request that must wait makes
+//! its own callouts — the key fetch or introspection it needs, even if another request's is
+//! under way — and is decided again, in its own context, when its last callout has answered.
+//! A request makes one callout at a time, none after a local reply; refresh jobs that fall due
+//! start from the next request that is let through; nothing waits for a peer.
+//! `"callouts": "per_request"` in the configuration selects this on any host.
+//!
+//! **Nothing continues before the decision** ([`Stage`]): a request paused by its headers
+//! callback holds its body and trailers until it is allowed and resumed.
+//!
+//! - [`host`]: the [`Host`] trait and the [`Metric`] events
+//! - [`shared`]: shared-data records (fetch state, key sets, token cache slots, leases)
+//! - [`store`]: shared data kept in the VM (hosts without it, and the tests' host)
+//! - `keys`, `introspection`: the two kinds of callout
+//! - `mode`: the callout modes, and the turn of one callback
 
+pub mod host;
 mod introspection;
 mod keys;
+mod mode;
+pub mod shared;
+pub mod store;
+#[cfg(test)]
+pub(crate) mod testhost;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::host;
-use super::metrics::{IntrospectionEvent, Metrics};
-use super::shared::{IssuerKeys, SharedTokenCache};
-use crate::authn::{self, Decision, MayWait};
+pub use host::{Host, IntrospectionEvent, IntrospectionFailure, Metric};
+pub use mode::CalloutMode;
+use mode::Turn;
+pub use shared::{IssuerKeys, Lease, SharedTokenCache};
+pub use store::{CasMismatch, LocalStore};
+
+use crate::authn::{self, Deciding, Decision, MayWait, Request, Verdict, Wait};
 use crate::cache::{CacheKey, Cached};
 use crate::config::{FilterConfig, KeySource};
 use crate::jwks::{Held, KeyRing};
@@ -39,17 +61,17 @@ use crate::policy::{Policy, RequestFacts};
 use crate::refresh::Step;
 
 /// Tick period while nothing waits: how quickly refresh deadlines are noticed.
-const IDLE_TICK: Duration = Duration::from_millis(200);
+pub const IDLE_TICK: Duration = Duration::from_millis(200);
 /// Tick period while requests wait for something another worker may be fetching.
-const WAITING_TICK: Duration = Duration::from_millis(10);
+pub const WAITING_TICK: Duration = Duration::from_millis(10);
 /// Asked for when a request starts waiting: run the tick (and start the call) right away. Also
 /// the period while a request waits for another worker's verification (a fraction of a ms to a
 /// few ms of work), so that it resumes about as soon as the entry lands.
-const NOW_TICK: Duration = Duration::from_millis(1);
+pub const NOW_TICK: Duration = Duration::from_millis(1);
 /// Backstop for a request waiting on another worker's verification: the claim lapses after
 /// [`crate::cache::CLAIM_MS`], and the slot is checked on every tick, so this is never reached
 /// unless ticks stall.
-const PEER_WAIT_MS: u64 = 2 * crate::cache::CLAIM_MS;
+pub const PEER_WAIT_MS: u64 = 2 * crate::cache::CLAIM_MS;
 
 /// Whether this VM logged that it has no clock (once: every such request is counted).
 static CLOCK_LOGGED: AtomicBool = AtomicBool::new(false);
@@ -108,6 +130,29 @@ pub enum Flow {
     Pause,
 }
 
+/// Where a request stands for the callbacks after its headers. `G` is the adapter's state of
+/// a call to the OAuth endpoint gateway, which has its own body rules.
+#[derive(Debug)]
+pub enum Stage<G> {
+    /// Let through (allowed, or no decision of Tollgate's applies): later callbacks continue.
+    Open,
+    /// Paused by the headers callback: waiting for its decision, or answered locally. Its body
+    /// and trailers stop until the worker resumes it.
+    Held,
+    /// A call to the OAuth endpoint gateway.
+    Gateway(G),
+}
+
+impl<G> Stage<G> {
+    /// The stage a request's headers callback leaves it in, from what that callback returns.
+    pub fn after_headers(flow: Flow) -> Stage<G> {
+        match flow {
+            Flow::Continue => Stage::Open,
+            Flow::Pause => Stage::Held,
+        }
+    }
+}
+
 /// An outstanding callout of this worker.
 #[derive(Debug, Clone, Copy)]
 enum Callout {
@@ -115,40 +160,34 @@ enum Callout {
     Introspection { key: CacheKey, started: u64 },
 }
 
-/// A callout in flight and the context it answers to (the root context, or on request-driven
-/// hosts the request that made it).
+/// A callout in flight and the context it answers to (the root context, or with per-request
+/// callouts the request that made it).
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
     callout: Callout,
     owner: u32,
 }
 
-/// An introspection job is per token, and on request-driven hosts also per request.
+/// An introspection job is per token, and with per-request callouts also per request.
 type JobKey = (CacheKey, u32);
 
-pub struct Worker {
+/// The flow of one VM: see the module docs.
+pub struct Worker<H: Host + Clone> {
     pub cfg: FilterConfig,
+    host: H,
     root_id: u32,
+    mode: CalloutMode,
     ring: KeyRing,
-    metrics: Metrics,
     /// Shared-data records of issuers with a refresh job (`None`: nothing to fetch).
     records: Vec<Option<IssuerKeys>>,
-    cache: SharedTokenCache,
+    cache: SharedTokenCache<H>,
     waiters: Vec<Waiter>,
+    /// Callouts in flight, by callout token.
     inflight: HashMap<u32, InFlight>,
     /// Introspections this worker makes (queued or in flight), by token cache key and owner.
     jobs: HashMap<JobKey, introspection::Job>,
-    /// No tick or no shared data: see the module docs.
-    request_driven: bool,
-    /// The context the host is running now: callouts dispatched now answer to it.
-    current: u32,
-    /// Request-driven hosts: the current request was allowed while it was paused (the caller
-    /// lets it continue).
-    allowed_current: bool,
-    /// The current request got a local reply in this callback: no callout may follow it.
-    answered_current: std::cell::Cell<bool>,
-    /// Request-driven hosts: key fetches (request, issuer) waiting for the request's callout in
-    /// flight to answer.
+    /// Per-request callouts: key fetches (request, issuer) waiting for the request's callout
+    /// in flight to answer.
     deferred: Vec<(u32, usize)>,
     /// Whether any route matches on the host's route name (read only if so).
     pub needs_route_name: bool,
@@ -158,13 +197,14 @@ pub struct Worker {
     /// copies are removed from every request ([`Worker::is_guarded`]).
     guarded_headers: Vec<String>,
     /// Requests that were paused for their decision, then allowed and resumed, whose body or
-    /// trailer callbacks have not come since (see [`Worker::take_resumed`]).
+    /// trailer callbacks have not come since (see [`Worker::later_callback`]).
     resumed: HashSet<u32>,
     tick: Duration,
 }
 
-impl Worker {
-    pub fn new(cfg: FilterConfig, root_id: u32, request_driven: bool) -> Worker {
+impl<H: Host + Clone> Worker<H> {
+    /// The flow for a new configuration, on the VM whose root context is `root_id`.
+    pub fn new(cfg: FilterConfig, root_id: u32, mode: CalloutMode, host: H) -> Worker<H> {
         let mut ring = KeyRing::new(cfg.issuers.len());
         let mut records = Vec::with_capacity(cfg.issuers.len());
         for (idx, issuer) in cfg.issuers.iter().enumerate() {
@@ -180,18 +220,11 @@ impl Worker {
             }
             let record = (!issuer.fetch_plan().is_empty()).then(|| {
                 let rec = IssuerKeys::new(&cfg.fingerprint, &issuer.name);
-                rec.ensure_state();
+                rec.ensure_state(&host);
                 rec
             });
             records.push(record);
         }
-        let metrics = Metrics::define(cfg.issuers.iter().map(|i| {
-            (
-                i.name.as_str(),
-                i.introspection.is_some(),
-                i.gateway.is_some(),
-            )
-        }));
         let needs_route_name = cfg.routes.iter().any(|r| r.matcher.route_name.is_some());
         let mut hint_headers: Vec<String> = cfg
             .routes
@@ -215,24 +248,21 @@ impl Worker {
             .map(str::to_owned)
             .chain(cfg.gateway.as_ref().map(|g| g.route_header.clone()))
             .collect();
-        let cache = SharedTokenCache::new(cfg.cache_slots);
-        if !request_driven {
-            host::set_tick_period(NOW_TICK);
+        let cache = SharedTokenCache::new(host.clone(), cfg.cache_slots);
+        if mode.ticks() {
+            host.set_tick_period(NOW_TICK);
         }
         Worker {
             cfg,
+            host,
             root_id,
+            mode,
             ring,
-            metrics,
             records,
             cache,
             waiters: Vec::new(),
             inflight: HashMap::new(),
             jobs: HashMap::new(),
-            request_driven,
-            current: root_id,
-            allowed_current: false,
-            answered_current: std::cell::Cell::new(false),
             deferred: Vec::new(),
             needs_route_name,
             hint_headers,
@@ -250,103 +280,125 @@ impl Worker {
             .any(|h| crate::config::same_header_name(h, name))
     }
 
-    /// Whether the request `context_id`, paused for its decision, has been allowed and resumed
-    /// since its headers: then its later body and trailers continue. Until then (still waiting,
-    /// or refused) they are held. Asked by the request's body and trailer callbacks.
-    pub fn take_resumed(&mut self, context_id: u32) -> bool {
-        self.resumed.remove(&context_id)
+    /// A body or trailers callback of the request `context_id`, in `stage`: `Continue` if it
+    /// is open, or held and allowed and resumed since its headers (it is then open); `Pause`
+    /// while held (still waiting, or refused). `None` for a gateway call (its own rules).
+    pub fn later_callback<G>(&mut self, context_id: u32, stage: &mut Stage<G>) -> Option<Flow> {
+        match stage {
+            Stage::Open => Some(Flow::Continue),
+            Stage::Held if self.resumed.remove(&context_id) => {
+                *stage = Stage::Open;
+                Some(Flow::Continue)
+            }
+            Stage::Held => Some(Flow::Pause),
+            Stage::Gateway(_) => None,
+        }
     }
 
-    fn decide(
-        &mut self,
-        facts: &OwnedFacts,
-        now: u64,
-        may_wait: MayWait,
-        fresh: Option<&Cached>,
-    ) -> Decision {
+    /// Decides `facts` now: may it wait, and for what ([`authn::authenticate`]).
+    fn decide(&mut self, facts: &OwnedFacts, now: u64, may_wait: MayWait) -> Decision {
         let (req, authorization) = facts.view();
-        authn::authenticate(
-            &self.cfg,
-            &req,
-            &authorization,
-            &self.ring,
-            &mut self.cache,
-            now,
-            may_wait,
-            fresh,
-        )
+        let request = Request {
+            facts: &req,
+            authorization: &authorization,
+        };
+        authn::authenticate(&mut self.deciding(now), &request, may_wait, None)
     }
 
-    /// Decides a new request; pauses it if it must wait for keys, an introspection answer or
-    /// another worker's verification of its token.
+    /// Decides `facts` for good ([`authn::authenticate_now`]), with an introspection answer
+    /// that just arrived (`fresh`).
+    fn verdict(&mut self, facts: &OwnedFacts, now: u64, fresh: Option<&Cached>) -> Verdict {
+        let (req, authorization) = facts.view();
+        let request = Request {
+            facts: &req,
+            authorization: &authorization,
+        };
+        authn::authenticate_now(&mut self.deciding(now), &request, fresh)
+    }
+
+    fn deciding(&mut self, now_ms: u64) -> Deciding<'_> {
+        Deciding {
+            cfg: &self.cfg,
+            ring: &self.ring,
+            cache: &mut self.cache,
+            now_ms,
+        }
+    }
+
+    /// Decides a new request (not a gateway call); pauses it if it must wait for keys, an
+    /// introspection answer or another worker's verification of its token. A request let
+    /// through also starts the refresh jobs due ([`Worker::continuing`]).
     pub fn on_request(&mut self, context_id: u32, facts: OwnedFacts, now: u64) -> Flow {
-        if !self.request_driven {
-            return self.start(context_id, facts, now, MayWait::Yes);
+        let mut turn = Turn::of(context_id);
+        let may_wait = self.mode.new_request_may_wait();
+        let first = self.start(&mut turn, context_id, facts, now, may_wait);
+        let flow = if self.mode.resumes_in_own_context() {
+            // This request's introspection: now, from this request.
+            self.send_introspections(&mut turn, now);
+            match first {
+                Flow::Continue => Flow::Continue,
+                // Still waiting for its own callouts, answered with a local reply, or — if its
+                // callouts could not be made — decided now.
+                Flow::Pause => self.settle(&mut turn, now),
+            }
+        } else {
+            first
+        };
+        if flow == Flow::Continue && !turn.answered {
+            self.run_refresh_on_request(&mut turn, now);
         }
-        let flow = self.start(context_id, facts, now, MayWait::NotForPeer);
-        // This request's introspection: now, from this request.
-        self.send_introspections(now);
-        match flow {
-            Flow::Continue => Flow::Continue,
-            // Still waiting for its own callouts, answered with a local reply, or — if its
-            // callouts could not be made — decided now.
-            Flow::Pause => self.settle(context_id, now),
+        flow
+    }
+
+    /// A request (`context_id`, a gateway call) goes on to the upstream: with per-request
+    /// callouts it starts the refresh jobs that are due (the tick does that elsewhere), so keys
+    /// and the metadata the gateway serves stay fresh. Only such a request: APISIX drops a
+    /// local reply when a callout is pending.
+    pub fn continuing(&mut self, context_id: u32, now: u64) {
+        self.run_refresh_on_request(&mut Turn::of(context_id), now);
+    }
+
+    fn run_refresh_on_request(&mut self, turn: &mut Turn, now: u64) {
+        if self.mode.refreshes_on_requests() {
+            self.run_refresh_jobs(turn, now);
         }
     }
 
-    /// Every request (API or gateway call) starts here.
-    pub fn begin_request(&mut self, context_id: u32) {
-        self.current = context_id;
-        self.answered_current.set(false);
-    }
-
-    /// Request-driven hosts: a request that goes on to the upstream starts the refresh jobs
-    /// that are due (the tick does that elsewhere), so keys and the metadata the gateway serves
-    /// stay fresh. Only such a request: APISIX drops a local reply when a callout is pending.
-    pub fn continuing(&mut self, now: u64) {
-        if self.request_driven && !self.answered_current.get() {
-            self.run_refresh_jobs(now);
-        }
-    }
-
-    /// Whether `context_id` has a callout in flight. On request-driven hosts a request makes one
-    /// at a time (APISIX refuses a second one); the next one waits in [`Worker::deferred`].
+    /// Whether `context_id` has a callout in flight. With per-request callouts a request makes
+    /// one at a time; the next one waits in `Worker::deferred`.
     fn busy(&self, context_id: u32) -> bool {
         self.inflight.values().any(|c| c.owner == context_id)
     }
 
-    /// Request-driven hosts, once the current request's callout has answered: its next one —
+    /// Per-request callouts, once the current request's callout has answered: its next one —
     /// its queued introspection, else a deferred key fetch. Never after a local reply.
-    fn next_callout(&mut self, now: u64) {
-        let me = self.current;
-        if self.answered_current.get() {
+    fn next_callout(&mut self, turn: &mut Turn, now: u64) {
+        let me = turn.context;
+        if turn.answered {
             self.deferred.retain(|(c, _)| *c != me);
             return;
         }
-        self.send_introspections(now);
+        self.send_introspections(turn, now);
         while !self.busy(me) {
             let Some(at) = self.deferred.iter().position(|(c, _)| *c == me) else {
                 break;
             };
             let (_, idx) = self.deferred.remove(at);
-            self.resume_fetch(idx, now);
+            self.resume_fetch(turn, idx, now);
         }
     }
 
     /// The owner a callout dispatched now answers to, and of an introspection job made now.
-    fn owner(&self) -> u32 {
-        if self.request_driven {
-            self.current
-        } else {
-            self.root_id
-        }
+    fn owner(&self, turn: &Turn) -> u32 {
+        self.mode.owner(self.root_id, turn)
     }
 
-    /// Request-driven hosts: once the current request (`context_id`) has no callout in flight,
-    /// decides it if it still waits (a queued introspection whose endpoint never became known
-    /// fails). `Continue` if it was allowed, now or by an answer that just arrived; `Pause`
-    /// while it waits, and after a local reply.
-    fn settle(&mut self, context_id: u32, now: u64) -> Flow {
+    /// Per-request callouts: once the current request has no callout in flight, decides it if
+    /// it still waits (a queued introspection whose endpoint never became known fails).
+    /// `Continue` if it was allowed, now or by an answer that just arrived; `Pause` while it
+    /// waits, and after a local reply.
+    fn settle(&mut self, turn: &mut Turn, now: u64) -> Flow {
+        let context_id = turn.context;
         if self.busy(context_id) {
             return Flow::Pause;
         }
@@ -357,7 +409,7 @@ impl Worker {
             .copied()
             .collect();
         for job in stuck {
-            self.finish_job(job, None, now);
+            self.finish_job(turn, job, None, now);
         }
         let (mine, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
             .into_iter()
@@ -367,31 +419,44 @@ impl Worker {
             if let WaitFor::Keys { issuer, .. } = w.wait {
                 self.sync_keys(issuer);
             }
-            self.resume(w, now, None);
+            self.resume(turn, w, now, None);
         }
-        if std::mem::take(&mut self.allowed_current) {
+        if std::mem::take(&mut turn.allowed) {
             Flow::Continue
         } else {
             Flow::Pause
         }
     }
 
-    /// Decides a request (new, or done waiting for a peer) on the current HTTP context.
-    fn start(&mut self, context_id: u32, facts: OwnedFacts, now: u64, may_wait: MayWait) -> Flow {
-        let mut decision = self.decide(&facts, now, may_wait, None);
-        if let Decision::WaitForKeys { issuer, .. } = decision {
+    /// Decides the request `context_id` (new, or done waiting for a peer) on the effective
+    /// HTTP context.
+    fn start(
+        &mut self,
+        turn: &mut Turn,
+        context_id: u32,
+        facts: OwnedFacts,
+        now: u64,
+        may_wait: MayWait,
+    ) -> Flow {
+        let mut decision = self.decide(&facts, now, may_wait);
+        if let Decision::Wait(Wait::Keys { issuer, .. }) = decision {
             // Another worker may have fetched already.
             if self.sync_keys(issuer) {
-                decision = self.decide(&facts, now, may_wait, None);
+                decision = self.decide(&facts, now, may_wait);
             }
         }
-        match decision {
-            Decision::WaitForKeys {
+        let wait = match decision {
+            Decision::Done(verdict) => return self.apply(turn, verdict, false),
+            Decision::Wait(wait) => wait,
+        };
+        match wait {
+            Wait::Keys {
                 issuer,
                 unknown_kid,
             } => {
                 if self.worth_waiting(issuer, unknown_kid, now)
-                    && (!self.request_driven || self.fetch_for_request(issuer, now))
+                    && (!self.mode.request_fetches_its_keys()
+                        || self.fetch_for_request(turn, issuer, now))
                 {
                     let generation = self.ring.held(issuer).map_or(0, |h| h.generation);
                     let deadline = now.saturating_add(self.cfg.issuers[issuer].timing.lease_ms());
@@ -404,25 +469,25 @@ impl Worker {
                     );
                     return Flow::Pause;
                 }
-                let decision = self.decide(&facts, now, MayWait::No, None);
-                self.apply(decision, false)
+                let verdict = self.verdict(&facts, now, None);
+                self.apply(turn, verdict, false)
             }
-            Decision::Introspect {
+            Wait::Introspect {
                 issuer,
                 key,
+                token,
                 verified,
             } => {
-                let deadline = self.introspect(issuer, key, verified, &facts, now);
+                let deadline = self.introspect(turn, issuer, key, token, verified, now);
                 self.pause(context_id, WaitFor::Answer { key }, now, deadline, facts);
                 Flow::Pause
             }
-            Decision::WaitForPeer { issuer, key } => {
-                self.metrics.verify_coalesced(issuer);
+            Wait::Peer { issuer, key } => {
+                self.host.record(Metric::VerifyCoalesced { issuer });
                 let deadline = now.saturating_add(PEER_WAIT_MS);
                 self.pause(context_id, WaitFor::Peer { key }, now, deadline, facts);
                 Flow::Pause
             }
-            decision => self.apply(decision, false),
         }
     }
 
@@ -441,65 +506,54 @@ impl Worker {
             deadline,
             facts,
         });
-        if !self.request_driven {
+        if self.mode.ticks() {
             self.set_tick(NOW_TICK);
         }
     }
 
-    /// Carries a decision out on the current (effective) HTTP context. `fresh`: the decision
+    /// Carries a verdict out on the current (effective) HTTP context. `fresh`: the verdict
     /// used an introspection answer that just arrived (so a refusal is not a cache hit).
-    fn apply(&self, decision: Decision, fresh: bool) -> Flow {
-        let Decision::Allow {
-            issuer,
-            headers,
-            cache_hit,
-        } = decision
-        else {
-            return self.refuse(decision, fresh);
-        };
-        for (name, value) in &headers {
-            host::set_request_header(name, value);
-        }
-        if self.cfg.identity.drop_authorization {
-            host::remove_request_header("authorization");
-        }
-        if let Some(i) = issuer {
-            self.metrics.allowed(i, cache_hit);
-        }
-        Flow::Continue
-    }
-
-    /// Carries out a decision that is not an allow: a local reply.
-    fn refuse(&self, decision: Decision, fresh: bool) -> Flow {
-        match decision {
-            Decision::Deny { denial, issuer } => {
-                if let (Denial::InactiveToken, Some(i), false) = (&denial, issuer, fresh) {
-                    self.metrics
-                        .introspection(i, IntrospectionEvent::NegativeCacheHit);
+    fn apply(&self, turn: &mut Turn, verdict: Verdict, fresh: bool) -> Flow {
+        match verdict {
+            Verdict::Allow {
+                issuer,
+                headers,
+                cache_hit,
+            } => {
+                for (name, value) in &headers {
+                    self.host.set_request_header(name, value);
                 }
-                self.deny(&denial, issuer)
+                if self.cfg.identity.drop_authorization {
+                    self.host.remove_request_header("authorization");
+                }
+                if let Some(issuer) = issuer {
+                    self.host.record(Metric::Allowed { issuer, cache_hit });
+                }
+                Flow::Continue
             }
-            Decision::WaitForKeys { issuer, .. } => {
-                self.deny(&Denial::KeysUnavailable, Some(issuer))
+            Verdict::Deny { denial, issuer } => {
+                if let (Denial::InactiveToken, Some(i), false) = (&denial, issuer, fresh) {
+                    self.host.record(Metric::Introspection {
+                        issuer: i,
+                        event: IntrospectionEvent::NegativeCacheHit,
+                    });
+                }
+                self.deny(turn, &denial, issuer)
             }
-            Decision::Introspect { issuer, .. } => {
-                self.deny(&Denial::IntrospectionUnavailable, Some(issuer))
-            }
-            // Not produced for a request that may not wait (see `authenticate`).
-            Decision::WaitForPeer { issuer, .. } => {
-                self.deny(&Denial::KeysUnavailable, Some(issuer))
-            }
-            Decision::Allow { .. } => Flow::Continue,
         }
     }
 
-    /// Refuses the current request before any decision (see the HTTP context).
-    pub fn refuse_request(&self, denial: &Denial) {
-        self.deny(denial, None);
+    /// Refuses the request `context_id` (the effective context) before any decision (see the
+    /// HTTP context).
+    pub fn refuse_request(&self, context_id: u32, denial: &Denial) {
+        self.deny(&mut Turn::of(context_id), denial, None);
     }
 
-    fn deny(&self, denial: &Denial, issuer: Option<usize>) -> Flow {
-        self.metrics.denied(issuer, denial);
+    fn deny(&self, turn: &mut Turn, denial: &Denial, issuer: Option<usize>) -> Flow {
+        self.host.record(Metric::Denied {
+            issuer,
+            kind: denial.kind(),
+        });
         let name = issuer
             .and_then(|i| self.cfg.issuers.get(i))
             .map_or("-", |i| i.name.as_str());
@@ -508,10 +562,13 @@ impl Worker {
             log::error!("tollgate: neither the host nor WASI tells the time: every request that needs a token is refused (503)");
         }
         let reply = outcome::reply(denial, &self.cfg.realm);
-        if !host::send_response(reply.status, &reply.headers, &reply.body) {
+        if !self
+            .host
+            .send_response(reply.status, &reply.headers, &reply.body)
+        {
             log::warn!("tollgate: the host refused the local reply");
         }
-        self.answered_current.set(true);
+        turn.answered = true;
         Flow::Pause
     }
 
@@ -520,45 +577,37 @@ impl Worker {
         &self,
         idx: usize,
     ) -> Option<serde_json::Map<String, serde_json::Value>> {
-        self.records.get(idx)?.as_ref()?.read_metadata()
+        self.records.get(idx)?.as_ref()?.read_metadata(&self.host)
     }
 
-    pub fn gateway_forwarded(&self, idx: usize, endpoint: crate::gateway::path::Endpoint) {
-        use crate::gateway::path::Endpoint as E;
-        let name = match endpoint {
-            E::Authorize => "authorize",
-            E::Token => "token",
-            E::Introspect => "introspect",
-            E::Revoke => "revoke",
-            E::Userinfo => "userinfo",
-            E::Register => "register",
-            E::ClientConfiguration => "client_configuration",
-            E::OidcDiscovery | E::AsMetadata => "metadata",
-        };
-        self.metrics.gateway(idx, name);
+    /// A gateway call was routed to `issuer`'s `endpoint`.
+    pub fn gateway_forwarded(&self, issuer: usize, endpoint: crate::gateway::path::Endpoint) {
+        self.host
+            .record(Metric::GatewayForwarded { issuer, endpoint });
     }
 
+    /// A gateway call was answered with an OAuth error.
     pub fn gateway_refused(&self) {
-        self.metrics.gateway_refused();
+        self.host.record(Metric::GatewayRefused);
     }
 
-    /// Revocation through the gateway, once the server confirmed it: the token leaves the
-    /// shared cache and every worker's memo (the revocation epoch moves), so the next API call
-    /// checks it again — an opaque token (or a JWT of an issuer with `introspect_jwts`) at its
-    /// issuer, which then says it is not active.
-    pub fn evict(&self, token: &str) {
-        self.metrics.cache_revocation();
-        for key in super::gateway::token_keys(self, token) {
-            self.cache.remove(&key);
+    /// Revocation through the gateway, once the server confirmed it: the token (`keys`: its
+    /// cache keys, tagged and untagged) leaves the shared cache and every worker's memo (the
+    /// revocation epoch moves), so the next API call checks it again — an opaque token (or a
+    /// JWT of an issuer with `introspect_jwts`) at its issuer, which then says it is not active.
+    pub fn evict(&self, keys: &[CacheKey]) {
+        self.host.record(Metric::CacheRevocation);
+        for key in keys {
+            self.cache.remove(key);
         }
     }
 
-    /// Forgets a request that ended (client gone) while it waited, and on request-driven hosts
-    /// its callouts (the host cancels them with the request).
+    /// Forgets a request that ended (client gone) while it waited, and with per-request
+    /// callouts its callouts (the host cancels them with the request).
     pub fn forget(&mut self, context_id: u32) {
         self.waiters.retain(|w| w.context_id != context_id);
         self.resumed.remove(&context_id);
-        if self.request_driven {
+        if self.mode.callouts_end_with_request() {
             self.inflight.retain(|_, c| c.owner != context_id);
             self.jobs.retain(|(_, owner), _| *owner != context_id);
             self.deferred.retain(|(c, _)| *c != context_id);
@@ -567,10 +616,10 @@ impl Worker {
 
     /// The periodic step: refresh jobs, queued introspections, then paused requests.
     pub fn on_tick(&mut self, now: u64) {
-        self.current = self.root_id;
-        self.run_refresh_jobs(now);
-        self.send_introspections(now);
-        self.wake(now);
+        let mut turn = Turn::of(self.root_id);
+        self.run_refresh_jobs(&mut turn, now);
+        self.send_introspections(&mut turn, now);
+        self.wake(&mut turn, now);
         let period = if self.waiters.is_empty() {
             IDLE_TICK
         } else if self
@@ -588,7 +637,7 @@ impl Worker {
     fn set_tick(&mut self, period: Duration) {
         if self.tick != period {
             self.tick = period;
-            host::set_tick_period(period);
+            self.host.set_tick_period(period);
         }
     }
 
@@ -601,32 +650,31 @@ impl Worker {
         response: Option<crate::http::HttpResponse>,
         now: u64,
     ) {
-        self.current = context_id;
-        self.answered_current.set(false);
+        let mut turn = Turn::of(context_id);
         match self.inflight.remove(&token) {
             Some(InFlight {
                 callout: Callout::Fetch { issuer, step },
                 ..
-            }) => self.on_fetch_response(issuer, step, response, now),
+            }) => self.on_fetch_response(&mut turn, issuer, step, response, now),
             Some(InFlight {
                 callout: Callout::Introspection { key, started },
                 owner,
-            }) => self.on_introspection_response((key, owner), started, response, now),
+            }) => self.on_introspection_response(&mut turn, (key, owner), started, response, now),
             None => {}
         }
-        if self.request_driven {
+        if self.mode.resumes_in_own_context() {
             // Discovery may have found the introspection endpoint a queued job waits for.
-            self.next_callout(now);
-            if self.settle(context_id, now) == Flow::Continue {
-                host::resume_request();
+            self.next_callout(&mut turn, now);
+            if self.settle(&mut turn, now) == Flow::Continue {
+                self.host.resume_request();
             }
         } else {
-            self.wake(now);
+            self.wake(&mut turn, now);
         }
     }
 
     /// Decides again every paused request whose wait is over; resumes the allowed ones.
-    fn wake(&mut self, now: u64) {
+    fn wake(&mut self, turn: &mut Turn, now: u64) {
         if self.waiters.is_empty() {
             return;
         }
@@ -642,7 +690,7 @@ impl Worker {
                             self.records
                                 .get(issuer)
                                 .and_then(Option::as_ref)
-                                .and_then(|r| r.read_state().0.done_at)
+                                .and_then(|r| r.read_state(&self.host).0.done_at)
                                 .unwrap_or(0)
                         });
                         self.ring.held(issuer).map_or(0, |h| h.generation) != generation
@@ -672,32 +720,34 @@ impl Worker {
                 // Keys another worker fetched are in shared data, not yet in this ring.
                 self.sync_keys(issuer);
             }
-            self.resume(w, now, None);
+            self.resume(turn, w, now, None);
         }
-        host::set_effective_context(self.root_id);
+        self.host.set_effective_context(self.root_id);
     }
 
     /// Decides a paused request again and carries the decision out. After keys or an answer
     /// it may not wait again; after a peer's verification it may still wait for keys or an
     /// answer (not for a peer: if the entry is not there, it verifies the token itself).
-    /// On request-driven hosts only the current request is ever resumed, and its caller lets
-    /// it continue ([`Worker::settle`]).
-    fn resume(&mut self, w: Waiter, now: u64, fresh: Option<&Cached>) {
-        if !self.request_driven && !host::set_effective_context(w.context_id) {
+    /// With per-request callouts only the current request is ever resumed, and its caller lets
+    /// it continue (`Worker::settle`).
+    fn resume(&mut self, turn: &mut Turn, w: Waiter, now: u64, fresh: Option<&Cached>) {
+        let own_context = self.mode.resumes_in_own_context();
+        if !own_context && !self.host.set_effective_context(w.context_id) {
             return; // the request is gone
         }
+        let context_id = w.context_id;
         let flow = if let WaitFor::Peer { .. } = w.wait {
-            self.start(w.context_id, w.facts, now, MayWait::NotForPeer)
+            self.start(turn, context_id, w.facts, now, MayWait::NotForPeer)
         } else {
-            let decision = self.decide(&w.facts, now, MayWait::No, fresh);
-            self.apply(decision, fresh.is_some())
+            let verdict = self.verdict(&w.facts, now, fresh);
+            self.apply(turn, verdict, fresh.is_some())
         };
         if flow == Flow::Continue {
-            self.resumed.insert(w.context_id);
-            if self.request_driven {
-                self.allowed_current = true;
+            self.resumed.insert(context_id);
+            if own_context {
+                turn.allowed = true;
             } else {
-                host::resume_request();
+                self.host.resume_request();
             }
         }
     }

@@ -1,7 +1,8 @@
-//! Shared data kept inside the VM, for hosts without it (APISIX answers UNIMPLEMENTED, older
-//! versions answer OK and store nothing). The records in [`super::shared`] then live per VM —
-//! per nginx worker — with the same compare-and-swap rules Envoy applies, so the code above
-//! works unchanged. Host-free: no host call here.
+//! Shared data kept inside the VM. It serves twice: as the shared data of hosts without it
+//! (APISIX answers UNIMPLEMENTED, older versions answer OK and store nothing), where the records
+//! in [`super::shared`] then live per VM — per nginx worker — with the same compare-and-swap
+//! rules Envoy applies, so the flow works unchanged; and as the shared data of the tests' host,
+//! where several workers share one store.
 
 use std::collections::HashMap;
 

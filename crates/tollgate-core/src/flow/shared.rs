@@ -7,7 +7,7 @@
 //! token) and the introspection leases `tollgate.il.<slot>`. `<fp>` is a short configuration
 //! fingerprint, so a changed configuration starts from fresh fetch state.
 
-use super::host;
+use super::host::Host;
 use crate::cache::{self, CacheKey, Cached, Claim, LocalMemo, Slot, TokenCache};
 use crate::refresh::FetchState;
 
@@ -33,8 +33,8 @@ impl IssuerKeys {
         }
     }
 
-    pub fn read_state(&self) -> (FetchState, Option<u32>) {
-        let (value, cas) = host::shared_get(&self.state);
+    pub fn read_state(&self, host: &impl Host) -> (FetchState, Option<u32>) {
+        let (value, cas) = host.shared_get(&self.state);
         (
             value.map(|v| FetchState::decode(&v)).unwrap_or_default(),
             cas,
@@ -43,9 +43,9 @@ impl IssuerKeys {
 
     /// Creates the state record if absent, so that later writes can be compare-and-swapped
     /// (the host applies no CAS check to a key that does not exist yet).
-    pub fn ensure_state(&self) {
-        if host::shared_get(&self.state).0.is_none() {
-            host::shared_set(&self.state, &FetchState::default().encode(), None);
+    pub fn ensure_state(&self, host: &impl Host) {
+        if host.shared_get(&self.state).0.is_none() {
+            host.shared_set(&self.state, &FetchState::default().encode(), None);
         }
     }
 
@@ -54,42 +54,46 @@ impl IssuerKeys {
     /// said no.
     pub fn update(
         &self,
+        host: &impl Host,
         decide: impl Fn(&FetchState) -> bool,
         change: impl Fn(&mut FetchState),
     ) -> Option<FetchState> {
         for _ in 0..16 {
-            let (mut state, cas) = self.read_state();
+            let (mut state, cas) = self.read_state(host);
             if !decide(&state) {
                 return None;
             }
             change(&mut state);
-            if host::shared_set(&self.state, &state.encode(), cas) {
+            if host.shared_set(&self.state, &state.encode(), cas) {
                 return Some(state);
             }
         }
         None
     }
 
-    pub fn write_metadata(&self, doc: &[u8]) {
-        host::shared_set(&self.metadata, doc, None);
+    pub fn write_metadata(&self, host: &impl Host, doc: &[u8]) {
+        host.shared_set(&self.metadata, doc, None);
     }
 
     /// The metadata document, parsed (gateway calls are rare enough to parse it each time).
-    pub fn read_metadata(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
-        serde_json::from_slice(&host::shared_get(&self.metadata).0?).ok()
+    pub fn read_metadata(
+        &self,
+        host: &impl Host,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        serde_json::from_slice(&host.shared_get(&self.metadata).0?).ok()
     }
 
-    pub fn write_keys(&self, generation: u64, fetched_at: u64, jwks: &[u8]) {
+    pub fn write_keys(&self, host: &impl Host, generation: u64, fetched_at: u64, jwks: &[u8]) {
         let mut value = Vec::with_capacity(16 + jwks.len());
         value.extend_from_slice(&generation.to_le_bytes());
         value.extend_from_slice(&fetched_at.to_le_bytes());
         value.extend_from_slice(jwks);
-        host::shared_set(&self.keys, &value, None);
+        host.shared_set(&self.keys, &value, None);
     }
 
     /// (generation, fetched_at, JWKS bytes) of the shared key set, if one was fetched.
-    pub fn read_keys(&self) -> Option<(u64, u64, Vec<u8>)> {
-        let value = host::shared_get(&self.keys).0?;
+    pub fn read_keys(&self, host: &impl Host) -> Option<(u64, u64, Vec<u8>)> {
+        let value = host.shared_get(&self.keys).0?;
         let (head, jwks) = value.split_at_checked(16)?;
         let (g, f) = head.split_at(8);
         Some((
@@ -110,7 +114,8 @@ impl IssuerKeys {
 /// into the token's slot (compare-and-swap against the read that missed, so of two workers
 /// only one gets it, also for a slot never written before); the other waits until the entry
 /// replaces the marker, or the marker goes or lapses ([`cache::CLAIM_MS`]).
-pub struct SharedTokenCache {
+pub struct SharedTokenCache<H> {
+    host: H,
     pub slots: u32,
     memo: LocalMemo,
     epoch: u64,
@@ -126,16 +131,18 @@ const EPOCH_KEY: &str = "tollgate.tc.epoch";
 /// Tokens a worker remembers locally.
 const MEMO_ENTRIES: usize = 1024;
 
-fn read_epoch() -> u64 {
-    host::shared_get(EPOCH_KEY)
+fn read_epoch(host: &impl Host) -> u64 {
+    host.shared_get(EPOCH_KEY)
         .0
         .and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()))
         .map_or(0, u64::from_le_bytes)
 }
 
-impl SharedTokenCache {
-    pub fn new(slots: u32) -> SharedTokenCache {
+impl<H: Host> SharedTokenCache<H> {
+    /// The cache over `host`'s shared data (`slots` 0: off).
+    pub fn new(host: H, slots: u32) -> SharedTokenCache<H> {
         SharedTokenCache {
+            host,
             slots,
             memo: LocalMemo::new(if slots > 0 { MEMO_ENTRIES } else { 0 }),
             epoch: 0,
@@ -149,7 +156,7 @@ impl SharedTokenCache {
         if self.slots == 0 {
             return 0;
         }
-        read_epoch()
+        read_epoch(&self.host)
     }
 
     /// Whether some worker holds a live claim on `key`'s slot for `key` (is verifying that
@@ -159,7 +166,7 @@ impl SharedTokenCache {
         if self.slots == 0 {
             return false;
         }
-        let value = host::shared_get(&self.slot_key(key)).0;
+        let value = self.host.shared_get(&self.slot_key(key)).0;
         cache::read_slot(key, value.as_deref(), now_ms) == Slot::Claimed
     }
 
@@ -175,17 +182,17 @@ impl SharedTokenCache {
             return;
         }
         let name = self.slot_key(key);
-        let (value, cas) = host::shared_get(&name);
+        let (value, cas) = self.host.shared_get(&name);
         if let Some(new) = value.as_deref().and_then(|v| cache::without(key, v)) {
-            host::shared_set(&name, &new, cas);
+            self.host.shared_set(&name, &new, cas);
         }
         for _ in 0..16 {
-            let (value, cas) = host::shared_get(EPOCH_KEY);
+            let (value, cas) = self.host.shared_get(EPOCH_KEY);
             let next = value
                 .and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()))
                 .map_or(0, u64::from_le_bytes)
                 .wrapping_add(1);
-            if host::shared_swap(EPOCH_KEY, &next.to_le_bytes(), cas) {
+            if self.host.shared_swap(EPOCH_KEY, &next.to_le_bytes(), cas) {
                 break;
             }
         }
@@ -196,9 +203,9 @@ impl SharedTokenCache {
     }
 }
 
-impl TokenCache for SharedTokenCache {
+impl<H: Host> TokenCache for SharedTokenCache<H> {
     fn get(&mut self, key: &CacheKey, now_ms: u64) -> Option<Cached> {
-        let (value, cas) = host::shared_get(&self.slot_key(key));
+        let (value, cas) = self.host.shared_get(&self.slot_key(key));
         match cache::read_slot(key, value.as_deref(), now_ms) {
             Slot::Entry(entry) => {
                 self.missed = None;
@@ -217,8 +224,8 @@ impl TokenCache for SharedTokenCache {
             key,
             entry,
             now_ms,
-            || host::shared_get(&name),
-            |value, cas| host::shared_set(&name, value, cas),
+            || self.host.shared_get(&name),
+            |value, cas| self.host.shared_set(&name, value, cas),
         );
         if !written {
             self.unclaim(key);
@@ -232,7 +239,7 @@ impl TokenCache for SharedTokenCache {
         let seen = match self.missed.take() {
             Some((k, state, cas)) if k == *key => (state, cas),
             _ => {
-                let (value, cas) = host::shared_get(&name);
+                let (value, cas) = self.host.shared_get(&name);
                 (cache::read_slot(key, value.as_deref(), now_ms), cas)
             }
         };
@@ -240,8 +247,8 @@ impl TokenCache for SharedTokenCache {
             key,
             seen,
             now_ms,
-            |marker, cas| host::shared_set(&name, marker, Some(cas)),
-            || host::shared_get(&name).0,
+            |marker, cas| self.host.shared_set(&name, marker, Some(cas)),
+            || self.host.shared_get(&name).0,
         );
         if held {
             self.claimed = Some(*key);
@@ -257,9 +264,9 @@ impl TokenCache for SharedTokenCache {
         // If the slot still holds this worker's marker, put back what it covers (another
         // token's entry, or nothing; a revocation meanwhile took that entry out of the marker).
         let name = self.slot_key(key);
-        let (value, cas) = host::shared_get(&name);
+        let (value, cas) = self.host.shared_get(&name);
         if let Some(covered) = value.as_deref().and_then(|v| cache::after_unclaim(key, v)) {
-            host::shared_set(&name, &covered, cas);
+            self.host.shared_set(&name, &covered, cas);
         }
     }
 
@@ -267,7 +274,7 @@ impl TokenCache for SharedTokenCache {
         if self.slots == 0 {
             return None;
         }
-        let epoch = read_epoch();
+        let epoch = read_epoch(&self.host);
         if epoch != self.epoch {
             self.memo.clear();
             self.epoch = epoch;
@@ -294,14 +301,14 @@ pub enum Lease {
 
 /// Single-flight across workers: one lease slot per cache slot, holding the token's cache key
 /// and the time the lease lapses (so a worker that dies mid-call frees it).
-impl SharedTokenCache {
+impl<H: Host> SharedTokenCache<H> {
     fn lease_key(&self, key: &CacheKey) -> String {
         format!("tollgate.il.{}", cache::slot_of(key, self.slots))
     }
 
     pub fn take_lease(&self, key: &CacheKey, now_ms: u64, until_ms: u64) -> Lease {
         let name = self.lease_key(key);
-        let (value, cas) = host::shared_get(&name);
+        let (value, cas) = self.host.shared_get(&name);
         if let Some((holder, lapses)) = value.as_deref().and_then(read_lease) {
             if lapses > now_ms {
                 return if holder == &key[..] {
@@ -314,7 +321,7 @@ impl SharedTokenCache {
         let mut mine = key.to_vec();
         mine.extend_from_slice(&until_ms.to_le_bytes());
         // Also when the slot was never written: then only if it still was not.
-        if host::shared_swap(&name, &mine, cas) {
+        if self.host.shared_swap(&name, &mine, cas) {
             return Lease::Taken;
         }
         // Lost a race: if the winner is calling for this very token, wait for it.
@@ -327,7 +334,7 @@ impl SharedTokenCache {
 
     /// Whether some worker holds a live lease for `key`.
     pub fn lease_held(&self, key: &CacheKey, now_ms: u64) -> bool {
-        let (value, _) = host::shared_get(&self.lease_key(key));
+        let (value, _) = self.host.shared_get(&self.lease_key(key));
         value
             .as_deref()
             .and_then(read_lease)
@@ -336,7 +343,7 @@ impl SharedTokenCache {
 
     pub fn release_lease(&self, key: &CacheKey) {
         let name = self.lease_key(key);
-        let (value, cas) = host::shared_get(&name);
+        let (value, cas) = self.host.shared_get(&name);
         if value
             .as_deref()
             .and_then(read_lease)
@@ -344,7 +351,7 @@ impl SharedTokenCache {
         {
             let mut lapsed = key.to_vec();
             lapsed.extend_from_slice(&0u64.to_le_bytes());
-            host::shared_set(&name, &lapsed, cas);
+            self.host.shared_set(&name, &lapsed, cas);
         }
     }
 }

@@ -2,13 +2,13 @@
 //! whole process (a compare-and-swap lease on the shared fetch state), and picked up by the
 //! other workers from shared data.
 
-use super::{Callout, InFlight, Worker};
+use super::{Callout, Host, InFlight, Metric, Turn, Worker};
 use crate::config::KeySource;
 use crate::http::HttpResponse;
 use crate::jwks::{Held, KeySet};
 use crate::refresh::{self, FetchError, FetchState, RemoteKeys, Step};
 
-impl Worker {
+impl<H: Host + Clone> Worker<H> {
     /// Whether a fetch is under way or will start now that can bring the keys this request
     /// needs. For an unknown `kid` this also asks for the (rate-limited) early refetch.
     pub(super) fn worth_waiting(&self, issuer: usize, unknown_kid: bool, now: u64) -> bool {
@@ -18,12 +18,13 @@ impl Worker {
         let t = self.cfg.issuers[issuer].timing;
         if unknown_kid {
             rec.update(
+                &self.host,
                 |s| s.leased(now) || s.refetch_wanted || s.may_refetch(now, &t),
                 |s| s.refetch_wanted = true,
             )
             .is_some()
         } else {
-            let (state, _) = rec.read_state();
+            let (state, _) = rec.read_state(&self.host);
             state.leased(now) || state.due(now, &t)
         }
     }
@@ -34,7 +35,7 @@ impl Worker {
         let Some(Some(rec)) = self.records.get(issuer) else {
             return false;
         };
-        let Some((generation, fetched_at, jwks)) = rec.read_keys() else {
+        let Some((generation, fetched_at, jwks)) = rec.read_keys(&self.host) else {
             return false;
         };
         if self
@@ -60,12 +61,12 @@ impl Worker {
         }
     }
 
-    /// Request-driven hosts: starts a fetch of `issuer`'s keys from the current request — also
+    /// Per-request callouts: starts a fetch of `issuer`'s keys from the current request — also
     /// when another request's fetch is under way, since its answer goes to that request only.
     /// `true` if a fetch of this request is now in flight.
-    pub(super) fn fetch_for_request(&mut self, issuer: usize, now: u64) -> bool {
-        let me = self.current;
-        let mine = |w: &Worker| {
+    pub(super) fn fetch_for_request(&mut self, turn: &mut Turn, issuer: usize, now: u64) -> bool {
+        let me = turn.context;
+        let mine = |w: &Worker<H>| {
             w.inflight.values().any(|c| {
                 c.owner == me
                     && matches!(c.callout, Callout::Fetch { issuer: i, .. } if i == issuer)
@@ -79,30 +80,30 @@ impl Worker {
         };
         let t = self.cfg.issuers[issuer].timing;
         let state = rec
-            .update(|s| !s.leased(now), |s| s.begin(now, &t))
-            .unwrap_or_else(|| rec.read_state().0);
-        self.send_fetch(issuer, &state, now);
+            .update(&self.host, |s| !s.leased(now), |s| s.begin(now, &t))
+            .unwrap_or_else(|| rec.read_state(&self.host).0);
+        self.send_fetch(turn, issuer, &state, now);
         mine(self)
     }
 
     /// Sends a deferred fetch: the next request of the attempt as the state now stands.
-    pub(super) fn resume_fetch(&mut self, idx: usize, now: u64) {
+    pub(super) fn resume_fetch(&mut self, turn: &mut Turn, idx: usize, now: u64) {
         if let Some(Some(rec)) = self.records.get(idx) {
-            let state = rec.read_state().0;
-            self.send_fetch(idx, &state, now);
+            let state = rec.read_state(&self.host).0;
+            self.send_fetch(turn, idx, &state, now);
         }
     }
 
     /// Picks up keys other workers fetched and starts the refresh jobs that are due.
-    pub(super) fn run_refresh_jobs(&mut self, now: u64) {
+    pub(super) fn run_refresh_jobs(&mut self, turn: &mut Turn, now: u64) {
         for idx in 0..self.records.len() {
             let Some(Some(rec)) = self.records.get(idx) else {
                 continue;
             };
-            let (state, _) = rec.read_state();
+            let (state, _) = rec.read_state(&self.host);
             let t = self.cfg.issuers[idx].timing;
             let started = if state.due(now, &t) {
-                rec.update(|s| s.due(now, &t), |s| s.begin(now, &t))
+                rec.update(&self.host, |s| s.due(now, &t), |s| s.begin(now, &t))
             } else {
                 None
             };
@@ -114,17 +115,17 @@ impl Worker {
                 self.sync_keys(idx);
             }
             if let Some(state) = started {
-                self.send_fetch(idx, &state, now);
+                self.send_fetch(turn, idx, &state, now);
             }
         }
     }
 
     /// Sends the next request of a refresh attempt, or completes it when nothing is left.
-    fn send_fetch(&mut self, idx: usize, state: &FetchState, now: u64) {
-        if self.request_driven && self.busy(self.current) {
+    fn send_fetch(&mut self, turn: &mut Turn, idx: usize, state: &FetchState, now: u64) {
+        if self.mode.one_callout_per_request() && self.busy(turn.context) {
             // One callout at a time per request: this one follows the one in flight.
-            if !self.deferred.contains(&(self.current, idx)) {
-                self.deferred.push((self.current, idx));
+            if !self.deferred.contains(&(turn.context, idx)) {
+                self.deferred.push((turn.context, idx));
             }
             return;
         }
@@ -135,10 +136,10 @@ impl Worker {
             self.fetch_succeeded(idx, None, now);
             return;
         };
-        match crate::proxy::host::dispatch(&request) {
+        match self.host.dispatch(&request) {
             Some(token) => {
                 let callout = Callout::Fetch { issuer: idx, step };
-                let owner = self.owner();
+                let owner = self.owner(turn);
                 self.inflight.insert(token, InFlight { callout, owner });
             }
             None => {
@@ -154,6 +155,7 @@ impl Worker {
 
     pub(super) fn on_fetch_response(
         &mut self,
+        turn: &mut Turn,
         idx: usize,
         step: Step,
         response: Option<HttpResponse>,
@@ -173,10 +175,11 @@ impl Worker {
                         let rec = self.records.get(idx).and_then(Option::as_ref);
                         let store = issuer.fetch_plan().metadata_wanted;
                         if let (true, Some(r), Some(resp)) = (store, rec, &response) {
-                            r.write_metadata(&resp.body);
+                            r.write_metadata(&self.host, &resp.body);
                         }
                         let updated = rec.and_then(|r| {
                             r.update(
+                                &self.host,
                                 |_| true,
                                 |s| {
                                     s.jwks_uri.clone_from(&jwks_uri);
@@ -186,7 +189,7 @@ impl Worker {
                             )
                         });
                         if let Some(state) = updated {
-                            self.send_fetch(idx, &state, now);
+                            self.send_fetch(turn, idx, &state, now);
                         }
                     }
                     Err(e) => self.fetch_failed(idx, step, &e, now),
@@ -208,11 +211,11 @@ impl Worker {
         let Some(Some(rec)) = self.records.get(idx) else {
             return;
         };
-        let generation = rec.read_state().0.generation.wrapping_add(1);
+        let generation = rec.read_state(&self.host).0.generation.wrapping_add(1);
         if let Some((_, _, jwks)) = &keys {
-            rec.write_keys(generation, now, jwks);
+            rec.write_keys(&self.host, generation, now, jwks);
         }
-        rec.update(|_| true, |s| s.succeed(now));
+        rec.update(&self.host, |_| true, |s| s.succeed(now));
         if let Some((keys, skipped, _)) = keys {
             log::info!(
                 "tollgate: issuer {}: loaded {} signing keys ({skipped} skipped)",
@@ -227,7 +230,10 @@ impl Worker {
                     generation,
                 },
             );
-            self.metrics.fetched(idx, true);
+            self.host.record(Metric::Fetched {
+                issuer: idx,
+                ok: true,
+            });
         }
     }
 
@@ -244,6 +250,7 @@ impl Worker {
             );
         if let Some(Some(rec)) = self.records.get(idx) {
             rec.update(
+                &self.host,
                 |_| true,
                 |s| {
                     s.fail(now);
@@ -261,6 +268,9 @@ impl Worker {
                 Step::Jwks => "key",
             }
         );
-        self.metrics.fetched(idx, false);
+        self.host.record(Metric::Fetched {
+            issuer: idx,
+            ok: false,
+        });
     }
 }

@@ -3,15 +3,14 @@
 //! Envoy process while the token cache is on (other workers wait for the answer to land in
 //! the shared cache).
 
-use super::{Callout, InFlight, JobKey, WaitFor, Waiter, Worker};
+use super::{
+    Callout, Host, InFlight, IntrospectionEvent, IntrospectionFailure, JobKey, Lease, Metric, Turn,
+    WaitFor, Waiter, Worker,
+};
 use crate::cache::{CacheKey, Cached, Verified};
 use crate::config::IntrospectionEndpoint;
-use crate::extract::{self, Bearer};
 use crate::http::HttpResponse;
 use crate::introspect::{self, Answer, Expect};
-use crate::proxy::host;
-use crate::proxy::metrics::IntrospectionEvent;
-use crate::proxy::shared::Lease;
 
 /// Slack past the call's own timeout before a waiting request gives up (queueing, tick).
 const DEADLINE_MARGIN_MS: u64 = 1_000;
@@ -23,13 +22,9 @@ pub(super) struct Job {
     token: String,
     /// The JWT's verified claims, when a JWT is also introspected.
     verified: Option<Verified>,
-    /// Sent (callout in flight) or still queued for the next tick.
-    sent: bool,
-    /// Request-driven hosts: this job's request has fetched the issuer's metadata for the
-    /// endpoint once (it does not try twice).
-    discovery_asked: bool,
-    /// Whether this worker holds the cross-worker lease for the token.
-    leased: bool,
+    state: JobState,
+    /// The cross-worker lease for the token: [`Lease::Taken`] if this worker holds it.
+    lease: Lease,
     /// A job still queued at this time (endpoint never found) is given up.
     deadline: u64,
     /// The revocation epoch when the job began: an `active` answer is not cached if a
@@ -37,15 +32,28 @@ pub(super) struct Job {
     epoch: u64,
 }
 
-impl Worker {
+/// Where an introspection job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobState {
+    /// Waiting to be sent (on the next tick, or by its request), or for its endpoint.
+    Queued,
+    /// Per-request callouts: the endpoint was unknown, and the job's request is fetching the
+    /// issuer's metadata for it (once: if that finds none, the job fails).
+    Discovering,
+    /// The callout is in flight.
+    Sent,
+}
+
+impl<H: Host + Clone> Worker<H> {
     /// Arranges for the introspection of the request's token at `issuer`: joins a call in this
     /// worker or another one, or queues a new call. Returns the waiting request's deadline.
     pub(super) fn introspect(
         &mut self,
+        turn: &Turn,
         issuer: usize,
         key: CacheKey,
+        token: String,
         verified: Option<Verified>,
-        facts: &super::OwnedFacts,
         now: u64,
     ) -> u64 {
         let timeout = self.cfg.issuers[issuer]
@@ -53,39 +61,36 @@ impl Worker {
             .as_ref()
             .map_or(0, |i| i.timeout_ms);
         let deadline = now.saturating_add(timeout + DEADLINE_MARGIN_MS);
-        let job_key = (key, self.owner());
+        let job_key = (key, self.owner(turn));
         if self.jobs.contains_key(&job_key) {
-            self.metrics
-                .introspection(issuer, IntrospectionEvent::Coalesced);
+            self.host.record(Metric::Introspection {
+                issuer,
+                event: IntrospectionEvent::Coalesced,
+            });
             return deadline;
         }
         // Across workers the answer travels through the shared cache, so only with it on (and
-        // not on request-driven hosts, where a request cannot wait for another one's call).
-        let lease = if self.cfg.cache_slots > 0 && !self.request_driven {
+        // not with per-request callouts, where a request cannot wait for another one's call).
+        let lease = if self.cfg.cache_slots > 0 && self.mode.shares_introspection() {
             self.cache.take_lease(&key, now, deadline)
         } else {
             Lease::Unavailable
         };
         if lease == Lease::HeldElsewhere {
-            self.metrics
-                .introspection(issuer, IntrospectionEvent::Coalesced);
+            self.host.record(Metric::Introspection {
+                issuer,
+                event: IntrospectionEvent::Coalesced,
+            });
             return deadline;
         }
-        let authorization: Vec<&str> = facts.authorization.iter().map(String::as_str).collect();
-        let Bearer::Token(token) = extract::bearer(&authorization) else {
-            return now; // cannot happen: the decision came from this very token
-        };
-        // A gateway-tagged token goes to its issuer as the issuer minted it.
-        let token = crate::issuer::tagged(&self.cfg, token).map_or(token, |(_, t)| t);
         self.jobs.insert(
             job_key,
             Job {
                 issuer,
-                token: token.to_owned(),
+                token,
                 verified,
-                sent: false,
-                discovery_asked: false,
-                leased: lease == Lease::Taken,
+                state: JobState::Queued,
+                lease,
                 deadline,
                 epoch: self.cache.epoch(),
             },
@@ -94,16 +99,16 @@ impl Worker {
     }
 
     /// Sends the queued introspections: from the root context, so the answer comes back to it
-    /// even if the request that asked has gone; on request-driven hosts, the current request's.
-    pub(super) fn send_introspections(&mut self, now: u64) {
-        let owner = self.owner();
-        if self.request_driven && self.busy(owner) {
+    /// even if the request that asked has gone; with per-request callouts, the current request's.
+    pub(super) fn send_introspections(&mut self, turn: &mut Turn, now: u64) {
+        let owner = self.owner(turn);
+        if self.mode.one_callout_per_request() && self.busy(owner) {
             return; // one callout at a time: sent when the one in flight has answered
         }
         let queued: Vec<JobKey> = self
             .jobs
             .iter()
-            .filter(|(&(_, o), job)| o == owner && !job.sent)
+            .filter(|(&(_, o), job)| o == owner && job.state != JobState::Sent)
             .map(|(key, _)| *key)
             .collect();
         let mut discover = Vec::new();
@@ -121,27 +126,30 @@ impl Worker {
                     .records
                     .get(job.issuer)
                     .and_then(Option::as_ref)
-                    .and_then(|r| r.read_state().0.introspection_endpoint)
+                    .and_then(|r| r.read_state(&self.host).0.introspection_endpoint)
                     .and_then(|u| crate::http::parse_url(&u).ok()),
             };
             let Some(endpoint) = endpoint else {
                 // Discovery has not (yet) found the endpoint: keep the job queued for the
-                // refresh job to find it, up to the waiting requests' deadline. On
-                // request-driven hosts the request fetches the metadata itself, once.
-                if self.request_driven && !job.discovery_asked {
-                    job.discovery_asked = true;
+                // refresh job to find it, up to the waiting requests' deadline. With per-request
+                // callouts the request fetches the metadata itself, once.
+                let discovers = self.mode.job_discovers_its_endpoint();
+                if discovers && job.state == JobState::Queued {
+                    job.state = JobState::Discovering;
                     discover.push(key);
                     continue;
                 }
-                if self.request_driven || now >= job.deadline {
+                if discovers || now >= job.deadline {
                     let idx = job.issuer;
                     log::warn!(
                         "tollgate: issuer {}: introspection endpoint not known (metadata not fetched)",
                         issuer.name
                     );
-                    self.metrics
-                        .introspection(idx, IntrospectionEvent::Failed("no_endpoint"));
-                    self.finish_job(key, None, now);
+                    self.host.record(Metric::Introspection {
+                        issuer: idx,
+                        event: IntrospectionEvent::Failed(IntrospectionFailure::NoEndpoint),
+                    });
+                    self.finish_job(turn, key, None, now);
                 }
                 continue;
             };
@@ -153,15 +161,18 @@ impl Worker {
                 intro.timeout_ms,
             );
             let idx = job.issuer;
-            match host::dispatch(&request) {
+            match self.host.dispatch(&request) {
                 Some(token) => {
-                    job.sent = true;
+                    job.state = JobState::Sent;
                     let callout = Callout::Introspection {
                         key: key.0,
                         started: now,
                     };
                     self.inflight.insert(token, InFlight { callout, owner });
-                    self.metrics.introspection(idx, IntrospectionEvent::Call);
+                    self.host.record(Metric::Introspection {
+                        issuer: idx,
+                        event: IntrospectionEvent::Call,
+                    });
                 }
                 None => {
                     log::warn!(
@@ -169,32 +180,37 @@ impl Worker {
                         issuer.name,
                         intro.upstream
                     );
-                    self.metrics
-                        .introspection(idx, IntrospectionEvent::Failed("transport"));
-                    self.finish_job(key, None, now);
+                    self.host.record(Metric::Introspection {
+                        issuer: idx,
+                        event: IntrospectionEvent::Failed(IntrospectionFailure::Transport),
+                    });
+                    self.finish_job(turn, key, None, now);
                 }
             }
         }
         for key in discover {
-            self.discover_for(key, now);
+            self.discover_for(turn, key, now);
         }
     }
 
-    /// Request-driven hosts: the metadata fetch a queued job needs for its endpoint, made by
+    /// Per-request callouts: the metadata fetch a queued job needs for its endpoint, made by
     /// the job's request; the job fails at once if none can be made.
-    fn discover_for(&mut self, key: JobKey, now: u64) {
+    fn discover_for(&mut self, turn: &mut Turn, key: JobKey, now: u64) {
         let Some(idx) = self.jobs.get(&key).map(|j| j.issuer) else {
             return;
         };
-        if !self.fetch_for_request(idx, now) {
-            self.metrics
-                .introspection(idx, IntrospectionEvent::Failed("no_endpoint"));
-            self.finish_job(key, None, now);
+        if !self.fetch_for_request(turn, idx, now) {
+            self.host.record(Metric::Introspection {
+                issuer: idx,
+                event: IntrospectionEvent::Failed(IntrospectionFailure::NoEndpoint),
+            });
+            self.finish_job(turn, key, None, now);
         }
     }
 
     pub(super) fn on_introspection_response(
         &mut self,
+        turn: &mut Turn,
         key: JobKey,
         started: u64,
         response: Option<HttpResponse>,
@@ -208,8 +224,10 @@ impl Worker {
         let Some(intro) = &issuer.introspection else {
             return;
         };
-        self.metrics
-            .introspection_latency(idx, now.saturating_sub(started));
+        self.host.record(Metric::IntrospectionLatency {
+            issuer: idx,
+            ms: now.saturating_sub(started),
+        });
         let expect = Expect {
             issuer: &issuer.issuer,
             audiences: &issuer.audiences,
@@ -220,8 +238,10 @@ impl Worker {
         let entry = match introspect::read(response.as_ref(), &expect) {
             Ok(answer) => {
                 if matches!(answer, Answer::Inactive(_)) {
-                    self.metrics
-                        .introspection(idx, IntrospectionEvent::Inactive);
+                    self.host.record(Metric::Introspection {
+                        issuer: idx,
+                        event: IntrospectionEvent::Inactive,
+                    });
                 }
                 let verified = self.jobs.get_mut(&key).and_then(|j| j.verified.take());
                 Some(introspect::entry(idx, answer, verified, intro.ttl, now))
@@ -231,19 +251,27 @@ impl Worker {
                     "tollgate: issuer {}: introspection failed: {e}",
                     issuer.name
                 );
-                self.metrics
-                    .introspection(idx, IntrospectionEvent::Failed(e.code()));
+                self.host.record(Metric::Introspection {
+                    issuer: idx,
+                    event: IntrospectionEvent::Failed(e.into()),
+                });
                 None
             }
         };
-        self.finish_job(key, entry, now);
+        self.finish_job(turn, key, entry, now);
     }
 
     /// Ends a job: caches the entry (if any, and unless it is an `active` answer a revocation
     /// may have overtaken) for every worker, frees the lease, and decides this worker's waiting
-    /// requests with the answer (none: 503) — on request-driven hosts only the job's own
+    /// requests with the answer (none: 503) — with per-request callouts only the job's own
     /// request.
-    pub(super) fn finish_job(&mut self, job_key: JobKey, entry: Option<Cached>, now: u64) {
+    pub(super) fn finish_job(
+        &mut self,
+        turn: &mut Turn,
+        job_key: JobKey,
+        entry: Option<Cached>,
+        now: u64,
+    ) {
         let Some(job) = self.jobs.remove(&job_key) else {
             return;
         };
@@ -256,20 +284,21 @@ impl Worker {
                 self.cache.put(&key, entry, now);
             }
         }
-        if job.leased {
+        if job.lease == Lease::Taken {
             self.cache.release_lease(&key);
         }
+        let own_context = self.mode.resumes_in_own_context();
         let (answered, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
             .into_iter()
             .partition(|w| {
-                w.wait == WaitFor::Answer { key } && (!self.request_driven || w.context_id == owner)
+                w.wait == WaitFor::Answer { key } && (!own_context || w.context_id == owner)
             });
         self.waiters = rest;
         for w in answered {
-            self.resume(w, now, entry.as_ref());
+            self.resume(turn, w, now, entry.as_ref());
         }
-        if !self.request_driven {
-            host::set_effective_context(self.root_id);
+        if !own_context {
+            self.host.set_effective_context(self.root_id);
         }
     }
 }
