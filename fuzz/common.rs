@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 use tollgate_core::jwks::KeySet;
-use tollgate_core::jwt::{Alg, AlgSet, Expectations};
+use tollgate_core::jwt::Expectations;
+use tollgate_core::key::{Alg, AlgSet};
 
 /// The fixed "now" of the unit tests (2023-11-14T22:13:20Z); minted tokens are valid then.
 pub const NOW_S: i64 = 1_700_000_000;

@@ -1,11 +1,13 @@
 //! OAuth gateway request parsing (`gateway::form`): `application/x-www-form-urlencoded` bodies
 //! (`form::parse`) and RFC 6749 §2.3.1 client credentials from `Authorization: Basic`
-//! (`form::basic_credentials`). The input is a form body, then a NUL byte, then a header value.
+//! (`basic_auth::decode`). The input is a form body, then a NUL byte, then a header value.
 //! Checks: never panics; parsed forms have no repeated name and survive `encode` -> `parse`
-//! unchanged; every parsed pair survives `basic_header` -> `basic_credentials` as (id, secret).
+//! unchanged; every parsed pair survives `basic_auth::encode` -> `basic_auth::decode` as
+//! (id, secret).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use tollgate_core::basic_auth;
 use tollgate_core::gateway::form;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,13 +22,13 @@ fuzz_target!(|data: &[u8]| {
         let encoded = form::encode(&pairs);
         assert_eq!(form::parse(encoded.as_bytes()).as_ref(), Some(&pairs));
         for (id, secret) in &pairs {
-            let basic = form::basic_header(id, secret);
-            let back = form::basic_credentials(&basic);
+            let basic = basic_auth::encode(id, secret);
+            let back = basic_auth::decode(&basic);
             assert_eq!(back, Some((id.clone(), secret.clone())));
         }
     }
     if let Ok(header) = std::str::from_utf8(header) {
-        if let Some((id, secret)) = form::basic_credentials(header) {
+        if let Some((id, secret)) = basic_auth::decode(header) {
             assert!(!id.contains('\u{fffd}') && !secret.contains('\u{fffd}'));
         }
     }

@@ -1,4 +1,4 @@
-//! Issuer selection for a token (`issuer::is_jws`, `issuer::by_rule`, `issuer::tagged`) under
+//! Issuer selection for a token (`token::is_jws`, `issuer::by_rule`, `issuer::tagged`) under
 //! two example configurations: opaque-token prefix/regex rules, and gateway tagging. Checks:
 //! never panics; a chosen issuer exists and can introspect; a tagged token is the input minus
 //! its `<issuer>.` tag.
@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use tollgate_core::config::FilterConfig;
-use tollgate_core::issuer;
+use tollgate_core::{issuer, token};
 
 const CONFIGS: [&[u8]; 2] = [
     include_bytes!("../../plugin-config/examples/valid/mixed-jwt-opaque-discovery.json"),
@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert_eq!(configs().len(), CONFIGS.len());
-    let jws = issuer::is_jws(token);
+    let jws = token::is_jws(token);
     for cfg in configs() {
         if let Some(idx) = issuer::by_rule(cfg, token) {
             assert!(cfg.issuers[idx].introspection.is_some());

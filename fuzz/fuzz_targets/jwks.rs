@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tollgate_core::jwks::KeySet;
-use tollgate_core::jwt::Alg;
+use tollgate_core::key::Alg;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((set, _skipped)) = KeySet::parse(data) {

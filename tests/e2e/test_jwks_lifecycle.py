@@ -3,7 +3,8 @@ paused (not refused) while the first fetch is under way, and one fetch per refre
 process with several workers.
 
 Every test builds its own deployment (`new_stack`) with short timings, so the refresh, retry and
-refetch rules of crates/tollgate-core/src/jwks/fetch.rs play out in seconds. Every wait is a poll with a deadline.
+refetch rules of crates/tollgate-core/src/refresh.rs play out in seconds. Every wait is a poll
+with a deadline.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ use tollgate_core::authn::{authenticate, Deciding, Decision, MayWait, Request, V
 use tollgate_core::cache::{self, CacheKey, Cached, TokenCache};
 use tollgate_core::config::{FilterConfig, KeySource};
 use tollgate_core::jwks::{Held, KeyRing, KeySet};
-use tollgate_core::jwt::{self, AlgSet, Expectations};
+use tollgate_core::jwt::{self, Expectations};
+use tollgate_core::key::{Alg, AlgSet};
 use tollgate_core::policy::RequestFacts;
 
 /// The shared token cache as the host keeps it (encoded slot values), in a map.
@@ -67,7 +68,7 @@ fn main() {
     }
     println!("{:<8} {:>10.1} us  (whole key set, previous set held)", "refresh", median(refreshes));
     let mut algorithms = AlgSet::default();
-    for alg in jwt::Alg::ALL {
+    for alg in Alg::ALL {
         algorithms.insert(alg);
     }
     let expect = Expectations {

@@ -14,9 +14,11 @@ use crate::extract::{self, Bearer};
 use crate::identity;
 use crate::issuer;
 use crate::jwks::{KeyRing, KeySet, KeysFor};
-use crate::jwt::{self, Alg, Expectations, JwtError, Peeked};
+use crate::jwt::{self, Expectations, JwtError, Peeked};
+use crate::key::Alg;
 use crate::outcome::Denial;
 use crate::policy::{self, Policy, RequestFacts, Requirement};
+use crate::token::is_jws;
 
 /// What the adapter must do with the request: carry out a verdict now, or pause it.
 #[derive(Debug, PartialEq)]
@@ -264,7 +266,7 @@ fn on_miss(d: &mut Deciding<'_>, req: &Request<'_>, miss: &Miss<'_>) -> Decision
     let (cfg, ring, now_ms) = (d.cfg, d.ring, d.now_ms);
     let (token, key, requirement) = (miss.token, miss.key, miss.requirement);
     let introspects = cfg.issuers.iter().any(|i| i.introspection.is_some());
-    if !issuer::is_jws(token) && introspects {
+    if !is_jws(token) && introspects {
         let idx = match issuer::for_opaque(cfg, requirement, req.facts, token) {
             Ok(idx) => idx,
             Err(why) => return deny(Denial::InvalidToken(why), None),

@@ -45,11 +45,11 @@ pub struct Verified {
     pub exp_ms: u64,
     #[serde(rename = "c")]
     pub claims: Map<String, Value>,
-    /// The [`crate::jwks::KeyId`] of the key that verified the token's signature (`None`: an
+    /// The [`crate::key::KeyId`] of the key that verified the token's signature (`None`: an
     /// introspected token, no key involved). A hit counts only while the issuer's held key set
     /// still has this key.
     #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<crate::jwks::KeyId>,
+    pub key: Option<crate::key::KeyId>,
 }
 
 /// A cache entry.

@@ -26,11 +26,18 @@
 //! - [`config`]: plugin JSON -> validated [`config::FilterConfig`], errors with JSON paths
 //! - [`extract`]: RFC 6750 bearer extraction
 //! - [`issuer`]: which issuer a token belongs to (JWT `iss`; opaque-token rules)
+//! - [`token`]: a token's shape (JWS or opaque) and the gateway's `<issuer>.<value>` tags
 //! - [`jwt`]: unverified `iss` peek, signature/time/issuer/audience checks
+//! - [`audience`]: the one `aud` rule, for JWTs and introspection answers
+//! - [`key`]: verifying keys and the algorithms they serve
+//! - [`crypto`]: RSA and ECDSA verification, plugged into jwt-compact
 //! - [`introspect`]: RFC 7662 requests and answers
-//! - [`jwks`]: JWKS parsing, per-worker key ring, shared fetch state ([`jwks::fetch`])
+//! - [`basic_auth`]: RFC 6749 §2.3.1 Basic client credentials, both directions
+//! - [`jwks`]: JWKS parsing, per-worker key ring
+//! - [`refresh`]: when to fetch each issuer's metadata and JWKS (the shared fetch state)
 //! - [`cache`]: the verified-token cache (bounded slots, TTL never past `exp`)
 //! - [`policy`]: route matching and requirements
+//! - [`gateway`]: the OAuth endpoint gateway; [`origin`]: its configured public origins
 //! - [`identity`]: identity headers
 //! - [`authn`]: the per-request decision
 //! - [`flow`]: the request flow behind a [`flow::Host`]: waits, resumes, deadlines, key refresh
@@ -38,9 +45,12 @@
 //! - [`outcome`]: every refusal -> status, `WWW-Authenticate`, JSON body
 //! - [`http`]: outbound requests and responses as values
 
+pub mod audience;
 pub mod authn;
+pub mod basic_auth;
 pub mod cache;
 pub mod config;
+pub mod crypto;
 pub mod extract;
 pub mod flow;
 pub mod gateway;
@@ -50,8 +60,12 @@ pub mod introspect;
 pub mod issuer;
 pub mod jwks;
 pub mod jwt;
+pub mod key;
+pub mod origin;
 pub mod outcome;
 pub mod policy;
+pub mod refresh;
+pub mod token;
 
 /// Fixed test keys, clock and token minting for the unit tests.
 #[cfg(test)]

@@ -9,7 +9,7 @@ use super::{
     discovery_url, err, http_url, is_header_name, upstream_name, ConfigError, Issuer,
     RESERVED_HEADERS, UPSTREAM_IS,
 };
-use crate::gateway::origin::PublicOrigin;
+use crate::origin::PublicOrigin;
 
 /// The gateway's own settings.
 #[derive(Debug)]
@@ -137,22 +137,67 @@ pub(super) fn compile_issuer_gateway(
     })
 }
 
+/// The top-level `gateway` section, in named steps: where it is reached (base path, public
+/// origins), the headers and parameter it reads or sets, the default issuer and body limit,
+/// then the issuers' client ids (each client id belongs to one issuer, tags included).
 pub(super) fn compile_gateway(r: RawGateway, issuers: &[Issuer]) -> Result<Gateway, ConfigError> {
-    let base = r.base_path.trim_end_matches('/');
-    if !r.base_path.starts_with('/') || base.is_empty() || base.contains(['?', '#']) {
+    let base_path = compile_base_path(&r.base_path)?;
+    let public_origins = compile_public_origins(&r.public_origins)?;
+    check_selectors(&r)?;
+    let default_issuer = match &r.default_issuer {
+        None => None,
+        Some(name) => Some(default_issuer(name, issuers)?),
+    };
+    if r.max_body_bytes == 0 || r.max_body_bytes > 1 << 20 {
+        return err(
+            "gateway.max_body_bytes",
+            "must be between 1 and 1048576 (Envoy's default buffer limit)",
+        );
+    }
+    if !issuers.iter().any(|i| i.gateway.is_some()) {
+        return err(
+            "gateway",
+            "no issuer has a gateway section to route calls to",
+        );
+    }
+    check_client_ownership(issuers)?;
+    if r.tagging {
+        check_tag_collisions(issuers)?;
+    }
+    Ok(Gateway {
+        base_path,
+        public_origins,
+        route_header: r.route_header,
+        selector_param: r.selector_param,
+        selector_header: r.selector_header,
+        default_issuer,
+        max_body_bytes: usize::try_from(r.max_body_bytes).unwrap_or(usize::MAX),
+        tagging: r.tagging,
+    })
+}
+
+/// `base_path` without its trailing '/': a path, not '/' alone, no query or fragment.
+fn compile_base_path(base_path: &str) -> Result<String, ConfigError> {
+    let base = base_path.trim_end_matches('/');
+    if !base_path.starts_with('/') || base.is_empty() || base.contains(['?', '#']) {
         return err(
             "gateway.base_path",
             "must be a path such as /oauth2 (starting with '/', not '/' alone, no query)",
         );
     }
-    if r.public_origins.is_empty() || r.public_origins.len() > 16 {
+    Ok(base.to_owned())
+}
+
+/// 1 to 16 distinct origins (see [`PublicOrigin::from_url`]).
+fn compile_public_origins(texts: &[String]) -> Result<Vec<PublicOrigin>, ConfigError> {
+    if texts.is_empty() || texts.len() > 16 {
         return err(
             "gateway.public_origins",
             "give the gateway's public origins, e.g. [\"https://api.example.com\"] (1 to 16): its metadata documents name these URLs, never the request's Host",
         );
     }
-    let mut public_origins = Vec::with_capacity(r.public_origins.len());
-    for (i, text) in r.public_origins.iter().enumerate() {
+    let mut public_origins = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
         let at = format!("gateway.public_origins[{i}]");
         let origin = PublicOrigin::from_url(&http_url(&at, text)?).or_else(|why| err(&at, why))?;
         if public_origins.contains(&origin) {
@@ -160,6 +205,12 @@ pub(super) fn compile_gateway(r: RawGateway, issuers: &[Issuer]) -> Result<Gatew
         }
         public_origins.push(origin);
     }
+    Ok(public_origins)
+}
+
+/// The route header and selector header are headers Tollgate may set or strip; the selector
+/// parameter is removed from forwarded calls, so it must not be an OAuth parameter.
+fn check_selectors(r: &RawGateway) -> Result<(), ConfigError> {
     let header = |path: &str, name: &str| -> Result<(), ConfigError> {
         if !is_header_name(name) || RESERVED_HEADERS.contains(&name) {
             return err(
@@ -185,37 +236,26 @@ pub(super) fn compile_gateway(r: RawGateway, issuers: &[Issuer]) -> Result<Gatew
             "must not be an OAuth parameter: the selector is removed from forwarded calls",
         );
     }
-    let default_issuer = match &r.default_issuer {
-        None => None,
-        Some(name) => match issuers.iter().position(|i| &i.name == name) {
-            Some(idx) if issuers[idx].gateway.is_some() => Some(idx),
-            Some(_) => {
-                return err(
-                    "gateway.default_issuer",
-                    format!("issuer {name:?} has no gateway section"),
-                )
-            }
-            None => {
-                return err(
-                    "gateway.default_issuer",
-                    format!("no issuer named {name:?}"),
-                )
-            }
-        },
-    };
-    if r.max_body_bytes == 0 || r.max_body_bytes > 1 << 20 {
-        return err(
-            "gateway.max_body_bytes",
-            "must be between 1 and 1048576 (Envoy's default buffer limit)",
-        );
+    Ok(())
+}
+
+/// The issuer called `name`, which must have a gateway section.
+fn default_issuer(name: &str, issuers: &[Issuer]) -> Result<usize, ConfigError> {
+    match issuers.iter().position(|i| i.name == name) {
+        Some(idx) if issuers[idx].gateway.is_some() => Ok(idx),
+        Some(_) => err(
+            "gateway.default_issuer",
+            format!("issuer {name:?} has no gateway section"),
+        ),
+        None => err(
+            "gateway.default_issuer",
+            format!("no issuer named {name:?}"),
+        ),
     }
-    if !issuers.iter().any(|i| i.gateway.is_some()) {
-        return err(
-            "gateway",
-            "no issuer has a gateway section to route calls to",
-        );
-    }
-    // A client id two issuers claim could not be routed without guessing.
+}
+
+/// A client id two issuers claim (by id or prefix) could not be routed without guessing.
+fn check_client_ownership(issuers: &[Issuer]) -> Result<(), ConfigError> {
     for (i, a) in issuers.iter().enumerate() {
         let Some(ga) = &a.gateway else { continue };
         for (j, b) in issuers.iter().enumerate().skip(i + 1) {
@@ -257,19 +297,7 @@ pub(super) fn compile_gateway(r: RawGateway, issuers: &[Issuer]) -> Result<Gatew
             }
         }
     }
-    if r.tagging {
-        check_tag_collisions(issuers)?;
-    }
-    Ok(Gateway {
-        base_path: base.to_owned(),
-        public_origins,
-        route_header: r.route_header,
-        selector_param: r.selector_param,
-        selector_header: r.selector_header,
-        default_issuer,
-        max_body_bytes: usize::try_from(r.max_body_bytes).unwrap_or(usize::MAX),
-        tagging: r.tagging,
-    })
+    Ok(())
 }
 
 /// With tagging on, a client id `<issuer name>.<rest>` is read as a routing tag: a configured

@@ -15,10 +15,10 @@ use url::Url;
 
 use crate::http::UrlError;
 use crate::introspect::{AuthMethod, ClientAuth, Ttl};
-use crate::jwks::fetch::{Plan, RemoteKeys, Timing};
 use crate::jwks::KeySet;
-use crate::jwt::{Alg, AlgSet};
+use crate::key::{Alg, AlgSet};
 use crate::policy::{ClaimRule, Matcher, Policy, Requirement, Route};
+use crate::refresh::{Plan, RemoteKeys, Timing};
 
 pub use gateway::{Gateway, IssuerGateway, ENDPOINTS};
 pub use raw::RawConfig;
@@ -94,7 +94,7 @@ pub struct Issuer {
 pub enum KeySource {
     Inline(KeySet),
     Remote {
-        /// The host's name for the upstream that serves the URLs ([`upstream_name`]).
+        /// The host's name for the upstream that serves the URLs (checked by `upstream_name`).
         upstream: String,
         source: RemoteKeys,
     },
@@ -104,7 +104,7 @@ pub enum KeySource {
 #[derive(Debug)]
 pub struct Introspection {
     pub endpoint: IntrospectionEndpoint,
-    /// The host's name for the upstream that serves the endpoint ([`upstream_name`]).
+    /// The host's name for the upstream that serves the endpoint (checked by `upstream_name`).
     pub upstream: String,
     pub client: ClientAuth,
     pub timeout_ms: u64,
@@ -207,30 +207,10 @@ impl FilterConfig {
     }
 }
 
+/// The whole configuration: issuers first (routes and the gateway name them), then routes,
+/// the gateway, callouts, identity headers and realm, with the rules that span sections.
 fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, ConfigError> {
-    if raw.issuers.is_empty() {
-        return err("issuers", "at least one issuer is required");
-    }
-    let mut names = HashSet::new();
-    let mut isses = HashSet::new();
-    let mut issuers = Vec::with_capacity(raw.issuers.len());
-    for (i, ri) in raw.issuers.into_iter().enumerate() {
-        let at = format!("issuers[{i}]");
-        if !names.insert(ri.name.clone()) {
-            return err(
-                format!("{at}.name"),
-                format!("duplicate issuer name {:?}", ri.name),
-            );
-        }
-        if !isses.insert(ri.issuer.clone()) {
-            return err(
-                format!("{at}.issuer"),
-                "two issuers with the same issuer URL",
-            );
-        }
-        issuers.push(compile_issuer(&at, ri)?);
-    }
-
+    let issuers = compile_issuers(raw.issuers)?;
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, rr) in raw.routes.into_iter().enumerate() {
         let at = format!("routes[{i}]");
@@ -304,15 +284,104 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
     })
 }
 
+/// At least one issuer; names and `issuer` URLs unique.
+fn compile_issuers(written: Vec<raw::RawIssuer>) -> Result<Vec<Issuer>, ConfigError> {
+    if written.is_empty() {
+        return err("issuers", "at least one issuer is required");
+    }
+    let mut names = HashSet::new();
+    let mut isses = HashSet::new();
+    let mut issuers = Vec::with_capacity(written.len());
+    for (i, ri) in written.into_iter().enumerate() {
+        let at = format!("issuers[{i}]");
+        if !names.insert(ri.name.clone()) {
+            return err(
+                format!("{at}.name"),
+                format!("duplicate issuer name {:?}", ri.name),
+            );
+        }
+        if !isses.insert(ri.issuer.clone()) {
+            return err(
+                format!("{at}.issuer"),
+                "two issuers with the same issuer URL",
+            );
+        }
+        issuers.push(compile_issuer(&at, ri)?);
+    }
+    Ok(issuers)
+}
+
 fn is_quoted_string_safe(c: char) -> bool {
     (c == ' ' || c.is_ascii_graphic()) && c != '"' && c != '\\'
 }
 
+/// One issuer, in named steps: identity (name, `issuer`, algorithms, audiences), timing, where
+/// its keys and introspection come from, its opaque-token rules and gateway section, and the
+/// one metadata document they may share.
 fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
-    if ri.name.is_empty()
-        || ri.name.len() > 64
-        || !ri
-            .name
+    check_issuer_name(at, &ri.name)?;
+    if ri.issuer.is_empty() {
+        return err(format!("{at}.issuer"), "must not be empty");
+    }
+    let algorithms = compile_algorithms(at, &ri.algorithms)?;
+    for (j, aud) in ri.audiences.iter().enumerate() {
+        if aud.is_empty() {
+            return err(format!("{at}.audiences[{j}]"), "must not be empty");
+        }
+    }
+    let timing = compile_timing(at, &ri)?;
+    let keys = match ri.jwks {
+        Some(rj) => Some(compile_jwks(&format!("{at}.jwks"), &ri.issuer, rj)?),
+        None => None,
+    };
+    let introspection = match ri.introspection {
+        Some(r) => Some(compile_introspection(
+            &format!("{at}.introspection"),
+            &ri.issuer,
+            r,
+        )?),
+        None => None,
+    };
+    check_token_sources(at, keys.as_ref(), introspection.as_ref())?;
+    let opaque = match ri.opaque_tokens {
+        Some(_) if introspection.is_none() => {
+            return err(
+                format!("{at}.opaque_tokens"),
+                "opaque tokens can only be checked by introspection: configure introspection",
+            );
+        }
+        Some(rules) => compile_opaque(&format!("{at}.opaque_tokens"), rules)?,
+        None => OpaqueTokens::default(),
+    };
+    let gateway = match ri.gateway {
+        Some(g) => Some(gateway::compile_issuer_gateway(
+            &format!("{at}.gateway"),
+            &ri.issuer,
+            g,
+        )?),
+        None => None,
+    };
+    check_one_metadata_document(at, keys.as_ref(), introspection.as_ref(), gateway.as_ref())?;
+    Ok(Issuer {
+        name: ri.name,
+        issuer: ri.issuer,
+        keys,
+        introspection,
+        opaque,
+        gateway,
+        audiences: ri.audiences,
+        algorithms,
+        clock_skew_s: ri.clock_skew_s,
+        require_at_jwt: ri.require_at_jwt,
+        timing,
+    })
+}
+
+/// An issuer's name appears in metric names, paths and tags: 1-64 of `[A-Za-z0-9_-]`.
+fn check_issuer_name(at: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
@@ -321,11 +390,14 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
             "must be 1-64 characters of [A-Za-z0-9_-] (it appears in metric names)",
         );
     }
-    if ri.issuer.is_empty() {
-        return err(format!("{at}.issuer"), "must not be empty");
-    }
+    Ok(())
+}
+
+/// The issuer's allowed algorithms: at least one, each one Tollgate verifies; `none` and HMAC
+/// get their own explanation.
+fn compile_algorithms(at: &str, names: &[String]) -> Result<AlgSet, ConfigError> {
     let mut algorithms = AlgSet::default();
-    for (j, name) in ri.algorithms.iter().enumerate() {
+    for (j, name) in names.iter().enumerate() {
         let path = format!("{at}.algorithms[{j}]");
         match Alg::from_name(name) {
             Some(alg) => algorithms.insert(alg),
@@ -352,11 +424,12 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
             "at least one algorithm is required",
         );
     }
-    for (j, aud) in ri.audiences.iter().enumerate() {
-        if aud.is_empty() {
-            return err(format!("{at}.audiences[{j}]"), "must not be empty");
-        }
-    }
+    Ok(algorithms)
+}
+
+/// The fetch timing, in ms: every interval positive, and keys never stale before the next
+/// scheduled refresh.
+fn compile_timing(at: &str, ri: &raw::RawIssuer) -> Result<Timing, ConfigError> {
     let positive = |field: &str, value: u64| -> Result<u64, ConfigError> {
         if value == 0 {
             err(format!("{at}.{field}"), "must be greater than 0")
@@ -379,59 +452,48 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
             "must be at least refresh_interval_s",
         );
     }
-    let keys = match ri.jwks {
-        Some(rj) => Some(compile_jwks(&format!("{at}.jwks"), &ri.issuer, rj)?),
-        None => None,
-    };
-    let introspection = match ri.introspection {
-        Some(r) => Some(compile_introspection(
-            &format!("{at}.introspection"),
-            &ri.issuer,
-            r,
-        )?),
-        None => None,
-    };
+    Ok(timing)
+}
+
+/// An issuer checks its tokens with keys, introspection or both; introspecting JWTs also
+/// needs the keys (they are verified first).
+fn check_token_sources(
+    at: &str,
+    keys: Option<&KeySource>,
+    introspection: Option<&Introspection>,
+) -> Result<(), ConfigError> {
     if keys.is_none() && introspection.is_none() {
         return err(
             at,
             "an issuer needs jwks (for JWTs), introspection (for opaque tokens), or both",
         );
     }
-    if introspection.as_ref().is_some_and(|i| i.introspect_jwts) && keys.is_none() {
+    if introspection.is_some_and(|i| i.introspect_jwts) && keys.is_none() {
         return err(
             format!("{at}.introspection.introspect_jwts"),
             "needs jwks: JWTs are verified locally before they are introspected",
         );
     }
-    let opaque = match ri.opaque_tokens {
-        Some(rules) if introspection.is_none() => {
-            let _ = rules;
-            return err(
-                format!("{at}.opaque_tokens"),
-                "opaque tokens can only be checked by introspection: configure introspection",
-            );
-        }
-        Some(rules) => compile_opaque(&format!("{at}.opaque_tokens"), rules)?,
-        None => OpaqueTokens::default(),
-    };
-    let gateway = match ri.gateway {
-        Some(g) => Some(gateway::compile_issuer_gateway(
-            &format!("{at}.gateway"),
-            &ri.issuer,
-            g,
-        )?),
-        None => None,
-    };
-    // One metadata document per issuer: every discovery setting must name the same one.
+    Ok(())
+}
+
+/// One metadata document per issuer: every discovery setting (keys, introspection, gateway)
+/// must name the same one.
+fn check_one_metadata_document(
+    at: &str,
+    keys: Option<&KeySource>,
+    introspection: Option<&Introspection>,
+    gateway: Option<&IssuerGateway>,
+) -> Result<(), ConfigError> {
     let docs: Vec<(&str, &Url)> = [
-        match &keys {
+        match keys {
             Some(KeySource::Remote {
                 source: RemoteKeys::Discovery(u),
                 ..
             }) => Some(("jwks.discovery", u)),
             _ => None,
         },
-        match &introspection {
+        match introspection {
             Some(Introspection {
                 endpoint: IntrospectionEndpoint::Discovered(u),
                 ..
@@ -439,7 +501,6 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
             _ => None,
         },
         gateway
-            .as_ref()
             .and_then(|g| g.metadata.as_ref())
             .map(|(_, u)| ("gateway.metadata", u)),
     ]
@@ -452,19 +513,7 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
             format!("must name the same metadata document as {}", docs[0].0),
         );
     }
-    Ok(Issuer {
-        name: ri.name,
-        issuer: ri.issuer,
-        keys,
-        introspection,
-        opaque,
-        gateway,
-        audiences: ri.audiences,
-        algorithms,
-        clock_skew_s: ri.clock_skew_s,
-        require_at_jwt: ri.require_at_jwt,
-        timing,
-    })
+    Ok(())
 }
 
 pub(crate) fn http_url(path: &str, text: &str) -> Result<Url, ConfigError> {
@@ -715,13 +764,14 @@ fn is_host_pattern(host: &str) -> bool {
     !name.is_empty() && !name.contains('*') && !has_port
 }
 
+/// A route's policy: anonymous, or the requirements a token must meet (issuers by name,
+/// scopes, claims, and where opaque tokens go).
 fn compile_policy(
     at: &str,
     anonymous: bool,
     require: Option<raw::RawRequirement>,
     all: &[Issuer],
 ) -> Result<Policy, ConfigError> {
-    let issuer_index = |name: &str| all.iter().position(|i| i.name == name);
     if anonymous {
         if require.is_some() {
             return err(
@@ -735,72 +785,22 @@ fn compile_policy(
     let at = format!("{at}.require");
     let mut issuers = Vec::with_capacity(rr.issuers.len());
     for (j, name) in rr.issuers.iter().enumerate() {
-        match issuer_index(name) {
-            Some(idx) => issuers.push(idx),
-            None => {
-                return err(
-                    format!("{at}.issuers[{j}]"),
-                    format!("no issuer named {name:?}"),
-                )
-            }
-        }
+        issuers.push(issuer_named(format!("{at}.issuers[{j}]"), name, all)?);
     }
     for (field, scopes) in [("scopes", &rr.scopes), ("scopes_any", &rr.scopes_any)] {
-        for (j, s) in scopes.iter().enumerate() {
-            if s.is_empty() || !s.chars().all(is_scope_char) {
-                return err(
-                    format!("{at}.{field}[{j}]"),
-                    "a scope is one or more printable ASCII characters without space, '\"' or '\\' (RFC 6749 §3.3)",
-                );
-            }
-        }
+        check_scopes(&format!("{at}.{field}"), scopes)?;
     }
     let mut claims = Vec::with_capacity(rr.claims.len());
     for (name, value) in rr.claims {
-        let path = format!("{at}.claims.{name}");
-        let accepted = match value {
-            Value::Array(items) if !items.is_empty() => items,
-            Value::Array(_) => return err(path, "must list at least one accepted value"),
-            Value::Object(_) | Value::Null => {
-                return err(path, "must be a string, number, boolean, or a list of them")
-            }
-            single => vec![single],
-        };
-        if accepted
-            .iter()
-            .any(|v| v.is_object() || v.is_array() || v.is_null())
-        {
-            return err(path, "accepted values must be strings, numbers or booleans");
-        }
-        if name.is_empty() || name.split('.').any(str::is_empty) {
-            return err(
-                path,
-                "claim names are non-empty; '.' separates nested claims",
-            );
-        }
-        claims.push(ClaimRule {
-            path: name.split('.').map(str::to_owned).collect(),
-            accepted,
-        });
+        claims.push(compile_claim_rule(
+            format!("{at}.claims.{name}"),
+            name,
+            value,
+        )?);
     }
     let opaque_issuer = match &rr.opaque_issuer {
         None => None,
-        Some(name) => {
-            let path = format!("{at}.opaque_issuer");
-            match issuer_index(name) {
-                None => return err(path, format!("no issuer named {name:?}")),
-                Some(idx) if all[idx].introspection.is_none() => {
-                    return err(path, format!("issuer {name:?} has no introspection"))
-                }
-                Some(idx) if !issuers.is_empty() && !issuers.contains(&idx) => {
-                    return err(
-                        path,
-                        format!("issuer {name:?} is not among this route's issuers"),
-                    )
-                }
-                Some(idx) => Some(idx),
-            }
-        }
+        Some(name) => Some(compile_opaque_issuer(&at, name, all, &issuers)?),
     };
     if let Some(h) = &rr.issuer_header {
         if !is_header_name(h) {
@@ -818,6 +818,77 @@ fn compile_policy(
         opaque_issuer,
         issuer_header: rr.issuer_header,
     }))
+}
+
+/// The index of the configured issuer called `name`; the error names `path`.
+fn issuer_named(path: String, name: &str, all: &[Issuer]) -> Result<usize, ConfigError> {
+    match all.iter().position(|i| i.name == name) {
+        Some(idx) => Ok(idx),
+        None => err(path, format!("no issuer named {name:?}")),
+    }
+}
+
+/// Each scope a route requires is an RFC 6749 §3.3 scope-token.
+fn check_scopes(at: &str, scopes: &[String]) -> Result<(), ConfigError> {
+    for (j, s) in scopes.iter().enumerate() {
+        if s.is_empty() || !s.chars().all(is_scope_char) {
+            return err(
+                format!("{at}[{j}]"),
+                "a scope is one or more printable ASCII characters without space, '\"' or '\\' (RFC 6749 §3.3)",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A required claim: a (possibly dotted, nested) name and one or more accepted scalar values.
+fn compile_claim_rule(path: String, name: String, value: Value) -> Result<ClaimRule, ConfigError> {
+    let accepted = match value {
+        Value::Array(items) if !items.is_empty() => items,
+        Value::Array(_) => return err(path, "must list at least one accepted value"),
+        Value::Object(_) | Value::Null => {
+            return err(path, "must be a string, number, boolean, or a list of them")
+        }
+        single => vec![single],
+    };
+    if accepted
+        .iter()
+        .any(|v| v.is_object() || v.is_array() || v.is_null())
+    {
+        return err(path, "accepted values must be strings, numbers or booleans");
+    }
+    if name.is_empty() || name.split('.').any(str::is_empty) {
+        return err(
+            path,
+            "claim names are non-empty; '.' separates nested claims",
+        );
+    }
+    Ok(ClaimRule {
+        path: name.split('.').map(str::to_owned).collect(),
+        accepted,
+    })
+}
+
+/// The issuer a route's opaque tokens go to: one that introspects, and one of the route's
+/// issuers when it names any.
+fn compile_opaque_issuer(
+    at: &str,
+    name: &str,
+    all: &[Issuer],
+    route_issuers: &[usize],
+) -> Result<usize, ConfigError> {
+    let path = format!("{at}.opaque_issuer");
+    let idx = issuer_named(path.clone(), name, all)?;
+    if all[idx].introspection.is_none() {
+        return err(path, format!("issuer {name:?} has no introspection"));
+    }
+    if !route_issuers.is_empty() && !route_issuers.contains(&idx) {
+        return err(
+            path,
+            format!("issuer {name:?} is not among this route's issuers"),
+        );
+    }
+    Ok(idx)
 }
 
 /// RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E.

@@ -1,7 +1,8 @@
 //! The plugin configuration exactly as operators write it (JSON), before validation.
 //!
 //! Every struct denies unknown fields so a typo is an error, not a silently ignored setting.
-//! Defaults live here; cross-field rules live in [`super::validate`].
+//! Defaults live here; cross-field rules live in [`super`], which compiles this into a
+//! [`super::FilterConfig`].
 
 use std::collections::BTreeMap;
 
@@ -28,7 +29,7 @@ pub struct RawConfig {
     /// The OAuth endpoint gateway (authorization server replacement); absent: off.
     #[serde(default)]
     pub gateway: Option<RawGateway>,
-    /// How callouts are scheduled: see [`RawCallouts`].
+    /// How callouts are scheduled: `auto` or `per_request` (`RawCallouts`).
     #[serde(default)]
     pub callouts: RawCallouts,
 }

@@ -5,8 +5,8 @@
 use super::{Callout, Host, InFlight, Metric, Turn, Worker};
 use crate::config::KeySource;
 use crate::http::HttpResponse;
-use crate::jwks::fetch::{self, FetchError, FetchState, RemoteKeys, Step};
 use crate::jwks::{Held, KeySet};
+use crate::refresh::{self, FetchError, FetchState, RemoteKeys, Step};
 
 impl<H: Host + Clone> Worker<H> {
     /// Whether a fetch is under way or will start now that can bring the keys this request
@@ -131,7 +131,7 @@ impl<H: Host + Clone> Worker<H> {
         }
         let issuer = &self.cfg.issuers[idx];
         let plan = issuer.fetch_plan();
-        let Some((step, request)) = fetch::next_request(&plan, state, issuer.timing.timeout_ms)
+        let Some((step, request)) = refresh::next_request(&plan, state, issuer.timing.timeout_ms)
         else {
             self.fetch_succeeded(idx, None, now);
             return;
@@ -164,8 +164,11 @@ impl<H: Host + Clone> Worker<H> {
         let issuer = &self.cfg.issuers[idx];
         match step {
             Step::Discovery => {
-                match fetch::read_discovery(&issuer.issuer, &issuer.fetch_plan(), response.as_ref())
-                {
+                match refresh::read_discovery(
+                    &issuer.issuer,
+                    &issuer.fetch_plan(),
+                    response.as_ref(),
+                ) {
                     Ok(meta) => {
                         let jwks_uri = meta.jwks_uri.map(String::from);
                         let endpoint = meta.introspection_endpoint.map(String::from);
@@ -192,7 +195,7 @@ impl<H: Host + Clone> Worker<H> {
                     Err(e) => self.fetch_failed(idx, step, &e, now),
                 }
             }
-            Step::Jwks => match fetch::read_jwks(response.as_ref()) {
+            Step::Jwks => match refresh::read_jwks(response.as_ref()) {
                 Ok((keys, skipped)) => {
                     let body = response.map(|r| r.body).unwrap_or_default();
                     self.fetch_succeeded(idx, Some((keys, skipped, &body)), now);

@@ -55,10 +55,10 @@ pub use store::{CasMismatch, LocalStore};
 use crate::authn::{self, Deciding, Decision, MayWait, Request, Verdict, Wait};
 use crate::cache::{CacheKey, Cached};
 use crate::config::{FilterConfig, KeySource};
-use crate::jwks::fetch::Step;
 use crate::jwks::{Held, KeyRing};
 use crate::outcome::{self, Denial};
 use crate::policy::{Policy, RequestFacts};
+use crate::refresh::Step;
 
 /// Tick period while nothing waits: how quickly refresh deadlines are noticed.
 pub const IDLE_TICK: Duration = Duration::from_millis(200);

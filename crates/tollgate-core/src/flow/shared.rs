@@ -9,7 +9,7 @@
 
 use super::host::Host;
 use crate::cache::{self, CacheKey, Cached, Claim, LocalMemo, Slot, TokenCache};
-use crate::jwks::fetch::FetchState;
+use crate::refresh::FetchState;
 
 /// The shared-data names of one issuer's records.
 #[derive(Debug, Clone)]

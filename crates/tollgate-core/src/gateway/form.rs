@@ -1,9 +1,6 @@
-//! Reading what OAuth clients send: `application/x-www-form-urlencoded` bodies and queries,
-//! and HTTP Basic client credentials (RFC 6749 §2.3.1: id and secret are form-urlencoded
-//! before base64).
+//! Reading what OAuth clients send: `application/x-www-form-urlencoded` bodies and queries.
+//! Their HTTP Basic client credentials are [`crate::basic_auth`]'s.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use url::form_urlencoded;
 
 /// Decoded `name=value` pairs, in order. `None` when the text is not a well-formed form (a
@@ -44,33 +41,6 @@ pub fn encode(pairs: &[(String, String)]) -> String {
     out.finish()
 }
 
-/// The client id and secret of an `Authorization: Basic` header, decoded per RFC 6749 §2.3.1.
-pub fn basic_credentials(authorization: &str) -> Option<(String, String)> {
-    let (scheme, rest) = authorization.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = STANDARD.decode(rest.trim()).ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (id, secret) = text.split_once(':')?;
-    let unescape = |s: &str| -> Option<String> {
-        let v: String = form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())?;
-        (!v.contains('\u{fffd}')).then_some(v)
-    };
-    Some((unescape(id)?, unescape(secret)?))
-}
-
-/// An `Authorization: Basic` value for id and secret, encoded per RFC 6749 §2.3.1.
-pub fn basic_header(id: &str, secret: &str) -> String {
-    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    format!(
-        "Basic {}",
-        STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,20 +69,5 @@ mod tests {
     fn encode_round_trips() {
         let pairs = vec![("client_id".to_owned(), "a b&c".to_owned())];
         assert_eq!(parse(encode(&pairs).as_bytes()), Some(pairs));
-    }
-
-    #[test]
-    fn basic_credentials_are_form_decoded() {
-        let h = basic_header("rs:client@2", "s3cr3t+/=%&");
-        assert_eq!(
-            basic_credentials(&h),
-            Some(("rs:client@2".to_owned(), "s3cr3t+/=%&".to_owned()))
-        );
-        assert_eq!(basic_credentials("Bearer abc"), None);
-        assert_eq!(basic_credentials("Basic !!!"), None);
-        assert_eq!(
-            basic_credentials(&format!("basic {}", STANDARD.encode("id:pw"))),
-            Some(("id".to_owned(), "pw".to_owned()))
-        );
     }
 }

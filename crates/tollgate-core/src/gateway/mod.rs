@@ -5,11 +5,13 @@
 //! - [`endpoint`]: the endpoints, and everything that sets them apart (paths, metadata fields,
 //!   counters, body rules)
 //! - [`path`]: which endpoint, and the issuer named in the path
-//! - [`form`]: form bodies and Basic client credentials (RFC 6749 §2.3.1)
+//! - [`form`]: form bodies and queries (Basic client credentials: [`crate::basic_auth`])
 //! - [`route`]: which authorization server, and the forwarded form of the call
-//! - [`metadata`]: the gateway's own discovery documents
-//! - [`origin`]: the public origins those documents name (never the request's `Host`)
-//! - [`tag`]: `<issuer>.<value>` tags for stateless routing ("authorization server proxy")
+//! - [`metadata`]: the gateway's own discovery documents, naming the configured public origins
+//!   ([`crate::origin`], never the request's `Host`)
+//!
+//! The `<issuer>.<value>` tags of stateless routing ("authorization server proxy") are
+//! [`crate::token`]'s: the issuer choice reads them too.
 //!
 //! Its refusals are [`crate::outcome::GatewayError`]s, answered by
 //! [`crate::outcome::gateway_reply`].
@@ -17,11 +19,9 @@
 pub mod endpoint;
 pub mod form;
 pub mod metadata;
-pub mod origin;
 pub mod path;
 pub mod plan;
 pub mod route;
-pub mod tag;
 
 pub use endpoint::Endpoint;
 pub use plan::{plan, Step};

@@ -16,9 +16,10 @@ use serde_json::{Map, Value};
 
 use super::endpoint::Endpoint;
 use super::route::{self, Call};
-use super::{form, metadata, origin, path};
+use super::{form, metadata, path};
 use crate::cache::{self, CacheKey};
 use crate::config::{FilterConfig, Gateway, Issuer};
+use crate::origin;
 use crate::outcome::{GatewayError, LocalReply};
 
 /// An issuer's metadata document as fetched, parsed.

@@ -15,10 +15,11 @@ use url::Url;
 
 use super::endpoint::Endpoint;
 use super::form;
-use super::tag;
+use crate::basic_auth;
 use crate::config::{FilterConfig, Gateway};
 use crate::issuer;
 use crate::outcome::GatewayError;
+use crate::token::{self, is_jws};
 
 /// What a gateway call carries that can name its authorization server.
 #[derive(Debug, Default, Clone, Copy)]
@@ -55,7 +56,7 @@ pub fn client_id<'c>(call: &'c Call<'_>, query: &'c [(String, String)]) -> Optio
     if let Some(id) = call.path_client_id {
         return Some(id.to_owned());
     }
-    if let Some((id, _)) = call.authorization.and_then(form::basic_credentials) {
+    if let Some((id, _)) = call.authorization.and_then(basic_auth::decode) {
         return Some(id);
     }
     call.form
@@ -104,7 +105,7 @@ pub fn choose(
     let client = client_id(call, &query);
     if let Some(id) = &client {
         if gw.tagging {
-            if let Some((idx, _)) = tag::untag(id, |n| index_of(cfg, n)) {
+            if let Some((idx, _)) = token::untag(id, |n| index_of(cfg, n)) {
                 return Ok(idx);
             }
         }
@@ -117,7 +118,7 @@ pub fn choose(
         }
     }
     if let Some(t) = token(endpoint, call) {
-        let by_token = if issuer::is_jws(t) {
+        let by_token = if is_jws(t) {
             crate::jwt::peek(t)
                 .ok()
                 .and_then(|p| cfg.issuer_by_iss(p.iss()))
@@ -157,7 +158,7 @@ pub fn rewrite(cfg: &FilterConfig, gw: &Gateway, endpoint: Endpoint, call: &Call
         if !gw.tagging {
             return None;
         }
-        tag::untag(value, |n| index_of(cfg, n)).map(|(_, rest)| rest.to_owned())
+        token::untag(value, |n| index_of(cfg, n)).map(|(_, rest)| rest.to_owned())
     };
     let selector = gw.selector_param.as_deref();
     // Query: drop the selector pair; untag client_id; other pairs keep their exact bytes.
@@ -191,7 +192,7 @@ pub fn rewrite(cfg: &FilterConfig, gw: &Gateway, endpoint: Endpoint, call: &Call
                 "client_id" => strip(v),
                 // Tokens the gateway tagged on the way out come back in `token` (introspect,
                 // revoke) and `refresh_token` (the refresh grant).
-                "token" | "refresh_token" if !issuer::is_jws(v) => strip(v),
+                "token" | "refresh_token" if !is_jws(v) => strip(v),
                 _ => None,
             };
             changed |= untagged.is_some();
@@ -200,12 +201,12 @@ pub fn rewrite(cfg: &FilterConfig, gw: &Gateway, endpoint: Endpoint, call: &Call
         changed.then(|| form::encode(&out))
     });
     let authorization = call.authorization.and_then(|a| {
-        if let Some((id, secret)) = form::basic_credentials(a) {
-            return strip(&id).map(|id| form::basic_header(&id, &secret));
+        if let Some((id, secret)) = basic_auth::decode(a) {
+            return strip(&id).map(|id| basic_auth::encode(&id, &secret));
         }
         if endpoint == Endpoint::Userinfo {
             let t = token(endpoint, call)?;
-            if !issuer::is_jws(t) {
+            if !is_jws(t) {
                 return strip(t).map(|t| format!("Bearer {t}"));
             }
         }
@@ -255,8 +256,8 @@ pub fn rewrite_response(
     if tagging {
         for field in tagged_fields {
             if let Some(serde_json::Value::String(v)) = doc.get_mut(*field) {
-                if !issuer::is_jws(v) && !v.starts_with(&format!("{issuer_name}.")) {
-                    *v = tag::tag(issuer_name, v);
+                if !is_jws(v) && !v.starts_with(&format!("{issuer_name}.")) {
+                    *v = token::tag(issuer_name, v);
                     changed = true;
                 }
             }

@@ -1,5 +1,7 @@
 //! RFC 7662 request building and answer checks, with a fixed clock.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde_json::json;
 // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
 #[cfg(target_arch = "wasm32")]
@@ -177,6 +179,8 @@ fn token_type_can_be_required() {
     assert!(matches!(read(Some(&typed), &e), Ok(Answer::Active { .. })));
 }
 
+/// An `aud` in the answer meets [`crate::audience::accepts`], the JWT rule; an answer without
+/// one is not judged by it (RFC 7662 makes `aud` optional).
 #[test]
 fn audience_is_checked_when_the_answer_has_one() {
     let auds = ["https://api.test".to_owned()];
@@ -190,6 +194,19 @@ fn audience_is_checked_when_the_answer_has_one() {
     assert!(matches!(read(Some(&wrong), &e), Ok(Answer::Inactive(_))));
     let absent = answer(200, json!({"active": true}));
     assert!(matches!(read(Some(&absent), &e), Ok(Answer::Active { .. })));
+    for refused in [json!([]), json!(null), json!(7), json!([1, null])] {
+        let a = answer(200, json!({"active": true, "aud": refused}));
+        assert_eq!(
+            read(Some(&a), &e),
+            Ok(Answer::Inactive("the token's audience is not accepted")),
+            "{refused}"
+        );
+    }
+    let unchecked = expect(&[]);
+    assert!(matches!(
+        read(Some(&wrong), &unchecked),
+        Ok(Answer::Active { .. })
+    ));
 }
 
 #[test]

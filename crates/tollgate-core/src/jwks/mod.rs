@@ -1,76 +1,25 @@
-//! JSON Web Key Sets: parsing an issuer's published keys into verifying keys, and the
-//! per-issuer fetch state ([`fetch`]).
+//! JSON Web Key Sets: parsing an issuer's published keys into verifying keys ([`crate::key`]),
+//! and the keys each worker holds ([`KeyRing`]). When a JWKS is fetched is [`crate::refresh`]'s.
 //!
 //! Decides which published keys are usable for signature verification: public keys of the
 //! supported types only (RSA >= 2048 bits, P-256, P-384, Ed25519), `use` absent or `sig`, an
 //! `alg` (if declared) that Tollgate verifies. Symmetric (`oct`) keys are never loaded: a JWKS
 //! is public, so an HMAC key in it would let anyone forge tokens.
 
-pub mod fetch;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::jwt::rsa::RsaPublicKey;
-use crate::jwt::{ecdsa, Alg, KeyFamily};
+use crate::crypto::ecdsa_math;
+use crate::crypto::rsa::RsaPublicKey;
+use crate::key::{Alg, Key, KeyId, KeyMaterial};
 
 /// Minimum RSA modulus size accepted (NIST SP 800-131A; RFC 7518 §3.3 requires 2048).
 pub const MIN_RSA_BITS: usize = 2048;
 /// Maximum RSA modulus size accepted: bounds the cost of one verification (as the `rsa` crate's
 /// default limit did).
 pub const MAX_RSA_BITS: usize = 4096;
-
-/// A verifying key, converted once when the key set loads.
-#[derive(Clone)]
-pub enum KeyMaterial {
-    Rsa(Box<RsaPublicKey>),
-    P256(ecdsa::VerifyingKey<p256::NistP256>),
-    P384(ecdsa::VerifyingKey<p384::NistP384>),
-    Ed25519(ed25519_compact::PublicKey),
-}
-
-impl KeyMaterial {
-    pub fn family(&self) -> KeyFamily {
-        match self {
-            KeyMaterial::Rsa(_) => KeyFamily::Rsa,
-            KeyMaterial::P256(_) => KeyFamily::P256,
-            KeyMaterial::P384(_) => KeyFamily::P384,
-            KeyMaterial::Ed25519(_) => KeyFamily::Ed25519,
-        }
-    }
-}
-
-/// A short, stable id of a key's public parameters (the first 4 bytes of SHA-256 over the key
-/// type and its parameters), computed once when the key set loads. A cache entry records the
-/// id of the key that verified its token, so that the entry stops counting once the issuer no
-/// longer publishes that key ([`KeySet::has_id`]). 32 bits keep the entry small and quick to
-/// decode; two keys of one issuer sharing an id (odds about 2^-32 per pair; the issuer makes
-/// its keys, not the client) would only keep the dropped key's entries alive until they expire,
-/// as before ids were recorded.
-pub type KeyId = u32;
-
-/// One usable key of a set.
-#[derive(Clone)]
-pub struct Key {
-    /// See [`KeyId`].
-    pub id: KeyId,
-    pub kid: Option<String>,
-    /// The key's own `alg`, when the JWK declares one: the token's `alg` must then equal it.
-    pub alg: Option<Alg>,
-    pub material: KeyMaterial,
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Key")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .field("family", &self.material.family())
-            .finish()
-    }
-}
 
 /// The usable keys of one issuer.
 #[derive(Clone, Debug, Default)]
@@ -224,12 +173,12 @@ fn parse_key(value: &Value) -> Option<Key> {
         }
         ("EC", Some("P-256")) => {
             let point = uncompressed_point(&b64(&jwk.x)?, &b64(&jwk.y)?, 32)?;
-            let key = ecdsa::VerifyingKey::from_sec1_bytes(&point)?;
+            let key = ecdsa_math::VerifyingKey::from_sec1_bytes(&point)?;
             (KeyMaterial::P256(key), key_id("EC P-256", &[&point]))
         }
         ("EC", Some("P-384")) => {
             let point = uncompressed_point(&b64(&jwk.x)?, &b64(&jwk.y)?, 48)?;
-            let key = ecdsa::VerifyingKey::from_sec1_bytes(&point)?;
+            let key = ecdsa_math::VerifyingKey::from_sec1_bytes(&point)?;
             (KeyMaterial::P384(key), key_id("EC P-384", &[&point]))
         }
         ("OKP", Some("Ed25519")) => {
@@ -320,44 +269,4 @@ impl KeyRing {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use crate::testdata::{jwks, TestKey};
-    // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    fn id_of(jwk: serde_json::Value) -> KeyId {
-        let (set, _) = KeySet::from_value(&jwks(&[jwk])).unwrap();
-        set.keys[0].id
-    }
-
-    #[test]
-    fn a_key_id_names_the_public_key_not_its_kid_or_alg() {
-        let all = [
-            TestKey::RsaA,
-            TestKey::RsaB,
-            TestKey::P256,
-            TestKey::P384,
-            TestKey::Ed25519,
-        ];
-        let ids: Vec<KeyId> = all.iter().map(|k| id_of(k.public_jwk())).collect();
-        for (i, a) in ids.iter().enumerate() {
-            assert!(ids[i + 1..].iter().all(|b| a != b), "distinct keys");
-        }
-        assert_eq!(
-            id_of(TestKey::RsaA.public_jwk_as("other", Some("PS256"))),
-            ids[0],
-            "same key, other kid and alg"
-        );
-        assert_eq!(id_of(TestKey::P256.public_jwk_as("x", None)), ids[2]);
-        let (set, _) = KeySet::from_value(&jwks(&[
-            TestKey::RsaA.public_jwk(),
-            TestKey::Ed25519.public_jwk(),
-        ]))
-        .unwrap();
-        assert!(set.has_id(ids[0]) && set.has_id(ids[4]));
-        assert!(!set.has_id(ids[1]) && !set.has_id(ids[2]));
-    }
-}
+mod tests;

@@ -6,106 +6,15 @@
 //! [`VerifiedClaims`], which only [`verify`] builds. Never trusts the header to choose the key
 //! type; never accepts `none` or HMAC (there is no code path for them).
 
-pub mod ecdsa;
-mod es;
-pub mod rsa;
-
 use jwt_compact::alg::Ed25519;
 use jwt_compact::{Algorithm, AlgorithmExt, Token, UntrustedToken};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::jwks::{Key, KeyMaterial};
-
-pub use es::{Es256, Es384, EsSignature};
-use rsa::{Hash, Padding, RsaAlg};
-
-/// Signature algorithms Tollgate verifies. HMAC and `none` are deliberately absent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alg {
-    Rs256,
-    Rs384,
-    Rs512,
-    Ps256,
-    Ps384,
-    Ps512,
-    Es256,
-    Es384,
-    EdDsa,
-}
-
-/// The kind of public key an algorithm needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyFamily {
-    Rsa,
-    P256,
-    P384,
-    Ed25519,
-}
-
-impl Alg {
-    pub const ALL: [Alg; 9] = [
-        Alg::Rs256,
-        Alg::Rs384,
-        Alg::Rs512,
-        Alg::Ps256,
-        Alg::Ps384,
-        Alg::Ps512,
-        Alg::Es256,
-        Alg::Es384,
-        Alg::EdDsa,
-    ];
-
-    /// The JOSE name (`alg` header value). Exact, case-sensitive match as RFC 7515 requires.
-    pub fn from_name(name: &str) -> Option<Alg> {
-        Alg::ALL.into_iter().find(|alg| alg.name() == name)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Alg::Rs256 => "RS256",
-            Alg::Rs384 => "RS384",
-            Alg::Rs512 => "RS512",
-            Alg::Ps256 => "PS256",
-            Alg::Ps384 => "PS384",
-            Alg::Ps512 => "PS512",
-            Alg::Es256 => "ES256",
-            Alg::Es384 => "ES384",
-            Alg::EdDsa => "EdDSA",
-        }
-    }
-
-    pub fn family(self) -> KeyFamily {
-        match self {
-            Alg::Rs256 | Alg::Rs384 | Alg::Rs512 | Alg::Ps256 | Alg::Ps384 | Alg::Ps512 => {
-                KeyFamily::Rsa
-            }
-            Alg::Es256 => KeyFamily::P256,
-            Alg::Es384 => KeyFamily::P384,
-            Alg::EdDsa => KeyFamily::Ed25519,
-        }
-    }
-
-    fn bit(self) -> u16 {
-        1 << (self as u16)
-    }
-}
-
-/// A set of algorithms (an issuer's allow-list).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AlgSet(u16);
-
-impl AlgSet {
-    pub fn insert(&mut self, alg: Alg) {
-        self.0 |= alg.bit();
-    }
-    pub fn contains(self, alg: Alg) -> bool {
-        self.0 & alg.bit() != 0
-    }
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-}
+use crate::audience;
+use crate::crypto::rsa::{Hash, Padding, RsaAlg};
+use crate::crypto::{Es256, Es384};
+use crate::key::{Alg, AlgSet, Key, KeyMaterial};
 
 /// Why a JWT was refused. Every variant becomes `401 invalid_token` (see `outcome`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,7 +206,7 @@ pub fn verify(
     if payload.get("iss").and_then(Value::as_str) != Some(expect.issuer) {
         return Err(JwtError::IssuerMismatch);
     }
-    if !expect.audiences.is_empty() && !audience_matches(payload.get("aud"), expect.audiences) {
+    if !audience::accepts(payload.get("aud"), expect.audiences) {
         return Err(JwtError::AudienceMismatch);
     }
     payload.insert("exp".into(), exp_s.into());
@@ -319,15 +228,6 @@ fn is_at_jwt(typ: Option<&str>) -> bool {
     typ.is_some_and(|t| {
         t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
     })
-}
-
-fn audience_matches(aud: Option<&Value>, accepted: &[String]) -> bool {
-    let is_accepted = |v: &Value| v.as_str().is_some_and(|s| accepted.iter().any(|a| a == s));
-    match aud {
-        Some(Value::Array(items)) => items.iter().any(is_accepted),
-        Some(single) => is_accepted(single),
-        None => false,
-    }
 }
 
 type Payload = Map<String, Value>;

@@ -23,7 +23,7 @@ use jwt_compact::alg::{Ed25519, Hs256, Hs256Key, Rsa};
 use jwt_compact::{AlgorithmExt, Claims, Header};
 use serde_json::{Map, Value};
 
-use crate::jwt::{Es256, Es384};
+use crate::crypto::{Es256, Es384};
 
 /// The fixed "now" of every test: 2023-11-14T22:13:20Z.
 pub const NOW_S: i64 = 1_700_000_000;

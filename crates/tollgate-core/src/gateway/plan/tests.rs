@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
-use crate::gateway::form::basic_header;
+use crate::basic_auth;
 use crate::outcome::gateway_reply;
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -125,7 +125,7 @@ fn form(path: &str) -> Req {
 
 impl Req {
     fn basic(mut self, id: &str, secret: &str) -> Req {
-        self.authorization = Some(basic_header(id, secret));
+        self.authorization = Some(basic_auth::encode(id, secret));
         self
     }
 
@@ -824,7 +824,7 @@ fn a_revocation_evicts_the_token_only_once_the_server_confirms_it() {
             content_length: "token=dot_abc".len()
         })
     );
-    assert_eq!(f.authorization, Some(basic_header("newclient", "s")));
+    assert_eq!(f.authorization, Some(basic_auth::encode("newclient", "s")));
 }
 
 #[test]

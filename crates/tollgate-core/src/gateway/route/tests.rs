@@ -6,7 +6,6 @@ use serde_json::json;
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
-use crate::gateway::form;
 
 fn cfg(tagging: bool) -> FilterConfig {
     let text = json!({
@@ -108,7 +107,7 @@ fn unknown_selectors_are_errors_not_fallbacks() {
 #[test]
 fn client_ids_by_map_prefix_and_basic_credentials() {
     let c = cfg(false);
-    let basic = form::basic_header("dot-app", "pw");
+    let basic = basic_auth::encode("dot-app", "pw");
     let call = Call {
         authorization: Some(&basic),
         ..Call::default()
@@ -180,13 +179,13 @@ fn tags_route_and_come_off_before_forwarding() {
         rw.body.as_deref(),
         Some("grant_type=client_credentials&client_id=newclient&client_secret=x+y")
     );
-    let basic = form::basic_header("as1.c:1", "p&w");
+    let basic = basic_auth::encode("as1.c:1", "p&w");
     let call = Call {
         authorization: Some(&basic),
         ..Call::default()
     };
     let rw = rewrite(&c, gw, Endpoint::Token, &call);
-    assert_eq!(rw.authorization, Some(form::basic_header("c:1", "p&w")));
+    assert_eq!(rw.authorization, Some(basic_auth::encode("c:1", "p&w")));
     let token = vec![("token".to_owned(), "as2.dot_abc".to_owned())];
     let call = Call {
         form: Some(&token),
@@ -208,7 +207,7 @@ fn tagged_refresh_tokens_come_off_before_forwarding() {
         ("grant_type".to_owned(), "refresh_token".to_owned()),
         ("refresh_token".to_owned(), "as1.r1+x".to_owned()),
     ];
-    let basic = form::basic_header("demo-client", "s");
+    let basic = basic_auth::encode("demo-client", "s");
     let call = Call {
         form: Some(&form),
         authorization: Some(&basic),

@@ -4,7 +4,7 @@
 //!
 //! Why not the `rsa` crate: its general-purpose bignums cost ~1 ms per verification inside V8
 //! (64-bit-oriented arithmetic on a 32-bit engine). Verification needs only `s^e mod n` with a
-//! public exponent, done here by [`monty`] with per-key constants, followed by the RFC 8017
+//! public exponent, done here by `monty` with per-key constants, followed by the RFC 8017
 //! encoding checks below. Both are tested against the Wycheproof vectors and against the `rsa`
 //! crate in `tests.rs`.
 //!

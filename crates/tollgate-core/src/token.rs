@@ -1,7 +1,29 @@
+//! What a token's text shows before anything about it is trusted: whether it is a compact JWS
+//! ([`is_jws`]; anything else is opaque), and the gateway's routing tag.
+//!
 //! Stateless routing tags ("authorization server proxy" mode): client ids and opaque tokens
 //! handed out through the gateway carry the issuing server's name, `<issuer>.<value>`, so later
 //! calls can be routed (and opaque tokens introspected) without any per-client state.
-//! Issuer names cannot contain '.', so the first '.' always ends the tag.
+//! Issuer names cannot contain '.', so the first '.' always ends the tag. JWSs are never tagged.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+
+/// Whether a token is a compact JWS (three segments, the first a base64url JSON object).
+/// Anything else is treated as opaque.
+pub fn is_jws(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|v| v.is_object())
+}
 
 /// `<issuer>.<value>`
 pub fn tag(issuer_name: &str, value: &str) -> String {
@@ -46,5 +68,15 @@ mod tests {
             None,
             "JWTs are not tagged"
         );
+    }
+
+    #[test]
+    fn jws_shape() {
+        assert!(is_jws("eyJhbGciOiJSUzI1NiJ9.e30.c2ln"));
+        assert!(!is_jws("eyJhbGciOiJSUzI1NiJ9.e30"), "two segments");
+        assert!(!is_jws("a.b.c"), "header is not JSON");
+        assert!(!is_jws("WyJhIl0.e30.c2ln"), "header is a JSON array");
+        assert!(!is_jws("dot_abcdef"));
+        assert!(!is_jws("as1.abc.def.ghi"));
     }
 }

@@ -1,4 +1,5 @@
-//! When to fetch an issuer's JWKS, what to ask, and what the answer means.
+//! The schedule of everything an issuer publishes: when to fetch its metadata (OIDC Discovery
+//! or RFC 8414 document) and its JWKS, what to ask, and what each answer means.
 //!
 //! [`FetchState`] is the one record per issuer that every Envoy worker shares (through the
 //! host's shared data), so that one process fetches each JWKS once per refresh: a worker that
@@ -6,13 +7,14 @@
 //! the lease and wait. Rules, as in Envoy's jwt_authn: refresh every `refresh_interval`; after a
 //! failure retry every `retry_interval`; an unknown `kid` asks for an early refetch at most once
 //! per `refetch_min_interval` (so tokens with made-up `kid`s cannot make Tollgate hammer an AS);
-//! keys already held are used up to `max_stale` after their last successful fetch.
+//! keys already held are used up to `max_stale` after their last successful fetch (the check is
+//! [`crate::jwks::KeyRing::get`]'s).
 
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{JwksError, KeySet};
 use crate::http::{parse_url, HttpRequest, HttpResponse, UrlError};
+use crate::jwks::{JwksError, KeySet};
 
 /// Timing rules for one issuer, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,11 +55,9 @@ pub struct FetchState {
     /// End of the latest attempt, successful or not.
     #[serde(default)]
     pub done_at: Option<u64>,
+    /// The latest attempt failed.
     #[serde(default)]
     pub last_failed: bool,
-    /// Consecutive failed attempts.
-    #[serde(default)]
-    pub failures: u32,
     /// A worker is fetching until this time; 0 when nobody is.
     #[serde(default)]
     pub lease_until: u64,
@@ -79,6 +79,7 @@ pub struct FetchState {
 }
 
 impl FetchState {
+    /// Whether a worker holds the lease (is fetching) at `now`.
     pub fn leased(&self, now: u64) -> bool {
         self.lease_until > now
     }
@@ -116,24 +117,26 @@ impl FetchState {
         self.attempt_at = Some(now);
     }
 
+    /// Records a successful attempt ending `now`: frees the lease and starts a new generation.
     pub fn succeed(&mut self, now: u64) {
         self.fetched_at = Some(now);
         self.done_at = Some(now);
         self.last_failed = false;
-        self.failures = 0;
         self.lease_until = 0;
         self.refetch_wanted = false;
         self.generation = self.generation.wrapping_add(1);
     }
 
+    /// Records a failed attempt ending `now`: frees the lease; the next try waits for the
+    /// retry interval.
     pub fn fail(&mut self, now: u64) {
         self.done_at = Some(now);
         self.last_failed = true;
-        self.failures = self.failures.saturating_add(1);
         self.lease_until = 0;
         self.refetch_wanted = false;
     }
 
+    /// The shared-data value (JSON).
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
@@ -142,11 +145,6 @@ impl FetchState {
     pub fn decode(bytes: &[u8]) -> FetchState {
         serde_json::from_slice(bytes).unwrap_or_default()
     }
-}
-
-/// Whether keys last fetched at `fetched_at` may still be used at `now`.
-pub fn usable(fetched_at: u64, now: u64, t: &Timing) -> bool {
-    now.saturating_sub(fetched_at) <= t.max_stale_ms
 }
 
 /// Why a fetch attempt failed (each has a metric and a log line naming the issuer).
@@ -160,18 +158,6 @@ pub enum FetchError {
     /// The discovery document is not JSON, lacks `jwks_uri`, or names another issuer.
     BadDiscovery(&'static str),
     Jwks(JwksError),
-}
-
-impl FetchError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            FetchError::Transport => "transport",
-            FetchError::Status(_) => "status",
-            FetchError::BadDiscovery(_) => "bad_discovery",
-            FetchError::Jwks(JwksError::NotAJwks) => "not_a_jwks",
-            FetchError::Jwks(JwksError::NoUsableKeys { .. }) => "no_usable_keys",
-        }
-    }
 }
 
 impl std::fmt::Display for FetchError {
@@ -200,6 +186,7 @@ pub struct Plan<'a> {
 }
 
 impl Plan<'_> {
+    /// Whether there is nothing to fetch (no refresh job).
     pub fn is_empty(&self) -> bool {
         self.discovery.is_none() && self.jwks.is_none()
     }
@@ -351,7 +338,7 @@ mod tests {
         s.fail(NOW + 100);
         assert!(!s.due(NOW + T.retry_ms - 1, &T));
         assert!(s.due(NOW + T.retry_ms, &T));
-        assert_eq!(s.failures, 1);
+        assert!(s.last_failed);
     }
 
     #[test]
@@ -394,16 +381,13 @@ mod tests {
     }
 
     #[test]
-    fn staleness_limit() {
-        assert!(usable(NOW, NOW + T.max_stale_ms, &T));
-        assert!(!usable(NOW, NOW + T.max_stale_ms + 1, &T));
-    }
-
-    #[test]
     fn state_round_trips_and_garbage_decodes_to_default() {
         let s = fetched_at(NOW);
         assert_eq!(FetchState::decode(&s.encode()), s);
         assert_eq!(FetchState::decode(b"\xff not json"), FetchState::default());
+        // A record written by an older build (with a failure count) still reads.
+        let old = FetchState::decode(br#"{"fetched_at":5,"last_failed":true,"failures":3}"#);
+        assert_eq!((old.fetched_at, old.last_failed), (Some(5), true));
     }
 
     /// The plan of an issuer whose JWKS is found through its discovery document `doc`.

@@ -1,5 +1,5 @@
 //! `ES256` and `ES384` for jwt-compact, through its public `Algorithm` trait, verified by
-//! [`super::ecdsa`] (jwt-compact's own `Es256` is not used; it has no `ES384`).
+//! [`super::ecdsa_math`] (jwt-compact's own `Es256` is not used; it has no `ES384`).
 //!
 //! Tollgate only verifies. The signing key types exist for the unit tests, which mint tokens
 //! with the RustCrypto `p256` / `p384` signers; outside tests they are uninhabited.
@@ -11,7 +11,7 @@ use jwt_compact::{Algorithm, AlgorithmSignature};
 use p256::NistP256;
 use p384::NistP384;
 
-use super::ecdsa::{EcdsaCurve, Signature, VerifyingKey};
+use super::ecdsa_math::{EcdsaCurve, Signature, VerifyingKey};
 
 /// JWS signature: the fixed-width `r || s` encoding of RFC 7518 §3.4.
 #[derive(Debug, Clone)]
