@@ -1,14 +1,14 @@
-//! The OAuth endpoint gateway on the host: carries out the [`Step`]s of [`gateway::plan`] —
+//! The OAuth endpoint gateway on the host: carries out the [`Step`]s of [`gateway::plan()`] —
 //! sends its local replies, sets the forwarded call's headers and body and clears the route
 //! cache, evicts a revoked token, rewrites answers — and counts them. Every decision is the
-//! core's; this module keeps only where a call stands between callbacks ([`Progress`]).
+//! core's; this module keeps only where a call stands between callbacks (`Progress`).
 //!
 //! What it needs of the worker: the configuration, [`Worker::issuer_metadata`], the gateway
 //! counters ([`Worker::gateway_forwarded`], [`Worker::gateway_refused`]) and
 //! [`Worker::evict`].
 //!
 //! A call that needs its body to be routed holds its body and trailers
-//! ([`Progress::ReadingBody`]) until the body is complete — at its end, or at the trailers
+//! (`Progress::ReadingBody`) until the body is complete — at its end, or at the trailers
 //! (HTTP/2) — and is then forwarded or refused: it never continues unrouted.
 
 use proxy_wasm::types::Action;

@@ -10,17 +10,15 @@
 //! - **tick**: whether `set_tick_period` is accepted; without it the flow makes its callouts
 //!   per request (see [`crate::flow::CalloutMode`]).
 //!
-//! [`ProxyHost`] is the flow's [`Host`] over these calls.
+//! [`super::flow_host::ProxyHost`] is the flow's [`crate::flow::Host`] over these calls.
 //!
 //! Envoy-only calls (`clear_route_cache`) are made once and skipped from then on if absent.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::abi::{self, Status};
-use super::metrics::Metrics;
-use crate::flow::{Host, LocalStore, Metric};
+use crate::flow::LocalStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Clock {
@@ -276,7 +274,7 @@ pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
 
 /// Writes shared data; with `cas`, only if nobody wrote since that read. `false` on mismatch.
 /// Careful: the host skips the check for a key that does not exist (yet), so `None` from a
-/// read makes this an unconditional write; [`shared_swap`] closes that hole.
+/// read makes this an unconditional write; [`crate::flow::Host::shared_swap`] closes that hole.
 pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
     let cas = cas.unwrap_or(0);
     match SHARED.get() {
@@ -364,60 +362,4 @@ pub fn increment(metric: Option<u32>) {
 
 pub fn plugin_configuration() -> Option<Vec<u8>> {
     abi::get_buffer(abi::BUFFER_PLUGIN_CONFIGURATION, 0, usize::MAX)
-}
-
-/// The flow's [`Host`] over this module's calls, with the VM's metrics sink.
-#[derive(Clone)]
-pub struct ProxyHost {
-    metrics: Rc<Metrics>,
-}
-
-impl ProxyHost {
-    pub fn new(metrics: Metrics) -> ProxyHost {
-        ProxyHost {
-            metrics: Rc::new(metrics),
-        }
-    }
-}
-
-impl Host for ProxyHost {
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        shared_get(key)
-    }
-
-    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        shared_set(key, value, cas)
-    }
-
-    fn dispatch(&self, request: &crate::http::HttpRequest) -> Option<u32> {
-        dispatch(request)
-    }
-
-    fn set_effective_context(&self, context_id: u32) -> bool {
-        set_effective_context(context_id)
-    }
-
-    fn resume_request(&self) -> bool {
-        resume_request()
-    }
-
-    fn send_response(&self, status: u32, headers: &[(String, String)], body: &str) -> bool {
-        send_response(status, headers, body)
-    }
-
-    fn set_request_header(&self, name: &str, value: &str) {
-        set_request_header(name, value);
-    }
-
-    fn remove_request_header(&self, name: &str) {
-        remove_request_header(name);
-    }
-
-    fn set_tick_period(&self, period: Duration) -> bool {
-        set_tick_period(period)
-    }
-
-    fn record(&self, metric: Metric) {
-        self.metrics.record(metric);
-    }
 }

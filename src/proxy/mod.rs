@@ -3,7 +3,7 @@
 //! Thin glue around the host-free core. It translates host callbacks into calls of the
 //! core's request flow ([`crate::flow::Worker`], one per VM, shared by the root and HTTP
 //! contexts), reading the host clock once per callback and passing `now` in, and carries the
-//! flow's effects out through [`host::ProxyHost`], its [`crate::flow::Host`]. Every host
+//! flow's effects out through [`flow_host::ProxyHost`], its [`crate::flow::Host`]. Every host
 //! call's failure is handled; nothing here may panic.
 //!
 //! - [`root`]: `on_configure` (parse, compile, swap), the tick, callout answers
@@ -11,11 +11,13 @@
 //!   to the flow or the gateway
 //! - [`gateway`]: the OAuth endpoint gateway (forward, redirect, metadata, response tags)
 //! - [`metrics`]: counters visible in Envoy's `/stats` (prefix `wasmcustom.tollgate.`)
+//! - [`flow_host`]: the flow's [`crate::flow::Host`] over [`host`], with the metrics sink
 //! - [`host`] over [`abi`]: every host call, with what this host lacks detected and worked
 //!   around (shared data kept per VM in a [`crate::flow::LocalStore`])
 
 pub mod abi;
 pub mod filter;
+pub mod flow_host;
 pub mod gateway;
 pub mod host;
 pub mod metrics;
@@ -24,7 +26,7 @@ pub mod root;
 pub use crate::flow::OwnedFacts;
 
 /// The flow of this VM, over the proxy-wasm host.
-pub type Worker = crate::flow::Worker<host::ProxyHost>;
+pub type Worker = crate::flow::Worker<flow_host::ProxyHost>;
 
 /// A callout's answer, delivered by the host to the context that made it (the root context, or
 /// with per-request callouts the request's): read it and hand it to the worker.

@@ -8,7 +8,8 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use super::filter::Filter;
-use super::host::{self, ProxyHost};
+use super::flow_host::ProxyHost;
+use super::host;
 use super::metrics::Metrics;
 use super::Worker;
 use crate::config::FilterConfig;

@@ -1,7 +1,7 @@
 //! The OAuth endpoint gateway ("authorization server replacement"): clients talk to one set of
 //! OAuth endpoints on the gateway, and each call goes to the authorization server that owns it.
 //!
-//! - [`plan`]: the decision for one call, as a [`plan::Step`] the host adapter carries out
+//! - [`mod@plan`]: the decision for one call, as a [`plan::Step`] the host adapter carries out
 //! - [`endpoint`]: the endpoints, and everything that sets them apart (paths, metadata fields,
 //!   counters, body rules)
 //! - [`path`]: which endpoint, and the issuer named in the path
