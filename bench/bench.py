@@ -586,6 +586,15 @@ def row_checks(r: Row, seq: list[str], probe_token: str, workers: int) -> list[C
                                f"{coalesced:,} coalesced){extra}")]
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system, all threads) the process has used so far, from /proc: Envoy's
+    cost of a row, which moves less than req/s when wrk and other processes share the cores."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def fmt_ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
@@ -593,28 +602,29 @@ def fmt_ratio(a: float | None, b: float | None) -> str:
 def table(rows: list[Row]) -> str:
     by_label = {r.label: r for r in rows}
 
-    def rps(label: str | None) -> float | None:
+    def rps(label: str | None, key: str = "rps") -> float | None:
         r = by_label.get(label) if label else None
-        return r.result["rps"] if r and r.result else None
+        return r.result[key] if r and r.result else None
 
     base, floor = rps("passthrough (router only)"), rps("no-op wasm (reads 1 header)")
     compared = any(r.baseline for r in rows)
-    head = "| scenario | req/s | spread | p50 ms | p99 ms | vs passthrough | vs no-op floor | vs native |"
-    rule = "|---|---:|---:|---:|---:|---:|---:|---:|"
-    if compared:
-        head, rule = head + " vs baseline |", rule + "---:|"
+    head = "| scenario | req/s | spread | p50 ms | p99 ms | Envoy CPU µs/req | vs passthrough | vs no-op floor | vs native |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    if compared:  # req/s, and CPU per request (above 1.00x: this build costs more)
+        head, rule = head + " vs baseline | CPU vs baseline |", rule + "---:|---:|"
     lines = [head, rule]
     for r in rows:
         if not r.result:
-            lines.append(f"| {r.label} | FAILED: {r.error or 'did not run'} | | | | | | |" + (" |" if compared else ""))
+            lines.append(f"| {r.label} | FAILED: {r.error or 'did not run'} | | | | | | | |" + (" | |" if compared else ""))
             continue
         x = r.result
         line = (
             f"| {r.label} | {x['rps']:,.0f} | {x['spread']:.0%} | {x['p50_us'] / 1000:.2f} | {x['p99_us'] / 1000:.2f} | "
+            f"{x['cpu_us']:.0f} | "
             f"{fmt_ratio(x['rps'], base)} | {fmt_ratio(x['rps'], floor)} | {fmt_ratio(x['rps'], rps(r.native))} |"
         )
         if compared:
-            line += f" {fmt_ratio(x['rps'], rps(r.baseline))} |"
+            line += f" {fmt_ratio(x['rps'], rps(r.baseline))} | {fmt_ratio(x['cpu_us'], rps(r.baseline, 'cpu_us'))} |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -803,8 +813,10 @@ def main() -> int:
                 runs = []
                 if rnd == 1 and warmup:  # V8 tiers up the module and caches fill: once per listener is enough
                     runs.append(run_wrk(port, token_file, warmup, args.connections))
+                cpu0 = cpu_seconds(proc.pid)
                 runs.append(x := run_wrk(port, token_file, args.duration, args.connections))
                 add_delta(r.delta, before, settled_snapshot(admin_port, as_port))
+                x["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) * 1e6 / max(x["requests"], 1)
                 r.issued = max([r.issued] + [w["issued"] for w in runs])
                 bad = sum(w["status_errors"] + w["connect"] + w["read"] + w["write"] + w["timeout"] for w in runs)
                 if bad or x["requests"] == 0:
@@ -815,10 +827,10 @@ def main() -> int:
                 x["rps"] = x["requests"] / (x["duration_us"] / 1e6)
                 r.rounds.append(x)
                 print(f"  {r.label:<52} {x['rps']:>9,.0f} req/s  p50 {x['p50_us'] / 1000:.2f} ms  "
-                      f"p99 {x['p99_us'] / 1000:.2f} ms", flush=True)
+                      f"p99 {x['p99_us'] / 1000:.2f} ms  CPU {x['cpu_us']:.0f} µs/req", flush=True)
         for r in rows:
             if r.rounds and not r.error:
-                r.result = {k: statistics.median(x[k] for x in r.rounds) for k in ("rps", "p50_us", "p99_us")}
+                r.result = {k: statistics.median(x[k] for x in r.rounds) for k in ("rps", "p50_us", "p99_us", "cpu_us")}
                 r.result["spread"] = (max(x["rps"] for x in r.rounds) - min(x["rps"] for x in r.rounds)) / r.result["rps"]
 
         # Once per token: each cold set twice over, to a listener with the cache on.
