@@ -185,7 +185,10 @@ impl HttpContext for Filter {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &mut self.stage {
-            Stage::Gateway(call) => gateway::on_response_body(call, body_size, end_of_stream),
+            Stage::Gateway(call) => {
+                let worker = self.worker.as_ref().and_then(|w| w.try_borrow().ok());
+                gateway::on_response_body(worker.as_deref(), call, body_size, end_of_stream)
+            }
             _ => Action::Continue,
         }
     }

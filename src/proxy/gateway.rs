@@ -1,11 +1,12 @@
 //! The OAuth endpoint gateway on the host: carries out the [`Step`]s of [`gateway::plan()`] —
 //! sends its local replies, sets the forwarded call's headers and body and clears the route
-//! cache, evicts a revoked token, rewrites answers — and counts them. Every decision is the
+//! cache, evicts a revoked token (and its grant's), reads token answers for their grant,
+//! rewrites answers — and counts them. Every decision is the
 //! core's; this module keeps only where a call stands between callbacks (`Progress`).
 //!
 //! What it needs of the worker: the configuration, [`Worker::issuer_metadata`], the gateway
-//! counters ([`Worker::gateway_forwarded`], [`Worker::gateway_refused`]) and
-//! [`Worker::evict`].
+//! counters ([`Worker::gateway_forwarded`], [`Worker::gateway_refused`]),
+//! [`Worker::revoked`] and [`Worker::remember_grant`].
 //!
 //! A call that needs its body to be routed holds its body and trailers
 //! (`Progress::ReadingBody`) until the body is complete — at its end, or at the trailers
@@ -16,6 +17,7 @@ use proxy_wasm::types::Action;
 use super::host;
 use super::{OwnedFacts, Worker};
 use crate::gateway;
+use crate::gateway::grants::GrantCall;
 use crate::gateway::plan::{Body, Forward, OnResponse, Request, ResponseRewrite, Step};
 use crate::outcome::{self, GatewayError, LocalReply};
 
@@ -33,8 +35,8 @@ enum Progress {
     ReadingBody { facts: Box<OwnedFacts>, size: usize },
     /// Sent on to its server; its response may need an eviction or a rewrite.
     Forwarded(OnResponse),
-    /// Sent on, and the server's answer is buffered to be rewritten.
-    RewritingResponse(ResponseRewrite),
+    /// Sent on, and the server's answer is buffered to be rewritten and/or read for its grant.
+    ReadingResponse(Option<ResponseRewrite>, Option<GrantCall>),
     /// Answered by the gateway itself (refused, redirected, a metadata document): nothing of
     /// the request continues.
     Answered,
@@ -44,7 +46,7 @@ impl Progress {
     /// The action for the request's later callbacks (body, trailers).
     fn action(&self) -> Action {
         match self {
-            Progress::Forwarded(_) | Progress::RewritingResponse(_) => Action::Continue,
+            Progress::Forwarded(_) | Progress::ReadingResponse(..) => Action::Continue,
             Progress::ReadingBody { .. } | Progress::Answered => Action::Pause,
         }
     }
@@ -200,8 +202,8 @@ fn forward(worker: &Worker, f: Forward, body_size: usize) -> Progress {
     Progress::Forwarded(f.response)
 }
 
-/// Response headers of a forwarded call: a confirmed revocation evicts the token; a body to
-/// rewrite is buffered.
+/// Response headers of a forwarded call: a confirmed revocation evicts the token and its
+/// grant's; a body to rewrite, or a token answer to remember, is buffered.
 pub fn on_response_headers(worker: &Worker, call: &mut GatewayCall) -> Action {
     let Progress::Forwarded(response) = &call.progress else {
         return Action::Continue;
@@ -209,25 +211,38 @@ pub fn on_response_headers(worker: &Worker, call: &mut GatewayCall) -> Action {
     let status = host::response_header(":status");
     let evictions = response.to_evict(status.as_deref());
     if !evictions.is_empty() {
-        worker.evict(evictions);
+        worker.revoked(evictions, host::now_ms());
     }
-    if let Some(rewrite) = response.rewrite_for(status.as_deref()) {
-        call.progress = Progress::RewritingResponse(rewrite.clone());
+    let rewrite = response.rewrite_for(status.as_deref()).cloned();
+    let grant = response.grant.filter(|_| status.as_deref() == Some("200"));
+    if rewrite.is_some() {
         host::remove_response_header("content-length");
+    }
+    if rewrite.is_some() || grant.is_some() {
+        call.progress = Progress::ReadingResponse(rewrite, grant);
     }
     Action::Continue
 }
 
-/// Response body of a forwarded call: rewritten once it is complete.
-pub fn on_response_body(call: &GatewayCall, body_size: usize, end_of_stream: bool) -> Action {
-    let Progress::RewritingResponse(rewrite) = &call.progress else {
+/// Response body of a forwarded call, once it is complete: a token answer's grant is
+/// remembered (with the worker), then the body is rewritten.
+pub fn on_response_body(
+    worker: Option<&Worker>,
+    call: &GatewayCall,
+    body_size: usize,
+    end_of_stream: bool,
+) -> Action {
+    let Progress::ReadingResponse(rewrite, grant) = &call.progress else {
         return Action::Continue;
     };
     if !end_of_stream {
         return Action::Pause;
     }
     let body = host::response_body(body_size);
-    if let Some(new) = rewrite.apply(&body) {
+    if let (Some(worker), Some(grant)) = (worker, grant) {
+        worker.remember_grant(grant, &body, host::now_ms());
+    }
+    if let Some(new) = rewrite.as_ref().and_then(|r| r.apply(&body)) {
         host::replace_response_body(body_size, &new);
     }
     Action::Continue

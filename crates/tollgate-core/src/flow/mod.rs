@@ -31,6 +31,7 @@
 //! - `keys`, `introspection`: the two kinds of callout
 //! - `mode`: the callout modes, and the turn of one callback
 
+mod grants;
 pub mod host;
 mod introspection;
 mod keys;

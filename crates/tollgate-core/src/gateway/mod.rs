@@ -18,6 +18,7 @@
 
 pub mod endpoint;
 pub mod form;
+pub mod grants;
 pub mod metadata;
 pub mod path;
 pub mod plan;

@@ -15,6 +15,7 @@
 use serde_json::{Map, Value};
 
 use super::endpoint::Endpoint;
+use super::grants::GrantCall;
 use super::route::{self, Call};
 use super::{form, metadata, path};
 use crate::cache::{self, CacheKey};
@@ -136,6 +137,9 @@ pub struct OnResponse {
     pub evictions: Vec<CacheKey>,
     /// How a successful answer's body is rewritten.
     pub rewrite: Option<ResponseRewrite>,
+    /// A token call: its successful answer is read to remember its grant
+    /// ([`super::grants`]).
+    pub grant: Option<GrantCall>,
 }
 
 impl OnResponse {
@@ -339,6 +343,9 @@ impl Planner<'_> {
             response: OnResponse {
                 evictions,
                 rewrite: self.response_rewrite(endpoint, issuer),
+                grant: (endpoint == Endpoint::Token)
+                    .then(|| GrantCall::of(self.cfg, idx, call.form))
+                    .flatten(),
             },
         })))
     }
