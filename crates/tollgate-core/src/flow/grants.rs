@@ -58,7 +58,10 @@ impl<H: Host + Clone> Worker<H> {
         };
         for id in [Some(issued.access), issued.refresh].into_iter().flatten() {
             let link = grants::encode(&id, until_ms, &[grant]);
-            if !self.host.shared_set(&self.grant_name(LINK, &id), &link, None) {
+            if !self
+                .host
+                .shared_set(&self.grant_name(LINK, &id), &link, None)
+            {
                 log::warn!("tollgate: a grant link could not be written");
             }
         }

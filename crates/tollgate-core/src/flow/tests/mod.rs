@@ -17,6 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod callbacks;
+mod grants;
 mod introspection;
 mod keys;
 mod peers;

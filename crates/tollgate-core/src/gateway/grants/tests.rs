@@ -72,7 +72,12 @@ fn on_response(cfg: &FilterConfig, endpoint: &str, client: &str, body: &str) -> 
 #[test]
 fn token_calls_of_an_introspecting_issuer_are_read_for_their_grant() {
     let cfg = config(false, 8192);
-    let code = on_response(&cfg, "/oauth2/token", "app", "grant_type=authorization_code&code=c");
+    let code = on_response(
+        &cfg,
+        "/oauth2/token",
+        "app",
+        "grant_type=authorization_code&code=c",
+    );
     assert_eq!(
         code.grant,
         Some(GrantCall {
@@ -90,7 +95,12 @@ fn token_calls_of_an_introspecting_issuer_are_read_for_their_grant() {
     // Not a token call; an issuer whose tokens are never introspected; the cache off.
     let revoke = on_response(&cfg, "/oauth2/revoke", "app", "token=op_r1");
     assert_eq!(revoke.grant, None);
-    let jw = on_response(&cfg, "/oauth2/token", "jw-app", "grant_type=refresh_token&refresh_token=x");
+    let jw = on_response(
+        &cfg,
+        "/oauth2/token",
+        "jw-app",
+        "grant_type=refresh_token&refresh_token=x",
+    );
     assert_eq!(jw.grant, None);
     let off = config(false, 0);
     assert_eq!(GrantCall::of(&off, 0, None), None);
@@ -111,7 +121,11 @@ fn tokens_are_known_by_their_untagged_hash_whichever_form_the_client_presents() 
     // A revocation names its token by the same id, tagged or not.
     for sent in ["op.op_a1", "op_a1"] {
         let revoke = on_response(&cfg, "/oauth2/revoke", "app", &format!("token={sent}"));
-        assert_eq!(revoked_id(&revoke.evictions), Some(&key(&cfg, "op_a1")), "{sent}");
+        assert_eq!(
+            revoked_id(&revoke.evictions),
+            Some(&key(&cfg, "op_a1")),
+            "{sent}"
+        );
     }
     let cfg = config(false, 8192);
     let revoke = on_response(&cfg, "/oauth2/revoke", "app", "token=op_a1");
@@ -137,9 +151,13 @@ fn a_first_answer_starts_a_grant_under_its_refresh_token() {
     );
     // Without expires_in: as long as the issuer's answers are cached at most.
     let got = answer(json!({"access_token": "op_a1", "refresh_token": "op_r1"}));
-    assert_eq!(issued(&cfg, &call, &got, NOW).unwrap().until_ms, NOW + 300_000);
+    assert_eq!(
+        issued(&cfg, &call, &got, NOW).unwrap().until_ms,
+        NOW + 300_000
+    );
     // A nonsense lifetime saturates instead of wrapping.
-    let got = answer(json!({"access_token": "op_a1", "refresh_token": "r", "expires_in": u64::MAX}));
+    let got =
+        answer(json!({"access_token": "op_a1", "refresh_token": "r", "expires_in": u64::MAX}));
     assert_eq!(issued(&cfg, &call, &got, NOW).unwrap().until_ms, u64::MAX);
 }
 
@@ -193,7 +211,10 @@ fn with_tagging_an_opaque_access_token_is_known_tagged_and_untagged_a_jwt_as_it_
     assert_eq!(i.keys, vec![key(&cfg, "op_a1"), key(&cfg, "op.op_a1")]);
     assert_eq!(i.access, key(&cfg, "op_a1"));
     let got = answer(json!({"access_token": JWT, "refresh_token": "op_r1"}));
-    assert_eq!(issued(&cfg, &call, &got, NOW).unwrap().keys, vec![key(&cfg, JWT)]);
+    assert_eq!(
+        issued(&cfg, &call, &got, NOW).unwrap().keys,
+        vec![key(&cfg, JWT)]
+    );
 }
 
 #[test]
@@ -226,9 +247,16 @@ fn merging_adds_the_newest_keys_once_and_keeps_the_later_end() {
     let (until, v) = merge(&g, None, &adding(vec![[1; 32], [2; 32]], NOW));
     assert_eq!(until, NOW);
     assert_eq!(decode(&g, &v, 0), Some((NOW, vec![[1; 32], [2; 32]])));
-    let (until, v) = merge(&g, decode(&g, &v, 0), &adding(vec![[3; 32], [1; 32]], NOW - 5));
+    let (until, v) = merge(
+        &g,
+        decode(&g, &v, 0),
+        &adding(vec![[3; 32], [1; 32]], NOW - 5),
+    );
     assert_eq!(until, NOW, "an earlier end does not shorten the record");
-    assert_eq!(decode(&g, &v, 0), Some((NOW, vec![[2; 32], [3; 32], [1; 32]])));
+    assert_eq!(
+        decode(&g, &v, 0),
+        Some((NOW, vec![[2; 32], [3; 32], [1; 32]]))
+    );
 }
 
 #[test]

@@ -312,7 +312,10 @@ fn token_calls_go_to_the_server_the_client_belongs_to() {
     );
     assert_eq!(f.response.evictions, Vec::<CacheKey>::new(), "no eviction");
     assert_eq!(f.response.rewrite, None, "no tagging");
-    assert!(f.response.grant.is_some(), "read for its grant (as1 introspects)");
+    assert!(
+        f.response.grant.is_some(),
+        "read for its grant (as1 introspects)"
+    );
     assert_eq!(
         f.headers().collect::<Vec<_>>(),
         vec![
