@@ -27,9 +27,9 @@ impl<H: Host + Clone> Worker<H> {
         space: &str,
         id: &CacheKey,
         now_ms: u64,
-    ) -> (Option<(u64, Vec<CacheKey>)>, Option<u32>) {
+    ) -> (Option<(u64, Vec<u8>)>, Option<u32>) {
         let (value, cas) = self.host.shared_get(&self.grant_name(space, id));
-        (value.and_then(|v| grants::decode(id, &v, now_ms)), cas)
+        (value.and_then(|v| grants::decode(id, v, now_ms)), cas)
     }
 
     /// The grant a token (by its id) belongs to: a grant's own id, or the grant it links to.
@@ -38,7 +38,8 @@ impl<H: Host + Clone> Worker<H> {
             return Some(*id);
         }
         let (_, keys) = self.grant_read(LINK, id, now_ms).0?;
-        keys.first().copied()
+        let grant = grants::keys(&keys).next();
+        grant
     }
 
     /// A successful answer of a token call through the gateway (`body`, as the server sent it):
@@ -57,7 +58,7 @@ impl<H: Host + Clone> Worker<H> {
             return;
         };
         for id in [Some(issued.access), issued.refresh].into_iter().flatten() {
-            let link = grants::encode(&id, until_ms, &[grant]);
+            let link = grants::encode(&id, until_ms, &grant);
             if !self
                 .host
                 .shared_set(&self.grant_name(LINK, &id), &link, None)
@@ -88,7 +89,7 @@ impl<H: Host + Clone> Worker<H> {
         let mut all = keys.to_vec();
         let grant = grants::revoked_id(keys).and_then(|id| self.grant_of(id, now_ms));
         if let Some((_, grant_keys)) = grant.and_then(|g| self.grant_read(RECORD, &g, now_ms).0) {
-            all.extend(grant_keys);
+            all.extend(grants::keys(&grant_keys));
         }
         self.evict(&all);
     }

@@ -77,8 +77,9 @@ pub struct Issued {
     pub grant: CacheKey,
     /// The access token's id (its untagged cache key).
     pub access: CacheKey,
-    /// Its cache keys as API clients present it: untagged, and tagged when the gateway tags it.
-    pub keys: Vec<CacheKey>,
+    /// Its cache keys as API clients present it, one after the other: untagged, and tagged
+    /// when the gateway tags it.
+    pub keys: Vec<u8>,
     /// A refresh token issued with it that is not the grant's id (a first or rotated one).
     pub refresh: Option<CacheKey>,
     /// Until when a cache entry of the access token can exist: its `expires_in` from now, or
@@ -97,9 +98,9 @@ pub fn issued(cfg: &FilterConfig, call: &GrantCall, body: &[u8], now_ms: u64) ->
     let issued_rt = text("refresh_token").map(|t| cache::key_for(&cfg.fingerprint, t));
     let grant = call.presented.or(issued_rt)?;
     let access = cache::key_for(&cfg.fingerprint, at);
-    let mut keys = vec![access];
+    let mut keys = access.to_vec();
     if cfg.gateway.as_ref().is_some_and(|g| g.tagging) && !token::is_jws(at) {
-        keys.push(cache::key_for(
+        keys.extend_from_slice(&cache::key_for(
             &cfg.fingerprint,
             &token::tag(&issuer.name, at),
         ));
@@ -118,46 +119,40 @@ pub fn issued(cfg: &FilterConfig, call: &GrantCall, body: &[u8], now_ms: u64) ->
 }
 
 /// A record: the id it is kept for, until when it is worth anything (ms since the epoch), then
-/// its keys (32 bytes each).
-pub fn encode(id: &CacheKey, until_ms: u64, keys: &[CacheKey]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(40 + 32 * keys.len());
-    out.extend_from_slice(id);
-    out.extend_from_slice(&until_ms.to_le_bytes());
-    for k in keys {
-        out.extend_from_slice(k);
-    }
-    out
+/// its keys (32 bytes each, one after the other).
+pub fn encode(id: &CacheKey, until_ms: u64, keys: &[u8]) -> Vec<u8> {
+    [&id[..], &until_ms.to_le_bytes(), keys].concat()
 }
 
 /// The live record for `id` in a slot value: (until, keys). `None` for another id's record, a
 /// dead one, or anything malformed.
-pub fn decode(id: &CacheKey, value: &[u8], now_ms: u64) -> Option<(u64, Vec<CacheKey>)> {
-    let (stored, rest) = value.split_at_checked(32)?;
-    let (until, keys) = rest.split_at_checked(8)?;
-    let until = u64::from_le_bytes(until.try_into().ok()?);
-    if stored != id || until <= now_ms || keys.len() % 32 != 0 {
+pub fn decode(id: &CacheKey, mut value: Vec<u8>, now_ms: u64) -> Option<(u64, Vec<u8>)> {
+    let until = u64::from_le_bytes(value.get(32..40)?.try_into().ok()?);
+    if value.get(..32) != Some(&id[..]) || until <= now_ms || value.len() % 32 != 8 {
         return None;
     }
-    let keys = keys
-        .chunks_exact(32)
-        .filter_map(|k| k.try_into().ok())
-        .collect();
-    Some((until, keys))
+    Some((until, value.split_off(40)))
+}
+
+/// The keys of a record, each as a cache key.
+pub fn keys(keys: &[u8]) -> impl Iterator<Item = CacheKey> + '_ {
+    keys.chunks_exact(32).filter_map(|k| k.try_into().ok())
 }
 
 /// The grant record for `grant` after `issued` was added to what the slot held (`old`, the
 /// live record for `grant`, if any): the new keys last, none twice, at most [`MAX_KEYS`] (the
 /// oldest go), living until the later of the two ends. Returns that end and the record.
-pub fn merge(
-    grant: &CacheKey,
-    old: Option<(u64, Vec<CacheKey>)>,
-    issued: &Issued,
-) -> (u64, Vec<u8>) {
-    let (until, mut keys) = old.unwrap_or_default();
+pub fn merge(grant: &CacheKey, old: Option<(u64, Vec<u8>)>, issued: &Issued) -> (u64, Vec<u8>) {
+    let (until, old_keys) = old.unwrap_or_default();
     let until = until.max(issued.until_ms);
-    keys.retain(|k| !issued.keys.contains(k));
+    let mut keys: Vec<u8> = old_keys
+        .chunks_exact(32)
+        .filter(|k| !issued.keys.chunks_exact(32).any(|n| n == *k))
+        .flatten()
+        .copied()
+        .collect();
     keys.extend_from_slice(&issued.keys);
-    let drop = keys.len().saturating_sub(MAX_KEYS);
+    let drop = keys.len().saturating_sub(MAX_KEYS * 32);
     (until, encode(grant, until, &keys[drop..]))
 }
 

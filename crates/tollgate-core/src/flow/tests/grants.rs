@@ -253,11 +253,11 @@ fn a_grant_whose_slot_another_grant_took_is_forgotten() {
     let fp = vm.flow.cfg.fingerprint;
     let read = |id: &str| {
         let (v, _) = vm.host.shared_get("tollgate.gr.0");
-        grants::decode(&cache::key_for(&fp, id), &v.unwrap(), T0 + 2)
+        grants::decode(&cache::key_for(&fp, id), v.unwrap(), T0 + 2)
     };
     assert_eq!(read("op1_r1"), None);
     assert_eq!(
         read("op1_rb"),
-        Some((T0 + 1 + 3_600_000, vec![cache::key_for(&fp, "op1_b1")]))
+        Some((T0 + 1 + 3_600_000, cache::key_for(&fp, "op1_b1").to_vec()))
     );
 }
