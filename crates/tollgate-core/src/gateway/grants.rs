@@ -140,20 +140,18 @@ pub fn keys(keys: &[u8]) -> impl Iterator<Item = CacheKey> + '_ {
 }
 
 /// The grant record for `grant` after `issued` was added to what the slot held (`old`, the
-/// live record for `grant`, if any): the new keys last, none twice, at most [`MAX_KEYS`] (the
-/// oldest go), living until the later of the two ends. Returns that end and the record.
+/// live record for `grant`, if any): the new keys last, at most [`MAX_KEYS`] (the oldest go),
+/// living until the later of the two ends. Returns that end and the record. (A key answered
+/// twice, as a server's retry grace period may, is kept twice: it only takes room.)
 pub fn merge(grant: &CacheKey, old: Option<(u64, Vec<u8>)>, issued: &Issued) -> (u64, Vec<u8>) {
-    let (until, old_keys) = old.unwrap_or_default();
+    let (until, mut keys) = old.unwrap_or_default();
     let until = until.max(issued.until_ms);
-    let mut keys: Vec<u8> = old_keys
-        .chunks_exact(32)
-        .filter(|k| !issued.keys.chunks_exact(32).any(|n| n == *k))
-        .flatten()
-        .copied()
-        .collect();
     keys.extend_from_slice(&issued.keys);
     let drop = keys.len().saturating_sub(MAX_KEYS * 32);
-    (until, encode(grant, until, &keys[drop..]))
+    (
+        until,
+        encode(grant, until, keys.get(drop..).unwrap_or_default()),
+    )
 }
 
 #[cfg(test)]
