@@ -444,24 +444,20 @@ def register(st: rig_stack.Stack, which: str, name: str, endpoint: str | None = 
 
 
 @pytest.mark.parametrize("which", WHICH)
-def test_registration_without_tagging_needs_a_selector_afterwards(stack, which):
-    """POST /oauth2/<as>/register creates the client at that AS. Its id is unknown to the
-    configuration, so /oauth2/token without a selector is 401 invalid_client (no AS reached),
-    and /oauth2/<as>/token works; the token works on the API."""
+def test_registration_without_tagging_routes_by_the_as_prefix(stack, which):
+    """POST /oauth2/<as>/register creates the client at that AS, with the AS's own id (never
+    tagged, so its ID tokens' aud is that id). The AS mints ids with a prefix (as1-, dot-: the
+    rig's idFactory / CLIENT_ID_GENERATOR_CLASS) that the issuer's client_id_prefixes claim, so
+    /oauth2/token without any selector reaches that AS; the token works on the API."""
     watch = Watch(stack)
     reg = register(stack, which, "gateway-test")
     watch.only(which, REGISTER[which], endpoint="register")
     client = (reg["client_id"], reg["client_secret"])
+    assert reg["client_id"].startswith("as1-" if which == "as1" else "dot-")
     assert not reg["client_id"].startswith(f"{which}.")  # no tagging here
 
     watch.reset()
-    r = gw_post(stack, "token", {"grant_type": "client_credentials", "scope": "read"}, basic=client)
-    assert_oauth_error(r, 401, UNKNOWN_CLIENT)
-    watch.nothing(refused=1)
-
-    watch.reset()
-    got = gw_token(stack, {"grant_type": "client_credentials", "scope": "read"}, client=client,
-                   endpoint=f"{which}/token")
+    got = gw_token(stack, {"grant_type": "client_credentials", "scope": "read"}, client=client)
     watch.only(which, TOKEN[which], endpoint="token")
     seen = api_ok(stack, got["access_token"], which)
     assert seen["x-tollgate-client-id"] == reg["client_id"]
