@@ -48,7 +48,9 @@ Or ask the gateway's one set of OAuth endpoints; it routes each call to the righ
 (by client id here; /oauth2/as1/... or /oauth2/as2/... name it explicitly):
   curl -s -u demo-client:demo-secret http://127.0.0.1:{API}/oauth2/token -d grant_type=client_credentials
   curl -s -u dot-opaque:dot-opaque-secret http://127.0.0.1:{API}/oauth2/token -d grant_type=client_credentials
+  curl -s http://127.0.0.1:{API}/oauth2/as1/.well-known/openid-configuration
   curl -s http://127.0.0.1:{API}/oauth2/as2/.well-known/oauth-authorization-server
+(each made from the server's own document of that kind; both servers publish both kinds)
 
 Call the protected API (the upstream echoes the headers it received, identity included):
   curl -s -H "Authorization: Bearer $TOKEN1" http://127.0.0.1:{API}/api/orders

@@ -4,7 +4,7 @@
 //! rewrites answers — and counts them. Every decision is the
 //! core's; this module keeps only where a call stands between callbacks (`Progress`).
 //!
-//! What it needs of the worker: the configuration, [`Worker::issuer_metadata`], the gateway
+//! What it needs of the worker: the configuration, [`Worker::issuer_documents`], the gateway
 //! counters ([`Worker::gateway_forwarded`], [`Worker::gateway_refused`]),
 //! [`Worker::revoked`] and [`Worker::remember_grant`].
 //!
@@ -66,13 +66,14 @@ pub enum Start {
 /// Plans the request with the worker's configuration and issuer metadata.
 fn plan(worker: &Worker, facts: &OwnedFacts, body: Body<'_>) -> Step {
     let request = Request {
+        method: &facts.method,
         path: &facts.path,
         authority: &facts.authority,
         authorization: facts.authorization.first().map(String::as_str),
         headers: &facts.headers,
     };
     gateway::plan(&worker.cfg, &request, body, |idx| {
-        worker.issuer_metadata(idx)
+        worker.issuer_documents(idx)
     })
 }
 

@@ -14,8 +14,8 @@
 
 use super::host;
 use crate::config::FilterConfig;
+use crate::endpoint::{self, Endpoint};
 use crate::flow::{IntrospectionEvent, IntrospectionFailure, Metric};
-use crate::gateway::endpoint::{self, Endpoint};
 use crate::outcome::DenialKind;
 
 /// One counter per denial kind, indexed by [`DenialKind::index`].

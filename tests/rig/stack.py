@@ -65,11 +65,14 @@ def plugin_config(as1_port: int, as2_port: int, listener_port: int, tagging: boo
                 "require_token_type": True,
             },
             "opaque_tokens": {"pattern": "[A-Za-z0-9_-]{43}"},
-            # Behind the gateway's /oauth2 endpoints: endpoints from the same discovery document.
+            # Behind the gateway's /oauth2 endpoints: its OpenID and RFC 8414 documents (both
+            # at their standard places). The rig's AS-1 gives registered clients ids starting
+            # with "as1-" (features.registration.idFactory), so they route by that prefix.
             "gateway": {
                 "metadata": True,
                 "upstream": "as1",
                 "client_ids": ["demo-client", "post-client", "rs-client", "short-opaque-client"],
+                "client_id_prefixes": ["as1-"],
             },
         },
         {
@@ -92,11 +95,12 @@ def plugin_config(as1_port: int, as2_port: int, listener_port: int, tagging: boo
                 "client_secret": "s3cr3t+/=%&",
             },
             "opaque_tokens": {"prefixes": ["dot_"]},
-            # DOT's RFC 8414 document has no userinfo_endpoint (its OIDC one does): configured.
+            # Both of DOT's documents: its OpenID one lists userinfo, its RFC 8414 one
+            # introspection, revocation and registration. The rig's DOT gives registered
+            # clients ids starting with "dot-" (CLIENT_ID_GENERATOR_CLASS).
             "gateway": {
-                "metadata": f"http://127.0.0.1:{as2_port}/.well-known/oauth-authorization-server/o",
+                "metadata": True,
                 "upstream": "as2",
-                "endpoints": {"userinfo": f"http://127.0.0.1:{as2_port}/o/userinfo/"},
                 "client_id_prefixes": ["dot-"],
             },
         },

@@ -37,7 +37,8 @@
 //! - [`refresh`]: when to fetch each issuer's metadata and JWKS (the shared fetch state)
 //! - [`cache`]: the verified-token cache (bounded slots, TTL never past `exp`)
 //! - [`policy`]: route matching and requirements
-//! - [`gateway`]: the OAuth endpoint gateway; [`origin`]: its configured public origins
+//! - [`gateway`]: the OAuth endpoint gateway; [`endpoint`]: its endpoints and the metadata
+//!   fields they stand for; [`origin`]: its configured public origins
 //! - [`identity`]: identity headers
 //! - [`authn`]: the per-request decision
 //! - [`flow`]: the request flow behind a [`flow::Host`]: waits, resumes, deadlines, key refresh
@@ -51,6 +52,7 @@ pub mod basic_auth;
 pub mod cache;
 pub mod config;
 pub mod crypto;
+pub mod endpoint;
 pub mod extract;
 pub mod flow;
 pub mod gateway;

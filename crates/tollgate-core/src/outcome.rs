@@ -239,8 +239,10 @@ pub enum GatewayError {
     NoEndpoint,
     /// The client id in an RFC 7592 path is not one (not UTF-8, empty, `.` or `..`).
     BadClientId,
-    /// The issuer's endpoints come from its metadata document, which is not known yet.
+    /// The issuer's endpoints come from its metadata documents, which are not known yet.
     NotReady,
+    /// The authorization server publishes no metadata document of the kind asked for.
+    NoDocument,
 }
 
 impl GatewayError {
@@ -300,6 +302,11 @@ impl GatewayError {
                 503,
                 "temporarily_unavailable",
                 "the authorization server's metadata is not known yet",
+            ),
+            E::NoDocument => (
+                404,
+                "invalid_request",
+                "the authorization server publishes no metadata document of this kind",
             ),
         }
     }

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::endpoint::DocumentKind;
 use crate::http::{parse_url, HttpRequest, HttpResponse, UrlError};
 use crate::jwks::{JwksError, KeySet};
 
@@ -27,8 +28,9 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// How long one fetch may hold the lease: discovery plus JWKS, each up to the timeout,
-    /// plus a margin for the host. A worker that dies mid-fetch frees the lease this way.
+    /// How long one fetch may hold the lease: two requests (discovery plus JWKS), each up to
+    /// the timeout, plus a margin for the host; every answer of an attempt that goes on renews
+    /// it ([`FetchState::renew`]). A worker that dies mid-fetch frees the lease this way.
     pub fn lease_ms(&self) -> u64 {
         self.timeout_ms.saturating_mul(2).saturating_add(1_000)
     }
@@ -41,6 +43,15 @@ pub enum RemoteKeys {
     Jwks(Url),
     /// An OIDC Discovery / RFC 8414 metadata URL whose `jwks_uri` names the JWKS.
     Discovery(Url),
+}
+
+/// Where the gateway gets one of an issuer's metadata documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentSource {
+    pub url: Url,
+    /// The server may not publish it (`metadata: true`): a 404 means "none of this kind", and
+    /// the gateway answers 404 for it too. Otherwise a 404 is a failed fetch, retried.
+    pub optional: bool,
 }
 
 /// Fetch bookkeeping for one issuer, shared by all workers. Times are ms since the epoch.
@@ -70,12 +81,29 @@ pub struct FetchState {
     /// `introspection_endpoint` learned from discovery.
     #[serde(default)]
     pub introspection_endpoint: Option<String>,
-    /// The whole metadata document is in shared data (for the gateway).
+    /// The gateway's metadata documents, by [`DocumentKind::index`]: in shared data, known
+    /// to be absent, or not fetched yet.
     #[serde(default)]
-    pub metadata_stored: bool,
+    pub documents: [DocState; 2],
+    /// The attempt (its `attempt_at`) that last fetched each document: every attempt fetches
+    /// them again, so they follow the server's changes at the refresh interval.
+    #[serde(default)]
+    pub documents_attempt: [Option<u64>; 2],
     /// Incremented by every successful fetch.
     #[serde(default)]
     pub generation: u64,
+}
+
+/// What is known of one of the gateway's metadata documents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DocState {
+    /// Not fetched yet.
+    #[default]
+    Unknown,
+    /// In shared data.
+    Stored,
+    /// The server has none (an optional document answered 404).
+    Absent,
 }
 
 impl FetchState {
@@ -115,6 +143,14 @@ impl FetchState {
     pub fn begin(&mut self, now: u64, t: &Timing) {
         self.lease_until = now.saturating_add(t.lease_ms());
         self.attempt_at = Some(now);
+    }
+
+    /// An attempt that goes on at `now` (a metadata document answered) holds the lease for
+    /// its next requests.
+    pub fn renew(&mut self, now: u64, t: &Timing) {
+        if self.lease_until != 0 {
+            self.lease_until = now.saturating_add(t.lease_ms());
+        }
     }
 
     /// Records a successful attempt ending `now`: frees the lease and starts a new generation.
@@ -181,22 +217,31 @@ pub struct Plan<'a> {
     pub jwks: Option<(&'a str, Option<&'a Url>)>,
     /// Discovery must also yield `introspection_endpoint`.
     pub introspection_endpoint_wanted: bool,
-    /// The whole metadata document is wanted (the gateway forwards to its endpoints).
-    pub metadata_wanted: bool,
+    /// The gateway's metadata documents (upstream, source), by [`DocumentKind::index`].
+    pub documents: [Option<(&'a str, &'a DocumentSource)>; 2],
 }
 
 impl Plan<'_> {
     /// Whether there is nothing to fetch (no refresh job).
     pub fn is_empty(&self) -> bool {
-        self.discovery.is_none() && self.jwks.is_none()
+        self.discovery.is_none()
+            && self.jwks.is_none()
+            && self.documents.iter().all(Option::is_none)
     }
 
     fn discovery_needed(&self, state: &FetchState) -> bool {
         let jwks_unknown = matches!(self.jwks, Some((_, None))) && state.jwks_uri.is_none();
         let endpoint_unknown =
             self.introspection_endpoint_wanted && state.introspection_endpoint.is_none();
-        let metadata_unknown = self.metadata_wanted && !state.metadata_stored;
-        self.discovery.is_some() && (jwks_unknown || endpoint_unknown || metadata_unknown)
+        self.discovery.is_some() && (jwks_unknown || endpoint_unknown)
+    }
+
+    /// The gateway's documents at `url` (the discovery document is often one of them: its
+    /// answer is stored as that document too).
+    pub fn documents_at<'s>(&'s self, url: &'s Url) -> impl Iterator<Item = DocumentKind> + 's {
+        DocumentKind::ALL
+            .into_iter()
+            .filter(move |k| self.documents[k.index()].is_some_and(|(_, d)| &d.url == url))
     }
 }
 
@@ -211,6 +256,15 @@ pub fn next_request(
         let (upstream, doc) = plan.discovery?;
         return Some((Step::Discovery, HttpRequest::get(upstream, doc, timeout_ms)));
     }
+    for kind in DocumentKind::ALL {
+        let i = kind.index();
+        if let Some((upstream, doc)) = plan.documents[i] {
+            if state.documents_attempt[i] != state.attempt_at {
+                let request = HttpRequest::get(upstream, &doc.url, timeout_ms);
+                return Some((Step::Document(kind), request));
+            }
+        }
+    }
     let (upstream, fixed) = plan.jwks?;
     let learned = state.jwks_uri.as_deref().and_then(|u| parse_url(u).ok());
     let uri = fixed.cloned().or(learned)?;
@@ -221,7 +275,38 @@ pub fn next_request(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Discovery,
+    /// One of the gateway's metadata documents.
+    Document(DocumentKind),
     Jwks,
+}
+
+/// A gateway metadata document's answer: the document to store, or none of its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocumentAnswer<'b> {
+    Stored(&'b [u8]),
+    Absent,
+}
+
+/// Reads an answer for one of the gateway's metadata documents: a JSON object whose `issuer`
+/// is the configured issuer (OpenID Connect Discovery §4.3, RFC 8414 §3.3); an optional
+/// document's 404 says the server has none.
+pub fn read_document<'r>(
+    issuer: &str,
+    source: &DocumentSource,
+    response: Option<&'r HttpResponse>,
+) -> Result<DocumentAnswer<'r>, FetchError> {
+    if source.optional && response.is_some_and(|r| r.status == 404) {
+        return Ok(DocumentAnswer::Absent);
+    }
+    let body = ok_body(response)?;
+    let doc: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|_| FetchError::BadDiscovery("not a JSON object"))?;
+    if doc.get("issuer").and_then(|v| v.as_str()) != Some(issuer) {
+        return Err(FetchError::BadDiscovery(
+            "its issuer is not the configured issuer",
+        ));
+    }
+    Ok(DocumentAnswer::Stored(body))
 }
 
 /// What a metadata document told us.
@@ -396,7 +481,7 @@ mod tests {
             discovery: Some(("as1", doc)),
             jwks: Some(("as1", None)),
             introspection_endpoint_wanted: false,
-            metadata_wanted: false,
+            documents: [None, None],
         }
     }
 
@@ -436,7 +521,7 @@ mod tests {
             discovery: Some(("as1", &doc)),
             jwks: None,
             introspection_endpoint_wanted: true,
-            metadata_wanted: false,
+            documents: [None, None],
         };
         let without = r#"{"issuer":"https://as.example","jwks_uri":"https://as.example/jwks"}"#;
         assert_eq!(
@@ -497,7 +582,7 @@ mod tests {
             discovery: Some(("as1", &doc)),
             jwks: Some(("as1", None)),
             introspection_endpoint_wanted: false,
-            metadata_wanted: false,
+            documents: [None, None],
         };
         let mut state = FetchState::default();
         let (step, req) = next_request(&plan, &state, 1000).unwrap();
@@ -518,7 +603,7 @@ mod tests {
             discovery: Some(("as2", &doc)),
             jwks: None,
             introspection_endpoint_wanted: true,
-            metadata_wanted: false,
+            documents: [None, None],
         };
         let mut state = FetchState::default();
         assert_eq!(

@@ -75,7 +75,8 @@ CLIENTS = {
     "dot-code": (
         "dot-code-secret",
         "authorization-code",
-        {"redirect_uris": "http://127.0.0.1/cb", "algorithm": "RS256", "skip_authorization": True},
+        {"redirect_uris": "http://127.0.0.1/cb", "algorithm": "RS256", "skip_authorization": True,
+         "post_logout_redirect_uris": "http://127.0.0.1/logged-out"},
     ),
     # opaque access tokens ("dot_" + DOT's default random token), for introspection
     "dot-opaque": ("dot-opaque-secret", "client-credentials", {}),
@@ -176,6 +177,12 @@ def configure(args: argparse.Namespace) -> None:
             "ACCESS_TOKEN_EXPIRE_SECONDS": access_token_ttl,
             "ACCESS_TOKEN_GENERATOR": functools.partial(mint_access_token, issuer, args.impersonate_issuer),
             "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
+            # RFC 7591 clients get ids "dot-" + DOT's default 40 random ASCII letters/digits, so a
+            # gateway can route them by prefix
+            "CLIENT_ID_GENERATOR_CLASS": f"{__name__}.PrefixedClientIdGenerator",
+            # OpenID RP-Initiated Logout at /o/logout/ (a confirm form; end_session_endpoint in
+            # the OIDC discovery document)
+            "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,
             "DCR_ENABLED": True,
             "DCR_REGISTRATION_PERMISSION_CLASSES": ("oauth2_provider.dcr.AllowAllDCRPermission",),
         },
@@ -237,6 +244,22 @@ def mint_access_token(issuer: str, impersonate_issuer: str | None, request) -> s
     return token.serialize()
 
 
+# ---------------------------------------------------------------- client ids
+
+
+def define_client_id_generator() -> None:
+    """Defines PrefixedClientIdGenerator (CLIENT_ID_GENERATOR_CLASS names it)."""
+    from oauth2_provider.generators import ClientIdGenerator
+
+    class PrefixedClientIdGenerator(ClientIdGenerator):
+        """DOT's default id (40 of [A-Za-z0-9]) with the prefix "dot-"."""
+
+        def hash(self):
+            return "dot-" + super().hash()
+
+    globals()["PrefixedClientIdGenerator"] = PrefixedClientIdGenerator
+
+
 # ---------------------------------------------------------------- login by header
 
 
@@ -260,6 +283,7 @@ urlpatterns: list = []
 
 def setup(args: argparse.Namespace) -> None:
     configure(args)
+    define_client_id_generator()
     django.setup()
     define_rig_user_middleware()
     from django.core.management import call_command

@@ -20,6 +20,13 @@
  *   short-opaque-client / short-opaque-secret  client_secret_basic; client_credentials; its
  *                               access tokens (opaque, or JWT for a resource without its own
  *                               TTL) expire after 2 s
+ *   as1-device / as1-device-secret  client_secret_basic; RFC 8628 device_code + refresh_token
+ *   as1-ciba / as1-ciba-secret  client_secret_basic; OpenID CIBA, poll mode
+ * (demo-client also has post_logout_redirect_uri http://127.0.0.1/logged-out.)
+ * Dynamically registered clients (POST /reg) get ids `--client-id-prefix` (default "as1-") +
+ * nanoid; RFC 7592 GET/PUT/DELETE at /reg/<client_id>. PAR at /request, device flow at
+ * /device/auth (user page /device), CIBA at /backchannel, RP-initiated logout at /session/end
+ * (GET and POST).
  * (oidc-provider accepts client_secret_basic and client_secret_post interchangeably for a client
  * registered with either.)
  *
@@ -39,6 +46,8 @@
  *   POST /__rig/drop-old                keep only the newest key of each type
  *   GET  /__rig/stats                   {"requests": {path: count}, "keys": [{kid, kty, alg}]}
  *   POST /__rig/reset-stats             zero the counters
+ *   POST /__rig/ciba?auth_req_id=ID&action=approve|deny  the CIBA user's decision on a pending
+ *                                       backchannel authentication request
  *   POST /__rig/delay?ms=N              hold every later non-rig request N ms before handling
  *                                       it (0 turns it off; at most 60000), e.g. to make a
  *                                       JWKS fetch slow enough to observe
@@ -53,14 +62,21 @@ import { parseArgs } from 'node:util';
 
 import Provider, { errors } from 'oidc-provider';
 import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
+import nanoid from 'oidc-provider/lib/helpers/nanoid.js';
 
 const { values: args } = parseArgs({
-  options: { port: { type: 'string' }, 'state-dir': { type: 'string' } },
+  options: {
+    port: { type: 'string' },
+    'state-dir': { type: 'string' },
+    'client-id-prefix': { type: 'string', default: 'as1-' },
+  },
 });
 if (!args.port || !args['state-dir']) {
-  console.error('usage: node server.mjs --port P --state-dir DIR');
+  console.error('usage: node server.mjs --port P --state-dir DIR [--client-id-prefix PREFIX]');
   process.exit(2);
 }
+// Dynamically registered clients get ids PREFIX + nanoid, so a gateway can tell them by prefix.
+const CLIENT_ID_PREFIX = args['client-id-prefix'];
 const PORT = Number(args.port);
 const STATE_DIR = path.resolve(args['state-dir']);
 const ISSUER = `http://127.0.0.1:${PORT}`;
@@ -147,6 +163,7 @@ const CLIENTS = [
     redirect_uris: ['http://127.0.0.1/cb'],
     scope: 'openid offline_access read write admin',
     token_endpoint_auth_method: 'client_secret_basic',
+    post_logout_redirect_uris: ['http://127.0.0.1/logged-out'],
   },
   {
     client_id: 'post-client',
@@ -193,6 +210,27 @@ const CLIENTS = [
     scope: 'read write admin',
     token_endpoint_auth_method: 'client_secret_basic',
   },
+  {
+    // RFC 8628 device authorization grant (the user confirms the code at /device)
+    client_id: 'as1-device',
+    client_secret: 'as1-device-secret',
+    grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'openid offline_access read write admin',
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
+  {
+    // OpenID CIBA, poll mode (the "authentication device" is POST /__rig/ciba)
+    client_id: 'as1-ciba',
+    client_secret: 'as1-ciba-secret',
+    grant_types: ['urn:openid:params:grant-type:ciba'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'openid read write admin',
+    token_endpoint_auth_method: 'client_secret_basic',
+    backchannel_token_delivery_mode: 'poll',
+  },
 ];
 const SHORT_OPAQUE_TTL = { 'short-opaque-client': 2 }; // seconds, opaque client_credentials tokens
 
@@ -203,9 +241,16 @@ function buildProvider(keys) {
     adapter,
     clients: CLIENTS,
     jwks: { keys },
-    cookies: { keys: cookieKeys },
+    // SameSite=None on the session cookie: oidc-provider requires it with enableHttpPostMethods
+    // (a cross-site form POST must carry the session). Over plain http a real browser would
+    // drop such a cookie; the rig's Python "browser" does not look at SameSite.
+    cookies: { keys: cookieKeys, long: { sameSite: 'none' } },
     scopes: ['openid', 'offline_access', 'read', 'write', 'admin'],
     claims: { openid: ['sub'] },
+    // OpenID RP-Initiated Logout 1.0 §2 and OIDC Core §3.1.2.1: the AS accepts POST (form) as
+    // well as GET at the end-session and authorization endpoints (the gateway answers a POST to
+    // its end_session with a 307, which the browser re-POSTs here).
+    enableHttpPostMethods: true,
     async findAccount(ctx, sub) {
       return { accountId: sub, async claims() { return { sub }; } };
     },
@@ -227,8 +272,40 @@ function buildProvider(keys) {
           throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
         },
       },
-      registration: { enabled: true, initialAccessToken: false },
-      registrationManagement: { enabled: true },
+      registration: {
+        enabled: true,
+        initialAccessToken: false,
+        idFactory: () => `${CLIENT_ID_PREFIX}${nanoid()}`,
+      },
+      // RFC 7592 read (GET), update (PUT: the whole metadata, with the same client_id; the
+      // answer carries a new registration_access_token) and delete (DELETE) at /reg/<client_id>
+      registrationManagement: { enabled: true, rotateRegistrationAccessToken: true },
+      // RFC 9126 PAR (/request, on by default in 9.x), spelled out
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false },
+      // RFC 8628 device flow: POST /device/auth; the user confirms the user_code at /device
+      deviceFlow: { enabled: true },
+      // RP-initiated logout (/session/end, a confirm form with xsrf; on by default), spelled out
+      rpInitiatedLogout: { enabled: true },
+      // OpenID CIBA 1.0, poll mode: any login_hint names the account (as devInteractions takes
+      // any login); approval comes from the rig's "authentication device", POST /__rig/ciba
+      ciba: {
+        enabled: true,
+        deliveryModes: ['poll'],
+        async processLoginHint(ctx, loginHint) { return loginHint; },
+        async processLoginHintToken() {
+          throw new errors.InvalidRequest('login_hint_token is not supported here');
+        },
+        async verifyUserCode(ctx, account, userCode) {
+          if (userCode) throw new errors.InvalidRequest('user_code is not supported here');
+        },
+        async validateRequestContext() {},
+        async validateBindingMessage(ctx, bindingMessage) {
+          if (bindingMessage !== undefined && !/^[a-zA-Z0-9-._+/!?#]{1,20}$/.test(bindingMessage)) {
+            throw new errors.InvalidBindingMessage('binding_message: 1-20 of [a-zA-Z0-9-._+/!?#]');
+          }
+        },
+        async triggerAuthenticationDevice() {}, // the test plays the device: POST /__rig/ciba
+      },
       devInteractions: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -312,6 +389,10 @@ function rig(req, res, url) {
     case 'POST /__rig/reset-stats':
       for (const k of Object.keys(counts)) delete counts[k];
       return json(res, 200, { requests: counts });
+    case 'POST /__rig/ciba':
+      return cibaDecide(url.searchParams.get('auth_req_id'), url.searchParams.get('action'))
+        .then(([status, body]) => json(res, status, body))
+        .catch((err) => json(res, 500, { error: String(err?.message ?? err) }));
     case 'POST /__rig/delay': {
       const ms = Number(url.searchParams.get('ms') ?? '0');
       if (!Number.isInteger(ms) || ms < 0 || ms > 60000) {
@@ -323,6 +404,32 @@ function rig(req, res, url) {
     default:
       return json(res, 404, { error: 'no such rig endpoint' });
   }
+}
+
+/**
+ * The CIBA "authentication device": the user approves (or denies) a pending backchannel
+ * authentication request. Approval is what a real device's consent would store: a Grant for
+ * the request's account, client and scope, whose id the request then carries (oidc-provider's
+ * own models; its token endpoint answers authorization_pending until then).
+ */
+async function cibaDecide(authReqId, action) {
+  if (!authReqId || !['approve', 'deny'].includes(action)) {
+    return [400, { error: 'auth_req_id and action=approve|deny are required' }];
+  }
+  const request = await provider.BackchannelAuthenticationRequest.find(authReqId);
+  if (!request) return [404, { error: 'no such backchannel authentication request' }];
+  if (request.grantId || request.error) return [409, { error: 'already decided' }];
+  if (action === 'deny') {
+    Object.assign(request, { error: 'access_denied', errorDescription: 'end-user denied the request' });
+  } else {
+    const grant = new provider.Grant({ accountId: request.accountId, clientId: request.clientId });
+    grant.addOIDCScope(request.scope);
+    if (request.claims) grant.addOIDCClaims(Object.keys(request.claims.id_token ?? {}));
+    request.grantId = await grant.save();
+    request.authTime = Math.floor(Date.now() / 1000);
+  }
+  await request.save();
+  return [200, { decided: action }];
 }
 
 const server = http.createServer((req, res) => {

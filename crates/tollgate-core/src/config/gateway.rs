@@ -4,12 +4,16 @@ use std::collections::BTreeMap;
 
 use url::Url;
 
+use serde_json::Value;
+
 use super::raw::{RawGateway, RawIssuerGateway};
 use super::{
-    discovery_url, err, http_url, is_header_name, upstream_name, ConfigError, Issuer,
-    RESERVED_HEADERS, UPSTREAM_IS,
+    err, http_url, is_header_name, upstream_name, ConfigError, Issuer, RESERVED_HEADERS,
+    UPSTREAM_IS,
 };
+use crate::endpoint::{DocumentKind, Endpoint};
 use crate::origin::PublicOrigin;
+use crate::refresh::DocumentSource;
 
 /// The gateway's own settings.
 #[derive(Debug)]
@@ -53,21 +57,14 @@ const OAUTH_PARAMETERS: [&str; 22] = [
     "request_uri",
 ];
 
-/// The OAuth endpoints the gateway forwards to, by their metadata names (RFC 8414 §2).
-pub const ENDPOINTS: [&str; 6] = [
-    "authorization_endpoint",
-    "token_endpoint",
-    "introspection_endpoint",
-    "revocation_endpoint",
-    "userinfo_endpoint",
-    "registration_endpoint",
-];
-
 /// One issuer behind the gateway.
 #[derive(Debug, Default)]
 pub struct IssuerGateway {
-    /// (the host's name for the upstream, metadata document) when endpoints come from metadata.
-    pub metadata: Option<(String, Url)>,
+    /// The host's name for the upstream that serves the metadata documents.
+    pub upstream: Option<String>,
+    /// The server's metadata documents, by [`DocumentKind::index`]: what the gateway's
+    /// documents of each kind are made from, and where endpoints come from.
+    pub documents: [Option<DocumentSource>; 2],
     /// Configured endpoints by metadata name (`token_endpoint`, ...); they win over metadata.
     pub endpoints: BTreeMap<String, Url>,
     pub client_ids: Vec<String>,
@@ -83,7 +80,15 @@ impl IssuerGateway {
                 .iter()
                 .any(|p| client_id.starts_with(p.as_str()))
     }
+
+    /// Whether any endpoint comes from a metadata document (which may not be known yet).
+    pub fn wants_documents(&self) -> bool {
+        self.documents.iter().any(Option::is_some)
+    }
 }
+
+/// The accepted `endpoints` keys, for the error message.
+const ENDPOINT_KEYS: &str = "authorization, token, introspection, revocation, userinfo, registration, pushed_authorization_request, device_authorization, backchannel_authentication, end_session";
 
 pub(super) fn compile_issuer_gateway(
     at: &str,
@@ -93,30 +98,30 @@ pub(super) fn compile_issuer_gateway(
     let mut endpoints = BTreeMap::new();
     for (name, url) in r.endpoints {
         let key = format!("{name}_endpoint");
-        if !ENDPOINTS.contains(&key.as_str()) {
+        if Endpoint::for_field(&key).is_none() {
             return err(
                 format!("{at}.endpoints.{name}"),
-                "unknown endpoint (authorization, token, introspection, revocation, userinfo, registration)",
+                format!("unknown endpoint ({ENDPOINT_KEYS})"),
             );
         }
         endpoints.insert(key, http_url(&format!("{at}.endpoints.{name}"), &url)?);
     }
-    let metadata = match r.metadata {
-        None => None,
-        Some(value) => {
-            let url = discovery_url(&format!("{at}.metadata"), issuer, Some(value))?;
-            match r.upstream {
-                Some(u) => Some((upstream_name(&format!("{at}.upstream"), u)?, url)),
-                None => {
-                    return err(
-                        format!("{at}.upstream"),
-                        format!("required with metadata: {UPSTREAM_IS}, that serves it"),
-                    )
-                }
-            }
-        }
+    let documents = match r.metadata {
+        None => [None, None],
+        Some(value) => metadata_documents(&format!("{at}.metadata"), issuer, value)?,
     };
-    if metadata.is_none() && endpoints.is_empty() {
+    let wants_documents = documents.iter().any(Option::is_some);
+    let upstream = match r.upstream {
+        Some(u) => Some(upstream_name(&format!("{at}.upstream"), u)?),
+        None if wants_documents => {
+            return err(
+                format!("{at}.upstream"),
+                format!("required with metadata: {UPSTREAM_IS}, that serves it"),
+            )
+        }
+        None => None,
+    };
+    if !wants_documents && endpoints.is_empty() {
         return err(at, "give metadata, endpoints, or both");
     }
     for (field, list) in [
@@ -130,11 +135,126 @@ pub(super) fn compile_issuer_gateway(
         }
     }
     Ok(IssuerGateway {
-        metadata,
+        upstream,
+        documents,
         endpoints,
         client_ids: r.client_ids,
         client_id_prefixes: r.client_id_prefixes,
     })
+}
+
+/// An issuer's `gateway.metadata`, by [`DocumentKind::index`]:
+/// - `true`: both documents at their standard places, each optional: OpenID Connect Discovery
+///   §4 (`<issuer>/.well-known/openid-configuration`) and RFC 8414 §3.1 (the well-known part
+///   inserted between the issuer's host and path);
+/// - a URL: that one document, whose kind its path tells (`.../.well-known/openid-configuration`
+///   or `.../.well-known/oauth-authorization-server...`);
+/// - `{"openid_configuration": true | URL, "oauth_authorization_server": true | URL}`: the
+///   named ones, each required.
+fn metadata_documents(
+    at: &str,
+    issuer: &str,
+    value: Value,
+) -> Result<[Option<DocumentSource>; 2], ConfigError> {
+    let mut docs = [None, None];
+    match value {
+        Value::Bool(true) => {
+            for kind in DocumentKind::ALL {
+                let url = standard_location(at, issuer, kind)?;
+                docs[kind.index()] = Some(DocumentSource {
+                    url,
+                    optional: true,
+                });
+            }
+        }
+        Value::String(text) => {
+            let url = http_url(at, &text)?;
+            let Some(kind) = kind_of(&url) else {
+                return err(
+                    at,
+                    "cannot tell whether this URL is an openid-configuration or an oauth-authorization-server document: name it, {\"openid_configuration\": URL} or {\"oauth_authorization_server\": URL}",
+                );
+            };
+            docs[kind.index()] = Some(DocumentSource {
+                url,
+                optional: false,
+            });
+        }
+        Value::Object(map) => {
+            for (name, v) in map {
+                let kind = match name.as_str() {
+                    "openid_configuration" => DocumentKind::OpenId,
+                    "oauth_authorization_server" => DocumentKind::OAuth,
+                    _ => {
+                        return err(
+                            format!("{at}.{name}"),
+                            "unknown document (openid_configuration, oauth_authorization_server)",
+                        )
+                    }
+                };
+                let path = format!("{at}.{name}");
+                let url = match v {
+                    Value::Bool(true) => standard_location(&path, issuer, kind)?,
+                    Value::String(text) => http_url(&path, &text)?,
+                    _ => return err(path, "must be true or the document's URL"),
+                };
+                docs[kind.index()] = Some(DocumentSource {
+                    url,
+                    optional: false,
+                });
+            }
+            if docs.iter().all(Option::is_none) {
+                return err(at, "name at least one document");
+            }
+        }
+        _ => {
+            return err(
+                at,
+                "must be true, a metadata document URL, or {\"openid_configuration\": .., \"oauth_authorization_server\": ..}",
+            )
+        }
+    }
+    Ok(docs)
+}
+
+/// Where an issuer publishes a document of `kind` by the specifications.
+fn standard_location(at: &str, issuer: &str, kind: DocumentKind) -> Result<Url, ConfigError> {
+    let text = match kind {
+        DocumentKind::OpenId => format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        ),
+        DocumentKind::OAuth => {
+            let url = crate::http::parse_url(issuer).ok();
+            let Some(url) = url.filter(|u| u.host_str().is_some()) else {
+                return err(
+                    at,
+                    "true needs an http(s) issuer URL; give the document URLs instead",
+                );
+            };
+            let origin = url.origin().ascii_serialization();
+            let path = url.path().trim_end_matches('/');
+            format!("{origin}/.well-known/oauth-authorization-server{path}")
+        }
+    };
+    http_url(at, &text).or_else(|_| {
+        err(
+            at,
+            "true needs an http(s) issuer URL; give the document URLs instead",
+        )
+    })
+}
+
+/// The kind of document a metadata URL names, by its well-known path.
+fn kind_of(url: &Url) -> Option<DocumentKind> {
+    let path = url.path().trim_end_matches('/');
+    if path.ends_with("/.well-known/openid-configuration") {
+        Some(DocumentKind::OpenId)
+    } else if path.contains("/.well-known/oauth-authorization-server") {
+        Some(DocumentKind::OAuth)
+    } else {
+        None
+    }
 }
 
 /// The top-level `gateway` section, in named steps: where it is reached (base path, public

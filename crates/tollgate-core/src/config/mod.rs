@@ -20,7 +20,8 @@ use crate::key::{Alg, AlgSet};
 use crate::policy::{ClaimRule, Matcher, Policy, Requirement, Route};
 use crate::refresh::{Plan, RemoteKeys, Timing};
 
-pub use gateway::{Gateway, IssuerGateway, ENDPOINTS};
+pub use crate::refresh::DocumentSource;
+pub use gateway::{Gateway, IssuerGateway};
 pub use raw::RawConfig;
 
 /// A configuration problem: where (JSON path such as `issuers[1].jwks.uri`) and what.
@@ -156,9 +157,12 @@ impl Issuer {
                 plan.discovery.get_or_insert((&intro.upstream, url));
             }
         }
-        if let Some((upstream, url)) = self.gateway.as_ref().and_then(|g| g.metadata.as_ref()) {
-            plan.metadata_wanted = true;
-            plan.discovery.get_or_insert((upstream, url));
+        if let Some(g) = &self.gateway {
+            if let Some(upstream) = &g.upstream {
+                for (slot, doc) in plan.documents.iter_mut().zip(&g.documents) {
+                    *slot = doc.as_ref().map(|d| (upstream.as_str(), d));
+                }
+            }
         }
         plan
     }
@@ -361,7 +365,7 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
         )?),
         None => None,
     };
-    check_one_metadata_document(at, keys.as_ref(), introspection.as_ref(), gateway.as_ref())?;
+    check_one_discovery_document(at, keys.as_ref(), introspection.as_ref())?;
     Ok(Issuer {
         name: ri.name,
         issuer: ri.issuer,
@@ -477,41 +481,35 @@ fn check_token_sources(
     Ok(())
 }
 
-/// One metadata document per issuer: every discovery setting (keys, introspection, gateway)
-/// must name the same one.
-fn check_one_metadata_document(
+/// One discovery document per issuer for what is learned from it: the keys' and introspection's
+/// discovery settings must name the same one. (The gateway's documents are fetched on their
+/// own; one that is at the same URL is fetched once.)
+fn check_one_discovery_document(
     at: &str,
     keys: Option<&KeySource>,
     introspection: Option<&Introspection>,
-    gateway: Option<&IssuerGateway>,
 ) -> Result<(), ConfigError> {
-    let docs: Vec<(&str, &Url)> = [
-        match keys {
-            Some(KeySource::Remote {
-                source: RemoteKeys::Discovery(u),
-                ..
-            }) => Some(("jwks.discovery", u)),
-            _ => None,
-        },
-        match introspection {
-            Some(Introspection {
-                endpoint: IntrospectionEndpoint::Discovered(u),
-                ..
-            }) => Some(("introspection.discovery", u)),
-            _ => None,
-        },
-        gateway
-            .and_then(|g| g.metadata.as_ref())
-            .map(|(_, u)| ("gateway.metadata", u)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if let Some((field, _)) = docs.iter().skip(1).find(|(_, u)| *u != docs[0].1) {
-        return err(
-            format!("{at}.{field}"),
-            format!("must name the same metadata document as {}", docs[0].0),
-        );
+    let keys_doc = match keys {
+        Some(KeySource::Remote {
+            source: RemoteKeys::Discovery(u),
+            ..
+        }) => Some(u),
+        _ => None,
+    };
+    let introspection_doc = match introspection {
+        Some(Introspection {
+            endpoint: IntrospectionEndpoint::Discovered(u),
+            ..
+        }) => Some(u),
+        _ => None,
+    };
+    if let (Some(k), Some(i)) = (keys_doc, introspection_doc) {
+        if k != i {
+            return err(
+                format!("{at}.introspection.discovery"),
+                "must name the same metadata document as jwks.discovery",
+            );
+        }
     }
     Ok(())
 }

@@ -87,11 +87,13 @@ fn default_max_body_bytes() -> u64 {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawIssuerGateway {
-    /// `true` for `<issuer>/.well-known/openid-configuration`, or the metadata document URL
-    /// whose `*_endpoint` members give the endpoints (configured `endpoints` win).
+    /// The server's metadata documents, whose `*_endpoint` members give the endpoints
+    /// (configured `endpoints` win) and from which the gateway's documents are made: `true`
+    /// (both kinds at their standard places), one document's URL, or
+    /// `{"openid_configuration": .., "oauth_authorization_server": ..}` (`super::gateway`).
     #[serde(default)]
     pub metadata: Option<Value>,
-    /// The host's name for the upstream that serves the metadata document (an Envoy cluster
+    /// The host's name for the upstream that serves the metadata documents (an Envoy cluster
     /// name; `host:port` on Kong and APISIX), passed to `dispatch_http_call` unchanged.
     #[serde(default)]
     pub upstream: Option<String>,

@@ -6,7 +6,7 @@ use super::{Callout, Host, InFlight, Metric, Turn, Worker};
 use crate::config::KeySource;
 use crate::http::HttpResponse;
 use crate::jwks::{Held, KeySet};
-use crate::refresh::{self, FetchError, FetchState, RemoteKeys, Step};
+use crate::refresh::{self, DocState, DocumentAnswer, FetchError, FetchState, RemoteKeys, Step};
 
 impl<H: Host + Clone> Worker<H> {
     /// Whether a fetch is under way or will start now that can bring the keys this request
@@ -164,18 +164,21 @@ impl<H: Host + Clone> Worker<H> {
         let issuer = &self.cfg.issuers[idx];
         match step {
             Step::Discovery => {
-                match refresh::read_discovery(
-                    &issuer.issuer,
-                    &issuer.fetch_plan(),
-                    response.as_ref(),
-                ) {
+                let plan = issuer.fetch_plan();
+                match refresh::read_discovery(&issuer.issuer, &plan, response.as_ref()) {
                     Ok(meta) => {
                         let jwks_uri = meta.jwks_uri.map(String::from);
                         let endpoint = meta.introspection_endpoint.map(String::from);
                         let rec = self.records.get(idx).and_then(Option::as_ref);
-                        let store = issuer.fetch_plan().metadata_wanted;
-                        if let (true, Some(r), Some(resp)) = (store, rec, &response) {
-                            r.write_metadata(&self.host, &resp.body);
+                        // The same document may be one the gateway serves.
+                        let same: Vec<_> = plan
+                            .discovery
+                            .map(|(_, url)| plan.documents_at(url).collect())
+                            .unwrap_or_default();
+                        if let (Some(r), Some(resp)) = (rec, &response) {
+                            for kind in &same {
+                                r.write_document(&self.host, *kind, &resp.body);
+                            }
                         }
                         let updated = rec.and_then(|r| {
                             r.update(
@@ -184,7 +187,46 @@ impl<H: Host + Clone> Worker<H> {
                                 |s| {
                                     s.jwks_uri.clone_from(&jwks_uri);
                                     s.introspection_endpoint.clone_from(&endpoint);
-                                    s.metadata_stored |= store;
+                                    for kind in &same {
+                                        s.documents[kind.index()] = DocState::Stored;
+                                        s.documents_attempt[kind.index()] = s.attempt_at;
+                                    }
+                                    s.renew(now, &issuer.timing);
+                                },
+                            )
+                        });
+                        if let Some(state) = updated {
+                            self.send_fetch(turn, idx, &state, now);
+                        }
+                    }
+                    Err(e) => self.fetch_failed(idx, step, &e, now),
+                }
+            }
+            Step::Document(kind) => {
+                let plan = issuer.fetch_plan();
+                let Some((_, source)) = plan.documents[kind.index()] else {
+                    return;
+                };
+                match refresh::read_document(&issuer.issuer, source, response.as_ref()) {
+                    Ok(answer) => {
+                        let rec = self.records.get(idx).and_then(Option::as_ref);
+                        let known = match answer {
+                            DocumentAnswer::Stored(body) => {
+                                if let Some(r) = rec {
+                                    r.write_document(&self.host, kind, body);
+                                }
+                                DocState::Stored
+                            }
+                            DocumentAnswer::Absent => DocState::Absent,
+                        };
+                        let updated = rec.and_then(|r| {
+                            r.update(
+                                &self.host,
+                                |_| true,
+                                |s| {
+                                    s.documents[kind.index()] = known;
+                                    s.documents_attempt[kind.index()] = s.attempt_at;
+                                    s.renew(now, &issuer.timing);
                                 },
                             )
                         });
@@ -265,6 +307,7 @@ impl<H: Host + Clone> Worker<H> {
             issuer.name,
             match step {
                 Step::Discovery => "metadata",
+                Step::Document(kind) => kind.well_known(),
                 Step::Jwks => "key",
             }
         );

@@ -573,12 +573,21 @@ impl<H: Host + Clone> Worker<H> {
         Flow::Pause
     }
 
-    /// The issuer's metadata document, when the gateway keeps one for it.
-    pub fn issuer_metadata(
-        &self,
-        idx: usize,
-    ) -> Option<serde_json::Map<String, serde_json::Value>> {
-        self.records.get(idx)?.as_ref()?.read_metadata(&self.host)
+    /// The issuer's metadata documents, as far as the gateway holds them.
+    pub fn issuer_documents(&self, idx: usize) -> crate::gateway::metadata::Documents {
+        let wanted = self
+            .cfg
+            .issuers
+            .get(idx)
+            .and_then(|i| i.gateway.as_ref())
+            .map_or([false; 2], |g| g.documents.each_ref().map(Option::is_some));
+        match self.records.get(idx).and_then(Option::as_ref) {
+            Some(rec) => rec.read_documents(&self.host, wanted),
+            None => crate::gateway::metadata::Documents {
+                ready: wanted == [false; 2],
+                ..Default::default()
+            },
+        }
     }
 
     /// A gateway call was routed to `issuer`'s `endpoint`.

@@ -3,21 +3,25 @@
 //!
 //! Keys: `tollgate.<fp>.jwks.<issuer>.state` (a [`FetchState`], updated by compare-and-swap),
 //! `tollgate.<fp>.jwks.<issuer>.keys` (generation, fetch time, JWKS bytes),
+//! `tollgate.<fp>.jwks.<issuer>.<well-known name>` (the gateway's metadata documents),
 //! `tollgate.tc.<slot>` (a token's cache entry, or a worker's claim while it verifies the
 //! token) and the introspection leases `tollgate.il.<slot>`. `<fp>` is a short configuration
 //! fingerprint, so a changed configuration starts from fresh fetch state.
 
 use super::host::Host;
 use crate::cache::{self, CacheKey, Cached, Claim, LocalMemo, Slot, TokenCache};
-use crate::refresh::FetchState;
+use crate::endpoint::DocumentKind;
+use crate::gateway::metadata::Documents;
+use crate::refresh::{DocState, FetchState};
 
 /// The shared-data names of one issuer's records.
 #[derive(Debug, Clone)]
 pub struct IssuerKeys {
     pub state: String,
     pub keys: String,
-    /// The issuer's metadata document as fetched (for the gateway).
-    pub metadata: String,
+    /// The issuer's metadata documents as fetched (for the gateway), by
+    /// [`DocumentKind::index`].
+    pub documents: [String; 2],
 }
 
 impl IssuerKeys {
@@ -29,7 +33,8 @@ impl IssuerKeys {
         IssuerKeys {
             state: format!("tollgate.{fp}.jwks.{issuer_name}.state"),
             keys: format!("tollgate.{fp}.jwks.{issuer_name}.keys"),
-            metadata: format!("tollgate.{fp}.jwks.{issuer_name}.meta"),
+            documents: DocumentKind::ALL
+                .map(|k| format!("tollgate.{fp}.jwks.{issuer_name}.{}", k.well_known())),
         }
     }
 
@@ -71,16 +76,35 @@ impl IssuerKeys {
         None
     }
 
-    pub fn write_metadata(&self, host: &impl Host, doc: &[u8]) {
-        host.shared_set(&self.metadata, doc, None);
+    pub fn write_document(&self, host: &impl Host, kind: DocumentKind, doc: &[u8]) {
+        host.shared_set(&self.documents[kind.index()], doc, None);
     }
 
-    /// The metadata document, parsed (gateway calls are rare enough to parse it each time).
-    pub fn read_metadata(
-        &self,
-        host: &impl Host,
-    ) -> Option<serde_json::Map<String, serde_json::Value>> {
-        serde_json::from_slice(&host.shared_get(&self.metadata).0?).ok()
+    /// The gateway's documents, parsed (gateway calls are rare enough to parse them each
+    /// time); `wanted` says which kinds the issuer's configuration names.
+    pub fn read_documents(&self, host: &impl Host, wanted: [bool; 2]) -> Documents {
+        let (state, _) = self.read_state(host);
+        let mut documents = Documents {
+            ready: true,
+            ..Documents::default()
+        };
+        for kind in DocumentKind::ALL {
+            let i = kind.index();
+            if !wanted[i] {
+                continue;
+            }
+            match state.documents[i] {
+                DocState::Unknown => documents.ready = false,
+                DocState::Absent => {}
+                DocState::Stored => {
+                    documents.docs[i] = host
+                        .shared_get(&self.documents[i])
+                        .0
+                        .and_then(|v| serde_json::from_slice(&v).ok());
+                }
+            }
+        }
+        documents
     }
 
     pub fn write_keys(&self, host: &impl Host, generation: u64, fetched_at: u64, jwks: &[u8]) {

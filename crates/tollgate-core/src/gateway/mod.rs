@@ -2,8 +2,8 @@
 //! OAuth endpoints on the gateway, and each call goes to the authorization server that owns it.
 //!
 //! - [`mod@plan`]: the decision for one call, as a [`plan::Step`] the host adapter carries out
-//! - [`endpoint`]: the endpoints, and everything that sets them apart (paths, metadata fields,
-//!   counters, body rules)
+//! - [`crate::endpoint`]: the endpoints, and everything that sets them apart (paths, metadata
+//!   fields, counters, body rules)
 //! - [`path`]: which endpoint, and the issuer named in the path
 //! - [`form`]: form bodies and queries (Basic client credentials: [`crate::basic_auth`])
 //! - [`route`]: which authorization server, and the forwarded form of the call
@@ -16,7 +16,6 @@
 //! Its refusals are [`crate::outcome::GatewayError`]s, answered by
 //! [`crate::outcome::gateway_reply`].
 
-pub mod endpoint;
 pub mod form;
 pub mod grants;
 pub mod metadata;
@@ -24,5 +23,5 @@ pub mod path;
 pub mod plan;
 pub mod route;
 
-pub use endpoint::Endpoint;
+pub use crate::endpoint::Endpoint;
 pub use plan::{plan, Step};

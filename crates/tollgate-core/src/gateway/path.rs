@@ -2,7 +2,7 @@
 //! named in the path, if any (`{base}/{issuer}/{endpoint}`). The paths themselves are
 //! [`Endpoint::segments`].
 
-use super::endpoint::{Endpoint, CLIENT_ID};
+use crate::endpoint::{Endpoint, CLIENT_ID};
 
 /// A parsed gateway path.
 #[derive(Debug, Clone, PartialEq, Eq)]

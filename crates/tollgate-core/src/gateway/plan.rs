@@ -12,23 +12,22 @@
 //! body gets [`Step::NeedBody`] until the body is complete, so it never goes on unrouted, where
 //! the API upstream would get it with the client's credentials.
 
-use serde_json::{Map, Value};
-
-use super::endpoint::Endpoint;
 use super::grants::GrantCall;
 use super::route::{self, Call};
 use super::{form, metadata, path};
 use crate::cache::{self, CacheKey};
 use crate::config::{FilterConfig, Gateway, Issuer};
+use crate::endpoint::Endpoint;
 use crate::origin;
 use crate::outcome::{GatewayError, LocalReply};
 
-/// An issuer's metadata document as fetched, parsed.
-pub type Document = Map<String, Value>;
+pub use super::metadata::{Document, Documents};
 
 /// What the gateway reads of a request's headers.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'r> {
+    /// `:method`.
+    pub method: &'r str,
     /// `:path`, with its query.
     pub path: &'r str,
     /// `:authority` as the client sent it: it only picks one of the configured public origins.
@@ -79,7 +78,9 @@ pub enum Step {
     Refuse(GatewayError),
     /// Answered by the gateway itself: `to.issuer`'s metadata document.
     Reply { to: Routed, reply: LocalReply },
-    /// `authorize`: the browser is sent to the server itself (a 302), every parameter as sent.
+    /// A browser-facing endpoint (`authorize`, `end_session`): the browser is sent to the
+    /// server itself, every parameter as sent (a 302; a 307 for a POST, which the browser
+    /// sends again, body and all).
     Redirect { to: Routed, reply: LocalReply },
     /// Sent on to the server.
     Forward(Box<Forward>),
@@ -186,13 +187,13 @@ impl ResponseRewrite {
     }
 }
 
-/// Decides a request: see the module docs. `metadata` gives an issuer's metadata document, if
-/// the gateway keeps one for it (the documents' endpoints and the ones a call goes to).
+/// Decides a request: see the module docs. `metadata` gives an issuer's metadata documents as
+/// far as the gateway holds them (the documents it serves, and where calls go).
 pub fn plan(
     cfg: &FilterConfig,
     request: &Request<'_>,
     body: Body<'_>,
-    metadata: impl Fn(usize) -> Option<Document>,
+    metadata: impl Fn(usize) -> Documents,
 ) -> Step {
     let Some(gw) = &cfg.gateway else {
         return Step::NotMine;
@@ -201,6 +202,28 @@ pub fn plan(
         Some((p, q)) => (p, Some(q)),
         None => (request.path, None),
     };
+    let planner = Planner {
+        cfg,
+        gw,
+        request,
+        metadata: &metadata,
+    };
+    // RFC 8414 §3.1: `/.well-known/oauth-authorization-server` inserted before the path of
+    // the gateway's per-issuer base (`/oauth2/as1`), or of the base itself (default issuer).
+    if let Some(rest) = path_only.strip_prefix(INSERTED_AS_METADATA) {
+        if let Some(after_base) = rest.strip_prefix(gw.base_path.as_str()) {
+            let issuer = match after_base.strip_prefix('/') {
+                None if after_base.is_empty() => Some(None),
+                Some(name) if !name.is_empty() && !name.contains('/') => Some(Some(name)),
+                _ => None,
+            };
+            if let Some(issuer) = issuer {
+                return planner
+                    .document(Endpoint::AsMetadata, issuer)
+                    .unwrap_or_else(Step::Refuse);
+            }
+        }
+    }
     // Only paths below the base path: `/oauth2-docs` or `/oauth2` itself stay API paths.
     let below_base = path_only
         .strip_prefix(gw.base_path.as_str())
@@ -208,12 +231,6 @@ pub fn plan(
     if !below_base {
         return Step::NotMine;
     }
-    let planner = Planner {
-        cfg,
-        gw,
-        request,
-        metadata: &metadata,
-    };
     planner
         .plan(path_only, query, body)
         .unwrap_or_else(Step::Refuse)
@@ -224,8 +241,11 @@ struct Planner<'a> {
     cfg: &'a FilterConfig,
     gw: &'a Gateway,
     request: &'a Request<'a>,
-    metadata: &'a dyn Fn(usize) -> Option<Document>,
+    metadata: &'a dyn Fn(usize) -> Documents,
 }
+
+/// The RFC 8414 §3.1 well-known prefix, inserted before an issuer's path.
+const INSERTED_AS_METADATA: &str = "/.well-known/oauth-authorization-server";
 
 impl Planner<'_> {
     fn plan(&self, path: &str, query: Option<&str>, body: Body<'_>) -> Result<Step, GatewayError> {
@@ -238,7 +258,7 @@ impl Planner<'_> {
         }
         let path_client_id = target.client_id.map(route::path_client_id).transpose()?;
         let (form, read) = match body {
-            _ if !endpoint.reads_body() => (None, None),
+            _ if !endpoint.reads_body(self.request.method) => (None, None),
             Body::Absent => (None, None),
             Body::Partial(size) if size > self.gw.max_body_bytes => {
                 return Err(GatewayError::BodyTooLarge)
@@ -295,15 +315,15 @@ impl Planner<'_> {
     ) -> Result<Step, GatewayError> {
         let idx = route::choose(self.cfg, self.gw, endpoint, call)?;
         let issuer = self.cfg.issuers.get(idx).ok_or(GatewayError::NoRoute)?;
-        let as_doc = (self.metadata)(idx);
+        let docs = (self.metadata)(idx);
         let field = endpoint
             .server_field()
             .ok_or(GatewayError::NoSuchEndpoint)?;
-        let Some(mut url) = metadata::endpoint_url(issuer, as_doc.as_ref(), field) else {
-            return Err(if wants_metadata(issuer) && as_doc.is_none() {
-                GatewayError::NotReady
-            } else {
+        let Some(mut url) = metadata::endpoint_url(issuer, &docs, field) else {
+            return Err(if docs.ready {
                 GatewayError::NoEndpoint
+            } else {
+                GatewayError::NotReady
             });
         };
         let rewrite = route::rewrite(self.cfg, self.gw, endpoint, call);
@@ -316,11 +336,17 @@ impl Planner<'_> {
             endpoint,
         };
         let (authority, path) = route::target(&url, rewrite.query.as_deref());
-        if endpoint == Endpoint::Authorize {
+        if endpoint.redirects() {
             let location = format!("{}://{authority}{path}", url.scheme());
+            // A form POST (logout) is sent again by the browser to the server: 307 keeps it.
+            let status = if self.request.method == "POST" {
+                307
+            } else {
+                302
+            };
             return Ok(Step::Redirect {
                 to,
-                reply: redirect(location),
+                reply: redirect(status, location),
             });
         }
         let evictions = match (endpoint, call.form) {
@@ -370,23 +396,19 @@ impl Planner<'_> {
 
     /// The gateway's metadata document for the issuer the path names (or the default issuer),
     /// at the public origin the request reached. A host that is none of the configured public
-    /// origins gets no document.
+    /// origins gets no document, and neither does a server without a document of this kind.
     fn document(
         &self,
         endpoint: Endpoint,
         path_issuer: Option<&str>,
     ) -> Result<Step, GatewayError> {
+        let kind = endpoint.document().ok_or(GatewayError::NoSuchEndpoint)?;
         let origin = origin::for_authority(&self.gw.public_origins, self.request.authority)
             .ok_or(GatewayError::UnknownHost)?;
         let base_path = format!("{}{}", origin.origin, self.gw.base_path);
         let (idx, base) = match (path_issuer, self.gw.default_issuer) {
             (Some(name), _) => {
-                let idx = self
-                    .cfg
-                    .issuers
-                    .iter()
-                    .position(|i| i.name == name)
-                    .ok_or(GatewayError::UnknownSelector)?;
+                let idx = route::index_of(self.cfg, name).ok_or(GatewayError::UnknownSelector)?;
                 (idx, format!("{base_path}/{name}"))
             }
             (None, Some(idx)) => (idx, base_path),
@@ -397,11 +419,14 @@ impl Planner<'_> {
             .issuers
             .get(idx)
             .ok_or(GatewayError::UnknownSelector)?;
-        let as_doc = (self.metadata)(idx);
-        if wants_metadata(issuer) && as_doc.is_none() {
-            return Err(GatewayError::NotReady);
-        }
-        let doc = metadata::document(issuer, as_doc.as_ref(), &base);
+        let docs = (self.metadata)(idx);
+        let Some(doc) = metadata::document(issuer, kind, &docs, &base) else {
+            return Err(if docs.ready {
+                GatewayError::NoDocument
+            } else {
+                GatewayError::NotReady
+            });
+        };
         Ok(Step::Reply {
             to: Routed {
                 issuer: idx,
@@ -416,18 +441,10 @@ impl Planner<'_> {
     }
 }
 
-/// Whether the issuer's endpoints come from its metadata document (which may not be known yet).
-fn wants_metadata(issuer: &Issuer) -> bool {
-    issuer
-        .gateway
-        .as_ref()
-        .is_some_and(|g| g.metadata.is_some())
-}
-
 /// The browser's way to the server: never stored.
-fn redirect(location: String) -> LocalReply {
+fn redirect(status: u32, location: String) -> LocalReply {
     LocalReply {
-        status: 302,
+        status,
         headers: vec![
             ("location".to_owned(), location),
             ("cache-control".to_owned(), "no-store".to_owned()),

@@ -1,11 +1,12 @@
 //! Which authorization server a gateway call goes to, and what the forwarded call looks like.
 //!
 //! Precedence (never a guess): an explicit selector — the issuer in the path, the
-//! `selector_param` (query or form), the `selector_header` — then the client id (a routing tag
-//! when tagging is on, else the issuers' `client_ids` / `client_id_prefixes`; from Basic
-//! credentials, the form or the query), then, for calls that carry a token (introspect,
-//! revoke, userinfo), the token's issuer by the same rules as API validation, then the
-//! configured `default_issuer`. Nothing matches: an OAuth error.
+//! `selector_param` (query or form), the `selector_header` — then the client id (the issuers'
+//! `client_ids` / `client_id_prefixes`, or a routing tag a client registered before tags came
+//! off client ids still sends; from Basic credentials, the form or the query), then, for calls
+//! that carry a token (introspect, revoke, userinfo, and a logout's `id_token_hint`), the
+//! token's issuer by the same rules as API validation, then the configured `default_issuer`.
+//! Nothing matches: an OAuth error.
 //!
 //! Forwarding keeps the query string and the body byte-for-byte, except for what Tollgate owns:
 //! its selector parameter is removed and routing tags are stripped from client ids and tokens
@@ -13,10 +14,10 @@
 
 use url::Url;
 
-use super::endpoint::Endpoint;
 use super::form;
 use crate::basic_auth;
 use crate::config::{FilterConfig, Gateway};
+use crate::endpoint::Endpoint;
 use crate::issuer;
 use crate::outcome::GatewayError;
 use crate::token::{self, is_jws};
@@ -65,11 +66,19 @@ pub fn client_id<'c>(call: &'c Call<'_>, query: &'c [(String, String)]) -> Optio
         .map(str::to_owned)
 }
 
-/// The token a call carries: the form's `token` (introspect, revoke) or the bearer token
-/// (userinfo).
-fn token<'c>(endpoint: Endpoint, call: &'c Call<'_>) -> Option<&'c str> {
+/// The token a call carries: the form's `token` (introspect, revoke), the bearer token
+/// (userinfo), or a logout's `id_token_hint` (form or query; an ID token, so its `iss` routes).
+fn token<'c>(
+    endpoint: Endpoint,
+    call: &'c Call<'_>,
+    query: &'c [(String, String)],
+) -> Option<&'c str> {
     match endpoint {
         Endpoint::Introspect | Endpoint::Revoke => call.form.and_then(|f| form::get(f, "token")),
+        Endpoint::EndSession => call
+            .form
+            .and_then(|f| form::get(f, "id_token_hint"))
+            .or_else(|| form::get(query, "id_token_hint")),
         Endpoint::Userinfo => call.authorization.and_then(|a| {
             let (scheme, rest) = a.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
@@ -117,7 +126,7 @@ pub fn choose(
             return Ok(idx);
         }
     }
-    if let Some(t) = token(endpoint, call) {
+    if let Some(t) = token(endpoint, call, &query) {
         let by_token = if is_jws(t) {
             crate::jwt::peek(t)
                 .ok()
@@ -205,7 +214,7 @@ pub fn rewrite(cfg: &FilterConfig, gw: &Gateway, endpoint: Endpoint, call: &Call
             return strip(&id).map(|id| basic_auth::encode(&id, &secret));
         }
         if endpoint == Endpoint::Userinfo {
-            let t = token(endpoint, call)?;
+            let t = token(endpoint, call, &[])?;
             if !is_jws(t) {
                 return strip(t).map(|t| format!("Bearer {t}"));
             }
@@ -235,10 +244,13 @@ pub fn target(endpoint: &Url, query: Option<&str>) -> (String, String) {
 }
 
 /// The response body as clients of the gateway must see it, or `None` when nothing changes:
-/// with `tagging`, the issuer's tag on the values clients send back (`client_id` from
-/// registration; opaque `access_token` / `refresh_token` from the token endpoint); and for
+/// with `tagging`, the issuer's tag on the opaque tokens of a token response; and for
 /// registration (RFC 7591/7592), `registration_client_uri` pointing at the gateway
 /// (`client_base` = the gateway's `.../{issuer}/register`), so management goes through it too.
+///
+/// What is never tagged, because something signed binds it: a client id (the `aud` of the
+/// client's ID tokens, OpenID Connect Core §3.1.3.7), and an access token that comes with an
+/// ID token (its `at_hash`, §3.1.3.8 and §3.2.2.9). A refresh token is bound by nothing.
 pub fn rewrite_response(
     endpoint: Endpoint,
     issuer_name: &str,
@@ -246,13 +258,19 @@ pub fn rewrite_response(
     client_base: &str,
     body: &[u8],
 ) -> Option<Vec<u8>> {
-    let tagged_fields: &[&str] = match endpoint {
-        Endpoint::Register | Endpoint::ClientConfiguration => &["client_id"],
-        Endpoint::Token => &["access_token", "refresh_token"],
-        _ => return None,
-    };
+    if !matches!(
+        endpoint,
+        Endpoint::Register | Endpoint::ClientConfiguration | Endpoint::Token
+    ) {
+        return None;
+    }
     let mut doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
     let mut changed = false;
+    let tagged_fields: &[&str] = match endpoint {
+        Endpoint::Token if doc.contains_key("id_token") => &["refresh_token"],
+        Endpoint::Token => &["access_token", "refresh_token"],
+        _ => &[],
+    };
     if tagging {
         for field in tagged_fields {
             if let Some(serde_json::Value::String(v)) = doc.get_mut(*field) {

@@ -43,12 +43,20 @@ fn gateway_defaults() {
     assert_eq!(gw.max_body_bytes, 65_536);
     assert!(!gw.tagging);
     let ig = cfg.issuers[0].gateway.as_ref().unwrap();
-    let (upstream, doc) = ig.metadata.as_ref().unwrap();
-    assert_eq!(upstream, "as1");
+    assert_eq!(ig.upstream.as_deref(), Some("as1"));
+    // `metadata: true`: both documents at their standard places, each optional.
+    let [oidc, oauth] = &ig.documents;
+    let oidc = oidc.as_ref().unwrap();
     assert_eq!(
-        doc.as_str(),
+        oidc.url.as_str(),
         "https://as1.example.com/.well-known/openid-configuration"
     );
+    let oauth = oauth.as_ref().unwrap();
+    assert_eq!(
+        oauth.url.as_str(),
+        "https://as1.example.com/.well-known/oauth-authorization-server"
+    );
+    assert!(oidc.optional && oauth.optional);
     assert!(ig.endpoints.is_empty());
     assert!(ig.client_ids.is_empty() && ig.client_id_prefixes.is_empty());
     assert!(!ig.owns_client("anyone"));
@@ -102,12 +110,15 @@ fn gateway_explicit_settings_are_compiled() {
     assert!(gw.tagging);
 
     let a = cfg.issuers[1].gateway.as_ref().unwrap();
-    let (upstream, doc) = a.metadata.as_ref().unwrap();
-    assert_eq!(upstream, "as1_cluster");
+    assert_eq!(a.upstream.as_deref(), Some("as1_cluster"));
+    // One URL: its kind from its path, required.
+    assert!(a.documents[0].is_none());
+    let doc = a.documents[1].as_ref().unwrap();
     assert_eq!(
-        doc.as_str(),
+        doc.url.as_str(),
         "https://as1.example.com/.well-known/oauth-authorization-server"
     );
+    assert!(!doc.optional);
     assert_eq!(
         a.endpoints.keys().collect::<Vec<_>>(),
         vec!["userinfo_endpoint"]
@@ -115,12 +126,15 @@ fn gateway_explicit_settings_are_compiled() {
     assert!(a.owns_client("web") && a.owns_client("cli") && !a.owns_client("we"));
 
     let b = cfg.issuers[2].gateway.as_ref().unwrap();
-    assert!(b.metadata.is_none());
-    let mut names: Vec<&str> = b.endpoints.keys().map(String::as_str).collect();
-    names.sort_unstable();
-    let mut all = ENDPOINTS.to_vec();
-    all.sort_unstable();
-    assert_eq!(names, all, "every endpoint, by its metadata name");
+    assert!(!b.wants_documents() && b.upstream.is_none());
+    let names: Vec<&str> = b.endpoints.keys().map(String::as_str).collect();
+    for name in &names {
+        assert!(
+            crate::endpoint::Endpoint::for_field(name).is_some(),
+            "{name}"
+        );
+    }
+    assert_eq!(names.len(), 6);
     assert_eq!(
         b.endpoints["registration_endpoint"].as_str(),
         "http://as2.example.com:8080/register"
@@ -501,27 +515,18 @@ fn a_client_id_belongs_to_one_issuer() {
 }
 
 #[test]
-fn gateway_metadata_is_the_issuers_one_metadata_document() {
+fn keys_and_introspection_learn_from_one_discovery_document() {
     let top = json!({"base_path": "/oauth2", "public_origins": ["https://gw.example"]});
     let rfc8414 = "https://as1.example.com/.well-known/oauth-authorization-server";
-    // Differs from jwks.discovery.
-    let mut issuer = gateway_issuer("as1", json!({"metadata": rfc8414, "upstream": "as1"}));
-    issuer["jwks"] = json!({"discovery": true, "upstream": "as1"});
-    let e = error_at(&json!({"issuers": [issuer], "gateway": top}));
-    assert_eq!(e.path, "issuers[0].gateway.metadata");
-    assert!(e.message.contains("jwks.discovery"), "{}", e.message);
-    // Differs from introspection.discovery.
+    // The keys' and introspection's discovery documents differ.
     let mut issuer = gateway_issuer("as1", metadata("as1"));
+    issuer["jwks"] = json!({"discovery": true, "upstream": "as1"});
     issuer["introspection"] = json!({
         "discovery": rfc8414, "upstream": "as1", "client_id": "c", "client_secret": "s",
     });
     let e = error_at(&json!({"issuers": [issuer], "gateway": top}));
-    assert_eq!(e.path, "issuers[0].gateway.metadata");
-    assert!(
-        e.message.contains("introspection.discovery"),
-        "{}",
-        e.message
-    );
+    assert_eq!(e.path, "issuers[0].introspection.discovery");
+    assert!(e.message.contains("jwks.discovery"), "{}", e.message);
     // The same document, once written as true and once as its URL.
     let mut issuer = gateway_issuer("as1", metadata("as1"));
     issuer["jwks"] = json!({
@@ -531,6 +536,84 @@ fn gateway_metadata_is_the_issuers_one_metadata_document() {
     issuer["introspection"] =
         json!({"discovery": true, "upstream": "as1", "client_id": "c", "client_secret": "s"});
     assert!(parse(&json!({"issuers": [issuer], "gateway": top})).is_ok());
+    // The gateway's documents may be any: both kinds are served.
+    let mut issuer = gateway_issuer("as1", json!({"metadata": rfc8414, "upstream": "as1"}));
+    issuer["jwks"] = json!({"discovery": true, "upstream": "as1"});
+    assert!(parse(&json!({"issuers": [issuer], "gateway": top})).is_ok());
+}
+
+/// `gateway.metadata`: true, a URL whose path tells its kind, or the two named.
+#[test]
+fn gateway_metadata_names_each_kind_of_document() {
+    let top = json!({"base_path": "/oauth2", "public_origins": ["https://gw.example"]});
+    let docs = |metadata: Value| -> Result<[Option<(String, bool)>; 2], String> {
+        let mut issuer = gateway_issuer("as1", json!({"metadata": metadata, "upstream": "as1"}));
+        issuer["issuer"] = json!("https://login.example.com/realms/a/");
+        match parse(&json!({"issuers": [issuer], "gateway": top})) {
+            Ok(cfg) => Ok(cfg.issuers[0]
+                .gateway
+                .as_ref()
+                .unwrap()
+                .documents
+                .clone()
+                .map(|d| d.map(|d| (d.url.to_string(), d.optional)))),
+            Err(e) => Err(format!("{}: {}", e.path, e.message)),
+        }
+    };
+    // RFC 8414 §3.1: the well-known part goes between the host and the issuer's path.
+    assert_eq!(
+        docs(json!(true)).unwrap(),
+        [
+            Some((
+                "https://login.example.com/realms/a/.well-known/openid-configuration".into(),
+                true
+            )),
+            Some((
+                "https://login.example.com/.well-known/oauth-authorization-server/realms/a".into(),
+                true
+            )),
+        ]
+    );
+    assert_eq!(
+        docs(json!(
+            "https://login.example.com/.well-known/oauth-authorization-server/realms/a"
+        ))
+        .unwrap(),
+        [
+            None,
+            Some((
+                "https://login.example.com/.well-known/oauth-authorization-server/realms/a".into(),
+                false
+            )),
+        ]
+    );
+    assert_eq!(
+        docs(json!({"openid_configuration": true,
+                    "oauth_authorization_server": "https://meta.example.com/as"}))
+        .unwrap(),
+        [
+            Some((
+                "https://login.example.com/realms/a/.well-known/openid-configuration".into(),
+                false
+            )),
+            Some(("https://meta.example.com/as".into(), false)),
+        ]
+    );
+    for (bad, words) in [
+        (json!("https://login.example.com/meta.json"), "cannot tell"),
+        (json!({}), "at least one"),
+        (json!({"openid": true}), "unknown document"),
+        (json!({"openid_configuration": false}), "must be true"),
+        (json!(false), "must be true"),
+        (
+            json!("ftp://login.example.com/.well-known/openid-configuration"),
+            "http",
+        ),
+    ] {
+        let e = docs(bad.clone()).unwrap_err();
+        assert!(e.starts_with("issuers[0].gateway.metadata"), "{bad}: {e}");
+        assert!(e.contains(words), "{bad}: {e}");
+    }
 }
 
 #[test]
@@ -543,12 +626,18 @@ fn fetch_plan_wants_the_gateway_metadata() {
     ))
     .unwrap();
     let plan = cfg.issuers[0].fetch_plan();
-    assert!(plan.metadata_wanted && !plan.introspection_endpoint_wanted);
-    let (upstream, doc) = plan.discovery.unwrap();
+    assert!(!plan.introspection_endpoint_wanted && plan.discovery.is_none());
+    let [Some((upstream, oidc)), Some((_, oauth))] = plan.documents else {
+        panic!("both documents: {:?}", plan.documents);
+    };
     assert_eq!(upstream, "as1_meta");
     assert_eq!(
-        doc.as_str(),
+        oidc.url.as_str(),
         "https://as1.example.com/.well-known/openid-configuration"
+    );
+    assert_eq!(
+        oauth.url.as_str(),
+        "https://as1.example.com/.well-known/oauth-authorization-server"
     );
     let (upstream, jwks_uri) = plan.jwks.unwrap();
     assert_eq!(upstream, "as1");
@@ -558,16 +647,21 @@ fn fetch_plan_wants_the_gateway_metadata() {
     issuer["jwks"] = json!({"discovery": true, "upstream": "as1"});
     let cfg = parse(&json!({"issuers": [issuer], "gateway": top})).unwrap();
     let plan = cfg.issuers[0].fetch_plan();
-    assert!(plan.metadata_wanted);
-    assert_eq!(plan.discovery.unwrap().0, "as1");
+    let (upstream, url) = plan.discovery.unwrap();
+    assert_eq!(upstream, "as1");
+    assert_eq!(
+        plan.documents_at(url).count(),
+        1,
+        "the OpenID document is also served"
+    );
     assert_eq!(plan.jwks, Some(("as1", None)));
     // Inline keys: the metadata document alone.
     let mut issuer = gateway_issuer("as1", metadata("as1"));
     issuer["jwks"] = json!({"inline": jwks(&[TestKey::RsaA.public_jwk()])});
     let cfg = parse(&json!({"issuers": [issuer], "gateway": top})).unwrap();
     let plan = cfg.issuers[0].fetch_plan();
-    assert!(!plan.is_empty() && plan.metadata_wanted && plan.jwks.is_none());
-    assert!(plan.discovery.is_some());
+    assert!(!plan.is_empty() && plan.jwks.is_none() && plan.discovery.is_none());
+    assert!(plan.documents.iter().any(Option::is_some));
     // Configured endpoints only: no metadata to fetch.
     let cfg = parse(&with_gateway(
         json!({"endpoints": {"token": "https://as1.example.com/token"}}),
@@ -575,5 +669,5 @@ fn fetch_plan_wants_the_gateway_metadata() {
     ))
     .unwrap();
     let plan = cfg.issuers[0].fetch_plan();
-    assert!(!plan.metadata_wanted && plan.discovery.is_none());
+    assert!(plan.discovery.is_none() && plan.documents == [None, None]);
 }

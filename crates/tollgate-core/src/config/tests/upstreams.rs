@@ -49,8 +49,9 @@ fn every_upstream_accepts_host_names_unchanged() {
             other => panic!("{other:?}"),
         }
         assert_eq!(i.introspection.as_ref().unwrap().upstream, upstream);
-        let (u, _) = i.gateway.as_ref().unwrap().metadata.as_ref().unwrap();
-        assert_eq!(u, upstream);
+        let g = i.gateway.as_ref().unwrap();
+        assert_eq!(g.upstream.as_deref(), Some(upstream));
+        assert!(g.wants_documents());
         // A JWKS by URL and a fixed introspection endpoint too.
         let mut issuer = remote_issuer("as2");
         issuer["jwks"]["upstream"] = json!(upstream);
@@ -88,7 +89,6 @@ fn dispatched_requests_carry_the_upstream_as_given_and_the_url_authority() {
         let state = FetchState {
             jwks_uri: Some("http://keys.example.net/certs?v=2".to_owned()),
             introspection_endpoint: Some("https://login.example.com:9443/i".to_owned()),
-            metadata_stored: true,
             ..FetchState::default()
         };
         let (step, req) = next_request(&plan, &state, 1_500).unwrap();

@@ -10,6 +10,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
 use crate::basic_auth;
+use crate::gateway::metadata::Documents;
 use crate::gateway::plan::{plan, Body, OnResponse, Request, Step};
 
 const NOW: u64 = 1_700_000_000_000;
@@ -58,12 +59,15 @@ fn on_response(cfg: &FilterConfig, endpoint: &str, client: &str, body: &str) -> 
     )];
     let authorization = basic_auth::encode(client, "secret");
     let request = Request {
+        method: "POST",
         path: endpoint,
         authority: "gw.example",
         authorization: Some(&authorization),
         headers: &headers,
     };
-    match plan(cfg, &request, Body::Complete(body.as_bytes()), |_| None) {
+    match plan(cfg, &request, Body::Complete(body.as_bytes()), |_| {
+        Documents::none()
+    }) {
         Step::Forward(f) => f.response,
         other => panic!("not forwarded: {other:?}"),
     }

@@ -67,8 +67,25 @@ fn tagging() -> FilterConfig {
     config(json!({"tagging": true}))
 }
 
-/// The servers' own metadata documents.
-fn docs(idx: usize) -> Option<Document> {
+/// The servers' own metadata documents: as1 publishes the same one under both names
+/// (oidc-provider does), as2's configuration names only its RFC 8414 document.
+fn docs(idx: usize) -> Documents {
+    let Some(doc) = server_doc(idx) else {
+        return Documents::none();
+    };
+    match idx {
+        0 => Documents {
+            docs: [Some(doc.clone()), Some(doc)],
+            ready: true,
+        },
+        _ => Documents {
+            docs: [None, Some(doc)],
+            ready: true,
+        },
+    }
+}
+
+fn server_doc(idx: usize) -> Option<Document> {
     let doc = match idx {
         0 => json!({
             "issuer": "https://as1.example",
@@ -79,6 +96,9 @@ fn docs(idx: usize) -> Option<Document> {
             "userinfo_endpoint": "https://as1.example/me",
             "registration_endpoint": "https://as1.example/reg",
             "end_session_endpoint": "https://as1.example/session/end",
+            "pushed_authorization_request_endpoint": "https://as1.example/request",
+            "device_authorization_endpoint": "https://as1.example/device/auth",
+            "backchannel_authentication_endpoint": "https://as1.example/backchannel",
             "jwks_uri": "https://as1.example/jwks",
             "code_challenge_methods_supported": ["S256"]
         }),
@@ -97,12 +117,16 @@ fn docs(idx: usize) -> Option<Document> {
 }
 
 /// No server's metadata is known yet.
-fn no_docs(_: usize) -> Option<Document> {
-    None
+fn no_docs(_: usize) -> Documents {
+    Documents {
+        docs: [None, None],
+        ready: false,
+    }
 }
 
 /// A request as a client sends it to `https://gw.example`.
 struct Req {
+    method: String,
     path: String,
     authority: String,
     authorization: Option<String>,
@@ -111,6 +135,7 @@ struct Req {
 
 fn req(path: &str) -> Req {
     Req {
+        method: "GET".to_owned(),
         path: path.to_owned(),
         authority: "gw.example".to_owned(),
         authorization: None,
@@ -120,10 +145,15 @@ fn req(path: &str) -> Req {
 
 /// A form POST (the content type set; the body is given to [`Req::plan`]).
 fn form(path: &str) -> Req {
-    req(path).header("content-type", FORM)
+    req(path).method("POST").header("content-type", FORM)
 }
 
 impl Req {
+    fn method(mut self, method: &str) -> Req {
+        self.method = method.to_owned();
+        self
+    }
+
     fn basic(mut self, id: &str, secret: &str) -> Req {
         self.authorization = Some(basic_auth::encode(id, secret));
         self
@@ -148,9 +178,10 @@ impl Req {
         &self,
         cfg: &FilterConfig,
         body: Body<'_>,
-        metadata: impl Fn(usize) -> Option<Document>,
+        metadata: impl Fn(usize) -> Documents,
     ) -> Step {
         let request = Request {
+            method: &self.method,
             path: &self.path,
             authority: &self.authority,
             authorization: self.authorization.as_deref(),
@@ -576,7 +607,7 @@ fn metadata_documents_are_the_servers_with_the_gateways_endpoints() {
     assert_eq!(reply.status, 200);
     assert_eq!(header(&reply, "content-type"), Some("application/json"));
     let doc = json_body(&reply);
-    let theirs = Value::Object(docs(0).unwrap());
+    let theirs = Value::Object(server_doc(0).unwrap());
     for (field, path) in [
         ("authorization_endpoint", "authorize"),
         ("token_endpoint", "token"),
@@ -584,16 +615,12 @@ fn metadata_documents_are_the_servers_with_the_gateways_endpoints() {
         ("revocation_endpoint", "revoke"),
         ("userinfo_endpoint", "userinfo"),
         ("registration_endpoint", "register"),
+        ("end_session_endpoint", "end_session"),
     ] {
         assert_eq!(doc[field], format!("https://gw.example/oauth2/as1/{path}"));
     }
     // The issuer, its keys and everything else stay the server's.
-    for field in [
-        "issuer",
-        "jwks_uri",
-        "end_session_endpoint",
-        "code_challenge_methods_supported",
-    ] {
+    for field in ["issuer", "jwks_uri", "code_challenge_methods_supported"] {
         assert_eq!(doc[field], theirs[field], "{field}");
     }
     assert_eq!(
@@ -709,10 +736,11 @@ fn nothing_that_needs_the_servers_document_is_served_before_it_is_known() {
 fn an_endpoint_the_server_does_not_offer_is_404() {
     let cfg = rig();
     let without_userinfo = |idx: usize| {
-        docs(idx).map(|mut d| {
+        let mut held = docs(idx);
+        for d in held.docs.iter_mut().flatten() {
             d.remove("userinfo_endpoint");
-            d
-        })
+        }
+        held
     };
     let e = refused(req("/oauth2/as1/userinfo").plan_with(&cfg, Body::Absent, without_userinfo));
     assert_eq!(e, GatewayError::NoEndpoint);
@@ -905,22 +933,16 @@ fn tagging_tags_answers_and_takes_tags_off_requests() {
     let bare = format!("Bearer {}", "B".repeat(43));
     assert_eq!(f.authorization.as_deref(), Some(bare.as_str()));
     assert_eq!(f.headers().last(), Some(("authorization", bare.as_str())));
-    // Registration answers carry a tagged client id; without tagging, token answers are not
-    // touched.
+    // Registration answers keep the server's client id (the `aud` of its ID tokens); without
+    // tagging, token answers are not touched.
     let f = forwarded(
         req("/oauth2/as1/register")
+            .method("POST")
             .header("content-type", "application/json")
             .plan(&cfg, Some("{}")),
     );
-    let out: Value = serde_json::from_slice(
-        &f.response
-            .rewrite_for(Some("201"))
-            .unwrap()
-            .apply(br#"{"client_id":"c1"}"#)
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(out["client_id"], "as1.c1");
+    let rewrite = f.response.rewrite_for(Some("201")).unwrap();
+    assert_eq!(rewrite.apply(br#"{"client_id":"c1"}"#), None);
     let f = forwarded(
         form("/oauth2/token")
             .basic("demo-client", "demo-secret")
@@ -939,4 +961,216 @@ fn the_route_header_is_the_configured_one() {
     );
     assert_eq!(f.route_header, ("x-route-to".to_owned(), "as1".to_owned()));
     assert!(f.headers().any(|h| h == ("x-route-to", "as1")));
+}
+
+/// The endpoints a client library reaches besides token and authorize: the form POSTs are read
+/// whole and routed like token calls, to the URL the server's document names.
+#[test]
+fn par_device_and_ciba_are_forwarded_like_token_calls() {
+    let cfg = rig();
+    for (path, server_path) in [
+        ("/oauth2/par", "/request"),
+        ("/oauth2/device_authorization", "/device/auth"),
+        ("/oauth2/backchannel_authentication", "/backchannel"),
+    ] {
+        let call = form(path).basic("demo-client", "demo-secret");
+        assert_eq!(call.plan_with(&cfg, Body::Partial(3), docs), Step::NeedBody);
+        let f = forwarded(call.plan(&cfg, Some("scope=openid&login_hint=alice")));
+        assert_eq!(target(&f), (0, "as1.example", server_path), "{path}");
+        assert_eq!(f.body.as_ref().unwrap().content_length, 29);
+        // as2 publishes none of them: 404, and nothing is forwarded.
+        let to_as2 = form(path).basic("dot-client", "dot-secret");
+        assert_eq!(
+            refused(to_as2.plan(&cfg, Some("scope=read"))),
+            GatewayError::NoEndpoint
+        );
+    }
+    // A body that is not a form is refused before any server sees it.
+    let json = req("/oauth2/par")
+        .method("POST")
+        .basic("demo-client", "demo-secret")
+        .header("content-type", "application/json");
+    assert_eq!(refused(json.plan(&cfg, Some("{}"))), GatewayError::NotAForm);
+}
+
+/// RP-initiated logout is the browser's: redirected with every parameter as sent, routed by
+/// the path, `client_id` or the `iss` of `id_token_hint`. A logout form POST gets a 307, so
+/// the browser posts the same form to the server.
+#[test]
+fn logout_redirects_the_browser_to_the_server() {
+    let cfg = rig();
+    let hint = crate::testdata::compact(
+        r#"{"alg":"RS256"}"#,
+        r#"{"iss":"https://as1.example","aud":"demo-client"}"#,
+        b"sig",
+    );
+    let query =
+        format!("id_token_hint={hint}&post_logout_redirect_uri=https%3A%2F%2Frp%2Fbye&state=s1");
+    let (to, reply) = replied(req(&format!("/oauth2/end_session?{query}")).plan(&cfg, None));
+    assert_eq!(
+        to,
+        Routed {
+            issuer: 0,
+            endpoint: Endpoint::EndSession
+        }
+    );
+    assert_eq!(reply.status, 302);
+    assert_eq!(
+        header(&reply, "location").unwrap(),
+        format!("https://as1.example/session/end?{query}")
+    );
+    assert_eq!(header(&reply, "cache-control"), Some("no-store"));
+    // The form POST: read whole to route it, then the browser is told to post it again.
+    let post = form("/oauth2/end_session");
+    assert_eq!(
+        post.plan_with(&cfg, Body::Partial(10), docs),
+        Step::NeedBody
+    );
+    let (to, reply) = replied(post.plan(&cfg, Some("client_id=demo-client&state=s2")));
+    assert_eq!(to.issuer, 0);
+    assert_eq!(reply.status, 307);
+    assert_eq!(
+        header(&reply, "location"),
+        Some("https://as1.example/session/end")
+    );
+    // With the issuer in the path, a GET needs nothing else; as2 offers no logout here.
+    let (_, reply) = replied(req("/oauth2/as1/end_session").plan(&cfg, None));
+    assert_eq!(
+        header(&reply, "location"),
+        Some("https://as1.example/session/end")
+    );
+    assert_eq!(
+        refused(req("/oauth2/as2/end_session").plan(&cfg, None)),
+        GatewayError::NoEndpoint
+    );
+}
+
+/// RFC 7592: read (GET), update (PUT, JSON read whole and forwarded with its length) and
+/// delete (DELETE) of a registered client go to the server's client configuration URL.
+#[test]
+fn client_management_reads_updates_and_deletes_through_the_gateway() {
+    let cfg = rig();
+    let path = "/oauth2/as2/register/dot-abc";
+    for method in ["GET", "DELETE"] {
+        let f = forwarded(req(path).method(method).bearer("rat").plan(&cfg, None));
+        assert_eq!(target(&f), (1, "as2.example:8443", "/o/register/dot-abc/"));
+        assert_eq!(f.body, None, "{method}: nothing to read");
+    }
+    let put = req(path)
+        .method("PUT")
+        .bearer("rat")
+        .header("content-type", "application/json");
+    assert_eq!(put.plan_with(&cfg, Body::Partial(5), docs), Step::NeedBody);
+    let body = r#"{"client_id":"dot-abc","redirect_uris":["https://rp/cb"]}"#;
+    let f = forwarded(put.plan(&cfg, Some(body)));
+    assert_eq!(target(&f), (1, "as2.example:8443", "/o/register/dot-abc/"));
+    assert_eq!(
+        f.body,
+        Some(ForwardBody {
+            replacement: None,
+            content_length: body.len()
+        })
+    );
+    // The answer's registration_client_uri points at the gateway again.
+    let answer = br#"{"client_id":"dot-abc","registration_client_uri":"https://as2.example:8443/o/register/dot-abc/"}"#;
+    let out: Value = serde_json::from_slice(
+        &f.response
+            .rewrite_for(Some("200"))
+            .unwrap()
+            .apply(answer)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        out["registration_client_uri"],
+        "https://gw.example/oauth2/as2/register/dot-abc"
+    );
+}
+
+/// Each document is the server's own of that kind; a kind the server lacks is 404, never the
+/// other kind under the wrong name; RFC 8414 §3.1's path-inserted form serves the same.
+#[test]
+fn each_well_known_name_serves_its_own_kind() {
+    let cfg = rig();
+    // as2's configuration names only its RFC 8414 document.
+    let e = refused(req("/oauth2/as2/.well-known/openid-configuration").plan(&cfg, None));
+    assert_eq!(e, GatewayError::NoDocument);
+    let r = gateway_reply(e);
+    assert_eq!(
+        (r.status, json_body(&r)["error"].as_str()),
+        (404, Some("invalid_request"))
+    );
+    let (_, nested) =
+        replied(req("/oauth2/as2/.well-known/oauth-authorization-server").plan(&cfg, None));
+    let (to, inserted) =
+        replied(req("/.well-known/oauth-authorization-server/oauth2/as2").plan(&cfg, None));
+    assert_eq!(
+        to,
+        Routed {
+            issuer: 1,
+            endpoint: Endpoint::AsMetadata
+        }
+    );
+    assert_eq!(inserted, nested);
+    // The base itself names the default issuer; anything longer is not the gateway's.
+    assert_eq!(
+        refused(req("/.well-known/oauth-authorization-server/oauth2").plan(&cfg, None)),
+        GatewayError::NoDefaultIssuer
+    );
+    let cfg2 = config(json!({"default_issuer": "as1"}));
+    let (to, _) = replied(req("/.well-known/oauth-authorization-server/oauth2").plan(&cfg2, None));
+    assert_eq!(to.issuer, 0);
+    for path in [
+        "/.well-known/oauth-authorization-server/oauth2/as1/token",
+        "/.well-known/oauth-authorization-server/oauth2x/as1",
+        "/.well-known/oauth-authorization-server/other",
+        "/.well-known/openid-configuration/oauth2/as1",
+    ] {
+        assert_eq!(req(path).plan(&cfg, None), Step::NotMine, "{path}");
+    }
+    assert_eq!(
+        refused(req("/.well-known/oauth-authorization-server/oauth2/as9").plan(&cfg, None)),
+        GatewayError::UnknownSelector
+    );
+    // An issuer without a gateway part is no selector either.
+    assert_eq!(
+        refused(req("/.well-known/oauth-authorization-server/oauth2/nogw").plan(&cfg, None)),
+        GatewayError::UnknownSelector
+    );
+    // Not known yet: 503, whichever kind.
+    for path in [
+        "/oauth2/as1/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server/oauth2/as1",
+    ] {
+        assert_eq!(
+            refused(req(path).plan_with(&cfg, Body::Absent, no_docs)),
+            GatewayError::NotReady,
+            "{path}"
+        );
+    }
+    // A server known to have none of either kind: 404 for both, and its endpoints are 404.
+    let absent = |_: usize| Documents {
+        docs: [None, None],
+        ready: true,
+    };
+    assert_eq!(
+        refused(
+            req("/oauth2/as1/.well-known/openid-configuration").plan_with(
+                &cfg,
+                Body::Absent,
+                absent
+            )
+        ),
+        GatewayError::NoDocument
+    );
+    assert_eq!(
+        refused(
+            req("/oauth2/as1/authorize?client_id=demo-client").plan_with(
+                &cfg,
+                Body::Absent,
+                absent
+            )
+        ),
+        GatewayError::NoEndpoint
+    );
 }

@@ -286,12 +286,22 @@ fn responses_get_tagged_values() {
         None,
         "JWTs carry iss already"
     );
-    let reg = br#"{"client_id":"xyz","client_secret":"s"}"#;
+    // An access token that comes with an ID token is bound by its `at_hash`: only the
+    // refresh token is tagged.
+    let with_id_token =
+        br#"{"access_token":"abc","refresh_token":"r1","id_token":"eyJhbGciOiJSUzI1NiJ9.e30.sig"}"#;
     let out: serde_json::Value = serde_json::from_slice(
-        &rewrite_response(Endpoint::Register, "as2", true, "", reg).unwrap(),
+        &rewrite_response(Endpoint::Token, "as1", true, "", with_id_token).unwrap(),
     )
     .unwrap();
-    assert_eq!(out["client_id"], "as2.xyz");
+    assert_eq!(out["access_token"], "abc");
+    assert_eq!(out["refresh_token"], "as1.r1");
+    assert_eq!(out["id_token"], "eyJhbGciOiJSUzI1NiJ9.e30.sig");
+    // Client ids are never tagged: they are the `aud` of the client's ID tokens.
+    let reg = br#"{"client_id":"xyz","client_secret":"s"}"#;
+    for endpoint in [Endpoint::Register, Endpoint::ClientConfiguration] {
+        assert_eq!(rewrite_response(endpoint, "as2", true, "", reg), None);
+    }
     assert_eq!(
         rewrite_response(Endpoint::Userinfo, "as1", true, "", reg),
         None
@@ -317,7 +327,7 @@ fn registration_points_management_at_the_gateway() {
         out["registration_client_uri"],
         "https://gw/oauth2/as1/register/a%20b"
     );
-    let tagged: serde_json::Value = serde_json::from_slice(
+    let with_tagging: serde_json::Value = serde_json::from_slice(
         &rewrite_response(
             Endpoint::Register,
             "as1",
@@ -328,11 +338,7 @@ fn registration_points_management_at_the_gateway() {
         .unwrap(),
     )
     .unwrap();
-    assert_eq!(tagged["client_id"], "as1.a b");
-    assert_eq!(
-        tagged["registration_client_uri"],
-        "https://gw/oauth2/as1/register/as1.a%20b"
-    );
+    assert_eq!(with_tagging, out, "tagging leaves client ids alone");
     assert_eq!(
         rewrite_response(
             Endpoint::Register,

@@ -1,0 +1,157 @@
+/**
+ * Tollgate test rig: a relying party built on npm openid-client 6.9.1 (panva; stateless,
+ * functional API). Each subcommand performs one library operation and prints one JSON line.
+ *
+ *   node rp.mjs <op> '<json args>'
+ *
+ * Common args: server (the metadata URL, see below), client_id, client_secret, auth ("basic"
+ * = ClientSecretBasic, "post" = ClientSecretPost, "none").
+ *
+ * `server` is the full well-known URL of the document to use (e.g.
+ * http://127.0.0.1:E/oauth2/as1/.well-known/openid-configuration). openid-client's discovery()
+ * derives the well-known URL from an issuer identifier and then requires the document's `issuer`
+ * to equal that identifier; a gateway's per-AS URL is not the AS's issuer (the document keeps
+ * the AS's own `issuer`, which its ID tokens carry), so the library's documented form for this
+ * case is used: discovery() given the document URL itself (it then skips only that one
+ * comparison; ID tokens are still checked against the document's `issuer`). Every request is
+ * plain http on loopback, so allowInsecureRequests is on (the library refuses http otherwise).
+ *
+ * ops (args beyond the common ones):
+ *   metadata                       -> the ServerMetadata the library accepted
+ *   client_credentials {scope}     -> token response
+ *   introspect {token}             -> introspection response
+ *   revoke {token}                 -> {"revoked": true}
+ *   register {metadata}            -> the registered client's metadata (dynamicClientRegistration)
+ *   auth_url {redirect_uri, scope, par?, params?}
+ *                                  -> {url, state, nonce, code_verifier} (buildAuthorizationUrl,
+ *                                     or buildAuthorizationUrlWithPAR when par is true)
+ *   code_grant {callback_url, state, nonce, code_verifier}
+ *                                  -> {token: response, claims: the validated ID token claims}
+ *   userinfo {access_token, sub}   -> userinfo response (fetchUserInfo checks sub)
+ *   refresh {refresh_token}        -> {token: response, claims}
+ *   end_session_url {params}       -> {url} (buildEndSessionUrl)
+ *   device {scope}                 -> prints the device authorization response first, then polls
+ *                                     (pollDeviceAuthorizationGrant) and prints {token, claims}
+ *   ciba {scope, login_hint}       -> prints the backchannel authentication response first, then
+ *                                     polls (pollBackchannelAuthenticationGrant), prints {token, claims}
+ * Failure: {"error": {name, code, message, status, error, error_description}} and exit code 1.
+ */
+import * as client from 'openid-client';
+
+const [op, rawArgs] = process.argv.slice(2);
+const args = JSON.parse(rawArgs ?? '{}');
+
+function clientAuth() {
+  switch (args.auth ?? 'basic') {
+    case 'basic': return client.ClientSecretBasic(args.client_secret);
+    case 'post': return client.ClientSecretPost(args.client_secret);
+    case 'none': return client.None();
+    default: throw new Error(`unknown auth ${args.auth}`);
+  }
+}
+
+const options = { execute: [client.allowInsecureRequests], timeout: 15 };
+
+async function config() {
+  return client.discovery(new URL(args.server), args.client_id, args.client_secret, clientAuth(), options);
+}
+
+function out(value) {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+function withClaims(token) {
+  return { token: { ...token }, claims: token.claims?.() ?? null };
+}
+
+const ops = {
+  async metadata() {
+    return (await config()).serverMetadata();
+  },
+  async client_credentials() {
+    return { ...await client.clientCredentialsGrant(await config(), args.scope ? { scope: args.scope } : {}) };
+  },
+  async introspect() {
+    return { ...await client.tokenIntrospection(await config(), args.token) };
+  },
+  async revoke() {
+    await client.tokenRevocation(await config(), args.token);
+    return { revoked: true };
+  },
+  async register() {
+    const cfg = await client.dynamicClientRegistration(new URL(args.server), args.metadata, undefined, options);
+    return cfg.clientMetadata();
+  },
+  async auth_url() {
+    const cfg = await config();
+    const code_verifier = client.randomPKCECodeVerifier();
+    const state = client.randomState();
+    const nonce = client.randomNonce();
+    const params = {
+      redirect_uri: args.redirect_uri,
+      scope: args.scope,
+      code_challenge: await client.calculatePKCECodeChallenge(code_verifier),
+      code_challenge_method: 'S256',
+      state,
+      nonce,
+      ...(args.params ?? {}),
+    };
+    const url = args.par
+      ? await client.buildAuthorizationUrlWithPAR(cfg, params)
+      : client.buildAuthorizationUrl(cfg, params);
+    return { url: url.href, state, nonce, code_verifier };
+  },
+  async code_grant() {
+    const token = await client.authorizationCodeGrant(await config(), new URL(args.callback_url), {
+      pkceCodeVerifier: args.code_verifier,
+      expectedState: args.state,
+      expectedNonce: args.nonce,
+      idTokenExpected: args.id_token_expected ?? true,
+    });
+    return withClaims(token);
+  },
+  async userinfo() {
+    return { ...await client.fetchUserInfo(await config(), args.access_token, args.sub) };
+  },
+  async refresh() {
+    return withClaims(await client.refreshTokenGrant(await config(), args.refresh_token));
+  },
+  async end_session_url() {
+    return { url: client.buildEndSessionUrl(await config(), args.params ?? {}).href };
+  },
+  async device() {
+    const cfg = await config();
+    const started = await client.initiateDeviceAuthorization(cfg, { scope: args.scope });
+    out({ ...started });
+    return withClaims(await client.pollDeviceAuthorizationGrant(cfg, started));
+  },
+  async ciba() {
+    const cfg = await config();
+    const started = await client.initiateBackchannelAuthentication(cfg, {
+      scope: args.scope, login_hint: args.login_hint,
+    });
+    out({ ...started });
+    return withClaims(await client.pollBackchannelAuthenticationGrant(cfg, started));
+  },
+};
+
+if (!ops[op]) {
+  console.error(`usage: node rp.mjs <${Object.keys(ops).join('|')}> '<json args>'`);
+  process.exit(2);
+}
+try {
+  out(await ops[op]());
+} catch (err) {
+  out({
+    error: {
+      name: err?.name,
+      code: err?.code,
+      message: err?.message,
+      status: err?.status ?? err?.cause?.status,
+      error: err?.error,
+      error_description: err?.error_description,
+      cause: err?.cause?.message ?? err?.cause?.attribute ?? err?.cause?.claim ?? undefined,
+    },
+  });
+  process.exit(1);
+}
