@@ -77,8 +77,9 @@ pub struct Issued {
     pub grant: CacheKey,
     /// The access token's id (its untagged cache key).
     pub access: CacheKey,
-    /// Its cache keys as API clients present it, one after the other: untagged, and tagged
-    /// when the gateway tags it.
+    /// Its cache keys as API clients may present it, one after the other: untagged, and with
+    /// tagging on also tagged (whether this answer's access token is tagged is the rewrite's
+    /// business: both keys cover either).
     pub keys: Vec<u8>,
     /// A refresh token issued with it that is not the grant's id (a first or rotated one).
     pub refresh: Option<CacheKey>,
