@@ -89,7 +89,10 @@ pub struct FetchState {
     /// them again, so they follow the server's changes at the refresh interval.
     #[serde(default)]
     pub documents_attempt: [Option<u64>; 2],
-    /// Incremented by every successful fetch.
+    /// The attempt that fetched the JWKS, when documents follow it in the same attempt.
+    #[serde(default)]
+    pub keys_attempt: Option<u64>,
+    /// Incremented by every JWKS fetched: the shared key set's version.
     #[serde(default)]
     pub generation: u64,
 }
@@ -160,7 +163,6 @@ impl FetchState {
         self.last_failed = false;
         self.lease_until = 0;
         self.refetch_wanted = false;
-        self.generation = self.generation.wrapping_add(1);
     }
 
     /// Records a failed attempt ending `now`: frees the lease; the next try waits for the
@@ -245,8 +247,9 @@ impl Plan<'_> {
     }
 }
 
-/// The next request of an attempt: the metadata document while something it names is unknown,
-/// then the JWKS. `None` when nothing (more) needs fetching: the attempt has succeeded.
+/// The next request of an attempt: the discovery document while something it names is unknown,
+/// then the JWKS, then the gateway's documents. `None` when nothing (more) needs fetching: the
+/// attempt has succeeded.
 pub fn next_request(
     plan: &Plan<'_>,
     state: &FetchState,
@@ -255,6 +258,16 @@ pub fn next_request(
     if plan.discovery_needed(state) {
         let (upstream, doc) = plan.discovery?;
         return Some((Step::Discovery, HttpRequest::get(upstream, doc, timeout_ms)));
+    }
+    // Keys before the gateway's documents: a document that fails never holds keys back.
+    let keys_done = plan.documents.iter().any(Option::is_some)
+        && state.attempt_at.is_some()
+        && state.keys_attempt == state.attempt_at;
+    if let (Some((upstream, fixed)), false) = (plan.jwks, keys_done) {
+        let learned = state.jwks_uri.as_deref().and_then(|u| parse_url(u).ok());
+        if let Some(uri) = fixed.cloned().or(learned) {
+            return Some((Step::Jwks, HttpRequest::get(upstream, &uri, timeout_ms)));
+        }
     }
     for kind in DocumentKind::ALL {
         let i = kind.index();
@@ -265,10 +278,7 @@ pub fn next_request(
             }
         }
     }
-    let (upstream, fixed) = plan.jwks?;
-    let learned = state.jwks_uri.as_deref().and_then(|u| parse_url(u).ok());
-    let uri = fixed.cloned().or(learned)?;
-    Some((Step::Jwks, HttpRequest::get(upstream, &uri, timeout_ms)))
+    None
 }
 
 /// Which document an outstanding fetch request asked for.
@@ -448,8 +458,42 @@ mod tests {
         s.begin(at, &T);
         s.succeed(at + 5);
         assert!(!s.refetch_wanted);
-        assert_eq!(s.generation, 2);
         assert!(!s.may_refetch(at + 1_000, &T));
+    }
+
+    /// An attempt of an issuer behind the gateway: the JWKS first, then each document, each
+    /// once per attempt; a document that fails can never hold the keys back.
+    #[test]
+    fn keys_come_before_the_gateways_documents_once_per_attempt() {
+        let jwks = parse_url("https://as1.example/jwks").unwrap();
+        let oidc = DocumentSource {
+            url: parse_url("https://as1.example/.well-known/openid-configuration").unwrap(),
+            optional: true,
+        };
+        let oauth = DocumentSource {
+            url: parse_url("https://as1.example/.well-known/oauth-authorization-server").unwrap(),
+            optional: true,
+        };
+        let plan = Plan {
+            discovery: None,
+            jwks: Some(("as1", Some(&jwks))),
+            introspection_endpoint_wanted: false,
+            documents: [Some(("as1", &oidc)), Some(("as1", &oauth))],
+        };
+        let mut s = FetchState::default();
+        s.begin(NOW, &T);
+        let step = |s: &FetchState| next_request(&plan, s, 1_000).map(|(step, _)| step);
+        assert_eq!(step(&s), Some(Step::Jwks));
+        s.keys_attempt = s.attempt_at;
+        assert_eq!(step(&s), Some(Step::Document(DocumentKind::OpenId)));
+        s.documents_attempt[0] = s.attempt_at;
+        assert_eq!(step(&s), Some(Step::Document(DocumentKind::OAuth)));
+        s.documents_attempt[1] = s.attempt_at;
+        assert_eq!(step(&s), None, "the attempt is complete");
+        // The next attempt fetches all three again.
+        s.succeed(NOW + 10);
+        s.begin(NOW + T.refresh_ms, &T);
+        assert_eq!(step(&s), Some(Step::Jwks));
     }
 
     #[test]

@@ -133,7 +133,7 @@ impl<H: Host + Clone> Worker<H> {
         let plan = issuer.fetch_plan();
         let Some((step, request)) = refresh::next_request(&plan, state, issuer.timing.timeout_ms)
         else {
-            self.fetch_succeeded(idx, None, now);
+            self.fetch_succeeded(idx, now);
             return;
         };
         match self.host.dispatch(&request) {
@@ -240,43 +240,74 @@ impl<H: Host + Clone> Worker<H> {
             Step::Jwks => match refresh::read_jwks(response.as_ref()) {
                 Ok((keys, skipped)) => {
                     let body = response.map(|r| r.body).unwrap_or_default();
-                    self.fetch_succeeded(idx, Some((keys, skipped, &body)), now);
+                    // The gateway's documents follow the keys in the same attempt.
+                    let goes_on = issuer.fetch_plan().documents.iter().any(Option::is_some);
+                    let state = self.keys_fetched(idx, keys, skipped, &body, goes_on, now);
+                    if let (true, Some(state)) = (goes_on, state) {
+                        self.send_fetch(turn, idx, &state, now);
+                    }
                 }
                 Err(e) => self.fetch_failed(idx, step, &e, now),
             },
         }
     }
 
-    /// Ends an attempt successfully; `keys` when it fetched a JWKS (parsed set, skipped count,
-    /// the document as fetched, for the other workers).
-    fn fetch_succeeded(&mut self, idx: usize, keys: Option<(KeySet, usize, &[u8])>, now: u64) {
+    /// Ends an attempt successfully.
+    fn fetch_succeeded(&mut self, idx: usize, now: u64) {
+        if let Some(Some(rec)) = self.records.get(idx) {
+            rec.update(&self.host, |_| true, |s| s.succeed(now));
+        }
+    }
+
+    /// Keys fetched: stored for the other workers under a new generation and held here. The
+    /// attempt ends, unless it `goes_on` (it then holds the lease for what follows). Returns
+    /// the state written.
+    fn keys_fetched(
+        &mut self,
+        idx: usize,
+        keys: KeySet,
+        skipped: usize,
+        jwks: &[u8],
+        goes_on: bool,
+        now: u64,
+    ) -> Option<FetchState> {
         let Some(Some(rec)) = self.records.get(idx) else {
-            return;
+            return None;
         };
+        let timing = self.cfg.issuers[idx].timing;
         let generation = rec.read_state(&self.host).0.generation.wrapping_add(1);
-        if let Some((_, _, jwks)) = &keys {
-            rec.write_keys(&self.host, generation, now, jwks);
-        }
-        rec.update(&self.host, |_| true, |s| s.succeed(now));
-        if let Some((keys, skipped, _)) = keys {
-            log::info!(
-                "tollgate: issuer {}: loaded {} signing keys ({skipped} skipped)",
-                self.cfg.issuers[idx].name,
-                keys.len()
-            );
-            self.ring.set(
-                idx,
-                Held {
-                    keys,
-                    fetched_at: Some(now),
-                    generation,
-                },
-            );
-            self.host.record(Metric::Fetched {
-                issuer: idx,
-                ok: true,
-            });
-        }
+        rec.write_keys(&self.host, generation, now, jwks);
+        let state = rec.update(
+            &self.host,
+            |_| true,
+            |s| {
+                s.generation = generation;
+                if goes_on {
+                    s.keys_attempt = s.attempt_at;
+                    s.renew(now, &timing);
+                } else {
+                    s.succeed(now);
+                }
+            },
+        );
+        log::info!(
+            "tollgate: issuer {}: loaded {} signing keys ({skipped} skipped)",
+            self.cfg.issuers[idx].name,
+            keys.len()
+        );
+        self.ring.set(
+            idx,
+            Held {
+                keys,
+                fetched_at: Some(now),
+                generation,
+            },
+        );
+        self.host.record(Metric::Fetched {
+            issuer: idx,
+            ok: true,
+        });
+        state
     }
 
     fn fetch_failed(&mut self, idx: usize, step: Step, error: &FetchError, now: u64) {

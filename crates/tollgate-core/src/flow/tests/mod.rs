@@ -13,10 +13,12 @@
 //! - [`introspection`]: single flight in a worker and across workers, revocation epochs
 //! - [`per_request`]: per-request callouts
 //! - [`callbacks`]: nothing continues before it is decided, on any callback order
+//! - [`documents`]: the gateway's metadata documents, fetched after the keys
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod callbacks;
+mod documents;
 mod grants;
 mod introspection;
 mod keys;
@@ -55,6 +57,11 @@ fn client(name: &str) -> Value {
 
 /// The stories' configuration, with `extra` top-level members (e.g. `callouts`, `cache`).
 fn config(extra: Value) -> FilterConfig {
+    FilterConfig::parse(config_json(extra).to_string().as_bytes()).unwrap()
+}
+
+/// [`config`]'s text, to change further.
+fn config_json(extra: Value) -> Value {
     let mut op1 = client("op1");
     op1["endpoint"] = json!(format!("{OP1_ISS}/introspect"));
     let mut op2 = client("op2");
@@ -95,7 +102,7 @@ fn config(extra: Value) -> FilterConfig {
     for (k, v) in extra.as_object().unwrap() {
         cfg[k] = v.clone();
     }
-    FilterConfig::parse(cfg.to_string().as_bytes()).unwrap()
+    cfg
 }
 
 /// A JWT `iss` signs with `key` (as its `kid`), valid for an hour from [`T0`].
