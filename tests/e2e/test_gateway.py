@@ -39,7 +39,9 @@ REGISTER = {"as1": "/reg", "as2": "/o/register/"}
 BACKGROUND_PATHS = {
     "/jwks",
     "/.well-known/openid-configuration",
+    "/.well-known/oauth-authorization-server",
     "/o/.well-known/jwks.json",
+    "/o/.well-known/openid-configuration",
     "/.well-known/oauth-authorization-server/o",
 }
 # Resource-server credentials for introspection at each AS (README); rs:client@2 is configured

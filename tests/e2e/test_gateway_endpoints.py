@@ -11,6 +11,7 @@ One deployment per tagging mode is shared by the module.
 
 from __future__ import annotations
 
+import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -352,6 +353,14 @@ def test_a_document_the_as_lacks_is_404(wasm, tmp_path_factory):
         st.rig("POST", "set", {"/.well-known/openid-configuration": {"json": doc},
                                "/jwks": {"json": {"keys": []}}})
         st.start()
+        # as3 is not among the issuers the stack waits for: 503 until both of its documents
+        # have been fetched once (the OpenID one, then the RFC 8414 one, which answers 404).
+        deadline = time.monotonic() + 10
+        while True:
+            r = requests.get(f"{st.url}/oauth2/as3/.well-known/oauth-authorization-server", timeout=TIMEOUT)
+            if r.status_code != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         r = requests.get(f"{st.url}/oauth2/as3/.well-known/openid-configuration", timeout=TIMEOUT)
         assert r.status_code == 200, r.text
         for path in ("/oauth2/as3/.well-known/oauth-authorization-server",

@@ -292,7 +292,11 @@ def test_one_fetch_per_refresh_per_process_with_two_workers(new_stack):
     assert len(per_worker) == 2 and all(per_worker.values()), per_worker  # both workers served
     assert fetch_ok == served
     assert 2 <= served <= bound
-    assert discovery == 1  # the learned jwks_uri is kept across refreshes
+    # The learned jwks_uri is kept across refreshes: the OpenID document is fetched once per
+    # attempt, as the gateway's document (after the JWKS, so the last one may still be under
+    # way), and the first attempt's discovery fetch served as both.
+    assert served - 1 <= discovery <= served
+    assert served - 1 <= stats.get("/.well-known/oauth-authorization-server", 0) <= served
     assert counter(st, "jwks.fetch_failed") == 0
     assert counter(st, "jwks.fetch_ok", issuer="as2") == 1  # as2 refreshes every 300 s
     assert counter(st, "denied.keys_unavailable") == 0

@@ -92,6 +92,10 @@ pub struct FetchState {
     /// The attempt that fetched the JWKS, when documents follow it in the same attempt.
     #[serde(default)]
     pub keys_attempt: Option<u64>,
+    /// A part of the current attempt (the JWKS, a gateway document) failed; the attempt goes
+    /// on with the others and then counts as failed.
+    #[serde(default)]
+    pub part_failed: bool,
     /// Incremented by every JWKS fetched: the shared key set's version.
     #[serde(default)]
     pub generation: u64,
@@ -146,6 +150,7 @@ impl FetchState {
     pub fn begin(&mut self, now: u64, t: &Timing) {
         self.lease_until = now.saturating_add(t.lease_ms());
         self.attempt_at = Some(now);
+        self.part_failed = false;
     }
 
     /// An attempt that goes on at `now` (a metadata document answered) holds the lease for

@@ -148,7 +148,7 @@ impl<H: Host + Clone> Worker<H> {
                     issuer.name,
                     request.upstream
                 );
-                self.fetch_failed(idx, step, &FetchError::Transport, now);
+                self.fetch_failed(turn, idx, step, &FetchError::Transport, now);
             }
         }
     }
@@ -199,7 +199,7 @@ impl<H: Host + Clone> Worker<H> {
                             self.send_fetch(turn, idx, &state, now);
                         }
                     }
-                    Err(e) => self.fetch_failed(idx, step, &e, now),
+                    Err(e) => self.fetch_failed(turn, idx, step, &e, now),
                 }
             }
             Step::Document(kind) => {
@@ -234,7 +234,7 @@ impl<H: Host + Clone> Worker<H> {
                             self.send_fetch(turn, idx, &state, now);
                         }
                     }
-                    Err(e) => self.fetch_failed(idx, step, &e, now),
+                    Err(e) => self.fetch_failed(turn, idx, step, &e, now),
                 }
             }
             Step::Jwks => match refresh::read_jwks(response.as_ref()) {
@@ -247,15 +247,26 @@ impl<H: Host + Clone> Worker<H> {
                         self.send_fetch(turn, idx, &state, now);
                     }
                 }
-                Err(e) => self.fetch_failed(idx, step, &e, now),
+                Err(e) => self.fetch_failed(turn, idx, step, &e, now),
             },
         }
     }
 
-    /// Ends an attempt successfully.
+    /// Ends an attempt that has nothing left to fetch: a success, unless one of its parts
+    /// failed (then it is retried at the retry interval).
     fn fetch_succeeded(&mut self, idx: usize, now: u64) {
         if let Some(Some(rec)) = self.records.get(idx) {
-            rec.update(&self.host, |_| true, |s| s.succeed(now));
+            rec.update(
+                &self.host,
+                |_| true,
+                |s| {
+                    if s.part_failed {
+                        s.fail(now);
+                    } else {
+                        s.succeed(now);
+                    }
+                },
+            );
         }
     }
 
@@ -310,7 +321,18 @@ impl<H: Host + Clone> Worker<H> {
         state
     }
 
-    fn fetch_failed(&mut self, idx: usize, step: Step, error: &FetchError, now: u64) {
+    /// A request of an attempt failed. The JWKS and the gateway's documents are independent
+    /// parts: when one of them fails the attempt goes on with the others (so a failing
+    /// document never holds keys back, nor keys the documents) and ends as a failure; any
+    /// other failure ends it at once.
+    fn fetch_failed(
+        &mut self,
+        turn: &mut Turn,
+        idx: usize,
+        step: Step,
+        error: &FetchError,
+        now: u64,
+    ) {
         let issuer = &self.cfg.issuers[idx];
         // URLs learned from discovery that fail are looked up again next time.
         let rediscover = step == Step::Jwks
@@ -321,18 +343,9 @@ impl<H: Host + Clone> Worker<H> {
                     ..
                 })
             );
-        if let Some(Some(rec)) = self.records.get(idx) {
-            rec.update(
-                &self.host,
-                |_| true,
-                |s| {
-                    s.fail(now);
-                    if rediscover {
-                        s.jwks_uri = None;
-                    }
-                },
-            );
-        }
+        let goes_on = matches!(step, Step::Jwks | Step::Document(_))
+            && issuer.fetch_plan().documents.iter().any(Option::is_some);
+        let timing = issuer.timing;
         log::warn!(
             "tollgate: issuer {}: {} fetch failed: {error}; what is held stays in use",
             issuer.name,
@@ -346,5 +359,31 @@ impl<H: Host + Clone> Worker<H> {
             issuer: idx,
             ok: false,
         });
+        let Some(Some(rec)) = self.records.get(idx) else {
+            return;
+        };
+        let updated = rec.update(
+            &self.host,
+            |_| true,
+            |s| {
+                if rediscover {
+                    s.jwks_uri = None;
+                }
+                if !goes_on {
+                    s.fail(now);
+                    return;
+                }
+                s.part_failed = true;
+                match step {
+                    Step::Jwks => s.keys_attempt = s.attempt_at,
+                    Step::Document(kind) => s.documents_attempt[kind.index()] = s.attempt_at,
+                    Step::Discovery => {}
+                }
+                s.renew(now, &timing);
+            },
+        );
+        if let (true, Some(state)) = (goes_on, updated) {
+            self.send_fetch(turn, idx, &state, now);
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::endpoint::DocumentKind;
+use crate::flow::Metric;
 
 /// `as1` behind the gateway, `metadata: true` (both documents at their standard places,
 /// through upstream `as1`).
@@ -44,17 +45,25 @@ fn keys_come_first_and_a_failing_document_does_not_hold_them_back() {
         Outcome::Resumed,
         "the keys serve the request at once"
     );
-    // Then the documents, in the same attempt.
+    // Then the documents, in the same attempt; one failing does not stop the other.
     let (call, path) = next(&vm);
     assert_eq!(path, "/.well-known/openid-configuration");
     vm.answer(ROOT, call, answer(500, &json!({})), T0 + 3);
-    assert!(vm.callouts_to("as1").is_empty(), "the attempt failed");
+    let (call, path) = next(&vm);
+    assert_eq!(path, "/.well-known/oauth-authorization-server");
+    vm.answer(ROOT, call, document(DocumentKind::OAuth), T0 + 4);
     assert!(
-        !vm.flow.issuer_documents(AS1).ready,
-        "never fetched yet: 503"
+        vm.callouts_to("as1").is_empty(),
+        "the attempt is over, and failed"
     );
+    let docs = vm.flow.issuer_documents(AS1);
+    assert!(
+        !docs.ready,
+        "the OpenID document was never fetched: 503 for it"
+    );
+    assert!(docs.docs[1].is_some(), "the RFC 8414 one is served");
     // The retry fetches keys and both documents again; an optional 404 means "none".
-    vm.tick(T0 + 5_003);
+    vm.tick(T0 + 5_004);
     let (call, path) = next(&vm);
     assert_eq!(path, "/jwks");
     vm.answer(ROOT, call, as1_keys(&[TestKey::RsaA]), T0 + 5_004);
@@ -100,4 +109,28 @@ fn documents_are_shared_by_every_worker_and_refetched_at_each_refresh() {
     let impostor = answer(200, &json!({"issuer": "https://evil.example"}));
     fetcher.answer(ROOT, call, impostor, refresh_at + 2);
     assert_eq!(other.flow.issuer_documents(AS1), docs);
+}
+
+#[test]
+fn failing_keys_do_not_hold_the_documents_back() {
+    let mut vm = Vm::new(gateway_config(), CalloutMode::Background);
+    vm.tick(T0);
+    let (call, path) = next(&vm);
+    assert_eq!(path, "/jwks");
+    vm.answer(ROOT, call, answer(503, &json!({})), T0 + 1);
+    for (i, kind) in DocumentKind::ALL.into_iter().enumerate() {
+        let (call, _) = next(&vm);
+        vm.answer(ROOT, call, document(kind), T0 + 2 + i as u64);
+    }
+    assert!(vm.flow.issuer_documents(AS1).ready);
+    assert_eq!(
+        vm.host.count(Metric::Fetched {
+            issuer: AS1,
+            ok: false
+        }),
+        1
+    );
+    // The attempt failed: the keys are retried at the retry interval, not the refresh one.
+    vm.tick(T0 + 5_003);
+    assert_eq!(next(&vm).1, "/jwks");
 }
