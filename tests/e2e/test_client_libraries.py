@@ -429,6 +429,35 @@ def test_authlib(gw, flow, which):
         pytest.fail(flow)
 
 
+# rs:client@2 / s3cr3t+/=%& is an introspection client at both AS whose id and secret change
+# when form-urlencoded: the case where client_secret_basic needs RFC 6749 §2.3.1's encoding.
+ENCODED_CLIENT = ("rs:client@2", "s3cr3t+/=%&")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="RFC 6749 §2.3.1: client_secret_basic form-urlencodes the client id and secret "
+           "before base64; authlib 1.9.10 (authlib.oauth2.auth.encode_client_secret_basic) does "
+           "not (https://github.com/authlib/authlib/issues/594; it did from 1.3.0 and was "
+           "reverted after https://github.com/authlib/authlib/issues/629), so both AS refuse "
+           "the credentials",
+)
+@pytest.mark.parametrize("which", WHICH)
+def test_authlib_client_secret_basic_with_characters_that_need_encoding(gw, which):
+    """The same introspection through the gateway with a client whose credentials need
+    encoding; the gateway forwards the header as sent, so the AS judges the library."""
+    st = gw
+    doc = authlib_doc(st, which, OAUTH)
+    with authlib_session(CC[which], scope="read") as sess:
+        token = sess.fetch_token(doc["token_endpoint"], grant_type="client_credentials")["access_token"]
+    # Correctly encoded (tokens.basic_auth), the client is accepted: the case is the library's.
+    assert gw_introspect(st, which, token, ENCODED_CLIENT)["active"] is True
+    with authlib_session(ENCODED_CLIENT) as sess:
+        r = sess.introspect_token(doc["introspection_endpoint"], token=token)
+    assert r.status_code == 200, (r.status_code, r.text)
+    assert r.json()["active"] is True
+
+
 def test_rp_driver_reports_library_failures(gw):
     """The driver can fail: openid-client refuses a document whose issuer is not the one it
     was told (discovery by issuer identifier on the gateway's URL, which is not the issuer)."""
