@@ -77,11 +77,14 @@ Cells that cannot happen (not faked):
 - `pr-*` x `kid`/`peer`: per-request callouts have no cross-worker coalescing (nothing waits for
   a peer), and the unknown-kid refetch is the same key fetch `pr-cold` covers.
 
-Gateway calls (`gateway` cells): POST /oauth2/token, /oauth2/introspect, /oauth2/revoke and
-/oauth2/as1/register, whose bodies the gateway reads to route them, sent as HTTP/2 DATA frames
-and as HTTP/1.1 chunked bodies, each with and without trailers, and in one packet: each must be
-routed to the authorization server that owns it (the AS's own request counter moves and it
-answers) or refused with a local reply, and must never reach the API upstream (upstream log).
+Gateway calls (`gateway` cells): POST /oauth2/token, /oauth2/introspect, /oauth2/revoke,
+/oauth2/as1/register, /oauth2/par, /oauth2/device_authorization,
+/oauth2/backchannel_authentication and /oauth2/as1/end_session, and PUT
+/oauth2/as1/register/<id>, whose bodies the gateway reads to route or forward them, sent as
+HTTP/2 DATA frames and as HTTP/1.1 chunked bodies, each with and without trailers, and in one
+packet: each must be routed to the authorization server that owns it (the AS's own request
+counter moves and it answers), redirected (the logout POST's 307, which reaches no server), or
+refused with a local reply, and must never reach the API upstream (upstream log).
 
 Run time: about 2 minutes (two private deployments; groups run their shapes concurrently).
 """
@@ -775,6 +778,15 @@ GATEWAY_ENDPOINTS = {
     # request body (what Envoy sends upstream for HTTP/2 or chunked requests).
     "revoke": ("/oauth2/revoke", "as1", "/token/revocation", 200),
     "register": ("/oauth2/as1/register", "as1", "/reg", 201),
+    # Issue 14's endpoints that read their body: PAR, device authorization and CIBA (forms,
+    # routed by their client), a client update (RFC 7592 PUT, JSON; its path is the client's,
+    # filled in per request), and a logout form POST, which the gateway answers itself with a
+    # 307 to the AS (never forwarded: the browser posts the form to the AS again).
+    "par": ("/oauth2/par", "as1", "/request", 201),
+    "device": ("/oauth2/device_authorization", "as1", "/device/auth", 200),
+    "ciba": ("/oauth2/backchannel_authentication", "as1", "/backchannel", 200),
+    "client_update": ("/oauth2/as1/register/{id}", "as1", "/reg/{id}", 200),
+    "end_session": ("/oauth2/as1/end_session", "as1", "/session/end", 307),
 }
 
 
@@ -786,8 +798,22 @@ class GatewaySent:
     as_hits: int = 0  # at the AS that owns the endpoint
 
 
-def gateway_request(st: PathStack, endpoint: str, shape: str) -> wire.Request:
-    path = GATEWAY_ENDPOINTS[endpoint][0]
+FORM = "application/x-www-form-urlencoded"
+
+
+def registered_at_as1(st: PathStack, name: str) -> dict:
+    """A client registered at AS-1 directly (RFC 7591), for an update through the gateway."""
+    r = requests.post(f"{st.as_base('as1')}/reg", timeout=10, json={
+        "client_name": name, "grant_types": ["client_credentials"], "redirect_uris": [],
+        "response_types": [], "token_endpoint_auth_method": "client_secret_basic"})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def gateway_request(st: PathStack, endpoint: str, shape: str) -> tuple[wire.Request, str, str]:
+    """The request, the gateway path it is sent to and the AS path it must reach."""
+    path, _, as_path, _ = GATEWAY_ENDPOINTS[endpoint]
+    method = "POST"
     if endpoint == "token":
         auth, ctype = tokens.basic_auth("demo-client", "demo-secret"), "application/x-www-form-urlencoded"
         body = b"grant_type=client_credentials&scope=read"
@@ -797,29 +823,51 @@ def gateway_request(st: PathStack, endpoint: str, shape: str) -> wire.Request:
     elif endpoint == "revoke":
         auth, ctype = tokens.basic_auth("demo-client", "demo-secret"), "application/x-www-form-urlencoded"
         body = f"token={st.as1_opaque_token()}&token_type_hint=access_token".encode()
-    else:
+    elif endpoint == "register":
         auth, ctype = None, "application/json"
         body = json.dumps({"client_name": f"matrix-{shape}", "grant_types": ["client_credentials"],
                            "redirect_uris": [], "response_types": [], "scope": "read",
                            "token_endpoint_auth_method": "client_secret_basic"}).encode()
+    elif endpoint == "par":
+        auth, ctype = tokens.basic_auth("demo-client", "demo-secret"), FORM
+        body = (b"response_type=code&client_id=demo-client&redirect_uri=http%3A%2F%2F127.0.0.1%2Fcb"
+                b"&scope=openid&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+                b"&code_challenge_method=S256")
+    elif endpoint == "device":
+        auth, ctype = tokens.basic_auth("as1-device", "as1-device-secret"), FORM
+        body = b"scope=openid%20read"
+    elif endpoint == "ciba":
+        auth, ctype = tokens.basic_auth("as1-ciba", "as1-ciba-secret"), FORM
+        body = b"scope=openid%20read&login_hint=alice"
+    elif endpoint == "client_update":
+        reg = registered_at_as1(st, f"matrix-update-{shape}")
+        path, as_path = path.format(id=reg["client_id"]), as_path.format(id=reg["client_id"])
+        method, auth, ctype = "PUT", f"Bearer {reg['registration_access_token']}", "application/json"
+        body = json.dumps({"client_id": reg["client_id"], "client_name": f"matrix-updated-{shape}",
+                           "grant_types": ["client_credentials"], "redirect_uris": [],
+                           "response_types": [],
+                           "token_endpoint_auth_method": "client_secret_basic"}).encode()
+    else:  # end_session
+        auth, ctype = None, FORM
+        body = b"client_id=demo-client&state=matrix"
     headers = [("Content-Type", ctype)] + ([("Authorization", auth)] if auth else [])
-    return wire.request(shape, "POST", path, headers, body)
+    return wire.request(shape, method, path, headers, body), path, as_path
 
 
 def group_gateway(st: PathStack) -> GroupResult:
-    """Per shape, the four endpoints at once (their paths tell them apart in the upstream log;
+    """Per shape, every endpoint at once (their paths tell them apart in the upstream log;
     the AS counters tell where each went)."""
     result = GroupResult()
     for shape in GATEWAY_SHAPES:
         reqs = {e: gateway_request(st, e, shape) for e in GATEWAY_ENDPOINTS}
         before_up = st.arrivals()
         before_as = {w: st.served(w) for w in ("as1", "as2")}
-        replies = burst(st.envoy.listener_port, list(reqs.values()))
+        replies = burst(st.envoy.listener_port, [req for req, _, _ in reqs.values()])
         time.sleep(SETTLE)
         after_up = st.arrivals()
         after_as = {w: st.served(w) for w in ("as1", "as2")}
-        for (endpoint, _), reply in zip(reqs.items(), replies):
-            path, which, as_path, _ = GATEWAY_ENDPOINTS[endpoint]
+        for (endpoint, (_, path, as_path)), reply in zip(reqs.items(), replies):
+            which = GATEWAY_ENDPOINTS[endpoint][1]
             gs = GatewaySent(endpoint, reply, after_up.get(path, 0) - before_up.get(path, 0),
                              after_as[which].get(as_path, 0) - before_as[which].get(as_path, 0))
             result.sent[f"gateway-{endpoint}-{shape}"] = [gs]  # type: ignore[list-item]
@@ -830,12 +878,19 @@ def group_gateway(st: PathStack) -> GroupResult:
 @pytest.mark.parametrize("shape", GATEWAY_SHAPES)
 def test_gateway_call_with_a_body(matrix, endpoint, shape):
     """A gateway call whose body Tollgate reads to route it: routed to the AS that owns it (the
-    AS counts it and answers) or refused with a local reply; never at the API upstream."""
+    AS counts it and answers), redirected (a logout POST), or refused with a local reply; never
+    at the API upstream."""
     result = matrix.group("gateway")
     gs: GatewaySent = result.sent[f"gateway-{endpoint}-{shape}"][0]  # type: ignore[assignment]
     r = gs.reply
     _, which, as_path, status = GATEWAY_ENDPOINTS[endpoint]
     assert gs.arrived == 0, f"the call reached the API upstream ({gs.arrived}x): {r!r}"
+    if 300 <= status < 400:
+        # Answered by the gateway itself: the browser goes to the AS, Tollgate sends nothing.
+        assert gs.as_hits == 0, gs
+        assert r.status == status, r
+        assert r.headers.get("location", "").startswith(matrix.stack("auto").as_base(which) + as_path), r
+        return
     if gs.as_hits:
         assert gs.as_hits == 1, gs
         assert r.status == status, r
