@@ -30,6 +30,18 @@ def stack(wasm, tmp_path_factory):
     st.stop()
 
 
+@pytest.fixture(scope="module", params=[False, True], ids=["untagged", "tagged"])
+def gw(request, wasm, tmp_path_factory):
+    """One deployment per tagging mode (the gateway's routing tags off, then on), shared by
+    every test of the module that uses it."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    st = rig_stack.Stack(tmp_path_factory.mktemp(f"{name}-tagged" if request.param else name),
+                         tagging=request.param)
+    st.start()
+    yield st
+    st.stop()
+
+
 @pytest.fixture
 def new_stack(wasm, tmp_path):
     """Factory for a private deployment; everything it started is stopped after the test."""

@@ -63,17 +63,7 @@ DOT_NO_SECRET_EXPIRY = pytest.mark.xfail(
 )
 
 
-# ----------------------------------------------------------------------------- deployment
-
-
-@pytest.fixture(scope="module", params=[False, True], ids=["untagged", "tagged"])
-def gw(request, wasm, tmp_path_factory):
-    """One deployment per tagging mode, shared by every test of this module."""
-    st = rig_stack.Stack(tmp_path_factory.mktemp("libs-tagged" if request.param else "libs"),
-                         tagging=request.param)
-    st.start()
-    yield st
-    st.stop()
+# -------------------------------------------------------------- deployment (conftest's `gw`)
 
 
 def doc_url(st: rig_stack.Stack, which: str, kind: str) -> str:

@@ -6,7 +6,7 @@ Each call checks where it went: the AS's own per-path counters (`/__rig/stats`) 
 `tollgate.issuer.<n>.gateway.<endpoint>` counters (test_gateway.Watch). django-oauth-toolkit
 3.4.1 has no PAR and no CIBA, and does not publish a device endpoint (its device flow also
 fails with oauthlib 4.0.1, see tests/rig/README.md): for as2 the gateway must not list them.
-One deployment per tagging mode is shared by the module.
+One deployment per tagging mode (conftest's `gw`) is shared by the module.
 """
 
 from __future__ import annotations
@@ -35,15 +35,6 @@ OWN = {  # the AS's own paths behind each new gateway endpoint
     "token": {"as1": "/token", "as2": "/o/token/"},
 }
 DEMO = ("demo-client", "demo-secret")
-
-
-@pytest.fixture(scope="module", params=[False, True], ids=["untagged", "tagged"])
-def gw(request, wasm, tmp_path_factory):
-    st = rig_stack.Stack(tmp_path_factory.mktemp("endpoints-tagged" if request.param else "endpoints"),
-                         tagging=request.param)
-    st.start()
-    yield st
-    st.stop()
 
 
 def post(st, path, data=None, client=None, **kw) -> requests.Response:
