@@ -37,6 +37,7 @@
 //! - [`refresh`]: when to fetch each issuer's metadata and JWKS (the shared fetch state)
 //! - [`cache`]: the verified-token cache (bounded slots, TTL never past `exp`)
 //! - [`policy`]: route matching and requirements
+//! - [`dpop`]: DPoP proofs at the resource (RFC 9449)
 //! - [`gateway`]: the OAuth endpoint gateway; [`endpoint`]: its endpoints and the metadata
 //!   fields they stand for; [`origin`]: its configured public origins
 //! - [`identity`]: identity headers
@@ -52,6 +53,7 @@ pub mod basic_auth;
 pub mod cache;
 pub mod config;
 pub mod crypto;
+pub mod dpop;
 pub mod endpoint;
 pub mod extract;
 pub mod flow;
