@@ -28,6 +28,7 @@
 //! - [`host`]: the [`Host`] trait and the [`Metric`] events
 //! - [`shared`]: shared-data records (fetch state, key sets, token cache slots, leases)
 //! - [`store`]: shared data kept in the VM (hosts without it, and the tests' host)
+//! - [`replay`]: the DPoP replay store (proofs already used), in shared data
 //! - `keys`, `introspection`: the two kinds of callout
 //! - `mode`: the callout modes, and the turn of one callback
 
@@ -36,6 +37,7 @@ pub mod host;
 mod introspection;
 mod keys;
 mod mode;
+pub mod replay;
 pub mod shared;
 pub mod store;
 #[cfg(test)]
