@@ -37,7 +37,8 @@
 //! - [`refresh`]: when to fetch each issuer's metadata and JWKS (the shared fetch state)
 //! - [`cache`]: the verified-token cache (bounded slots, TTL never past `exp`)
 //! - [`policy`]: route matching and requirements
-//! - [`dpop`]: DPoP proofs at the resource (RFC 9449)
+//! - [`dpop`]: DPoP proofs at the resource (RFC 9449); [`binding`]: whether a token's `cnf`
+//!   binding (DPoP, mTLS) and the route's modes hold for a request
 //! - [`gateway`]: the OAuth endpoint gateway; [`endpoint`]: its endpoints and the metadata
 //!   fields they stand for; [`origin`]: its configured public origins
 //! - [`identity`]: identity headers
@@ -50,6 +51,7 @@
 pub mod audience;
 pub mod authn;
 pub mod basic_auth;
+pub mod binding;
 pub mod cache;
 pub mod config;
 pub mod crypto;
