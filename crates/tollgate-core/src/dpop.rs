@@ -197,6 +197,46 @@ fn header_of(proof: &str) -> Result<Map<String, Value>, ProofError> {
     serde_json::from_slice(&bytes).map_err(|_| ProofError::Malformed)
 }
 
+/// The URI a proof's `htu` must name, without query: the configured external origin (TLS
+/// ended in front of Envoy) with the request's path, else `:scheme://:authority` and the path.
+/// `None` when the parts do not make an http(s) URI.
+pub fn request_uri(
+    scheme: &str,
+    authority: &str,
+    path: &str,
+    external_origin: Option<&str>,
+) -> Option<String> {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    if !path.starts_with('/') {
+        return None;
+    }
+    let text = match external_origin {
+        Some(origin) => format!("{}{path}", origin.trim_end_matches('/')),
+        None if matches!(scheme, "http" | "https") && !authority.is_empty() => {
+            format!("{scheme}://{authority}{path}")
+        }
+        None => return None,
+    };
+    comparable(&text)
+}
+
+/// The `DPoP` challenge (RFC 9449 §7.1): the accepted algorithms, and the error if there is
+/// one; `error` is `invalid_token` or `invalid_dpop_proof`, `description` a fixed text.
+pub fn challenge(algorithms: AlgSet, error: Option<(&str, &str)>) -> String {
+    let algs: Vec<&str> = Alg::ALL
+        .into_iter()
+        .filter(|a| algorithms.contains(*a))
+        .map(Alg::name)
+        .collect();
+    let mut v = format!("DPoP algs=\"{}\"", algs.join(" "));
+    if let Some((code, description)) = error {
+        v.push_str(&format!(
+            ", error=\"{code}\", error_description=\"{description}\""
+        ));
+    }
+    v
+}
+
 /// `ath`: base64url(SHA-256(the access token's ASCII)), RFC 9449 §4.2.
 pub fn ath(access_token: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.as_bytes()))

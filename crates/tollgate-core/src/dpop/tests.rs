@@ -328,3 +328,43 @@ fn descriptions_never_echo_the_proof() {
         );
     }
 }
+
+#[test]
+fn the_request_uri_comes_from_the_request_or_the_external_origin() {
+    assert_eq!(
+        request_uri("https", "API.example.com:443", "/api/orders/7?page=2", None).as_deref(),
+        Some(URI)
+    );
+    // TLS ended in front of Envoy: the configured origin, whatever :scheme says.
+    assert_eq!(
+        request_uri(
+            "http",
+            "internal:8080",
+            "/api/orders/7",
+            Some("https://api.example.com/")
+        )
+        .as_deref(),
+        Some(URI)
+    );
+    assert_eq!(request_uri("ftp", "a", "/x", None), None);
+    assert_eq!(request_uri("https", "", "/x", None), None);
+    assert_eq!(request_uri("https", "a.example", "x", None), None);
+    // What it gives compares equal to a proof's htu for the same resource.
+    let uri = request_uri("https", "api.example.com", "/api/./orders/7", None).unwrap();
+    assert!(same_uri(URI, &uri));
+}
+
+#[test]
+fn the_challenge_names_the_accepted_algorithms_and_the_error() {
+    assert_eq!(
+        challenge(policy().algorithms, None),
+        "DPoP algs=\"ES256 EdDSA\""
+    );
+    assert_eq!(
+        challenge(
+            policy().algorithms,
+            Some(("invalid_dpop_proof", ProofError::Stale.describe()))
+        ),
+        "DPoP algs=\"ES256 EdDSA\", error=\"invalid_dpop_proof\", error_description=\"the DPoP proof's iat is outside the accepted window\""
+    );
+}
