@@ -307,5 +307,7 @@ fn upper_percent_escapes(text: &str) -> String {
     out
 }
 
+pub mod nonce;
+
 #[cfg(test)]
 mod tests;
