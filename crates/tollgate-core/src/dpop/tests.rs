@@ -368,3 +368,44 @@ fn the_challenge_names_the_accepted_algorithms_and_the_error() {
         "DPoP algs=\"ES256 EdDSA\", error=\"invalid_dpop_proof\", error_description=\"the DPoP proof's iat is outside the accepted window\""
     );
 }
+
+/// A proof made by a real DPoP client: npm openid-client 6.9.1's `fetchProtectedResource` with
+/// a `getDPoPHandle` handle (`tests/rig/rp/rp.mjs dpop_fetch`), for a PUT to an echo upstream
+/// with an opaque DPoP-bound token from oidc-provider; its key's thumbprint as jwcrypto 1.6.1
+/// computes it.
+#[test]
+fn a_proof_from_openid_client_holds_for_its_request_only() {
+    let fixture: Value =
+        serde_json::from_str(include_str!("../testdata/dpop_openid_client.json")).unwrap();
+    let text = |name: &str| fixture[name].as_str().unwrap();
+    let iat = fixture["iat"].as_i64().unwrap();
+    let expected = Expected {
+        method: text("method"),
+        uri: text("url"),
+        access_token: text("token"),
+        nonce: None,
+    };
+    let got = check(text("proof"), &expected, &policy(), iat + 5).unwrap();
+    assert_eq!(got.jkt, text("jkt"));
+    assert_eq!(got.jti, text("jti"));
+    let other_method = Expected {
+        method: "GET",
+        ..expected
+    };
+    assert_eq!(
+        check(text("proof"), &other_method, &policy(), iat),
+        Err(ProofError::WrongMethod)
+    );
+    let other_token = Expected {
+        access_token: "another",
+        ..expected
+    };
+    assert_eq!(
+        check(text("proof"), &other_token, &policy(), iat),
+        Err(ProofError::WrongToken)
+    );
+    assert_eq!(
+        check(text("proof"), &expected, &policy(), iat + 61),
+        Err(ProofError::Stale)
+    );
+}
