@@ -59,14 +59,6 @@ impl ClientCertificate {
     }
 }
 
-impl SenderConstraint {
-    /// The header only the trusted proxy may set: inbound copies are removed like the
-    /// identity headers ([`crate::flow::Worker::is_guarded`]).
-    pub fn owned_header(&self) -> Option<&str> {
-        self.client_certificate.header()
-    }
-}
-
 pub(super) fn mode(raw: RawMode) -> Mode {
     match raw {
         RawMode::Off => Mode::Off,

@@ -196,10 +196,10 @@ pub struct Worker<H: Host + Clone> {
     pub needs_route_name: bool,
     /// Request headers routes read (`issuer_header`), gathered into [`OwnedFacts::headers`].
     pub hint_headers: Vec<String>,
-    /// Headers only Tollgate may set (identity headers, the gateway's route header), and the
-    /// configured client-certificate header (`sender_constraint.client_certificate.header`,
-    /// not read yet: issue 15 must read it before this removes it): inbound copies are removed
-    /// from every request ([`Worker::is_guarded`]).
+    /// Headers only Tollgate may set (identity headers, the gateway's route header): inbound
+    /// copies are removed from every request ([`Worker::is_guarded`]). (Not the trusted
+    /// proxy's client-certificate header: every request through that proxy carries it; what
+    /// happens to it is decided when issue 15 reads it.)
     guarded_headers: Vec<String>,
     /// Requests that were paused for their decision, then allowed and resumed, whose body or
     /// trailer callbacks have not come since (see [`Worker::later_callback`]).
@@ -252,7 +252,6 @@ impl<H: Host + Clone> Worker<H> {
             .owned_headers()
             .map(str::to_owned)
             .chain(cfg.gateway.as_ref().map(|g| g.route_header.clone()))
-            .chain(cfg.sender_constraint.owned_header().map(str::to_owned))
             .collect();
         let cache = SharedTokenCache::new(host.clone(), cfg.cache_slots);
         if mode.ticks() {

@@ -46,7 +46,7 @@ fn defaults() {
         cfg.sender_constraint.client_certificate,
         ClientCertificate::Connection
     );
-    assert_eq!(cfg.sender_constraint.owned_header(), None);
+    assert_eq!(cfg.sender_constraint.client_certificate.header(), None);
     // An empty section is the same as none.
     let cfg = parse(&json!({"issuers": [remote_issuer("as1")], "sender_constraint": {}})).unwrap();
     assert_eq!(
@@ -128,7 +128,7 @@ fn every_setting_is_compiled() {
             header: "x-client-xfcc".into()
         }
     );
-    assert_eq!(sc.owned_header(), Some("x-client-xfcc"));
+    assert_eq!(sc.client_certificate.header(), Some("x-client-xfcc"));
 }
 
 #[test]
@@ -170,20 +170,6 @@ fn certificate_headers_and_their_defaults() {
         cfg.sender_constraint.external_origin.unwrap().origin,
         "http://edge.example.com:8443"
     );
-}
-
-#[test]
-fn the_certificate_header_is_guarded() {
-    let cfg = parse(&with_sender_constraint(
-        json!({"client_certificate": {"from": "xfcc"}}),
-    ))
-    .unwrap();
-    let owned: Vec<&str> = cfg
-        .identity
-        .owned_headers()
-        .chain(cfg.sender_constraint.owned_header())
-        .collect();
-    assert!(owned.contains(&"x-forwarded-client-cert"), "{owned:?}");
 }
 
 #[test]
