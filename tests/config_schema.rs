@@ -193,6 +193,7 @@ fn compiled(config: &Value) -> Vec<(&'static str, String)> {
         ("realm", c.realm),
         ("cache", c.cache_slots.to_string()),
         ("gateway", format!("{:?}", c.gateway)),
+        ("sender_constraint", format!("{:?}", c.sender_constraint)),
     ]
 }
 
@@ -283,6 +284,59 @@ fn gateway_schema_defaults_are_the_plugin_defaults() {
     assert_eq!(explicit["gateway"]["route_header"], "x-tollgate-as");
     assert_eq!(explicit["gateway"]["max_body_bytes"], 65_536);
     assert_eq!(explicit["issuers"][0]["gateway"]["endpoints"], json!({}));
+    assert_defaults_agree(&explicit, &minimal);
+}
+
+#[test]
+fn sender_constraint_schema_defaults_are_the_plugin_defaults() {
+    // Each section present but partly written, so the defaults of its members are filled in.
+    let minimal = json!({
+        "issuers": [{
+            "name": "corp",
+            "issuer": "https://login.example.com",
+            "jwks": {"uri": "https://login.example.com/jwks", "upstream": "corp_idp"},
+            "dpop": {"require_nonce": true},
+            "mtls": {}
+        }],
+        "routes": [{"require": {"dpop": "required"}}],
+        "sender_constraint": {"client_certificate": {"from": "xfcc"}}
+    });
+    let schema = schema();
+    let defs = &schema["$defs"];
+    let mut explicit = minimal.clone();
+    fill_defaults(&mut explicit["issuers"][0]["dpop"], &defs["dpop"]);
+    fill_defaults(&mut explicit["issuers"][0]["mtls"], &defs["mtls"]);
+    fill_defaults(
+        &mut explicit["sender_constraint"],
+        &defs["senderConstraint"],
+    );
+    // The `xfcc` branch of clientCertificate.
+    fill_defaults(
+        &mut explicit["sender_constraint"]["client_certificate"],
+        &defs["clientCertificate"]["oneOf"][1],
+    );
+    assert_eq!(
+        explicit["issuers"][0]["dpop"]["algorithms"],
+        json!(["ES256", "EdDSA"])
+    );
+    assert_eq!(explicit["issuers"][0]["mtls"]["mode"], "off");
+    assert_eq!(
+        explicit["sender_constraint"]["client_certificate"]["header"],
+        "x-forwarded-client-cert"
+    );
+    assert_defaults_agree(&explicit, &minimal);
+    // The client-cert branch's header default too.
+    let mut minimal = minimal;
+    minimal["sender_constraint"] = json!({"client_certificate": {"from": "client-cert"}});
+    let mut explicit = minimal.clone();
+    fill_defaults(
+        &mut explicit["sender_constraint"]["client_certificate"],
+        &defs["clientCertificate"]["oneOf"][2],
+    );
+    assert_eq!(
+        explicit["sender_constraint"]["client_certificate"]["header"],
+        "client-cert"
+    );
     assert_defaults_agree(&explicit, &minimal);
 }
 

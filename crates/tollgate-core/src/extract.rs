@@ -1,10 +1,15 @@
-//! RFC 6750 §2.1 bearer token extraction from the `Authorization` header.
+//! Access token extraction from the `Authorization` header: RFC 6750 §2.1 `Bearer` and RFC
+//! 9449 §7.1 `DPoP` credentials, and the request's one `DPoP` proof header.
 //!
-//! Decides: no bearer credentials (-> the route's challenge), exactly one well-formed token,
-//! or a malformed request (two `Authorization` headers, two Bearer credentials, characters
-//! outside the `b64token` grammar). Never logs or echoes the token.
+//! Decides: no token credentials (-> the route's challenge), exactly one well-formed token
+//! under one of the two schemes, or a malformed request (two `Authorization` headers with
+//! token credentials, in any mix of schemes; characters outside the `b64token` grammar; more
+//! than one `DPoP` proof). Never logs or echoes the token.
 
-/// What the request's `Authorization` headers hold.
+use crate::binding::Scheme;
+
+/// What the request's `Authorization` headers hold, `Bearer` only ([`credentials`] with the
+/// `DPoP` scheme counted as none, as for a route that does not take DPoP).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Bearer<'a> {
     /// No `Authorization: Bearer ...` at all (another scheme such as Basic counts as none).
@@ -14,35 +19,81 @@ pub enum Bearer<'a> {
     Malformed(&'static str),
 }
 
-/// Examines every `Authorization` header value of a request.
+/// Examines every `Authorization` header value of a request for `Bearer` credentials.
 pub fn bearer<'a>(authorization: &[&'a str]) -> Bearer<'a> {
+    match credentials(authorization) {
+        Credentials::Token {
+            scheme: Scheme::Bearer,
+            token,
+        } => Bearer::Token(token),
+        Credentials::Token { .. } | Credentials::Missing => Bearer::Missing,
+        Credentials::Malformed(why) => Bearer::Malformed(why),
+    }
+}
+
+/// What the request's `Authorization` headers hold, under either token scheme.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credentials<'a> {
+    /// No `Bearer` or `DPoP` credentials (Basic and others count as none).
+    Missing,
+    Token {
+        scheme: Scheme,
+        token: &'a str,
+    },
+    /// Present but unusable; the text is a constant description for the client.
+    Malformed(&'static str),
+}
+
+/// Examines every `Authorization` header value of a request.
+pub fn credentials<'a>(authorization: &[&'a str]) -> Credentials<'a> {
     let mut found = None;
     for value in authorization {
         let value = value.trim_matches(|c| c == ' ' || c == '\t');
-        let Some((scheme, rest)) = value.split_once(' ') else {
-            if value.eq_ignore_ascii_case("bearer") {
-                return Bearer::Malformed("the Bearer credentials are empty");
-            }
+        let (scheme_text, rest) = value.split_once(' ').unwrap_or((value, ""));
+        let scheme = if scheme_text.eq_ignore_ascii_case("bearer") {
+            Scheme::Bearer
+        } else if scheme_text.eq_ignore_ascii_case("dpop") {
+            Scheme::Dpop
+        } else {
             continue;
         };
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            continue;
-        }
         let token = rest.trim_start_matches(' ');
         if token.is_empty() {
-            return Bearer::Malformed("the Bearer credentials are empty");
+            return Credentials::Malformed("the token credentials are empty");
         }
         if !is_b64token(token) {
-            return Bearer::Malformed("the Bearer credentials are not a single b64token");
+            return Credentials::Malformed("the token credentials are not a single b64token");
         }
         if found.is_some() {
-            return Bearer::Malformed("the request carries more than one bearer token");
+            return Credentials::Malformed("the request carries more than one access token");
         }
-        found = Some(token);
+        found = Some((scheme, token));
     }
     match found {
-        Some(token) => Bearer::Token(token),
-        None => Bearer::Missing,
+        Some((scheme, token)) => Credentials::Token { scheme, token },
+        None => Credentials::Missing,
+    }
+}
+
+/// The request's DPoP proof (RFC 9449 §4.3: exactly one `DPoP` header, holding one compact
+/// JWS): `None` when there is none; an error text for two headers or a value that is not one
+/// JWS (a list folded into one header has commas, which no JWS has).
+pub fn dpop_proof<'a>(values: &[&'a str]) -> Result<Option<&'a str>, &'static str> {
+    match values {
+        [] => Ok(None),
+        [one] => {
+            let proof = one.trim_matches(|c| c == ' ' || c == '\t');
+            let parts = proof.split('.').count();
+            let jws_chars = proof
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if parts == 3 && jws_chars {
+                Ok(Some(proof))
+            } else {
+                Err("the DPoP header is not one compact JWS")
+            }
+        }
+        _ => Err("the request carries more than one DPoP header"),
     }
 }
 
@@ -93,6 +144,50 @@ mod tests {
             bearer(&["Bearer a", "Bearer a"]),
             Bearer::Malformed(_)
         ));
+    }
+
+    #[test]
+    fn dpop_credentials_are_tokens_of_their_own_scheme() {
+        assert_eq!(
+            credentials(&["DPoP abc.def.ghi"]),
+            Credentials::Token {
+                scheme: Scheme::Dpop,
+                token: "abc.def.ghi"
+            }
+        );
+        assert_eq!(
+            credentials(&["dpop abc"]),
+            Credentials::Token {
+                scheme: Scheme::Dpop,
+                token: "abc"
+            }
+        );
+        // A route that takes only Bearer sees none.
+        assert_eq!(bearer(&["DPoP abc"]), Bearer::Missing);
+        // One token per request, whatever the schemes.
+        assert!(matches!(
+            credentials(&["Bearer a", "DPoP a"]),
+            Credentials::Malformed(_)
+        ));
+        assert!(matches!(
+            bearer(&["DPoP a", "Bearer b"]),
+            Bearer::Malformed(_)
+        ));
+        assert!(matches!(credentials(&["DPoP"]), Credentials::Malformed(_)));
+    }
+
+    #[test]
+    fn one_dpop_header_with_one_jws() {
+        assert_eq!(dpop_proof(&[]), Ok(None));
+        assert_eq!(dpop_proof(&[" e30.e30.c2ln "]), Ok(Some("e30.e30.c2ln")));
+        assert!(dpop_proof(&["e30.e30.c2ln", "e30.e30.c2ln"]).is_err());
+        assert!(
+            dpop_proof(&["e30.e30.c2ln, e30.e30.c2ln"]).is_err(),
+            "folded list"
+        );
+        assert!(dpop_proof(&["e30.e30"]).is_err());
+        assert!(dpop_proof(&["e30.e30.c2ln.x"]).is_err());
+        assert!(dpop_proof(&["e30.e30.c2l="]).is_err());
     }
 
     #[test]

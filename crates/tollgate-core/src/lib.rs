@@ -37,6 +37,9 @@
 //! - [`refresh`]: when to fetch each issuer's metadata and JWKS (the shared fetch state)
 //! - [`cache`]: the verified-token cache (bounded slots, TTL never past `exp`)
 //! - [`policy`]: route matching and requirements
+//! - [`dpop`]: DPoP proofs at the resource (RFC 9449); [`binding`]: whether a token's `cnf`
+//!   binding (DPoP, mTLS) and the route's modes hold for a request; [`client_cert`]: the client
+//!   certificate's thumbprint from each place a host gives it
 //! - [`gateway`]: the OAuth endpoint gateway; [`endpoint`]: its endpoints and the metadata
 //!   fields they stand for; [`origin`]: its configured public origins
 //! - [`identity`]: identity headers
@@ -49,9 +52,12 @@
 pub mod audience;
 pub mod authn;
 pub mod basic_auth;
+pub mod binding;
 pub mod cache;
+pub mod client_cert;
 pub mod config;
 pub mod crypto;
+pub mod dpop;
 pub mod endpoint;
 pub mod extract;
 pub mod flow;

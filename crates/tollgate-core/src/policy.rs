@@ -71,6 +71,12 @@ pub struct Requirement {
     pub opaque_issuer: Option<usize>,
     /// Request header naming the issuer of an opaque token (this route's issuers only).
     pub issuer_header: Option<String>,
+    /// This route's DPoP mode, overriding each issuer's `dpop.mode`; `None`: the issuer's
+    /// (parsed and validated, not yet enforced).
+    pub dpop: Option<crate::binding::Mode>,
+    /// This route's mTLS mode, overriding each issuer's `mtls.mode`; `None`: the issuer's
+    /// (parsed and validated, not yet enforced).
+    pub mtls: Option<crate::binding::Mode>,
 }
 
 /// A claim (path into nested objects) and the values it may have. When the claim is an array,

@@ -211,6 +211,17 @@ const CLIENTS = [
     token_endpoint_auth_method: 'client_secret_basic',
   },
   {
+    // RFC 9449: every access token it gets is DPoP-bound (cnf.jkt), JWT or opaque
+    client_id: 'dpop-client',
+    client_secret: 'dpop-secret',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'read write admin',
+    token_endpoint_auth_method: 'client_secret_basic',
+    dpop_bound_access_tokens: true,
+  },
+  {
     // RFC 8628 device authorization grant (the user confirms the code at /device)
     client_id: 'as1-device',
     client_secret: 'as1-device-secret',

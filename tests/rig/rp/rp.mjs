@@ -34,6 +34,14 @@
  *                                     (pollDeviceAuthorizationGrant) and prints {token, claims}
  *   ciba {scope, login_hint}       -> prints the backchannel authentication response first, then
  *                                     polls (pollBackchannelAuthenticationGrant), prints {token, claims}
+ *   dpop_client_credentials {scope, resource?, key_file}
+ *                                  -> token response of a client_credentials grant with DPoP
+ *                                     (getDPoPHandle over a key pair kept as a private JWK in
+ *                                     key_file, made by randomDPoPKeyPair when the file is absent)
+ *   dpop_fetch {url, method, access_token, key_file, body?}
+ *                                  -> {status, headers, body} of fetchProtectedResource with the
+ *                                     DPoP handle (the library makes the proof, retries once on
+ *                                     use_dpop_nonce); `server` is still needed for the config
  * Failure: {"error": {name, code, message, status, error, error_description}} and exit code 1.
  */
 import * as client from 'openid-client';
@@ -58,6 +66,24 @@ async function config() {
 
 function out(value) {
   process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+/** The DPoP key pair kept in args.key_file (a private JWK), made on first use. */
+async function dpopKeys() {
+  const fs = await import('node:fs');
+  const { subtle } = globalThis.crypto;
+  const alg = { name: 'ECDSA', namedCurve: 'P-256' };
+  if (!fs.existsSync(args.key_file)) {
+    const pair = await client.randomDPoPKeyPair('ES256', { extractable: true });
+    fs.writeFileSync(args.key_file, JSON.stringify(await subtle.exportKey('jwk', pair.privateKey)));
+    return pair;
+  }
+  const jwk = JSON.parse(fs.readFileSync(args.key_file, 'utf8'));
+  const { d, key_ops, ...pub } = jwk;
+  return {
+    privateKey: await subtle.importKey('jwk', jwk, alg, false, ['sign']),
+    publicKey: await subtle.importKey('jwk', { ...pub, key_ops: ['verify'] }, alg, true, ['verify']),
+  };
 }
 
 function withClaims(token) {
@@ -124,6 +150,21 @@ const ops = {
     const started = await client.initiateDeviceAuthorization(cfg, { scope: args.scope });
     out({ ...started });
     return withClaims(await client.pollDeviceAuthorizationGrant(cfg, started));
+  },
+  async dpop_client_credentials() {
+    const cfg = await config();
+    const DPoP = client.getDPoPHandle(cfg, await dpopKeys());
+    const params = {};
+    if (args.scope) params.scope = args.scope;
+    if (args.resource) params.resource = args.resource;
+    return { ...await client.clientCredentialsGrant(cfg, params, { DPoP }) };
+  },
+  async dpop_fetch() {
+    const cfg = await config();
+    const DPoP = client.getDPoPHandle(cfg, await dpopKeys());
+    const res = await client.fetchProtectedResource(
+      cfg, args.access_token, new URL(args.url), args.method ?? 'GET', args.body ?? null, undefined, { DPoP });
+    return { status: res.status, headers: Object.fromEntries(res.headers), body: await res.text() };
   },
   async ciba() {
     const cfg = await config();

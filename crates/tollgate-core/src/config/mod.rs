@@ -6,6 +6,7 @@
 
 mod gateway;
 mod raw;
+mod sender;
 
 use std::collections::HashSet;
 
@@ -23,6 +24,7 @@ use crate::refresh::{Plan, RemoteKeys, Timing};
 pub use crate::refresh::DocumentSource;
 pub use gateway::{Gateway, IssuerGateway};
 pub use raw::RawConfig;
+pub use sender::{ClientCertificate, DpopSettings, SenderConstraint};
 
 /// A configuration problem: where (JSON path such as `issuers[1].jwks.uri`) and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,9 @@ pub struct FilterConfig {
     /// `callouts: per_request`: every request makes the callouts it needs itself, whatever
     /// the host offers (see [`crate::flow::CalloutMode`]).
     pub per_request_callouts: bool,
+    /// Where the request's origin and client certificate come from (sender-constrained
+    /// tokens; parsed and validated, not yet used on the request path).
+    pub sender_constraint: SenderConstraint,
 }
 
 /// One trusted authorization server.
@@ -89,6 +94,10 @@ pub struct Issuer {
     pub clock_skew_s: u64,
     pub require_at_jwt: bool,
     pub timing: Timing,
+    /// DPoP (RFC 9449) for this issuer's tokens (not yet enforced).
+    pub dpop: DpopSettings,
+    /// mTLS certificate-bound tokens (RFC 8705) for this issuer's tokens (not yet enforced).
+    pub mtls: crate::binding::Mode,
 }
 
 #[derive(Debug)]
@@ -269,6 +278,11 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
             );
         }
     }
+    let sender_constraint = sender::compile_sender_constraint(
+        raw.sender_constraint,
+        &identity,
+        gateway.as_ref().map(|g| g.route_header.as_str()),
+    )?;
     if raw.realm.is_empty() || !raw.realm.chars().all(is_quoted_string_safe) {
         return err(
             "realm",
@@ -285,6 +299,7 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         fingerprint,
         gateway,
         per_request_callouts,
+        sender_constraint,
     })
 }
 
@@ -366,6 +381,8 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
         None => None,
     };
     check_one_discovery_document(at, keys.as_ref(), introspection.as_ref())?;
+    let dpop = sender::compile_dpop(&format!("{at}.dpop"), ri.dpop)?;
+    let mtls = sender::mode(ri.mtls.mode);
     Ok(Issuer {
         name: ri.name,
         issuer: ri.issuer,
@@ -378,6 +395,8 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
         clock_skew_s: ri.clock_skew_s,
         require_at_jwt: ri.require_at_jwt,
         timing,
+        dpop,
+        mtls,
     })
 }
 
@@ -815,6 +834,8 @@ fn compile_policy(
         claims,
         opaque_issuer,
         issuer_header: rr.issuer_header,
+        dpop: rr.dpop.map(sender::mode),
+        mtls: rr.mtls.map(sender::mode),
     }))
 }
 

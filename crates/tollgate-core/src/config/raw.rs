@@ -32,6 +32,10 @@ pub struct RawConfig {
     /// How callouts are scheduled: `auto` or `per_request` (`RawCallouts`).
     #[serde(default)]
     pub callouts: RawCallouts,
+    /// Where the request's origin and client certificate come from, for sender-constrained
+    /// tokens (DPoP `htu`, mTLS `x5t#S256`).
+    #[serde(default)]
+    pub sender_constraint: RawSenderConstraint,
 }
 
 /// `auto`: from the background (the tick) where the host has one and shared data, else per
@@ -147,6 +151,12 @@ pub struct RawIssuer {
     pub max_stale_s: u64,
     #[serde(default = "default_fetch_timeout_ms")]
     pub fetch_timeout_ms: u64,
+    /// DPoP (RFC 9449) for this issuer's tokens.
+    #[serde(default)]
+    pub dpop: RawDpop,
+    /// mTLS certificate-bound tokens (RFC 8705) for this issuer's tokens.
+    #[serde(default)]
+    pub mtls: RawMtls,
 }
 
 pub fn default_algorithms() -> Vec<String> {
@@ -325,6 +335,123 @@ pub struct RawRequirement {
     /// route accepts), used when no `opaque_tokens` rule matches and no `opaque_issuer` is set.
     #[serde(default)]
     pub issuer_header: Option<String>,
+    /// This route's DPoP mode, instead of each issuer's `dpop.mode`.
+    #[serde(default)]
+    pub dpop: Option<RawMode>,
+    /// This route's mTLS mode, instead of each issuer's `mtls.mode`.
+    #[serde(default)]
+    pub mtls: Option<RawMode>,
+}
+
+/// How a kind of token binding is treated (`crate::binding::Mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawMode {
+    Off,
+    Allowed,
+    Required,
+}
+
+/// An issuer's DPoP settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDpop {
+    /// `allowed`: the DPoP scheme is accepted; `off`: not advertised. A token with `cnf` is
+    /// held to its binding whatever the mode.
+    #[serde(default = "default_dpop_mode")]
+    pub mode: RawMode,
+    /// Proof algorithms accepted (asymmetric only).
+    #[serde(default = "default_dpop_algorithms")]
+    pub algorithms: Vec<String>,
+    /// How far a proof's `iat` may be from now, either way.
+    #[serde(default = "default_iat_window_s")]
+    pub iat_window_s: u64,
+    /// Proofs must carry a server nonce (`DPoP-Nonce`) Tollgate issued.
+    #[serde(default)]
+    pub require_nonce: bool,
+}
+
+impl Default for RawDpop {
+    fn default() -> Self {
+        Self {
+            mode: default_dpop_mode(),
+            algorithms: default_dpop_algorithms(),
+            iat_window_s: default_iat_window_s(),
+            require_nonce: false,
+        }
+    }
+}
+
+fn default_dpop_mode() -> RawMode {
+    RawMode::Allowed
+}
+pub fn default_dpop_algorithms() -> Vec<String> {
+    vec!["ES256".to_owned(), "EdDSA".to_owned()]
+}
+fn default_iat_window_s() -> u64 {
+    60
+}
+
+/// An issuer's mTLS settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMtls {
+    #[serde(default = "default_mtls_mode")]
+    pub mode: RawMode,
+}
+
+impl Default for RawMtls {
+    fn default() -> Self {
+        Self {
+            mode: default_mtls_mode(),
+        }
+    }
+}
+
+fn default_mtls_mode() -> RawMode {
+    RawMode::Off
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSenderConstraint {
+    /// The origin (`https://api.example.com`) a DPoP proof's `htu` names when TLS ends in
+    /// front of Envoy; absent: the request's `:scheme` and `:authority`.
+    #[serde(default)]
+    pub external_origin: Option<String>,
+    /// Where the client certificate comes from.
+    #[serde(default)]
+    pub client_certificate: RawClientCertificate,
+}
+
+/// `{"from": "connection"}` (the host's TLS connection), or a header a trusted proxy in
+/// front of Envoy sets: `{"from": "xfcc", "header": ..}` (Envoy's
+/// `x-forwarded-client-cert`), `{"from": "client-cert", "header": ..}` (RFC 9440).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "from", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum RawClientCertificate {
+    Connection {},
+    Xfcc {
+        #[serde(default = "default_xfcc_header")]
+        header: String,
+    },
+    ClientCert {
+        #[serde(default = "default_client_cert_header")]
+        header: String,
+    },
+}
+
+impl Default for RawClientCertificate {
+    fn default() -> Self {
+        RawClientCertificate::Connection {}
+    }
+}
+
+fn default_xfcc_header() -> String {
+    "x-forwarded-client-cert".to_owned()
+}
+fn default_client_cert_header() -> String {
+    "client-cert".to_owned()
 }
 
 #[derive(Debug, Deserialize)]

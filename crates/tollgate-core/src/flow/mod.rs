@@ -28,6 +28,7 @@
 //! - [`host`]: the [`Host`] trait and the [`Metric`] events
 //! - [`shared`]: shared-data records (fetch state, key sets, token cache slots, leases)
 //! - [`store`]: shared data kept in the VM (hosts without it, and the tests' host)
+//! - [`replay`]: the DPoP replay store (proofs already used), in shared data
 //! - `keys`, `introspection`: the two kinds of callout
 //! - `mode`: the callout modes, and the turn of one callback
 
@@ -36,6 +37,7 @@ pub mod host;
 mod introspection;
 mod keys;
 mod mode;
+pub mod replay;
 pub mod shared;
 pub mod store;
 #[cfg(test)]
@@ -195,7 +197,9 @@ pub struct Worker<H: Host + Clone> {
     /// Request headers routes read (`issuer_header`), gathered into [`OwnedFacts::headers`].
     pub hint_headers: Vec<String>,
     /// Headers only Tollgate may set (identity headers, the gateway's route header): inbound
-    /// copies are removed from every request ([`Worker::is_guarded`]).
+    /// copies are removed from every request ([`Worker::is_guarded`]). (Not the trusted
+    /// proxy's client-certificate header: every request through that proxy carries it; what
+    /// happens to it is decided when issue 15 reads it.)
     guarded_headers: Vec<String>,
     /// Requests that were paused for their decision, then allowed and resumed, whose body or
     /// trailer callbacks have not come since (see [`Worker::later_callback`]).

@@ -152,6 +152,12 @@ fn b64(field: &Option<String>) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(field.as_deref()?).ok()
 }
 
+/// One public JWK as a verifying key, by the same rules as a key set's keys (`None`: not one
+/// Tollgate can verify with). For keys that come with what they sign (a DPoP proof's `jwk`).
+pub fn public_key(value: &Value) -> Option<Key> {
+    parse_key(value)
+}
+
 fn parse_key(value: &Value) -> Option<Key> {
     let jwk: RawJwk = serde_json::from_value(value.clone()).ok()?;
     if jwk.use_.as_deref().is_some_and(|u| u != "sig") {

@@ -267,6 +267,32 @@ fn verify_signature(
     })
 }
 
+/// The payload of a compact JWS whose signature `key` verifies under `alg`, after the same
+/// algorithm policy as access tokens ([`check_alg`] with `allowed`; the JWS must say `alg`
+/// itself; `crit` is refused). No claim is checked: for proofs whose claims the caller checks
+/// ([`crate::dpop`]). `iat` is put back into the payload as an integer.
+pub fn verify_jws(
+    token: &str,
+    alg: Alg,
+    key: &Key,
+    allowed: AlgSet,
+) -> Result<Map<String, Value>, JwtError> {
+    let untrusted = Untrusted::try_from(token).map_err(|_| JwtError::Malformed)?;
+    if untrusted.header().other_fields.crit.is_some() {
+        return Err(JwtError::CriticalHeader);
+    }
+    if Alg::from_name(untrusted.algorithm()) != Some(alg) {
+        return Err(JwtError::UnsupportedAlg);
+    }
+    check_alg(alg, key, allowed)?;
+    let (_, claims) = verify_signature(alg, &key.material, &untrusted)?.into_parts();
+    let mut payload = claims.custom;
+    if let Some(iat) = claims.issued_at {
+        payload.insert("iat".into(), iat.timestamp().into());
+    }
+    Ok(payload)
+}
+
 fn rsa_alg(hash: Hash, padding: Padding) -> RsaAlg {
     RsaAlg { hash, padding }
 }

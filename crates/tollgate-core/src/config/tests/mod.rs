@@ -13,6 +13,7 @@ mod gateway;
 mod introspection;
 mod issuers;
 mod policy;
+mod sender_constraint;
 mod upstreams;
 
 /// A remote-JWKS issuer with only the required members.
