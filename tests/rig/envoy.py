@@ -178,7 +178,9 @@ def render(
     tls: a second listener, `ingress_tls`, terminating TLS (see TlsListener and tls_listener())
     with the same HTTP filters and routes as the plain one, which stays as it is.
     forward_client_cert_details: the plain listener's XFCC handling (None: Envoy's default,
-    SANITIZE, which removes a client's x-forwarded-client-cert); e.g. "FORWARD_ONLY" passes it on.
+    SANITIZE, which removes a client's x-forwarded-client-cert); "ALWAYS_FORWARD_ONLY" passes it
+    on (FORWARD_ONLY would not: it forwards XFCC only on mTLS connections, and this listener is
+    plain HTTP).
     """
     routes = DEFAULT_ROUTES if routes is None else routes
     http_filters = list(extra_http_filters_before or [])

@@ -187,7 +187,8 @@ class Stack:
     tls: bool = False
     tls_port: int = 0
     # The plain listener's forward_client_cert_details (None: Envoy's default, SANITIZE), e.g.
-    # "FORWARD_ONLY" so a client's own x-forwarded-client-cert reaches Tollgate and the upstream.
+    # "ALWAYS_FORWARD_ONLY" so a client's own x-forwarded-client-cert reaches Tollgate and the
+    # upstream (FORWARD_ONLY forwards it only from mTLS connections, never on this plain listener).
     forward_client_cert: str | None = None
     procs: dict[str, Proc] = field(default_factory=dict)
     pki: pki_mod.Pki | None = None
