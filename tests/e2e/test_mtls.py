@@ -69,7 +69,8 @@ def forwarding(wasm, tmp_path_factory):
     `forward_client_cert_details: ALWAYS_FORWARD_ONLY`: Envoy passes a client's own
     x-forwarded-client-cert on, so Tollgate sees it and must not believe it. (FORWARD_ONLY
     forwards it only from mTLS connections: on this plain listener it drops it like SANITIZE.)"""
-    yield from _started(rig_stack.Stack(tmp_path_factory.mktemp("mtls-forward-only"), forward_client_cert="ALWAYS_FORWARD_ONLY"))
+    yield from _started(rig_stack.Stack(tmp_path_factory.mktemp("mtls-forward-only"),
+                                        forward_client_cert="ALWAYS_FORWARD_ONLY"))
 
 
 @pytest.fixture(scope="module")
@@ -353,6 +354,15 @@ def test_bound_token_without_a_certificate_is_refused(mst, bound, kind):
     for path in ("/api/mtls/x", "/api/x"):
         refused(mst, path, bound[kind])
         refused(mst, path, bound[kind], tls=False)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bound_token_with_a_clients_own_xfcc_on_the_plain_listener_is_refused(mst, bound, kind):
+    """The plain listener with an XFCC for A written by the client (Hash= and Cert=): 401.
+    (This Envoy drops the header, SANITIZE; test_a_clients_xfcc_is_not_a_certificate has one
+    that lets it through.)"""
+    for path in ("/api/mtls/x", "/api/x"):
+        refused(mst, path, bound[kind], tls=False, headers={"x-forwarded-client-cert": pki.xfcc(mst.pki.a.pem)})
 
 
 @pytest.mark.parametrize("kind", KINDS)
