@@ -18,6 +18,8 @@ use proxy_wasm::types::Action;
 use super::gateway::{self, GatewayCall, Start};
 use super::host;
 use super::{OwnedFacts, Worker};
+use crate::client_cert;
+use crate::config::ClientCertificate;
 use crate::flow::Flow;
 use crate::outcome::Denial;
 
@@ -108,15 +110,21 @@ impl HttpContext for Filter {
         // Read what we need first: Authorization may be removed below.
         let mut facts = OwnedFacts::default();
         let mut spoofed: Vec<String> = Vec::new();
+        let source = &worker.cfg.sender_constraint.client_certificate;
+        let cert_header = source.header().filter(|_| worker.reads_client_certificate);
+        let mut cert_values: Vec<String> = Vec::new();
         for (name, value) in host::request_headers() {
             let value = String::from_utf8_lossy(&value);
             match name.as_str() {
                 ":method" => facts.method = value.into_owned(),
                 ":path" => facts.path = value.into_owned(),
                 ":authority" => facts.authority = value.into_owned(),
+                ":scheme" => facts.scheme = value.into_owned(),
                 // Hosts that pass HTTP/1's Host as a plain header (APISIX) have no :authority.
                 "host" if facts.authority.is_empty() => facts.authority = value.into_owned(),
                 "authorization" => facts.authorization.push(value.into_owned()),
+                "dpop" => facts.dpop.push(value.into_owned()),
+                other if cert_header == Some(other) => cert_values.push(value.into_owned()),
                 other => {
                     if worker.is_guarded(other) {
                         spoofed.push(name.clone());
@@ -159,6 +167,14 @@ impl HttpContext for Filter {
                 Action::Pause
             }
             Start::NotGateway => {
+                if worker.reads_client_certificate {
+                    facts.cert_x5t = client_certificate(source, &cert_values);
+                    if let Some(header) = cert_header.filter(|_| !cert_values.is_empty()) {
+                        // Read, and not passed on: the upstream learns the binding from the
+                        // identity header. (Gateway calls keep it: the AS reads it to bind.)
+                        host::remove_request_header(header);
+                    }
+                }
                 let flow = worker.on_request(self.context_id, facts, now);
                 self.stage = Stage::after_headers(flow);
                 action(flow)
@@ -191,6 +207,20 @@ impl HttpContext for Filter {
             }
             _ => Action::Continue,
         }
+    }
+}
+
+/// The client certificate's `x5t#S256`: from Envoy's connection (lower-case hex SHA-256 of the
+/// DER, since Envoy 1.38), or from the one value of the trusted proxy's header (two values:
+/// none, as a proxy sets exactly one).
+fn client_certificate(source: &ClientCertificate, header_values: &[String]) -> Option<String> {
+    match (source, header_values) {
+        (ClientCertificate::Connection, _) => {
+            host::property(&["connection", "sha256_peer_certificate_digest"])
+                .and_then(|hex| client_cert::x5t_of_hex_digest(&hex))
+        }
+        (_, [one]) => source.x5t_of_header(one),
+        _ => None,
     }
 }
 

@@ -59,6 +59,16 @@ impl Host for ProxyHost {
         remove_request_header(name);
     }
 
+    #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+    fn random(&self, buf: &mut [u8]) -> bool {
+        getrandom::fill(buf).is_ok()
+    }
+
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    fn random(&self, _buf: &mut [u8]) -> bool {
+        false
+    }
+
     fn set_tick_period(&self, period: Duration) -> bool {
         set_tick_period(period)
     }

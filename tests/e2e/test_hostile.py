@@ -376,7 +376,8 @@ def assert_invalid_request(a: Answer) -> None:
 def assert_bare_challenge(a: Answer) -> None:
     """No bearer credentials at all: 401 with the bare challenge (RFC 6750 §3.1: no error code)."""
     assert a.status == 401, (a.status, a.headers, a.body[:300])
-    assert a.headers["www-authenticate"] == f'Bearer realm="{REALM}"'
+    # Both schemes the rig's routes take (DPoP is `allowed` by default): RFC 9449 §7.1.
+    assert a.headers["www-authenticate"] == f'Bearer realm="{REALM}", DPoP algs="ES256 EdDSA"'
 
 
 def assert_unavailable(a: Answer) -> None:

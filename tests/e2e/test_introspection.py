@@ -128,7 +128,8 @@ def assert_allowed(r: requests.Response, path: str = API) -> dict:
 def assert_invalid_token(r: requests.Response, description: str) -> None:
     assert r.status_code == 401, (r.status_code, r.text)
     assert r.headers["WWW-Authenticate"] == (
-        f'Bearer realm="{REALM}", error="invalid_token", error_description="{description}"'
+        f'Bearer realm="{REALM}", error="invalid_token", error_description="{description}", '
+        'DPoP algs="ES256 EdDSA"'
     )
     assert r.json() == {"error": "invalid_token", "error_description": description}
 

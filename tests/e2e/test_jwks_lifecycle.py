@@ -80,7 +80,8 @@ def assert_allowed(r: requests.Response) -> None:
 def assert_unknown_key(r: requests.Response) -> None:
     assert r.status_code == 401, (r.status_code, r.text)
     assert r.headers["WWW-Authenticate"] == (
-        f'Bearer realm="{REALM}", error="invalid_token", error_description="{UNKNOWN_KEY}"'
+        f'Bearer realm="{REALM}", error="invalid_token", error_description="{UNKNOWN_KEY}", '
+        'DPoP algs="ES256 EdDSA"'
     )
     assert r.json()["error"] == "invalid_token"
 

@@ -191,7 +191,8 @@ def test_a_spoofed_header_cannot_move_a_request_to_a_weaker_policy(named_routes,
 def test_missing_token_gets_a_bare_challenge(stack):
     r = stack.call("/api/orders")
     assert r.status_code == 401
-    assert r.headers["www-authenticate"] == 'Bearer realm="tollgate"'
+    # A route that takes both schemes (DPoP is `allowed` by default) names both (RFC 9449 §7.1).
+    assert r.headers["www-authenticate"] == 'Bearer realm="tollgate", DPoP algs="ES256 EdDSA"'
 
 
 def test_insufficient_scope_names_the_needed_scope(stack):

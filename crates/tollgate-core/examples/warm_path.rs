@@ -92,10 +92,12 @@ fn main() {
                 ring: &ring,
                 cache: &mut store,
                 now_ms,
+                nonce_secret: None,
             };
             let request = Request {
                 facts: &req,
                 authorization: &[&authorization],
+                sender: Default::default(),
             };
             authenticate(&mut deciding, &request, MayWait::Yes, None)
         };

@@ -8,15 +8,20 @@
 //! is chosen from the unverified `iss` only to pick whose keys to use; a token is never tried
 //! against another issuer's keys.
 
+mod sender;
+
+pub use sender::ProofUse;
+
+use crate::binding::Scheme;
 use crate::cache::{self, CacheKey, Cached, Claim, TokenCache, Verified};
-use crate::config::FilterConfig;
-use crate::extract::{self, Bearer};
+use crate::config::{FilterConfig, ForwardAuthorization};
+use crate::extract::{self, Bearer, Credentials};
 use crate::identity;
 use crate::issuer;
 use crate::jwks::{KeyRing, KeySet, KeysFor};
 use crate::jwt::{self, Expectations, JwtError, Peeked};
 use crate::key::Alg;
-use crate::outcome::Denial;
+use crate::outcome::{Challenge, Denial};
 use crate::policy::{self, Policy, RequestFacts, Requirement};
 use crate::token::is_jws;
 
@@ -37,12 +42,43 @@ pub enum Verdict {
         issuer: Option<usize>,
         headers: Vec<(String, String)>,
         cache_hit: bool,
+        /// A DPoP proof to record in the replay store first: a replay is refused instead.
+        proof: Option<Box<ProofUse>>,
+        /// What becomes of `Authorization` and `DPoP`.
+        authorization: Upstream,
     },
     Deny {
         denial: Denial,
         /// The issuer the token named, when Tollgate got that far (for per-issuer counters).
         issuer: Option<usize>,
+        /// The route's challenges, for the request's scheme.
+        challenge: Challenge,
     },
+}
+
+/// What the upstream receives as `Authorization` and `DPoP` (`identity.authorization`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Upstream {
+    /// Both as sent.
+    #[default]
+    Keep,
+    /// Both removed.
+    Drop,
+    /// `Authorization` set to this value (a `DPoP` token as `Bearer`), `DPoP` removed.
+    Bearer(String),
+}
+
+impl Verdict {
+    /// Forward, with nothing to add (an anonymous route).
+    fn open() -> Verdict {
+        Verdict::Allow {
+            issuer: None,
+            headers: Vec::new(),
+            cache_hit: false,
+            proof: None,
+            authorization: Upstream::Keep,
+        }
+    }
 }
 
 /// What a paused request waits for.
@@ -79,6 +115,7 @@ impl Wait {
         Verdict::Deny {
             denial,
             issuer: Some(issuer),
+            challenge: Challenge::BEARER,
         }
     }
 }
@@ -97,25 +134,46 @@ pub enum MayWait {
 /// The clock reading that means "no clock": neither the host nor WASI could tell the time.
 pub const NO_CLOCK: u64 = 0;
 
-/// The request being decided: its facts, and the values of its `Authorization` headers.
+/// The request being decided: its facts, the values of its `Authorization` headers, and what
+/// proves a token's binding.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'r> {
     pub facts: &'r RequestFacts<'r>,
     pub authorization: &'r [&'r str],
+    pub sender: Sender<'r>,
+}
+
+/// What a request offers to prove a token's binding (issue 15).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sender<'r> {
+    /// `:scheme` (`http`, `https`): with `:authority` and `:path`, the URI a DPoP proof's
+    /// `htu` must name (unless an external origin is configured).
+    pub scheme: &'r str,
+    /// The values of the request's `DPoP` headers.
+    pub dpop: &'r [&'r str],
+    /// base64url SHA-256 of the client certificate's DER, from the configured source.
+    pub cert_x5t: Option<&'r str>,
 }
 
 /// What a decision reads besides the request: the configuration, this worker's keys, the
-/// token cache, and the clock (`now_ms`, read once by the adapter; [`NO_CLOCK`]: none, and
-/// every request that needs a token is then refused with 503, anonymous routes work).
+/// token cache, the clock (`now_ms`, read once by the adapter; [`NO_CLOCK`]: none, and
+/// every request that needs a token is then refused with 503, anonymous routes work), and
+/// the key of the DPoP server nonces (`None`: none could be had; issuers that require a nonce
+/// then refuse DPoP with 503).
 pub struct Deciding<'d> {
     pub cfg: &'d FilterConfig,
     pub ring: &'d KeyRing,
     pub cache: &'d mut dyn TokenCache,
     pub now_ms: u64,
+    pub nonce_secret: Option<&'d [u8]>,
 }
 
 fn deny(denial: Denial, issuer: Option<usize>) -> Decision {
-    Decision::Done(Verdict::Deny { denial, issuer })
+    Decision::Done(Verdict::Deny {
+        denial,
+        issuer,
+        challenge: Challenge::BEARER,
+    })
 }
 
 /// Decides one request. `fresh` is an introspection answer for this request's token that
@@ -131,24 +189,54 @@ pub fn authenticate(
     let requirement = match policy::select(&cfg.routes, cfg.default_policy.as_ref(), req.facts) {
         Err(denial) => return deny(denial, None),
         Ok(None) => return deny(Denial::NoRoute, None),
-        Ok(Some(Policy::Anonymous)) => {
-            return Decision::Done(Verdict::Allow {
-                issuer: None,
-                headers: Vec::new(),
-                cache_hit: false,
-            })
-        }
+        Ok(Some(Policy::Anonymous)) => return Decision::Done(Verdict::open()),
         Ok(Some(Policy::Require(r))) => r,
     };
+    let mut scheme = Scheme::Bearer;
+    let mut decision = on_route(d, req, requirement, &mut scheme, may_wait, fresh);
+    // Every refusal on this route carries its challenges, the error in the one of the scheme
+    // the request used.
+    if let Decision::Done(Verdict::Deny { challenge, .. }) = &mut decision {
+        *challenge = requirement.challenge.used(scheme);
+    }
+    decision
+}
+
+/// [`authenticate`] once the route is known: the token (its `scheme` is written as soon as it
+/// is known), then the cache or the issuer.
+fn on_route(
+    d: &mut Deciding<'_>,
+    req: &Request<'_>,
+    requirement: &Requirement,
+    scheme: &mut Scheme,
+    may_wait: MayWait,
+    fresh: Option<&Cached>,
+) -> Decision {
+    let cfg = d.cfg;
     if d.now_ms == NO_CLOCK {
         // Without a clock every `exp` would look far away and every cache entry alive.
         return deny(Denial::ClockUnavailable, None);
     }
-    let token = match extract::bearer(req.authorization) {
-        Bearer::Missing => return deny(Denial::MissingToken, None),
-        Bearer::Malformed(why) => return deny(Denial::InvalidRequest(why), None),
-        Bearer::Token(t) => t,
+    // The DPoP scheme is read only where some issuer of the route takes DPoP.
+    let credentials = if requirement.challenge.dpop.is_some() {
+        extract::credentials(req.authorization)
+    } else {
+        match extract::bearer(req.authorization) {
+            Bearer::Missing => Credentials::Missing,
+            Bearer::Malformed(why) => Credentials::Malformed(why),
+            Bearer::Token(token) => Credentials::Token {
+                scheme: Scheme::Bearer,
+                token,
+            },
+        }
     };
+    let how = match credentials {
+        Credentials::Missing => return deny(Denial::MissingToken, None),
+        Credentials::Malformed(why) => return deny(Denial::InvalidRequest(why), None),
+        Credentials::Token { scheme, token } => sender::Presenting { token, scheme },
+    };
+    *scheme = how.scheme;
+    let token = how.token;
     let seen = look_up(d, token, fresh);
     let verified = match seen.known {
         Some(Cached::Invalid { issuer, .. }) => return deny(Denial::InactiveToken, Some(issuer)),
@@ -158,7 +246,7 @@ pub fn authenticate(
                 .hashed
                 .unwrap_or_else(|| cache::key_for(&cfg.fingerprint, token));
             let miss = Miss {
-                token,
+                how,
                 key,
                 requirement,
                 may_wait,
@@ -166,7 +254,12 @@ pub fn authenticate(
             return on_miss(d, req, &miss);
         }
     };
-    finish(cfg, requirement, verified, seen.cache_hit)
+    let accept = Accept {
+        req,
+        requirement,
+        how,
+    };
+    finish(d, &accept, verified, seen.cache_hit)
 }
 
 /// Decides a request that may not wait (any more): [`authenticate`] with [`MayWait::No`],
@@ -230,7 +323,7 @@ fn look_up(d: &mut Deciding<'_>, token: &str, fresh: Option<&Cached>) -> Seen {
 
 /// A token the cache could not decide.
 struct Miss<'m> {
-    token: &'m str,
+    how: sender::Presenting<'m>,
     key: CacheKey,
     requirement: &'m Requirement,
     may_wait: MayWait,
@@ -247,8 +340,8 @@ impl Miss<'_> {
         let wait = Wait::Introspect {
             issuer,
             key: self.key,
-            token: issuer::tagged(cfg, self.token)
-                .map_or(self.token, |(_, t)| t)
+            token: issuer::tagged(cfg, self.how.token)
+                .map_or(self.how.token, |(_, t)| t)
                 .to_owned(),
             verified,
         };
@@ -264,7 +357,12 @@ impl Miss<'_> {
 /// issuer says so.
 fn on_miss(d: &mut Deciding<'_>, req: &Request<'_>, miss: &Miss<'_>) -> Decision {
     let (cfg, ring, now_ms) = (d.cfg, d.ring, d.now_ms);
-    let (token, key, requirement) = (miss.token, miss.key, miss.requirement);
+    let (token, key, requirement) = (miss.how.token, miss.key, miss.requirement);
+    let accept = Accept {
+        req,
+        requirement,
+        how: miss.how,
+    };
     let introspects = cfg.issuers.iter().any(|i| i.introspection.is_some());
     if !is_jws(token) && introspects {
         let idx = match issuer::for_opaque(cfg, requirement, req.facts, token) {
@@ -299,7 +397,7 @@ fn on_miss(d: &mut Deciding<'_>, req: &Request<'_>, miss: &Miss<'_>) -> Decision
             }
             Claim::Found(entry) if usable(cfg, ring, &entry) => {
                 d.cache.remember(token, &entry);
-                return from_cache(cfg, requirement, entry);
+                return from_cache(d, &accept, entry);
             }
             // Verify here: holding the claim, or none to be had, or waited once already.
             _ => {}
@@ -322,7 +420,7 @@ fn on_miss(d: &mut Deciding<'_>, req: &Request<'_>, miss: &Miss<'_>) -> Decision
         d.cache.put(&key, &entry, now_ms);
         d.cache.remember(token, &entry);
     }
-    finish(cfg, requirement, v, false)
+    finish(d, &accept, v, false)
 }
 
 /// Whether a cache entry may decide a request: it names a configured issuer and, if a key
@@ -340,32 +438,55 @@ fn usable(cfg: &FilterConfig, ring: &KeyRing, entry: &Cached) -> bool {
 }
 
 /// A decision from a cache entry that landed while this worker was about to verify.
-fn from_cache(cfg: &FilterConfig, requirement: &Requirement, entry: Cached) -> Decision {
+fn from_cache(d: &Deciding<'_>, accept: &Accept<'_>, entry: Cached) -> Decision {
     match entry {
-        Cached::Valid(v) => finish(cfg, requirement, v, true),
+        Cached::Valid(v) => finish(d, accept, v, true),
         Cached::Invalid { issuer, .. } => deny(Denial::InactiveToken, Some(issuer)),
     }
 }
 
-/// The route's requirements against an accepted token's claims.
-fn finish(
-    cfg: &FilterConfig,
-    requirement: &Requirement,
-    verified: Verified,
-    cache_hit: bool,
-) -> Decision {
+/// What an accepted token is finally checked against: the request, its route, and how the
+/// token came.
+struct Accept<'a> {
+    req: &'a Request<'a>,
+    requirement: &'a Requirement,
+    how: sender::Presenting<'a>,
+}
+
+/// The route's requirements and the token's binding against an accepted token's claims.
+fn finish(d: &Deciding<'_>, accept: &Accept<'_>, verified: Verified, cache_hit: bool) -> Decision {
+    let (cfg, requirement, how) = (d.cfg, accept.requirement, accept.how);
     let issuer = verified.issuer;
     if !requirement.accepts_issuer(issuer) {
         return deny(Denial::InvalidToken(NOT_ACCEPTED_HERE), Some(issuer));
     }
+    let bound = match sender::check(d, accept, issuer, &verified.claims) {
+        Ok(bound) => bound,
+        Err(denial) => return deny(denial, Some(issuer)),
+    };
     if let Err(denial) = requirement.check(&verified.claims) {
         return deny(denial, Some(issuer));
     }
     let name = cfg.issuers.get(issuer).map_or("", |i| i.name.as_str());
+    let mut headers = identity::headers(&cfg.identity, name, &verified.claims);
+    if let (Some(header), Some(value)) = (&cfg.identity.binding_header, bound.header) {
+        headers.push((header.clone(), value));
+    }
+    let authorization = match (cfg.identity.authorization, how.scheme) {
+        (ForwardAuthorization::Unchanged, _) | (ForwardAuthorization::Bearer, Scheme::Bearer) => {
+            Upstream::Keep
+        }
+        (ForwardAuthorization::Drop, _) => Upstream::Drop,
+        (ForwardAuthorization::Bearer, Scheme::Dpop) => {
+            Upstream::Bearer(format!("Bearer {}", how.token))
+        }
+    };
     Decision::Done(Verdict::Allow {
         issuer: Some(issuer),
-        headers: identity::headers(&cfg.identity, name, &verified.claims),
+        headers,
         cache_hit,
+        proof: bound.proof,
+        authorization,
     })
 }
 

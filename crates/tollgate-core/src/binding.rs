@@ -89,6 +89,11 @@ pub enum BindingError {
     WrongCertificate,
     /// The route requires a certificate-bound token.
     MtlsRequired,
+    /// DPoP is `off` for this token here: the `DPoP` scheme, and DPoP-bound tokens, are not
+    /// accepted.
+    DpopOff,
+    /// mTLS is `off` for this token here: certificate-bound tokens are not accepted.
+    MtlsOff,
 }
 
 impl BindingError {
@@ -104,6 +109,8 @@ impl BindingError {
             }
             BindingError::WrongCertificate => "the token is bound to another client certificate",
             BindingError::MtlsRequired => "this resource requires a certificate-bound token",
+            BindingError::DpopOff => "DPoP-bound tokens are not accepted for this resource",
+            BindingError::MtlsOff => "certificate-bound tokens are not accepted for this resource",
         }
     }
 
@@ -115,6 +122,7 @@ impl BindingError {
                 | BindingError::WrongKey
                 | BindingError::NotDpopBound
                 | BindingError::DpopRequired
+                | BindingError::DpopOff
         )
     }
 }

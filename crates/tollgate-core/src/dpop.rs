@@ -51,6 +51,8 @@ pub struct Proof {
     pub jkt: String,
     /// Its `iat`, seconds since the epoch.
     pub iat: i64,
+    /// Its `nonce`, if it has one (checked by the caller when a server nonce is required).
+    pub nonce: Option<String>,
 }
 
 /// Why a proof was refused: each is `401` with `error="invalid_dpop_proof"` and a fixed
@@ -180,6 +182,7 @@ pub fn check(
         jti: jti.to_owned(),
         jkt,
         iat,
+        nonce: text("nonce").map(str::to_owned),
     })
 }
 

@@ -73,7 +73,8 @@ mod tests {
             ],
             payload_header: Some("x-claims".into()),
             issuer_name_header: Some("x-issuer".into()),
-            drop_authorization: false,
+            binding_header: None,
+            authorization: crate::config::ForwardAuthorization::Unchanged,
         }
     }
 

@@ -5,6 +5,10 @@
 //! Bodies are small JSON objects with `error` and `error_description`; descriptions are
 //! constant texts chosen here, so no token, claim value or secret can reach a client or a log.
 
+use crate::binding::{BindingError, Scheme};
+use crate::dpop;
+use crate::key::AlgSet;
+
 /// Why a request is not forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
@@ -29,6 +33,17 @@ pub enum Denial {
     /// Neither the host nor WASI tells the time (the clock reads 0): no token's `exp` can be
     /// checked, so none is accepted (fail closed).
     ClockUnavailable,
+    /// The token's binding (`cnf`) does not hold for how it was presented, or the route
+    /// requires a binding it lacks.
+    Binding(BindingError),
+    /// The request's DPoP proof is missing, malformed, refused, or was used before.
+    InvalidDpopProof(&'static str),
+    /// The proof lacks the current server nonce: this one (`DPoP-Nonce`) is to be used.
+    UseDpopNonce(String),
+    /// A DPoP proof cannot be checked right now: the replay store could not record it (full,
+    /// or the host refused the write), or there is no server-nonce key. Refused, never
+    /// accepted unchecked.
+    DpopUnavailable,
 }
 
 /// A denial's kind, without its details: what the `denied.<code>` counters count.
@@ -44,11 +59,15 @@ pub enum DenialKind {
     InactiveToken,
     IntrospectionUnavailable,
     ClockUnavailable,
+    Binding,
+    InvalidDpopProof,
+    UseDpopNonce,
+    DpopUnavailable,
 }
 
 impl DenialKind {
     /// Every kind, in the order of [`DenialKind::index`].
-    pub const ALL: [DenialKind; 10] = [
+    pub const ALL: [DenialKind; 14] = [
         DenialKind::NoRoute,
         DenialKind::MissingToken,
         DenialKind::InvalidRequest,
@@ -59,6 +78,10 @@ impl DenialKind {
         DenialKind::InactiveToken,
         DenialKind::IntrospectionUnavailable,
         DenialKind::ClockUnavailable,
+        DenialKind::Binding,
+        DenialKind::InvalidDpopProof,
+        DenialKind::UseDpopNonce,
+        DenialKind::DpopUnavailable,
     ];
 
     /// The kind's position in [`DenialKind::ALL`] (for a table of counters).
@@ -79,6 +102,10 @@ impl DenialKind {
             DenialKind::InactiveToken => "inactive_token",
             DenialKind::IntrospectionUnavailable => "introspection_unavailable",
             DenialKind::ClockUnavailable => "clock_unavailable",
+            DenialKind::Binding => "binding",
+            DenialKind::InvalidDpopProof => "invalid_dpop_proof",
+            DenialKind::UseDpopNonce => "use_dpop_nonce",
+            DenialKind::DpopUnavailable => "dpop_unavailable",
         }
     }
 }
@@ -97,6 +124,10 @@ impl Denial {
             Denial::InactiveToken => DenialKind::InactiveToken,
             Denial::IntrospectionUnavailable => DenialKind::IntrospectionUnavailable,
             Denial::ClockUnavailable => DenialKind::ClockUnavailable,
+            Denial::Binding(_) => DenialKind::Binding,
+            Denial::InvalidDpopProof(_) => DenialKind::InvalidDpopProof,
+            Denial::UseDpopNonce(_) => DenialKind::UseDpopNonce,
+            Denial::DpopUnavailable => DenialKind::DpopUnavailable,
         }
     }
 
@@ -115,91 +146,195 @@ pub struct LocalReply {
 }
 
 const INACTIVE: &str = "the token is not active";
+const USE_NONCE: &str = "the DPoP proof must carry the server nonce in DPoP-Nonce";
 
 /// How long clients should wait before retrying a 503 (seconds).
 pub const RETRY_AFTER_S: u32 = 5;
 
-/// Maps a denial to its HTTP answer.
-pub fn reply(denial: &Denial, realm: &str) -> LocalReply {
-    let challenge = |error: Option<(&str, &str)>, scope: Option<&str>| {
-        let mut v = format!("Bearer realm=\"{realm}\"");
-        if let Some((code, description)) = error {
-            v.push_str(&format!(
-                ", error=\"{code}\", error_description=\"{description}\""
-            ));
+/// The challenges a refusal carries (RFC 6750 §3, RFC 9449 §7.1): one per scheme the route
+/// takes, and which scheme's challenge names the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Challenge {
+    /// The route takes `Bearer` tokens.
+    pub bearer: bool,
+    /// The route takes `DPoP` tokens, with proofs signed by these algorithms.
+    pub dpop: Option<AlgSet>,
+    /// The scheme the request used: a token's error goes in that scheme's challenge (a
+    /// DPoP-specific one always in the `DPoP` challenge).
+    pub used: Scheme,
+}
+
+impl Challenge {
+    /// A route that takes `Bearer` tokens only.
+    pub const BEARER: Challenge = Challenge {
+        bearer: true,
+        dpop: None,
+        used: Scheme::Bearer,
+    };
+
+    /// The same challenges, for a request that used `scheme`.
+    pub fn used(self, scheme: Scheme) -> Challenge {
+        Challenge {
+            used: scheme,
+            ..self
         }
-        if let Some(scope) = scope {
+    }
+}
+
+impl Default for Challenge {
+    fn default() -> Challenge {
+        Challenge::BEARER
+    }
+}
+
+/// The `WWW-Authenticate` values for `challenge`: `error` (code, description) and `scope` go
+/// in the challenge of `error_scheme`, or of the one scheme the route takes if that is not it.
+fn challenges(
+    challenge: Challenge,
+    realm: &str,
+    error: Option<(&str, &str)>,
+    scope: Option<&str>,
+    error_scheme: Scheme,
+) -> Vec<(String, String)> {
+    let (bearer, dpop) = (challenge.bearer, challenge.dpop);
+    let error_in_dpop = match (bearer, dpop) {
+        (true, Some(_)) => error_scheme == Scheme::Dpop,
+        (false, Some(_)) => true,
+        _ => false,
+    };
+    let mut out = Vec::with_capacity(2);
+    if bearer || dpop.is_none() {
+        let mut v = format!("Bearer realm=\"{realm}\"");
+        if !error_in_dpop {
+            if let Some((code, description)) = error {
+                v.push_str(&format!(
+                    ", error=\"{code}\", error_description=\"{description}\""
+                ));
+            }
+            if let Some(scope) = scope {
+                v.push_str(&format!(", scope=\"{scope}\""));
+            }
+        }
+        out.push(("www-authenticate".to_owned(), v));
+    }
+    if let Some(algs) = dpop {
+        let mut v = dpop::challenge(algs, error.filter(|_| error_in_dpop));
+        if let (true, Some(scope)) = (error_in_dpop, scope) {
             v.push_str(&format!(", scope=\"{scope}\""));
         }
-        ("www-authenticate".to_owned(), v)
+        out.push(("www-authenticate".to_owned(), v));
+    }
+    out
+}
+
+/// Maps a denial to its HTTP answer, with the challenges of the route it was refused on.
+pub fn reply(denial: &Denial, realm: &str, challenge: Challenge) -> LocalReply {
+    let used = challenge.used;
+    let www = |error: Option<(&str, &str)>, scope: Option<&str>, scheme: Scheme| {
+        challenges(challenge, realm, error, scope, scheme)
     };
+    let mut extra: Vec<(String, String)> = Vec::new();
     let (status, error, description, www) = match denial {
         Denial::NoRoute => (
             403,
             "access_denied",
             "no route policy matches this request",
-            None,
+            Vec::new(),
         ),
         Denial::MissingToken => (
             401,
             "unauthorized",
             "a bearer token is required",
-            Some(challenge(None, None)),
+            www(None, None, used),
         ),
         Denial::InvalidRequest(d) => (
             400,
             "invalid_request",
             *d,
-            Some(challenge(Some(("invalid_request", d)), None)),
+            www(Some(("invalid_request", d)), None, used),
         ),
         Denial::InvalidToken(d) => (
             401,
             "invalid_token",
             *d,
-            Some(challenge(Some(("invalid_token", d)), None)),
+            www(Some(("invalid_token", d)), None, used),
         ),
+        Denial::Binding(e) => {
+            let scheme = if e.is_dpop() { Scheme::Dpop } else { used };
+            let d = e.describe();
+            (
+                401,
+                "invalid_token",
+                d,
+                www(Some(("invalid_token", d)), None, scheme),
+            )
+        }
+        Denial::InvalidDpopProof(d) => (
+            401,
+            "invalid_dpop_proof",
+            *d,
+            www(Some(("invalid_dpop_proof", d)), None, Scheme::Dpop),
+        ),
+        Denial::UseDpopNonce(nonce) => {
+            extra.push(("dpop-nonce".to_owned(), nonce.clone()));
+            (
+                401,
+                "use_dpop_nonce",
+                USE_NONCE,
+                www(Some(("use_dpop_nonce", USE_NONCE)), None, Scheme::Dpop),
+            )
+        }
         Denial::InsufficientScope { scope } => (
             403,
             "insufficient_scope",
             "the token lacks a required scope",
-            Some(challenge(
+            www(
                 Some(("insufficient_scope", "the token lacks a required scope")),
                 Some(scope),
-            )),
+                used,
+            ),
         ),
         Denial::ClaimNotSatisfied => (
             403,
             "insufficient_scope",
             "the token lacks a required claim value",
-            Some(challenge(
+            www(
                 Some((
                     "insufficient_scope",
                     "the token lacks a required claim value",
                 )),
                 None,
-            )),
+                used,
+            ),
         ),
         Denial::InactiveToken => (
             401,
             "invalid_token",
             INACTIVE,
-            Some(challenge(Some(("invalid_token", INACTIVE)), None)),
+            www(Some(("invalid_token", INACTIVE)), None, used),
         ),
         Denial::KeysUnavailable | Denial::IntrospectionUnavailable => (
             503,
             "temporarily_unavailable",
             "the token's issuer cannot be checked right now",
-            None,
+            Vec::new(),
         ),
         Denial::ClockUnavailable => (
             503,
             "temporarily_unavailable",
             "tokens cannot be checked right now",
-            None,
+            Vec::new(),
+        ),
+        Denial::DpopUnavailable => (
+            503,
+            "temporarily_unavailable",
+            "DPoP proofs cannot be checked right now",
+            Vec::new(),
         ),
     };
     let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
     headers.extend(www);
+    headers.extend(extra);
     if status == 503 {
         headers.push(("retry-after".to_owned(), RETRY_AFTER_S.to_string()));
     }
@@ -363,14 +498,18 @@ mod tests {
 
     #[test]
     fn missing_token_is_a_bare_challenge() {
-        let r = reply(&Denial::MissingToken, "api");
+        let r = reply(&Denial::MissingToken, "api", Challenge::BEARER);
         assert_eq!(r.status, 401);
         assert_eq!(header(&r, "www-authenticate"), Some("Bearer realm=\"api\""));
     }
 
     #[test]
     fn invalid_token_names_the_error() {
-        let r = reply(&Denial::InvalidToken("the token has expired"), "api");
+        let r = reply(
+            &Denial::InvalidToken("the token has expired"),
+            "api",
+            Challenge::BEARER,
+        );
         assert_eq!(r.status, 401);
         assert_eq!(
             header(&r, "www-authenticate"),
@@ -387,6 +526,7 @@ mod tests {
                 scope: "read write".into(),
             },
             "api",
+            Challenge::BEARER,
         );
         assert_eq!(r.status, 403);
         assert!(header(&r, "www-authenticate")
@@ -396,9 +536,12 @@ mod tests {
 
     #[test]
     fn malformed_request_is_400_and_unavailable_keys_503_with_retry_after() {
-        assert_eq!(reply(&Denial::InvalidRequest("x"), "r").status, 400);
+        assert_eq!(
+            reply(&Denial::InvalidRequest("x"), "r", Challenge::BEARER).status,
+            400
+        );
         for denial in [Denial::KeysUnavailable, Denial::ClockUnavailable] {
-            let r = reply(&denial, "r");
+            let r = reply(&denial, "r", Challenge::BEARER);
             assert_eq!(r.status, 503);
             assert_eq!(header(&r, "retry-after"), Some("5"));
             assert_eq!(

@@ -71,12 +71,22 @@ pub struct Requirement {
     pub opaque_issuer: Option<usize>,
     /// Request header naming the issuer of an opaque token (this route's issuers only).
     pub issuer_header: Option<String>,
-    /// This route's DPoP mode, overriding each issuer's `dpop.mode`; `None`: the issuer's
-    /// (parsed and validated, not yet enforced).
+    /// This route's DPoP mode, overriding each issuer's `dpop.mode`; `None`: the issuer's.
     pub dpop: Option<crate::binding::Mode>,
-    /// This route's mTLS mode, overriding each issuer's `mtls.mode`; `None`: the issuer's
-    /// (parsed and validated, not yet enforced).
+    /// This route's mTLS mode, overriding each issuer's `mtls.mode`; `None`: the issuer's.
     pub mtls: Option<crate::binding::Mode>,
+    /// The challenges a refusal on this route carries: the schemes its issuers take here.
+    pub challenge: crate::outcome::Challenge,
+}
+
+impl Requirement {
+    /// The binding modes for a token of `issuer` on this route.
+    pub fn modes(&self, issuer: &crate::config::Issuer) -> crate::binding::Modes {
+        crate::binding::Modes {
+            dpop: self.dpop.unwrap_or(issuer.dpop.mode),
+            mtls: self.mtls.unwrap_or(issuer.mtls),
+        }
+    }
 }
 
 /// A claim (path into nested objects) and the values it may have. When the claim is an array,

@@ -71,7 +71,7 @@ pub struct FilterConfig {
     /// the host offers (see [`crate::flow::CalloutMode`]).
     pub per_request_callouts: bool,
     /// Where the request's origin and client certificate come from (sender-constrained
-    /// tokens; parsed and validated, not yet used on the request path).
+    /// tokens).
     pub sender_constraint: SenderConstraint,
 }
 
@@ -94,9 +94,9 @@ pub struct Issuer {
     pub clock_skew_s: u64,
     pub require_at_jwt: bool,
     pub timing: Timing,
-    /// DPoP (RFC 9449) for this issuer's tokens (not yet enforced).
+    /// DPoP (RFC 9449) for this issuer's tokens.
     pub dpop: DpopSettings,
-    /// mTLS certificate-bound tokens (RFC 8705) for this issuer's tokens (not yet enforced).
+    /// mTLS certificate-bound tokens (RFC 8705) for this issuer's tokens.
     pub mtls: crate::binding::Mode,
 }
 
@@ -184,7 +184,23 @@ pub struct Identity {
     pub headers: Vec<(Vec<String>, String)>,
     pub payload_header: Option<String>,
     pub issuer_name_header: Option<String>,
-    pub drop_authorization: bool,
+    /// The header that says how the token was bound and to what (`dpop;jkt=…`,
+    /// `mtls;x5t=…`); absent for an unbound token.
+    pub binding_header: Option<String>,
+    /// What the upstream receives as `Authorization`.
+    pub authorization: ForwardAuthorization,
+}
+
+/// What the upstream receives as `Authorization` (and the `DPoP` proof) of an allowed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardAuthorization {
+    /// As the client sent them.
+    #[default]
+    Unchanged,
+    /// A `DPoP` token as `Bearer`, without its proof (for upstreams that only know Bearer).
+    Bearer,
+    /// Neither.
+    Drop,
 }
 
 impl Identity {
@@ -195,10 +211,30 @@ impl Identity {
             .map(|(_, h)| h.as_str())
             .chain(self.payload_header.as_deref())
             .chain(self.issuer_name_header.as_deref())
+            .chain(self.binding_header.as_deref())
     }
 }
 
 impl FilterConfig {
+    /// Whether some issuer or route takes certificate-bound tokens (mTLS not `off`): only
+    /// then is the client certificate read.
+    pub fn reads_client_certificate(&self) -> bool {
+        let route_mtls = self
+            .routes
+            .iter()
+            .map(|r| &r.policy)
+            .chain(self.default_policy.as_ref())
+            .any(|p| match p {
+                Policy::Require(r) => r.mtls.is_some_and(|m| m != crate::binding::Mode::Off),
+                Policy::Anonymous => false,
+            });
+        route_mtls
+            || self
+                .issuers
+                .iter()
+                .any(|i| i.mtls != crate::binding::Mode::Off)
+    }
+
     /// Parses and validates the plugin configuration text.
     pub fn parse(text: &[u8]) -> Result<FilterConfig, ConfigError> {
         let mut de = serde_json::Deserializer::from_slice(text);
@@ -827,6 +863,9 @@ fn compile_policy(
             );
         }
     }
+    let dpop = rr.dpop.map(sender::mode);
+    let mtls = rr.mtls.map(sender::mode);
+    let challenge = sender::challenge(dpop, &issuers, all);
     Ok(Policy::Require(Requirement {
         issuers,
         scopes_all: rr.scopes,
@@ -834,8 +873,9 @@ fn compile_policy(
         claims,
         opaque_issuer,
         issuer_header: rr.issuer_header,
-        dpop: rr.dpop.map(sender::mode),
-        mtls: rr.mtls.map(sender::mode),
+        dpop,
+        mtls,
+        challenge,
     }))
 }
 
@@ -937,8 +977,9 @@ pub fn same_header_name(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
-pub(crate) const RESERVED_HEADERS: [&str; 6] = [
+pub(crate) const RESERVED_HEADERS: [&str; 7] = [
     "authorization",
+    "dpop",
     "host",
     "content-length",
     "transfer-encoding",
@@ -977,11 +1018,27 @@ fn compile_identity(ri: raw::RawIdentity) -> Result<Identity, ConfigError> {
     if let Some(h) = &ri.issuer_name_header {
         check("identity.issuer_name_header".into(), h)?;
     }
+    if let Some(h) = &ri.binding_header {
+        check("identity.binding_header".into(), h)?;
+    }
+    let authorization = match (ri.authorization, ri.drop_authorization) {
+        (None, false) => ForwardAuthorization::Unchanged,
+        (None, true) | (Some(raw::RawForward::Drop), _) => ForwardAuthorization::Drop,
+        (Some(_), true) => {
+            return err(
+                "identity.drop_authorization",
+                "drop_authorization is the old spelling of authorization: \"drop\"; give one",
+            )
+        }
+        (Some(raw::RawForward::Unchanged), false) => ForwardAuthorization::Unchanged,
+        (Some(raw::RawForward::Bearer), false) => ForwardAuthorization::Bearer,
+    };
     Ok(Identity {
         headers,
         payload_header: ri.payload_header,
         issuer_name_header: ri.issuer_name_header,
-        drop_authorization: ri.drop_authorization,
+        binding_header: ri.binding_header,
+        authorization,
     })
 }
 

@@ -466,9 +466,24 @@ pub struct RawIdentity {
     /// Header that carries the configured name of the issuer that authenticated the request.
     #[serde(default = "default_issuer_name_header")]
     pub issuer_name_header: Option<String>,
-    /// Remove `Authorization` before the request goes upstream.
+    /// Header that says how the token was bound (DPoP, mTLS) and the thumbprint.
+    #[serde(default = "default_binding_header")]
+    pub binding_header: Option<String>,
+    /// What the upstream receives as `Authorization`: `unchanged`, `bearer`, `drop`.
+    #[serde(default)]
+    pub authorization: Option<RawForward>,
+    /// Remove `Authorization` before the request goes upstream (`authorization: "drop"`).
     #[serde(default)]
     pub drop_authorization: bool,
+}
+
+/// `identity.authorization`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawForward {
+    Unchanged,
+    Bearer,
+    Drop,
 }
 
 impl Default for RawIdentity {
@@ -477,9 +492,15 @@ impl Default for RawIdentity {
             headers: default_identity_headers(),
             payload_header: None,
             issuer_name_header: default_issuer_name_header(),
+            binding_header: default_binding_header(),
+            authorization: None,
             drop_authorization: false,
         }
     }
+}
+
+pub fn default_binding_header() -> Option<String> {
+    Some("x-tollgate-cnf".to_owned())
 }
 
 pub fn default_identity_headers() -> BTreeMap<String, String> {

@@ -1,18 +1,18 @@
 //! Sender-constrained tokens (issue 15): each issuer's `dpop` and `mtls` sections, a route's
 //! `require.dpop` / `require.mtls`, and the top-level `sender_constraint` section, validated.
 //!
-//! Parsed and validated only: the request path does not use these settings yet, except that
-//! a configured client-certificate header is one Tollgate owns (inbound copies are removed,
-//! [`SenderConstraint::owned_header`]).
+//! The request path applies them in [`crate::authn`]; a route's challenges are worked out
+//! here, once ([`challenge`]).
 
 use super::raw::{RawClientCertificate, RawDpop, RawMode, RawSenderConstraint};
 use super::{
     err, http_url, is_header_name, same_header_name, ConfigError, Identity, RESERVED_HEADERS,
 };
-use crate::binding::Mode;
+use crate::binding::{Mode, Scheme};
 use crate::dpop;
 use crate::key::{Alg, AlgSet};
 use crate::origin::PublicOrigin;
+use crate::outcome::Challenge;
 
 /// An issuer's DPoP settings.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +48,16 @@ pub enum ClientCertificate {
 }
 
 impl ClientCertificate {
+    /// The thumbprint in a value of this source's header (`None` for the connection source,
+    /// or a value without a usable certificate).
+    pub fn x5t_of_header(&self, value: &str) -> Option<String> {
+        match self {
+            ClientCertificate::Connection => None,
+            ClientCertificate::Xfcc { .. } => crate::client_cert::x5t_of_xfcc(value),
+            ClientCertificate::ClientCert { .. } => crate::client_cert::x5t_of_client_cert(value),
+        }
+    }
+
     /// The request header the certificate is read from, when it comes from one.
     pub fn header(&self) -> Option<&str> {
         match self {
@@ -56,6 +66,40 @@ impl ClientCertificate {
                 Some(header)
             }
         }
+    }
+}
+
+/// The challenges of a route whose `require.dpop` is `route_dpop` and that accepts `issuers`
+/// (indexes into `all`; empty: every issuer): `Bearer` unless every issuer requires DPoP
+/// there, `DPoP` (with the algorithms of the issuers that take it) unless none does.
+pub(super) fn challenge(
+    route_dpop: Option<Mode>,
+    issuers: &[usize],
+    all: &[super::Issuer],
+) -> Challenge {
+    let accepted: Vec<&super::Issuer> = if issuers.is_empty() {
+        all.iter().collect()
+    } else {
+        issuers.iter().filter_map(|&i| all.get(i)).collect()
+    };
+    let mut bearer = false;
+    let mut algs: Option<AlgSet> = None;
+    for issuer in accepted {
+        let mode = route_dpop.unwrap_or(issuer.dpop.mode);
+        bearer |= mode != Mode::Required;
+        if mode != Mode::Off {
+            let set = algs.get_or_insert_with(AlgSet::default);
+            for alg in Alg::ALL {
+                if issuer.dpop.policy.algorithms.contains(alg) {
+                    set.insert(alg);
+                }
+            }
+        }
+    }
+    Challenge {
+        bearer: bearer || algs.is_none(),
+        dpop: algs,
+        used: Scheme::Bearer,
     }
 }
 

@@ -12,6 +12,10 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// The rotation period Tollgate uses: a nonce is accepted for 5 to 10 minutes, so a client
+/// retries with a new one (`use_dpop_nonce`) at most once per 5 minutes.
+pub const ROTATION_S: u64 = 300;
+
 /// Bytes of the MAC kept in a nonce.
 const MAC_LEN: usize = 16;
 

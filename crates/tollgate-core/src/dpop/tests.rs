@@ -108,6 +108,7 @@ fn a_good_proof_gives_its_jti_thumbprint_and_iat() {
             jti: "e1j3V_bKic8-LAEB".into(),
             jkt: "zZ6ymYfEhw-Kq92WnU_42d3zpQus2lvi5S2lpIYtDKI".into(),
             iat: NOW_S,
+            nonce: None,
         }
     );
     let eddsa = proof_with("EdDSA", TestKey::Ed25519, None, "dpop+jwt", &claims());

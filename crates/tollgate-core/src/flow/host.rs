@@ -35,6 +35,8 @@ pub trait Host {
     fn set_tick_period(&self, period: Duration) -> bool;
     /// Counts an event (the adapter's metrics sink).
     fn record(&self, metric: Metric);
+    /// Fills `buf` with cryptographically secure random bytes; `false` if the host has none.
+    fn random(&self, buf: &mut [u8]) -> bool;
 
     /// Compare-and-swap: writes `key` only if nobody wrote it since the read that returned
     /// `read_cas`, including when that read found no key (`None`): then only if it still does

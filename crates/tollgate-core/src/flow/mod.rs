@@ -55,11 +55,11 @@ use mode::Turn;
 pub use shared::{IssuerKeys, Lease, SharedTokenCache};
 pub use store::{CasMismatch, LocalStore};
 
-use crate::authn::{self, Deciding, Decision, MayWait, Request, Verdict, Wait};
+use crate::authn::{self, Deciding, Decision, MayWait, Request, Upstream, Verdict, Wait};
 use crate::cache::{CacheKey, Cached};
 use crate::config::{FilterConfig, KeySource};
 use crate::jwks::{Held, KeyRing};
-use crate::outcome::{self, Denial};
+use crate::outcome::{self, Challenge, Denial};
 use crate::policy::{Policy, RequestFacts};
 use crate::refresh::Step;
 
@@ -76,6 +76,9 @@ pub const NOW_TICK: Duration = Duration::from_millis(1);
 /// unless ticks stall.
 pub const PEER_WAIT_MS: u64 = 2 * crate::cache::CLAIM_MS;
 
+/// Why a DPoP proof the replay store has seen is refused.
+const REPLAYED: &str = "the DPoP proof was used before";
+
 /// Whether this VM logged that it has no clock (once: every such request is counted).
 static CLOCK_LOGGED: AtomicBool = AtomicBool::new(false);
 
@@ -89,10 +92,17 @@ pub struct OwnedFacts {
     pub authorization: Vec<String>,
     /// Values of the headers routes name as `issuer_header`.
     pub headers: Vec<(String, String)>,
+    /// `:scheme`.
+    pub scheme: String,
+    /// Values of the `DPoP` headers.
+    pub dpop: Vec<String>,
+    /// The client certificate's `x5t#S256`, from the configured source.
+    pub cert_x5t: Option<String>,
 }
 
 impl OwnedFacts {
-    fn view(&self) -> (RequestFacts<'_>, Vec<&str>) {
+    /// The facts, and the `Authorization` and `DPoP` values, as [`authn::Request`] takes them.
+    fn view(&self) -> (RequestFacts<'_>, Vec<&str>, Vec<&str>) {
         (
             RequestFacts {
                 method: &self.method,
@@ -102,7 +112,16 @@ impl OwnedFacts {
                 headers: &self.headers,
             },
             self.authorization.iter().map(String::as_str).collect(),
+            self.dpop.iter().map(String::as_str).collect(),
         )
+    }
+
+    fn sender<'a>(&'a self, dpop: &'a [&'a str]) -> authn::Sender<'a> {
+        authn::Sender {
+            scheme: &self.scheme,
+            dpop,
+            cert_x5t: self.cert_x5t.as_deref(),
+        }
     }
 }
 
@@ -194,6 +213,8 @@ pub struct Worker<H: Host + Clone> {
     deferred: Vec<(u32, usize)>,
     /// Whether any route matches on the host's route name (read only if so).
     pub needs_route_name: bool,
+    /// Whether the client certificate is read ([`FilterConfig::reads_client_certificate`]).
+    pub reads_client_certificate: bool,
     /// Request headers routes read (`issuer_header`), gathered into [`OwnedFacts::headers`].
     pub hint_headers: Vec<String>,
     /// Headers only Tollgate may set (identity headers, the gateway's route header): inbound
@@ -205,6 +226,9 @@ pub struct Worker<H: Host + Clone> {
     /// trailer callbacks have not come since (see [`Worker::later_callback`]).
     resumed: HashSet<u32>,
     tick: Duration,
+    /// The key of the DPoP server nonces, shared by every worker (only when an issuer
+    /// requires nonces; `None` if the host could give no randomness or shared data).
+    nonce_secret: Option<Vec<u8>>,
 }
 
 impl<H: Host + Clone> Worker<H> {
@@ -231,6 +255,7 @@ impl<H: Host + Clone> Worker<H> {
             records.push(record);
         }
         let needs_route_name = cfg.routes.iter().any(|r| r.matcher.route_name.is_some());
+        let reads_client_certificate = cfg.reads_client_certificate();
         let mut hint_headers: Vec<String> = cfg
             .routes
             .iter()
@@ -254,6 +279,12 @@ impl<H: Host + Clone> Worker<H> {
             .chain(cfg.gateway.as_ref().map(|g| g.route_header.clone()))
             .collect();
         let cache = SharedTokenCache::new(host.clone(), cfg.cache_slots);
+        let nonce_secret = cfg
+            .issuers
+            .iter()
+            .any(|i| i.dpop.require_nonce)
+            .then(|| replay::nonce_secret(&host))
+            .flatten();
         if mode.ticks() {
             host.set_tick_period(NOW_TICK);
         }
@@ -270,10 +301,12 @@ impl<H: Host + Clone> Worker<H> {
             jobs: HashMap::new(),
             deferred: Vec::new(),
             needs_route_name,
+            reads_client_certificate,
             hint_headers,
             guarded_headers,
             resumed: HashSet::new(),
             tick: NOW_TICK,
+            nonce_secret,
         }
     }
 
@@ -302,10 +335,11 @@ impl<H: Host + Clone> Worker<H> {
 
     /// Decides `facts` now: may it wait, and for what ([`authn::authenticate`]).
     fn decide(&mut self, facts: &OwnedFacts, now: u64, may_wait: MayWait) -> Decision {
-        let (req, authorization) = facts.view();
+        let (req, authorization, dpop) = facts.view();
         let request = Request {
             facts: &req,
             authorization: &authorization,
+            sender: facts.sender(&dpop),
         };
         authn::authenticate(&mut self.deciding(now), &request, may_wait, None)
     }
@@ -313,10 +347,11 @@ impl<H: Host + Clone> Worker<H> {
     /// Decides `facts` for good ([`authn::authenticate_now`]), with an introspection answer
     /// that just arrived (`fresh`).
     fn verdict(&mut self, facts: &OwnedFacts, now: u64, fresh: Option<&Cached>) -> Verdict {
-        let (req, authorization) = facts.view();
+        let (req, authorization, dpop) = facts.view();
         let request = Request {
             facts: &req,
             authorization: &authorization,
+            sender: facts.sender(&dpop),
         };
         authn::authenticate_now(&mut self.deciding(now), &request, fresh)
     }
@@ -327,6 +362,7 @@ impl<H: Host + Clone> Worker<H> {
             ring: &self.ring,
             cache: &mut self.cache,
             now_ms,
+            nonce_secret: self.nonce_secret.as_deref(),
         }
     }
 
@@ -451,7 +487,7 @@ impl<H: Host + Clone> Worker<H> {
             }
         }
         let wait = match decision {
-            Decision::Done(verdict) => return self.apply(turn, verdict, false),
+            Decision::Done(verdict) => return self.apply(turn, verdict, false, now),
             Decision::Wait(wait) => wait,
         };
         match wait {
@@ -475,7 +511,7 @@ impl<H: Host + Clone> Worker<H> {
                     return Flow::Pause;
                 }
                 let verdict = self.verdict(&facts, now, None);
-                self.apply(turn, verdict, false)
+                self.apply(turn, verdict, false, now)
             }
             Wait::Introspect {
                 issuer,
@@ -518,32 +554,61 @@ impl<H: Host + Clone> Worker<H> {
 
     /// Carries a verdict out on the current (effective) HTTP context. `fresh`: the verdict
     /// used an introspection answer that just arrived (so a refusal is not a cache hit).
-    fn apply(&self, turn: &mut Turn, verdict: Verdict, fresh: bool) -> Flow {
+    fn apply(&self, turn: &mut Turn, verdict: Verdict, fresh: bool, now: u64) -> Flow {
         match verdict {
             Verdict::Allow {
                 issuer,
                 headers,
                 cache_hit,
+                proof,
+                authorization,
             } => {
+                if let Some(proof) = proof {
+                    // Only a proof the store recorded now goes on: a second use anywhere in the
+                    // process, or one the store cannot record, is refused.
+                    let id = replay::proof_id(&proof.jkt, &proof.jti);
+                    let refusal =
+                        match replay::record(&self.host, replay::BUCKETS, &id, proof.until_ms, now)
+                        {
+                            replay::Seen::Fresh => None,
+                            replay::Seen::Replay => Some(Denial::InvalidDpopProof(REPLAYED)),
+                            replay::Seen::Full => Some(Denial::DpopUnavailable),
+                        };
+                    if let Some(denial) = refusal {
+                        return self.deny(turn, &denial, issuer, proof.challenge);
+                    }
+                }
                 for (name, value) in &headers {
                     self.host.set_request_header(name, value);
                 }
-                if self.cfg.identity.drop_authorization {
-                    self.host.remove_request_header("authorization");
+                match authorization {
+                    Upstream::Keep => {}
+                    Upstream::Drop => {
+                        self.host.remove_request_header("authorization");
+                        self.host.remove_request_header("dpop");
+                    }
+                    Upstream::Bearer(value) => {
+                        self.host.set_request_header("authorization", &value);
+                        self.host.remove_request_header("dpop");
+                    }
                 }
                 if let Some(issuer) = issuer {
                     self.host.record(Metric::Allowed { issuer, cache_hit });
                 }
                 Flow::Continue
             }
-            Verdict::Deny { denial, issuer } => {
+            Verdict::Deny {
+                denial,
+                issuer,
+                challenge,
+            } => {
                 if let (Denial::InactiveToken, Some(i), false) = (&denial, issuer, fresh) {
                     self.host.record(Metric::Introspection {
                         issuer: i,
                         event: IntrospectionEvent::NegativeCacheHit,
                     });
                 }
-                self.deny(turn, &denial, issuer)
+                self.deny(turn, &denial, issuer, challenge)
             }
         }
     }
@@ -551,10 +616,16 @@ impl<H: Host + Clone> Worker<H> {
     /// Refuses the request `context_id` (the effective context) before any decision (see the
     /// HTTP context).
     pub fn refuse_request(&self, context_id: u32, denial: &Denial) {
-        self.deny(&mut Turn::of(context_id), denial, None);
+        self.deny(&mut Turn::of(context_id), denial, None, Challenge::BEARER);
     }
 
-    fn deny(&self, turn: &mut Turn, denial: &Denial, issuer: Option<usize>) -> Flow {
+    fn deny(
+        &self,
+        turn: &mut Turn,
+        denial: &Denial,
+        issuer: Option<usize>,
+        challenge: Challenge,
+    ) -> Flow {
         self.host.record(Metric::Denied {
             issuer,
             kind: denial.kind(),
@@ -566,7 +637,7 @@ impl<H: Host + Clone> Worker<H> {
         if *denial == Denial::ClockUnavailable && !CLOCK_LOGGED.swap(true, Ordering::Relaxed) {
             log::error!("tollgate: neither the host nor WASI tells the time: every request that needs a token is refused (503)");
         }
-        let reply = outcome::reply(denial, &self.cfg.realm);
+        let reply = outcome::reply(denial, &self.cfg.realm, challenge);
         if !self
             .host
             .send_response(reply.status, &reply.headers, &reply.body)
@@ -754,7 +825,7 @@ impl<H: Host + Clone> Worker<H> {
             self.start(turn, context_id, w.facts, now, MayWait::NotForPeer)
         } else {
             let verdict = self.verdict(&w.facts, now, fresh);
-            self.apply(turn, verdict, fresh.is_some())
+            self.apply(turn, verdict, fresh.is_some(), now)
         };
         if flow == Flow::Continue {
             self.resumed.insert(context_id);

@@ -1,4 +1,7 @@
-//! The DPoP replay store (RFC 9449 §11.1): which proofs (`jti`, per proof key) were already
+//! DPoP's state shared by the workers: the key of the server nonces ([`nonce_secret`]) and
+//! the replay store.
+//!
+//! The replay store (RFC 9449 §11.1): which proofs (`jti`, per proof key) were already
 //! used inside the `iat` window, seen by every worker of the process through shared data.
 //!
 //! Shared data has no delete and no TTL, so the store is a fixed number of buckets
@@ -23,6 +26,9 @@ use sha2::{Digest, Sha256};
 
 use super::host::Host;
 
+/// Buckets of the store: at most `BUCKETS` × [`BUCKET_ENTRIES`] live proofs, 1.5 MiB of
+/// entries when every bucket is full.
+pub const BUCKETS: u32 = 8192;
 /// Entries per bucket.
 pub const BUCKET_ENTRIES: usize = 8;
 /// Bytes per entry: a 16-byte id and an 8-byte expiry (ms since the epoch, little endian).
@@ -77,6 +83,31 @@ pub fn record(host: &impl Host, buckets: u32, id: &[u8; 16], until_ms: u64, now_
         }
     }
     Seen::Full
+}
+
+/// Where the server nonces' key lives.
+const NONCE_KEY: &str = "tollgate.dp.nonce-key";
+/// Bytes of that key.
+const NONCE_KEY_LEN: usize = 32;
+
+/// The key of the DPoP server nonces: the one in shared data, or a new random one put there
+/// if there is none yet. Two workers that start together both try to create it; only one
+/// write succeeds (compare-and-swap) and both then use what the store holds. `None` when the
+/// host gives no randomness or will not keep the key.
+pub fn nonce_secret(host: &impl Host) -> Option<Vec<u8>> {
+    for _ in 0..TRIES {
+        let (value, cas) = host.shared_get(NONCE_KEY);
+        if let Some(v) = value.filter(|v| v.len() == NONCE_KEY_LEN) {
+            return Some(v);
+        }
+        let mut fresh = vec![0u8; NONCE_KEY_LEN];
+        if !host.random(&mut fresh) {
+            return None;
+        }
+        // Whether this write or another worker's won, the next read returns the key.
+        host.shared_swap(NONCE_KEY, &fresh, cas);
+    }
+    None
 }
 
 fn entries(bytes: &[u8]) -> impl Iterator<Item = ([u8; 16], u64)> + '_ {

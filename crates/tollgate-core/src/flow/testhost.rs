@@ -36,6 +36,8 @@ pub enum Effect {
 struct State {
     effects: Vec<Effect>,
     metrics: Vec<Metric>,
+    /// Feeds [`Host::random`].
+    random_counter: u32,
     /// The requests dispatched, by token.
     requests: Vec<(u32, HttpRequest)>,
     tick: Option<Duration>,
@@ -193,5 +195,15 @@ impl Host for TestHost {
 
     fn record(&self, metric: Metric) {
         self.state.borrow_mut().metrics.push(metric);
+    }
+
+    /// Not random: bytes from a counter, so tests are repeatable; distinct per call.
+    fn random(&self, buf: &mut [u8]) -> bool {
+        let mut st = self.state.borrow_mut();
+        for b in buf.iter_mut() {
+            st.random_counter = st.random_counter.wrapping_add(1);
+            *b = (st.random_counter as u8) ^ 0x5a;
+        }
+        true
     }
 }

@@ -25,6 +25,8 @@ fn valid_token_is_allowed_with_identity_headers() {
     assert_eq!(
         d,
         Decision::Done(Verdict::Allow {
+            proof: None,
+            authorization: Upstream::Keep,
             issuer: Some(AS1),
             headers: expected,
             cache_hit: false,
@@ -75,6 +77,7 @@ fn without_a_clock_no_token_is_accepted_and_anonymous_routes_still_work() {
     let token = as1_read_write_token();
     assert!(allowed(AS1, false)(&env.bearer("/api", &token)), "cached");
     let unavailable = Decision::Done(Verdict::Deny {
+        challenge: route_challenge(),
         denial: Denial::ClockUnavailable,
         issuer: None,
     });
@@ -208,6 +211,7 @@ fn cached_verification_still_checks_the_routes_scopes() {
     assert_eq!(
         env.bearer("/admin", &token),
         Decision::Done(Verdict::Deny {
+            challenge: route_challenge(),
             denial: Denial::InsufficientScope {
                 scope: "admin".into()
             },

@@ -137,10 +137,12 @@ fn a_remembered_verification_is_checked_against_the_held_keys_too() {
             ring,
             cache: &mut memo,
             now_ms: NOW_MS,
+            nonce_secret: None,
         };
         let request = Request {
             facts: &req,
             authorization: &[&value],
+            sender: Sender::default(),
         };
         authenticate(&mut deciding, &request, MayWait::No, None)
     };

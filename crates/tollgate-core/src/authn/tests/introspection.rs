@@ -65,6 +65,8 @@ fn a_fresh_active_answer_allows_with_the_answers_identity() {
         assert_eq!(
             d,
             Decision::Done(Verdict::Allow {
+                proof: None,
+                authorization: Upstream::Keep,
                 issuer: Some(OP3),
                 headers: expected,
                 cache_hit: false,

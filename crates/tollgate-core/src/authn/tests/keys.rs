@@ -91,6 +91,7 @@ fn issuer_without_keys_waits_then_is_unavailable() {
     assert_eq!(
         env.bearer_at("/api", &token, NOW_MS, MayWait::No),
         Decision::Done(Verdict::Deny {
+            challenge: route_challenge(),
             denial: Denial::KeysUnavailable,
             issuer: Some(AS3)
         })
@@ -105,6 +106,7 @@ fn too_stale_keys_are_unavailable_and_never_waited_for() {
     let token = as3_token();
     env.fetch_as3(NOW_MS - AS3_MAX_STALE_MS - 1);
     let unavailable = Decision::Done(Verdict::Deny {
+        challenge: route_challenge(),
         denial: Denial::KeysUnavailable,
         issuer: Some(AS3),
     });

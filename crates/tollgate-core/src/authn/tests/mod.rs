@@ -29,6 +29,7 @@ use crate::cache::{CacheKey, Cached, Claim, Verified};
 use crate::config::KeySource;
 use crate::jwks::{Held, KeySet};
 use crate::jwt::JwtError;
+use crate::key::Alg;
 use crate::testdata::{
     compact, header, jwks, sign, sign_hs256, TestKey, AUD, ISS_A, ISS_B, NOW_MS, NOW_S,
     RSA_A_PUBLIC_PEM,
@@ -214,10 +215,12 @@ impl Env {
             ring: &self.ring,
             cache: &mut self.cache,
             now_ms,
+            nonce_secret: None,
         };
         let request = Request {
             facts: &req,
             authorization,
+            sender: Sender::default(),
         };
         authenticate(&mut deciding, &request, may_wait, fresh)
     }
@@ -239,6 +242,7 @@ fn allowed(issuer: usize, cache_hit: bool) -> impl Fn(&Decision) -> bool {
 
 fn invalid_token(why: &'static str, issuer: Option<usize>) -> Decision {
     Decision::Done(Verdict::Deny {
+        challenge: route_challenge(),
         denial: Denial::InvalidToken(why),
         issuer,
     })
@@ -564,5 +568,22 @@ fn ttl() -> crate::introspect::Ttl {
 }
 
 fn denied(denial: Denial, issuer: Option<usize>) -> Decision {
-    Decision::Done(Verdict::Deny { denial, issuer })
+    Decision::Done(Verdict::Deny {
+        denial,
+        issuer,
+        challenge: route_challenge(),
+    })
+}
+
+/// The challenges of the test routes: every issuer takes Bearer, and DPoP with the default
+/// proof algorithms (`dpop.mode` is `allowed` unless configured).
+pub(super) fn route_challenge() -> Challenge {
+    let mut algs = crate::key::AlgSet::default();
+    algs.insert(Alg::Es256);
+    algs.insert(Alg::EdDsa);
+    Challenge {
+        bearer: true,
+        dpop: Some(algs),
+        used: Scheme::Bearer,
+    }
 }

@@ -14,6 +14,7 @@ fn insufficient_scope_all_of() {
     assert_eq!(
         env.bearer("/rw", &as1_read_token()),
         Decision::Done(Verdict::Deny {
+            challenge: route_challenge(),
             denial: Denial::InsufficientScope {
                 scope: "read write".into()
             },
@@ -31,6 +32,7 @@ fn insufficient_scope_any_of() {
     assert_eq!(
         env.bearer("/ops", &as1_read_write_token()),
         Decision::Done(Verdict::Deny {
+            challenge: route_challenge(),
             denial: Denial::InsufficientScope {
                 scope: "ops admin".into()
             },
@@ -50,6 +52,7 @@ fn insufficient_scope_any_of() {
 fn claim_mismatch() {
     let mut env = Env::new();
     let unsatisfied = Decision::Done(Verdict::Deny {
+        challenge: route_challenge(),
         denial: Denial::ClaimNotSatisfied,
         issuer: Some(AS1),
     });

@@ -12,6 +12,8 @@ use super::*;
 fn anonymous_route_needs_and_checks_nothing() {
     let mut env = Env::new();
     let anonymous = Decision::Done(Verdict::Allow {
+        proof: None,
+        authorization: Upstream::Keep,
         issuer: None,
         headers: Vec::new(),
         cache_hit: false,
@@ -34,6 +36,7 @@ fn no_route_is_denied_without_a_default_route() {
     assert_eq!(
         env.bearer("/elsewhere", &as1_read_write_token()),
         Decision::Done(Verdict::Deny {
+            challenge: Challenge::BEARER,
             denial: Denial::NoRoute,
             issuer: None
         })
@@ -49,6 +52,7 @@ fn default_route_applies_to_unmatched_requests() {
     assert_eq!(
         env.bearer("/elsewhere", &as1_read_token()),
         Decision::Done(Verdict::Deny {
+            challenge: route_challenge(),
             denial: Denial::InsufficientScope {
                 scope: "write".into()
             },
@@ -58,6 +62,7 @@ fn default_route_applies_to_unmatched_requests() {
     assert_eq!(
         env.decide("/elsewhere", &[], NOW_MS, MayWait::Yes),
         Decision::Done(Verdict::Deny {
+            challenge: route_challenge(),
             denial: Denial::MissingToken,
             issuer: None
         })
@@ -73,6 +78,7 @@ fn default_route_applies_to_unmatched_requests() {
 fn missing_token() {
     let mut env = Env::new();
     let missing = Decision::Done(Verdict::Deny {
+        challenge: route_challenge(),
         denial: Denial::MissingToken,
         issuer: None,
     });
@@ -93,7 +99,8 @@ fn two_authorization_headers_are_an_invalid_request() {
             env.decide("/api", &headers, NOW_MS, MayWait::Yes),
             Decision::Done(Verdict::Deny {
                 denial: Denial::InvalidRequest(_),
-                issuer: None
+                issuer: None,
+                ..
             })
         ));
     }

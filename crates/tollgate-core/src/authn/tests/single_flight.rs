@@ -68,7 +68,8 @@ fn an_entry_that_landed_by_claim_time_is_a_cache_hit_and_still_meets_the_route()
         env.bearer("/admin", &token),
         Decision::Done(Verdict::Deny {
             denial: Denial::InsufficientScope { .. },
-            issuer: Some(AS1)
+            issuer: Some(AS1),
+            ..
         })
     ));
     assert_eq!(env.cache.puts, 0);
@@ -95,7 +96,8 @@ fn a_refused_token_frees_its_claim() {
             env.bearer("/api", &token),
             Decision::Done(Verdict::Deny {
                 denial: Denial::InvalidToken(_),
-                issuer: Some(AS1)
+                issuer: Some(AS1),
+                ..
             })
         ));
     }

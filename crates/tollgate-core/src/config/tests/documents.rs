@@ -64,8 +64,15 @@ fn defaults() {
         Some("x-tollgate-issuer")
     );
     assert_eq!(cfg.identity.payload_header, None);
-    assert!(!cfg.identity.drop_authorization);
-    assert_eq!(cfg.identity.owned_headers().count(), 5);
+    assert_eq!(
+        cfg.identity.authorization,
+        crate::config::ForwardAuthorization::Unchanged
+    );
+    assert_eq!(
+        cfg.identity.binding_header.as_deref(),
+        Some("x-tollgate-cnf")
+    );
+    assert_eq!(cfg.identity.owned_headers().count(), 6);
 }
 
 #[test]
@@ -151,7 +158,10 @@ fn explicit_settings_are_compiled() {
     assert!(matches!(cfg.default_policy, Some(Policy::Anonymous)));
     assert_eq!(cfg.identity.issuer_name_header, None);
     assert_eq!(cfg.identity.payload_header.as_deref(), Some("x-claims"));
-    assert!(cfg.identity.drop_authorization);
+    assert_eq!(
+        cfg.identity.authorization,
+        crate::config::ForwardAuthorization::Drop
+    );
     assert_eq!(cfg.realm, "orders api");
     assert_eq!(cfg.cache_slots, 0);
 }
