@@ -166,20 +166,30 @@ def assert_allowed(r, path: str) -> dict:
     return echo["headers"]
 
 
-def assert_invalid_token(r) -> None:
-    """401 invalid_token with RFC 6750's Bearer challenge."""
+# Why Tollgate refused (crates/tollgate-core/src/binding.rs, BindingError::describe).
+OTHER_CERT = "the token is bound to another client certificate"
+NO_CERT = "the token is bound to a client certificate, and none was presented"
+NOT_BOUND = "this resource requires a certificate-bound token"
+
+
+def assert_invalid_token(r, why: str | None = None) -> None:
+    """401 invalid_token with RFC 6750's Bearer challenge (the rig's routes also offer DPoP,
+    whose challenge follows), for this reason when given."""
     status = r.status_code
     assert status == 401, (status, dict(r.headers), r.text[:500])
     challenge = r.headers["www-authenticate"]
     assert challenge.startswith(f'Bearer realm="{REALM}", error="invalid_token", error_description="'), challenge
     assert r.json()["error"] == "invalid_token", r.text
+    if why is not None:
+        assert f'error_description="{why}"' in challenge, challenge
+        assert r.json()["error_description"] == why, r.text
 
 
-def refused(st: rig_stack.Stack, path: str, token: str, **kw) -> requests.Response:
-    """The call is refused with 401 invalid_token and the upstream never saw it."""
+def refused(st: rig_stack.Stack, path: str, token: str, why: str | None = None, **kw) -> requests.Response:
+    """The call is refused with 401 invalid_token (for that reason) and the upstream never saw it."""
     seen = Upstream(st)
     r = call(st, path, token, **kw)
-    assert_invalid_token(r)
+    assert_invalid_token(r, why)
     seen.saw_nothing()
     return r
 
@@ -345,15 +355,15 @@ def test_bound_token_with_another_certificate_is_refused(mst, bound, kind):
     on the mTLS route and on the generic one (a bound token is held to its binding whatever
     the mode)."""
     for path in ("/api/mtls/x", "/api/x"):
-        refused(mst, path, bound[kind], cert=mst.pki.b)
+        refused(mst, path, bound[kind], OTHER_CERT, cert=mst.pki.b)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_bound_token_without_a_certificate_is_refused(mst, bound, kind):
     """A's token over TLS with no client certificate, and over the plain listener: 401."""
     for path in ("/api/mtls/x", "/api/x"):
-        refused(mst, path, bound[kind])
-        refused(mst, path, bound[kind], tls=False)
+        refused(mst, path, bound[kind], NO_CERT)
+        refused(mst, path, bound[kind], NO_CERT, tls=False)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -362,7 +372,8 @@ def test_bound_token_with_a_clients_own_xfcc_on_the_plain_listener_is_refused(ms
     (This Envoy drops the header, SANITIZE; test_a_clients_xfcc_is_not_a_certificate has one
     that lets it through.)"""
     for path in ("/api/mtls/x", "/api/x"):
-        refused(mst, path, bound[kind], tls=False, headers={"x-forwarded-client-cert": pki.xfcc(mst.pki.a.pem)})
+        refused(mst, path, bound[kind], NO_CERT, tls=False,
+                headers={"x-forwarded-client-cert": pki.xfcc(mst.pki.a.pem)})
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -371,7 +382,7 @@ def test_unbound_token_on_the_mtls_route_is_refused(mst, kind):
     token, 401; the same token passes on the generic route ("allowed"), with no binding to
     report upstream."""
     token = unbound_token(mst, kind)
-    refused(mst, "/api/mtls/x", token, cert=mst.pki.a)
+    refused(mst, "/api/mtls/x", token, NOT_BOUND, cert=mst.pki.a)
     seen = allowed(mst, "/api/x", token, cert=mst.pki.a)
     assert CNF_HEADER not in seen
     seen = allowed(mst, "/api/x", token, tls=False)
@@ -398,8 +409,10 @@ def test_dpop_scheme_with_a_certificate_bound_token_is_refused(mst, bound, kind)
     r = call(mst, "/api/mtls/x", bound[kind], cert=mst.pki.a, scheme="DPoP")
     assert r.status_code == 401, (r.status_code, dict(r.headers), r.text[:500])
     challenge = r.headers["www-authenticate"]
-    assert challenge.startswith(("DPoP ", "Bearer ")), challenge
-    assert 'error="invalid_token"' in challenge or 'error="invalid_dpop_proof"' in challenge, challenge
+    assert "DPoP " in challenge, challenge
+    dpop_challenge = challenge[challenge.index("DPoP "):]  # the error is in the scheme used
+    assert 'error="invalid_dpop_proof"' in dpop_challenge or 'error="invalid_token"' in dpop_challenge, challenge
+    assert r.json()["error"] in ("invalid_dpop_proof", "invalid_token"), r.text
     seen.saw_nothing()
 
 
@@ -431,7 +444,8 @@ def test_post_with_a_body_over_http1(mst, bound, kind, shape):
     assert seen.arrivals() == ["> POST /api/mtls/orders"]
 
     data = BODY if shape == "at-once" else chunks()
-    refused(mst, "/api/mtls/orders", bound[kind], cert=mst.pki.b, method="POST", headers=headers, data=data)
+    refused(mst, "/api/mtls/orders", bound[kind], OTHER_CERT, cert=mst.pki.b, method="POST", headers=headers,
+            data=data)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -449,7 +463,7 @@ def test_post_with_a_body_over_http2(mst, bound, kind):
             assert r.json()["headers"][CNF_HEADER] == mtls_identity(ident)
             assert seen.arrivals() == ["> POST /api/mtls/orders"]
         else:
-            assert_invalid_token(r)
+            assert_invalid_token(r, OTHER_CERT)
             seen.saw_nothing()
 
 
@@ -469,15 +483,16 @@ def test_a_clients_xfcc_is_not_a_certificate(forwarding, kind):
     assert upstream_saw(r).get("x-forwarded-client-cert") == spoof["x-forwarded-client-cert"]
     token = st.as1_bound_token(p.a.pem, resource=JWT_RESOURCE if kind == "jwt" else None)
     for path in ("/api/mtls/x", "/api/x"):
-        refused(st, path, token, tls=False, headers=spoof)
-        refused(st, path, token, tls=False, headers={"client-cert": pki.client_cert_header(p.a.pem)})
+        refused(st, path, token, NO_CERT, tls=False, headers=spoof)
+        refused(st, path, token, NO_CERT, tls=False, headers={"client-cert": pki.client_cert_header(p.a.pem)})
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_trusted_proxy_xfcc(xfcc_proxy, kind):
     """`client_certificate` from "xfcc": the test is the proxy. XFCC for A with A's token →
     200 and the upstream gets the binding but not the header; XFCC for B, or none → 401. Hash=
-    alone and Cert= alone each name the certificate."""
+    alone and Cert= alone each name the certificate. The gateway's calls keep the header, so
+    as1 binds a token asked for through the gateway to the proxy's certificate."""
     st = xfcc_proxy
     p = st.make_pki()
     token = st.as1_bound_token(p.a.pem, resource=JWT_RESOURCE if kind == "jwt" else None)
@@ -487,8 +502,15 @@ def test_trusted_proxy_xfcc(xfcc_proxy, kind):
             assert "x-forwarded-client-cert" not in seen, seen
             assert seen[CNF_HEADER] == mtls_identity(p.a)
     for path in ("/api/mtls/x", "/api/x"):
-        refused(st, path, token, tls=False, headers={"x-forwarded-client-cert": pki.xfcc(p.b.pem)})
-        refused(st, path, token, tls=False)
+        refused(st, path, token, OTHER_CERT, tls=False, headers={"x-forwarded-client-cert": pki.xfcc(p.b.pem)})
+        refused(st, path, token, NO_CERT, tls=False)
+    # the gateway's calls keep the header for the AS: a token through it is bound to A
+    r = requests.post(f"{st.url}/oauth2/as1/token", timeout=TIMEOUT,
+                      data={"grant_type": "client_credentials", "scope": "read", "resource": JWT_RESOURCE},
+                      headers={"Authorization": tokens.basic_auth(*MTLS_CLIENT),
+                               "x-forwarded-client-cert": pki.xfcc(p.a.pem)})
+    assert r.status_code == 200, r.text
+    assert tokens.decode_unverified(r.json()["access_token"])[1]["cnf"] == {"x5t#S256": pki.x5t_s256(p.a.pem)}
     # an unbound token through the proxy with a certificate: the header is still removed
     seen = allowed(st, "/api/x", unbound_token(st, kind), tls=False,
                    headers={"x-forwarded-client-cert": pki.xfcc(p.a.pem)})
@@ -506,10 +528,10 @@ def test_trusted_proxy_client_cert(client_cert_proxy, kind):
         seen = allowed(st, path, token, tls=False, headers={"client-cert": pki.client_cert_header(p.a.pem)})
         assert "client-cert" not in seen, seen
         assert seen[CNF_HEADER] == mtls_identity(p.a)
-        refused(st, path, token, tls=False, headers={"client-cert": pki.client_cert_header(p.b.pem)})
-        refused(st, path, token, tls=False)
+        refused(st, path, token, OTHER_CERT, tls=False, headers={"client-cert": pki.client_cert_header(p.b.pem)})
+        refused(st, path, token, NO_CERT, tls=False)
         # an XFCC is not what this deployment reads (Envoy's SANITIZE drops it anyway)
-        refused(st, path, token, tls=False, headers={"x-forwarded-client-cert": pki.xfcc(p.a.pem)})
+        refused(st, path, token, NO_CERT, tls=False, headers={"x-forwarded-client-cert": pki.xfcc(p.a.pem)})
 
 
 # ---------------------------------------------------------------------------- mode "off"
