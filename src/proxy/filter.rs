@@ -111,7 +111,7 @@ impl HttpContext for Filter {
         let mut facts = OwnedFacts::default();
         let mut spoofed: Vec<String> = Vec::new();
         let source = &worker.cfg.sender_constraint.client_certificate;
-        let cert_header = source.header().filter(|_| worker.reads_client_certificate);
+        let cert_header = source.header();
         let mut cert_values: Vec<String> = Vec::new();
         for (name, value) in host::request_headers() {
             let value = String::from_utf8_lossy(&value);
@@ -169,11 +169,12 @@ impl HttpContext for Filter {
             Start::NotGateway => {
                 if worker.reads_client_certificate {
                     facts.cert_x5t = client_certificate(source, &cert_values);
-                    if let Some(header) = cert_header.filter(|_| !cert_values.is_empty()) {
-                        // Read, and not passed on: the upstream learns the binding from the
-                        // identity header. (Gateway calls keep it: the AS reads it to bind.)
-                        host::remove_request_header(header);
-                    }
+                }
+                if let Some(header) = cert_header.filter(|_| !cert_values.is_empty()) {
+                    // Read (where some route takes certificate-bound tokens), and never passed
+                    // on: the upstream learns the binding from the identity header. (Gateway
+                    // calls keep it: the authorization server reads it to bind tokens.)
+                    host::remove_request_header(header);
                 }
                 let flow = worker.on_request(self.context_id, facts, now);
                 self.stage = Stage::after_headers(flow);
