@@ -178,7 +178,10 @@ fn token_type_can_be_required() {
     let typed = answer(200, json!({"active": true, "token_type": "Bearer"}));
     assert!(matches!(read(Some(&typed), &e), Ok(Answer::Active { .. })));
     // RFC 9449 §6.2: a DPoP-bound token's answer says `DPoP` (its `cnf.jkt` is checked later).
-    let dpop = answer(200, json!({"active": true, "token_type": "DPoP", "cnf": {"jkt": "k"}}));
+    let dpop = answer(
+        200,
+        json!({"active": true, "token_type": "DPoP", "cnf": {"jkt": "k"}}),
+    );
     assert!(matches!(read(Some(&dpop), &e), Ok(Answer::Active { .. })));
 }
 
