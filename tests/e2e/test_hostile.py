@@ -988,10 +988,12 @@ def raw_call(stack, host: bytes, path: bytes, token: str | None = None, method: 
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     lines_ = head.decode("latin-1").split("\r\n")
-    headers = {}
+    headers: dict[str, str] = {}
     for line in lines_[1:]:
         name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
+        key = name.strip().lower()
+        # repeated ones joined with ", " (two WWW-Authenticate challenges: Bearer and DPoP)
+        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
     return Answer(int(lines_[0].split()[1]), headers, body)
 
 

@@ -21,7 +21,8 @@ import wasmtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import servers  # noqa: E402  (tests/rig, on sys.path via conftest)
+import pki  # noqa: E402  (tests/rig, on sys.path via conftest)
+import servers  # noqa: E402
 import tokens  # noqa: E402
 from minihost.host import MiniHost, encode_map  # noqa: E402
 from procs import free_port  # noqa: E402
@@ -537,3 +538,34 @@ def test_clear_route_cache_is_asked_once_then_skipped(wasm, as1):
         assert result.header(":path") == "/me"
     assert host.unimplemented["proxy_call_foreign_function"] == 1, host.unimplemented
     assert not host.traps
+
+
+def test_certificate_bound_tokens_read_the_client_certificate_from_nginx(wasm, as1, mode, tmp_path):
+    """RFC 8705 on APISIX: wasm-nginx-module answers a property by the nginx variable of that
+    name, so the plugin reads `$ssl_client_escaped_cert` (URL-encoded PEM, what nginx gives for
+    a TLS client certificate). A token oidc-provider bound to certificate A passes with A and
+    is refused with B or without one."""
+    certs = pki.make(tmp_path / "pki")
+    token = tokens.client_credentials(
+        f"http://127.0.0.1:{as1}/token", "mtls-client", "mtls-secret", scope="read",
+        resource="https://api.test/jwt",
+        extra_headers={"x-forwarded-client-cert": pki.xfcc(certs.a.pem)})["access_token"]
+    assert tokens.decode_unverified(token)[1]["cnf"] == {"x5t#S256": certs.a.x5t}
+    cfg = config(as1)
+    cfg["issuers"][0]["mtls"] = {"mode": "allowed"}
+    host = start_host(wasm, cfg, mode)
+
+    def with_cert(identity):
+        variables = {"ssl_client_escaped_cert": pki.url_encoded_pem(identity.pem)} if identity else {}
+        headers = [("host", "api.test"), ("authorization", f"Bearer {token}")]
+        result = host.request(headers, path="/api/items", variables=variables)
+        assert result.trap is None and not result.crashed, result
+        return result
+
+    allowed = with_cert(certs.a)
+    assert allowed.local_reply is None, allowed.local_reply
+    assert dict(allowed.forwarded)["x-tollgate-cnf"] == f"mtls;x5t={certs.a.x5t}"
+    for identity, why in [(certs.b, "another client certificate"), (None, "none was presented")]:
+        refused = with_cert(identity)
+        assert_denied(refused)
+        assert why in refused.local_reply.header("www-authenticate"), refused.local_reply

@@ -309,9 +309,12 @@ class MiniHost:
             raise VmTrapped(str(self.traps[-1])) from None
 
     def request(self, headers: list[tuple[str, str]], method: str = "GET",
-                path: str = "/", body: bytes | None = None) -> Result:
+                path: str = "/", body: bytes | None = None,
+                variables: dict[str, str] | None = None) -> Result:
         """One request through the plugin, as APISIX's access phase runs it. `body`: the
-        request body nginx has read (delivered to the plugin only if it asked for it)."""
+        request body nginx has read (delivered to the plugin only if it asked for it).
+        `variables`: other nginx variables this request has (e.g. `ssl_client_escaped_cert`,
+        the URL-encoded PEM of a TLS client certificate), readable as properties."""
         if self.traps:
             raise VmTrapped(str(self.traps[0]))
         if not self.configured:
@@ -319,6 +322,7 @@ class MiniHost:
         started = time.monotonic()
         result = Result()
         req = self._req = _Request(headers, method, path, result, body or b"")
+        req.variables.update(variables or {})
         ctx = self._free_ids.pop() if self._free_ids else self._take_id()
         try:
             self._call("proxy_on_context_create", ctx, ROOT_ID)

@@ -4,7 +4,9 @@
 //! The request path applies them in [`crate::authn`]; a route's challenges are worked out
 //! here, once ([`challenge`]).
 
-use super::raw::{RawClientCertificate, RawDpop, RawMode, RawSenderConstraint};
+use super::raw::{
+    RawCertificateSource, RawClientCertificate, RawDpop, RawMode, RawSenderConstraint,
+};
 use super::{
     err, http_url, is_header_name, same_header_name, ConfigError, Identity, RESERVED_HEADERS,
 };
@@ -184,9 +186,31 @@ pub(super) fn compile_sender_constraint(
         Some(text) => Some(external_origin("sender_constraint.external_origin", &text)?),
     };
     let client_certificate = match r.client_certificate {
-        RawClientCertificate::Connection {} => ClientCertificate::Connection,
-        RawClientCertificate::Xfcc { header } => ClientCertificate::Xfcc { header },
-        RawClientCertificate::ClientCert { header } => ClientCertificate::ClientCert { header },
+        RawClientCertificate {
+            from: RawCertificateSource::Connection,
+            header: None,
+        } => ClientCertificate::Connection,
+        RawClientCertificate {
+            from: RawCertificateSource::Connection,
+            header: Some(_),
+        } => {
+            return err(
+                "sender_constraint.client_certificate",
+                "a header is read only with \"from\": \"xfcc\" or \"client-cert\"",
+            )
+        }
+        RawClientCertificate {
+            from: RawCertificateSource::Xfcc,
+            header,
+        } => ClientCertificate::Xfcc {
+            header: header.unwrap_or_else(|| "x-forwarded-client-cert".to_owned()),
+        },
+        RawClientCertificate {
+            from: RawCertificateSource::ClientCert,
+            header,
+        } => ClientCertificate::ClientCert {
+            header: header.unwrap_or_else(|| "client-cert".to_owned()),
+        },
     };
     if let Some(h) = client_certificate.header() {
         let path = "sender_constraint.client_certificate.header";

@@ -265,7 +265,7 @@ fn sender_constraint_refusals() {
         (
             json!({"client_certificate": {"from": "connection", "header": "x-cert"}}),
             "sender_constraint.client_certificate",
-            "unknown field `header`",
+            "a header is read only with",
         ),
         (
             json!({"client_certificate": {"from": "xfcc", "header": "X-Forwarded-Client-Cert"}}),
