@@ -6,10 +6,16 @@ Run it through envoy-example/run (which installs what is needed and builds the w
 from __future__ import annotations
 
 import argparse
+import base64
+import datetime
+import hashlib
+import ipaddress
 import shutil
 import signal
 import sys
 import threading
+import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,11 +24,14 @@ sys.path.insert(0, str(ROOT / "tests" / "rig"))
 import envoy  # noqa: E402
 import servers  # noqa: E402
 import tokens  # noqa: E402
-from procs import Proc  # noqa: E402
+from procs import Proc, port_open  # noqa: E402
 
-API, ADMIN, AS1, AS2, UPSTREAM = 10000, 9901, 9100, 9200, 9300
+API, API_TLS, ADMIN, AS1, AS2, UPSTREAM = 10000, 10443, 9901, 9100, 9200, 9300
 AS1_ISSUER = f"http://127.0.0.1:{AS1}"
 AS2_ISSUER = f"http://127.0.0.1:{AS2}/o"
+STATE = ROOT / "target" / "demo"  # logs, servers' state and the demo PKI; emptied at every start
+# The TLS listener's certificates (envoy-example/envoy.yaml names them relative to ROOT).
+PKI = STATE / "pki"
 
 HOWTO = f"""
 Tollgate demo is up (logs in {{logs}}).
@@ -68,8 +77,9 @@ Ctrl-C stops everything.
 def start_all(logs: Path) -> list[Proc]:
     procs: list[Proc] = []
     try:
+        make_pki(PKI)
         procs.append(servers.start_upstream(UPSTREAM, logs))
-        procs.append(servers.start_oidc(AS1, logs / "as1-state", logs))
+        procs.append(start_as1(logs))
         procs.append(servers.start_dot(AS2, logs / "as2-state", logs, impersonate_issuer=AS1_ISSUER))
         argv = [str(envoy.envoy_binary()), "-c", str(ROOT / "envoy-example" / "envoy.yaml"),
                 "--disable-hot-restart", "--concurrency", "2", "-l", "info"]
@@ -81,13 +91,88 @@ def start_all(logs: Path) -> list[Proc]:
     return procs
 
 
-def wait_for_metadata(timeout: float = 10.0) -> None:
-    """Until Tollgate has fetched both servers' metadata (its gateway answers 503 before)."""
-    import time
+def start_as1(logs: Path) -> Proc:
+    """AS-1 as servers.start_oidc starts it, plus the demo's stand-in for certificate-bound
+    tokens and mtls-client (envoy-example/as1-mtls/, a no-op once the rig's AS-1 has them)."""
+    if not (servers.OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
+        raise RuntimeError(f"{servers.OIDC_DIR}/node_modules is missing: run scripts/setup")
+    preload = ROOT / "envoy-example" / "as1-mtls" / "preload.mjs"
+    argv = [servers.node_binary(), "--import", preload.as_uri(), str(servers.OIDC_DIR / "server.mjs"),
+            "--port", str(AS1), "--state-dir", str(logs / "as1-state")]
+    return Proc("as-oidc", argv, AS1, logs / "as-oidc.log", cwd=servers.OIDC_DIR).start()
 
+
+def make_pki(directory: Path) -> None:
+    """The demo's TLS material, new at every start (PEM files; keys are EC P-256, unencrypted):
+    ca.pem (the demo CA, which Envoy trusts for client certificates), server.pem/server-key.pem
+    (Envoy's TLS listener: 127.0.0.1 and localhost), client.pem/client-key.pem (a client
+    certificate from the demo CA, for `curl --cert/--key`)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def issue(name, key, issuer_name, issuer_key, ca=False, san=None, usage=None):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(issuer_name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                (issuer_key or key).public_key()), critical=False)
+        )
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False), critical=True)
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        if usage:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                encipher_only=False, decipher_only=False), critical=True)
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        return builder.sign(issuer_key or key, hashes.SHA256())
+
+    def write(stem, cert, key=None):
+        (directory / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        if key is not None:
+            path = directory / f"{stem}-key.pem"
+            path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+            path.chmod(0o600)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue("Tollgate demo CA", ca_key, None, None, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = issue("127.0.0.1", server_key, ca.subject, ca_key,
+                   san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+                   usage=ExtendedKeyUsageOID.SERVER_AUTH)
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = issue("Tollgate demo client", client_key, ca.subject, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    write("ca", ca)
+    write("server", server, server_key)
+    write("client", client, client_key)
+
+
+def wait_for_metadata(timeout: float = 10.0) -> None:
+    """Until the TLS listener is up and Tollgate has fetched both servers' metadata (its
+    gateway answers 503 before)."""
     import requests
 
     deadline = time.monotonic() + timeout
+    while not port_open(API_TLS) and time.monotonic() < deadline:
+        time.sleep(0.05)
     for name in ("as1", "as2"):
         url = f"http://127.0.0.1:{API}/oauth2/{name}/.well-known/oauth-authorization-server"
         while requests.get(url, timeout=5).status_code == 503 and time.monotonic() < deadline:
@@ -99,11 +184,33 @@ def stop_all(procs: list[Proc]) -> None:
         proc.stop()
 
 
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def dpop_proof(key, method: str, url: str, token: str | None = None) -> str:
+    """An RFC 9449 proof for one request, signed with the jwcrypto key `key` (ES256): what the
+    README's one-line `dpop` function prints."""
+    from jwcrypto import jwt
+
+    claims = {"jti": str(uuid.uuid4()), "htm": method, "htu": url, "iat": int(time.time())}
+    if token is not None:
+        claims["ath"] = b64url(hashlib.sha256(token.encode()).digest())
+    proof = jwt.JWT(header={"typ": "dpop+jwt", "alg": "ES256", "jwk": key.export_public(as_dict=True)},
+                    claims=claims)
+    proof.make_signed_token(key)
+    return proof.serialize()
+
+
 def check() -> bool:
     """The HOWTO's calls, asserted."""
     import requests
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from jwcrypto import jwk
 
     api = f"http://127.0.0.1:{API}"
+    api_tls = f"https://127.0.0.1:{API_TLS}"
     t1 = tokens.client_credentials(f"{AS1_ISSUER}/token", "demo-client", "demo-secret",
                                    scope="read", resource="https://api.test/jwt")["access_token"]
     t2 = tokens.client_credentials(f"{AS2_ISSUER}/token/", "dot-client", "dot-secret",
@@ -116,23 +223,78 @@ def check() -> bool:
                                    scope="read")["access_token"]
     g2 = tokens.client_credentials(f"{api}/oauth2/token", "dot-opaque", "dot-opaque-secret",
                                    scope="read")["access_token"]
+
+    # DPoP (RFC 9449): dpop-client's token from AS-1, bound to a key of ours (cnf.jkt).
+    key = jwk.JWK.generate(kty="EC", crv="P-256")
+    r = requests.post(f"{AS1_ISSUER}/token", auth=("dpop-client", "dpop-secret"),
+                      headers={"DPoP": dpop_proof(key, "POST", f"{AS1_ISSUER}/token")},
+                      data={"grant_type": "client_credentials", "scope": "read",
+                            "resource": "https://api.test/jwt"}, timeout=10)
+    r.raise_for_status()
+    dpop_token = r.json()["access_token"]
+    dpop_url = f"{api}/api/dpop/hello"
+
+    # mTLS (RFC 8705): mtls-client's token from the gateway on the TLS listener, bound to the
+    # demo client certificate (cnf.x5t#S256) that Envoy passes to AS-1 in XFCC.
+    cert = (str(PKI / "client.pem"), str(PKI / "client-key.pem"))
+    ca = str(PKI / "ca.pem")
+    r = requests.post(f"{api_tls}/oauth2/token", auth=("mtls-client", "mtls-secret"), cert=cert, verify=ca,
+                      data={"grant_type": "client_credentials", "scope": "read",
+                            "resource": "https://api.test/jwt"}, timeout=10)
+    r.raise_for_status()
+    mtls_token = r.json()["access_token"]
+    client_der = x509.load_pem_x509_certificate((PKI / "client.pem").read_bytes()).public_bytes(
+        serialization.Encoding.DER)
+
+    def get(url, token, scheme="Bearer", **kwargs):
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"{scheme} {token}"
+        return requests.get(url, headers=headers, timeout=10, **kwargs)
+
+    def bearer(path, token):
+        return lambda: get(api + path, token)
+
     cases = [
-        ("AS-1 token from the gateway", "/api/orders", g1, 200),
-        ("AS-2 token from the gateway", "/api/orders", g2, 200),
-        ("AS-1 token", "/api/orders", t1, 200),
-        ("AS-2 token", "/api/orders", t2, 200),
-        ("AS-1 opaque token", "/api/orders", o1, 200),
-        ("AS-2 opaque token", "/api/orders", o2, 200),
-        ("no token", "/api/orders", None, 401),
-        ("scope admin missing", "/api/admin/x", t1, 403),
-        ("anonymous route", "/public/hello", None, 200),
+        ("AS-1 token from the gateway", "/api/orders", bearer("/api/orders", g1), 200, None),
+        ("AS-2 token from the gateway", "/api/orders", bearer("/api/orders", g2), 200, None),
+        ("AS-1 token", "/api/orders", bearer("/api/orders", t1), 200, None),
+        ("AS-2 token", "/api/orders", bearer("/api/orders", t2), 200, None),
+        ("AS-1 opaque token", "/api/orders", bearer("/api/orders", o1), 200, None),
+        ("AS-2 opaque token", "/api/orders", bearer("/api/orders", o2), 200, None),
+        ("no token", "/api/orders", bearer("/api/orders", None), 401, None),
+        ("scope admin missing", "/api/admin/x", bearer("/api/admin/x", t1), 403, None),
+        ("anonymous route", "/public/hello", bearer("/public/hello", None), 200, None),
+        ("DPoP token with its proof", "/api/dpop/hello",
+         lambda: get(dpop_url, dpop_token, "DPoP",
+                     headers={"DPoP": dpop_proof(key, "GET", dpop_url, dpop_token)}),
+         200, f"dpop;jkt={key.thumbprint()}"),
+        ("DPoP token without a proof", "/api/dpop/hello", lambda: get(dpop_url, dpop_token, "DPoP"), 401, None),
+        ("DPoP token as a bearer token", "/api/dpop/hello", lambda: get(dpop_url, dpop_token), 401, None),
+        ("DPoP token, proof by another key", "/api/dpop/hello",
+         lambda: get(dpop_url, dpop_token, "DPoP", headers={"DPoP": dpop_proof(
+             jwk.JWK.generate(kty="EC", crv="P-256"), "GET", dpop_url, dpop_token)}), 401, None),
+        ("unbound token on the DPoP route", "/api/dpop/hello", bearer("/api/dpop/hello", t1), 401, None),
+        ("mTLS token with its certificate", "TLS /api/mtls/hello",
+         lambda: get(f"{api_tls}/api/mtls/hello", mtls_token, cert=cert, verify=ca),
+         200, f"mtls;x5t={b64url(hashlib.sha256(client_der).digest())}"),
+        ("mTLS token without a certificate", "TLS /api/mtls/hello",
+         lambda: get(f"{api_tls}/api/mtls/hello", mtls_token, verify=ca), 401, None),
+        ("mTLS token on the plain listener", "/api/mtls/hello", bearer("/api/mtls/hello", mtls_token), 401, None),
+        ("unbound token on the mTLS route", "TLS /api/mtls/hello",
+         lambda: get(f"{api_tls}/api/mtls/hello", t1, cert=cert, verify=ca), 401, None),
     ]
     ok = True
-    for name, path, token, want in cases:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        got = requests.get(api + path, headers=headers, timeout=10).status_code
-        print(f"  {'ok ' if got == want else 'BAD'} {name}: {path} -> {got} (want {want})")
-        ok &= got == want
+    for name, path, call, want, want_cnf in cases:
+        r = call()
+        good = r.status_code == want
+        note = ""
+        if want_cnf is not None:
+            cnf = r.json()["headers"].get("x-tollgate-cnf") if good else None
+            good &= cnf == want_cnf
+            note = f", x-tollgate-cnf {cnf}"
+        print(f"  {'ok ' if good else 'BAD'} {name}: {path} -> {r.status_code} (want {want}){note}")
+        ok &= good
     return ok
 
 
@@ -140,7 +302,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="run the example calls, then stop")
     args = parser.parse_args()
-    logs = ROOT / "target" / "demo"
+    logs = STATE
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     procs = start_all(logs)

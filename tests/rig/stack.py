@@ -65,13 +65,17 @@ def plugin_config(as1_port: int, as2_port: int, listener_port: int, tagging: boo
                 "require_token_type": True,
             },
             "opaque_tokens": {"pattern": "[A-Za-z0-9_-]{43}"},
+            # RFC 8705 §3: AS-1's mtls-client gets certificate-bound tokens (cnf.x5t#S256); they
+            # are accepted with their certificate, unbound tokens still pass (the /api/mtls route
+            # requires bound ones).
+            "mtls": {"mode": "allowed"},
             # Behind the gateway's /oauth2 endpoints: its OpenID and RFC 8414 documents (both
             # at their standard places). The rig's AS-1 gives registered clients ids starting
             # with "as1-" (features.registration.idFactory), so they route by that prefix.
             "gateway": {
                 "metadata": True,
                 "upstream": "as1",
-                "client_ids": ["demo-client", "post-client", "rs-client", "short-opaque-client"],
+                "client_ids": ["demo-client", "post-client", "rs-client", "short-opaque-client", "mtls-client"],
                 "client_id_prefixes": ["as1-"],
             },
         },
@@ -115,6 +119,11 @@ def plugin_config(as1_port: int, as2_port: int, listener_port: int, tagging: boo
         "issuers": issuers,
         "routes": [
             {"name": "public", "match": {"prefix": "/public"}, "anonymous": True},
+            # Only certificate-bound tokens presented with their certificate (RFC 8705 §3).
+            {"name": "mtls", "match": {"prefix": "/api/mtls"}, "require": {"mtls": "required"}},
+            # Only DPoP-bound tokens presented with a proof of their key (RFC 9449; AS-1's
+            # dpop-client gets them, and as1's dpop mode is the default, allowed).
+            {"name": "dpop", "match": {"prefix": "/api/dpop"}, "require": {"dpop": "required"}},
             {"name": "admin", "match": {"prefix": "/api/admin"}, "require": {"scopes": ["admin"]}},
             # Opaque tokens whose issuer the rules cannot tell: the client names it.
             {"name": "hinted", "match": {"prefix": "/api/hinted"},
