@@ -111,7 +111,7 @@ impl HttpContext for Filter {
         let mut facts = OwnedFacts::default();
         let mut spoofed: Vec<String> = Vec::new();
         let source = &worker.cfg.sender_constraint.client_certificate;
-        let cert_header = source.header().filter(|_| worker.reads_client_certificate);
+        let cert_header = source.header();
         let mut cert_values: Vec<String> = Vec::new();
         for (name, value) in host::request_headers() {
             let value = String::from_utf8_lossy(&value);
@@ -169,11 +169,12 @@ impl HttpContext for Filter {
             Start::NotGateway => {
                 if worker.reads_client_certificate {
                     facts.cert_x5t = client_certificate(source, &cert_values);
-                    if let Some(header) = cert_header.filter(|_| !cert_values.is_empty()) {
-                        // Read, and not passed on: the upstream learns the binding from the
-                        // identity header. (Gateway calls keep it: the AS reads it to bind.)
-                        host::remove_request_header(header);
-                    }
+                }
+                if let Some(header) = cert_header.filter(|_| !cert_values.is_empty()) {
+                    // Read (where some route takes certificate-bound tokens), and never passed
+                    // on: the upstream learns the binding from the identity header. (Gateway
+                    // calls keep it: the authorization server reads it to bind tokens.)
+                    host::remove_request_header(header);
                 }
                 let flow = worker.on_request(self.context_id, facts, now);
                 self.stage = Stage::after_headers(flow);
@@ -210,17 +211,47 @@ impl HttpContext for Filter {
     }
 }
 
-/// The client certificate's `x5t#S256`: from Envoy's connection (lower-case hex SHA-256 of the
-/// DER, since Envoy 1.38), or from the one value of the trusted proxy's header (two values:
-/// none, as a proxy sets exactly one).
+/// The client certificate's `x5t#S256`: from the host's TLS connection
+/// ([`connection_certificate`]), or from the one value of the trusted proxy's header (two
+/// values: none, as a proxy sets exactly one).
 fn client_certificate(source: &ClientCertificate, header_values: &[String]) -> Option<String> {
     match (source, header_values) {
-        (ClientCertificate::Connection, _) => {
-            host::property(&["connection", "sha256_peer_certificate_digest"])
-                .and_then(|hex| client_cert::x5t_of_hex_digest(&hex))
-        }
+        (ClientCertificate::Connection, _) => connection_certificate(),
         (_, [one]) => source.x5t_of_header(one),
         _ => None,
+    }
+}
+
+/// The client certificate of the host's own TLS connection, where each host offers it:
+/// - Envoy (since 1.38): `connection.sha256_peer_certificate_digest`, lower-case hex SHA-256
+///   of the leaf's DER — no parsing;
+/// - Kong (ngx_wasm_module, which lacks that attribute): nginx's `$ssl_client_escaped_cert`
+///   (URL-encoded PEM) through its `ngx.*` properties;
+/// - APISIX (wasm-nginx-module): the same variable, whose name is the property path there.
+///
+/// A connection without a certificate costs one call per source; once one source has given
+/// a certificate, this VM asks only that one.
+fn connection_certificate() -> Option<String> {
+    const ENVOY: &[&str] = &["connection", "sha256_peer_certificate_digest"];
+    const KONG: &[&str] = &["ngx", "ssl_client_escaped_cert"];
+    const APISIX: &[&str] = &["ssl_client_escaped_cert"];
+    const SOURCES: [&[&str]; 3] = [ENVOY, KONG, APISIX];
+    thread_local! {
+        static ANSWERED: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    }
+    let read = |i: usize| {
+        let path = SOURCES.get(i)?;
+        let text = host::property(path)?;
+        ANSWERED.set(Some(i));
+        if i == 0 {
+            client_cert::x5t_of_hex_digest(&text)
+        } else {
+            client_cert::x5t_of_url_encoded_pem(&text)
+        }
+    };
+    match ANSWERED.get() {
+        Some(i) => read(i),
+        None => (0..SOURCES.len()).find_map(read),
     }
 }
 

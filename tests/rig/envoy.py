@@ -17,6 +17,7 @@ start_envoy() returns only once the listener port accepts connections and admin 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -28,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 try:  # works both as `tests.rig.envoy` and with tests/rig on sys.path
-    from .procs import ROOT, Proc, free_port
+    from .procs import ROOT, Proc, free_port, port_open
 except ImportError:  # pragma: no cover
-    from procs import ROOT, Proc, free_port  # type: ignore[no-redef]
+    from procs import ROOT, Proc, free_port, port_open  # type: ignore[no-redef]
 
 WASM_FILTER = "envoy.filters.http.wasm"
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
@@ -162,6 +163,8 @@ def render(
     failure_policy: str | None = None,
     access_log: bool = True,
     extra_http_filters_before: list[dict] | None = None,
+    tls: TlsListener | None = None,
+    forward_client_cert_details: str | None = None,
 ) -> dict:
     """The bootstrap as a dict (write it with json.dumps; Envoy reads .json and .yaml).
 
@@ -172,6 +175,12 @@ def render(
     (a str is passed through as is, e.g. to test invalid JSON).
     access_log: one "[access] ..." line per request on Envoy's stdout (so in the Proc log), with
     the response code details, e.g. `wasm_fail_stream` or `via_upstream`.
+    tls: a second listener, `ingress_tls`, terminating TLS (see TlsListener and tls_listener())
+    with the same HTTP filters and routes as the plain one, which stays as it is.
+    forward_client_cert_details: the plain listener's XFCC handling (None: Envoy's default,
+    SANITIZE, which removes a client's x-forwarded-client-cert); "ALWAYS_FORWARD_ONLY" passes it
+    on (FORWARD_ONLY would not: it forwards XFCC only on mTLS connections, and this listener is
+    plain HTTP).
     """
     routes = DEFAULT_ROUTES if routes is None else routes
     http_filters = list(extra_http_filters_before or [])
@@ -203,21 +212,84 @@ def render(
                 },
             }
         ]
+    listeners = []
+    if tls is not None:
+        listeners.append(tls_listener(tls, hcm))  # a copy, before the plain listener's own settings
+    if forward_client_cert_details:
+        hcm["forward_client_cert_details"] = forward_client_cert_details
+    listeners.insert(0, {
+        "name": "ingress",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": int(listener_port)}},
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    })
     return {
         "node": {"id": "tollgate-test", "cluster": "tollgate-test"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": int(admin_port)}}},
         "static_resources": {
-            "listeners": [
-                {
-                    "name": "ingress",
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": int(listener_port)}},
-                    "filter_chains": [
-                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
-                    ],
-                }
-            ],
+            "listeners": listeners,
             "clusters": [_cluster(name, port) for name, port in clusters.items()],
         },
+    }
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """Envoy's second, TLS-terminating listener: its port, its certificate and key (PEM files)
+    and the CA it trusts for client certificates."""
+
+    port: int
+    cert: Path | str
+    key: Path | str
+    ca: Path | str
+
+
+TLS_CONTEXT_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+
+
+def tls_listener(tls: TlsListener, hcm: dict) -> dict:
+    """The `ingress_tls` listener: a copy of the plain listener's HttpConnectionManager (the same
+    HTTP filters, Tollgate and the router, and the same routes) behind a DownstreamTlsContext.
+
+    - A client certificate is asked for but not required (`require_client_certificate: false`),
+      so a client without one still connects (and Tollgate, not the handshake, refuses a
+      certificate-bound token sent without its certificate).
+    - A client certificate that is presented must chain to the test CA: Envoy's default
+      `trust_chain_verification` (VERIFY_TRUST_CHAIN) fails the handshake for anything else, so
+      the self-signed client certificate never reaches Tollgate. (RFC 8705 §3 would allow
+      self-signed certificates for bound tokens; a deployment that wants them sets
+      ACCEPT_UNTRUSTED. The rig keeps Envoy's default.)
+    - ALPN offers h2 and http/1.1 (codec_type AUTO then follows what was negotiated).
+    - XFCC: SANITIZE_SET with `cert: true`. Envoy drops whatever x-forwarded-client-cert the client
+      sent and, for a connection with a client certificate, sets one element
+      `Hash=<hex SHA-256 of the DER>;Cert="<URL-encoded PEM>"`, which reaches every upstream the
+      route table picks, e.g. the gateway's calls to as1 (oidc-provider reads `Cert=` to bind the
+      tokens it mints; tests/rig/as_oidc/server.mjs).
+    """
+    tls_hcm = copy.deepcopy(hcm)
+    tls_hcm["stat_prefix"] = "ingress_tls"
+    tls_hcm["forward_client_cert_details"] = "SANITIZE_SET"
+    tls_hcm["set_current_client_cert_details"] = {"cert": True}
+    context = {
+        "@type": TLS_CONTEXT_TYPE,
+        "require_client_certificate": False,
+        "common_tls_context": {
+            "alpn_protocols": ["h2", "http/1.1"],
+            "tls_certificates": [{
+                "certificate_chain": {"filename": str(Path(tls.cert).resolve())},
+                "private_key": {"filename": str(Path(tls.key).resolve())},
+            }],
+            "validation_context": {"trusted_ca": {"filename": str(Path(tls.ca).resolve())}},
+        },
+    }
+    return {
+        "name": "ingress_tls",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": int(tls.port)}},
+        "filter_chains": [{
+            "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": tls_hcm}],
+            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": context},
+        }],
     }
 
 
@@ -227,6 +299,7 @@ class EnvoyProc(Proc):
 
     admin_port: int = 0
     config_path: Path | None = None
+    tls_port: int | None = None  # the `ingress_tls` listener's, when there is one
 
     @property
     def listener_port(self) -> int:
@@ -236,13 +309,19 @@ class EnvoyProc(Proc):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def tls_url(self) -> str:
+        if self.tls_port is None:
+            raise RuntimeError(f"{self.name} has no TLS listener")
+        return f"https://127.0.0.1:{self.tls_port}"
+
     def start(self, timeout: float = 30.0) -> "EnvoyProc":
         deadline = time.monotonic() + timeout
         super().start(timeout=timeout)  # waits for the listener port
         while time.monotonic() < deadline:
             if self.popen is not None and self.popen.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.popen.returncode}; log tail:\n{self.log_tail()}")
-            if ready(self.admin_port):
+            if ready(self.admin_port) and (self.tls_port is None or port_open(self.tls_port)):
                 return self
             time.sleep(0.05)
         self.stop()
@@ -267,6 +346,8 @@ def start_envoy(
     fail_open: bool = False,
     failure_policy: str | None = None,
     access_log: bool = True,
+    tls: TlsListener | None = None,
+    forward_client_cert_details: str | None = None,
     config: dict | None = None,
     name: str = "envoy",
     timeout: float = 30.0,
@@ -277,6 +358,8 @@ def start_envoy(
 
     config: a ready bootstrap (e.g. from render()) instead of rendering one here; then
     listener_port/admin_port must be the ones in it.
+    tls, forward_client_cert_details: as render()'s (with config, the TLS listener, if any, is
+    found in it).
     """
     global _instances
     _instances += 1
@@ -293,6 +376,8 @@ def start_envoy(
             fail_open=fail_open,
             failure_policy=failure_policy,
             access_log=access_log,
+            tls=tls,
+            forward_client_cert_details=forward_client_cert_details,
         )
     else:
         listener_port = listener_port or config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
@@ -324,8 +409,16 @@ def start_envoy(
         log_path=log_path,
         admin_port=int(admin_port),
         config_path=config_path,
+        tls_port=_tls_port(config),
     )
     return proc.start(timeout=timeout)
+
+
+def _tls_port(config: dict) -> int | None:
+    for listener in config["static_resources"]["listeners"]:
+        if listener.get("name") == "ingress_tls":
+            return int(listener["address"]["socket_address"]["port_value"])
+    return None
 
 
 def validate(config: dict, log_dir: Path | str, name: str = "validate", timeout: float = 60.0) -> tuple[bool, str]:

@@ -19,9 +19,11 @@ import requests
 
 try:
     from . import envoy, servers, tokens
+    from . import pki as pki_mod
     from .procs import ROOT, Proc, free_port
 except ImportError:  # tests/rig on sys.path
     import envoy
+    import pki as pki_mod
     import servers
     import tokens
     from procs import ROOT, Proc, free_port
@@ -29,6 +31,8 @@ except ImportError:  # tests/rig on sys.path
 # $TOLLGATE_WASM runs the tests against another build of the plugin (nothing is built then).
 WASM = Path(os.environ["TOLLGATE_WASM"]).resolve() if os.environ.get("TOLLGATE_WASM") else ROOT / "target" / "tollgate.wasm"
 API_AUDIENCE = "https://api.test"
+# AS-1's client whose tokens are bound to its TLS client certificate (RFC 8705 §3).
+MTLS_CLIENT = ("mtls-client", "mtls-secret")
 
 
 def build_wasm() -> Path:
@@ -40,10 +44,11 @@ def build_wasm() -> Path:
 
 
 def plugin_config(as1_port: int, as2_port: int, listener_port: int, tagging: bool = False,
-                  **issuer_overrides) -> dict:
+                  tls_port: int | None = None, **issuer_overrides) -> dict:
     """The demo/test plugin configuration. listener_port: Envoy's, whose origin is the gateway's
-    public origin (the URL its metadata documents name); issuer_overrides: {"as1": {...}, "as2":
-    {...}} merged into each issuer; tagging turns on the gateway's stateless routing tags."""
+    public origin (the URL its metadata documents name); tls_port: Envoy's TLS listener, when
+    there is one (its https origin is a second public origin); issuer_overrides: {"as1": {...},
+    "as2": {...}} merged into each issuer; tagging turns on the gateway's stateless routing tags."""
     issuers = [
         {
             "name": "as1",
@@ -144,7 +149,8 @@ def plugin_config(as1_port: int, as2_port: int, listener_port: int, tagging: boo
         "gateway": {
             "base_path": "/oauth2",
             # The URLs the gateway's documents name: configured, never the request's Host.
-            "public_origins": [f"http://127.0.0.1:{listener_port}"],
+            "public_origins": [f"http://127.0.0.1:{listener_port}"]
+            + ([f"https://127.0.0.1:{tls_port}"] if tls_port else []),
             "selector_param": "as",
             "selector_header": "x-oauth-as",
             "tagging": tagging,
@@ -179,7 +185,20 @@ class Stack:
     tagging: bool = False
     # Top-level plugin configuration keys to set (None: remove the key), e.g. {"gateway": None}.
     config_overrides: dict = field(default_factory=dict)
+    # A second Envoy listener terminating TLS (envoy.tls_listener) on tls_port, with the test PKI
+    # (pki.py) written to workdir/pki: st.tls_url, st.pki.
+    tls: bool = False
+    tls_port: int = 0
+    # The plain listener's forward_client_cert_details (None: Envoy's default, SANITIZE), e.g.
+    # "ALWAYS_FORWARD_ONLY" so a client's own x-forwarded-client-cert reaches Tollgate and the
+    # upstream (FORWARD_ONLY forwards it only from mTLS connections, never on this plain listener).
+    forward_client_cert: str | None = None
     procs: dict[str, Proc] = field(default_factory=dict)
+    pki: pki_mod.Pki | None = None
+
+    def __post_init__(self) -> None:
+        if self.tls and not self.tls_port:
+            self.tls_port = free_port()
 
     @property
     def as1_issuer(self) -> str:
@@ -197,9 +216,14 @@ class Stack:
     def url(self) -> str:
         return self.envoy.url
 
+    @property
+    def tls_url(self) -> str:
+        """https://127.0.0.1:<tls_port> (Envoy's `ingress_tls` listener; Stack(tls=True))."""
+        return self.envoy.tls_url
+
     def plugin_config(self) -> dict:
         cfg = plugin_config(self.as1_port, self.as2_port, self.listener_port, self.tagging,
-                            **self.issuer_overrides)
+                            tls_port=self.tls_port or None, **self.issuer_overrides)
         for key, value in self.config_overrides.items():
             if value is None:
                 cfg.pop(key, None)
@@ -220,10 +244,24 @@ class Stack:
         )
         return self.procs["as2"]
 
+    def make_pki(self) -> pki_mod.Pki:
+        """The test PKI in workdir/pki (made once per stack; Envoy's TLS listener uses it)."""
+        if self.pki is None:
+            self.pki = pki_mod.make(self.workdir / "pki")
+        return self.pki
+
+    def tls_listener(self) -> envoy.TlsListener | None:
+        if not self.tls:
+            return None
+        p = self.make_pki()
+        return envoy.TlsListener(port=self.tls_port, cert=p.server.cert, key=p.server.key, ca=p.ca)
+
     def start_envoy(self, **kwargs) -> envoy.EnvoyProc:
         kwargs.setdefault("concurrency", self.concurrency)
         kwargs.setdefault("routes", gateway_routes())
         kwargs.setdefault("listener_port", self.listener_port)
+        kwargs.setdefault("tls", self.tls_listener())
+        kwargs.setdefault("forward_client_cert_details", self.forward_client_cert)
         self.procs["envoy"] = envoy.start_envoy(
             WASM, self.plugin_config(), self.clusters(), log_dir=self.workdir, **kwargs
         )
@@ -268,6 +306,17 @@ class Stack:
 
     def as1_opaque_token(self, scope: str = "read", client: tuple[str, str] = ("demo-client", "demo-secret")) -> str:
         return tokens.client_credentials(f"{self.as1_issuer}/token", *client, scope=scope)["access_token"]
+
+    def as1_bound_token(self, cert_pem: str, scope: str = "read",
+                        resource: str | None = "https://api.test/jwt") -> str:
+        """A token of mtls-client bound to this certificate (cnf.x5t#S256), asked of AS-1
+        directly with the x-forwarded-client-cert Envoy's TLS listener would set: the rig plays
+        the TLS-terminating proxy oidc-provider trusts (tests/rig/as_oidc/server.mjs). A JWT for
+        `resource`, or opaque with resource=None."""
+        return tokens.client_credentials(
+            f"{self.as1_issuer}/token", *MTLS_CLIENT, scope=scope, resource=resource,
+            extra_headers={"x-forwarded-client-cert": pki_mod.xfcc(cert_pem)},
+        )["access_token"]
 
     def as2_opaque_token(self, scope: str = "read", client: tuple[str, str] = ("dot-opaque", "dot-opaque-secret")) -> str:
         return tokens.client_credentials(f"{self.as2_issuer}/token/", *client, scope=scope)["access_token"]

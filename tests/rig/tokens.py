@@ -67,19 +67,21 @@ def client_credentials(
     resource: str | None = None,
     auth: str = "basic",
     check: bool = True,
+    extra_headers: dict | None = None,
 ) -> dict:
     """The token response of a client_credentials grant.
 
     auth="basic" sends client_secret_basic, auth="post" client_secret_post (see the module
     docstring). With check=False an error response is returned as its JSON body (plus "_status")
-    instead of raising TokenError.
+    instead of raising TokenError. extra_headers are added to the request (e.g. the XFCC a
+    TLS-terminating proxy would set).
     """
     data = {"grant_type": "client_credentials"}
     if scope is not None:
         data["scope"] = scope
     if resource is not None:
         data["resource"] = resource
-    headers = _client_auth(data, client_id, secret, auth)
+    headers = {**_client_auth(data, client_id, secret, auth), **(extra_headers or {})}
     r = requests.post(token_url, data=data, headers=headers, timeout=TIMEOUT)
     return _token_response(r, check)
 

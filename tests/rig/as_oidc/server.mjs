@@ -20,6 +20,12 @@
  *   short-opaque-client / short-opaque-secret  client_secret_basic; client_credentials; its
  *                               access tokens (opaque, or JWT for a resource without its own
  *                               TTL) expire after 2 s
+ *   mtls-client / mtls-secret   client_secret_basic; client_credentials; scope "read write admin";
+ *                               tls_client_certificate_bound_access_tokens: every access token
+ *                               is bound to the TLS client certificate of its token request
+ *                               (RFC 8705 §3, cnf.x5t#S256), which it reads from the
+ *                               x-forwarded-client-cert header Envoy's TLS listener sets; a
+ *                               request without one is refused (invalid_grant)
  *   as1-device / as1-device-secret  client_secret_basic; RFC 8628 device_code + refresh_token
  *   as1-ciba / as1-ciba-secret  client_secret_basic; OpenID CIBA, poll mode
  * (demo-client also has post_logout_redirect_uri http://127.0.0.1/logged-out.)
@@ -222,6 +228,18 @@ const CLIENTS = [
     dpop_bound_access_tokens: true,
   },
   {
+    // RFC 8705 §3: every access token it gets is bound to its TLS client certificate
+    // (cnf.x5t#S256), JWT or opaque; the certificate comes from Envoy's XFCC (getCertificate)
+    client_id: 'mtls-client',
+    client_secret: 'mtls-secret',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'read write admin',
+    token_endpoint_auth_method: 'client_secret_basic',
+    tls_client_certificate_bound_access_tokens: true,
+  },
+  {
     // RFC 8628 device authorization grant (the user confirms the code at /device)
     client_id: 'as1-device',
     client_secret: 'as1-device-secret',
@@ -246,6 +264,56 @@ const CLIENTS = [
 const SHORT_OPAQUE_TTL = { 'short-opaque-client': 2 }; // seconds, opaque client_credentials tokens
 
 const cookieKeys = [crypto.randomBytes(32).toString('base64url')];
+
+/**
+ * `text` split at `sep` where it is not inside double quotes (XFCC values quote `,` and `;`).
+ */
+function splitOutsideQuotes(text, sep) {
+  const parts = [];
+  let quoted = false;
+  let start = 0;
+  for (let i = 0; i < text.length; i += 1) {
+    if (text[i] === '"') quoted = !quoted;
+    else if (text[i] === sep && !quoted) {
+      parts.push(text.slice(start, i));
+      start = i + 1;
+    }
+  }
+  parts.push(text.slice(start));
+  return parts;
+}
+
+/**
+ * features.mTLS.getCertificate: the PEM of the client certificate of the TLS connection the
+ * token request came in on. TLS ends at Envoy's `ingress_tls` listener (tests/rig/envoy.py),
+ * which sanitises x-forwarded-client-cert and sets exactly one element
+ * `Hash=<hex>;Cert="<URL-encoded PEM>"` when the client sent a certificate
+ * (forward_client_cert_details SANITIZE_SET, set_current_client_cert_details.cert). Anything
+ * else (no header, several elements, no Cert=) is no certificate. oidc-provider cannot tell who
+ * set the header: the rig's trust is that only Envoy reaches this server (a process on
+ * 127.0.0.1 that connects here directly can claim any certificate, as the rig itself does in
+ * stack.as1_bound_token).
+ */
+function certificateFromXfcc(ctx) {
+  const header = ctx.get('x-forwarded-client-cert');
+  if (!header) return undefined;
+  const elements = splitOutsideQuotes(header, ',');
+  if (elements.length !== 1) return undefined;
+  for (const pair of splitOutsideQuotes(elements[0], ';')) {
+    const eq = pair.indexOf('=');
+    if (eq > 0 && pair.slice(0, eq).trim().toLowerCase() === 'cert') {
+      let value = pair.slice(eq + 1).trim();
+      if (value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1);
+      try {
+        const pem = decodeURIComponent(value);
+        return pem.includes('-----BEGIN CERTIFICATE-----') ? pem : undefined;
+      } catch {
+        return undefined;
+      }
+    }
+  }
+  return undefined;
+}
 
 function buildProvider(keys) {
   const provider = new Provider(ISSUER, {
@@ -318,6 +386,14 @@ function buildProvider(keys) {
         async triggerAuthenticationDevice() {}, // the test plays the device: POST /__rig/ciba
       },
       devInteractions: { enabled: true },
+      // RFC 8705 §3 certificate-bound access tokens (for clients registered with
+      // tls_client_certificate_bound_access_tokens: mtls-client); client authentication stays
+      // client_secret_* (tlsClientAuth and selfSignedTlsClientAuth are off)
+      mTLS: {
+        enabled: true,
+        certificateBoundAccessTokens: true,
+        getCertificate: certificateFromXfcc,
+      },
       resourceIndicators: {
         enabled: true,
         // a refresh / code exchange without resource= uses the one resource granted at /auth

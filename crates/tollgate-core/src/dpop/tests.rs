@@ -4,14 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use jwt_compact::Header;
 use serde_json::json;
 // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
-use crate::testdata::{compact, sign, TestKey, NOW_S};
+use crate::testdata::{compact, dpop_proof, TestKey, NOW_S};
 
 const URI: &str = "https://api.example.com/api/orders/7";
 const TOKEN: &str = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU";
@@ -39,15 +38,8 @@ fn claims() -> Value {
     json!({"jti": "e1j3V_bKic8-LAEB", "htm": "POST", "htu": URI, "iat": NOW_S, "ath": ath(TOKEN)})
 }
 
-/// A proof signed by `key` under `alg`, with `jwk` in its header (the key's public JWK unless
-/// given) and `typ` `dpop+jwt`.
 fn proof_with(alg: &str, key: TestKey, jwk: Option<Value>, typ: &str, claims: &Value) -> String {
-    let mut jwk = jwk.unwrap_or_else(|| key.public_jwk());
-    if let Some(m) = jwk.as_object_mut() {
-        m.remove("kid");
-    }
-    let header = Header::new(json!({ "jwk": jwk })).with_token_type(typ);
-    sign(alg, key, &header, claims)
+    dpop_proof(alg, key, jwk, typ, claims)
 }
 
 fn proof(claims: &Value) -> String {

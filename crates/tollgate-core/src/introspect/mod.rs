@@ -152,9 +152,11 @@ pub struct Expect<'a> {
     pub require_token_type: bool,
 }
 
-/// RFC 7662 §2.2 `token_type` values that denote an access token usable as a bearer token.
+/// RFC 7662 §2.2 `token_type` values that denote an access token: a bearer token, or a
+/// DPoP-bound one (RFC 9449 §6.2), whose binding the decision then checks.
 fn is_access_token_type(t: &str) -> bool {
     t.eq_ignore_ascii_case("bearer")
+        || t.eq_ignore_ascii_case("dpop")
         || t.eq_ignore_ascii_case("access_token")
         || t == "urn:ietf:params:oauth:token-type:access_token"
 }

@@ -177,6 +177,12 @@ fn token_type_can_be_required() {
     assert!(matches!(read(Some(&untyped), &e), Ok(Answer::Inactive(_))));
     let typed = answer(200, json!({"active": true, "token_type": "Bearer"}));
     assert!(matches!(read(Some(&typed), &e), Ok(Answer::Active { .. })));
+    // RFC 9449 §6.2: a DPoP-bound token's answer says `DPoP` (its `cnf.jkt` is checked later).
+    let dpop = answer(
+        200,
+        json!({"active": true, "token_type": "DPoP", "cnf": {"jkt": "k"}}),
+    );
+    assert!(matches!(read(Some(&dpop), &e), Ok(Answer::Active { .. })));
 }
 
 /// An `aud` in the answer meets [`crate::audience::accepts`], the JWT rule; an answer without

@@ -163,6 +163,23 @@ pub fn sign<H: serde::Serialize>(
     token.expect("signing succeeds")
 }
 
+/// A DPoP proof (RFC 9449 §4.2) signed by `key` under `alg`, with `jwk` in its header (the
+/// key's public JWK without `kid` unless given) and `typ` as given.
+pub fn dpop_proof(
+    alg: &str,
+    key: TestKey,
+    jwk: Option<Value>,
+    typ: &str,
+    claims: &Value,
+) -> String {
+    let mut jwk = jwk.unwrap_or_else(|| key.public_jwk());
+    if let Some(m) = jwk.as_object_mut() {
+        m.remove("kid");
+    }
+    let header = Header::new(serde_json::json!({ "jwk": jwk })).with_token_type(typ);
+    sign(alg, key, &header, claims)
+}
+
 /// HS256 over `payload` with an arbitrary byte string as the HMAC secret.
 pub fn sign_hs256(secret: &[u8], header: &Header, payload: &Value) -> String {
     let claims = Claims::new(payload.as_object().expect("payload is an object").clone());

@@ -15,6 +15,7 @@ mod keys;
 mod opaque_issuers;
 mod requirements;
 mod routes;
+mod sender;
 mod single_flight;
 
 use std::collections::HashMap;

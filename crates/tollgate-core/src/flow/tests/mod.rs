@@ -19,6 +19,7 @@
 
 mod callbacks;
 mod documents;
+mod dpop;
 mod grants;
 mod introspection;
 mod keys;
