@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime
 import hashlib
-import ipaddress
 import shutil
 import signal
 import sys
@@ -22,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "rig"))
 
 import envoy  # noqa: E402
+import pki  # noqa: E402
 import servers  # noqa: E402
 import tokens  # noqa: E402
 from procs import Proc, port_open  # noqa: E402
@@ -30,7 +29,8 @@ API, API_TLS, ADMIN, AS1, AS2, UPSTREAM = 10000, 10443, 9901, 9100, 9200, 9300
 AS1_ISSUER = f"http://127.0.0.1:{AS1}"
 AS2_ISSUER = f"http://127.0.0.1:{AS2}/o"
 STATE = ROOT / "target" / "demo"  # logs, servers' state and the demo PKI; emptied at every start
-# The TLS listener's certificates (envoy-example/envoy.yaml names them relative to ROOT).
+# The TLS listener's certificates and a client certificate (tests/rig/pki.py, new at every
+# start; envoy-example/envoy.yaml names them relative to ROOT).
 PKI = STATE / "pki"
 
 HOWTO = f"""
@@ -77,9 +77,9 @@ Ctrl-C stops everything.
 def start_all(logs: Path) -> list[Proc]:
     procs: list[Proc] = []
     try:
-        make_pki(PKI)
+        pki.make(PKI)
         procs.append(servers.start_upstream(UPSTREAM, logs))
-        procs.append(start_as1(logs))
+        procs.append(servers.start_oidc(AS1, logs / "as1-state", logs))
         procs.append(servers.start_dot(AS2, logs / "as2-state", logs, impersonate_issuer=AS1_ISSUER))
         argv = [str(envoy.envoy_binary()), "-c", str(ROOT / "envoy-example" / "envoy.yaml"),
                 "--disable-hot-restart", "--concurrency", "2", "-l", "info"]
@@ -89,80 +89,6 @@ def start_all(logs: Path) -> list[Proc]:
         stop_all(procs)
         raise
     return procs
-
-
-def start_as1(logs: Path) -> Proc:
-    """AS-1 as servers.start_oidc starts it, plus the demo's stand-in for certificate-bound
-    tokens and mtls-client (envoy-example/as1-mtls/, a no-op once the rig's AS-1 has them)."""
-    if not (servers.OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
-        raise RuntimeError(f"{servers.OIDC_DIR}/node_modules is missing: run scripts/setup")
-    preload = ROOT / "envoy-example" / "as1-mtls" / "preload.mjs"
-    argv = [servers.node_binary(), "--import", preload.as_uri(), str(servers.OIDC_DIR / "server.mjs"),
-            "--port", str(AS1), "--state-dir", str(logs / "as1-state")]
-    return Proc("as-oidc", argv, AS1, logs / "as-oidc.log", cwd=servers.OIDC_DIR).start()
-
-
-def make_pki(directory: Path) -> None:
-    """The demo's TLS material, new at every start (PEM files; keys are EC P-256, unencrypted):
-    ca.pem (the demo CA, which Envoy trusts for client certificates), server.pem/server-key.pem
-    (Envoy's TLS listener: 127.0.0.1 and localhost), client.pem/client-key.pem (a client
-    certificate from the demo CA, for `curl --cert/--key`)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def issue(name, key, issuer_name, issuer_key, ca=False, san=None, usage=None):
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(issuer_name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                (issuer_key or key).public_key()), critical=False)
-        )
-        if ca:
-            builder = builder.add_extension(x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False), critical=True)
-        if san:
-            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
-        if usage:
-            builder = builder.add_extension(x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False), critical=True)
-            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        return builder.sign(issuer_key or key, hashes.SHA256())
-
-    def write(stem, cert, key=None):
-        (directory / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        if key is not None:
-            path = directory / f"{stem}-key.pem"
-            path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-            path.chmod(0o600)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = issue("Tollgate demo CA", ca_key, None, None, ca=True)
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server = issue("127.0.0.1", server_key, ca.subject, ca_key,
-                   san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
-                   usage=ExtendedKeyUsageOID.SERVER_AUTH)
-    client_key = ec.generate_private_key(ec.SECP256R1())
-    client = issue("Tollgate demo client", client_key, ca.subject, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-    write("ca", ca)
-    write("server", server, server_key)
-    write("client", client, client_key)
 
 
 def wait_for_metadata(timeout: float = 10.0) -> None:
@@ -205,8 +131,6 @@ def dpop_proof(key, method: str, url: str, token: str | None = None) -> str:
 def check() -> bool:
     """The HOWTO's calls, asserted."""
     import requests
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
     from jwcrypto import jwk
 
     api = f"http://127.0.0.1:{API}"
@@ -236,15 +160,13 @@ def check() -> bool:
 
     # mTLS (RFC 8705): mtls-client's token from the gateway on the TLS listener, bound to the
     # demo client certificate (cnf.x5t#S256) that Envoy passes to AS-1 in XFCC.
-    cert = (str(PKI / "client.pem"), str(PKI / "client-key.pem"))
+    cert = (str(PKI / "client-a.pem"), str(PKI / "client-a-key.pem"))
     ca = str(PKI / "ca.pem")
     r = requests.post(f"{api_tls}/oauth2/token", auth=("mtls-client", "mtls-secret"), cert=cert, verify=ca,
                       data={"grant_type": "client_credentials", "scope": "read",
                             "resource": "https://api.test/jwt"}, timeout=10)
     r.raise_for_status()
     mtls_token = r.json()["access_token"]
-    client_der = x509.load_pem_x509_certificate((PKI / "client.pem").read_bytes()).public_bytes(
-        serialization.Encoding.DER)
 
     def get(url, token, scheme="Bearer", **kwargs):
         headers = kwargs.pop("headers", {})
@@ -277,7 +199,7 @@ def check() -> bool:
         ("unbound token on the DPoP route", "/api/dpop/hello", bearer("/api/dpop/hello", t1), 401, None),
         ("mTLS token with its certificate", "TLS /api/mtls/hello",
          lambda: get(f"{api_tls}/api/mtls/hello", mtls_token, cert=cert, verify=ca),
-         200, f"mtls;x5t={b64url(hashlib.sha256(client_der).digest())}"),
+         200, f"mtls;x5t={pki.x5t_s256((PKI / 'client-a.pem').read_text())}"),
         ("mTLS token without a certificate", "TLS /api/mtls/hello",
          lambda: get(f"{api_tls}/api/mtls/hello", mtls_token, verify=ca), 401, None),
         ("mTLS token on the plain listener", "/api/mtls/hello", bearer("/api/mtls/hello", mtls_token), 401, None),
