@@ -33,11 +33,27 @@ STATE = ROOT / "target" / "demo"  # logs, servers' state and the demo PKI; empti
 # start; envoy-example/envoy.yaml names them relative to ROOT).
 PKI = STATE / "pki"
 
+# `dpop KEYFILE METHOD URL [ACCESS_TOKEN]`: prints an RFC 9449 DPoP proof (ES256; `ath` when given
+# the access token) signed with the P-256 key in KEYFILE (PEM), with PyPI jwcrypto from .venv.
+# The README shows this same line (tests/e2e/test_deploy.py checks that it does, and runs it).
+DPOP_FN = (
+    """dpop() { .venv/bin/python -c 'import sys,time,uuid,hashlib,base64;from jwcrypto import jwk,jwt;"""
+    """k=jwk.JWK.from_pem(open(sys.argv[1],"rb").read());"""
+    """c={"jti":str(uuid.uuid4()),"htm":sys.argv[2],"htu":sys.argv[3],"iat":int(time.time())};"""
+    """c.update(("ath",base64.urlsafe_b64encode(hashlib.sha256(a.encode()).digest()).decode().rstrip("=")) """
+    """for a in sys.argv[4:]);"""
+    """t=jwt.JWT(header={"typ":"dpop+jwt","alg":"ES256","jwk":k.export_public(as_dict=True)},claims=c);"""
+    """t.make_signed_token(k);print(t.serialize())' "$@"; }"""
+)
+
 HOWTO = f"""
 Tollgate demo is up (logs in {{logs}}).
 
   API (Envoy + Tollgate)  http://127.0.0.1:{API}      Envoy stats  http://127.0.0.1:{ADMIN}/stats?filter=tollgate
+  the same API over TLS   https://127.0.0.1:{API_TLS}     asks for a client certificate (mTLS); CA, client
+                                                  certificate and key in {{pki}}
   AS-1 oidc-provider      {AS1_ISSUER}   client demo-client / demo-secret
+                                                  DPoP: dpop-client / dpop-secret, mTLS: mtls-client / mtls-secret
   AS-2 django-oauth-tk    {AS2_ISSUER}  client dot-client / dot-secret
 
 Get a JWT access token from AS-1 (RFC 9068, audience https://api.test):
@@ -69,6 +85,30 @@ Call the protected API (the upstream echoes the headers it received, identity in
   curl -si http://127.0.0.1:{API}/api/orders                                   # 401, no token
   curl -si -H "Authorization: Bearer $TOKEN1" http://127.0.0.1:{API}/api/admin/x  # 403, needs scope admin
   curl -s http://127.0.0.1:{API}/public/hello                                  # anonymous route
+
+DPoP (RFC 9449; run these from the repository root): /api/dpop/... takes only DPoP-bound tokens,
+each call with a new proof of the key.
+A key, and a one-line proof generator (dpop KEYFILE METHOD URL [ACCESS_TOKEN]):
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out {{state}}/dpop-key.pem
+  {DPOP_FN}
+A token from AS-1 bound to that key (the token request carries a proof too), then the call:
+  DTOKEN=$(curl -s -u dpop-client:dpop-secret -H "DPoP: $(dpop {{state}}/dpop-key.pem POST {AS1_ISSUER}/token)" \\
+      {AS1_ISSUER}/token -d grant_type=client_credentials -d scope=read -d resource=https://api.test/jwt | jq -r .access_token)
+  curl -s -H "Authorization: DPoP $DTOKEN" \\
+      -H "DPoP: $(dpop {{state}}/dpop-key.pem GET http://127.0.0.1:{API}/api/dpop/hello "$DTOKEN")" \\
+      http://127.0.0.1:{API}/api/dpop/hello | jq -r '.headers["x-tollgate-cnf"]'    # dpop;jkt=<the key's thumbprint>
+  curl -si -H "Authorization: DPoP $DTOKEN" http://127.0.0.1:{API}/api/dpop/hello     # 401, no proof
+  curl -si -H "Authorization: Bearer $DTOKEN" http://127.0.0.1:{API}/api/dpop/hello   # 401, DPoP-bound token as Bearer
+
+mTLS (RFC 8705): /api/mtls/... takes only tokens bound to the client certificate of the connection.
+Get one from the gateway on the TLS listener (Envoy hands AS-1 the certificate), then call:
+  PKI={{pki}}
+  MTOKEN=$(curl -s --cacert $PKI/ca.pem --cert $PKI/client-a.pem --key $PKI/client-a-key.pem -u mtls-client:mtls-secret \\
+      https://127.0.0.1:{API_TLS}/oauth2/token -d grant_type=client_credentials -d scope=read -d resource=https://api.test/jwt | jq -r .access_token)
+  curl -s --cacert $PKI/ca.pem --cert $PKI/client-a.pem --key $PKI/client-a-key.pem -H "Authorization: Bearer $MTOKEN" \\
+      https://127.0.0.1:{API_TLS}/api/mtls/hello | jq -r '.headers["x-tollgate-cnf"]'   # mtls;x5t=<the certificate's x5t#S256>
+  curl -si --cacert $PKI/ca.pem -H "Authorization: Bearer $MTOKEN" https://127.0.0.1:{API_TLS}/api/mtls/hello   # 401, no certificate
+  curl -si -H "Authorization: Bearer $MTOKEN" http://127.0.0.1:{API}/api/mtls/hello                     # 401, plain listener
 
 Ctrl-C stops everything.
 """
@@ -150,23 +190,31 @@ def check() -> bool:
 
     # DPoP (RFC 9449): dpop-client's token from AS-1, bound to a key of ours (cnf.jkt).
     key = jwk.JWK.generate(kty="EC", crv="P-256")
-    r = requests.post(f"{AS1_ISSUER}/token", auth=("dpop-client", "dpop-secret"),
-                      headers={"DPoP": dpop_proof(key, "POST", f"{AS1_ISSUER}/token")},
-                      data={"grant_type": "client_credentials", "scope": "read",
-                            "resource": "https://api.test/jwt"}, timeout=10)
-    r.raise_for_status()
-    dpop_token = r.json()["access_token"]
+
+    def dpop_token_for(resource):  # a JWT for the resource, opaque (introspected) without one
+        data = {"grant_type": "client_credentials", "scope": "read", **({"resource": resource} if resource else {})}
+        r = requests.post(f"{AS1_ISSUER}/token", auth=("dpop-client", "dpop-secret"), data=data, timeout=10,
+                          headers={"DPoP": dpop_proof(key, "POST", f"{AS1_ISSUER}/token")})
+        r.raise_for_status()
+        return r.json()["access_token"]
+
+    dpop_token, dpop_opaque = dpop_token_for("https://api.test/jwt"), dpop_token_for(None)
     dpop_url = f"{api}/api/dpop/hello"
 
     # mTLS (RFC 8705): mtls-client's token from the gateway on the TLS listener, bound to the
     # demo client certificate (cnf.x5t#S256) that Envoy passes to AS-1 in XFCC.
     cert = (str(PKI / "client-a.pem"), str(PKI / "client-a-key.pem"))
     ca = str(PKI / "ca.pem")
-    r = requests.post(f"{api_tls}/oauth2/token", auth=("mtls-client", "mtls-secret"), cert=cert, verify=ca,
-                      data={"grant_type": "client_credentials", "scope": "read",
-                            "resource": "https://api.test/jwt"}, timeout=10)
-    r.raise_for_status()
-    mtls_token = r.json()["access_token"]
+
+    def mtls_token_for(resource):
+        data = {"grant_type": "client_credentials", "scope": "read", **({"resource": resource} if resource else {})}
+        r = requests.post(f"{api_tls}/oauth2/token", auth=("mtls-client", "mtls-secret"), cert=cert, verify=ca,
+                          data=data, timeout=10)
+        r.raise_for_status()
+        return r.json()["access_token"]
+
+    mtls_token, mtls_opaque = mtls_token_for("https://api.test/jwt"), mtls_token_for(None)
+    x5t = pki.x5t_s256((PKI / "client-a.pem").read_text())
 
     def get(url, token, scheme="Bearer", **kwargs):
         headers = kwargs.pop("headers", {})
@@ -191,6 +239,10 @@ def check() -> bool:
          lambda: get(dpop_url, dpop_token, "DPoP",
                      headers={"DPoP": dpop_proof(key, "GET", dpop_url, dpop_token)}),
          200, f"dpop;jkt={key.thumbprint()}"),
+        ("opaque DPoP token with its proof", "/api/dpop/hello",
+         lambda: get(dpop_url, dpop_opaque, "DPoP",
+                     headers={"DPoP": dpop_proof(key, "GET", dpop_url, dpop_opaque)}),
+         200, f"dpop;jkt={key.thumbprint()}"),
         ("DPoP token without a proof", "/api/dpop/hello", lambda: get(dpop_url, dpop_token, "DPoP"), 401, None),
         ("DPoP token as a bearer token", "/api/dpop/hello", lambda: get(dpop_url, dpop_token), 401, None),
         ("DPoP token, proof by another key", "/api/dpop/hello",
@@ -199,7 +251,9 @@ def check() -> bool:
         ("unbound token on the DPoP route", "/api/dpop/hello", bearer("/api/dpop/hello", t1), 401, None),
         ("mTLS token with its certificate", "TLS /api/mtls/hello",
          lambda: get(f"{api_tls}/api/mtls/hello", mtls_token, cert=cert, verify=ca),
-         200, f"mtls;x5t={pki.x5t_s256((PKI / 'client-a.pem').read_text())}"),
+         200, f"mtls;x5t={x5t}"),
+        ("opaque mTLS token with its certificate", "TLS /api/mtls/hello",
+         lambda: get(f"{api_tls}/api/mtls/hello", mtls_opaque, cert=cert, verify=ca), 200, f"mtls;x5t={x5t}"),
         ("mTLS token without a certificate", "TLS /api/mtls/hello",
          lambda: get(f"{api_tls}/api/mtls/hello", mtls_token, verify=ca), 401, None),
         ("mTLS token on the plain listener", "/api/mtls/hello", bearer("/api/mtls/hello", mtls_token), 401, None),
@@ -231,7 +285,8 @@ def main() -> int:
     try:
         if args.check:
             return 0 if check() else 1
-        print(HOWTO.format(logs=logs))
+        print(HOWTO.replace("{logs}", str(logs)).replace("{state}", str(STATE.relative_to(ROOT)))
+              .replace("{pki}", str(PKI.relative_to(ROOT))))
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())
         try:
