@@ -100,7 +100,8 @@ A token from AS-1 bound to that key (the token request carries a proof too), the
   curl -si -H "Authorization: DPoP $DTOKEN" http://127.0.0.1:{API}/api/dpop/hello     # 401, no proof
   curl -si -H "Authorization: Bearer $DTOKEN" http://127.0.0.1:{API}/api/dpop/hello   # 401, DPoP-bound token as Bearer
 
-mTLS (RFC 8705): /api/mtls/... takes only tokens bound to the client certificate of the connection.
+mTLS (RFC 8705; from the repository root too): /api/mtls/... takes only tokens bound to the client
+certificate of the connection.
 Get one from the gateway on the TLS listener (Envoy hands AS-1 the certificate), then call:
   PKI={{pki}}
   MTOKEN=$(curl -s --cacert $PKI/ca.pem --cert $PKI/client-a.pem --key $PKI/client-a-key.pem -u mtls-client:mtls-secret \\
