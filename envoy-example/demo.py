@@ -6,29 +6,54 @@ Run it through envoy-example/run (which installs what is needed and builds the w
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import shutil
 import signal
 import sys
 import threading
+import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "rig"))
 
 import envoy  # noqa: E402
+import pki  # noqa: E402
 import servers  # noqa: E402
 import tokens  # noqa: E402
-from procs import Proc  # noqa: E402
+from procs import Proc, port_open  # noqa: E402
 
-API, ADMIN, AS1, AS2, UPSTREAM = 10000, 9901, 9100, 9200, 9300
+API, API_TLS, ADMIN, AS1, AS2, UPSTREAM = 10000, 10443, 9901, 9100, 9200, 9300
 AS1_ISSUER = f"http://127.0.0.1:{AS1}"
 AS2_ISSUER = f"http://127.0.0.1:{AS2}/o"
+STATE = ROOT / "target" / "demo"  # logs, servers' state and the demo PKI; emptied at every start
+# The TLS listener's certificates and a client certificate (tests/rig/pki.py, new at every
+# start; envoy-example/envoy.yaml names them relative to ROOT).
+PKI = STATE / "pki"
+
+# `dpop KEYFILE METHOD URL [ACCESS_TOKEN]`: prints an RFC 9449 DPoP proof (ES256; `ath` when given
+# the access token) signed with the P-256 key in KEYFILE (PEM), with PyPI jwcrypto from .venv.
+# The README shows this same line (tests/e2e/test_deploy.py checks that it does, and runs it).
+DPOP_FN = (
+    """dpop() { .venv/bin/python -c 'import sys,time,uuid,hashlib,base64;from jwcrypto import jwk,jwt;"""
+    """k=jwk.JWK.from_pem(open(sys.argv[1],"rb").read());"""
+    """c={"jti":str(uuid.uuid4()),"htm":sys.argv[2],"htu":sys.argv[3],"iat":int(time.time())};"""
+    """c.update(("ath",base64.urlsafe_b64encode(hashlib.sha256(a.encode()).digest()).decode().rstrip("=")) """
+    """for a in sys.argv[4:]);"""
+    """t=jwt.JWT(header={"typ":"dpop+jwt","alg":"ES256","jwk":k.export_public(as_dict=True)},claims=c);"""
+    """t.make_signed_token(k);print(t.serialize())' "$@"; }"""
+)
 
 HOWTO = f"""
 Tollgate demo is up (logs in {{logs}}).
 
   API (Envoy + Tollgate)  http://127.0.0.1:{API}      Envoy stats  http://127.0.0.1:{ADMIN}/stats?filter=tollgate
+  the same API over TLS   https://127.0.0.1:{API_TLS}     asks for a client certificate (mTLS); CA, client
+                                                  certificate and key in {{pki}}
   AS-1 oidc-provider      {AS1_ISSUER}   client demo-client / demo-secret
+                                                  DPoP: dpop-client / dpop-secret, mTLS: mtls-client / mtls-secret
   AS-2 django-oauth-tk    {AS2_ISSUER}  client dot-client / dot-secret
 
 Get a JWT access token from AS-1 (RFC 9068, audience https://api.test):
@@ -61,6 +86,31 @@ Call the protected API (the upstream echoes the headers it received, identity in
   curl -si -H "Authorization: Bearer $TOKEN1" http://127.0.0.1:{API}/api/admin/x  # 403, needs scope admin
   curl -s http://127.0.0.1:{API}/public/hello                                  # anonymous route
 
+DPoP (RFC 9449; run these from the repository root): /api/dpop/... takes only DPoP-bound tokens,
+each call with a new proof of the key.
+A key, and a one-line proof generator (dpop KEYFILE METHOD URL [ACCESS_TOKEN]):
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out {{state}}/dpop-key.pem
+  {DPOP_FN}
+A token from AS-1 bound to that key (the token request carries a proof too), then the call:
+  DTOKEN=$(curl -s -u dpop-client:dpop-secret -H "DPoP: $(dpop {{state}}/dpop-key.pem POST {AS1_ISSUER}/token)" \\
+      {AS1_ISSUER}/token -d grant_type=client_credentials -d scope=read -d resource=https://api.test/jwt | jq -r .access_token)
+  curl -s -H "Authorization: DPoP $DTOKEN" \\
+      -H "DPoP: $(dpop {{state}}/dpop-key.pem GET http://127.0.0.1:{API}/api/dpop/hello "$DTOKEN")" \\
+      http://127.0.0.1:{API}/api/dpop/hello | jq -r '.headers["x-tollgate-cnf"]'    # dpop;jkt=<the key's thumbprint>
+  curl -si -H "Authorization: DPoP $DTOKEN" http://127.0.0.1:{API}/api/dpop/hello     # 401, no proof
+  curl -si -H "Authorization: Bearer $DTOKEN" http://127.0.0.1:{API}/api/dpop/hello   # 401, DPoP-bound token as Bearer
+
+mTLS (RFC 8705; from the repository root too): /api/mtls/... takes only tokens bound to the client
+certificate of the connection.
+Get one from the gateway on the TLS listener (Envoy hands AS-1 the certificate), then call:
+  PKI={{pki}}
+  MTOKEN=$(curl -s --cacert $PKI/ca.pem --cert $PKI/client-a.pem --key $PKI/client-a-key.pem -u mtls-client:mtls-secret \\
+      https://127.0.0.1:{API_TLS}/oauth2/token -d grant_type=client_credentials -d scope=read -d resource=https://api.test/jwt | jq -r .access_token)
+  curl -s --cacert $PKI/ca.pem --cert $PKI/client-a.pem --key $PKI/client-a-key.pem -H "Authorization: Bearer $MTOKEN" \\
+      https://127.0.0.1:{API_TLS}/api/mtls/hello | jq -r '.headers["x-tollgate-cnf"]'   # mtls;x5t=<the certificate's x5t#S256>
+  curl -si --cacert $PKI/ca.pem -H "Authorization: Bearer $MTOKEN" https://127.0.0.1:{API_TLS}/api/mtls/hello   # 401, no certificate
+  curl -si -H "Authorization: Bearer $MTOKEN" http://127.0.0.1:{API}/api/mtls/hello                     # 401, plain listener
+
 Ctrl-C stops everything.
 """
 
@@ -68,6 +118,7 @@ Ctrl-C stops everything.
 def start_all(logs: Path) -> list[Proc]:
     procs: list[Proc] = []
     try:
+        pki.make(PKI)
         procs.append(servers.start_upstream(UPSTREAM, logs))
         procs.append(servers.start_oidc(AS1, logs / "as1-state", logs))
         procs.append(servers.start_dot(AS2, logs / "as2-state", logs, impersonate_issuer=AS1_ISSUER))
@@ -82,12 +133,13 @@ def start_all(logs: Path) -> list[Proc]:
 
 
 def wait_for_metadata(timeout: float = 10.0) -> None:
-    """Until Tollgate has fetched both servers' metadata (its gateway answers 503 before)."""
-    import time
-
+    """Until the TLS listener is up and Tollgate has fetched both servers' metadata (its
+    gateway answers 503 before)."""
     import requests
 
     deadline = time.monotonic() + timeout
+    while not port_open(API_TLS) and time.monotonic() < deadline:
+        time.sleep(0.05)
     for name in ("as1", "as2"):
         url = f"http://127.0.0.1:{API}/oauth2/{name}/.well-known/oauth-authorization-server"
         while requests.get(url, timeout=5).status_code == 503 and time.monotonic() < deadline:
@@ -99,11 +151,31 @@ def stop_all(procs: list[Proc]) -> None:
         proc.stop()
 
 
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def dpop_proof(key, method: str, url: str, token: str | None = None) -> str:
+    """An RFC 9449 proof for one request, signed with the jwcrypto key `key` (ES256): what the
+    README's one-line `dpop` function prints."""
+    from jwcrypto import jwt
+
+    claims = {"jti": str(uuid.uuid4()), "htm": method, "htu": url, "iat": int(time.time())}
+    if token is not None:
+        claims["ath"] = b64url(hashlib.sha256(token.encode()).digest())
+    proof = jwt.JWT(header={"typ": "dpop+jwt", "alg": "ES256", "jwk": key.export_public(as_dict=True)},
+                    claims=claims)
+    proof.make_signed_token(key)
+    return proof.serialize()
+
+
 def check() -> bool:
     """The HOWTO's calls, asserted."""
     import requests
+    from jwcrypto import jwk
 
     api = f"http://127.0.0.1:{API}"
+    api_tls = f"https://127.0.0.1:{API_TLS}"
     t1 = tokens.client_credentials(f"{AS1_ISSUER}/token", "demo-client", "demo-secret",
                                    scope="read", resource="https://api.test/jwt")["access_token"]
     t2 = tokens.client_credentials(f"{AS2_ISSUER}/token/", "dot-client", "dot-secret",
@@ -116,23 +188,90 @@ def check() -> bool:
                                    scope="read")["access_token"]
     g2 = tokens.client_credentials(f"{api}/oauth2/token", "dot-opaque", "dot-opaque-secret",
                                    scope="read")["access_token"]
+
+    # DPoP (RFC 9449): dpop-client's token from AS-1, bound to a key of ours (cnf.jkt).
+    key = jwk.JWK.generate(kty="EC", crv="P-256")
+
+    def dpop_token_for(resource):  # a JWT for the resource, opaque (introspected) without one
+        data = {"grant_type": "client_credentials", "scope": "read", **({"resource": resource} if resource else {})}
+        r = requests.post(f"{AS1_ISSUER}/token", auth=("dpop-client", "dpop-secret"), data=data, timeout=10,
+                          headers={"DPoP": dpop_proof(key, "POST", f"{AS1_ISSUER}/token")})
+        r.raise_for_status()
+        return r.json()["access_token"]
+
+    dpop_token, dpop_opaque = dpop_token_for("https://api.test/jwt"), dpop_token_for(None)
+    dpop_url = f"{api}/api/dpop/hello"
+
+    # mTLS (RFC 8705): mtls-client's token from the gateway on the TLS listener, bound to the
+    # demo client certificate (cnf.x5t#S256) that Envoy passes to AS-1 in XFCC.
+    cert = (str(PKI / "client-a.pem"), str(PKI / "client-a-key.pem"))
+    ca = str(PKI / "ca.pem")
+
+    def mtls_token_for(resource):
+        data = {"grant_type": "client_credentials", "scope": "read", **({"resource": resource} if resource else {})}
+        r = requests.post(f"{api_tls}/oauth2/token", auth=("mtls-client", "mtls-secret"), cert=cert, verify=ca,
+                          data=data, timeout=10)
+        r.raise_for_status()
+        return r.json()["access_token"]
+
+    mtls_token, mtls_opaque = mtls_token_for("https://api.test/jwt"), mtls_token_for(None)
+    x5t = pki.x5t_s256((PKI / "client-a.pem").read_text())
+
+    def get(url, token, scheme="Bearer", **kwargs):
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"{scheme} {token}"
+        return requests.get(url, headers=headers, timeout=10, **kwargs)
+
+    def bearer(path, token):
+        return lambda: get(api + path, token)
+
     cases = [
-        ("AS-1 token from the gateway", "/api/orders", g1, 200),
-        ("AS-2 token from the gateway", "/api/orders", g2, 200),
-        ("AS-1 token", "/api/orders", t1, 200),
-        ("AS-2 token", "/api/orders", t2, 200),
-        ("AS-1 opaque token", "/api/orders", o1, 200),
-        ("AS-2 opaque token", "/api/orders", o2, 200),
-        ("no token", "/api/orders", None, 401),
-        ("scope admin missing", "/api/admin/x", t1, 403),
-        ("anonymous route", "/public/hello", None, 200),
+        ("AS-1 token from the gateway", "/api/orders", bearer("/api/orders", g1), 200, None),
+        ("AS-2 token from the gateway", "/api/orders", bearer("/api/orders", g2), 200, None),
+        ("AS-1 token", "/api/orders", bearer("/api/orders", t1), 200, None),
+        ("AS-2 token", "/api/orders", bearer("/api/orders", t2), 200, None),
+        ("AS-1 opaque token", "/api/orders", bearer("/api/orders", o1), 200, None),
+        ("AS-2 opaque token", "/api/orders", bearer("/api/orders", o2), 200, None),
+        ("no token", "/api/orders", bearer("/api/orders", None), 401, None),
+        ("scope admin missing", "/api/admin/x", bearer("/api/admin/x", t1), 403, None),
+        ("anonymous route", "/public/hello", bearer("/public/hello", None), 200, None),
+        ("DPoP token with its proof", "/api/dpop/hello",
+         lambda: get(dpop_url, dpop_token, "DPoP",
+                     headers={"DPoP": dpop_proof(key, "GET", dpop_url, dpop_token)}),
+         200, f"dpop;jkt={key.thumbprint()}"),
+        ("opaque DPoP token with its proof", "/api/dpop/hello",
+         lambda: get(dpop_url, dpop_opaque, "DPoP",
+                     headers={"DPoP": dpop_proof(key, "GET", dpop_url, dpop_opaque)}),
+         200, f"dpop;jkt={key.thumbprint()}"),
+        ("DPoP token without a proof", "/api/dpop/hello", lambda: get(dpop_url, dpop_token, "DPoP"), 401, None),
+        ("DPoP token as a bearer token", "/api/dpop/hello", lambda: get(dpop_url, dpop_token), 401, None),
+        ("DPoP token, proof by another key", "/api/dpop/hello",
+         lambda: get(dpop_url, dpop_token, "DPoP", headers={"DPoP": dpop_proof(
+             jwk.JWK.generate(kty="EC", crv="P-256"), "GET", dpop_url, dpop_token)}), 401, None),
+        ("unbound token on the DPoP route", "/api/dpop/hello", bearer("/api/dpop/hello", t1), 401, None),
+        ("mTLS token with its certificate", "TLS /api/mtls/hello",
+         lambda: get(f"{api_tls}/api/mtls/hello", mtls_token, cert=cert, verify=ca),
+         200, f"mtls;x5t={x5t}"),
+        ("opaque mTLS token with its certificate", "TLS /api/mtls/hello",
+         lambda: get(f"{api_tls}/api/mtls/hello", mtls_opaque, cert=cert, verify=ca), 200, f"mtls;x5t={x5t}"),
+        ("mTLS token without a certificate", "TLS /api/mtls/hello",
+         lambda: get(f"{api_tls}/api/mtls/hello", mtls_token, verify=ca), 401, None),
+        ("mTLS token on the plain listener", "/api/mtls/hello", bearer("/api/mtls/hello", mtls_token), 401, None),
+        ("unbound token on the mTLS route", "TLS /api/mtls/hello",
+         lambda: get(f"{api_tls}/api/mtls/hello", t1, cert=cert, verify=ca), 401, None),
     ]
     ok = True
-    for name, path, token, want in cases:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        got = requests.get(api + path, headers=headers, timeout=10).status_code
-        print(f"  {'ok ' if got == want else 'BAD'} {name}: {path} -> {got} (want {want})")
-        ok &= got == want
+    for name, path, call, want, want_cnf in cases:
+        r = call()
+        good = r.status_code == want
+        note = ""
+        if want_cnf is not None:
+            cnf = r.json()["headers"].get("x-tollgate-cnf") if good else None
+            good &= cnf == want_cnf
+            note = f", x-tollgate-cnf {cnf}"
+        print(f"  {'ok ' if good else 'BAD'} {name}: {path} -> {r.status_code} (want {want}){note}")
+        ok &= good
     return ok
 
 
@@ -140,14 +279,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="run the example calls, then stop")
     args = parser.parse_args()
-    logs = ROOT / "target" / "demo"
+    logs = STATE
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     procs = start_all(logs)
     try:
         if args.check:
             return 0 if check() else 1
-        print(HOWTO.format(logs=logs))
+        print(HOWTO.replace("{logs}", str(logs)).replace("{state}", str(STATE.relative_to(ROOT)))
+              .replace("{pki}", str(PKI.relative_to(ROOT))))
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())
         try:

@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
+import signal
 import subprocess
+import time
 
 import pytest
+from jwcrypto import jwk
 
 import envoy
+import pki
 import stack as rig_stack
 from procs import ROOT, port_open
 
 EXAMPLE = ROOT / "envoy-example" / "envoy.yaml"
-DEMO_PORTS = (10000, 9901, 9100, 9200, 9300)
+DEMO_PORTS = (10000, 10443, 9901, 9100, 9200, 9300)
+README = ROOT / "README.md"
+
+
+def load_demo():
+    """envoy-example/demo.py as a module (its DPOP_FN, the one-line proof generator)."""
+    spec = importlib.util.spec_from_file_location("tollgate_demo", ROOT / "envoy-example" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def readme_block(tag: str) -> str:
+    """The README's ```sh <tag> block."""
+    m = re.search(r"^```sh " + re.escape(tag) + r"\n(.*?)^```$", README.read_text(), re.S | re.M)
+    assert m, f"README.md has no ```sh {tag} block"
+    return m.group(1)
 
 
 def embedded_plugin_config(yaml_text: str) -> dict:
@@ -33,10 +55,16 @@ def test_example_plugin_config_is_the_tested_one():
     assert embedded_plugin_config(EXAMPLE.read_text()) == rig_stack.plugin_config(9100, 9200, 10000)
 
 
-def test_example_passes_envoy_validate(wasm):
+def test_example_passes_envoy_validate(wasm, tmp_path):
+    """Validated where the demo runs it from (its files relative to the working directory):
+    here a copy of that layout, the wasm and a PKI such as the demo makes at start
+    (target/demo/pki), so a running demo's files are left alone."""
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "tollgate.wasm").symlink_to(wasm)
+    pki.make(tmp_path / "target" / "demo" / "pki")
     r = subprocess.run(
         [str(envoy.envoy_binary()), "--mode", "validate", "-c", str(EXAMPLE), "--disable-hot-restart"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK" in r.stdout + r.stderr
@@ -73,5 +101,55 @@ def test_demo_runs(wasm):
     r = subprocess.run([str(ROOT / "envoy-example" / "run"), "--check"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count(" ok ") == 9, r.stdout
+    # 9 bearer calls, 6 on the DPoP route and 5 on the mTLS route (envoy-example/demo.py check())
+    assert r.stdout.count(" ok ") == 20 and "BAD" not in r.stdout, r.stdout
+    for name in ("DPoP token with its proof", "opaque DPoP token with its proof",
+                 "mTLS token with its certificate", "opaque mTLS token with its certificate"):
+        assert f"ok  {name}: " in r.stdout, r.stdout
+    assert not any(port_open(p) for p in DEMO_PORTS), "the demo left a server running"
+
+
+def test_readme_dpop_and_mtls_commands(wasm, tmp_path):
+    """README's DPoP and mTLS commands, run as written (bash, from the repository root)
+    against the running demo: each bound token passes with its proof or certificate, and the
+    upstream sees the binding; without them it is refused. The demo prints the same one-line
+    proof generator as README."""
+    busy = [p for p in DEMO_PORTS if port_open(p)]
+    if busy:
+        pytest.skip(f"demo ports in use: {busy}")
+    dpop_fn = load_demo().DPOP_FN
+    dpop_block, mtls_block = readme_block("demo-dpop"), readme_block("demo-mtls")
+    assert dpop_fn in dpop_block.splitlines()
+    out_path = tmp_path / "demo.out"
+    with open(out_path, "wb") as out:
+        demo = subprocess.Popen([str(ROOT / "envoy-example" / "run")], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while "Ctrl-C stops everything" not in out_path.read_text():
+            assert demo.poll() is None, out_path.read_text()
+            assert time.monotonic() < deadline, out_path.read_text()
+            time.sleep(0.2)
+        assert any(line.strip() == dpop_fn for line in out_path.read_text().splitlines())
+        r = subprocess.run(["bash", "-euo", "pipefail", "-c", dpop_block + mtls_block], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        try:
+            demo.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            demo.wait()
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    jkt = re.search(r"^dpop;jkt=([A-Za-z0-9_-]{43})$", out, re.M)
+    key = jwk.JWK.from_pem((ROOT / "target" / "demo" / "dpop-key.pem").read_bytes())
+    assert jkt and jkt.group(1) == key.thumbprint(), out  # the README key's RFC 7638 thumbprint
+    # (after the DPoP refusal's body, which ends without a newline)
+    x5t = re.search(r"mtls;x5t=([A-Za-z0-9_-]{43})\n([A-Za-z0-9_-]{43})$", out, re.M)
+    assert x5t and x5t.group(1) == x5t.group(2), out  # Tollgate's binding is openssl's thumbprint
+    assert out.count("HTTP/1.1 401 ") + out.count("HTTP/2 401 ") == 4, out
+    assert 'error="invalid_dpop_proof", error_description="the request carries no DPoP proof"' in out
+    assert 'error_description="the token is DPoP-bound: present it with the DPoP scheme"' in out
+    assert out.count('error_description="the token is bound to a client certificate, and none was presented"') == 2
     assert not any(port_open(p) for p in DEMO_PORTS), "the demo left a server running"

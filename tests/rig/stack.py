@@ -126,6 +126,9 @@ def plugin_config(as1_port: int, as2_port: int, listener_port: int, tagging: boo
             {"name": "public", "match": {"prefix": "/public"}, "anonymous": True},
             # Only certificate-bound tokens presented with their certificate (RFC 8705 §3).
             {"name": "mtls", "match": {"prefix": "/api/mtls"}, "require": {"mtls": "required"}},
+            # Only DPoP-bound tokens presented with a proof of their key (RFC 9449; AS-1's
+            # dpop-client gets them, and as1's dpop mode is the default, allowed).
+            {"name": "dpop", "match": {"prefix": "/api/dpop"}, "require": {"dpop": "required"}},
             {"name": "admin", "match": {"prefix": "/api/admin"}, "require": {"scopes": ["admin"]}},
             # Opaque tokens whose issuer the rules cannot tell: the client names it.
             {"name": "hinted", "match": {"prefix": "/api/hinted"},
