@@ -244,7 +244,7 @@ pub fn reply(denial: &Denial, realm: &str, challenge: Challenge) -> LocalReply {
         Denial::MissingToken => (
             401,
             "unauthorized",
-            "a bearer token is required",
+            "an access token is required",
             www(None, None, used),
         ),
         Denial::InvalidRequest(d) => (
