@@ -552,6 +552,77 @@ mod tests {
         }
     }
 
+    fn challenges_of(r: &LocalReply) -> Vec<&str> {
+        r.headers
+            .iter()
+            .filter(|(n, _)| n == "www-authenticate")
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn es256_eddsa() -> AlgSet {
+        let mut algs = AlgSet::default();
+        algs.insert(crate::key::Alg::Es256);
+        algs.insert(crate::key::Alg::EdDsa);
+        algs
+    }
+
+    #[test]
+    fn a_route_that_takes_both_schemes_sends_both_challenges_the_error_in_the_one_used() {
+        let both = Challenge {
+            bearer: true,
+            dpop: Some(es256_eddsa()),
+            used: Scheme::Bearer,
+        };
+        let r = reply(&Denial::MissingToken, "api", both);
+        assert_eq!(
+            challenges_of(&r),
+            ["Bearer realm=\"api\"", "DPoP algs=\"ES256 EdDSA\""]
+        );
+        let expired = Denial::InvalidToken("the token has expired");
+        let r = reply(&expired, "api", both.used(Scheme::Dpop));
+        assert_eq!(
+            challenges_of(&r),
+            [
+                "Bearer realm=\"api\"",
+                "DPoP algs=\"ES256 EdDSA\", error=\"invalid_token\", error_description=\"the token has expired\""
+            ]
+        );
+        let scope = Denial::InsufficientScope {
+            scope: "admin".into(),
+        };
+        let r = reply(&scope, "api", both);
+        assert!(challenges_of(&r)[0].ends_with(", scope=\"admin\""));
+        assert_eq!(challenges_of(&r)[1], "DPoP algs=\"ES256 EdDSA\"");
+    }
+
+    #[test]
+    fn a_dpop_only_route_sends_the_dpop_challenge_alone_and_nonces_in_their_header() {
+        let dpop_only = Challenge {
+            bearer: false,
+            dpop: Some(es256_eddsa()),
+            used: Scheme::Bearer,
+        };
+        let r = reply(&Denial::MissingToken, "api", dpop_only);
+        assert_eq!(challenges_of(&r), ["DPoP algs=\"ES256 EdDSA\""]);
+        let r = reply(&Denial::UseDpopNonce("n-1".into()), "api", dpop_only);
+        assert_eq!(r.status, 401);
+        assert!(challenges_of(&r)[0].contains("error=\"use_dpop_nonce\""));
+        assert_eq!(header(&r, "dpop-nonce"), Some("n-1"));
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"], "use_dpop_nonce");
+        // A DPoP-specific error on a Bearer-only route still reaches the client.
+        let r = reply(
+            &Denial::Binding(BindingError::DpopOff),
+            "api",
+            Challenge::BEARER,
+        );
+        assert!(challenges_of(&r)[0].starts_with("Bearer realm=\"api\", error=\"invalid_token\""));
+        let r = reply(&Denial::DpopUnavailable, "api", dpop_only);
+        assert_eq!((r.status, challenges_of(&r).len()), (503, 0));
+        assert_eq!(header(&r, "retry-after"), Some("5"));
+    }
+
     #[test]
     fn gateway_errors_are_oauth_errors_never_stored() {
         let r = gateway_reply(GatewayError::UnknownClient);
