@@ -3,6 +3,12 @@
 //! fresh verification, a cached one and an introspection answer. Proofs are signed with the
 //! test keys; the thumbprints are jwcrypto's (see `dpop/tests.rs`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+// On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
 use super::*;
 use crate::authn::sender::ProofUse;
 use crate::binding::BindingError;
