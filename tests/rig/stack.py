@@ -104,6 +104,11 @@ def plugin_config(as1_port: int, as2_port: int, listener_port: int, tagging: boo
                 "client_secret": "s3cr3t+/=%&",
             },
             "opaque_tokens": {"prefixes": ["dot_"]},
+            # django-oauth-toolkit cannot mint DPoP-bound tokens (RFC 9449), so DPoP is off for
+            # its tokens: a DOT token with the DPoP scheme is refused, and a route only AS-2
+            # serves (/api/hinted) does not advertise DPoP. A route that requires DPoP still
+            # does, whatever an issuer's mode.
+            "dpop": {"mode": "off"},
             # Both of DOT's documents: its OpenID one lists userinfo, its RFC 8414 one
             # introspection, revocation and registration. The rig's DOT gives registered
             # clients ids starting with "dot-" (CLIENT_ID_GENERATOR_CLASS).

@@ -34,15 +34,29 @@
  *                                     (pollDeviceAuthorizationGrant) and prints {token, claims}
  *   ciba {scope, login_hint}       -> prints the backchannel authentication response first, then
  *                                     polls (pollBackchannelAuthenticationGrant), prints {token, claims}
- *   dpop_client_credentials {scope, resource?, key_file}
+ *   dpop_client_credentials {scope, resource?, key_file, count?}
  *                                  -> token response of a client_credentials grant with DPoP
  *                                     (getDPoPHandle over a key pair kept as a private JWK in
- *                                     key_file, made by randomDPoPKeyPair when the file is absent)
- *   dpop_fetch {url, method, access_token, key_file, body?}
+ *                                     key_file, made by randomDPoPKeyPair when the file is absent);
+ *                                     with count, that many grants -> {responses: [...]}
+ *   dpop_fetch {url, method, access_token, key_file, body?, headers?}
  *                                  -> {status, headers, body} of fetchProtectedResource with the
  *                                     DPoP handle (the library makes the proof, retries once on
  *                                     use_dpop_nonce); `server` is still needed for the config
- * Failure: {"error": {name, code, message, status, error, error_description}} and exit code 1.
+ *   dpop_proof {url, method, access_token, key_file, clock_skew?, nonce?}
+ *                                  -> {dpop, authorization, thumbprint}: the DPoP and
+ *                                     Authorization headers fetchProtectedResource would send,
+ *                                     captured by a customFetch that sends nothing (so a test can
+ *                                     send the library's own proof itself, replay it or send it
+ *                                     elsewhere); clock_skew: the client's clock offset in
+ *                                     seconds (the library's clockSkew client metadata: iat =
+ *                                     now + clock_skew); nonce: a DPoP-Nonce the handle learns
+ *                                     first, from a captured answer carrying it, as from a server.
+ *                                     With `requests: [{url, method, access_token}, ...]`, one
+ *                                     proof each, by one handle -> {proofs: [...]}
+ * Failure: {"error": {name, code, message, status, error, error_description, challenges?}} and
+ * exit code 1 (challenges: a WWW-Authenticate answer as the library parsed it, [{scheme,
+ * parameters}]).
  */
 import * as client from 'openid-client';
 
@@ -61,7 +75,11 @@ function clientAuth() {
 const options = { execute: [client.allowInsecureRequests], timeout: 15 };
 
 async function config() {
-  return client.discovery(new URL(args.server), args.client_id, args.client_secret, clientAuth(), options);
+  // A client whose clock is off by clock_skew seconds (the library's clockSkew client metadata).
+  const metadata = args.clock_skew === undefined
+    ? args.client_secret
+    : { client_secret: args.client_secret, [client.clockSkew]: args.clock_skew };
+  return client.discovery(new URL(args.server), args.client_id, metadata, clientAuth(), options);
 }
 
 function out(value) {
@@ -157,14 +175,49 @@ const ops = {
     const params = {};
     if (args.scope) params.scope = args.scope;
     if (args.resource) params.resource = args.resource;
-    return { ...await client.clientCredentialsGrant(cfg, params, { DPoP }) };
+    if (args.count === undefined) return { ...await client.clientCredentialsGrant(cfg, params, { DPoP }) };
+    const responses = [];
+    for (let i = 0; i < args.count; i += 1) {
+      responses.push({ ...await client.clientCredentialsGrant(cfg, params, { DPoP }) });
+    }
+    return { responses };
   },
   async dpop_fetch() {
     const cfg = await config();
     const DPoP = client.getDPoPHandle(cfg, await dpopKeys());
     const res = await client.fetchProtectedResource(
-      cfg, args.access_token, new URL(args.url), args.method ?? 'GET', args.body ?? null, undefined, { DPoP });
+      cfg, args.access_token, new URL(args.url), args.method ?? 'GET', args.body ?? null,
+      args.headers ? new Headers(args.headers) : undefined, { DPoP });
     return { status: res.status, headers: Object.fromEntries(res.headers), body: await res.text() };
+  },
+  async dpop_proof() {
+    const cfg = await config();
+    const DPoP = client.getDPoPHandle(cfg, await dpopKeys());
+    // Every later request of this configuration goes to this function instead of the network:
+    // it keeps the headers the library made and answers 200 (with a DPoP-Nonce when asked, which
+    // the handle then remembers for the origin, as it does for a server's answer).
+    let sent;
+    let answerNonce = null;
+    cfg[client.customFetch] = async (url, init) => {
+      sent = { url, headers: init.headers };
+      return new Response('{}', {
+        status: 200,
+        headers: answerNonce ? { 'dpop-nonce': answerNonce } : {},
+      });
+    };
+    const one = async ({ url, method, access_token }) => {
+      await client.fetchProtectedResource(cfg, access_token, new URL(url), method ?? 'GET', null, undefined, { DPoP });
+      return { dpop: sent.headers.dpop, authorization: sent.headers.authorization, url: sent.url };
+    };
+    const requests = args.requests ?? [{ url: args.url, method: args.method, access_token: args.access_token }];
+    if (args.nonce) {
+      answerNonce = args.nonce;
+      await one(requests[0]);
+      answerNonce = null;
+    }
+    const proofs = [];
+    for (const r of requests) proofs.push({ ...await one(r), thumbprint: await DPoP.calculateThumbprint() });
+    return args.requests ? { proofs } : proofs[0];
   },
   async ciba() {
     const cfg = await config();
@@ -192,6 +245,8 @@ try {
       error: err?.error,
       error_description: err?.error_description,
       cause: err?.cause?.message ?? err?.cause?.attribute ?? err?.cause?.claim ?? undefined,
+      // WWWAuthenticateChallengeError: the challenges as the library parsed them
+      challenges: Array.isArray(err?.cause) ? err.cause : undefined,
     },
   });
   process.exit(1);
