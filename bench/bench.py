@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import ssl
 import json
 import os
 import platform
@@ -105,6 +106,7 @@ sys.path.insert(0, str(ROOT / "tests" / "rig"))
 
 import envoy  # noqa: E402  (tests/rig)
 import configure  # noqa: E402  (bench/configure.py)
+import proofs  # noqa: E402  (bench/proofs.py)
 import tokens as rig_tokens  # noqa: E402
 from procs import VENV_PY, Proc  # noqa: E402
 from servers import RIG  # noqa: E402
@@ -121,6 +123,14 @@ NOOP_DIR = BENCH / "noop"
 NOOP_TARGET = ROOT / "target" / "bench-noop"
 NOOP_WASM = NOOP_TARGET / "wasm32-wasip1" / "release" / "bench_noop.wasm"
 LUA = BENCH / "tokens.lua"
+PROOFS_LUA = BENCH / "proofs.lua"
+# bench/run's measurement build without the DPoP replay store (scripts/build-wasm
+# --bench-skip-replay-store): its row isolates what the store costs per request.
+NOREPLAY_WASM = ROOT / "target" / "bench-skip-replay-store" / "tollgate.wasm"
+PKI = WORK / "pki"
+# DPoP proofs' iat window: Tollgate's default. The pool's proofs are dated so that each replay
+# entry lives 1-2 s whatever the window (bench/proofs.py), so there is no need to widen it.
+DPOP_WINDOW = 60
 
 ISSUER = "https://issuer.bench.test"
 AUDIENCE = "https://api.bench.test"
@@ -155,8 +165,9 @@ def public_jwks(keys: dict[str, jwk.JWK]) -> dict:
     return {"keys": [json.loads(k.export_public()) | {"use": "sig"} for k in keys.values()]}
 
 
-def mint(keys: dict[str, jwk.JWK], alg: str, n: int, tag: str = "") -> list[str]:
-    """n distinct valid access tokens (distinct jti and sub), valid for a day."""
+def mint(keys: dict[str, jwk.JWK], alg: str, n: int, tag: str = "", extra: dict | None = None) -> list[str]:
+    """n distinct valid access tokens (distinct jti and sub), valid for a day; extra: more claims
+    (e.g. a cnf binding the token to a DPoP key or a client certificate)."""
     key = keys[KIDS[alg]]
     now = int(time.time())
     out = []
@@ -165,7 +176,7 @@ def mint(keys: dict[str, jwk.JWK], alg: str, n: int, tag: str = "") -> list[str]
             "iss": ISSUER, "aud": AUDIENCE, "sub": f"user{tag}-{i}", "client_id": "bench-client",
             "scope": "read", "iat": now - 10, "exp": now + 86400,
             "jti": f"{alg}{tag}-{i}-{os.urandom(6).hex()}",
-        }
+        } | (extra or {})
         token = jwt.JWT(header={"alg": alg, "kid": key.key_id, "typ": "at+jwt"}, claims=claims)
         token.make_signed_token(key)
         out.append(token.serialize())
@@ -202,7 +213,10 @@ def router() -> dict:
     return {"name": "envoy.filters.http.router", "typed_config": {"@type": envoy.ROUTER_TYPE}}
 
 
-def listener(name: str, port: int, http_filters: list[dict], route: dict) -> dict:
+def listener(name: str, port: int, http_filters: list[dict], route: dict, tls: bool = False) -> dict:
+    """tls: the listener ends TLS and requires a client certificate of the bench's test CA
+    (bench/proofs.py test_pki), and takes HTTP/1.0 (ab, the load generator of these rows, sends
+    HTTP/1.0 keep-alive requests)."""
     hcm = {
         "@type": envoy.HCM_TYPE,
         "stat_prefix": name,
@@ -213,18 +227,34 @@ def listener(name: str, port: int, http_filters: list[dict], route: dict) -> dic
         },
         "http_filters": http_filters + [router()],
     }
+    chain: dict = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+    if tls:
+        hcm["http_protocol_options"] = {"accept_http_10": True}
+        chain["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": True,
+                "common_tls_context": {
+                    "tls_certificates": [{"certificate_chain": {"filename": str(PKI / "server.pem")},
+                                          "private_key": {"filename": str(PKI / "server.key")}}],
+                    "validation_context": {"trusted_ca": {"filename": str(PKI / "ca.pem")}},
+                },
+            },
+        }
     return {
         "name": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+        "filter_chains": [chain],
     }
 
 
-def tollgate_config(jwks: dict, name: str, cache_entries: int | None) -> dict:
+def tollgate_config(jwks: dict, name: str, cache_entries: int | None, **issuer: dict) -> dict:
+    """issuer: more keys of the issuer (dpop, mtls)."""
     cfg: dict = {
         "issuers": [{
             "name": name, "issuer": ISSUER, "jwks": {"inline": jwks}, "audiences": [AUDIENCE],
-            "algorithms": sorted(set(KIDS)),
+            "algorithms": sorted(set(KIDS)), **issuer,
         }],
         "routes": [{"name": "api", "match": {"prefix": "/"}, "require": {}}],
     }
@@ -299,6 +329,21 @@ def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int
             return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "mix", MAX_SLOTS), "tollgate-mix")]
         if name.startswith("tg-once-"):
             return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "once", MAX_SLOTS), f"tollgate-{name[3:]}")]
+        if name in ("tg-dpop", "tg-dpop-noreplay"):
+            # DPoP allowed (the default) with Tollgate's default window; the token's cnf.jkt
+            # makes it required for that token. The cache is on: the token is verified once.
+            cfg = tollgate_config(jwks, name.replace("tg-", "").replace("-", ""), None,
+                                  dpop={"mode": "allowed", "iat_window_s": DPOP_WINDOW})
+            module = TOLLGATE_WASM if name == "tg-dpop" else NOREPLAY_WASM
+            return [wasm(module, cfg, f"tollgate-{name[3:]}")]
+        if name == "tls-passthrough":
+            return []
+        if name == "tg-tls":
+            # Certificate-bound tokens allowed; the certificate from Envoy's own TLS connection
+            # (sender_constraint.client_certificate's default, {"from": "connection"}).
+            cfg = tollgate_config(jwks, "tls", None, mtls={"mode": "allowed"})
+            cfg["sender_constraint"] = {"client_certificate": {"from": "connection"}}
+            return [wasm(TOLLGATE_WASM, cfg, "tollgate-tls")]
         if name == "tg-opaque":
             assert dot_port is not None
             return [wasm(TOLLGATE_WASM, tollgate_opaque_config(dot_port), "tollgate-opaque")]
@@ -311,7 +356,8 @@ def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int
         raise ValueError(name)
 
     listeners = [listener("upstream", ports["upstream"], [], {"direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}})]
-    listeners += [listener(name, port, filters(name), to_upstream) for name, port in ports.items() if name != "upstream"]
+    listeners += [listener(name, port, filters(name), to_upstream, tls=name in TLS_LISTENERS)
+                  for name, port in ports.items() if name != "upstream"]
     clusters = [envoy._cluster("upstream", ports["upstream"])]
     if dot_port is not None:
         # The AS is Django's threaded dev server (listen backlog 10): a burst of first-seen tokens
@@ -342,6 +388,13 @@ class Row:
     check: str | None = None  # "once": one verification per distinct token; "every": cache off
     probe: str | None = None  # token set whose first token probes the row (default: tokens)
     opaque: bool = False  # introspected at the AS: also count its introspections
+    ref: str | None = None  # label of the row of the same run this one is compared with ("vs ref")
+    # "wrk": tokens.lua; "dpop": proofs.lua with a fresh proof pool per wrk run; "ab": ab over
+    # the TLS listener with the bench's client certificate (wrk has no client certificates)
+    driver: str = "wrk"
+    per_slot: int = 0  # dpop rows: proofs per second of the next pool
+    proofs_sent: int = 0  # dpop rows: proofs handed to wrk, over all runs
+    proofs_skipped: int = 0  # dpop rows: proofs of seconds that passed unused
     rounds: list[dict] = field(default_factory=list)
     result: dict | None = None
     error: str | None = None
@@ -369,7 +422,16 @@ class Check:
         return f"{mark}: {self.label}: {self.text}"
 
 
-def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int, baseline: bool = False) -> list[Row]:
+TLS_LISTENERS = ("tls-passthrough", "tg-tls")
+DPOP_ROW = "dpop-es256-cached (DPoP-bound ES256, fresh proof each request)"
+NOREPLAY_ROW = "dpop-es256-cached, replay store skipped (bench-only build)"
+TLS_FLOOR_ROW = "mtls passthrough (router only, TLS + client cert)"
+TLS_WARM_ROW = "mtls warm ES256, unbound token (TLS + client cert)"
+MTLS_ROW = "mtls-cached (certificate-bound ES256, cnf x5t#S256)"
+
+
+def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int, baseline: bool = False,
+              noreplay: bool = True) -> list[Row]:
     native_mix = f"native jwt_authn + cache, Zipf mix {MIX_ALG}"
     rows = [
         Row("passthrough (router only)", "passthrough", "warm-RS256"),
@@ -402,6 +464,20 @@ def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int, baseline: bo
                  check="once", probe="opaque-probe-1", opaque=True),
              Row(f"tollgate opaque (DOT introspection), {opaque_tokens} tokens", "tg-opaque", "opaque-set",
                  issuer="dot", check="once", probe="opaque-probe-set", opaque=True)]
+    # Issue 15, sender-constrained tokens. DPoP: one DPoP-bound token (verified once, then a
+    # cache hit) with a fresh proof per request, each proof verified (one ES256 verification):
+    # compared with cold ES256 (one verification per request). The same row on the bench-only
+    # build without the replay store isolates the store's cost. mTLS: over a TLS listener that
+    # requires a client certificate, driven by ab (wrk sends none); the certificate-bound token
+    # is compared with an unbound one on the same listener.
+    rows += [Row(DPOP_ROW, "tg-dpop", "dpop-ES256", issuer="dpop", check="once",
+                 ref="tollgate cold ES256", driver="dpop")]
+    if noreplay:
+        rows += [Row(NOREPLAY_ROW, "tg-dpop-noreplay", "dpop-ES256", issuer="dpopnoreplay", check="once",
+                     ref=DPOP_ROW, driver="dpop")]
+    rows += [Row(TLS_FLOOR_ROW, "tls-passthrough", "warm-ES256", driver="ab"),
+             Row(TLS_WARM_ROW, "tg-tls", "warm-ES256", issuer="tls", check="once", ref=TLS_FLOOR_ROW, driver="ab"),
+             Row(MTLS_ROW, "tg-tls", "mtls-ES256", issuer="tls", check="once", ref=TLS_WARM_ROW, driver="ab")]
     return rows
 
 
@@ -414,13 +490,30 @@ def once_checks(algs: list[str]) -> list[OnceCheck]:
 _wrk: subprocess.Popen | None = None
 
 
-def probe(port: int, token: str) -> int:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{PATH}", headers={"Authorization": f"Bearer {token}"})
+def probe(port: int, token: str, *, dpop_key: proofs.ProofKey | None = None, tls: bool = False) -> int:
+    """One request with token (and, for a DPoP row, a fresh proof of its own; for a TLS row,
+    over TLS with the bench's client certificate); its status."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if dpop_key is not None:
+        proof = dpop_key.proof(htm="GET", htu=f"http://127.0.0.1:{port}{PATH}", token=token,
+                               iat=int(time.time()), jti=f"probe-{os.urandom(8).hex()}")
+        headers = {"Authorization": f"DPoP {token}", "DPoP": proof}
+    conn = (http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=client_tls()) if tls
+            else http.client.HTTPConnection("127.0.0.1", port, timeout=10))
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
+        conn.request("GET", PATH, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def client_tls() -> ssl.SSLContext:
+    """TLS as the bench's client: the test CA, the client certificate and its key."""
+    ctx = ssl.create_default_context(cafile=str(PKI / "ca.pem"))
+    ctx.load_cert_chain(str(PKI / "client.pem"))
+    return ctx
 
 
 def run_wrk(port: int, token_file: Path, seconds: int, connections: int) -> dict:
@@ -435,6 +528,79 @@ def run_wrk(port: int, token_file: Path, seconds: int, connections: int) -> dict
     if rc != 0 or not m:
         raise RuntimeError(f"wrk failed (rc {rc}):\n{out}")
     return json.loads(m.group(1))
+
+
+_proof_speed = [10000.0]  # proofs per second the last pool was made at (a guess at first)
+
+
+def run_dpop(r: Row, port: int, token_file: Path, token: str, key: proofs.ProofKey, seconds: int,
+             connections: int) -> dict:
+    """wrk with proofs.lua and a pool made now for this run: r.per_slot proofs for each second
+    from now until the run's end (plus the seconds the pool takes to make, and a margin), every
+    jti new (bench/proofs.py). The JSON line of proofs.lua; "exhausted" > 0 if the pool ran out."""
+    global _wrk
+    pool = WORK / f"proofs-{r.listener}.txt"
+    htu = f"http://127.0.0.1:{port}{PATH}"
+    t0 = time.monotonic()
+    # The pool starts a little ahead (the seconds it takes to make, at the speed seen last
+    # time); if making it took longer, slots that already passed are wasted, so more are added
+    # until the run's seconds (and 3 more) are all ahead.
+    first = int(time.time()) + 1 + int(r.per_slot * (seconds + 3) / _proof_speed[0])
+    made, last = 0, first - 1
+    while last < int(time.time()) + seconds + 3:
+        n = last + 1 - first + seconds + 3 if made == 0 else int(time.time()) + seconds + 3 - last
+        made += proofs.pool(pool, key, htm="GET", htu=htu, token=token, window=DPOP_WINDOW, first_slot=last + 1,
+                            seconds=n, per_slot=r.per_slot, append=made > 0)
+        last += n
+    made_s = time.monotonic() - t0
+    _proof_speed[0] = max(2000.0, made / made_s)
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(PROOFS_LUA),
+            f"http://127.0.0.1:{port}{PATH}", "--", str(token_file), str(pool)]
+    _wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _ = _wrk.communicate()
+    rc, _wrk = _wrk.returncode, None
+    m = re.search(r"^BENCH (\{.*\})$", out, re.M)
+    if rc != 0 or not m:
+        raise RuntimeError(f"wrk failed (rc {rc}):\n{out}")
+    x = json.loads(m.group(1))
+    x["pool"], x["pool_s"] = made, made_s
+    return x
+
+
+def run_ab(port: int, token: str, seconds: int, connections: int) -> dict:
+    """ab -k over TLS with the bench's client certificate (-E) for `seconds`; the same keys as
+    tokens.lua's JSON line. ab ends early once it has sent -n requests; its own time is used."""
+    global _wrk
+    argv = ["ab", "-k", "-q", "-c", str(connections), "-t", str(seconds), "-n", str(max(50000, 20000 * seconds)),
+            "-s", "5", "-E", str(PKI / "client.pem"), "-H", f"Authorization: Bearer {token}",
+            f"https://127.0.0.1:{port}{PATH}"]
+    _wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _ = _wrk.communicate()
+    rc, _wrk = _wrk.returncode, None
+
+    def num(pattern: str, default: float | None = None) -> float:
+        m = re.search(pattern, out, re.M)
+        if m:
+            return float(m.group(1))
+        if default is None:
+            raise RuntimeError(f"ab (rc {rc}): no match for {pattern!r}:\n{out}")
+        return default
+
+    if rc != 0:
+        raise RuntimeError(f"ab failed (rc {rc}):\n{out}")
+    complete = int(num(r"^Complete requests:\s+(\d+)"))
+    failed = int(num(r"^Failed requests:\s+(\d+)"))
+    keepalive = int(num(r"^Keep-Alive requests:\s+(\d+)", 0))
+    return {
+        "requests": complete,
+        "duration_us": int(num(r"^Time taken for tests:\s+([\d.]+) seconds") * 1e6),
+        "p50_us": int(num(r"^\s+50%\s+(\d+)") * 1000), "p99_us": int(num(r"^\s+99%\s+(\d+)") * 1000),
+        "status_errors": int(num(r"^Non-2xx responses:\s+(\d+)", 0)),
+        "connect": int(num(r"Connect: (\d+)", 0)), "read": int(num(r"Receive: (\d+)", 0)),
+        "write": int(num(r"^Write errors:\s+(\d+)", 0)) + int(num(r"Length: (\d+)", 0)),
+        "timeout": int(num(r"Exceptions: (\d+)", 0)), "failed": failed,
+        "issued": complete, "reconnects": complete - keepalive,
+    }
 
 
 def drive(port: int, seq: list[str], connections: int) -> Counter:
@@ -608,14 +774,18 @@ def table(rows: list[Row]) -> str:
 
     base, floor = rps("passthrough (router only)"), rps("no-op wasm (reads 1 header)")
     compared = any(r.baseline for r in rows)
+    referred = any(r.ref for r in rows)
     head = "| scenario | req/s | spread | p50 ms | p99 ms | Envoy CPU µs/req | vs passthrough | vs no-op floor | vs native |"
     rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     if compared:  # req/s, and CPU per request (above 1.00x: this build costs more)
         head, rule = head + " vs baseline | CPU vs baseline |", rule + "---:|---:|"
+    if referred:  # the row named in Row.ref: req/s, and CPU per request (above 1.00x: costs more)
+        head, rule = head + " vs ref | CPU vs ref |", rule + "---:|---:|"
     lines = [head, rule]
     for r in rows:
         if not r.result:
-            lines.append(f"| {r.label} | FAILED: {r.error or 'did not run'} | | | | | | | |" + (" | |" if compared else ""))
+            lines.append(f"| {r.label} | FAILED: {r.error or 'did not run'} | | | | | | | |" + (" | |" if compared else "")
+                         + (" | |" if referred else ""))
             continue
         x = r.result
         line = (
@@ -625,7 +795,12 @@ def table(rows: list[Row]) -> str:
         )
         if compared:
             line += f" {fmt_ratio(x['rps'], rps(r.baseline))} | {fmt_ratio(x['cpu_us'], rps(r.baseline, 'cpu_us'))} |"
+        if referred:
+            line += f" {fmt_ratio(x['rps'], rps(r.ref))} | {fmt_ratio(x['cpu_us'], rps(r.ref, 'cpu_us'))} |"
         lines.append(line)
+    if refs := [r for r in rows if r.ref and r.result]:
+        lines += ["", "vs ref / CPU vs ref (req/s, and Envoy CPU per request, against another row of this run): "
+                  + "; ".join(f"{r.label} against {r.ref}" for r in refs) + "."]
     return "\n".join(lines)
 
 
@@ -695,6 +870,8 @@ def main() -> int:
     ap.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent s of the mix (default 1.1)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the mix sequence (default 1)")
     ap.add_argument("--opaque-tokens", type=int, default=100, help="opaque tokens of the second opaque row (default 100)")
+    ap.add_argument("--dpop-rate", type=int, default=6000,
+                    help="DPoP rows: proofs per second in the first pool (then twice the rate seen; default 6000)")
     ap.add_argument("--only", help="run only rows and checks whose label contains this text (plus passthrough and no-op)")
     ap.add_argument("--baseline", type=Path, help="another tollgate.wasm (e.g. the previous commit's): its warm and "
                     "cold rows run in the same Envoy, and the table compares this build's with them")
@@ -720,12 +897,28 @@ def main() -> int:
 
     if args.baseline is not None and not args.baseline.is_file():
         ap.error(f"--baseline {args.baseline}: no such file")
-    rows = scenarios(algs, args.mix_tokens, args.opaque_tokens, args.baseline is not None)
+    # --quick leaves out the row of the bench-only build without the replay store (a second
+    # full build of the module, minutes in CI, for a measurement a smoke run does not make).
+    rows = scenarios(algs, args.mix_tokens, args.opaque_tokens, args.baseline is not None, noreplay=not args.quick)
     checks_todo = once_checks(algs)
     if args.only:
-        rows = [r for r in rows if r.listener in ("passthrough", "noop") or args.only in r.label
+        picked = {r.label for r in rows if args.only in r.label}
+        while True:  # and the rows they are compared with ("vs ref"), and theirs
+            more = picked | {r.ref for r in rows if r.label in picked and r.ref}
+            if more == picked:
+                break
+            picked = more
+        rows = [r for r in rows if r.listener in ("passthrough", "noop") or r.label in picked
                 or any(args.only in t.label and t.baseline == r.label for t in rows)]
         checks_todo = [c for c in checks_todo if args.only in c.label]
+    for r in rows:
+        if r.driver == "dpop":
+            r.per_slot = args.dpop_rate
+    if any(r.listener == "tg-dpop-noreplay" for r in rows):
+        print("bench: building the measurement module without the replay store "
+              "(scripts/build-wasm --bench-skip-replay-store)", flush=True)
+        subprocess.run([str(ROOT / "scripts" / "build-wasm"), "--bench-skip-replay-store"], check=True,
+                       stdout=subprocess.DEVNULL)
     sets_needed = {r.tokens for r in rows} | {r.probe for r in rows if r.probe} | {c.tokens for c in checks_todo}
     need_dot = any(r.opaque for r in rows)
 
@@ -750,6 +943,13 @@ def main() -> int:
         for a in ("RS256", "ES256"):
             if f"warm-{a}" in sets_needed:
                 token_sets[f"warm-{a}"] = mint(keys, a, 1, "-warm")
+        dpop_key = proofs.ProofKey()  # the DPoP client's key
+        if "dpop-ES256" in sets_needed:
+            token_sets["dpop-ES256"] = mint(keys, "ES256", 1, "-dpop", {"cnf": {"jkt": dpop_key.jkt}})
+        if any(r.driver == "ab" for r in rows):
+            proofs.test_pki(PKI)
+            token_sets["mtls-ES256"] = mint(keys, "ES256", 1, "-mtls",
+                                            {"cnf": {"x5t#S256": proofs.client_x5t(PKI / "client-cert.pem")}})
         for a in algs:
             if f"cold-{a}" in sets_needed:
                 token_sets[f"cold-{a}"] = mint(keys, a, args.tokens, "-cold")
@@ -805,25 +1005,50 @@ def main() -> int:
                 token_file = WORK / f"tokens-{r.tokens}.txt"
                 as_port = dot_port if r.opaque else None
                 before = snapshot(admin_port, as_port)
-                status = probe(port, token_sets[r.probe or r.tokens][0])
+                status = probe(port, token_sets[r.probe or r.tokens][0],
+                               dpop_key=dpop_key if r.driver == "dpop" else None, tls=r.driver == "ab")
                 if status != 200:
                     r.error, failed = f"probe answered {status}", True
                     print(f"  {r.label:<52} {r.error}", flush=True)
                     continue
+                def load(seconds: int) -> dict:
+                    if r.driver == "dpop":
+                        return run_dpop(r, port, token_file, token_sets[r.tokens][0], dpop_key, seconds,
+                                        args.connections)
+                    if r.driver == "ab":
+                        return run_ab(port, token_sets[r.tokens][0], seconds, args.connections)
+                    return run_wrk(port, token_file, seconds, args.connections)
+
                 runs = []
                 if rnd == 1 and warmup:  # V8 tiers up the module and caches fill: once per listener is enough
-                    runs.append(run_wrk(port, token_file, warmup, args.connections))
+                    runs.append(load(warmup))
                 cpu0 = cpu_seconds(proc.pid)
-                runs.append(x := run_wrk(port, token_file, args.duration, args.connections))
+                runs.append(x := load(args.duration))
                 add_delta(r.delta, before, settled_snapshot(admin_port, as_port))
                 x["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) * 1e6 / max(x["requests"], 1)
                 r.issued = max([r.issued] + [w["issued"] for w in runs])
+                if r.driver == "dpop":
+                    r.proofs_sent += sum(w["issued"] for w in runs)
+                    r.proofs_skipped += sum(w["skipped"] for w in runs)
+                    # The next pool: twice the rate seen, so a second's proofs are rarely used up
+                    # (a second whose proofs are used up borrows the next second's; only a pool
+                    # used up whole fails the row).
+                    r.per_slot = max(200, int(2.2 * max(w["requests"] / (w["duration_us"] / 1e6) for w in runs)))
                 bad = sum(w["status_errors"] + w["connect"] + w["read"] + w["write"] + w["timeout"] for w in runs)
+                exhausted = sum(w.get("exhausted", 0) for w in runs)
+                if exhausted:
+                    r.error, failed = (f"the proof pool ran out ({exhausted} request(s) found it empty; "
+                                       f"{sum(w['pool'] for w in runs):,} proofs made): raise --dpop-rate"), True
+                    print(f"  {r.label:<52} {r.error}", flush=True)
+                    continue
                 if bad or x["requests"] == 0:
                     non2xx = sum(w["status_errors"] for w in runs)
                     r.error, failed = f"{non2xx} non-2xx, {bad - non2xx} socket errors", True
                     print(f"  {r.label:<52} {r.error}", flush=True)
                     continue
+                if reconnects := sum(w.get("reconnects", 0) for w in runs):
+                    print(f"  {r.label:<52} note: {reconnects} request(s) without keep-alive (new TLS connections)",
+                          flush=True)
                 x["rps"] = x["requests"] / (x["duration_us"] / 1e6)
                 r.rounds.append(x)
                 print(f"  {r.label:<52} {x['rps']:>9,.0f} req/s  p50 {x['p50_us'] / 1000:.2f} ms  "
@@ -861,6 +1086,17 @@ def main() -> int:
             if r.rounds and not r.error:
                 probe_token = token_sets[r.probe or r.tokens][0]
                 checks += row_checks(r, token_sets[r.tokens], probe_token, args.concurrency)
+                if r.driver == "dpop":
+                    # Every proof sent once (the pool never repeats one) and every one accepted:
+                    # one allowed request per proof, the probe's included, and nothing refused.
+                    p = f"tollgate.issuer.{r.issuer}."
+                    allowed = r.delta.get(p + "allowed", 0)
+                    denied = sum(v for k, v in r.delta.items() if k.startswith(p + "denied."))
+                    sent = sum(x["requests"] for x in r.rounds)
+                    checks.append(Check(r.label + ", proofs", denied == 0 and allowed >= sent,
+                                        f"{r.proofs_sent:,} proofs handed to wrk, each once ({r.proofs_skipped:,} of "
+                                        f"seconds that passed skipped unused); {allowed:,} requests allowed "
+                                        f"(timed rounds: {sent:,}), {denied:,} refused"))
         counters_after = counters(admin_port, r"^(wasmcustom\.tollgate\.|http\.[^.]+\.jwt_authn\.)")
         as_total = as_introspections(dot_port) if any(r.opaque and not r.error for r in rows) else None
     finally:
