@@ -77,6 +77,7 @@ share a slot is about n^2 / 2^33 (1,000 tokens: 1e-4; 2,000: 5e-4).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
 import ssl
 import json
@@ -603,9 +604,11 @@ def run_ab(port: int, token: str, seconds: int, connections: int) -> dict:
     }
 
 
-def drive(port: int, seq: list[str], connections: int) -> Counter:
+def drive(port: int, seq: list[str], connections: int, headers=None) -> Counter:
     """Sends seq in order over `connections` keep-alive connections (each takes the next token
-    when its previous request is answered); returns the count of each status (0: no answer)."""
+    when its previous request is answered); returns the count of each status (0: no answer).
+    headers: the request headers for an item of seq (default: it is a Bearer token)."""
+    headers = headers or (lambda token: {"Authorization": f"Bearer {token}"})
     lock = threading.Lock()
     statuses: Counter = Counter()
     it = iter(seq)
@@ -619,7 +622,7 @@ def drive(port: int, seq: list[str], connections: int) -> Counter:
                 if token is None:
                     return
                 try:
-                    conn.request("GET", PATH, headers={"Authorization": f"Bearer {token}"})
+                    conn.request("GET", PATH, headers=headers(token))
                     resp = conn.getresponse()
                     resp.read()
                     status = resp.status
@@ -750,6 +753,134 @@ def row_checks(r: Row, seq: list[str], probe_token: str, workers: int) -> list[C
     return [Check(r.label, ok, f"{calls:,} introspection calls by Tollgate, {seen:,} served by the AS, for "
                                f"{want:,} distinct tokens sent ({allowed:,} allowed, {hits:,} cache hits, "
                                f"{coalesced:,} coalesced){extra}")]
+
+
+def sanity_checks(rows: list[Row], ports: dict[str, int], token_sets: dict[str, list[str]],
+                  dpop_key: proofs.ProofKey, keys: dict[str, jwk.JWK]) -> list[Check]:
+    """That the rows measure the checks they claim: a DPoP proof sent twice is refused the second
+    time (and accepted twice by the bench-only build without the replay store), and a token
+    bound to another client certificate is refused on the TLS listener."""
+    out = []
+    listeners = {r.listener for r in rows if r.rounds}
+    for name in ("tg-dpop", "tg-dpop-noreplay"):
+        if name not in listeners:
+            continue
+        port, token = ports[name], token_sets["dpop-ES256"][0]
+        proof = dpop_key.proof(htm="GET", htu=f"http://127.0.0.1:{port}{PATH}", token=token, iat=int(time.time()),
+                               jti=f"twice-{os.urandom(8).hex()}")
+        got = [status_of(port, {"Authorization": f"DPoP {token}", "DPoP": proof}) for _ in range(2)]
+        want = [200, 401] if name == "tg-dpop" else [200, 200]
+        what = "refused as a replay" if name == "tg-dpop" else "accepted again: this build has no replay store"
+        out.append(Check(f"{name}: one proof sent twice", got == want,
+                         f"answers {got[0]}, {got[1]} (the second {what})"))
+    if "tg-tls" in listeners:
+        other = mint(keys, "ES256", 1, "-other-cert", {"cnf": {"x5t#S256": proofs.b64(os.urandom(32))}})[0]
+        status = probe(ports["tg-tls"], other, tls=True)
+        out.append(Check("tg-tls: a token bound to another certificate", status == 401, f"answered {status} (want 401)"))
+    return out
+
+
+def status_of(port: int, headers: dict) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", PATH, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def replay_memory(concurrency: int, keys: dict[str, jwk.JWK], jwks: dict, live: int = 10_000) -> list[str]:
+    """The replay store's memory with `live` proofs in it, in an Envoy of its own: Envoy's heap
+    (admin /memory "allocated", tcmalloc) and RSS before and after `live` distinct proofs are
+    accepted, all still inside their window (dated 50 s ahead, so they live ~111 s), next to the
+    same number of requests that do not touch the store (an unbound Bearer token on the same
+    listener: what serving requests alone moves), and the arithmetic for the buckets the
+    proofs' ids fall in (computed here exactly as the store does)."""
+    key = proofs.ProofKey()
+    bound = mint(keys, "ES256", 1, "-mem", {"cnf": {"jkt": key.jkt}})[0]
+    unbound = mint(keys, "ES256", 1, "-mem-bearer")[0]
+    upstream_port, port, admin_port = free_ports(3)
+    cfg = bootstrap({"upstream": upstream_port, "tg-dpop": port}, admin_port, jwks, 1000, None)
+    cfg_path = WORK / "envoy-replay-memory.json"
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    argv = [str(envoy.envoy_binary()), "-c", str(cfg_path), "--concurrency", str(concurrency),
+            "--base-id", str((os.getpid() + 1) % 100000), "--disable-hot-restart", "-l", "warning"]
+    proc = envoy.EnvoyProc(name="envoy-replay-memory", argv=argv, port=upstream_port,
+                           log_path=WORK / "envoy-replay-memory.log", admin_port=admin_port, config_path=cfg_path)
+    htu = f"http://127.0.0.1:{port}{PATH}"
+    tag = os.urandom(4).hex()
+
+    def jtis(prefix: str, n: int) -> list[str]:
+        return [f"{tag}-{prefix}-{i}" for i in range(n)]
+
+    def send(items: list[str], iat: int | None) -> Counter:
+        if iat is None:  # the unbound token, as Bearer: no proof, no store
+            return drive(port, [unbound] * len(items), 16)
+        made = {j: key.proof(htm="GET", htu=htu, token=bound, iat=iat, jti=j) for j in items}
+        return drive(port, items, 16, lambda j: {"Authorization": f"DPoP {bound}", "DPoP": made[j]})
+
+    def memory() -> tuple[int, int]:
+        status, body = envoy.admin_get(admin_port, "/memory", timeout=5)
+        rss = next(int(ln.split()[1]) * 1024 for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                   if ln.startswith("VmRSS:"))
+        return int(json.loads(body)["allocated"]), rss
+
+    def settle() -> tuple[int, int]:
+        time.sleep(1.0)
+        return memory()
+
+    proc.start(timeout=60)
+    try:
+        # Warm-up: the code paths, V8's tiers, the connections. These proofs are dated 50 s
+        # back, so their entries die 11 s after they are sent (their buckets stay: shared data
+        # has no delete); the measurement starts once they are dead.
+        warm = jtis("warm", 300)
+        warm_iat = int(time.time()) - DPOP_WINDOW + 10
+        w1 = send(warm, warm_iat)
+        w2 = send(["x"] * 2000, None)
+        time.sleep(max(0.0, warm_iat + DPOP_WINDOW + 2 - time.time()))
+        m0 = settle()
+        control = send(["x"] * live, None)
+        m1 = settle()
+        t0 = time.monotonic()
+        measured = jtis("live", live)
+        st = send(measured, int(time.time()) + 50)
+        took = time.monotonic() - t0
+        m2 = settle()
+    finally:
+        proc.stop()
+
+    # The store's layout for these ids (flow/replay.rs): bucket = first 8 bytes of the id, little
+    # endian, mod 8192; one shared-data key per bucket, its value 24 bytes per live entry.
+    def bucket(j: str) -> int:
+        digest = hashlib.sha256(key.jkt.encode() + b"\0" + j.encode()).digest()
+        return int.from_bytes(digest[:8], "little") % 8192
+
+    before = {bucket(j) for j in warm}
+    per = Counter(bucket(j) for j in measured)
+    new_keys = len(per.keys() - before)
+    full = sum(n - 8 for n in per.values() if n > 8)
+    # libc++ std::string: a value of n > 22 bytes is a heap block of n + 1 rounded up to 16;
+    # each unordered_map node (next, hash, key string, value string, cas) is 72 bytes, an
+    # 80-byte tcmalloc block; the bucket array is 8 bytes per bucket, at least one per key.
+    values = sum(-(-(24 * min(n, 8) + 1) // 16) * 16 for n in per.values())
+    nodes = 80 * new_keys
+    table = 8 * len(per.keys() | before)
+    heap = m2[0] - m1[0]
+    return [
+        f"- {live:,} distinct proofs accepted in {took:.1f}s ({dict(st)} by status; warm-up {dict(w1 + w2)}), "
+        f"Envoy --concurrency {concurrency}",
+        f"- Envoy heap (admin /memory allocated): {m0[0]:,} → {m1[0]:,} after {live:,} requests that do not touch "
+        f"the store ({m1[0] - m0[0]:+,} bytes; {dict(control)} by status) → {m2[0]:,} after the {live:,} proofs "
+        f"(**{heap:+,} bytes**, {heap / live:.0f} bytes per live proof)",
+        f"- RSS: {m0[1]:,} → {m1[1]:,} ({m1[1] - m0[1]:+,}) → {m2[1]:,} ({m2[1] - m1[1]:+,} bytes)",
+        f"- the ids fall in {len(per):,} buckets ({new_keys:,} of them new keys; the largest holds {max(per.values())}"
+        f" ids{f', {full} over 8: refused as full' if full else ''}); arithmetic: {live:,} entries x 24 bytes = "
+        f"{24 * live:,} bytes of entries, {values:,} bytes as libc++ strings, + {nodes:,} bytes of map nodes "
+        f"({new_keys:,} x 80) + ~{table:,} bytes of bucket array = ~{values + nodes + table:,} bytes",
+    ]
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -1097,6 +1228,10 @@ def main() -> int:
                                         f"{r.proofs_sent:,} proofs handed to wrk, each once ({r.proofs_skipped:,} of "
                                         f"seconds that passed skipped unused); {allowed:,} requests allowed "
                                         f"(timed rounds: {sent:,}), {denied:,} refused"))
+        checks += sanity_checks(rows, ports, token_sets, dpop_key, keys)
+        for c in checks[-3:]:
+            if c.label.startswith("tg-"):
+                print(f"  {c.line()}", flush=True)
         counters_after = counters(admin_port, r"^(wasmcustom\.tollgate\.|http\.[^.]+\.jwt_authn\.)")
         as_total = as_introspections(dot_port) if any(r.opaque and not r.error for r in rows) else None
     finally:
@@ -1107,6 +1242,17 @@ def main() -> int:
             proc.stop()
         if dot is not None:
             dot.stop()
+
+    # The replay store's memory with 10,000 live proofs, in an Envoy of its own (not in --quick:
+    # 10,000 DPoP requests).
+    replay_lines = []
+    if not args.quick and any(r.label == DPOP_ROW for r in rows):
+        print("replay store: memory with 10,000 live proofs (an Envoy of its own)", flush=True)
+        try:
+            replay_lines = replay_memory(args.concurrency, keys, jwks)
+        except (RuntimeError, OSError, KeyError, ValueError) as e:
+            replay_lines, failed = [f"- FAILED: {e}"], True
+        print("\n".join(replay_lines), flush=True)
 
     # Plugin start: on_configure with 10 issuers (bench/configure.py), in Envoys of their own.
     configure_lines = []
@@ -1166,6 +1312,7 @@ def main() -> int:
         "",
         *[f"- {c.line()}" for c in checks],
         "",
+        *(["## Replay store memory", "", *replay_lines, ""] if replay_lines else []),
         *(["## Plugin start", "", *configure_lines, ""] if configure_lines else []),
         "Counters after the run: " + ", ".join(f"`{k}` {v:,}" for k, v in sorted(interesting.items())),
         "",
