@@ -15,9 +15,17 @@ Run it through bench/run (which installs and builds what is missing). Listeners,
     jwt-nocache    Envoy's native jwt_authn, same JWKS inline, no JWT cache
     jwt-cache      native jwt_authn with jwt_cache_config (warm rows)
     jwt-mix        native jwt_authn with jwt_cache_config large enough for the whole mix
-    base-warm, base-cold
-                   with --baseline WASM: tg-warm and tg-cold running that other module (e.g.
-                   the previous commit's), so a change is measured against it in the same run
+    base-warm, base-cold, base-dpop
+                   with --baseline WASM: tg-warm, tg-cold and tg-dpop running that other module
+                   (e.g. the previous commit's), so a change is measured against it in the same run
+    tg-dpop        Tollgate, inline JWKS, cache on, DPoP allowed (iat window 60 s, the default)
+    tg-dpop-noreplay
+                   the same on the bench-only build without the DPoP replay store
+                   (scripts/build-wasm --bench-skip-replay-store; not in --quick)
+    tls-passthrough, tg-tls
+                   TLS listeners that require a client certificate of the bench's test CA
+                   (bench/proofs.py test_pki): router only, and Tollgate with mtls allowed and the
+                   certificate from Envoy's connection
 
 Rows (each drives one listener with `wrk -t1 -c16` and a Lua script that cycles through a token
 file, in interleaved rounds; the table shows each row's median round):
@@ -36,6 +44,23 @@ file, in interleaved rounds; the table shows each row's median round):
                and a set of --opaque-tokens (100). No native counterpart: compare with the no-op
                floor (target >= 0.95x). These rows probe with a token of their own, so their
                tokens are first seen under wrk's 16 connections (single-flight at work).
+
+Issue 15 rows (sender-constrained tokens; "vs ref" compares with another row of the same run):
+
+    dpop-es256-cached
+               one DPoP-bound ES256 token (cnf.jkt), verified once and then a cache hit, with a
+               fresh ES256 proof per request (unique jti, htm, htu, iat, ath), so each request
+               costs one proof verification: vs ref is against tollgate cold ES256 (one token
+               verification per request). wrk's Lua cannot sign, so before each wrk run
+               bench/proofs.py makes a pool (cryptography, one process per CPU) dated in
+               one-second slots, and bench/proofs.lua sends each proof once (a pool that runs
+               out fails the row; see bench/proofs.py for why slots, not one date)
+    dpop-es256-cached, replay store skipped (bench-only build)
+               the same on the build without the replay store: vs ref is the store's cost
+    mtls       over a TLS listener requiring a client certificate, driven by ab -k -E (wrk has
+               no client certificates; `-c16` connections, HTTP/1.0 keep-alive): passthrough, a
+               warm unbound ES256 token, and mtls-cached, a cached ES256 token bound to the
+               client certificate (cnf x5t#S256), vs ref against the unbound token
 
 Checks (section "Checks" of the report; a FAILED check makes the command exit 1). Before and
 after every row the bench reads all of Tollgate's and jwt_authn's counters from the Envoy admin
@@ -56,6 +81,14 @@ fails, as does a Tollgate row whose counters are missing.
                      tg-once-<alg> (cache on): every answer 200, exactly one verification per
                      token.
     cache off        the cold rows must show no cache hit (each request verified).
+    proofs           DPoP rows: every proof sent once, every request allowed, none refused;
+                     and, after the rounds, one proof sent twice is refused the second time
+                     (accepted twice by the bench-only build), and on the TLS listener a token
+                     bound to another certificate is refused.
+
+Replay store memory (not with --quick): an Envoy of its own, heap (admin /memory) and RSS
+before and after 10,000 distinct live proofs, next to 10,000 requests that do not touch the
+store, and the arithmetic for the buckets the proofs' ids fall in.
 
 With --concurrency > 1 these checks hold too: a new token that reaches two workers at the same
 moment is verified (or introspected) by one; the other waits for its answer in the shared cache
@@ -330,13 +363,14 @@ def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int
             return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "mix", MAX_SLOTS), "tollgate-mix")]
         if name.startswith("tg-once-"):
             return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "once", MAX_SLOTS), f"tollgate-{name[3:]}")]
-        if name in ("tg-dpop", "tg-dpop-noreplay"):
+        if name in ("tg-dpop", "tg-dpop-noreplay", "base-dpop"):
             # DPoP allowed (the default) with Tollgate's default window; the token's cnf.jkt
             # makes it required for that token. The cache is on: the token is verified once.
             cfg = tollgate_config(jwks, name.replace("tg-", "").replace("-", ""), None,
                                   dpop={"mode": "allowed", "iat_window_s": DPOP_WINDOW})
-            module = TOLLGATE_WASM if name == "tg-dpop" else NOREPLAY_WASM
-            return [wasm(module, cfg, f"tollgate-{name[3:]}")]
+            module = {"tg-dpop": TOLLGATE_WASM, "tg-dpop-noreplay": NOREPLAY_WASM, "base-dpop": baseline}[name]
+            assert module is not None
+            return [wasm(module, cfg, f"tollgate-{name}")]
         if name == "tls-passthrough":
             return []
         if name == "tg-tls":
@@ -471,8 +505,12 @@ def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int, baseline: bo
     # build without the replay store isolates the store's cost. mTLS: over a TLS listener that
     # requires a client certificate, driven by ab (wrk sends none); the certificate-bound token
     # is compared with an unbound one on the same listener.
+    if baseline:
+        rows += [Row("baseline .wasm dpop-es256-cached", "base-dpop", "dpop-ES256", issuer="basedpop", check="once",
+                     driver="dpop")]
     rows += [Row(DPOP_ROW, "tg-dpop", "dpop-ES256", issuer="dpop", check="once",
-                 ref="tollgate cold ES256", driver="dpop")]
+                 ref="tollgate cold ES256", driver="dpop",
+                 baseline="baseline .wasm dpop-es256-cached" if baseline else None)]
     if noreplay:
         rows += [Row(NOREPLAY_ROW, "tg-dpop-noreplay", "dpop-ES256", issuer="dpopnoreplay", check="once",
                      ref=DPOP_ROW, driver="dpop")]
@@ -762,15 +800,15 @@ def sanity_checks(rows: list[Row], ports: dict[str, int], token_sets: dict[str, 
     bound to another client certificate is refused on the TLS listener."""
     out = []
     listeners = {r.listener for r in rows if r.rounds}
-    for name in ("tg-dpop", "tg-dpop-noreplay"):
+    for name in ("tg-dpop", "tg-dpop-noreplay", "base-dpop"):
         if name not in listeners:
             continue
         port, token = ports[name], token_sets["dpop-ES256"][0]
         proof = dpop_key.proof(htm="GET", htu=f"http://127.0.0.1:{port}{PATH}", token=token, iat=int(time.time()),
                                jti=f"twice-{os.urandom(8).hex()}")
         got = [status_of(port, {"Authorization": f"DPoP {token}", "DPoP": proof}) for _ in range(2)]
-        want = [200, 401] if name == "tg-dpop" else [200, 200]
-        what = "refused as a replay" if name == "tg-dpop" else "accepted again: this build has no replay store"
+        want = [200, 200] if name == "tg-dpop-noreplay" else [200, 401]
+        what = "accepted again: this build has no replay store" if name == "tg-dpop-noreplay" else "refused as a replay"
         out.append(Check(f"{name}: one proof sent twice", got == want,
                          f"answers {got[0]}, {got[1]} (the second {what})"))
     if "tg-tls" in listeners:
