@@ -569,7 +569,7 @@ def run_wrk(port: int, token_file: Path, seconds: int, connections: int) -> dict
     return json.loads(m.group(1))
 
 
-_proof_speed = [10000.0]  # proofs per second the last pool was made at (a guess at first)
+_proof_speed = [5000.0]  # proofs per second the last pool was made at (a guess at first)
 
 
 def run_dpop(r: Row, port: int, token_file: Path, token: str, key: proofs.ProofKey, seconds: int,
@@ -581,15 +581,18 @@ def run_dpop(r: Row, port: int, token_file: Path, token: str, key: proofs.ProofK
     pool = WORK / f"proofs-{r.listener}.txt"
     htu = f"http://127.0.0.1:{port}{PATH}"
     t0 = time.monotonic()
-    # The pool starts a little ahead (the seconds it takes to make, at the speed seen last
-    # time); if making it took longer, slots that already passed are wasted, so more are added
-    # until the run's seconds (and 3 more) are all ahead.
-    first = int(time.time()) + 1 + int(r.per_slot * (seconds + 3) / _proof_speed[0])
+    # The pool covers the seconds it takes to make (twice the estimate at the speed seen last
+    # time, plus 2) and the run's (plus 3); the slots that pass while it is made are skipped by
+    # proofs.lua. If making it took longer still, slots are added until the run's are all ahead.
+    lead = 2 + int(2 * r.per_slot * (seconds + 3) / _proof_speed[0])
+    first = int(time.time())
     made, last = 0, first - 1
     while last < int(time.time()) + seconds + 3:
-        n = last + 1 - first + seconds + 3 if made == 0 else int(time.time()) + seconds + 3 - last
-        made += proofs.pool(pool, key, htm="GET", htu=htu, token=token, window=DPOP_WINDOW, first_slot=last + 1,
-                            seconds=n, per_slot=r.per_slot, append=made > 0)
+        if made and time.monotonic() - t0 > 120:
+            raise RuntimeError(f"proof pool: {r.per_slot:,} proofs per second cannot be made in time")
+        n = lead + seconds + 3 if made == 0 else int(time.time()) + seconds + 3 - last + lead
+        made += proofs.pool_in_subprocess(pool, key, htm="GET", htu=htu, token=token, window=DPOP_WINDOW,
+                                          first_slot=last + 1, seconds=n, per_slot=r.per_slot, append=made > 0)
         last += n
     made_s = time.monotonic() - t0
     _proof_speed[0] = max(2000.0, made / made_s)
@@ -1039,8 +1042,8 @@ def main() -> int:
     ap.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent s of the mix (default 1.1)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the mix sequence (default 1)")
     ap.add_argument("--opaque-tokens", type=int, default=100, help="opaque tokens of the second opaque row (default 100)")
-    ap.add_argument("--dpop-rate", type=int, default=6000,
-                    help="DPoP rows: proofs per second in the first pool (then twice the rate seen; default 6000)")
+    ap.add_argument("--dpop-rate", type=int, default=2500,
+                    help="DPoP rows: proofs per second in the first pool (then 1.5 times the rate seen; default 2500)")
     ap.add_argument("--only", help="run only rows and checks whose label contains this text (plus passthrough and no-op)")
     ap.add_argument("--baseline", type=Path, help="another tollgate.wasm (e.g. the previous commit's): its warm and "
                     "cold rows run in the same Envoy, and the table compares this build's with them")
@@ -1199,10 +1202,10 @@ def main() -> int:
                 if r.driver == "dpop":
                     r.proofs_sent += sum(w["issued"] for w in runs)
                     r.proofs_skipped += sum(w["skipped"] for w in runs)
-                    # The next pool: twice the rate seen, so a second's proofs are rarely used up
-                    # (a second whose proofs are used up borrows the next second's; only a pool
-                    # used up whole fails the row).
-                    r.per_slot = max(200, int(2.2 * max(w["requests"] / (w["duration_us"] / 1e6) for w in runs)))
+                    # The next pool: 1.5 times the rate seen (a second whose proofs are used up
+                    # borrows the next second's, whose entries then live a second longer; only a
+                    # pool used up whole fails the row).
+                    r.per_slot = max(200, int(1.5 * max(w["requests"] / (w["duration_us"] / 1e6) for w in runs)))
                 bad = sum(w["status_errors"] + w["connect"] + w["read"] + w["write"] + w["timeout"] for w in runs)
                 exhausted = sum(w.get("exhausted", 0) for w in runs)
                 if exhausted:

@@ -17,6 +17,10 @@ each entry is alive 1-2 s, and the store holds about 1.5 s of requests (a few th
 not tens of thousands). The window itself stays Tollgate's default, 60 s: a proof of slot `s`
 is valid from `s - 119` on, so a pool made just before its row is good for it.
 
+The bench makes each pool in a process of its own (pool_in_subprocess: `proofs.py pool ...`),
+which forks its workers: forking the bench itself, which runs threads, once left a worker
+deadlocked on a lock a thread held at the fork.
+
 Usable from the command line to time the generator:
     .venv/bin/python bench/proofs.py 100000
 """
@@ -27,8 +31,10 @@ import base64
 import datetime
 import hashlib
 import json
+import argparse
 import multiprocessing
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -131,6 +137,19 @@ def pool(path: Path, key: ProofKey, *, htm: str, htu: str, token: str, window: i
     return seconds * per_slot
 
 
+def pool_in_subprocess(path: Path, key: ProofKey, *, htm: str, htu: str, token: str, window: int,
+                       first_slot: int, seconds: int, per_slot: int, append: bool = False) -> int:
+    """pool(), in a fresh single-threaded Python process (see the module's docstring)."""
+    key_file, token_file = path.with_suffix(".key.pem"), path.with_suffix(".token")
+    key_file.write_bytes(key.pem())
+    token_file.write_text(token)
+    argv = [sys.executable, __file__, "pool", "--out", str(path), "--key", str(key_file), "--htm", htm,
+            "--htu", htu, "--token-file", str(token_file), "--window", str(window), "--first-slot", str(first_slot),
+            "--seconds", str(seconds), "--per-slot", str(per_slot)] + (["--append"] if append else [])
+    subprocess.run(argv, check=True, timeout=600)
+    return seconds * per_slot
+
+
 # --- mTLS ---------------------------------------------------------------------------------------
 
 def test_pki(out: Path) -> dict[str, Path]:
@@ -183,7 +202,22 @@ def client_x5t(client_cert_pem: Path) -> str:
     return b64(hashlib.sha256(der).digest())
 
 
-if __name__ == "__main__":
+def main_pool(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="proofs.py pool")
+    for name in ("--out", "--key", "--htm", "--htu", "--token-file"):
+        ap.add_argument(name, required=True)
+    for name in ("--window", "--first-slot", "--seconds", "--per-slot"):
+        ap.add_argument(name, type=int, required=True)
+    ap.add_argument("--append", action="store_true")
+    a = ap.parse_args(argv)
+    pool(Path(a.out), ProofKey(Path(a.key).read_bytes()), htm=a.htm, htu=a.htu,
+         token=Path(a.token_file).read_text().strip(), window=a.window, first_slot=a.first_slot,
+         seconds=a.seconds, per_slot=a.per_slot, append=a.append)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["pool"]:
+    main_pool(sys.argv[2:])
+elif __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     key = ProofKey()
     t0 = time.monotonic()
