@@ -15,9 +15,17 @@ Run it through bench/run (which installs and builds what is missing). Listeners,
     jwt-nocache    Envoy's native jwt_authn, same JWKS inline, no JWT cache
     jwt-cache      native jwt_authn with jwt_cache_config (warm rows)
     jwt-mix        native jwt_authn with jwt_cache_config large enough for the whole mix
-    base-warm, base-cold
-                   with --baseline WASM: tg-warm and tg-cold running that other module (e.g.
-                   the previous commit's), so a change is measured against it in the same run
+    base-warm, base-cold, base-dpop
+                   with --baseline WASM: tg-warm, tg-cold and tg-dpop running that other module
+                   (e.g. the previous commit's), so a change is measured against it in the same run
+    tg-dpop        Tollgate, inline JWKS, cache on, DPoP allowed (iat window 60 s, the default)
+    tg-dpop-noreplay
+                   the same on the bench-only build without the DPoP replay store
+                   (scripts/build-wasm --bench-skip-replay-store; not in --quick)
+    tls-passthrough, tg-tls
+                   TLS listeners that require a client certificate of the bench's test CA
+                   (bench/proofs.py test_pki): router only, and Tollgate with mtls allowed and the
+                   certificate from Envoy's connection
 
 Rows (each drives one listener with `wrk -t1 -c16` and a Lua script that cycles through a token
 file, in interleaved rounds; the table shows each row's median round):
@@ -36,6 +44,23 @@ file, in interleaved rounds; the table shows each row's median round):
                and a set of --opaque-tokens (100). No native counterpart: compare with the no-op
                floor (target >= 0.95x). These rows probe with a token of their own, so their
                tokens are first seen under wrk's 16 connections (single-flight at work).
+
+Issue 15 rows (sender-constrained tokens; "vs ref" compares with another row of the same run):
+
+    dpop-es256-cached
+               one DPoP-bound ES256 token (cnf.jkt), verified once and then a cache hit, with a
+               fresh ES256 proof per request (unique jti, htm, htu, iat, ath), so each request
+               costs one proof verification: vs ref is against tollgate cold ES256 (one token
+               verification per request). wrk's Lua cannot sign, so before each wrk run
+               bench/proofs.py makes a pool (cryptography, one process per CPU) dated in
+               one-second slots, and bench/proofs.lua sends each proof once (a pool that runs
+               out fails the row; see bench/proofs.py for why slots, not one date)
+    dpop-es256-cached, replay store skipped (bench-only build)
+               the same on the build without the replay store: vs ref is the store's cost
+    mtls       over a TLS listener requiring a client certificate, driven by ab -k -E (wrk has
+               no client certificates; `-c16` connections, HTTP/1.0 keep-alive): passthrough, a
+               warm unbound ES256 token, and mtls-cached, a cached ES256 token bound to the
+               client certificate (cnf x5t#S256), vs ref against the unbound token
 
 Checks (section "Checks" of the report; a FAILED check makes the command exit 1). Before and
 after every row the bench reads all of Tollgate's and jwt_authn's counters from the Envoy admin
@@ -56,6 +81,14 @@ fails, as does a Tollgate row whose counters are missing.
                      tg-once-<alg> (cache on): every answer 200, exactly one verification per
                      token.
     cache off        the cold rows must show no cache hit (each request verified).
+    proofs           DPoP rows: every proof sent once, every request allowed, none refused;
+                     and, after the rounds, one proof sent twice is refused the second time
+                     (accepted twice by the bench-only build), and on the TLS listener a token
+                     bound to another certificate is refused.
+
+Replay store memory (not with --quick): an Envoy of its own, heap (admin /memory) and RSS
+before and after 10,000 distinct live proofs, next to 10,000 requests that do not touch the
+store, and the arithmetic for the buckets the proofs' ids fall in.
 
 With --concurrency > 1 these checks hold too: a new token that reaches two workers at the same
 moment is verified (or introspected) by one; the other waits for its answer in the shared cache
@@ -77,7 +110,9 @@ share a slot is about n^2 / 2^33 (1,000 tokens: 1e-4; 2,000: 5e-4).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
+import ssl
 import json
 import os
 import platform
@@ -105,6 +140,7 @@ sys.path.insert(0, str(ROOT / "tests" / "rig"))
 
 import envoy  # noqa: E402  (tests/rig)
 import configure  # noqa: E402  (bench/configure.py)
+import proofs  # noqa: E402  (bench/proofs.py)
 import tokens as rig_tokens  # noqa: E402
 from procs import VENV_PY, Proc  # noqa: E402
 from servers import RIG  # noqa: E402
@@ -121,6 +157,14 @@ NOOP_DIR = BENCH / "noop"
 NOOP_TARGET = ROOT / "target" / "bench-noop"
 NOOP_WASM = NOOP_TARGET / "wasm32-wasip1" / "release" / "bench_noop.wasm"
 LUA = BENCH / "tokens.lua"
+PROOFS_LUA = BENCH / "proofs.lua"
+# bench/run's measurement build without the DPoP replay store (scripts/build-wasm
+# --bench-skip-replay-store): its row isolates what the store costs per request.
+NOREPLAY_WASM = ROOT / "target" / "bench-skip-replay-store" / "tollgate.wasm"
+PKI = WORK / "pki"
+# DPoP proofs' iat window: Tollgate's default. The pool's proofs are dated so that each replay
+# entry lives 1-2 s whatever the window (bench/proofs.py), so there is no need to widen it.
+DPOP_WINDOW = 60
 
 ISSUER = "https://issuer.bench.test"
 AUDIENCE = "https://api.bench.test"
@@ -155,8 +199,9 @@ def public_jwks(keys: dict[str, jwk.JWK]) -> dict:
     return {"keys": [json.loads(k.export_public()) | {"use": "sig"} for k in keys.values()]}
 
 
-def mint(keys: dict[str, jwk.JWK], alg: str, n: int, tag: str = "") -> list[str]:
-    """n distinct valid access tokens (distinct jti and sub), valid for a day."""
+def mint(keys: dict[str, jwk.JWK], alg: str, n: int, tag: str = "", extra: dict | None = None) -> list[str]:
+    """n distinct valid access tokens (distinct jti and sub), valid for a day; extra: more claims
+    (e.g. a cnf binding the token to a DPoP key or a client certificate)."""
     key = keys[KIDS[alg]]
     now = int(time.time())
     out = []
@@ -165,7 +210,7 @@ def mint(keys: dict[str, jwk.JWK], alg: str, n: int, tag: str = "") -> list[str]
             "iss": ISSUER, "aud": AUDIENCE, "sub": f"user{tag}-{i}", "client_id": "bench-client",
             "scope": "read", "iat": now - 10, "exp": now + 86400,
             "jti": f"{alg}{tag}-{i}-{os.urandom(6).hex()}",
-        }
+        } | (extra or {})
         token = jwt.JWT(header={"alg": alg, "kid": key.key_id, "typ": "at+jwt"}, claims=claims)
         token.make_signed_token(key)
         out.append(token.serialize())
@@ -202,7 +247,10 @@ def router() -> dict:
     return {"name": "envoy.filters.http.router", "typed_config": {"@type": envoy.ROUTER_TYPE}}
 
 
-def listener(name: str, port: int, http_filters: list[dict], route: dict) -> dict:
+def listener(name: str, port: int, http_filters: list[dict], route: dict, tls: bool = False) -> dict:
+    """tls: the listener ends TLS and requires a client certificate of the bench's test CA
+    (bench/proofs.py test_pki), and takes HTTP/1.0 (ab, the load generator of these rows, sends
+    HTTP/1.0 keep-alive requests)."""
     hcm = {
         "@type": envoy.HCM_TYPE,
         "stat_prefix": name,
@@ -213,18 +261,34 @@ def listener(name: str, port: int, http_filters: list[dict], route: dict) -> dic
         },
         "http_filters": http_filters + [router()],
     }
+    chain: dict = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+    if tls:
+        hcm["http_protocol_options"] = {"accept_http_10": True}
+        chain["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": True,
+                "common_tls_context": {
+                    "tls_certificates": [{"certificate_chain": {"filename": str(PKI / "server.pem")},
+                                          "private_key": {"filename": str(PKI / "server.key")}}],
+                    "validation_context": {"trusted_ca": {"filename": str(PKI / "ca.pem")}},
+                },
+            },
+        }
     return {
         "name": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+        "filter_chains": [chain],
     }
 
 
-def tollgate_config(jwks: dict, name: str, cache_entries: int | None) -> dict:
+def tollgate_config(jwks: dict, name: str, cache_entries: int | None, **issuer: dict) -> dict:
+    """issuer: more keys of the issuer (dpop, mtls)."""
     cfg: dict = {
         "issuers": [{
             "name": name, "issuer": ISSUER, "jwks": {"inline": jwks}, "audiences": [AUDIENCE],
-            "algorithms": sorted(set(KIDS)),
+            "algorithms": sorted(set(KIDS)), **issuer,
         }],
         "routes": [{"name": "api", "match": {"prefix": "/"}, "require": {}}],
     }
@@ -299,6 +363,22 @@ def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int
             return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "mix", MAX_SLOTS), "tollgate-mix")]
         if name.startswith("tg-once-"):
             return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "once", MAX_SLOTS), f"tollgate-{name[3:]}")]
+        if name in ("tg-dpop", "tg-dpop-noreplay", "base-dpop"):
+            # DPoP allowed (the default) with Tollgate's default window; the token's cnf.jkt
+            # makes it required for that token. The cache is on: the token is verified once.
+            cfg = tollgate_config(jwks, name.replace("tg-", "").replace("-", ""), None,
+                                  dpop={"mode": "allowed", "iat_window_s": DPOP_WINDOW})
+            module = {"tg-dpop": TOLLGATE_WASM, "tg-dpop-noreplay": NOREPLAY_WASM, "base-dpop": baseline}[name]
+            assert module is not None
+            return [wasm(module, cfg, f"tollgate-{name}")]
+        if name == "tls-passthrough":
+            return []
+        if name == "tg-tls":
+            # Certificate-bound tokens allowed; the certificate from Envoy's own TLS connection
+            # (sender_constraint.client_certificate's default, {"from": "connection"}).
+            cfg = tollgate_config(jwks, "tls", None, mtls={"mode": "allowed"})
+            cfg["sender_constraint"] = {"client_certificate": {"from": "connection"}}
+            return [wasm(TOLLGATE_WASM, cfg, "tollgate-tls")]
         if name == "tg-opaque":
             assert dot_port is not None
             return [wasm(TOLLGATE_WASM, tollgate_opaque_config(dot_port), "tollgate-opaque")]
@@ -311,7 +391,8 @@ def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int
         raise ValueError(name)
 
     listeners = [listener("upstream", ports["upstream"], [], {"direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}})]
-    listeners += [listener(name, port, filters(name), to_upstream) for name, port in ports.items() if name != "upstream"]
+    listeners += [listener(name, port, filters(name), to_upstream, tls=name in TLS_LISTENERS)
+                  for name, port in ports.items() if name != "upstream"]
     clusters = [envoy._cluster("upstream", ports["upstream"])]
     if dot_port is not None:
         # The AS is Django's threaded dev server (listen backlog 10): a burst of first-seen tokens
@@ -342,6 +423,13 @@ class Row:
     check: str | None = None  # "once": one verification per distinct token; "every": cache off
     probe: str | None = None  # token set whose first token probes the row (default: tokens)
     opaque: bool = False  # introspected at the AS: also count its introspections
+    ref: str | None = None  # label of the row of the same run this one is compared with ("vs ref")
+    # "wrk": tokens.lua; "dpop": proofs.lua with a fresh proof pool per wrk run; "ab": ab over
+    # the TLS listener with the bench's client certificate (wrk has no client certificates)
+    driver: str = "wrk"
+    per_slot: int = 0  # dpop rows: proofs per second of the next pool
+    proofs_sent: int = 0  # dpop rows: proofs handed to wrk, over all runs
+    proofs_skipped: int = 0  # dpop rows: proofs of seconds that passed unused
     rounds: list[dict] = field(default_factory=list)
     result: dict | None = None
     error: str | None = None
@@ -369,7 +457,16 @@ class Check:
         return f"{mark}: {self.label}: {self.text}"
 
 
-def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int, baseline: bool = False) -> list[Row]:
+TLS_LISTENERS = ("tls-passthrough", "tg-tls")
+DPOP_ROW = "dpop-es256-cached (DPoP-bound ES256, fresh proof each request)"
+NOREPLAY_ROW = "dpop-es256-cached, replay store skipped (bench-only build)"
+TLS_FLOOR_ROW = "mtls passthrough (router only, TLS + client cert)"
+TLS_WARM_ROW = "mtls warm ES256, unbound token (TLS + client cert)"
+MTLS_ROW = "mtls-cached (certificate-bound ES256, cnf x5t#S256)"
+
+
+def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int, baseline: bool = False,
+              noreplay: bool = True) -> list[Row]:
     native_mix = f"native jwt_authn + cache, Zipf mix {MIX_ALG}"
     rows = [
         Row("passthrough (router only)", "passthrough", "warm-RS256"),
@@ -402,6 +499,24 @@ def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int, baseline: bo
                  check="once", probe="opaque-probe-1", opaque=True),
              Row(f"tollgate opaque (DOT introspection), {opaque_tokens} tokens", "tg-opaque", "opaque-set",
                  issuer="dot", check="once", probe="opaque-probe-set", opaque=True)]
+    # Issue 15, sender-constrained tokens. DPoP: one DPoP-bound token (verified once, then a
+    # cache hit) with a fresh proof per request, each proof verified (one ES256 verification):
+    # compared with cold ES256 (one verification per request). The same row on the bench-only
+    # build without the replay store isolates the store's cost. mTLS: over a TLS listener that
+    # requires a client certificate, driven by ab (wrk sends none); the certificate-bound token
+    # is compared with an unbound one on the same listener.
+    if baseline:
+        rows += [Row("baseline .wasm dpop-es256-cached", "base-dpop", "dpop-ES256", issuer="basedpop", check="once",
+                     driver="dpop")]
+    rows += [Row(DPOP_ROW, "tg-dpop", "dpop-ES256", issuer="dpop", check="once",
+                 ref="tollgate cold ES256", driver="dpop",
+                 baseline="baseline .wasm dpop-es256-cached" if baseline else None)]
+    if noreplay:
+        rows += [Row(NOREPLAY_ROW, "tg-dpop-noreplay", "dpop-ES256", issuer="dpopnoreplay", check="once",
+                     ref=DPOP_ROW, driver="dpop")]
+    rows += [Row(TLS_FLOOR_ROW, "tls-passthrough", "warm-ES256", driver="ab"),
+             Row(TLS_WARM_ROW, "tg-tls", "warm-ES256", issuer="tls", check="once", ref=TLS_FLOOR_ROW, driver="ab"),
+             Row(MTLS_ROW, "tg-tls", "mtls-ES256", issuer="tls", check="once", ref=TLS_WARM_ROW, driver="ab")]
     return rows
 
 
@@ -414,13 +529,30 @@ def once_checks(algs: list[str]) -> list[OnceCheck]:
 _wrk: subprocess.Popen | None = None
 
 
-def probe(port: int, token: str) -> int:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{PATH}", headers={"Authorization": f"Bearer {token}"})
+def probe(port: int, token: str, *, dpop_key: proofs.ProofKey | None = None, tls: bool = False) -> int:
+    """One request with token (and, for a DPoP row, a fresh proof of its own; for a TLS row,
+    over TLS with the bench's client certificate); its status."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if dpop_key is not None:
+        proof = dpop_key.proof(htm="GET", htu=f"http://127.0.0.1:{port}{PATH}", token=token,
+                               iat=int(time.time()), jti=f"probe-{os.urandom(8).hex()}")
+        headers = {"Authorization": f"DPoP {token}", "DPoP": proof}
+    conn = (http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=client_tls()) if tls
+            else http.client.HTTPConnection("127.0.0.1", port, timeout=10))
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
+        conn.request("GET", PATH, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def client_tls() -> ssl.SSLContext:
+    """TLS as the bench's client: the test CA, the client certificate and its key."""
+    ctx = ssl.create_default_context(cafile=str(PKI / "ca.pem"))
+    ctx.load_cert_chain(str(PKI / "client.pem"))
+    return ctx
 
 
 def run_wrk(port: int, token_file: Path, seconds: int, connections: int) -> dict:
@@ -437,9 +569,87 @@ def run_wrk(port: int, token_file: Path, seconds: int, connections: int) -> dict
     return json.loads(m.group(1))
 
 
-def drive(port: int, seq: list[str], connections: int) -> Counter:
+_proof_speed = [5000.0]  # proofs per second the last pool was made at (a guess at first)
+
+
+def run_dpop(r: Row, port: int, token_file: Path, token: str, key: proofs.ProofKey, seconds: int,
+             connections: int) -> dict:
+    """wrk with proofs.lua and a pool made now for this run: r.per_slot proofs for each second
+    from now until the run's end (plus the seconds the pool takes to make, and a margin), every
+    jti new (bench/proofs.py). The JSON line of proofs.lua; "exhausted" > 0 if the pool ran out."""
+    global _wrk
+    pool = WORK / f"proofs-{r.listener}.txt"
+    htu = f"http://127.0.0.1:{port}{PATH}"
+    t0 = time.monotonic()
+    # The pool covers the seconds it takes to make (twice the estimate at the speed seen last
+    # time, plus 2) and the run's (plus 3); the slots that pass while it is made are skipped by
+    # proofs.lua. If making it took longer still, slots are added until the run's are all ahead.
+    lead = 2 + int(2 * r.per_slot * (seconds + 3) / _proof_speed[0])
+    first = int(time.time())
+    made, last = 0, first - 1
+    while last < int(time.time()) + seconds + 3:
+        if made and time.monotonic() - t0 > 120:
+            raise RuntimeError(f"proof pool: {r.per_slot:,} proofs per second cannot be made in time")
+        n = lead + seconds + 3 if made == 0 else int(time.time()) + seconds + 3 - last + lead
+        made += proofs.pool_in_subprocess(pool, key, htm="GET", htu=htu, token=token, window=DPOP_WINDOW,
+                                          first_slot=last + 1, seconds=n, per_slot=r.per_slot, append=made > 0)
+        last += n
+    made_s = time.monotonic() - t0
+    _proof_speed[0] = max(2000.0, made / made_s)
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(PROOFS_LUA),
+            f"http://127.0.0.1:{port}{PATH}", "--", str(token_file), str(pool)]
+    _wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _ = _wrk.communicate()
+    rc, _wrk = _wrk.returncode, None
+    m = re.search(r"^BENCH (\{.*\})$", out, re.M)
+    if rc != 0 or not m:
+        raise RuntimeError(f"wrk failed (rc {rc}):\n{out}")
+    x = json.loads(m.group(1))
+    x["pool"], x["pool_s"] = made, made_s
+    return x
+
+
+def run_ab(port: int, token: str, seconds: int, connections: int) -> dict:
+    """ab -k over TLS with the bench's client certificate (-E) for `seconds`; the same keys as
+    tokens.lua's JSON line. ab ends early once it has sent -n requests; its own time is used."""
+    global _wrk
+    argv = ["ab", "-k", "-q", "-c", str(connections), "-t", str(seconds), "-n", str(max(50000, 20000 * seconds)),
+            "-s", "5", "-E", str(PKI / "client.pem"), "-H", f"Authorization: Bearer {token}",
+            f"https://127.0.0.1:{port}{PATH}"]
+    _wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _ = _wrk.communicate()
+    rc, _wrk = _wrk.returncode, None
+
+    def num(pattern: str, default: float | None = None) -> float:
+        m = re.search(pattern, out, re.M)
+        if m:
+            return float(m.group(1))
+        if default is None:
+            raise RuntimeError(f"ab (rc {rc}): no match for {pattern!r}:\n{out}")
+        return default
+
+    if rc != 0:
+        raise RuntimeError(f"ab failed (rc {rc}):\n{out}")
+    complete = int(num(r"^Complete requests:\s+(\d+)"))
+    failed = int(num(r"^Failed requests:\s+(\d+)"))
+    keepalive = int(num(r"^Keep-Alive requests:\s+(\d+)", 0))
+    return {
+        "requests": complete,
+        "duration_us": int(num(r"^Time taken for tests:\s+([\d.]+) seconds") * 1e6),
+        "p50_us": int(num(r"^\s+50%\s+(\d+)") * 1000), "p99_us": int(num(r"^\s+99%\s+(\d+)") * 1000),
+        "status_errors": int(num(r"^Non-2xx responses:\s+(\d+)", 0)),
+        "connect": int(num(r"Connect: (\d+)", 0)), "read": int(num(r"Receive: (\d+)", 0)),
+        "write": int(num(r"^Write errors:\s+(\d+)", 0)) + int(num(r"Length: (\d+)", 0)),
+        "timeout": int(num(r"Exceptions: (\d+)", 0)), "failed": failed,
+        "issued": complete, "reconnects": complete - keepalive,
+    }
+
+
+def drive(port: int, seq: list[str], connections: int, headers=None) -> Counter:
     """Sends seq in order over `connections` keep-alive connections (each takes the next token
-    when its previous request is answered); returns the count of each status (0: no answer)."""
+    when its previous request is answered); returns the count of each status (0: no answer).
+    headers: the request headers for an item of seq (default: it is a Bearer token)."""
+    headers = headers or (lambda token: {"Authorization": f"Bearer {token}"})
     lock = threading.Lock()
     statuses: Counter = Counter()
     it = iter(seq)
@@ -453,7 +663,7 @@ def drive(port: int, seq: list[str], connections: int) -> Counter:
                 if token is None:
                     return
                 try:
-                    conn.request("GET", PATH, headers={"Authorization": f"Bearer {token}"})
+                    conn.request("GET", PATH, headers=headers(token))
                     resp = conn.getresponse()
                     resp.read()
                     status = resp.status
@@ -586,6 +796,134 @@ def row_checks(r: Row, seq: list[str], probe_token: str, workers: int) -> list[C
                                f"{coalesced:,} coalesced){extra}")]
 
 
+def sanity_checks(rows: list[Row], ports: dict[str, int], token_sets: dict[str, list[str]],
+                  dpop_key: proofs.ProofKey, keys: dict[str, jwk.JWK]) -> list[Check]:
+    """That the rows measure the checks they claim: a DPoP proof sent twice is refused the second
+    time (and accepted twice by the bench-only build without the replay store), and a token
+    bound to another client certificate is refused on the TLS listener."""
+    out = []
+    listeners = {r.listener for r in rows if r.rounds}
+    for name in ("tg-dpop", "tg-dpop-noreplay", "base-dpop"):
+        if name not in listeners:
+            continue
+        port, token = ports[name], token_sets["dpop-ES256"][0]
+        proof = dpop_key.proof(htm="GET", htu=f"http://127.0.0.1:{port}{PATH}", token=token, iat=int(time.time()),
+                               jti=f"twice-{os.urandom(8).hex()}")
+        got = [status_of(port, {"Authorization": f"DPoP {token}", "DPoP": proof}) for _ in range(2)]
+        want = [200, 200] if name == "tg-dpop-noreplay" else [200, 401]
+        what = "accepted again: this build has no replay store" if name == "tg-dpop-noreplay" else "refused as a replay"
+        out.append(Check(f"{name}: one proof sent twice", got == want,
+                         f"answers {got[0]}, {got[1]} (the second {what})"))
+    if "tg-tls" in listeners:
+        other = mint(keys, "ES256", 1, "-other-cert", {"cnf": {"x5t#S256": proofs.b64(os.urandom(32))}})[0]
+        status = probe(ports["tg-tls"], other, tls=True)
+        out.append(Check("tg-tls: a token bound to another certificate", status == 401, f"answered {status} (want 401)"))
+    return out
+
+
+def status_of(port: int, headers: dict) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", PATH, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def replay_memory(concurrency: int, keys: dict[str, jwk.JWK], jwks: dict, live: int = 10_000) -> list[str]:
+    """The replay store's memory with `live` proofs in it, in an Envoy of its own: Envoy's heap
+    (admin /memory "allocated", tcmalloc) and RSS before and after `live` distinct proofs are
+    accepted, all still inside their window (dated 50 s ahead, so they live ~111 s), next to the
+    same number of requests that do not touch the store (an unbound Bearer token on the same
+    listener: what serving requests alone moves), and the arithmetic for the buckets the
+    proofs' ids fall in (computed here exactly as the store does)."""
+    key = proofs.ProofKey()
+    bound = mint(keys, "ES256", 1, "-mem", {"cnf": {"jkt": key.jkt}})[0]
+    unbound = mint(keys, "ES256", 1, "-mem-bearer")[0]
+    upstream_port, port, admin_port = free_ports(3)
+    cfg = bootstrap({"upstream": upstream_port, "tg-dpop": port}, admin_port, jwks, 1000, None)
+    cfg_path = WORK / "envoy-replay-memory.json"
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    argv = [str(envoy.envoy_binary()), "-c", str(cfg_path), "--concurrency", str(concurrency),
+            "--base-id", str((os.getpid() + 1) % 100000), "--disable-hot-restart", "-l", "warning"]
+    proc = envoy.EnvoyProc(name="envoy-replay-memory", argv=argv, port=upstream_port,
+                           log_path=WORK / "envoy-replay-memory.log", admin_port=admin_port, config_path=cfg_path)
+    htu = f"http://127.0.0.1:{port}{PATH}"
+    tag = os.urandom(4).hex()
+
+    def jtis(prefix: str, n: int) -> list[str]:
+        return [f"{tag}-{prefix}-{i}" for i in range(n)]
+
+    def send(items: list[str], iat: int | None) -> Counter:
+        if iat is None:  # the unbound token, as Bearer: no proof, no store
+            return drive(port, [unbound] * len(items), 16)
+        made = {j: key.proof(htm="GET", htu=htu, token=bound, iat=iat, jti=j) for j in items}
+        return drive(port, items, 16, lambda j: {"Authorization": f"DPoP {bound}", "DPoP": made[j]})
+
+    def memory() -> tuple[int, int]:
+        status, body = envoy.admin_get(admin_port, "/memory", timeout=5)
+        rss = next(int(ln.split()[1]) * 1024 for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                   if ln.startswith("VmRSS:"))
+        return int(json.loads(body)["allocated"]), rss
+
+    def settle() -> tuple[int, int]:
+        time.sleep(1.0)
+        return memory()
+
+    proc.start(timeout=60)
+    try:
+        # Warm-up: the code paths, V8's tiers, the connections. These proofs are dated 50 s
+        # back, so their entries die 11 s after they are sent (their buckets stay: shared data
+        # has no delete); the measurement starts once they are dead.
+        warm = jtis("warm", 300)
+        warm_iat = int(time.time()) - DPOP_WINDOW + 10
+        w1 = send(warm, warm_iat)
+        w2 = send(["x"] * 2000, None)
+        time.sleep(max(0.0, warm_iat + DPOP_WINDOW + 2 - time.time()))
+        m0 = settle()
+        control = send(["x"] * live, None)
+        m1 = settle()
+        t0 = time.monotonic()
+        measured = jtis("live", live)
+        st = send(measured, int(time.time()) + 50)
+        took = time.monotonic() - t0
+        m2 = settle()
+    finally:
+        proc.stop()
+
+    # The store's layout for these ids (flow/replay.rs): bucket = first 8 bytes of the id, little
+    # endian, mod 8192; one shared-data key per bucket, its value 24 bytes per live entry.
+    def bucket(j: str) -> int:
+        digest = hashlib.sha256(key.jkt.encode() + b"\0" + j.encode()).digest()
+        return int.from_bytes(digest[:8], "little") % 8192
+
+    before = {bucket(j) for j in warm}
+    per = Counter(bucket(j) for j in measured)
+    new_keys = len(per.keys() - before)
+    full = sum(n - 8 for n in per.values() if n > 8)
+    # libc++ std::string: a value of n > 22 bytes is a heap block of n + 1 rounded up to 16;
+    # each unordered_map node (next, hash, key string, value string, cas) is 72 bytes, an
+    # 80-byte tcmalloc block; the bucket array is 8 bytes per bucket, at least one per key.
+    values = sum(-(-(24 * min(n, 8) + 1) // 16) * 16 for n in per.values())
+    nodes = 80 * new_keys
+    table = 8 * len(per.keys() | before)
+    heap = m2[0] - m1[0]
+    return [
+        f"- {live:,} distinct proofs accepted in {took:.1f}s ({dict(st)} by status; warm-up {dict(w1 + w2)}), "
+        f"Envoy --concurrency {concurrency}",
+        f"- Envoy heap (admin /memory allocated): {m0[0]:,} → {m1[0]:,} after {live:,} requests that do not touch "
+        f"the store ({m1[0] - m0[0]:+,} bytes; {dict(control)} by status) → {m2[0]:,} after the {live:,} proofs "
+        f"(**{heap:+,} bytes**, {heap / live:.0f} bytes per live proof)",
+        f"- RSS: {m0[1]:,} → {m1[1]:,} ({m1[1] - m0[1]:+,}) → {m2[1]:,} ({m2[1] - m1[1]:+,} bytes)",
+        f"- the ids fall in {len(per):,} buckets ({new_keys:,} of them new keys; the largest holds {max(per.values())}"
+        f" ids{f', {full} over 8: refused as full' if full else ''}); arithmetic: {live:,} entries x 24 bytes = "
+        f"{24 * live:,} bytes of entries, {values:,} bytes as libc++ strings, + {nodes:,} bytes of map nodes "
+        f"({new_keys:,} x 80) + ~{table:,} bytes of bucket array = ~{values + nodes + table:,} bytes",
+    ]
+
+
 def cpu_seconds(pid: int | None) -> float:
     """CPU time (user + system, all threads) the process has used so far, from /proc: Envoy's
     cost of a row, which moves less than req/s when wrk and other processes share the cores."""
@@ -608,14 +946,18 @@ def table(rows: list[Row]) -> str:
 
     base, floor = rps("passthrough (router only)"), rps("no-op wasm (reads 1 header)")
     compared = any(r.baseline for r in rows)
+    referred = any(r.ref for r in rows)
     head = "| scenario | req/s | spread | p50 ms | p99 ms | Envoy CPU µs/req | vs passthrough | vs no-op floor | vs native |"
     rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     if compared:  # req/s, and CPU per request (above 1.00x: this build costs more)
         head, rule = head + " vs baseline | CPU vs baseline |", rule + "---:|---:|"
+    if referred:  # the row named in Row.ref: req/s, and CPU per request (above 1.00x: costs more)
+        head, rule = head + " vs ref | CPU vs ref |", rule + "---:|---:|"
     lines = [head, rule]
     for r in rows:
         if not r.result:
-            lines.append(f"| {r.label} | FAILED: {r.error or 'did not run'} | | | | | | | |" + (" | |" if compared else ""))
+            lines.append(f"| {r.label} | FAILED: {r.error or 'did not run'} | | | | | | | |" + (" | |" if compared else "")
+                         + (" | |" if referred else ""))
             continue
         x = r.result
         line = (
@@ -625,7 +967,12 @@ def table(rows: list[Row]) -> str:
         )
         if compared:
             line += f" {fmt_ratio(x['rps'], rps(r.baseline))} | {fmt_ratio(x['cpu_us'], rps(r.baseline, 'cpu_us'))} |"
+        if referred:
+            line += f" {fmt_ratio(x['rps'], rps(r.ref))} | {fmt_ratio(x['cpu_us'], rps(r.ref, 'cpu_us'))} |"
         lines.append(line)
+    if refs := [r for r in rows if r.ref and r.result]:
+        lines += ["", "vs ref / CPU vs ref (req/s, and Envoy CPU per request, against another row of this run): "
+                  + "; ".join(f"{r.label} against {r.ref}" for r in refs) + "."]
     return "\n".join(lines)
 
 
@@ -695,6 +1042,8 @@ def main() -> int:
     ap.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent s of the mix (default 1.1)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the mix sequence (default 1)")
     ap.add_argument("--opaque-tokens", type=int, default=100, help="opaque tokens of the second opaque row (default 100)")
+    ap.add_argument("--dpop-rate", type=int, default=2500,
+                    help="DPoP rows: proofs per second in the first pool (then 1.5 times the rate seen; default 2500)")
     ap.add_argument("--only", help="run only rows and checks whose label contains this text (plus passthrough and no-op)")
     ap.add_argument("--baseline", type=Path, help="another tollgate.wasm (e.g. the previous commit's): its warm and "
                     "cold rows run in the same Envoy, and the table compares this build's with them")
@@ -720,12 +1069,28 @@ def main() -> int:
 
     if args.baseline is not None and not args.baseline.is_file():
         ap.error(f"--baseline {args.baseline}: no such file")
-    rows = scenarios(algs, args.mix_tokens, args.opaque_tokens, args.baseline is not None)
+    # --quick leaves out the row of the bench-only build without the replay store (a second
+    # full build of the module, minutes in CI, for a measurement a smoke run does not make).
+    rows = scenarios(algs, args.mix_tokens, args.opaque_tokens, args.baseline is not None, noreplay=not args.quick)
     checks_todo = once_checks(algs)
     if args.only:
-        rows = [r for r in rows if r.listener in ("passthrough", "noop") or args.only in r.label
+        picked = {r.label for r in rows if args.only in r.label}
+        while True:  # and the rows they are compared with ("vs ref"), and theirs
+            more = picked | {r.ref for r in rows if r.label in picked and r.ref}
+            if more == picked:
+                break
+            picked = more
+        rows = [r for r in rows if r.listener in ("passthrough", "noop") or r.label in picked
                 or any(args.only in t.label and t.baseline == r.label for t in rows)]
         checks_todo = [c for c in checks_todo if args.only in c.label]
+    for r in rows:
+        if r.driver == "dpop":
+            r.per_slot = args.dpop_rate
+    if any(r.listener == "tg-dpop-noreplay" for r in rows):
+        print("bench: building the measurement module without the replay store "
+              "(scripts/build-wasm --bench-skip-replay-store)", flush=True)
+        subprocess.run([str(ROOT / "scripts" / "build-wasm"), "--bench-skip-replay-store"], check=True,
+                       stdout=subprocess.DEVNULL)
     sets_needed = {r.tokens for r in rows} | {r.probe for r in rows if r.probe} | {c.tokens for c in checks_todo}
     need_dot = any(r.opaque for r in rows)
 
@@ -750,6 +1115,13 @@ def main() -> int:
         for a in ("RS256", "ES256"):
             if f"warm-{a}" in sets_needed:
                 token_sets[f"warm-{a}"] = mint(keys, a, 1, "-warm")
+        dpop_key = proofs.ProofKey()  # the DPoP client's key
+        if "dpop-ES256" in sets_needed:
+            token_sets["dpop-ES256"] = mint(keys, "ES256", 1, "-dpop", {"cnf": {"jkt": dpop_key.jkt}})
+        if any(r.driver == "ab" for r in rows):
+            proofs.test_pki(PKI)
+            token_sets["mtls-ES256"] = mint(keys, "ES256", 1, "-mtls",
+                                            {"cnf": {"x5t#S256": proofs.client_x5t(PKI / "client-cert.pem")}})
         for a in algs:
             if f"cold-{a}" in sets_needed:
                 token_sets[f"cold-{a}"] = mint(keys, a, args.tokens, "-cold")
@@ -805,25 +1177,50 @@ def main() -> int:
                 token_file = WORK / f"tokens-{r.tokens}.txt"
                 as_port = dot_port if r.opaque else None
                 before = snapshot(admin_port, as_port)
-                status = probe(port, token_sets[r.probe or r.tokens][0])
+                status = probe(port, token_sets[r.probe or r.tokens][0],
+                               dpop_key=dpop_key if r.driver == "dpop" else None, tls=r.driver == "ab")
                 if status != 200:
                     r.error, failed = f"probe answered {status}", True
                     print(f"  {r.label:<52} {r.error}", flush=True)
                     continue
+                def load(seconds: int) -> dict:
+                    if r.driver == "dpop":
+                        return run_dpop(r, port, token_file, token_sets[r.tokens][0], dpop_key, seconds,
+                                        args.connections)
+                    if r.driver == "ab":
+                        return run_ab(port, token_sets[r.tokens][0], seconds, args.connections)
+                    return run_wrk(port, token_file, seconds, args.connections)
+
                 runs = []
                 if rnd == 1 and warmup:  # V8 tiers up the module and caches fill: once per listener is enough
-                    runs.append(run_wrk(port, token_file, warmup, args.connections))
+                    runs.append(load(warmup))
                 cpu0 = cpu_seconds(proc.pid)
-                runs.append(x := run_wrk(port, token_file, args.duration, args.connections))
+                runs.append(x := load(args.duration))
                 add_delta(r.delta, before, settled_snapshot(admin_port, as_port))
                 x["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) * 1e6 / max(x["requests"], 1)
                 r.issued = max([r.issued] + [w["issued"] for w in runs])
+                if r.driver == "dpop":
+                    r.proofs_sent += sum(w["issued"] for w in runs)
+                    r.proofs_skipped += sum(w["skipped"] for w in runs)
+                    # The next pool: 1.5 times the rate seen (a second whose proofs are used up
+                    # borrows the next second's, whose entries then live a second longer; only a
+                    # pool used up whole fails the row).
+                    r.per_slot = max(200, int(1.5 * max(w["requests"] / (w["duration_us"] / 1e6) for w in runs)))
                 bad = sum(w["status_errors"] + w["connect"] + w["read"] + w["write"] + w["timeout"] for w in runs)
+                exhausted = sum(w.get("exhausted", 0) for w in runs)
+                if exhausted:
+                    r.error, failed = (f"the proof pool ran out ({exhausted} request(s) found it empty; "
+                                       f"{sum(w['pool'] for w in runs):,} proofs made): raise --dpop-rate"), True
+                    print(f"  {r.label:<52} {r.error}", flush=True)
+                    continue
                 if bad or x["requests"] == 0:
                     non2xx = sum(w["status_errors"] for w in runs)
                     r.error, failed = f"{non2xx} non-2xx, {bad - non2xx} socket errors", True
                     print(f"  {r.label:<52} {r.error}", flush=True)
                     continue
+                if reconnects := sum(w.get("reconnects", 0) for w in runs):
+                    print(f"  {r.label:<52} note: {reconnects} request(s) without keep-alive (new TLS connections)",
+                          flush=True)
                 x["rps"] = x["requests"] / (x["duration_us"] / 1e6)
                 r.rounds.append(x)
                 print(f"  {r.label:<52} {x['rps']:>9,.0f} req/s  p50 {x['p50_us'] / 1000:.2f} ms  "
@@ -861,6 +1258,21 @@ def main() -> int:
             if r.rounds and not r.error:
                 probe_token = token_sets[r.probe or r.tokens][0]
                 checks += row_checks(r, token_sets[r.tokens], probe_token, args.concurrency)
+                if r.driver == "dpop":
+                    # Every proof sent once (the pool never repeats one) and every one accepted:
+                    # one allowed request per proof, the probe's included, and nothing refused.
+                    p = f"tollgate.issuer.{r.issuer}."
+                    allowed = r.delta.get(p + "allowed", 0)
+                    denied = sum(v for k, v in r.delta.items() if k.startswith(p + "denied."))
+                    sent = sum(x["requests"] for x in r.rounds)
+                    checks.append(Check(r.label + ", proofs", denied == 0 and allowed >= sent,
+                                        f"{r.proofs_sent:,} proofs handed to wrk, each once ({r.proofs_skipped:,} of "
+                                        f"seconds that passed skipped unused); {allowed:,} requests allowed "
+                                        f"(timed rounds: {sent:,}), {denied:,} refused"))
+        checks += sanity_checks(rows, ports, token_sets, dpop_key, keys)
+        for c in checks[-3:]:
+            if c.label.startswith("tg-"):
+                print(f"  {c.line()}", flush=True)
         counters_after = counters(admin_port, r"^(wasmcustom\.tollgate\.|http\.[^.]+\.jwt_authn\.)")
         as_total = as_introspections(dot_port) if any(r.opaque and not r.error for r in rows) else None
     finally:
@@ -871,6 +1283,17 @@ def main() -> int:
             proc.stop()
         if dot is not None:
             dot.stop()
+
+    # The replay store's memory with 10,000 live proofs, in an Envoy of its own (not in --quick:
+    # 10,000 DPoP requests).
+    replay_lines = []
+    if not args.quick and any(r.label == DPOP_ROW for r in rows):
+        print("replay store: memory with 10,000 live proofs (an Envoy of its own)", flush=True)
+        try:
+            replay_lines = replay_memory(args.concurrency, keys, jwks)
+        except (RuntimeError, OSError, KeyError, ValueError) as e:
+            replay_lines, failed = [f"- FAILED: {e}"], True
+        print("\n".join(replay_lines), flush=True)
 
     # Plugin start: on_configure with 10 issuers (bench/configure.py), in Envoys of their own.
     configure_lines = []
@@ -930,6 +1353,7 @@ def main() -> int:
         "",
         *[f"- {c.line()}" for c in checks],
         "",
+        *(["## Replay store memory", "", *replay_lines, ""] if replay_lines else []),
         *(["## Plugin start", "", *configure_lines, ""] if configure_lines else []),
         "Counters after the run: " + ", ".join(f"`{k}` {v:,}" for k, v in sorted(interesting.items())),
         "",

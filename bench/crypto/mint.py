@@ -22,7 +22,17 @@ for alg, kid in kids.items():
         t.make_signed_token(keys[kid])
         out.append(t.serialize())
     tokens[alg] = out
+# DPoP proofs (RFC 9449) for one access token, all with one client key (as a client sends them):
+# N distinct jti, for bench/crypto/run N dpop.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import proofs  # noqa: E402  (bench/proofs.py)
+
+client = proofs.ProofKey()
+access = tokens["ES256"][0]
+dpop = {"uri": "https://api.bench.example/api/orders", "token": access, "jkt": client.jkt,
+        "proofs": [client.proof(htm="GET", htu="https://api.bench.example/api/orders", token=access, iat=now,
+                                jti=os.urandom(12).hex()) for _ in range(n)]}
 doc = {"issuer": ISS, "audience": AUD, "now": now,
-       "jwks": {"keys": [json.loads(k.export_public()) for k in keys.values()]}, "tokens": tokens}
+       "jwks": {"keys": [json.loads(k.export_public()) for k in keys.values()]}, "tokens": tokens, "dpop": dpop}
 with open(sys.argv[1], "w") as f:
     json.dump(doc, f)

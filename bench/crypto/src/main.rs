@@ -3,11 +3,15 @@
 //! batches). Built for wasm32-wasip1 and run under Node's WASI by `bench/crypto/run`; also runs
 //! natively for comparison.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tollgate_core::authn::{authenticate, Deciding, Decision, MayWait, Request, Verdict};
+use tollgate_core::authn::{authenticate, Deciding, Decision, MayWait, Request, Sender, Verdict};
+use tollgate_core::flow::host::{Host, Metric};
+use tollgate_core::http::HttpRequest;
+use tollgate_core::flow::replay;
 use tollgate_core::cache::{self, CacheKey, Cached, TokenCache};
 use tollgate_core::config::{FilterConfig, KeySource};
 use tollgate_core::jwks::{Held, KeyRing, KeySet};
@@ -31,6 +35,124 @@ impl TokenCache for MapCache {
     fn remember(&mut self, _token: &str, _entry: &Cached) {}
 }
 
+/// Shared data as a host keeps it (value and compare-and-swap number per key), in a map: what
+/// the DPoP replay store reads and writes. Everything else a host does is a no-op here.
+#[derive(Default)]
+struct MapHost {
+    data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    cas: RefCell<u32>,
+}
+
+impl Host for MapHost {
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.data.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        let mut data = self.data.borrow_mut();
+        if let (Some(want), Some((_, have))) = (cas, data.get(key)) {
+            if want != *have {
+                return false;
+            }
+        }
+        let next = {
+            let mut c = self.cas.borrow_mut();
+            *c += 1;
+            *c
+        };
+        data.insert(key.to_owned(), (value.to_vec(), next));
+        true
+    }
+    fn dispatch(&self, _request: &HttpRequest) -> Option<u32> {
+        None
+    }
+    fn set_effective_context(&self, _context_id: u32) -> bool {
+        true
+    }
+    fn resume_request(&self) -> bool {
+        true
+    }
+    fn send_response(&self, _status: u32, _headers: &[(String, String)], _body: &str) -> bool {
+        true
+    }
+    fn set_request_header(&self, _name: &str, _value: &str) {}
+    fn remove_request_header(&self, _name: &str) {}
+    fn set_tick_period(&self, _period: Duration) -> bool {
+        true
+    }
+    fn record(&self, _metric: Metric) {}
+    fn random(&self, _buf: &mut [u8]) -> bool {
+        false
+    }
+}
+
+/// The DPoP replay store's own work per accepted proof (flow/replay.rs: the proof's id, its
+/// bucket read, decoded, checked, encoded and written back), with `live` proofs already in the
+/// store, in a host map (so the host's side of shared data, Envoy's lock and map, is not in it).
+fn replay_store(live: usize) {
+    let jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+    let now_ms = 1_800_000_000_000u64;
+    let mut batches = Vec::new();
+    for round in 0..10 {
+        let host = MapHost::default();
+        for i in 0..live {
+            let id = replay::proof_id(jkt, &format!("filler-{round}-{i}"));
+            replay::record(&host, replay::BUCKETS, &id, now_ms + 60_000, now_ms);
+        }
+        let n = 2000;
+        let t = Instant::now();
+        for i in 0..n {
+            let id = replay::proof_id(jkt, &format!("measured-{round}-{i}-0123456789abcdef"));
+            let seen = replay::record(&host, replay::BUCKETS, &id, now_ms + 60_000, now_ms);
+            std::hint::black_box(seen);
+        }
+        if round > 0 {
+            batches.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
+    }
+    println!("{:<8} {:>10.2} us  per proof recorded, {live} live proofs in the store (replay store, plugin side)",
+             "replay", median(batches));
+}
+
+/// A DPoP proof's whole check (`dpop::check`: header, key, thumbprint, signature, claims, htu,
+/// iat, ath), one client key for all proofs as a client sends them; and its parts.
+fn dpop_proofs(fx: &Value, now: i64) {
+    use tollgate_core::dpop;
+    let d = &fx["dpop"];
+    let proofs: Vec<&str> = d["proofs"].as_array().expect("proofs").iter().filter_map(Value::as_str).collect();
+    let token = d["token"].as_str().expect("token");
+    let uri = d["uri"].as_str().expect("uri");
+    let mut algorithms = AlgSet::default();
+    algorithms.insert(Alg::Es256);
+    let policy = dpop::Policy { algorithms, iat_window_s: 60 };
+    let expected = dpop::Expected { method: "GET", uri, access_token: token, nonce: None };
+    let time = |label: &str, f: &dyn Fn(&str)| {
+        let mut batches = Vec::new();
+        for round in 0..10 {
+            let t = Instant::now();
+            for p in &proofs {
+                f(p);
+            }
+            if round > 0 {
+                batches.push(t.elapsed().as_secs_f64() * 1e6 / proofs.len() as f64);
+            }
+        }
+        println!("{label:<8} {:>10.1} us  per proof", median(batches));
+    };
+    time("dpop", &|p| {
+        let got = dpop::check(p, &expected, &policy, now).expect("proof holds");
+        assert_eq!(got.jkt, d["jkt"].as_str().expect("jkt"));
+    });
+    time("ath", &|_| {
+        std::hint::black_box(dpop::ath(token));
+    });
+    time("htu", &|_| {
+        std::hint::black_box(dpop::request_uri("https", "api.bench.example", "/api/orders", None));
+    });
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -45,6 +167,16 @@ fn main() {
     let audiences = vec![fx["audience"].as_str().expect("audience").to_string()];
     let now = fx["now"].as_i64().expect("now");
     let filter = std::env::args().nth(2).unwrap_or_default();
+    if filter == "replay" {
+        for live in [0, 1_500, 10_000] {
+            replay_store(live);
+        }
+        return;
+    }
+    if filter == "dpop" {
+        dpop_proofs(&fx, now);
+        return;
+    }
 
     // Key loading (all keys of the set), nothing held before: a first load, or every key new.
     let mut loads = Vec::new();
@@ -106,8 +238,11 @@ fn main() {
             let mut store = MapCache(HashMap::new());
             let t = Instant::now();
             for h in &headers {
-                let mut deciding = Deciding { cfg: &cfg, ring: &ring, cache: &mut store, now_ms: now as u64 * 1000 };
-                let d = authenticate(&mut deciding, &Request { facts: &req, authorization: &[h] }, MayWait::Yes, None);
+                let mut deciding = Deciding {
+                    cfg: &cfg, ring: &ring, cache: &mut store, now_ms: now as u64 * 1000, nonce_secret: None,
+                };
+                let request = Request { facts: &req, authorization: &[h], sender: Sender::default() };
+                let d = authenticate(&mut deciding, &request, MayWait::Yes, None);
                 assert!(matches!(d, Decision::Done(Verdict::Allow { cache_hit: false, .. })), "{d:?}");
             }
             if round > 0 {

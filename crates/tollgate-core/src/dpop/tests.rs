@@ -402,3 +402,93 @@ fn a_proof_from_openid_client_holds_for_its_request_only() {
         Err(ProofError::Stale)
     );
 }
+
+/// A P-256 test key's public JWK with a member no other test uses, so that what this test
+/// finds among the recent keys is its own doing (tests run in parallel and share them).
+fn own_jwk(tag: &str) -> Value {
+    let mut jwk = TestKey::P256.public_jwk();
+    let m = jwk.as_object_mut().unwrap();
+    m.remove("kid");
+    m.insert("x-test".into(), json!(tag));
+    jwk
+}
+
+#[test]
+fn a_proof_key_and_its_table_are_kept_for_the_next_proof() {
+    let jwk = own_jwk("kept");
+    let good = proof_with(
+        "ES256",
+        TestKey::P256,
+        Some(jwk.clone()),
+        "dpop+jwt",
+        &claims(),
+    );
+    assert!(check_now(&good).is_ok());
+    let kept = recent_key(jwk.as_object().unwrap()).expect("kept after it verified");
+    // The key that verified the next proof, parsed again, finds the table of the kept one
+    // (built by the first verification) instead of building another.
+    let again = crate::jwks::public_key(&jwk).unwrap();
+    match (&kept.material, &again.material) {
+        (crate::key::KeyMaterial::P256(a), crate::key::KeyMaterial::P256(b)) => {
+            assert!(a.shares_table_with(b));
+        }
+        _ => panic!("P-256 keys"),
+    }
+    assert!(check_now(&good).is_ok(), "verifies with the kept key");
+}
+
+#[test]
+fn only_keys_that_verified_a_proof_are_kept_and_only_their_own_jwk_finds_them() {
+    // A proof whose signature does not verify leaves its key out.
+    let jwk = own_jwk("bad-signature");
+    let good = proof_with(
+        "ES256",
+        TestKey::P256,
+        Some(jwk.clone()),
+        "dpop+jwt",
+        &claims(),
+    );
+    let (head, _) = good.rsplit_once('.').unwrap();
+    let forged = format!("{head}.{}", crate::testdata::b64(&[7u8; 64]));
+    assert_eq!(check_now(&forged), Err(ProofError::BadSignature));
+    assert!(recent_key(jwk.as_object().unwrap()).is_none());
+    // The same key material under a JWK that parsing refuses ("use": "enc") is refused even
+    // while the key is kept: the cache is keyed by the whole JWK.
+    let kept = own_jwk("kept-then-enc");
+    let ok = proof_with(
+        "ES256",
+        TestKey::P256,
+        Some(kept.clone()),
+        "dpop+jwt",
+        &claims(),
+    );
+    assert!(check_now(&ok).is_ok());
+    let mut enc = kept;
+    enc["use"] = json!("enc");
+    let refused = proof_with("ES256", TestKey::P256, Some(enc), "dpop+jwt", &claims());
+    assert_eq!(check_now(&refused), Err(ProofError::BadKey));
+}
+
+#[test]
+fn at_most_recent_keys_are_kept_most_recent_first() {
+    let jwks: Vec<Value> = (0..=RECENT_KEYS)
+        .map(|i| own_jwk(&format!("lru-{i}")))
+        .collect();
+    let key = crate::jwks::public_key(&TestKey::P256.public_jwk()).unwrap();
+    let mut recent = VecDeque::new();
+    for jwk in &jwks {
+        remember_in(&mut recent, jwk.as_object().unwrap(), key.clone());
+    }
+    assert_eq!(recent.len(), RECENT_KEYS);
+    assert!(
+        !recent
+            .iter()
+            .any(|(j, _)| j == jwks[0].as_object().unwrap()),
+        "the oldest is dropped"
+    );
+    assert_eq!(&recent[0].0, jwks[RECENT_KEYS].as_object().unwrap());
+    // Remembered again, a key moves to the front and is held once.
+    remember_in(&mut recent, jwks[3].as_object().unwrap(), key);
+    assert_eq!(recent.len(), RECENT_KEYS);
+    assert_eq!(&recent[0].0, jwks[3].as_object().unwrap());
+}
