@@ -49,6 +49,8 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        #[cfg(feature = "bench-skip-replay-store")]
+        log::error!("tollgate: this is bench/run's measurement build: DPoP replays are NOT refused; never deploy it");
         let caps = host::detect();
         let started_us = host::now_us();
         let text = host::plugin_configuration().unwrap_or_default();

@@ -127,7 +127,7 @@ fn dpop_proofs(fx: &Value, now: i64) {
     let mut algorithms = AlgSet::default();
     algorithms.insert(Alg::Es256);
     let policy = dpop::Policy { algorithms, iat_window_s: 60 };
-    let expected = dpop::Expected { method: "GET", uri, access_token: token, nonce: None };
+    let expected = dpop::Expected { method: "GET", uri, access_token: token, nonce: None, bound_to: None };
     let time = |label: &str, f: &dyn Fn(&str)| {
         let mut batches = Vec::new();
         for round in 0..10 {

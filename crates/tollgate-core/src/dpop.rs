@@ -34,6 +34,9 @@ pub struct Expected<'a> {
     pub access_token: &'a str,
     /// The server nonce the proof must carry, when one is required.
     pub nonce: Option<&'a str>,
+    /// The thumbprint the proof's key must have (the token's `cnf.jkt`): checked before the
+    /// signature, so a proof by any other key costs no verification (and no key table).
+    pub bound_to: Option<&'a str>,
 }
 
 /// The configured rules.
@@ -86,6 +89,8 @@ pub enum ProofError {
     WrongToken,
     /// The server nonce is missing or not the current one.
     WrongNonce,
+    /// The proof's key is not [`Expected::bound_to`] (a binding error, not a bad proof).
+    OtherKey,
 }
 
 impl ProofError {
@@ -104,6 +109,7 @@ impl ProofError {
             ProofError::Stale => "the DPoP proof's iat is outside the accepted window",
             ProofError::WrongToken => "the DPoP proof's ath does not match the access token",
             ProofError::WrongNonce => "the DPoP proof lacks the current nonce",
+            ProofError::OtherKey => "the DPoP proof's key is not the one the token is bound to",
         }
     }
 }
@@ -139,6 +145,10 @@ pub fn check(
     if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
         return Err(ProofError::PrivateKey);
     }
+    let jkt = thumbprint(jwk).ok_or(ProofError::BadKey)?;
+    if expected.bound_to.is_some_and(|bound| bound != jkt) {
+        return Err(ProofError::OtherKey);
+    }
     let (key, known) = match recent_key(jwk) {
         Some(key) => (key, true),
         None => (
@@ -149,7 +159,6 @@ pub fn check(
     if key.material.family() != alg.family() {
         return Err(ProofError::BadKey);
     }
-    let jkt = thumbprint(jwk).ok_or(ProofError::BadKey)?;
     let claims =
         crate::jwt::verify_jws(proof, alg, &key, policy.algorithms).map_err(|e| match e {
             crate::jwt::JwtError::BadSignature => ProofError::BadSignature,
@@ -198,7 +207,7 @@ pub fn check(
 }
 
 /// How many proof keys [`remember_key`] holds.
-pub const RECENT_KEYS: usize = 8;
+pub const RECENT_KEYS: usize = 32;
 
 /// The keys of the last [`RECENT_KEYS`] distinct proof keys that verified a proof, with their
 /// JWK, most recent first. A DPoP client signs every proof with the same key, and the ECDSA
@@ -206,9 +215,12 @@ pub const RECENT_KEYS: usize = 8;
 /// V8 for P-256, `crate::crypto::ecdsa_math`) and keeps it only while the key is held: a key
 /// dropped with its request had its table built again on every request (bench/run measured
 /// ~5.5 ms of CPU per DPoP request, against ~0.5 ms for a whole cold ES256 token). Held here,
-/// a key's table (~100 KB for P-256) lives while it is among the last few used; per VM, so per
-/// worker. The cache is keyed by the whole JWK, so a proof finds the very key parsing its JWK
-/// would give, and nothing is accepted that parsing would refuse.
+/// a key's table (~100 KB for P-256) lives while it is among the last [`RECENT_KEYS`] used
+/// (at most ~3 MB), per VM, so per worker: a worker that serves more DPoP clients at once
+/// than that rebuilds a client's table when its turn comes again. Only keys that tokens are
+/// bound to get here (the thumbprint is checked against `cnf.jkt` before the signature). The
+/// cache is keyed by the whole JWK, so a proof finds the very key parsing its JWK would give,
+/// and nothing is accepted that parsing would refuse.
 static RECENT: Mutex<VecDeque<(Map<String, Value>, Key)>> = Mutex::new(VecDeque::new());
 
 /// The key of `jwk` if it verified a recent proof (and it moves to the front).

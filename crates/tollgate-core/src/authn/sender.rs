@@ -76,8 +76,20 @@ pub(super) fn check(
     if modes.mtls == Mode::Off && cnf.x5t.is_some() {
         return Err(Denial::Binding(BindingError::MtlsOff));
     }
+    if how.scheme == Scheme::Dpop && cnf.jkt.is_none() {
+        // Whatever the proof: no key to check it against (and no verification spent on it).
+        return Err(Denial::Binding(BindingError::NotDpopBound));
+    }
     let proof = match how.scheme {
-        Scheme::Dpop => Some(prove(cfg, issuer, d.nonce_secret, req, how.token, now_ms)?),
+        Scheme::Dpop => Some(prove(
+            cfg,
+            issuer,
+            d.nonce_secret,
+            req,
+            how,
+            cnf.jkt,
+            now_ms,
+        )?),
         Scheme::Bearer => None,
     };
     let cert_x5t = match modes.mtls {
@@ -120,16 +132,19 @@ const DPOP_TYPED_WITHOUT_KEY: &str = "the token is DPoP-bound but its issuer nam
 const NO_PROOF: &str = "the request carries no DPoP proof";
 const NO_URI: &str = "the request's URI cannot be rebuilt to check the DPoP proof";
 
-/// The request's one DPoP proof, checked against the request and the token (§4.3), and the
-/// issuer's server nonce if it requires one (§9).
+/// The request's one DPoP proof, checked against the request and the token (§4.3) — its key
+/// first against the token's `bound_to` thumbprint — and the issuer's server nonce if it
+/// requires one (§9).
 fn prove(
     cfg: &FilterConfig,
     issuer: &Issuer,
     nonce_secret: Option<&[u8]>,
     req: &Request<'_>,
-    token: &str,
+    how: Presenting<'_>,
+    bound_to: Option<&str>,
     now_ms: u64,
 ) -> Result<dpop::Proof, Denial> {
+    let token = how.token;
     let text = extract::dpop_proof(req.sender.dpop)
         .map_err(Denial::InvalidDpopProof)?
         .ok_or(Denial::InvalidDpopProof(NO_PROOF))?;
@@ -150,11 +165,14 @@ fn prove(
         uri: &uri,
         access_token: token,
         nonce: None,
+        bound_to,
     };
     debug_assert_ne!(now_ms, NO_CLOCK);
     let now_s = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
-    let proof = dpop::check(text, &expected, &issuer.dpop.policy, now_s)
-        .map_err(|e| Denial::InvalidDpopProof(e.describe()))?;
+    let proof = dpop::check(text, &expected, &issuer.dpop.policy, now_s).map_err(|e| match e {
+        dpop::ProofError::OtherKey => Denial::Binding(BindingError::WrongKey),
+        e => Denial::InvalidDpopProof(e.describe()),
+    })?;
     if issuer.dpop.require_nonce {
         let Some(secret) = nonce_secret else {
             return Err(Denial::DpopUnavailable);

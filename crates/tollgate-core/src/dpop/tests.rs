@@ -31,6 +31,7 @@ fn expected() -> Expected<'static> {
         uri: URI,
         access_token: TOKEN,
         nonce: None,
+        bound_to: None,
     }
 }
 
@@ -88,6 +89,25 @@ fn thumbprints_are_rfc_7638() {
                 .unwrap()
         ),
         None
+    );
+}
+
+#[test]
+fn a_proof_by_a_key_other_than_the_tokens_is_refused_before_its_signature() {
+    let mut e = expected();
+    e.bound_to = Some("zZ6ymYfEhw-Kq92WnU_42d3zpQus2lvi5S2lpIYtDKI");
+    assert!(check(&proof(&claims()), &e, &policy(), NOW_S).is_ok());
+    e.bound_to = Some("rsU1Mf3xawxNAfWPNEh90ai0LtHFugxPMIGuADW8aQ8");
+    assert_eq!(
+        check(&proof(&claims()), &e, &policy(), NOW_S),
+        Err(ProofError::OtherKey)
+    );
+    // Not even a broken signature is looked at.
+    let mut broken = proof(&claims());
+    broken.push_str("AAAA");
+    assert_eq!(
+        check(&broken, &e, &policy(), NOW_S),
+        Err(ProofError::OtherKey)
     );
 }
 
@@ -377,6 +397,7 @@ fn a_proof_from_openid_client_holds_for_its_request_only() {
         uri: text("url"),
         access_token: text("token"),
         nonce: None,
+        bound_to: None,
     };
     let got = check(text("proof"), &expected, &policy(), iat + 5).unwrap();
     assert_eq!(got.jkt, text("jkt"));

@@ -14,9 +14,10 @@
 //!
 //! **Full fails closed.** A bucket whose entries are all still live has no room: the proof is
 //! refused ([`Seen::Full`]), never accepted unrecorded. So is a bucket the host will not let
-//! this worker write after a few tries. With `buckets` × 8 entries for `live` proofs in the
-//! window, a bucket is full with the Poisson odds of 8 or more of mean `live / buckets`:
-//! about 4 in 100,000 for 10,000 live proofs over 8,192 buckets.
+//! this worker write after a few tries. With `buckets` × 16 entries for `live` proofs in the
+//! window, a bucket is full with the Poisson odds of 16 or more of mean `live / buckets`:
+//! about 3 in 100,000 for 305,000 live proofs (5,000 DPoP requests/s with the default 60 s
+//! window) over [`BUCKETS`].
 //!
 //! On hosts without shared data the flow keeps "shared" data per VM ([`super::store`]): the
 //! store then only sees the proofs of its own worker, and a proof replayed to another worker
@@ -26,11 +27,14 @@ use sha2::{Digest, Sha256};
 
 use super::host::Host;
 
-/// Buckets of the store: at most `BUCKETS` × [`BUCKET_ENTRIES`] live proofs, 1.5 MiB of
-/// entries when every bucket is full.
-pub const BUCKETS: u32 = 8192;
+/// Buckets of the store: at most `BUCKETS` × [`BUCKET_ENTRIES`] (1,048,576) live proofs. A
+/// bucket is a shared-data key made on first use, so memory follows the live proofs (~80
+/// bytes each, docs/benchmarks.md), not this number. A proof lives for its `iat` window (61 s
+/// by default), so the store holds `rate × 61 s` proofs: 5,000 DPoP requests/s per Envoy
+/// process fill a bucket (and are refused) 3 times in 100,000.
+pub const BUCKETS: u32 = 65_536;
 /// Entries per bucket.
-pub const BUCKET_ENTRIES: usize = 8;
+pub const BUCKET_ENTRIES: usize = 16;
 /// Bytes per entry: a 16-byte id and an 8-byte expiry (ms since the epoch, little endian).
 const ENTRY: usize = 24;
 /// Compare-and-swap attempts before a proof is refused as if the store were full.
