@@ -71,7 +71,7 @@ pub struct Proved {
     pub mtls: bool,
 }
 
-/// Why the binding does not hold. Every one is `401`; [`BindingError::dpop_error`] says which
+/// Why the binding does not hold. Every one is `401`; [`BindingError::is_dpop`] says which
 /// `WWW-Authenticate` error applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindingError {

@@ -206,7 +206,7 @@ pub fn check(
     })
 }
 
-/// How many proof keys [`remember_key`] holds.
+/// How many proof keys `remember_key` holds.
 pub const RECENT_KEYS: usize = 32;
 
 /// The keys of the last [`RECENT_KEYS`] distinct proof keys that verified a proof, with their

@@ -79,16 +79,6 @@ pub struct Requirement {
     pub challenge: crate::outcome::Challenge,
 }
 
-impl Requirement {
-    /// The binding modes for a token of `issuer` on this route.
-    pub fn modes(&self, issuer: &crate::config::Issuer) -> crate::binding::Modes {
-        crate::binding::Modes {
-            dpop: self.dpop.unwrap_or(issuer.dpop.mode),
-            mtls: self.mtls.unwrap_or(issuer.mtls),
-        }
-    }
-}
-
 /// A claim (path into nested objects) and the values it may have. When the claim is an array,
 /// it passes if any element is accepted.
 #[derive(Debug)]

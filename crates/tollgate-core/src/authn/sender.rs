@@ -14,7 +14,7 @@
 use serde_json::{Map, Value};
 
 use super::{Accept, Deciding, Request, NO_CLOCK};
-use crate::binding::{self, BindingError, Cnf, Mode, Presented, Scheme};
+use crate::binding::{self, BindingError, Cnf, Mode, Modes, Presented, Scheme};
 use crate::config::{FilterConfig, Issuer};
 use crate::dpop::{self, nonce, Expected};
 use crate::extract;
@@ -60,7 +60,11 @@ pub(super) fn check(
     let Some(issuer) = cfg.issuers.get(idx) else {
         return Ok(Bound::default());
     };
-    let modes = requirement.modes(issuer);
+    // The route's modes, else the issuer's.
+    let modes = Modes {
+        dpop: requirement.dpop.unwrap_or(issuer.dpop.mode),
+        mtls: requirement.mtls.unwrap_or(issuer.mtls),
+    };
     let cnf = Cnf::of(claims.get("cnf"));
     let dpop_typed = claims
         .get("token_type")
