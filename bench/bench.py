@@ -459,6 +459,10 @@ class Check:
 
 TLS_LISTENERS = ("tls-passthrough", "tg-tls")
 DPOP_ROW = "dpop-es256-cached (DPoP-bound ES256, fresh proof each request)"
+# The replay store's bucket count, as crates/tollgate-core/src/flow/replay.rs defines it.
+REPLAY_BUCKETS = int(re.search(r"pub const BUCKETS: u32 = ([0-9_]+);",
+                               (ROOT / "crates/tollgate-core/src/flow/replay.rs").read_text())
+                     .group(1).replace("_", ""))
 NOREPLAY_ROW = "dpop-es256-cached, replay store skipped (bench-only build)"
 TLS_FLOOR_ROW = "mtls passthrough (router only, TLS + client cert)"
 TLS_WARM_ROW = "mtls warm ES256, unbound token (TLS + client cert)"
@@ -894,10 +898,11 @@ def replay_memory(concurrency: int, keys: dict[str, jwk.JWK], jwks: dict, live: 
         proc.stop()
 
     # The store's layout for these ids (flow/replay.rs): bucket = first 8 bytes of the id, little
-    # endian, mod 8192; one shared-data key per bucket, its value 24 bytes per live entry.
+    # endian, mod BUCKETS (read from the source); one shared-data key per bucket, its value 24
+    # bytes per live entry.
     def bucket(j: str) -> int:
         digest = hashlib.sha256(key.jkt.encode() + b"\0" + j.encode()).digest()
-        return int.from_bytes(digest[:8], "little") % 8192
+        return int.from_bytes(digest[:8], "little") % REPLAY_BUCKETS
 
     before = {bucket(j) for j in warm}
     per = Counter(bucket(j) for j in measured)
