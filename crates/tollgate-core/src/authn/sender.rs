@@ -34,7 +34,7 @@ pub struct ProofUse {
 }
 
 /// What the binding step found: the proof to record and the binding header's value.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Bound {
     pub proof: Option<Box<ProofUse>>,
     /// `dpop;jkt=…`, `mtls;x5t=…`, or both joined by `, `; `None` for an unbound token.
@@ -58,7 +58,8 @@ pub(super) fn check(
     let (cfg, now_ms) = (d.cfg, d.now_ms);
     let (req, requirement, how) = (accept.req, accept.requirement, accept.how);
     let Some(issuer) = cfg.issuers.get(idx) else {
-        return Ok(Bound::default());
+        // Unreachable (cache entries naming no configured issuer are misses); never an allow.
+        return Err(Denial::InvalidToken(NO_ISSUER));
     };
     // The route's modes, else the issuer's.
     let modes = Modes {
@@ -132,6 +133,7 @@ pub(super) fn check(
     })
 }
 
+const NO_ISSUER: &str = "the token's issuer is not configured";
 const DPOP_TYPED_WITHOUT_KEY: &str = "the token is DPoP-bound but its issuer names no key";
 const NO_PROOF: &str = "the request carries no DPoP proof";
 const NO_URI: &str = "the request's URI cannot be rebuilt to check the DPoP proof";
