@@ -541,15 +541,7 @@ def probe(port: int, token: str, *, dpop_key: proofs.ProofKey | None = None, tls
         proof = dpop_key.proof(htm="GET", htu=f"http://127.0.0.1:{port}{PATH}", token=token,
                                iat=int(time.time()), jti=f"probe-{os.urandom(8).hex()}")
         headers = {"Authorization": f"DPoP {token}", "DPoP": proof}
-    conn = (http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=client_tls()) if tls
-            else http.client.HTTPConnection("127.0.0.1", port, timeout=10))
-    try:
-        conn.request("GET", PATH, headers=headers)
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()
+    return status_of(port, headers, tls=tls)
 
 
 def client_tls() -> ssl.SSLContext:
@@ -825,8 +817,10 @@ def sanity_checks(rows: list[Row], ports: dict[str, int], token_sets: dict[str, 
     return out
 
 
-def status_of(port: int, headers: dict) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def status_of(port: int, headers: dict, *, tls: bool = False) -> int:
+    """The status of one GET of PATH with headers (over TLS with the bench's client certificate)."""
+    conn = (http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=client_tls()) if tls
+            else http.client.HTTPConnection("127.0.0.1", port, timeout=10))
     try:
         conn.request("GET", PATH, headers=headers)
         resp = conn.getresponse()

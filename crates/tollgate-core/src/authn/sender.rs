@@ -107,7 +107,7 @@ pub(super) fn check(
         cert_x5t,
     };
     let proved = binding::check(cnf, presented, modes).map_err(Denial::Binding)?;
-    let mut parts: Vec<String> = Vec::with_capacity(2);
+    let mut parts: Vec<String> = Vec::new(); // no allocation for an unbound token
     if let (true, Some(jkt)) = (proved.dpop, cnf.jkt) {
         parts.push(format!("dpop;jkt={jkt}"));
     }

@@ -434,16 +434,21 @@ fn own_jwk(tag: &str) -> Value {
     jwk
 }
 
-#[test]
-fn a_proof_key_and_its_table_are_kept_for_the_next_proof() {
-    let jwk = own_jwk("kept");
-    let good = proof_with(
+/// A good proof signed by the P-256 test key, carrying `jwk` as its key.
+fn proof_by_jwk(jwk: &Value) -> String {
+    proof_with(
         "ES256",
         TestKey::P256,
         Some(jwk.clone()),
         "dpop+jwt",
         &claims(),
-    );
+    )
+}
+
+#[test]
+fn a_proof_key_and_its_table_are_kept_for_the_next_proof() {
+    let jwk = own_jwk("kept");
+    let good = proof_by_jwk(&jwk);
     assert!(check_now(&good).is_ok());
     let kept = recent_key(jwk.as_object().unwrap()).expect("kept after it verified");
     // The key that verified the next proof, parsed again, finds the table of the kept one
@@ -462,13 +467,7 @@ fn a_proof_key_and_its_table_are_kept_for_the_next_proof() {
 fn only_keys_that_verified_a_proof_are_kept_and_only_their_own_jwk_finds_them() {
     // A proof whose signature does not verify leaves its key out.
     let jwk = own_jwk("bad-signature");
-    let good = proof_with(
-        "ES256",
-        TestKey::P256,
-        Some(jwk.clone()),
-        "dpop+jwt",
-        &claims(),
-    );
+    let good = proof_by_jwk(&jwk);
     let (head, _) = good.rsplit_once('.').unwrap();
     let forged = format!("{head}.{}", crate::testdata::b64(&[7u8; 64]));
     assert_eq!(check_now(&forged), Err(ProofError::BadSignature));
