@@ -6,6 +6,7 @@ stopped by that same code by PID (SIGTERM, then SIGKILL after a grace period).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,10 @@ VENV_PY = ROOT / ".venv" / "bin" / "python"
 
 
 _handed_out: set[int] = set()
+
+
+class StartTimeout(RuntimeError):
+    """A process did not listen on its port in time (it was stopped)."""
 
 
 def free_port() -> int:
@@ -85,8 +90,55 @@ class Proc:
             if port_open(self.port):
                 return self
             time.sleep(0.05)
+        snapshot = self.snapshot()
         self.stop()
-        raise RuntimeError(f"{self.name} did not listen on {self.port} within {timeout}s; log tail:\n{self.log_tail()}")
+        raise StartTimeout(
+            f"{self.name} did not listen on {self.port} within {timeout}s; "
+            f"process at the timeout:\n{snapshot}\nlog tail:\n{self.log_tail()}"
+        )
+
+    def snapshot(self) -> str:
+        """What the process was doing: its CPU time (spinning or blocked?) and each thread's
+        state and kernel wait channel; for Node, the JavaScript and native stacks of a
+        diagnostic report (written on SIGUSR2 when started with --report-on-signal)."""
+        if not self.popen or self.popen.poll() is not None:
+            return "(not running)"
+        pid = self.popen.pid
+        lines = []
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks = os.sysconf("SC_CLK_TCK")
+            lines.append(f"state {fields[0]}, cpu {(int(fields[11]) + int(fields[12])) / ticks:.2f}s")
+            for task in sorted(Path(f"/proc/{pid}/task").iterdir()):
+                comm = (task / "comm").read_text().strip()
+                state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                wchan = (task / "wchan").read_text().strip() or "-"
+                lines.append(f"  thread {task.name} {comm}: {state} wchan={wchan}")
+        except (OSError, IndexError, ValueError) as exc:
+            lines.append(f"(/proc unreadable: {exc})")
+        report_dir = self.log_path.parent
+        if "--report-on-signal" in self.argv:
+            before = set(report_dir.glob("report.*.json"))
+            try:
+                os.kill(pid, signal.SIGUSR2)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline and not (set(report_dir.glob("report.*.json")) - before):
+                time.sleep(0.1)
+            new = sorted(set(report_dir.glob("report.*.json")) - before)
+            if not new:
+                lines.append("no Node report within 3 s: its event loop is blocked (busy or stuck in a synchronous call)")
+            for report in new:
+                try:
+                    data = json.loads(report.read_text())
+                    js = data.get("javascriptStack", {}).get("stack", [])
+                    native = [f.get("symbol", "?") for f in data.get("nativeStack", [])]
+                    lines.append("javascript stack:\n    " + "\n    ".join(js[:15]))
+                    lines.append("native stack:\n    " + "\n    ".join(native[:25]))
+                except (OSError, ValueError) as exc:
+                    lines.append(f"report {report} unreadable: {exc}")
+        return "\n".join(lines)
 
     def stop(self, grace: float = 5.0) -> None:
         if not self.popen or self.popen.poll() is not None:
