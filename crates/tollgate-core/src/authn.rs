@@ -46,6 +46,9 @@ pub enum Verdict {
         proof: Option<Box<ProofUse>>,
         /// What becomes of `Authorization` and `DPoP`.
         authorization: Upstream,
+        /// The route's policy decision point must say yes first (the flow asks it, or finds
+        /// its decision in the cache).
+        authorize: Option<Box<crate::authz::Query>>,
     },
     Deny {
         denial: Denial,
@@ -77,6 +80,7 @@ impl Verdict {
             cache_hit: false,
             proof: None,
             authorization: Upstream::Keep,
+            authorize: None,
         }
     }
 }
@@ -468,6 +472,21 @@ fn finish(d: &Deciding<'_>, accept: &Accept<'_>, verified: Verified, cache_hit: 
         return deny(denial, Some(issuer));
     }
     let name = cfg.issuers.get(issuer).map_or("", |i| i.name.as_str());
+    // Last, once everything else holds: the question for the route's policy decision point.
+    let authorize = match requirement
+        .authorize
+        .and_then(|i| Some((i, cfg.rules.get(i)?)))
+    {
+        None => None,
+        Some((index, rule)) => {
+            let facts = accept.req.facts;
+            match crate::authz::query(index, rule, &cfg.fingerprint, name, &verified.claims, facts)
+            {
+                Ok(q) => Some(Box::new(q)),
+                Err(denial) => return deny(denial, Some(issuer)),
+            }
+        }
+    };
     let mut headers = identity::headers(&cfg.identity, name, &verified.claims);
     if let (Some(header), Some(value)) = (&cfg.identity.binding_header, bound.header) {
         headers.push((header.clone(), value));
@@ -487,6 +506,7 @@ fn finish(d: &Deciding<'_>, accept: &Accept<'_>, verified: Verified, cache_hit: 
         cache_hit,
         proof: bound.proof,
         authorization,
+        authorize,
     })
 }
 

@@ -44,6 +44,14 @@ pub enum Denial {
     /// or the host refused the write), or there is no server-nonce key. Refused, never
     /// accepted unchecked.
     DpopUnavailable,
+    /// The route's policy decision point said no, or the request cannot be described to it
+    /// (`description`, fixed). `reason`: the PDP's own reason, when the route shows it.
+    Forbidden {
+        description: &'static str,
+        reason: Option<String>,
+    },
+    /// The route's policy decision point gave no decision (fail closed).
+    PdpUnavailable,
 }
 
 /// A denial's kind, without its details: what the `denied.<code>` counters count.
@@ -63,11 +71,13 @@ pub enum DenialKind {
     InvalidDpopProof,
     UseDpopNonce,
     DpopUnavailable,
+    Forbidden,
+    PdpUnavailable,
 }
 
 impl DenialKind {
     /// Every kind, in the order of [`DenialKind::index`].
-    pub const ALL: [DenialKind; 14] = [
+    pub const ALL: [DenialKind; 16] = [
         DenialKind::NoRoute,
         DenialKind::MissingToken,
         DenialKind::InvalidRequest,
@@ -82,6 +92,8 @@ impl DenialKind {
         DenialKind::InvalidDpopProof,
         DenialKind::UseDpopNonce,
         DenialKind::DpopUnavailable,
+        DenialKind::Forbidden,
+        DenialKind::PdpUnavailable,
     ];
 
     /// The kind's position in [`DenialKind::ALL`] (for a table of counters).
@@ -106,6 +118,8 @@ impl DenialKind {
             DenialKind::InvalidDpopProof => "invalid_dpop_proof",
             DenialKind::UseDpopNonce => "use_dpop_nonce",
             DenialKind::DpopUnavailable => "dpop_unavailable",
+            DenialKind::Forbidden => "forbidden",
+            DenialKind::PdpUnavailable => "pdp_unavailable",
         }
     }
 }
@@ -128,6 +142,8 @@ impl Denial {
             Denial::InvalidDpopProof(_) => DenialKind::InvalidDpopProof,
             Denial::UseDpopNonce(_) => DenialKind::UseDpopNonce,
             Denial::DpopUnavailable => DenialKind::DpopUnavailable,
+            Denial::Forbidden { .. } => DenialKind::Forbidden,
+            Denial::PdpUnavailable => DenialKind::PdpUnavailable,
         }
     }
 
@@ -331,6 +347,16 @@ pub fn reply(denial: &Denial, realm: &str, challenge: Challenge) -> LocalReply {
             "DPoP proofs cannot be checked right now",
             Vec::new(),
         ),
+        // Not an authentication problem, so no challenge: other credentials would not help.
+        Denial::Forbidden { description, .. } => {
+            (403, "insufficient_permissions", *description, Vec::new())
+        }
+        Denial::PdpUnavailable => (
+            503,
+            "temporarily_unavailable",
+            "the request cannot be authorized right now",
+            Vec::new(),
+        ),
     };
     let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
     headers.extend(www);
@@ -338,7 +364,15 @@ pub fn reply(denial: &Denial, realm: &str, challenge: Challenge) -> LocalReply {
     if status == 503 {
         headers.push(("retry-after".to_owned(), RETRY_AFTER_S.to_string()));
     }
-    let body = serde_json::json!({ "error": error, "error_description": description }).to_string();
+    let mut body = serde_json::json!({ "error": error, "error_description": description });
+    if let Denial::Forbidden {
+        reason: Some(reason),
+        ..
+    } = denial
+    {
+        body["reason"] = serde_json::Value::String(reason.clone());
+    }
+    let body = body.to_string();
     LocalReply {
         status,
         headers,

@@ -77,6 +77,9 @@ pub struct Requirement {
     pub mtls: Option<crate::binding::Mode>,
     /// The challenges a refusal on this route carries: the schemes its issuers take here.
     pub challenge: crate::outcome::Challenge,
+    /// The route's AuthZEN rule (an index into `FilterConfig::rules`): asked once every other
+    /// check passed.
+    pub authorize: Option<usize>,
 }
 
 /// A claim (path into nested objects) and the values it may have. When the claim is an array,

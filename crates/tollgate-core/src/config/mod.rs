@@ -4,6 +4,7 @@
 //! [`ConfigError`] naming the JSON path of the offending field, and the plugin refuses to start.
 //! The rules here are mirrored by `plugin-config/schema.json` (a test keeps the two in step).
 
+mod authorize;
 mod gateway;
 mod raw;
 mod sender;
@@ -73,6 +74,12 @@ pub struct FilterConfig {
     /// Where the request's origin and client certificate come from (sender-constrained
     /// tokens).
     pub sender_constraint: SenderConstraint,
+    /// Policy decision points, by index (`pdps`, in name order).
+    pub pdps: Vec<crate::authz::Pdp>,
+    /// Routes' AuthZEN rules, by index ([`Requirement::authorize`]).
+    pub rules: Vec<crate::authz::Rule>,
+    /// Slots of the shared policy-decision cache; 0 = off.
+    pub decision_slots: u32,
 }
 
 /// One trusted authorization server.
@@ -260,11 +267,18 @@ impl FilterConfig {
 /// the gateway, callouts, identity headers and realm, with the rules that span sections.
 fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, ConfigError> {
     let issuers = compile_issuers(raw.issuers)?;
+    let pdps = authorize::compile_pdps(raw.pdps)?;
+    let mut rules = Vec::new();
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, rr) in raw.routes.into_iter().enumerate() {
         let at = format!("routes[{i}]");
         let matcher = compile_match(&format!("{at}.match"), rr.matcher)?;
-        let policy = compile_policy(&at, rr.anonymous, rr.require, &issuers)?;
+        let ctx = Compiling {
+            issuers: &issuers,
+            pdps: &pdps,
+            label: authorize::label(rr.name.as_deref(), Some(i)),
+        };
+        let policy = compile_policy(&at, rr.anonymous, rr.require, &ctx, &mut rules)?;
         routes.push(Route {
             name: rr.name,
             matcher,
@@ -272,12 +286,20 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         });
     }
     let default_policy = match raw.default_route {
-        Some(p) => Some(compile_policy(
-            "default_route",
-            p.anonymous,
-            p.require,
-            &issuers,
-        )?),
+        Some(p) => {
+            let ctx = Compiling {
+                issuers: &issuers,
+                pdps: &pdps,
+                label: authorize::label(None, None),
+            };
+            Some(compile_policy(
+                "default_route",
+                p.anonymous,
+                p.require,
+                &ctx,
+                &mut rules,
+            )?)
+        }
         None => None,
     };
 
@@ -336,7 +358,18 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         gateway,
         per_request_callouts,
         sender_constraint,
+        pdps,
+        rules,
+        decision_slots: raw.cache.decision_entries,
     })
+}
+
+/// What a route's policy is compiled against.
+struct Compiling<'a> {
+    issuers: &'a [Issuer],
+    pdps: &'a [crate::authz::Pdp],
+    /// The route's name in counters.
+    label: String,
 }
 
 /// At least one issuer; names and `issuer` URLs unique.
@@ -823,8 +856,10 @@ fn compile_policy(
     at: &str,
     anonymous: bool,
     require: Option<raw::RawRequirement>,
-    all: &[Issuer],
+    ctx: &Compiling<'_>,
+    rules: &mut Vec<crate::authz::Rule>,
 ) -> Result<Policy, ConfigError> {
+    let all = ctx.issuers;
     if anonymous {
         if require.is_some() {
             return err(
@@ -866,6 +901,19 @@ fn compile_policy(
     let dpop = rr.dpop.map(sender::mode);
     let mtls = rr.mtls.map(sender::mode);
     let challenge = sender::challenge(dpop, &issuers, all);
+    let authorize = match rr.authorize {
+        None => None,
+        Some(ra) => {
+            let rule = authorize::compile_rule(
+                &format!("{at}.authorize"),
+                ra,
+                ctx.label.clone(),
+                ctx.pdps,
+            )?;
+            rules.push(rule);
+            Some(rules.len() - 1)
+        }
+    };
     Ok(Policy::Require(Requirement {
         issuers,
         scopes_all: rr.scopes,
@@ -876,6 +924,7 @@ fn compile_policy(
         dpop,
         mtls,
         challenge,
+        authorize,
     }))
 }
 
