@@ -235,10 +235,22 @@ def test_policy_edit_picked_up_without_restart(own_cerbos, client):
     # The admin API's reload: at once.
     took_back = servers.set_policy(own_cerbos, "document.yaml", original, POLICY_PROBE, False, reload=True)
     print(f"the revert, with an admin API reload, in {took_back:.2f} s")
-    assert took_back < 1.5
+    assert took_back < 3
     assert own_cerbos.pid == pid and own_cerbos.popen.poll() is None
     # The repository's copy is untouched.
     assert (servers.PDP_POLICIES / "document.yaml").read_text() == original
+
+
+def test_broken_policy_edit_keeps_the_last_valid_rules(own_cerbos, client):
+    url = own_cerbos.evaluation_url
+    owner = request("alice", "doc-1", "read", resource_properties=doc("alice"))
+    broken = (own_cerbos.policy_dir / "document.yaml").read_text().replace(
+        'derivedRoles: ["owner"]', 'derivedRoles: ["no_such_role"]')
+    (own_cerbos.policy_dir / "document.yaml").write_text(broken)
+    servers.reload_policies(own_cerbos)  # answers 200 all the same
+    assert decide(client, url, owner)
+    assert not decide(client, url, POLICY_PROBE)
+    assert "maintaining last valid state" in own_cerbos.log_text()
 
 
 def test_stop_and_start_on_the_same_port(own_cerbos, client):
@@ -295,7 +307,7 @@ def test_forwarder_is_transparent_and_counts(cerbos, slow, client):
 def test_forwarder_delays_in_parallel(cerbos, slow):
     via = f"http://127.0.0.1:{slow.port}{EVAL}"
     owner = request("alice", "doc-1", "read", resource_properties=doc("alice"))
-    assert servers.pdp_control(slow.port, "POST", "/__rig/delay?ms=400") == {"delay_ms": 400}
+    assert servers.pdp_control(slow.port, "POST", "/__rig/delay?ms=600") == {"delay_ms": 600}
     t0 = time.monotonic()
     results: list = []
 
@@ -310,7 +322,7 @@ def test_forwarder_delays_in_parallel(cerbos, slow):
         t.join()
     elapsed = time.monotonic() - t0
     assert results == [{"decision": True}] * 10
-    assert 0.4 <= elapsed < 2.5, elapsed  # held 400 ms each, all at once, not one after another
+    assert 0.6 <= elapsed < 4.0, elapsed  # held 600 ms each, all at once (one after another: 6 s)
     stats = servers.pdp_control(slow.port, "GET", "/__rig/stats")
     assert stats["evaluations"] == 10 and stats["max_in_flight"] == 10 and stats["in_flight"] == 0
 
@@ -327,7 +339,7 @@ def test_forwarder_delays_in_parallel(cerbos, slow):
     t0 = time.monotonic()
     with httpx.Client(timeout=5.0) as c:
         assert c.post(via, json=owner).json() == {"decision": True}
-    assert time.monotonic() - t0 < 0.4
+    assert time.monotonic() - t0 < 0.6
 
 
 def test_forwarder_auth_check_and_keepalive(cerbos, slow):
