@@ -378,3 +378,21 @@ def test_forwarder_with_the_pdp_down(own_cerbos, tmp_path):
         assert servers.pdp_control(slow.port, "GET", "/__rig/stats")["evaluations"] == 1
     finally:
         slow.stop()
+
+
+def test_forwarder_survives_a_pdp_restart_on_a_kept_alive_connection(own_cerbos, tmp_path):
+    """A PEP keeps its connection to the forwarder while Cerbos restarts: the next request on it
+    is answered (the forwarder replaces its dead connection to Cerbos once)."""
+    slow = servers.start_pdp_delay(procs.free_port(), own_cerbos.port, tmp_path)
+    try:
+        owner = request("alice", "doc-1", "read", resource_properties=doc("alice"))
+        with httpx.Client(timeout=5.0) as c:
+            via = f"http://127.0.0.1:{slow.port}{EVAL}"
+            assert c.post(via, json=owner).json() == {"decision": True}
+            own_cerbos.stop()
+            own_cerbos.start()
+            for _ in range(3):
+                assert c.post(via, json=owner).json() == {"decision": True}
+        assert servers.pdp_control(slow.port, "GET", "/__rig/stats")["evaluations"] == 4
+    finally:
+        slow.stop()

@@ -177,13 +177,29 @@ class Upstream:
         self.reader = self.writer = None
 
     async def exchange(self, request: bytes, method: str) -> tuple[bytes, int, bool]:
-        """Send one request, return (the raw answer incl. any 1xx, final status, must close)."""
+        """Send one request, return (the raw answer incl. any 1xx, final status, must close).
+        A kept-alive target connection that turns out dead before any answer byte (the target
+        restarted or closed it idle) is replaced once."""
+        reused = self.writer is not None and not self.writer.is_closing() and not self.reader.at_eof()
+        try:
+            return await self._exchange(request, method)
+        except (OSError, Closed) as exc:
+            if not reused or getattr(exc, "answered", False):
+                raise
+            await self.close()
+            return await self._exchange(request, method)
+
+    async def _exchange(self, request: bytes, method: str) -> tuple[bytes, int, bool]:
         await self.ensure()
         self.writer.write(request)
         await self.writer.drain()
         raw = bytearray()
         while True:
-            head = await read_head(self.reader)
+            try:
+                head = await read_head(self.reader)
+            except Closed as exc:
+                exc.answered = bool(raw)
+                raise
             status_line, headers = parse_head(head)
             version, status = status_line.split(" ", 2)[:2]
             status = int(status)
@@ -193,7 +209,11 @@ class Upstream:
             no_body = method == "HEAD" or status in (204, 304)
             framed = header(headers, "content-length") is not None or header(headers, "transfer-encoding")
             if not no_body:
-                raw += await read_body(self.reader, headers, until_close=True)
+                try:
+                    raw += await read_body(self.reader, headers, until_close=True)
+                except Closed as exc:
+                    exc.answered = True
+                    raise
             close = wants_close(headers, version) or (not no_body and not framed)
             return bytes(raw), status, close
 
