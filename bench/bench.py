@@ -1262,6 +1262,7 @@ def main() -> int:
     need_pdp = any(r.pdp_route for r in rows)
     cerbos: CerbosProc | None = None
     audit: AuditCount | None = None
+    cerbos_cluster: dict[str, int] = {}  # Envoy's counters of its cluster cerbos, at the end
     dot: Background | None = None
     proc: envoy.EnvoyProc | None = None
     failed = False
@@ -1472,6 +1473,9 @@ def main() -> int:
                 print(f"  {c.line()}", flush=True)
         counters_after = counters(admin_port, r"^(wasmcustom\.tollgate\.|http\.[^.]+\.jwt_authn\.)")
         as_total = as_introspections(dot_port) if any(r.opaque and not r.error for r in rows) else None
+        # Envoy's connections to Cerbos over the run: the PDP calls reuse a few keep-alive ones
+        if cerbos is not None:
+            cerbos_cluster = counters(admin_port, r"^cluster\.cerbos\.upstream_(cx|rq)_total$")
     finally:
         if _wrk is not None and _wrk.poll() is None:
             _wrk.kill()
@@ -1541,7 +1545,9 @@ def main() -> int:
            f"the AS served {as_total:,} introspection requests in all"] if as_total is not None else []),
         *([f"- policy decisions: Cerbos {cerbos_version} (tests/rig/pdp, the rig's policies and configuration: "
            f"audit log of every call and decision, info log) on 127.0.0.1, through the Envoy cluster cerbos; "
-           f"it logged {audit.count:,} decisions in all"] if audit is not None else []),
+           f"it logged {audit.count:,} decisions in all; Envoy sent it "
+           f"{cerbos_cluster.get('cluster.cerbos.upstream_rq_total', 0):,} requests over "
+           f"{cerbos_cluster.get('cluster.cerbos.upstream_cx_total', 0):,} connections"] if audit is not None else []),
         f"- machine: {os.cpu_count()} CPUs, {cpu}",
         f"- tollgate.wasm: {TOLLGATE_WASM.stat().st_size:,} bytes",
         *([f"- baseline: {args.baseline} ({args.baseline.stat().st_size:,} bytes); vs baseline: this "
