@@ -569,3 +569,61 @@ def test_certificate_bound_tokens_read_the_client_certificate_from_nginx(wasm, a
         refused = with_cert(identity)
         assert_denied(refused)
         assert why in refused.local_reply.header("www-authenticate"), refused.local_reply
+
+
+# --- policy decisions (issue 16) ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cerbos(tmp_path_factory):
+    """A real Cerbos (AuthZEN PDP) with the rig's policies: owners may read their documents."""
+    work = tmp_path_factory.mktemp("minihost-cerbos")
+    proc = servers.start_cerbos(free_port(), work / "policies", work)
+    yield proc
+    proc.stop()
+
+
+def authorize_config(as1: int, pdp_port: int) -> dict:
+    cfg = config(as1, jwks="uri")
+    cfg["pdps"] = {"cerbos": {"url": f"http://127.0.0.1:{pdp_port}/access/v1/evaluation",
+                              "upstream": f"127.0.0.1:{pdp_port}"}}
+    cfg["routes"].insert(0, {"name": "docs", "match": {"prefix": "/api/docs/"}, "require": {"authorize": {
+        "pdp": "cerbos", "subject": {"id_claim": "client_id"},
+        "resource": {"type": "document", "path": "/api/docs/{owner}/{id}", "id": "{id}",
+                     "properties": {"owner": "{owner}"}},
+        "actions": {"GET": "read", "POST": "write"}}}})
+    return cfg
+
+
+def test_policy_decisions_are_asked_from_the_request(wasm, as1, cerbos, mode):
+    """APISIX-like: the request that needs a decision makes the PDP call itself, after its
+    introspection when the token is opaque (one call at a time), and is decided in its own
+    context; the owner is allowed (then from the per-VM decision cache), anyone else 403, a
+    body goes upstream only after a yes."""
+    host = start_host(wasm, authorize_config(as1, cerbos.port), mode)
+    evaluation = "/access/v1/evaluation"
+    # Different documents per kind: both tokens are demo-client's, so the same question would
+    # be answered from the cache.
+    for kind, token in (("jwt", jwt(as1)), ("opaque", opaque(as1))):
+        own = call(host, token, path=f"/api/docs/demo-client/{kind}-1")
+        assert own.status == 200, own
+        assert paths(own)[-1] == evaluation, own.calls
+        assert own.calls[-1].upstream == f"127.0.0.1:{cerbos.port}"
+        again = call(host, token, path=f"/api/docs/demo-client/{kind}-1")
+        assert again.status == 200 and evaluation not in paths(again), again
+        other = call(host, token, path=f"/api/docs/alice/{kind}-1")
+        assert_denied(other, 403)
+        assert evaluation in paths(other), other.calls
+        posted = call(host, token, path=f"/api/docs/demo-client/{kind}-2", body=BODY)
+        assert posted.status == 200 and posted.forwarded_body == BODY, posted
+        refused = call(host, token, path=f"/api/docs/alice/{kind}-2", body=BODY)
+        assert_denied(refused, 403)
+        assert refused.forwarded_body is None
+
+
+def test_policy_decisions_fail_closed_when_the_pdp_is_down(wasm, as1, tmp_path, mode):
+    pdp = servers.start_cerbos(free_port(), tmp_path / "policies", tmp_path)
+    pdp.stop()
+    host = start_host(wasm, authorize_config(as1, pdp.port), mode)
+    result = call(host, jwt(as1), path="/api/docs/demo-client/1", body=BODY)
+    assert_denied(result, 503)
+    assert result.forwarded_body is None

@@ -495,6 +495,11 @@ impl<H: Host + Clone> Worker<H> {
             }
             self.resume(turn, w, now, None);
         }
+        // Decided just now (after its keys or its introspection), the request may have to ask
+        // its route's PDP: that call goes out now, so the request never waits without one.
+        if !turn.answered && !turn.allowed {
+            self.send_decisions(turn, now);
+        }
         if std::mem::take(&mut turn.allowed) {
             Flow::Continue
         } else {

@@ -305,3 +305,44 @@ fn per_request_callouts_ask_from_the_request_and_resume_it_there() {
         Flow::Continue
     );
 }
+
+#[test]
+fn per_request_callouts_ask_the_pdp_right_after_the_keys_arrive() {
+    // No keys yet: the request fetches them, then (still in its own context) asks the PDP;
+    // it never waits without a call of its own (APISIX would let it through).
+    let mut vm = Vm::new(authz_config(json!({})), CalloutMode::PerRequest);
+    let token = jwt(ISS_A, TestKey::RsaA);
+    assert_eq!(
+        vm.request(10, "/docs/alice/1", Some(&token), T0),
+        Flow::Pause
+    );
+    let (fetch, _) = vm.one_callout_to("as1");
+    vm.answer(10, fetch, as1_keys(&[TestKey::RsaA]), T0 + 1);
+    assert_eq!(vm.outcome(10), Outcome::Waiting);
+    let (call, _) = vm.one_callout_to("pdp");
+    vm.answer(10, call, decision(true), T0 + 2);
+    assert_eq!(vm.outcome(10), Outcome::Resumed);
+}
+
+#[test]
+fn per_request_callouts_ask_the_pdp_right_after_the_introspection() {
+    let mut cfg = config_json(json!({}));
+    cfg["pdps"] = json!({"p": {"url": "http://pdp/e", "upstream": "pdp"}});
+    cfg["routes"].as_array_mut().unwrap().insert(
+        0,
+        json!({"match": {"prefix": "/docs/"}, "require": {
+            "authorize": {"pdp": "p", "resource": {"type": "doc", "id": "all"}},
+        }}),
+    );
+    let cfg = FilterConfig::parse(cfg.to_string().as_bytes()).unwrap();
+    let mut vm = Vm::new(cfg, CalloutMode::PerRequest);
+    assert_eq!(vm.request(10, "/docs/x", Some("op1_abc"), T0), Flow::Pause);
+    let (intro, _) = vm.one_callout_to("op1");
+    vm.answer(10, intro, introspected(true), T0 + 1);
+    assert_eq!(vm.outcome(10), Outcome::Waiting);
+    let (call, request) = vm.one_callout_to("pdp");
+    let body: serde_json::Value = serde_json::from_slice(&request.body.unwrap()).unwrap();
+    assert_eq!(body["subject"]["id"], json!("bob"));
+    vm.answer(10, call, decision(false), T0 + 2);
+    assert_eq!(vm.outcome(10), Outcome::Replied(403));
+}
