@@ -44,6 +44,18 @@ pub enum Denial {
     /// or the host refused the write), or there is no server-nonce key. Refused, never
     /// accepted unchecked.
     DpopUnavailable,
+    /// RFC 9470: the user's authentication is not strong or recent enough for the route
+    /// (`why`, a fixed text). `acr_values` (space-separated, in configuration order) and
+    /// `max_age` are the route's requirements, sent in the challenge.
+    InsufficientUserAuthentication {
+        why: &'static str,
+        acr_values: Option<String>,
+        max_age: Option<u64>,
+    },
+    /// The token's client is not in the route's `clients` list (see [`crate::policy::ClientRule`]).
+    ClientNotAllowed,
+    /// The route's client-id header names another client than the token's.
+    ClientMismatch,
 }
 
 /// A denial's kind, without its details: what the `denied.<code>` counters count.
@@ -63,11 +75,14 @@ pub enum DenialKind {
     InvalidDpopProof,
     UseDpopNonce,
     DpopUnavailable,
+    InsufficientUserAuthentication,
+    ClientNotAllowed,
+    ClientMismatch,
 }
 
 impl DenialKind {
     /// Every kind, in the order of [`DenialKind::index`].
-    pub const ALL: [DenialKind; 14] = [
+    pub const ALL: [DenialKind; 17] = [
         DenialKind::NoRoute,
         DenialKind::MissingToken,
         DenialKind::InvalidRequest,
@@ -82,6 +97,9 @@ impl DenialKind {
         DenialKind::InvalidDpopProof,
         DenialKind::UseDpopNonce,
         DenialKind::DpopUnavailable,
+        DenialKind::InsufficientUserAuthentication,
+        DenialKind::ClientNotAllowed,
+        DenialKind::ClientMismatch,
     ];
 
     /// The kind's position in [`DenialKind::ALL`] (for a table of counters).
@@ -106,6 +124,9 @@ impl DenialKind {
             DenialKind::InvalidDpopProof => "invalid_dpop_proof",
             DenialKind::UseDpopNonce => "use_dpop_nonce",
             DenialKind::DpopUnavailable => "dpop_unavailable",
+            DenialKind::InsufficientUserAuthentication => "insufficient_user_authentication",
+            DenialKind::ClientNotAllowed => "client_not_allowed",
+            DenialKind::ClientMismatch => "client_mismatch",
         }
     }
 }
@@ -128,6 +149,11 @@ impl Denial {
             Denial::InvalidDpopProof(_) => DenialKind::InvalidDpopProof,
             Denial::UseDpopNonce(_) => DenialKind::UseDpopNonce,
             Denial::DpopUnavailable => DenialKind::DpopUnavailable,
+            Denial::InsufficientUserAuthentication { .. } => {
+                DenialKind::InsufficientUserAuthentication
+            }
+            Denial::ClientNotAllowed => DenialKind::ClientNotAllowed,
+            Denial::ClientMismatch => DenialKind::ClientMismatch,
         }
     }
 
@@ -146,6 +172,10 @@ pub struct LocalReply {
 }
 
 const INACTIVE: &str = "the token is not active";
+/// [`Denial::ClientNotAllowed`]'s description.
+pub const NOT_SUBSCRIBED: &str = "the client is not allowed to call this resource";
+/// [`Denial::ClientMismatch`]'s description.
+pub const NOT_THE_CLIENT: &str = "the token was not issued to the client the request names";
 const USE_NONCE: &str = "the DPoP proof must carry the server nonce in DPoP-Nonce";
 
 /// How long clients should wait before retrying a 503 (seconds).
@@ -187,13 +217,14 @@ impl Default for Challenge {
     }
 }
 
-/// The `WWW-Authenticate` values for `challenge`: `error` (code, description) and `scope` go
-/// in the challenge of `error_scheme`, or of the one scheme the route takes if that is not it.
+/// The `WWW-Authenticate` values for `challenge`: `error` (code, description) and `params`
+/// (more auth-params, written out: `scope="..."`, RFC 9470's `acr_values="..."`) go in the
+/// challenge of `error_scheme`, or of the one scheme the route takes if that is not it.
 fn challenges(
     challenge: Challenge,
     realm: &str,
     error: Option<(&str, &str)>,
-    scope: Option<&str>,
+    params: Option<&str>,
     error_scheme: Scheme,
 ) -> Vec<(String, String)> {
     let (bearer, dpop) = (challenge.bearer, challenge.dpop);
@@ -211,16 +242,18 @@ fn challenges(
                     ", error=\"{code}\", error_description=\"{description}\""
                 ));
             }
-            if let Some(scope) = scope {
-                v.push_str(&format!(", scope=\"{scope}\""));
+            if let Some(params) = params {
+                v.push_str(", ");
+                v.push_str(params);
             }
         }
         out.push(("www-authenticate".to_owned(), v));
     }
     if let Some(algs) = dpop {
         let mut v = dpop::challenge(algs, error.filter(|_| error_in_dpop));
-        if let (true, Some(scope)) = (error_in_dpop, scope) {
-            v.push_str(&format!(", scope=\"{scope}\""));
+        if let (true, Some(params)) = (error_in_dpop, params) {
+            v.push_str(", ");
+            v.push_str(params);
         }
         out.push(("www-authenticate".to_owned(), v));
     }
@@ -290,10 +323,36 @@ pub fn reply(denial: &Denial, realm: &str, challenge: Challenge) -> LocalReply {
             "the token lacks a required scope",
             www(
                 Some(("insufficient_scope", "the token lacks a required scope")),
-                Some(scope),
+                Some(&format!("scope=\"{scope}\"")),
                 used,
             ),
         ),
+        Denial::InsufficientUserAuthentication {
+            why,
+            acr_values,
+            max_age,
+        } => {
+            // RFC 9470 §3: acr_values and/or max_age, after the error.
+            let mut params = String::new();
+            if let Some(acr) = acr_values {
+                params.push_str("acr_values=\"");
+                params.push_str(acr);
+                params.push('"');
+            }
+            if let Some(age) = max_age {
+                if !params.is_empty() {
+                    params.push_str(", ");
+                }
+                params.push_str("max_age=\"");
+                params.push_str(&age.to_string());
+                params.push('"');
+            }
+            let code = "insufficient_user_authentication";
+            let params = (!params.is_empty()).then_some(params.as_str());
+            (401, code, *why, www(Some((code, why)), params, used))
+        }
+        Denial::ClientNotAllowed => (403, "access_denied", NOT_SUBSCRIBED, Vec::new()),
+        Denial::ClientMismatch => (403, "access_denied", NOT_THE_CLIENT, Vec::new()),
         Denial::ClaimNotSatisfied => (
             403,
             "insufficient_scope",
