@@ -683,6 +683,92 @@ mod tests {
     }
 
     #[test]
+    fn step_up_is_the_rfc_9470_challenge_in_the_scheme_used() {
+        let acr = Denial::InsufficientUserAuthentication {
+            why: crate::policy::ACR_NOT_ACCEPTED,
+            acr_values: Some("urn:tollgate:loa:2 urn:tollgate:loa:3".into()),
+            max_age: None,
+        };
+        let r = reply(&acr, "api", Challenge::BEARER);
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            challenges_of(&r),
+            ["Bearer realm=\"api\", error=\"insufficient_user_authentication\", error_description=\"a stronger authentication of the user is required\", acr_values=\"urn:tollgate:loa:2 urn:tollgate:loa:3\""]
+        );
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"], "insufficient_user_authentication");
+        assert_eq!(body["error_description"], crate::policy::ACR_NOT_ACCEPTED);
+        let age = Denial::InsufficientUserAuthentication {
+            why: crate::policy::AUTH_TOO_OLD,
+            acr_values: None,
+            max_age: Some(300),
+        };
+        assert_eq!(
+            challenges_of(&reply(&age, "api", Challenge::BEARER)),
+            ["Bearer realm=\"api\", error=\"insufficient_user_authentication\", error_description=\"a more recent authentication of the user is required\", max_age=\"300\""]
+        );
+        let both = Denial::InsufficientUserAuthentication {
+            why: crate::policy::NO_AUTH_TIME,
+            acr_values: Some("urn:tollgate:loa:2".into()),
+            max_age: Some(5),
+        };
+        let route = Challenge {
+            bearer: true,
+            dpop: Some(es256_eddsa()),
+            used: Scheme::Bearer,
+        };
+        assert_eq!(
+            challenges_of(&reply(&both, "api", route)),
+            [
+                "Bearer realm=\"api\", error=\"insufficient_user_authentication\", error_description=\"the token does not say when the user authenticated\", acr_values=\"urn:tollgate:loa:2\", max_age=\"5\"",
+                "DPoP algs=\"ES256 EdDSA\""
+            ]
+        );
+        assert_eq!(
+            challenges_of(&reply(&both, "api", route.used(Scheme::Dpop))),
+            [
+                "Bearer realm=\"api\"",
+                "DPoP algs=\"ES256 EdDSA\", error=\"insufficient_user_authentication\", error_description=\"the token does not say when the user authenticated\", acr_values=\"urn:tollgate:loa:2\", max_age=\"5\""
+            ]
+        );
+        assert_eq!(
+            both.code(),
+            "insufficient_user_authentication",
+            "its own counter"
+        );
+    }
+
+    #[test]
+    fn client_refusals_are_403_access_denied_without_a_challenge() {
+        for (denial, description, code) in [
+            (
+                Denial::ClientNotAllowed,
+                NOT_SUBSCRIBED,
+                "client_not_allowed",
+            ),
+            (Denial::ClientMismatch, NOT_THE_CLIENT, "client_mismatch"),
+        ] {
+            let r = reply(&denial, "api", Challenge::BEARER);
+            assert_eq!(r.status, 403);
+            assert!(challenges_of(&r).is_empty());
+            let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(body["error"], "access_denied");
+            assert_eq!(body["error_description"], description);
+            assert_eq!(denial.code(), code);
+        }
+        let r = reply(
+            &Denial::InvalidRequest(crate::policy::NO_CLIENT_HEADER),
+            "api",
+            Challenge::BEARER,
+        );
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            challenges_of(&r),
+            ["Bearer realm=\"api\", error=\"invalid_request\", error_description=\"the request lacks its client id header\""]
+        );
+    }
+
+    #[test]
     fn gateway_errors_are_oauth_errors_never_stored() {
         let r = gateway_reply(GatewayError::UnknownClient);
         assert_eq!(r.status, 401);
