@@ -11,11 +11,16 @@
 //! `tollgate.cache.revocations` (revocations through the gateway the server confirmed, whose
 //! token then left the cache). Refusals before an issuer is known (no route, no token, unknown
 //! issuer, malformed request, no clock): `tollgate.denied.<reason>`.
+//!
+//! Per route with an `authorize` rule `<label>` (its name, or its position):
+//! `tollgate.route.<label>.authz.<event>`: `allow`, `deny`, `error` (no decision: 503),
+//! `cache_hit`, `coalesced` (joined a call under way) and `call` (PDP calls made); per PDP
+//! `<name>` the histogram `tollgate.pdp.<name>.latency_ms`.
 
 use super::host;
 use crate::config::FilterConfig;
 use crate::endpoint::{self, Endpoint};
-use crate::flow::{IntrospectionEvent, IntrospectionFailure, Metric};
+use crate::flow::{AuthzEvent, IntrospectionEvent, IntrospectionFailure, Metric};
 use crate::outcome::DenialKind;
 
 /// One counter per denial kind, indexed by [`DenialKind::index`].
@@ -77,6 +82,10 @@ pub struct Metrics {
     unattributed: Denials,
     gateway_refused: Option<u32>,
     cache_revocations: Option<u32>,
+    /// Per `authorize` rule, indexed by [`AuthzEvent::index`].
+    rules: Vec<[Option<u32>; AuthzEvent::ALL.len()]>,
+    /// Per PDP: the latency histogram.
+    pdps: Vec<Option<u32>>,
 }
 
 impl Metrics {
@@ -127,6 +136,19 @@ impl Metrics {
             } else {
                 None
             },
+            rules: cfg
+                .rules
+                .iter()
+                .map(|r| {
+                    let p = format!("tollgate.route.{}.authz", r.label);
+                    AuthzEvent::ALL.map(|e| host::define_counter(&format!("{p}.{}", e.code())))
+                })
+                .collect(),
+            pdps: cfg
+                .pdps
+                .iter()
+                .map(|p| host::define_histogram(&format!("tollgate.pdp.{}.latency_ms", p.name)))
+                .collect(),
         }
     }
 
@@ -144,6 +166,15 @@ impl Metrics {
             Metric::GatewayForwarded { issuer, endpoint } => self.gateway(issuer, endpoint),
             Metric::GatewayRefused => host::increment(self.gateway_refused),
             Metric::CacheRevocation => host::increment(self.cache_revocations),
+            Metric::Authz { rule, event } => {
+                let counter = self.rules.get(rule).and_then(|c| c.get(event.index()));
+                host::increment(counter.copied().flatten());
+            }
+            Metric::AuthzLatency { pdp, ms } => {
+                if let Some(h) = self.pdps.get(pdp) {
+                    host::record(*h, ms);
+                }
+            }
         }
     }
 

@@ -46,6 +46,9 @@ pub enum Verdict {
         proof: Option<Box<ProofUse>>,
         /// What becomes of `Authorization` and `DPoP`.
         authorization: Upstream,
+        /// The route's policy decision point must say yes first (the flow asks it, or finds
+        /// its decision in the cache).
+        authorize: Option<Box<crate::authz::Query>>,
     },
     Deny {
         denial: Denial,
@@ -77,6 +80,7 @@ impl Verdict {
             cache_hit: false,
             proof: None,
             authorization: Upstream::Keep,
+            authorize: None,
         }
     }
 }
@@ -456,9 +460,11 @@ struct Accept<'a> {
 /// The route's requirements and the token's binding against an accepted token's claims.
 ///
 /// The order of the checks, once the token is valid: its binding (a stolen token stops
-/// here), the client (`clients`, `client_id_header`), scopes and claim values, and the user's
-/// authentication (RFC 9470 step-up) last. RFC 9470 leaves the order open; step-up comes last
-/// because its 401 asks the user to authenticate again, which must be the one thing missing:
+/// here), the client (`clients`, `client_id_header`), scopes and claim values, the user's
+/// authentication (RFC 9470 step-up), and the route's policy decision point (AuthZEN) last.
+/// RFC 9470 leaves the order open; step-up comes after the other local checks (and before a
+/// PDP is asked) because its 401 asks the user to authenticate again, which must be the one
+/// thing missing:
 /// a token refused for its client or its scopes would be refused as well after a new login,
 /// so those answers (which no login fixes) come first, as a Kong or Envoy `jwt_authn` user
 /// expects scope errors before anything else about the user.
@@ -482,6 +488,21 @@ fn finish(d: &Deciding<'_>, accept: &Accept<'_>, verified: Verified, cache_hit: 
         return deny(denial, Some(issuer));
     }
     let name = cfg.issuers.get(issuer).map_or("", |i| i.name.as_str());
+    // Last, once everything else holds: the question for the route's policy decision point.
+    let authorize = match requirement
+        .authorize
+        .and_then(|i| Some((i, cfg.rules.get(i)?)))
+    {
+        None => None,
+        Some((index, rule)) => {
+            let facts = accept.req.facts;
+            match crate::authz::query(index, rule, &cfg.fingerprint, name, &verified.claims, facts)
+            {
+                Ok(q) => Some(Box::new(q)),
+                Err(denial) => return deny(denial, Some(issuer)),
+            }
+        }
+    };
     let mut headers = identity::headers(&cfg.identity, name, &verified.claims);
     if let (Some(header), Some(value)) = (&cfg.identity.binding_header, bound.header) {
         headers.push((header.clone(), value));
@@ -501,6 +522,7 @@ fn finish(d: &Deciding<'_>, accept: &Accept<'_>, verified: Verified, cache_hit: 
         cache_hit,
         proof: bound.proof,
         authorization,
+        authorize,
     })
 }
 

@@ -43,7 +43,8 @@
 //! - [`gateway`]: the OAuth endpoint gateway; [`endpoint`]: its endpoints and the metadata
 //!   fields they stand for; [`origin`]: its configured public origins
 //! - [`identity`]: identity headers
-//! - [`authn`]: the per-request decision
+//! - [`authn`]: the per-request decision; [`authz`]: the AuthZEN evaluation a route's
+//!   `authorize` rule asks a policy decision point, and its answer
 //! - [`flow`]: the request flow behind a [`flow::Host`]: waits, resumes, deadlines, key refresh
 //!   and introspection callouts, leases, peer waits
 //! - [`outcome`]: every refusal -> status, `WWW-Authenticate`, JSON body
@@ -51,6 +52,7 @@
 
 pub mod audience;
 pub mod authn;
+pub mod authz;
 pub mod basic_auth;
 pub mod binding;
 pub mod cache;

@@ -56,6 +56,14 @@ pub enum Denial {
     ClientNotAllowed,
     /// The route's client-id header names another client than the token's.
     ClientMismatch,
+    /// The route's policy decision point said no, or the request cannot be described to it
+    /// (`description`, fixed). `reason`: the PDP's own reason, when the route shows it.
+    Forbidden {
+        description: &'static str,
+        reason: Option<String>,
+    },
+    /// The route's policy decision point gave no decision (fail closed).
+    PdpUnavailable,
 }
 
 /// A denial's kind, without its details: what the `denied.<code>` counters count.
@@ -78,11 +86,13 @@ pub enum DenialKind {
     InsufficientUserAuthentication,
     ClientNotAllowed,
     ClientMismatch,
+    Forbidden,
+    PdpUnavailable,
 }
 
 impl DenialKind {
     /// Every kind, in the order of [`DenialKind::index`].
-    pub const ALL: [DenialKind; 17] = [
+    pub const ALL: [DenialKind; 19] = [
         DenialKind::NoRoute,
         DenialKind::MissingToken,
         DenialKind::InvalidRequest,
@@ -100,6 +110,8 @@ impl DenialKind {
         DenialKind::InsufficientUserAuthentication,
         DenialKind::ClientNotAllowed,
         DenialKind::ClientMismatch,
+        DenialKind::Forbidden,
+        DenialKind::PdpUnavailable,
     ];
 
     /// The kind's position in [`DenialKind::ALL`] (for a table of counters).
@@ -127,6 +139,8 @@ impl DenialKind {
             DenialKind::InsufficientUserAuthentication => "insufficient_user_authentication",
             DenialKind::ClientNotAllowed => "client_not_allowed",
             DenialKind::ClientMismatch => "client_mismatch",
+            DenialKind::Forbidden => "forbidden",
+            DenialKind::PdpUnavailable => "pdp_unavailable",
         }
     }
 }
@@ -154,6 +168,8 @@ impl Denial {
             }
             Denial::ClientNotAllowed => DenialKind::ClientNotAllowed,
             Denial::ClientMismatch => DenialKind::ClientMismatch,
+            Denial::Forbidden { .. } => DenialKind::Forbidden,
+            Denial::PdpUnavailable => DenialKind::PdpUnavailable,
         }
     }
 
@@ -390,6 +406,16 @@ pub fn reply(denial: &Denial, realm: &str, challenge: Challenge) -> LocalReply {
             "DPoP proofs cannot be checked right now",
             Vec::new(),
         ),
+        // Not an authentication problem, so no challenge: other credentials would not help.
+        Denial::Forbidden { description, .. } => {
+            (403, "insufficient_permissions", *description, Vec::new())
+        }
+        Denial::PdpUnavailable => (
+            503,
+            "temporarily_unavailable",
+            "the request cannot be authorized right now",
+            Vec::new(),
+        ),
     };
     let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
     headers.extend(www);
@@ -397,7 +423,15 @@ pub fn reply(denial: &Denial, realm: &str, challenge: Challenge) -> LocalReply {
     if status == 503 {
         headers.push(("retry-after".to_owned(), RETRY_AFTER_S.to_string()));
     }
-    let body = serde_json::json!({ "error": error, "error_description": description }).to_string();
+    let mut body = serde_json::json!({ "error": error, "error_description": description });
+    if let Denial::Forbidden {
+        reason: Some(reason),
+        ..
+    } = denial
+    {
+        body["reason"] = serde_json::Value::String(reason.clone());
+    }
+    let body = body.to_string();
     LocalReply {
         status,
         headers,

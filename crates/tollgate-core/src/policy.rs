@@ -91,6 +91,9 @@ pub struct Requirement {
     pub client: ClientRule,
     /// RFC 9470: how strongly and how recently the user must have authenticated.
     pub step_up: StepUp,
+    /// The route's AuthZEN rule (an index into `FilterConfig::rules`): asked once every other
+    /// check passed.
+    pub authorize: Option<usize>,
 }
 
 /// A claim (path into nested objects) and the values it may have. When the claim is an array,

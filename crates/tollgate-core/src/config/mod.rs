@@ -5,6 +5,7 @@
 //! The rules here are mirrored by `plugin-config/schema.json` (a test keeps the two in step).
 
 mod access;
+mod authorize;
 mod gateway;
 mod raw;
 mod sender;
@@ -74,6 +75,12 @@ pub struct FilterConfig {
     /// Where the request's origin and client certificate come from (sender-constrained
     /// tokens).
     pub sender_constraint: SenderConstraint,
+    /// Policy decision points, by index (`pdps`, in name order).
+    pub pdps: Vec<crate::authz::Pdp>,
+    /// Routes' AuthZEN rules, by index ([`Requirement::authorize`]).
+    pub rules: Vec<crate::authz::Rule>,
+    /// Slots of the shared policy-decision cache; 0 = off.
+    pub decision_slots: u32,
 }
 
 /// One trusted authorization server.
@@ -261,11 +268,18 @@ impl FilterConfig {
 /// the gateway, callouts, identity headers and realm, with the rules that span sections.
 fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, ConfigError> {
     let issuers = compile_issuers(raw.issuers)?;
+    let pdps = authorize::compile_pdps(raw.pdps)?;
+    let mut rules = Vec::new();
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, rr) in raw.routes.into_iter().enumerate() {
         let at = format!("routes[{i}]");
         let matcher = compile_match(&format!("{at}.match"), rr.matcher)?;
-        let policy = compile_policy(&at, rr.anonymous, rr.require, &issuers)?;
+        let ctx = Compiling {
+            issuers: &issuers,
+            pdps: &pdps,
+            label: authorize::label(rr.name.as_deref(), Some(i)),
+        };
+        let policy = compile_policy(&at, rr.anonymous, rr.require, &ctx, &mut rules)?;
         routes.push(Route {
             name: rr.name,
             matcher,
@@ -273,12 +287,20 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         });
     }
     let default_policy = match raw.default_route {
-        Some(p) => Some(compile_policy(
-            "default_route",
-            p.anonymous,
-            p.require,
-            &issuers,
-        )?),
+        Some(p) => {
+            let ctx = Compiling {
+                issuers: &issuers,
+                pdps: &pdps,
+                label: authorize::label(None, None),
+            };
+            Some(compile_policy(
+                "default_route",
+                p.anonymous,
+                p.require,
+                &ctx,
+                &mut rules,
+            )?)
+        }
         None => None,
     };
 
@@ -344,7 +366,18 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         gateway,
         per_request_callouts,
         sender_constraint,
+        pdps,
+        rules,
+        decision_slots: raw.cache.decision_entries,
     })
+}
+
+/// What a route's policy is compiled against.
+struct Compiling<'a> {
+    issuers: &'a [Issuer],
+    pdps: &'a [crate::authz::Pdp],
+    /// The route's name in counters.
+    label: String,
 }
 
 /// At least one issuer; names and `issuer` URLs unique.
@@ -831,8 +864,10 @@ fn compile_policy(
     at: &str,
     anonymous: bool,
     require: Option<raw::RawRequirement>,
-    all: &[Issuer],
+    ctx: &Compiling<'_>,
+    rules: &mut Vec<crate::authz::Rule>,
 ) -> Result<Policy, ConfigError> {
+    let all = ctx.issuers;
     if anonymous {
         if require.is_some() {
             return err(
@@ -876,6 +911,19 @@ fn compile_policy(
     let dpop = rr.dpop.map(sender::mode);
     let mtls = rr.mtls.map(sender::mode);
     let challenge = sender::challenge(dpop, &issuers, all);
+    let authorize = match rr.authorize {
+        None => None,
+        Some(ra) => {
+            let rule = authorize::compile_rule(
+                &format!("{at}.authorize"),
+                ra,
+                ctx.label.clone(),
+                ctx.pdps,
+            )?;
+            rules.push(rule);
+            Some(rules.len() - 1)
+        }
+    };
     Ok(Policy::Require(Requirement {
         issuers,
         scopes_all: rr.scopes,
@@ -888,6 +936,7 @@ fn compile_policy(
         challenge,
         client,
         step_up,
+        authorize,
     }))
 }
 

@@ -73,6 +73,57 @@ pub enum Metric {
     GatewayRefused,
     /// A revocation the authorization server confirmed: the token left the cache.
     CacheRevocation,
+    /// Something happened to a route's policy decision (`rule`: its index in
+    /// `FilterConfig::rules`).
+    Authz { rule: usize, event: AuthzEvent },
+    /// A call to the policy decision point `pdp` took `ms`.
+    AuthzLatency { pdp: usize, ms: u64 },
+}
+
+/// Policy-decision events worth a counter: `route.<label>.authz.<code>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthzEvent {
+    /// The PDP (or the cache) said yes.
+    Allow,
+    /// The PDP (or the cache) said no.
+    Deny,
+    /// No decision: the request was refused with 503.
+    Error,
+    /// The decision came from the shared decision cache.
+    CacheHit,
+    /// The request joined a call already under way (this worker's or another's).
+    Coalesced,
+    /// A call to the PDP was made.
+    Call,
+}
+
+impl AuthzEvent {
+    /// Every event, in the order of [`AuthzEvent::index`].
+    pub const ALL: [AuthzEvent; 6] = [
+        AuthzEvent::Allow,
+        AuthzEvent::Deny,
+        AuthzEvent::Error,
+        AuthzEvent::CacheHit,
+        AuthzEvent::Coalesced,
+        AuthzEvent::Call,
+    ];
+
+    /// The event's position in [`AuthzEvent::ALL`] (for a table of counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Metric-name suffix.
+    pub fn code(self) -> &'static str {
+        match self {
+            AuthzEvent::Allow => "allow",
+            AuthzEvent::Deny => "deny",
+            AuthzEvent::Error => "error",
+            AuthzEvent::CacheHit => "cache_hit",
+            AuthzEvent::Coalesced => "coalesced",
+            AuthzEvent::Call => "call",
+        }
+    }
 }
 
 /// Introspection events worth a counter.

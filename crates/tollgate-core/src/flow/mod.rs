@@ -32,6 +32,7 @@
 //! - `keys`, `introspection`: the two kinds of callout
 //! - `mode`: the callout modes, and the turn of one callback
 
+mod authorize;
 mod grants;
 pub mod host;
 mod introspection;
@@ -49,7 +50,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use host::{Host, IntrospectionEvent, IntrospectionFailure, Metric};
+pub use host::{AuthzEvent, Host, IntrospectionEvent, IntrospectionFailure, Metric};
 pub use mode::CalloutMode;
 use mode::Turn;
 pub use shared::{IssuerKeys, Lease, SharedTokenCache};
@@ -135,6 +136,8 @@ enum WaitFor {
     Answer { key: CacheKey },
     /// Another worker's verification of this token (its entry in the shared cache).
     Peer { key: CacheKey },
+    /// The policy decision on this question ([`crate::authz::Query::key`]) of this rule.
+    Decision { key: [u8; 32], rule: usize },
 }
 
 #[derive(Debug)]
@@ -144,6 +147,8 @@ struct Waiter {
     since: u64,
     deadline: u64,
     facts: OwnedFacts,
+    /// A request waiting for its policy decision: its verdict, applied once the decision is in.
+    held: Option<Box<Verdict>>,
 }
 
 /// What the HTTP context returns to the host.
@@ -181,6 +186,7 @@ impl<G> Stage<G> {
 enum Callout {
     Fetch { issuer: usize, step: Step },
     Introspection { key: CacheKey, started: u64 },
+    Decision { key: [u8; 32], started: u64 },
 }
 
 /// A callout in flight and the context it answers to (the root context, or with per-request
@@ -209,6 +215,10 @@ pub struct Worker<H: Host + Clone> {
     inflight: HashMap<u32, InFlight>,
     /// Introspections this worker makes (queued or in flight), by token cache key and owner.
     jobs: HashMap<JobKey, introspection::Job>,
+    /// PDP calls this worker makes (queued or in flight), by question and owner.
+    pdp_jobs: HashMap<authorize::JobKey, authorize::Job>,
+    /// The shared policy-decision cache.
+    decisions: authorize::Decisions<H>,
     /// Per-request callouts: key fetches (request, issuer) waiting for the request's callout
     /// in flight to answer.
     deferred: Vec<(u32, usize)>,
@@ -269,6 +279,15 @@ impl<H: Host + Clone> Worker<H> {
             })
             .flatten()
             .collect();
+        // Headers a policy decision's resource comes from.
+        for rule in &cfg.rules {
+            let r = &rule.resource;
+            let sources = std::iter::once(&r.id).chain(r.properties.iter().map(|(_, s)| s));
+            hint_headers.extend(sources.filter_map(|s| match s {
+                crate::authz::Source::Header(h) => Some(h.clone()),
+                _ => None,
+            }));
+        }
         if let Some(gw) = &cfg.gateway {
             hint_headers.extend(gw.selector_header.clone());
             hint_headers.push("content-type".to_owned());
@@ -282,6 +301,7 @@ impl<H: Host + Clone> Worker<H> {
             .chain(cfg.gateway.as_ref().map(|g| g.route_header.clone()))
             .collect();
         let cache = SharedTokenCache::new(host.clone(), cfg.cache_slots);
+        let decisions = authorize::Decisions::new(host.clone(), cfg.decision_slots);
         let nonce_secret = cfg
             .issuers
             .iter()
@@ -302,6 +322,8 @@ impl<H: Host + Clone> Worker<H> {
             waiters: Vec::new(),
             inflight: HashMap::new(),
             jobs: HashMap::new(),
+            pdp_jobs: HashMap::new(),
+            decisions,
             deferred: Vec::new(),
             needs_route_name,
             reads_client_certificate,
@@ -379,6 +401,7 @@ impl<H: Host + Clone> Worker<H> {
         let flow = if self.mode.resumes_in_own_context() {
             // This request's introspection: now, from this request.
             self.send_introspections(&mut turn, now);
+            self.send_decisions(&mut turn, now);
             match first {
                 Flow::Continue => Flow::Continue,
                 // Still waiting for its own callouts, answered with a local reply, or — if its
@@ -423,6 +446,7 @@ impl<H: Host + Clone> Worker<H> {
             return;
         }
         self.send_introspections(turn, now);
+        self.send_decisions(turn, now);
         while !self.busy(me) {
             let Some(at) = self.deferred.iter().position(|(c, _)| *c == me) else {
                 break;
@@ -454,6 +478,15 @@ impl<H: Host + Clone> Worker<H> {
             .collect();
         for job in stuck {
             self.finish_job(turn, job, None, now);
+        }
+        let stuck: Vec<authorize::JobKey> = self
+            .pdp_jobs
+            .keys()
+            .filter(|(_, owner)| *owner == context_id)
+            .copied()
+            .collect();
+        for job in stuck {
+            self.finish_decision(turn, job, None, now);
         }
         let (mine, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
             .into_iter()
@@ -490,7 +523,9 @@ impl<H: Host + Clone> Worker<H> {
             }
         }
         let wait = match decision {
-            Decision::Done(verdict) => return self.apply(turn, verdict, false, now),
+            Decision::Done(verdict) => {
+                return self.conclude(turn, context_id, verdict, facts, false, now)
+            }
             Decision::Wait(wait) => wait,
         };
         match wait {
@@ -514,7 +549,7 @@ impl<H: Host + Clone> Worker<H> {
                     return Flow::Pause;
                 }
                 let verdict = self.verdict(&facts, now, None);
-                self.apply(turn, verdict, false, now)
+                self.conclude(turn, context_id, verdict, facts, false, now)
             }
             Wait::Introspect {
                 issuer,
@@ -549,6 +584,7 @@ impl<H: Host + Clone> Worker<H> {
             since: now,
             deadline,
             facts,
+            held: None,
         });
         if self.mode.ticks() {
             self.set_tick(NOW_TICK);
@@ -565,7 +601,13 @@ impl<H: Host + Clone> Worker<H> {
                 cache_hit,
                 proof,
                 authorization,
+                authorize,
             } => {
+                // Settled before (`Worker::conclude` takes it out); one still here was never
+                // asked, so the request is not let through.
+                if authorize.is_some() {
+                    return self.deny(turn, &Denial::PdpUnavailable, issuer, Challenge::BEARER);
+                }
                 // `bench-skip-replay-store`: bench/run's measurement build only (the replay
                 // store's cost per request, against the same row with it); never shipped.
                 #[cfg(feature = "bench-skip-replay-store")]
@@ -702,6 +744,7 @@ impl<H: Host + Clone> Worker<H> {
         if self.mode.callouts_end_with_request() {
             self.inflight.retain(|_, c| c.owner != context_id);
             self.jobs.retain(|(_, owner), _| *owner != context_id);
+            self.pdp_jobs.retain(|(_, owner), _| *owner != context_id);
             self.deferred.retain(|(c, _)| *c != context_id);
         }
     }
@@ -711,6 +754,7 @@ impl<H: Host + Clone> Worker<H> {
         let mut turn = Turn::of(self.root_id);
         self.run_refresh_jobs(&mut turn, now);
         self.send_introspections(&mut turn, now);
+        self.send_decisions(&mut turn, now);
         self.wake(&mut turn, now);
         let period = if self.waiters.is_empty() {
             IDLE_TICK
@@ -752,6 +796,10 @@ impl<H: Host + Clone> Worker<H> {
                 callout: Callout::Introspection { key, started },
                 owner,
             }) => self.on_introspection_response(&mut turn, (key, owner), started, response, now),
+            Some(InFlight {
+                callout: Callout::Decision { key, started },
+                owner,
+            }) => self.on_decision_response(&mut turn, (key, owner), started, response, now),
             None => {}
         }
         if self.mode.resumes_in_own_context() {
@@ -799,6 +847,7 @@ impl<H: Host + Clone> Worker<H> {
                     WaitFor::Peer { key } => !*claimed
                         .entry(key)
                         .or_insert_with(|| self.cache.claimed_elsewhere(&key, now)),
+                    WaitFor::Decision { key, .. } => self.decision_over(&key, now),
                 };
             if over {
                 ready.push(w);
@@ -823,6 +872,9 @@ impl<H: Host + Clone> Worker<H> {
     /// With per-request callouts only the current request is ever resumed, and its caller lets
     /// it continue (`Worker::settle`).
     fn resume(&mut self, turn: &mut Turn, w: Waiter, now: u64, fresh: Option<&Cached>) {
+        if let WaitFor::Decision { .. } = w.wait {
+            return self.resume_decided(turn, w, now, None);
+        }
         let own_context = self.mode.resumes_in_own_context();
         if !own_context && !self.host.set_effective_context(w.context_id) {
             return; // the request is gone
@@ -832,7 +884,7 @@ impl<H: Host + Clone> Worker<H> {
             self.start(turn, context_id, w.facts, now, MayWait::NotForPeer)
         } else {
             let verdict = self.verdict(&w.facts, now, fresh);
-            self.apply(turn, verdict, fresh.is_some(), now)
+            self.conclude(turn, context_id, verdict, w.facts, fresh.is_some(), now)
         };
         if flow == Flow::Continue {
             self.resumed.insert(context_id);

@@ -331,52 +331,72 @@ impl<H: Host> SharedTokenCache<H> {
     }
 
     pub fn take_lease(&self, key: &CacheKey, now_ms: u64, until_ms: u64) -> Lease {
-        let name = self.lease_key(key);
-        let (value, cas) = self.host.shared_get(&name);
-        if let Some((holder, lapses)) = value.as_deref().and_then(read_lease) {
-            if lapses > now_ms {
-                return if holder == &key[..] {
-                    Lease::HeldElsewhere
-                } else {
-                    Lease::Unavailable
-                };
-            }
-        }
-        let mut mine = key.to_vec();
-        mine.extend_from_slice(&until_ms.to_le_bytes());
-        // Also when the slot was never written: then only if it still was not.
-        if self.host.shared_swap(&name, &mine, cas) {
-            return Lease::Taken;
-        }
-        // Lost a race: if the winner is calling for this very token, wait for it.
-        if self.lease_held(key, now_ms) {
-            Lease::HeldElsewhere
-        } else {
-            Lease::Unavailable
-        }
+        take_lease(&self.host, &self.lease_key(key), key, now_ms, until_ms)
     }
 
     /// Whether some worker holds a live lease for `key`.
     pub fn lease_held(&self, key: &CacheKey, now_ms: u64) -> bool {
-        let (value, _) = self.host.shared_get(&self.lease_key(key));
-        value
-            .as_deref()
-            .and_then(read_lease)
-            .is_some_and(|(holder, lapses)| holder == &key[..] && lapses > now_ms)
+        lease_held(&self.host, &self.lease_key(key), key, now_ms)
     }
 
     pub fn release_lease(&self, key: &CacheKey) {
-        let name = self.lease_key(key);
-        let (value, cas) = self.host.shared_get(&name);
-        if value
-            .as_deref()
-            .and_then(read_lease)
-            .is_some_and(|(holder, _)| holder == &key[..])
-        {
-            let mut lapsed = key.to_vec();
-            lapsed.extend_from_slice(&0u64.to_le_bytes());
-            self.host.shared_set(&name, &lapsed, cas);
+        release_lease(&self.host, &self.lease_key(key), key);
+    }
+}
+
+/// Takes the lease at shared-data key `name` for `key` until `until_ms`. (Also the policy
+/// decisions' leases, `flow/authorize.rs`.)
+pub(super) fn take_lease(
+    host: &impl Host,
+    name: &str,
+    key: &[u8; 32],
+    now_ms: u64,
+    until_ms: u64,
+) -> Lease {
+    let (value, cas) = host.shared_get(name);
+    if let Some((holder, lapses)) = value.as_deref().and_then(read_lease) {
+        if lapses > now_ms {
+            return if holder == &key[..] {
+                Lease::HeldElsewhere
+            } else {
+                Lease::Unavailable
+            };
         }
+    }
+    let mut mine = key.to_vec();
+    mine.extend_from_slice(&until_ms.to_le_bytes());
+    // Also when the slot was never written: then only if it still was not.
+    if host.shared_swap(name, &mine, cas) {
+        return Lease::Taken;
+    }
+    // Lost a race: if the winner is calling for this very key, wait for it.
+    if lease_held(host, name, key, now_ms) {
+        Lease::HeldElsewhere
+    } else {
+        Lease::Unavailable
+    }
+}
+
+/// Whether some worker holds a live lease for `key` at `name`.
+pub(super) fn lease_held(host: &impl Host, name: &str, key: &[u8; 32], now_ms: u64) -> bool {
+    let (value, _) = host.shared_get(name);
+    value
+        .as_deref()
+        .and_then(read_lease)
+        .is_some_and(|(holder, lapses)| holder == &key[..] && lapses > now_ms)
+}
+
+/// Frees the lease at `name` if `key` holds it.
+pub(super) fn release_lease(host: &impl Host, name: &str, key: &[u8; 32]) {
+    let (value, cas) = host.shared_get(name);
+    if value
+        .as_deref()
+        .and_then(read_lease)
+        .is_some_and(|(holder, _)| holder == &key[..])
+    {
+        let mut lapsed = key.to_vec();
+        lapsed.extend_from_slice(&0u64.to_le_bytes());
+        host.shared_set(name, &lapsed, cas);
     }
 }
 

@@ -27,6 +27,7 @@ fn valid_token_is_allowed_with_identity_headers() {
         Decision::Done(Verdict::Allow {
             proof: None,
             authorization: Upstream::Keep,
+            authorize: None,
             issuer: Some(AS1),
             headers: expected,
             cache_hit: false,

@@ -67,6 +67,7 @@ fn a_fresh_active_answer_allows_with_the_answers_identity() {
             Decision::Done(Verdict::Allow {
                 proof: None,
                 authorization: Upstream::Keep,
+                authorize: None,
                 issuer: Some(OP3),
                 headers: expected,
                 cache_hit: false,

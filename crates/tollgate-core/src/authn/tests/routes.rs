@@ -14,6 +14,7 @@ fn anonymous_route_needs_and_checks_nothing() {
     let anonymous = Decision::Done(Verdict::Allow {
         proof: None,
         authorization: Upstream::Keep,
+        authorize: None,
         issuer: None,
         headers: Vec::new(),
         cache_hit: false,

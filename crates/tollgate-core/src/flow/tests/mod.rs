@@ -14,9 +14,11 @@
 //! - [`per_request`]: per-request callouts
 //! - [`callbacks`]: nothing continues before it is decided, on any callback order
 //! - [`documents`]: the gateway's metadata documents, fetched after the keys
+//! - [`authorize`]: policy decisions (AuthZEN): waits, single flight, the decision cache
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod authorize;
 mod callbacks;
 mod documents;
 mod dpop;
