@@ -22,6 +22,12 @@ Run it through bench/run (which installs and builds what is missing). Listeners,
     tg-dpop-noreplay
                    the same on the bench-only build without the DPoP replay store
                    (scripts/build-wasm --bench-skip-replay-store; not in --quick)
+    tg-pdp-cached, tg-pdp-fresh
+                   Tollgate, inline JWKS, cache on, one route GET /api/docs/{owner}/{id} with
+                   require.authorize: the rig's Cerbos (started by the bench, tests/rig/pdp)
+                   through the Envoy cluster cerbos decides whether the token's sub may read the
+                   document (decisions kept an hour); each listener its own VM, so its own
+                   decision cache
     tls-passthrough, tg-tls
                    TLS listeners that require a client certificate of the bench's test CA
                    (bench/proofs.py test_pki): router only, and Tollgate with mtls allowed and the
@@ -62,6 +68,17 @@ Issue 15 rows (sender-constrained tokens; "vs ref" compares with another row of 
                warm unbound ES256 token, and mtls-cached, a cached ES256 token bound to the
                client certificate (cnf x5t#S256), vs ref against the unbound token
 
+Issue 16 rows (policy decisions; vs ref against tollgate warm RS256, the same token on a route
+without a PDP; the table adds PDP calls / authorized requests, and Cerbos' CPU per request from
+/proc/<cerbos pid>/stat around the timed run, as for Envoy):
+
+    pdp-cached the warm RS256 token, every request (the probe's too) to one document the token's
+               subject owns: one question, asked once, then a decision-cache hit on every request
+    pdp-fresh  the same token, each request to a path of its own (tokens.lua's second argument:
+               a prefix unique to the wrk run, then the request's number), so each request is
+               a question never asked before: one PDP call per request, nothing cached or
+               coalesced. The decision cache is still written on every call (4,096 slots).
+
 Checks (section "Checks" of the report; a FAILED check makes the command exit 1). Before and
 after every row the bench reads all of Tollgate's and jwt_authn's counters from the Envoy admin
 (after wrk exits, until they stop moving: Envoy may still be answering the last requests wrk
@@ -81,6 +98,12 @@ fails, as does a Tollgate row whose counters are missing.
                      tg-once-<alg> (cache on): every answer 200, exactly one verification per
                      token.
     cache off        the cold rows must show no cache hit (each request verified).
+    PDP calls        per distinct (subject, resource, action), counted by Tollgate
+                     (tollgate.route.<route>.authz.call, cache_hit, coalesced) and by Cerbos (the
+                     "decision" lines of its audit log): pdp-cached 1 call and 1 decision for the
+                     whole run; pdp-fresh as many calls as Cerbos decisions, no cache hit or
+                     coalescing, between the requests answered and the paths handed out (a call
+                     whose request wrk abandoned as its run ended counts, but is not allowed).
     proofs           DPoP rows: every proof sent once, every request allowed, none refused;
                      and, after the rounds, one proof sent twice is refused the second time
                      (accepted twice by the bench-only build), and on the TLS listener a token
@@ -110,6 +133,7 @@ share a slot is about n^2 / 2^33 (1,000 tokens: 1e-4; 2,000: 5e-4).
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import http.client
 import ssl
@@ -143,7 +167,7 @@ import configure  # noqa: E402  (bench/configure.py)
 import proofs  # noqa: E402  (bench/proofs.py)
 import tokens as rig_tokens  # noqa: E402
 from procs import VENV_PY, Proc  # noqa: E402
-from servers import RIG  # noqa: E402
+from servers import RIG, CerbosProc, cerbos_binary, start_cerbos  # noqa: E402
 
 from jwcrypto import jwk, jwt  # noqa: E402
 
@@ -183,6 +207,18 @@ DOT_CLIENT = ("dot-opaque", "dot-opaque-secret")
 DOT_INTROSPECTOR = ("rs-client", "rs-secret")
 DOT_INTROSPECT_PATH = "/o/introspect/"
 
+# Issue 16, policy decisions: the rig's Cerbos (tests/rig/servers.start_cerbos; policies
+# tests/rig/pdp/policies, where the owner of a document may read it) on 127.0.0.1, reached
+# through the Envoy cluster "cerbos". The warm RS256 token's subject owns the documents asked
+# about, so every decision is true.
+PDP_PREFIX = "/api/docs/"
+WARM_SUB = "user-warm-0"  # the sub of mint(keys, alg, 1, "-warm")
+PDP_CACHED_PATH = f"{PDP_PREFIX}{WARM_SUB}/bench-doc"
+PDP_TTL_S = 3600  # longer than any run: the cached row's one decision lives through all rounds
+PDP_TIMEOUT_MS = 1000
+PDP_CACHED_ROW = "pdp-cached RS256 (warm JWT, one cached decision)"
+PDP_FRESH_ROW = "pdp-fresh RS256 (warm JWT, a new document each request)"
+
 
 # --- keys and tokens ----------------------------------------------------------------------------
 
@@ -215,6 +251,11 @@ def mint(keys: dict[str, jwk.JWK], alg: str, n: int, tag: str = "", extra: dict 
         token.make_signed_token(key)
         out.append(token.serialize())
     return out
+
+
+def token_sub(token: str) -> str:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"]
 
 
 def zipf_sequence(pool: list[str], length: int, s: float, seed: int) -> list[str]:
@@ -317,6 +358,26 @@ def tollgate_opaque_config(dot_port: int) -> dict:
     }
 
 
+def tollgate_pdp_config(jwks: dict, name: str, cerbos_port: int) -> dict:
+    """Tollgate with the warm rows' issuer and one route, named `name`, whose requests the PDP
+    (Cerbos, through the cerbos cluster) must allow: GET /api/docs/{owner}/{id} asks whether
+    the token's sub may read document {id} owned by {owner}. A true decision is kept
+    PDP_TTL_S (an hour, past the run's end); the cache is Tollgate's default (4,096 slots)."""
+    cfg = tollgate_config(jwks, name, None)
+    cfg["pdps"] = {"cerbos": {"url": f"http://127.0.0.1:{cerbos_port}/access/v1/evaluation",
+                              "upstream": "cerbos", "timeout_ms": PDP_TIMEOUT_MS}}
+    cfg["routes"] = [{"name": name, "match": {"prefix": PDP_PREFIX}, "require": {"authorize": {
+        "pdp": "cerbos",
+        "subject": {"type": "user", "id_claim": "sub"},
+        "resource": {"type": "document", "path": PDP_PREFIX + "{owner}/{id}", "id": "{id}",
+                     "properties": {"owner": "{owner}"}},
+        "actions": {"GET": "read"},
+        "context": ["issuer", "scopes"],
+        "ttl_s": PDP_TTL_S, "negative_ttl_s": 10,
+    }}}]
+    return cfg
+
+
 def jwt_authn(jwks: dict, cache_size: int | None) -> dict:
     provider: dict = {
         "issuer": ISSUER, "audiences": [AUDIENCE],
@@ -335,7 +396,7 @@ def jwt_authn(jwks: dict, cache_size: int | None) -> dict:
 
 
 def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int, dot_port: int | None,
-              baseline: Path | None = None) -> dict:
+              baseline: Path | None = None, cerbos_port: int | None = None) -> dict:
     """Listeners for the names in ports (only what the selected rows need)."""
     to_upstream = {"route": {"cluster": "upstream", "timeout": "15s"}}
 
@@ -382,6 +443,10 @@ def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int
         if name == "tg-opaque":
             assert dot_port is not None
             return [wasm(TOLLGATE_WASM, tollgate_opaque_config(dot_port), "tollgate-opaque")]
+        if name in ("tg-pdp-cached", "tg-pdp-fresh"):
+            assert cerbos_port is not None
+            return [wasm(TOLLGATE_WASM, tollgate_pdp_config(jwks, name[3:].replace("-", ""), cerbos_port),
+                         f"tollgate-{name[3:]}")]
         if name == "jwt-nocache":
             return [jwt_authn(jwks, None)]
         if name == "jwt-cache":
@@ -403,6 +468,8 @@ def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int
         as_dot["connect_timeout"] = "5s"
         as_dot["circuit_breakers"] = {"thresholds": [{"max_connections": 8, "max_pending_requests": 1024}]}
         clusters.append(as_dot)
+    if cerbos_port is not None and any(n.startswith("tg-pdp-") for n in ports):
+        clusters.append(envoy._cluster("cerbos", cerbos_port))
     return {
         "node": {"id": "tollgate-bench", "cluster": "tollgate-bench"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
@@ -427,6 +494,14 @@ class Row:
     # "wrk": tokens.lua; "dpop": proofs.lua with a fresh proof pool per wrk run; "ab": ab over
     # the TLS listener with the bench's client certificate (wrk has no client certificates)
     driver: str = "wrk"
+    path: str = PATH  # the request path (wrk's URL, the probe's)
+    # Issue 16: the route whose authz counters this row moves (tollgate.route.<pdp_route>.authz.*);
+    # unique_path: every request (and probe) goes to a path of its own under `path`, so each
+    # asks the PDP a new question
+    pdp_route: str | None = None
+    unique_path: bool = False
+    questions: int = 0  # unique_path rows: paths handed out (probes and wrk's request() calls)
+    answered: int = 0  # unique_path rows: requests answered (probes and wrk's completed requests)
     per_slot: int = 0  # dpop rows: proofs per second of the next pool
     proofs_sent: int = 0  # dpop rows: proofs handed to wrk, over all runs
     proofs_skipped: int = 0  # dpop rows: proofs of seconds that passed unused
@@ -518,6 +593,15 @@ def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int, baseline: bo
     if noreplay:
         rows += [Row(NOREPLAY_ROW, "tg-dpop-noreplay", "dpop-ES256", issuer="dpopnoreplay", check="once",
                      ref=DPOP_ROW, driver="dpop")]
+    # Issue 16, policy decisions (Cerbos): the warm RS256 token on a route whose PDP must allow
+    # each request; once with one question, decided once and then from the decision cache
+    # (vs ref: tollgate warm RS256, the same token without the PDP), and once with a new
+    # document id in every request's path, so every request is a question the PDP answers.
+    rows += [Row(PDP_CACHED_ROW, "tg-pdp-cached", "warm-RS256", issuer="pdpcached", check="once",
+                 ref="tollgate warm RS256", path=PDP_CACHED_PATH, pdp_route="pdpcached"),
+             Row(PDP_FRESH_ROW, "tg-pdp-fresh", "warm-RS256", issuer="pdpfresh", check="once",
+                 ref="tollgate warm RS256", path=f"{PDP_PREFIX}{WARM_SUB}/", pdp_route="pdpfresh",
+                 unique_path=True)]
     rows += [Row(TLS_FLOOR_ROW, "tls-passthrough", "warm-ES256", driver="ab"),
              Row(TLS_WARM_ROW, "tg-tls", "warm-ES256", issuer="tls", check="once", ref=TLS_FLOOR_ROW, driver="ab"),
              Row(MTLS_ROW, "tg-tls", "mtls-ES256", issuer="tls", check="once", ref=TLS_WARM_ROW, driver="ab")]
@@ -533,7 +617,8 @@ def once_checks(algs: list[str]) -> list[OnceCheck]:
 _wrk: subprocess.Popen | None = None
 
 
-def probe(port: int, token: str, *, dpop_key: proofs.ProofKey | None = None, tls: bool = False) -> int:
+def probe(port: int, token: str, *, dpop_key: proofs.ProofKey | None = None, tls: bool = False,
+          path: str = PATH) -> int:
     """One request with token (and, for a DPoP row, a fresh proof of its own; for a TLS row,
     over TLS with the bench's client certificate); its status."""
     headers = {"Authorization": f"Bearer {token}"}
@@ -541,7 +626,7 @@ def probe(port: int, token: str, *, dpop_key: proofs.ProofKey | None = None, tls
         proof = dpop_key.proof(htm="GET", htu=f"http://127.0.0.1:{port}{PATH}", token=token,
                                iat=int(time.time()), jti=f"probe-{os.urandom(8).hex()}")
         headers = {"Authorization": f"DPoP {token}", "DPoP": proof}
-    return status_of(port, headers, tls=tls)
+    return status_of(port, headers, tls=tls, path=path)
 
 
 def client_tls() -> ssl.SSLContext:
@@ -551,11 +636,13 @@ def client_tls() -> ssl.SSLContext:
     return ctx
 
 
-def run_wrk(port: int, token_file: Path, seconds: int, connections: int) -> dict:
-    """wrk -t1 -cN -dS with tokens.lua; returns the JSON line the script's done() prints."""
+def run_wrk(port: int, token_file: Path, seconds: int, connections: int, path: str = PATH,
+            unique: str | None = None) -> dict:
+    """wrk -t1 -cN -dS with tokens.lua; returns the JSON line the script's done() prints.
+    unique: a path prefix; each request then goes to unique + its number (tokens.lua)."""
     global _wrk
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(LUA),
-            f"http://127.0.0.1:{port}{PATH}", "--", str(token_file)]
+            f"http://127.0.0.1:{port}{path}", "--", str(token_file)] + ([unique] if unique else [])
     _wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out, _ = _wrk.communicate()
     rc, _wrk = _wrk.returncode, None
@@ -699,23 +786,48 @@ def as_introspections(dot_port: int) -> int:
         return int(json.load(r)["requests"].get(DOT_INTROSPECT_PATH, 0))
 
 
-def snapshot(admin_port: int, dot_port: int | None) -> dict[str, int]:
-    """All of Tollgate's and native jwt_authn's counters, and for opaque rows (dot_port given)
-    the AS's own count of introspection requests (key "as.introspections")."""
+class AuditCount:
+    """The decisions in a Cerbos audit log so far (its `"log.kind":"decision"` lines, one per
+    evaluation Cerbos made: the PDP's own count), read on from where the last call stopped."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.count = path, 0, 0
+
+    def __call__(self) -> int:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return self.count
+        end = data.rfind(b"\n") + 1  # whole lines only: the last may be being written
+        self.count += data[:end].count(b'"log.kind":"decision"')
+        self.offset += end
+        return self.count
+
+
+def snapshot(admin_port: int, dot_port: int | None, audit: AuditCount | None = None) -> dict[str, int]:
+    """All of Tollgate's and native jwt_authn's counters, for opaque rows (dot_port given)
+    the AS's own count of introspection requests (key "as.introspections"), and for PDP rows
+    (audit given) the decisions Cerbos logged (key "pdp.decisions")."""
     snap = counters(admin_port, r"^(wasmcustom\.tollgate\.|http\.[^.]+\.jwt_authn\.)")
     if dot_port is not None:
         snap["as.introspections"] = as_introspections(dot_port)
+    if audit is not None:
+        snap["pdp.decisions"] = audit()
     return snap
 
 
-def settled_snapshot(admin_port: int, dot_port: int | None, timeout: float = 5.0) -> dict[str, int]:
+def settled_snapshot(admin_port: int, dot_port: int | None, audit: AuditCount | None = None,
+                     timeout: float = 5.0) -> dict[str, int]:
     """A snapshot once the counters stopped moving: when wrk exits, Envoy may still be working
-    through the last requests it sent, and they belong to this row, not the next one."""
-    snap = snapshot(admin_port, dot_port)
+    through the last requests it sent, and they belong to this row, not the next one (Cerbos'
+    audit log may lag its answers by a few ms, so PDP rows wait for a longer quiet spell)."""
+    snap = snapshot(admin_port, dot_port, audit)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        time.sleep(0.05)
-        again = snapshot(admin_port, dot_port)
+        time.sleep(0.05 if audit is None else 0.25)
+        again = snapshot(admin_port, dot_port, audit)
         if again == snap:
             break
         snap = again
@@ -738,10 +850,11 @@ def distinct_sent(seq: list[str], issued: int, probe_token: str) -> int:
     return len((set(seq[:issued]) if issued < len(seq) else set(seq)) | {probe_token})
 
 
-def strays(d: Counter, own: str) -> dict[str, int]:
-    """Counters outside the row's own prefix that moved while it ran: nothing else runs then,
-    so any would mean the counts are not attributed as the checks assume."""
-    return {k: v for k, v in d.items() if v and k != "as.introspections" and not k.startswith(own)}
+def strays(d: Counter, own: str | tuple[str, ...]) -> dict[str, int]:
+    """Counters outside the row's own prefix(es) that moved while it ran: nothing else runs
+    then, so any would mean the counts are not attributed as the checks assume."""
+    return {k: v for k, v in d.items()
+            if v and k not in ("as.introspections", "pdp.decisions") and not k.startswith(own)}
 
 
 def row_checks(r: Row, seq: list[str], probe_token: str, workers: int) -> list[Check]:
@@ -751,7 +864,7 @@ def row_checks(r: Row, seq: list[str], probe_token: str, workers: int) -> list[C
     needed += [own + "introspection.calls"] if r.opaque else []
     if missing := [k for k in needed if k not in d]:
         return [Check(r.label, False, "counters missing from Envoy's /stats: " + ", ".join(missing))]
-    if moved := strays(d, own):
+    if moved := strays(d, (own, f"tollgate.route.{r.pdp_route}.authz.") if r.pdp_route else own):
         return [Check(r.label, False, f"other counters moved during this row: {moved}")]
     if r.issuer is None:
         if denied := d.get(own + "denied", 0):  # e.g. answered after wrk stopped waiting
@@ -792,6 +905,44 @@ def row_checks(r: Row, seq: list[str], probe_token: str, workers: int) -> list[C
                                f"{coalesced:,} coalesced){extra}")]
 
 
+def pdp_calls(r: Row) -> tuple[int, int]:
+    """(PDP calls, requests the PDP rule allowed) of a PDP row, over the whole run."""
+    p = f"tollgate.route.{r.pdp_route}.authz."
+    return r.delta.get(p + "call", 0), r.delta.get(p + "allow", 0)
+
+
+def pdp_check(r: Row) -> Check:
+    """PDP calls per distinct (subject, resource, action), from Tollgate's counters and from
+    Cerbos' audit log. The cached row asks one question (the probe's and wrk's requests all go
+    to one document): one call and one decision over the whole run, every other request a
+    decision-cache hit. The fresh row asks a new question with every request: one call per
+    request, no cache hit, nothing coalesced, and Cerbos decided each."""
+    p = f"tollgate.route.{r.pdp_route}.authz."
+    d = r.delta
+    if missing := [k for k in (p + "call", p + "allow", p + "cache_hit") if k not in d]:
+        return Check(r.label + ", PDP calls", False, "counters missing from Envoy's /stats: " + ", ".join(missing))
+    calls, allow = pdp_calls(r)
+    hits, coalesced = d[p + "cache_hit"], d.get(p + "coalesced", 0)
+    deny, error, seen = d.get(p + "deny", 0), d.get(p + "error", 0), d.get("pdp.decisions", 0)
+    extra = f"; {deny:,} denied, {error:,} without a decision (503)" if deny or error else ""
+    if not r.unique_path:
+        ok = calls == 1 and seen == 1 and hits == allow - 1 and allow > 1 and not deny and not error
+        return Check(r.label + ", PDP calls", ok,
+                     f"1 distinct (subject, resource, action) in {allow:,} authorized requests: {calls:,} PDP "
+                     f"call(s) by Tollgate, {seen:,} decision(s) in Cerbos' audit log, {hits:,} decision-cache "
+                     f"hits, {coalesced:,} coalesced{extra}")
+    # A call whose request wrk gave up on when its run ended (the connection closed while the
+    # PDP was deciding) is a call without an allowed request: calls may exceed allow by that.
+    ok = (calls == seen and hits == 0 and coalesced == 0 and not deny and not error
+          and r.answered <= allow <= calls <= r.questions)
+    gone = f" and {calls - allow:,} for requests wrk had stopped waiting for at the end of a run" if calls > allow else ""
+    return Check(r.label + ", PDP calls", ok,
+                 f"each request a new (subject, resource, action), so 1 call per question: {calls:,} PDP calls by "
+                 f"Tollgate, {seen:,} decisions in Cerbos' audit log; {allow:,} for authorized requests{gone} "
+                 f"({r.answered:,} answers to the bench, {r.questions:,} paths handed out); {hits:,} decision-cache "
+                 f"hits, {coalesced:,} coalesced{extra}")
+
+
 def sanity_checks(rows: list[Row], ports: dict[str, int], token_sets: dict[str, list[str]],
                   dpop_key: proofs.ProofKey, keys: dict[str, jwk.JWK]) -> list[Check]:
     """That the rows measure the checks they claim: a DPoP proof sent twice is refused the second
@@ -817,12 +968,12 @@ def sanity_checks(rows: list[Row], ports: dict[str, int], token_sets: dict[str, 
     return out
 
 
-def status_of(port: int, headers: dict, *, tls: bool = False) -> int:
-    """The status of one GET of PATH with headers (over TLS with the bench's client certificate)."""
+def status_of(port: int, headers: dict, *, tls: bool = False, path: str = PATH) -> int:
+    """The status of one GET of path with headers (over TLS with the bench's client certificate)."""
     conn = (http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=client_tls()) if tls
             else http.client.HTTPConnection("127.0.0.1", port, timeout=10))
     try:
-        conn.request("GET", PATH, headers=headers)
+        conn.request("GET", path, headers=headers)
         resp = conn.getresponse()
         resp.read()
         return resp.status
@@ -946,17 +1097,20 @@ def table(rows: list[Row]) -> str:
     base, floor = rps("passthrough (router only)"), rps("no-op wasm (reads 1 header)")
     compared = any(r.baseline for r in rows)
     referred = any(r.ref for r in rows)
+    decided = any(r.pdp_route for r in rows)
     head = "| scenario | req/s | spread | p50 ms | p99 ms | Envoy CPU µs/req | vs passthrough | vs no-op floor | vs native |"
     rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     if compared:  # req/s, and CPU per request (above 1.00x: this build costs more)
         head, rule = head + " vs baseline | CPU vs baseline |", rule + "---:|---:|"
     if referred:  # the row named in Row.ref: req/s, and CPU per request (above 1.00x: costs more)
         head, rule = head + " vs ref | CPU vs ref |", rule + "---:|---:|"
+    if decided:  # PDP rows: calls per authorized request (whole run), Cerbos' CPU per request
+        head, rule = head + " PDP calls / authorized | Cerbos CPU µs/req |", rule + "---:|---:|"
     lines = [head, rule]
     for r in rows:
         if not r.result:
             lines.append(f"| {r.label} | FAILED: {r.error or 'did not run'} | | | | | | | |" + (" | |" if compared else "")
-                         + (" | |" if referred else ""))
+                         + (" | |" if referred else "") + (" | |" if decided else ""))
             continue
         x = r.result
         line = (
@@ -968,6 +1122,12 @@ def table(rows: list[Row]) -> str:
             line += f" {fmt_ratio(x['rps'], rps(r.baseline))} | {fmt_ratio(x['cpu_us'], rps(r.baseline, 'cpu_us'))} |"
         if referred:
             line += f" {fmt_ratio(x['rps'], rps(r.ref))} | {fmt_ratio(x['cpu_us'], rps(r.ref, 'cpu_us'))} |"
+        if decided:
+            if r.pdp_route:
+                calls, allow = pdp_calls(r)
+                line += f" {calls:,} / {allow:,} | {x['pdp_cpu_us']:.0f} |"
+            else:
+                line += " | |"
         lines.append(line)
     if refs := [r for r in rows if r.ref and r.result]:
         lines += ["", "vs ref / CPU vs ref (req/s, and Envoy CPU per request, against another row of this run): "
@@ -1095,10 +1255,14 @@ def main() -> int:
 
     WORK.mkdir(parents=True, exist_ok=True)
     names = ["upstream"] + list(dict.fromkeys([r.listener for r in rows] + [c.listener for c in checks_todo]))
-    *listener_ports, admin_port, dot_port = free_ports(len(names) + 2)
+    *listener_ports, admin_port, dot_port, cerbos_port = free_ports(len(names) + 3)
     ports = dict(zip(names, listener_ports))
     if not need_dot:
         dot_port = None
+    need_pdp = any(r.pdp_route for r in rows)
+    cerbos: CerbosProc | None = None
+    audit: AuditCount | None = None
+    cerbos_cluster: dict[str, int] = {}  # Envoy's counters of its cluster cerbos, at the end
     dot: Background | None = None
     proc: envoy.EnvoyProc | None = None
     failed = False
@@ -1106,6 +1270,22 @@ def main() -> int:
     try:
         if dot_port is not None:
             dot = start_dot(dot_port)  # starts while the JWTs are minted and Envoy starts
+        if need_pdp:
+            # Cerbos as the rig runs it (audit log of every call and decision, info log), with
+            # a fresh copy of the rig's policies; about 0.2 s.
+            pdp_dir = WORK / "cerbos"
+            shutil.rmtree(pdp_dir, ignore_errors=True)
+            try:
+                cerbos = start_cerbos(cerbos_port, pdp_dir / "policies", pdp_dir)
+            except (RuntimeError, OSError, TimeoutError) as e:  # the other rows still run
+                failed = True
+                for r in rows:
+                    if r.pdp_route:
+                        r.error = f"Cerbos did not start ({str(e).splitlines()[0]}; see {pdp_dir})"
+                print(f"bench: Cerbos did not start: {e}", flush=True)
+            else:
+                audit = AuditCount(cerbos.audit_path)
+                print(f"bench: Cerbos pid {cerbos.pid} on :{cerbos_port}", flush=True)
 
         t0 = time.monotonic()
         keys = make_keys()
@@ -1114,6 +1294,7 @@ def main() -> int:
         for a in ("RS256", "ES256"):
             if f"warm-{a}" in sets_needed:
                 token_sets[f"warm-{a}"] = mint(keys, a, 1, "-warm")
+                assert token_sub(token_sets[f"warm-{a}"][0]) == WARM_SUB  # the PDP rows' document owner
         dpop_key = proofs.ProofKey()  # the DPoP client's key
         if "dpop-ES256" in sets_needed:
             token_sets["dpop-ES256"] = mint(keys, "ES256", 1, "-dpop", {"cnf": {"jkt": dpop_key.jkt}})
@@ -1132,7 +1313,8 @@ def main() -> int:
         print(f"bench: keys and {sum(len(set(t)) for t in token_sets.values())} JWTs minted in "
               f"{time.monotonic() - t0:.1f}s", flush=True)
 
-        cfg = bootstrap(ports, admin_port, jwks, max(1000, 4 * args.mix_tokens), dot_port, args.baseline)
+        cfg = bootstrap(ports, admin_port, jwks, max(1000, 4 * args.mix_tokens), dot_port, args.baseline,
+                        cerbos_port if need_pdp else None)
         cfg_path = WORK / "envoy.json"
         cfg_path.write_text(json.dumps(cfg, indent=2))
         argv = [str(envoy.envoy_binary()), "-c", str(cfg_path), "--concurrency", str(args.concurrency),
@@ -1175,9 +1357,16 @@ def main() -> int:
                 port = ports[r.listener]
                 token_file = WORK / f"tokens-{r.tokens}.txt"
                 as_port = dot_port if r.opaque else None
-                before = snapshot(admin_port, as_port)
+                row_audit = audit if r.pdp_route else None
+                before = snapshot(admin_port, as_port, row_audit)
+                # unique_path rows: a prefix of this run's own, so no path repeats across runs
+                run_prefix = lambda: f"{r.path}{os.urandom(4).hex()}-"  # noqa: E731
                 status = probe(port, token_sets[r.probe or r.tokens][0],
-                               dpop_key=dpop_key if r.driver == "dpop" else None, tls=r.driver == "ab")
+                               dpop_key=dpop_key if r.driver == "dpop" else None, tls=r.driver == "ab",
+                               path=run_prefix() + "probe" if r.unique_path else r.path)
+                if r.unique_path:
+                    r.questions += 1
+                    r.answered += 1
                 if status != 200:
                     r.error, failed = f"probe answered {status}", True
                     print(f"  {r.label:<52} {r.error}", flush=True)
@@ -1188,15 +1377,21 @@ def main() -> int:
                                         args.connections)
                     if r.driver == "ab":
                         return run_ab(port, token_sets[r.tokens][0], seconds, args.connections)
-                    return run_wrk(port, token_file, seconds, args.connections)
+                    return run_wrk(port, token_file, seconds, args.connections, r.path,
+                                   run_prefix() if r.unique_path else None)
 
                 runs = []
                 if rnd == 1 and warmup:  # V8 tiers up the module and caches fill: once per listener is enough
                     runs.append(load(warmup))
-                cpu0 = cpu_seconds(proc.pid)
+                pdp_pid = cerbos.pid if cerbos is not None and r.pdp_route else None
+                cpu0, pdp_cpu0 = cpu_seconds(proc.pid), cpu_seconds(pdp_pid)
                 runs.append(x := load(args.duration))
-                add_delta(r.delta, before, settled_snapshot(admin_port, as_port))
                 x["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) * 1e6 / max(x["requests"], 1)
+                x["pdp_cpu_us"] = (cpu_seconds(pdp_pid) - pdp_cpu0) * 1e6 / max(x["requests"], 1)
+                add_delta(r.delta, before, settled_snapshot(admin_port, as_port, row_audit))
+                if r.unique_path:
+                    r.questions += sum(w["issued"] for w in runs)
+                    r.answered += sum(w["requests"] for w in runs)
                 r.issued = max([r.issued] + [w["issued"] for w in runs])
                 if r.driver == "dpop":
                     r.proofs_sent += sum(w["issued"] for w in runs)
@@ -1223,10 +1418,12 @@ def main() -> int:
                 x["rps"] = x["requests"] / (x["duration_us"] / 1e6)
                 r.rounds.append(x)
                 print(f"  {r.label:<52} {x['rps']:>9,.0f} req/s  p50 {x['p50_us'] / 1000:.2f} ms  "
-                      f"p99 {x['p99_us'] / 1000:.2f} ms  CPU {x['cpu_us']:.0f} µs/req", flush=True)
+                      f"p99 {x['p99_us'] / 1000:.2f} ms  CPU {x['cpu_us']:.0f} µs/req"
+                      + (f"  Cerbos CPU {x['pdp_cpu_us']:.0f} µs/req" if r.pdp_route else ""), flush=True)
         for r in rows:
             if r.rounds and not r.error:
-                r.result = {k: statistics.median(x[k] for x in r.rounds) for k in ("rps", "p50_us", "p99_us", "cpu_us")}
+                r.result = {k: statistics.median(x[k] for x in r.rounds)
+                            for k in ("rps", "p50_us", "p99_us", "cpu_us", "pdp_cpu_us")}
                 r.result["spread"] = (max(x["rps"] for x in r.rounds) - min(x["rps"] for x in r.rounds)) / r.result["rps"]
 
         # Once per token: each cold set twice over, to a listener with the cache on.
@@ -1257,6 +1454,8 @@ def main() -> int:
             if r.rounds and not r.error:
                 probe_token = token_sets[r.probe or r.tokens][0]
                 checks += row_checks(r, token_sets[r.tokens], probe_token, args.concurrency)
+                if r.pdp_route:
+                    checks.append(pdp_check(r))
                 if r.driver == "dpop":
                     # Every proof sent once (the pool never repeats one) and every one accepted:
                     # one allowed request per proof, the probe's included, and nothing refused.
@@ -1274,6 +1473,9 @@ def main() -> int:
                 print(f"  {c.line()}", flush=True)
         counters_after = counters(admin_port, r"^(wasmcustom\.tollgate\.|http\.[^.]+\.jwt_authn\.)")
         as_total = as_introspections(dot_port) if any(r.opaque and not r.error for r in rows) else None
+        # Envoy's connections to Cerbos over the run: the PDP calls reuse a few keep-alive ones
+        if cerbos is not None:
+            cerbos_cluster = counters(admin_port, r"^cluster\.cerbos\.upstream_(cx|rq)_total$")
     finally:
         if _wrk is not None and _wrk.poll() is None:
             _wrk.kill()
@@ -1282,6 +1484,8 @@ def main() -> int:
             proc.stop()
         if dot is not None:
             dot.stop()
+        if cerbos is not None:
+            cerbos.stop()
 
     # The replay store's memory with 10,000 live proofs, in an Envoy of its own (not in --quick:
     # 10,000 DPoP requests).
@@ -1312,10 +1516,16 @@ def main() -> int:
         failed = True
     version = subprocess.run([str(envoy.envoy_binary()), "--version"], capture_output=True, text=True).stdout
     version = (re.search(r"version: (\S+)", version) or re.search(r"(.*)", version)).group(1)
+    cerbos_version = ""
+    if audit is not None:
+        audit()
+        out = subprocess.run([str(cerbos_binary()), "--version"], capture_output=True, text=True).stdout
+        cerbos_version = (re.search(r"(\d+\.\d+\.\d+)", out) or re.search(r"(.*)", out)).group(1)
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())
     interesting = {k: v for k, v in counters_after.items()
                    if v and re.search(r"(tollgate\.issuer\.[^.]+\.(allowed|cache_hit|denied\..*|introspection\.(calls|coalesced|failed\..*))"
+                                      r"|tollgate\.route\.[^.]+\.authz\.[a-z_]+"
                                       r"|tollgate\.denied\..*|jwt_authn\.(allowed|denied|jwt_cache_(hit|miss)))$", k)}
     mix = token_sets.get("mix")
     report = "\n".join([
@@ -1333,6 +1543,11 @@ def main() -> int:
         *([f"- opaque: django-oauth-toolkit 3.4.1 (tests/rig/as_dot) on 127.0.0.1, dot_ tokens "
            f"(client_credentials) introspected by Tollgate through the Envoy cluster as-dot; "
            f"the AS served {as_total:,} introspection requests in all"] if as_total is not None else []),
+        *([f"- policy decisions: Cerbos {cerbos_version} (tests/rig/pdp, the rig's policies and configuration: "
+           f"audit log of every call and decision, info log) on 127.0.0.1, through the Envoy cluster cerbos; "
+           f"it logged {audit.count:,} decisions in all; Envoy sent it "
+           f"{cerbos_cluster.get('cluster.cerbos.upstream_rq_total', 0):,} requests over "
+           f"{cerbos_cluster.get('cluster.cerbos.upstream_cx_total', 0):,} connections"] if audit is not None else []),
         f"- machine: {os.cpu_count()} CPUs, {cpu}",
         f"- tollgate.wasm: {TOLLGATE_WASM.stat().st_size:,} bytes",
         *([f"- baseline: {args.baseline} ({args.baseline.stat().st_size:,} bytes); vs baseline: this "

@@ -5,8 +5,13 @@
 -- token file this run got (tokens 1..issued, cycling) and can count the distinct tokens it
 -- sent. wrk 4 calls request() once more than it sends (a check before the first request),
 -- so this may be one past the last token sent; the bench allows for that (see bench.py).
+--
+-- An optional second argument is a path prefix: then every request goes to a path of its own,
+-- the prefix followed by the request's number (prefix .. issued), e.g. a new document id per
+-- request on the bench's policy-decision rows, so that no two requests ask the PDP the same.
 local tokens = {}
 local i = 0
+local prefix = nil
 issued = 0 -- global: read by done() through thread:get()
 
 local threads = {}
@@ -20,12 +25,15 @@ function init(args)
     if #line > 0 then tokens[#tokens + 1] = "Bearer " .. line end
   end
   assert(#tokens > 0, "no tokens in " .. args[1])
+  prefix = args[2]
 end
 
 function request()
   i = i % #tokens + 1
   issued = issued + 1
-  return wrk.format("GET", nil, { ["Authorization"] = tokens[i] })
+  local path = nil
+  if prefix then path = prefix .. issued end
+  return wrk.format("GET", path, { ["Authorization"] = tokens[i] })
 end
 
 function done(summary, latency, requests)

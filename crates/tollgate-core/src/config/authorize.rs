@@ -1,63 +1,155 @@
 //! `pdps` and routes' `require.authorize`: the policy decision points and the AuthZEN rules
 //! that ask them ([`crate::authz`]).
+//!
+//! Both sections are read from JSON values by hand rather than through serde's derived code,
+//! which for these nested objects cost ~30 KB of .wasm; errors still name the JSON path.
 
-use std::collections::BTreeMap;
+use serde_json::{Map, Value};
 
-use super::{err, http_url, is_header_name, raw, upstream_name, ConfigError};
+use super::{err, http_url, is_header_name, upstream_name, ConfigError};
 use crate::authz::{ContextFields, Pdp, PdpAuth, Resource, Rule, Source, Subject, Template};
+use crate::introspect::Secret;
+
+/// `v` as an object whose members are all among `known`.
+fn object<'v>(
+    at: &str,
+    v: &'v Value,
+    known: &[&str],
+) -> Result<&'v Map<String, Value>, ConfigError> {
+    let Value::Object(m) = v else {
+        return err(at, "must be an object");
+    };
+    if let Some(k) = m.keys().find(|k| !known.contains(&k.as_str())) {
+        return err(
+            format!("{at}.{k}"),
+            format!("unknown field, expected one of {}", known.join(", ")),
+        );
+    }
+    Ok(m)
+}
+
+/// A string member; `None` when absent or null.
+fn string(at: &str, m: &Map<String, Value>, key: &str) -> Result<Option<String>, ConfigError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => err(format!("{at}.{key}"), "must be a string"),
+    }
+}
+
+/// A required string member.
+fn required(at: &str, m: &Map<String, Value>, key: &str) -> Result<String, ConfigError> {
+    string(at, m, key)?.ok_or_else(|| ConfigError {
+        path: format!("{at}.{key}"),
+        message: "is required".to_owned(),
+    })
+}
+
+/// A whole number member in `range`, `default` when absent.
+fn number(
+    at: &str,
+    m: &Map<String, Value>,
+    key: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let n = match m.get(key) {
+        None | Some(Value::Null) => default,
+        Some(v) => v.as_u64().ok_or_else(|| ConfigError {
+            path: format!("{at}.{key}"),
+            message: "must be a whole number".to_owned(),
+        })?,
+    };
+    if !range.contains(&n) {
+        return err(
+            format!("{at}.{key}"),
+            format!("must be {}..={}", range.start(), range.end()),
+        );
+    }
+    Ok(n)
+}
+
+/// A map of strings (`{name: text}`), empty when absent.
+fn strings(
+    at: &str,
+    m: &Map<String, Value>,
+    key: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let at = format!("{at}.{key}");
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => err(format!("{at}.{k}"), "must be a string"),
+            })
+            .collect(),
+        Some(_) => err(at, "must be an object"),
+    }
+}
+
+/// A secret: a string, never echoed in the error.
+fn secret(at: String, v: Option<&Value>) -> Result<Secret, ConfigError> {
+    match v {
+        Some(Value::String(s)) => Ok(Secret::new(s.clone())),
+        _ => err(
+            at,
+            "must be a string (the value is not shown: it is a secret)",
+        ),
+    }
+}
 
 /// The configured PDPs, in name order (rules refer to them by index).
-pub(super) fn compile_pdps(
-    written: BTreeMap<String, raw::RawPdp>,
-) -> Result<Vec<Pdp>, ConfigError> {
-    let mut out = Vec::with_capacity(written.len());
-    for (name, rp) in written {
+pub(super) fn compile_pdps(written: &Value) -> Result<Vec<Pdp>, ConfigError> {
+    let all = match written {
+        Value::Null => return Ok(Vec::new()),
+        Value::Object(m) => m,
+        _ => return err("pdps", "must be an object"),
+    };
+    let mut out = Vec::with_capacity(all.len());
+    for (name, rp) in all {
         let at = format!("pdps.{name}");
-        if !metric_safe(&name) {
+        if !metric_safe(name) {
             return err(
                 at,
                 "a PDP's name is 1-64 characters of [A-Za-z0-9_-] (it appears in metric names)",
             );
         }
-        let url = http_url(&format!("{at}.url"), &rp.url)?;
-        let upstream = upstream_name(&format!("{at}.upstream"), rp.upstream)?;
-        if !(1..=60_000).contains(&rp.timeout_ms) {
-            return err(format!("{at}.timeout_ms"), "must be 1..=60000");
-        }
-        let auth = match rp.auth {
-            None => PdpAuth::None,
-            Some(raw::RawPdpAuth {
-                bearer: Some(secret),
-                basic: None,
-            }) => PdpAuth::Bearer(secret),
-            Some(raw::RawPdpAuth {
-                bearer: None,
-                basic: Some(b),
-            }) => {
-                if b.user.contains(':') || b.user.chars().any(char::is_control) {
-                    return err(
-                        format!("{at}.auth.basic.user"),
-                        "must not contain ':' or control characters (RFC 7617)",
-                    );
+        let m = object(&at, rp, &["url", "upstream", "timeout_ms", "auth"])?;
+        let url = http_url(&format!("{at}.url"), &required(&at, m, "url")?)?;
+        let upstream = upstream_name(&format!("{at}.upstream"), required(&at, m, "upstream")?)?;
+        let timeout_ms = number(&at, m, "timeout_ms", 1000, 1..=60_000)?;
+        let auth = match m.get("auth") {
+            None | Some(Value::Null) => PdpAuth::None,
+            Some(a) => {
+                let at = format!("{at}.auth");
+                let am = object(&at, a, &["bearer", "basic"])?;
+                match (am.get("bearer"), am.get("basic")) {
+                    (Some(b), None) => PdpAuth::Bearer(secret(format!("{at}.bearer"), Some(b))?),
+                    (None, Some(b)) => {
+                        let at = format!("{at}.basic");
+                        let bm = object(&at, b, &["user", "password"])?;
+                        let user = required(&at, bm, "user")?;
+                        if user.contains(':') || user.chars().any(char::is_control) {
+                            return err(
+                                format!("{at}.user"),
+                                "must not contain ':' or control characters (RFC 7617)",
+                            );
+                        }
+                        let password = secret(format!("{at}.password"), bm.get("password"))?;
+                        PdpAuth::Basic { user, password }
+                    }
+                    _ => return err(at, "takes exactly one of \"bearer\" and \"basic\""),
                 }
-                PdpAuth::Basic {
-                    user: b.user,
-                    password: b.password,
-                }
-            }
-            Some(_) => {
-                return err(
-                    format!("{at}.auth"),
-                    "takes exactly one of \"bearer\" and \"basic\"",
-                )
             }
         };
         out.push(Pdp {
-            name,
+            name: name.clone(),
             url,
             upstream,
             auth,
-            timeout_ms: rp.timeout_ms,
+            timeout_ms,
         });
     }
     Ok(out)
@@ -76,14 +168,26 @@ const DEFAULT_ACTIONS: [(&str, &str); 6] = [
 /// A route's `authorize` rule (`at` is its JSON path); `label` names the route in counters.
 pub(super) fn compile_rule(
     at: &str,
-    ra: raw::RawAuthorize,
+    written: &Value,
     label: String,
     pdps: &[Pdp],
 ) -> Result<Rule, ConfigError> {
-    let Some(pdp) = pdps.iter().position(|p| p.name == ra.pdp) else {
+    const FIELDS: [&str; 8] = [
+        "pdp",
+        "subject",
+        "resource",
+        "actions",
+        "context",
+        "ttl_s",
+        "negative_ttl_s",
+        "expose_reason",
+    ];
+    let m = object(at, written, &FIELDS)?;
+    let name = required(at, m, "pdp")?;
+    let Some(pdp) = pdps.iter().position(|p| p.name == name) else {
         return err(
             format!("{at}.pdp"),
-            format!("no PDP named {:?} in pdps", ra.pdp),
+            format!("no PDP named {name:?} in pdps"),
         );
     };
     let claim_path = |path: String, name: &str| -> Result<Vec<String>, ConfigError> {
@@ -102,25 +206,38 @@ pub(super) fn compile_rule(
         Ok(())
     };
 
-    let rs = ra.subject;
-    non_empty(format!("{at}.subject.type"), &rs.kind)?;
-    let mut properties = Vec::with_capacity(rs.properties.len());
-    for (name, claim) in rs.properties {
-        let path = claim_path(format!("{at}.subject.properties.{name}"), &claim)?;
+    let sat = format!("{at}.subject");
+    let empty = Value::Object(Map::new());
+    let sm = object(
+        &sat,
+        m.get("subject").unwrap_or(&empty),
+        &["type", "id_claim", "properties"],
+    )?;
+    let kind = string(&sat, sm, "type")?.unwrap_or_else(|| "user".to_owned());
+    non_empty(format!("{sat}.type"), &kind)?;
+    let id_claim = string(&sat, sm, "id_claim")?.unwrap_or_else(|| "sub".to_owned());
+    let mut properties = Vec::new();
+    for (name, claim) in strings(&sat, sm, "properties")? {
+        let path = claim_path(format!("{sat}.properties.{name}"), &claim)?;
         properties.push((name, path));
     }
     let subject = Subject {
-        id: claim_path(format!("{at}.subject.id_claim"), &rs.id_claim)?,
-        kind: rs.kind,
+        id: claim_path(format!("{sat}.id_claim"), &id_claim)?,
+        kind,
         properties,
     };
 
-    let rr = ra.resource;
-    non_empty(format!("{at}.resource.type"), &rr.kind)?;
-    let template = match &rr.path {
+    let rat = format!("{at}.resource");
+    let rm = match m.get("resource") {
+        Some(v) => object(&rat, v, &["type", "path", "id", "id_header", "properties"])?,
+        None => return err(rat, "is required"),
+    };
+    let kind = required(&rat, rm, "type")?;
+    non_empty(format!("{rat}.type"), &kind)?;
+    let template = match string(&rat, rm, "path")? {
         None => None,
-        Some(text) => Some(Template::parse(text).ok_or_else(|| ConfigError {
-            path: format!("{at}.resource.path"),
+        Some(text) => Some(Template::parse(&text).ok_or_else(|| ConfigError {
+            path: format!("{rat}.path"),
             message: "must start with '/'; each {name} ([A-Za-z0-9_]) is a whole segment and appears once".to_owned(),
         })?),
     };
@@ -136,40 +253,36 @@ pub(super) fn compile_rule(
             None => Ok(Source::Fixed(text.to_owned())),
         }
     };
-    let id = match (&rr.id, &rr.id_header) {
-        (Some(text), None) => source(format!("{at}.resource.id"), text)?,
-        (None, Some(h)) if is_header_name(h) => Source::Header(h.clone()),
+    let id = match (string(&rat, rm, "id")?, string(&rat, rm, "id_header")?) {
+        (Some(text), None) => source(format!("{rat}.id"), &text)?,
+        (None, Some(h)) if is_header_name(&h) => Source::Header(h),
         (None, Some(_)) => {
             return err(
-                format!("{at}.resource.id_header"),
+                format!("{rat}.id_header"),
                 "must be a lower-case HTTP header name",
             )
         }
-        _ => {
-            return err(
-                format!("{at}.resource"),
-                "takes exactly one of \"id\" and \"id_header\"",
-            )
-        }
+        _ => return err(rat, "takes exactly one of \"id\" and \"id_header\""),
     };
-    let mut props = Vec::with_capacity(rr.properties.len());
-    for (name, text) in &rr.properties {
-        let s = source(format!("{at}.resource.properties.{name}"), text)?;
-        props.push((name.clone(), s));
+    let mut props = Vec::new();
+    for (name, text) in strings(&rat, rm, "properties")? {
+        let s = source(format!("{rat}.properties.{name}"), &text)?;
+        props.push((name, s));
     }
     let resource = Resource {
-        kind: rr.kind,
+        kind,
         template,
         id,
         properties: props,
     };
 
-    let actions: Vec<(String, String)> = match ra.actions {
-        None => DEFAULT_ACTIONS
+    let actions: Vec<(String, String)> = match m.get("actions") {
+        None | Some(Value::Null) => DEFAULT_ACTIONS
             .iter()
             .map(|(m, a)| ((*m).to_owned(), (*a).to_owned()))
             .collect(),
-        Some(map) => {
+        Some(_) => {
+            let map = strings(at, m, "actions")?;
             for (method, action) in &map {
                 let path = format!("{at}.actions.{method}");
                 if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -177,17 +290,22 @@ pub(super) fn compile_rule(
                 }
                 non_empty(path, action)?;
             }
-            map.into_iter().collect()
+            map
         }
     };
 
     let mut context = ContextFields::default();
-    for (j, field) in ra.context.iter().enumerate() {
+    let listed = match m.get("context") {
+        None | Some(Value::Null) => &[][..],
+        Some(Value::Array(items)) => items.as_slice(),
+        Some(_) => return err(format!("{at}.context"), "must be a list"),
+    };
+    for (j, field) in listed.iter().enumerate() {
         let flag = match field.as_str() {
-            "issuer" => &mut context.issuer,
-            "scopes" => &mut context.scopes,
-            "acr" => &mut context.acr,
-            "client_id" => &mut context.client_id,
+            Some("issuer") => &mut context.issuer,
+            Some("scopes") => &mut context.scopes,
+            Some("acr") => &mut context.acr,
+            Some("client_id") => &mut context.client_id,
             _ => {
                 return err(
                     format!("{at}.context[{j}]"),
@@ -197,11 +315,13 @@ pub(super) fn compile_rule(
         };
         *flag = true;
     }
-    for (field, value) in [("ttl_s", ra.ttl_s), ("negative_ttl_s", ra.negative_ttl_s)] {
-        if !(1..=86_400).contains(&value) {
-            return err(format!("{at}.{field}"), "must be 1..=86400");
-        }
-    }
+    let ttl_s = number(at, m, "ttl_s", 60, 1..=86_400)?;
+    let negative_ttl_s = number(at, m, "negative_ttl_s", 10, 1..=86_400)?;
+    let expose_reason = match m.get("expose_reason") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return err(format!("{at}.expose_reason"), "must be true or false"),
+    };
     Ok(Rule {
         pdp,
         label,
@@ -209,9 +329,9 @@ pub(super) fn compile_rule(
         resource,
         actions,
         context,
-        ttl_ms: ra.ttl_s * 1000,
-        negative_ttl_ms: ra.negative_ttl_s * 1000,
-        expose_reason: ra.expose_reason,
+        ttl_ms: ttl_s * 1000,
+        negative_ttl_ms: negative_ttl_s * 1000,
+        expose_reason,
     })
 }
 

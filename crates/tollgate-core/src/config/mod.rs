@@ -268,7 +268,7 @@ impl FilterConfig {
 /// the gateway, callouts, identity headers and realm, with the rules that span sections.
 fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, ConfigError> {
     let issuers = compile_issuers(raw.issuers)?;
-    let pdps = authorize::compile_pdps(raw.pdps)?;
+    let pdps = authorize::compile_pdps(&raw.pdps)?;
     let mut rules = Vec::new();
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, rr) in raw.routes.into_iter().enumerate() {
@@ -911,9 +911,9 @@ fn compile_policy(
     let dpop = rr.dpop.map(sender::mode);
     let mtls = rr.mtls.map(sender::mode);
     let challenge = sender::challenge(dpop, &issuers, all);
-    let authorize = match rr.authorize {
-        None => None,
-        Some(ra) => {
+    let authorize = match &rr.authorize {
+        Value::Null => None,
+        ra => {
             let rule = authorize::compile_rule(
                 &format!("{at}.authorize"),
                 ra,

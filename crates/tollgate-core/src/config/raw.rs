@@ -36,134 +36,11 @@ pub struct RawConfig {
     /// tokens (DPoP `htu`, mTLS `x5t#S256`).
     #[serde(default)]
     pub sender_constraint: RawSenderConstraint,
-    /// Policy decision points (OpenID AuthZEN 1.0) that routes' `authorize` rules name.
+    /// Policy decision points (OpenID AuthZEN 1.0) that routes' `authorize` rules name; read
+    /// by hand (`super::authorize`): serde's derived code for these nested sections would cost
+    /// tens of KB of .wasm.
     #[serde(default)]
-    pub pdps: BTreeMap<String, RawPdp>,
-}
-
-/// A policy decision point's evaluation API.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPdp {
-    /// The evaluation endpoint, e.g. `http://127.0.0.1:3592/access/v1/evaluation`.
-    pub url: String,
-    /// The host's upstream for it (an Envoy cluster; `host:port` on Kong and APISIX).
-    pub upstream: String,
-    #[serde(default = "default_pdp_timeout_ms")]
-    pub timeout_ms: u64,
-    /// How Tollgate authenticates to it; absent: not at all.
-    #[serde(default)]
-    pub auth: Option<RawPdpAuth>,
-}
-
-/// `{"bearer": SECRET}` or `{"basic": {"user": …, "password": SECRET}}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPdpAuth {
-    #[serde(default, deserialize_with = "some_secret")]
-    pub bearer: Option<Secret>,
-    #[serde(default)]
-    pub basic: Option<RawBasic>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBasic {
-    pub user: String,
-    #[serde(deserialize_with = "secret")]
-    pub password: Secret,
-}
-
-fn some_secret<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Secret>, D::Error> {
-    secret(de).map(Some)
-}
-
-fn default_pdp_timeout_ms() -> u64 {
-    1000
-}
-
-/// A route's AuthZEN rule: the PDP to ask, and how a request is described to it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAuthorize {
-    /// The name of one of `pdps`.
-    pub pdp: String,
-    #[serde(default)]
-    pub subject: RawSubject,
-    pub resource: RawResource,
-    /// Request method -> AuthZEN action name. Absent: GET and HEAD `read`, POST `create`,
-    /// PUT and PATCH `update`, DELETE `delete`.
-    #[serde(default)]
-    pub actions: Option<BTreeMap<String, String>>,
-    /// Facts of the token in the evaluation `context`: `issuer`, `scopes`, `acr`, `client_id`.
-    #[serde(default)]
-    pub context: Vec<String>,
-    /// How long a `true` decision is reused.
-    #[serde(default = "default_decision_ttl_s")]
-    pub ttl_s: u64,
-    /// How long a `false` decision is reused.
-    #[serde(default = "default_negative_decision_ttl_s")]
-    pub negative_ttl_s: u64,
-    /// Pass the PDP's `context.reason_user` on in a 403 (`reason`), when it is short
-    /// printable ASCII.
-    #[serde(default)]
-    pub expose_reason: bool,
-}
-
-fn default_decision_ttl_s() -> u64 {
-    60
-}
-fn default_negative_decision_ttl_s() -> u64 {
-    10
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSubject {
-    #[serde(rename = "type", default = "default_subject_type")]
-    pub kind: String,
-    /// Claim (dotted path) holding the subject's id.
-    #[serde(default = "default_subject_id")]
-    pub id_claim: String,
-    /// Property name -> claim (dotted path); a claim the token lacks is left out.
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
-}
-
-impl Default for RawSubject {
-    fn default() -> Self {
-        Self {
-            kind: default_subject_type(),
-            id_claim: default_subject_id(),
-            properties: BTreeMap::new(),
-        }
-    }
-}
-
-fn default_subject_type() -> String {
-    "user".to_owned()
-}
-fn default_subject_id() -> String {
-    "sub".to_owned()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawResource {
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Path template, e.g. `/api/docs/{owner}/{id}`: the request's path must fit it.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// `{name}` from the path template, or a fixed value.
-    #[serde(default)]
-    pub id: Option<String>,
-    /// A request header holding the id (present exactly once), instead of `id`.
-    #[serde(default)]
-    pub id_header: Option<String>,
-    /// Property name -> `{name}` from the path template, or a fixed value.
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub pdps: Value,
 }
 
 /// `auto`: from the background (the tick) where the host has one and shared data, else per
@@ -481,9 +358,10 @@ pub struct RawRequirement {
     /// RFC 9470: the most seconds since the user authenticated (`auth_time`).
     #[serde(default)]
     pub max_age_s: Option<u64>,
-    /// Ask a policy decision point (AuthZEN) once the token passed every other check.
+    /// Ask a policy decision point (AuthZEN) once the token passed every other check (read by
+    /// hand, `super::authorize`).
     #[serde(default)]
-    pub authorize: Option<RawAuthorize>,
+    pub authorize: Value,
 }
 
 /// How a kind of token binding is treated (`crate::binding::Mode`).
