@@ -8,7 +8,7 @@ a logout. Plain HTTP with a cookie session; HTML forms are read with the standar
     submit_forms(session, response, fill=None) -> the response after the page's forms
 
 as1 (oidc-provider): its default pages (devInteractions login accepting any login/password,
-consent, device code input and confirm, logout confirm with xsrf). as2 (django-oauth-toolkit):
+and the rig's `acr` select: login_to_redirect(acr=...), consent, device code input and confirm, logout confirm with xsrf). as2 (django-oauth-toolkit):
 the rig logs a user in with the `X-Rig-User` header; DOT's device page is a Django form
 (`user_code`, with csrftoken), its consent page an allow form, its logout page a confirm form.
 Nothing here logs tokens, codes or secrets.
@@ -81,18 +81,23 @@ def follow(session: requests.Session, r: requests.Response, stop_prefix: str | N
     raise RuntimeError("too many redirects")
 
 
-def _oidc_interaction(session: requests.Session, page: requests.Response, user: str) -> requests.Response:
-    """One oidc-provider devInteractions page (login or consent): submit its form."""
+def _oidc_interaction(session: requests.Session, page: requests.Response, user: str,
+                      acr: str | None = None) -> requests.Response:
+    """One oidc-provider devInteractions page (login or consent): submit its form (the login
+    with `acr` from the rig's select, when given)."""
     form = next(f for f in forms(page.text) if "prompt" in f["fields"])
     values = {"login": user, "password": "any"} if form["fields"]["prompt"] == "login" else {}
+    if values and acr is not None:
+        values["acr"] = acr
     return submit(session, page, form, values)
 
 
 def login_to_redirect(session: requests.Session, url: str, redirect_prefix: str, user: str = "alice",
-                      rig_user: bool = False) -> str:
+                      rig_user: bool = False, acr: str | None = None) -> str:
     """From the AS's authorization URL (the gateway's Location) to the client's redirect URI:
-    as1 logs in and consents through devInteractions; as2 (rig_user=True) is logged in by
-    X-Rig-User (dot-code needs no consent; other DOT clients get DOT's allow form)."""
+    as1 logs in (with `acr` chosen on its login page, when given) and consents through
+    devInteractions; as2 (rig_user=True) is logged in by X-Rig-User (dot-code needs no
+    consent; other DOT clients get DOT's allow form)."""
     headers = {"X-Rig-User": user} if rig_user else None
     r = session.get(url, headers=headers, allow_redirects=False, timeout=TIMEOUT)
     for _ in range(12):
@@ -103,7 +108,7 @@ def login_to_redirect(session: requests.Session, url: str, redirect_prefix: str,
         if r.status_code != 200:
             raise RuntimeError(f"the AS answered {r.status_code} at {urlsplit(r.url).path}: {r.text[:300]}")
         if "/interaction/" in urlsplit(r.url).path:
-            r = _oidc_interaction(session, r, user)
+            r = _oidc_interaction(session, r, user, acr)
             continue
         page_forms = [f for f in forms(r.text) if f["method"] == "post"]
         if not page_forms:

@@ -164,12 +164,15 @@ def oidc_id_token(
     scope: str = "openid",
     resource: str | None = None,
     login: str = "alice",
+    acr: str | None = None,
 ) -> dict:
     """Drive oidc-provider's authorization-code + PKCE flow through its devInteractions
     (login form accepting any user, then consent) and return the token response (id_token,
     access_token, and refresh_token when scope has offline_access).
 
-    With resource= the access token is an RFC 9068 JWT for that resource indicator.
+    With resource= the access token is an RFC 9068 JWT for that resource indicator. acr= is
+    the authentication context class chosen on the rig's login page (server.mjs ACR_VALUES;
+    none: the page's default, urn:tollgate:loa:1); the access token carries it and auth_time.
     """
     base = issuer_base.rstrip("/")
     verifier, challenge = pkce_pair()
@@ -213,6 +216,8 @@ def oidc_id_token(
                 form = {"prompt": prompt.group(1)}
                 if form["prompt"] == "login":
                     form.update(login=login, password="any")
+                    if acr is not None:
+                        form["acr"] = acr
                 r = s.post(location, data=form, allow_redirects=False, timeout=TIMEOUT)
             else:
                 r = s.get(location, allow_redirects=False, timeout=TIMEOUT)

@@ -458,6 +458,16 @@ struct Accept<'a> {
 }
 
 /// The route's requirements and the token's binding against an accepted token's claims.
+///
+/// The order of the checks, once the token is valid: its binding (a stolen token stops
+/// here), the client (`clients`, `client_id_header`), scopes and claim values, the user's
+/// authentication (RFC 9470 step-up), and the route's policy decision point (AuthZEN) last.
+/// RFC 9470 leaves the order open; step-up comes after the other local checks (and before a
+/// PDP is asked) because its 401 asks the user to authenticate again, which must be the one
+/// thing missing:
+/// a token refused for its client or its scopes would be refused as well after a new login,
+/// so those answers (which no login fixes) come first, as a Kong or Envoy `jwt_authn` user
+/// expects scope errors before anything else about the user.
 fn finish(d: &Deciding<'_>, accept: &Accept<'_>, verified: Verified, cache_hit: bool) -> Decision {
     let (cfg, requirement, how) = (d.cfg, accept.requirement, accept.how);
     let issuer = verified.issuer;
@@ -468,7 +478,13 @@ fn finish(d: &Deciding<'_>, accept: &Accept<'_>, verified: Verified, cache_hit: 
         Ok(bound) => bound,
         Err(denial) => return deny(denial, Some(issuer)),
     };
-    if let Err(denial) = requirement.check(&verified.claims) {
+    let now_s = i64::try_from(d.now_ms / 1000).unwrap_or(i64::MAX);
+    let checked = requirement
+        .client
+        .check(&verified.claims, accept.req.facts)
+        .and_then(|()| requirement.check(&verified.claims))
+        .and_then(|()| requirement.step_up.check(&verified.claims, now_s));
+    if let Err(denial) = checked {
         return deny(denial, Some(issuer));
     }
     let name = cfg.issuers.get(issuer).map_or("", |i| i.name.as_str());

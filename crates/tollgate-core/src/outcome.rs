@@ -44,6 +44,18 @@ pub enum Denial {
     /// or the host refused the write), or there is no server-nonce key. Refused, never
     /// accepted unchecked.
     DpopUnavailable,
+    /// RFC 9470: the user's authentication is not strong or recent enough for the route
+    /// (`why`, a fixed text). `acr_values` (space-separated, in configuration order) and
+    /// `max_age` are the route's requirements, sent in the challenge.
+    InsufficientUserAuthentication {
+        why: &'static str,
+        acr_values: Option<String>,
+        max_age: Option<u64>,
+    },
+    /// The token's client is not in the route's `clients` list (see [`crate::policy::ClientRule`]).
+    ClientNotAllowed,
+    /// The route's client-id header names another client than the token's.
+    ClientMismatch,
     /// The route's policy decision point said no, or the request cannot be described to it
     /// (`description`, fixed). `reason`: the PDP's own reason, when the route shows it.
     Forbidden {
@@ -71,13 +83,16 @@ pub enum DenialKind {
     InvalidDpopProof,
     UseDpopNonce,
     DpopUnavailable,
+    InsufficientUserAuthentication,
+    ClientNotAllowed,
+    ClientMismatch,
     Forbidden,
     PdpUnavailable,
 }
 
 impl DenialKind {
     /// Every kind, in the order of [`DenialKind::index`].
-    pub const ALL: [DenialKind; 16] = [
+    pub const ALL: [DenialKind; 19] = [
         DenialKind::NoRoute,
         DenialKind::MissingToken,
         DenialKind::InvalidRequest,
@@ -92,6 +107,9 @@ impl DenialKind {
         DenialKind::InvalidDpopProof,
         DenialKind::UseDpopNonce,
         DenialKind::DpopUnavailable,
+        DenialKind::InsufficientUserAuthentication,
+        DenialKind::ClientNotAllowed,
+        DenialKind::ClientMismatch,
         DenialKind::Forbidden,
         DenialKind::PdpUnavailable,
     ];
@@ -118,6 +136,9 @@ impl DenialKind {
             DenialKind::InvalidDpopProof => "invalid_dpop_proof",
             DenialKind::UseDpopNonce => "use_dpop_nonce",
             DenialKind::DpopUnavailable => "dpop_unavailable",
+            DenialKind::InsufficientUserAuthentication => "insufficient_user_authentication",
+            DenialKind::ClientNotAllowed => "client_not_allowed",
+            DenialKind::ClientMismatch => "client_mismatch",
             DenialKind::Forbidden => "forbidden",
             DenialKind::PdpUnavailable => "pdp_unavailable",
         }
@@ -142,6 +163,11 @@ impl Denial {
             Denial::InvalidDpopProof(_) => DenialKind::InvalidDpopProof,
             Denial::UseDpopNonce(_) => DenialKind::UseDpopNonce,
             Denial::DpopUnavailable => DenialKind::DpopUnavailable,
+            Denial::InsufficientUserAuthentication { .. } => {
+                DenialKind::InsufficientUserAuthentication
+            }
+            Denial::ClientNotAllowed => DenialKind::ClientNotAllowed,
+            Denial::ClientMismatch => DenialKind::ClientMismatch,
             Denial::Forbidden { .. } => DenialKind::Forbidden,
             Denial::PdpUnavailable => DenialKind::PdpUnavailable,
         }
@@ -162,6 +188,10 @@ pub struct LocalReply {
 }
 
 const INACTIVE: &str = "the token is not active";
+/// [`Denial::ClientNotAllowed`]'s description.
+pub const NOT_SUBSCRIBED: &str = "the client is not allowed to call this resource";
+/// [`Denial::ClientMismatch`]'s description.
+pub const NOT_THE_CLIENT: &str = "the token was not issued to the client the request names";
 const USE_NONCE: &str = "the DPoP proof must carry the server nonce in DPoP-Nonce";
 
 /// How long clients should wait before retrying a 503 (seconds).
@@ -203,13 +233,14 @@ impl Default for Challenge {
     }
 }
 
-/// The `WWW-Authenticate` values for `challenge`: `error` (code, description) and `scope` go
-/// in the challenge of `error_scheme`, or of the one scheme the route takes if that is not it.
+/// The `WWW-Authenticate` values for `challenge`: `error` (code, description) and `params`
+/// (more auth-params, written out: `scope="..."`, RFC 9470's `acr_values="..."`) go in the
+/// challenge of `error_scheme`, or of the one scheme the route takes if that is not it.
 fn challenges(
     challenge: Challenge,
     realm: &str,
     error: Option<(&str, &str)>,
-    scope: Option<&str>,
+    params: Option<&str>,
     error_scheme: Scheme,
 ) -> Vec<(String, String)> {
     let (bearer, dpop) = (challenge.bearer, challenge.dpop);
@@ -227,16 +258,18 @@ fn challenges(
                     ", error=\"{code}\", error_description=\"{description}\""
                 ));
             }
-            if let Some(scope) = scope {
-                v.push_str(&format!(", scope=\"{scope}\""));
+            if let Some(params) = params {
+                v.push_str(", ");
+                v.push_str(params);
             }
         }
         out.push(("www-authenticate".to_owned(), v));
     }
     if let Some(algs) = dpop {
         let mut v = dpop::challenge(algs, error.filter(|_| error_in_dpop));
-        if let (true, Some(scope)) = (error_in_dpop, scope) {
-            v.push_str(&format!(", scope=\"{scope}\""));
+        if let (true, Some(params)) = (error_in_dpop, params) {
+            v.push_str(", ");
+            v.push_str(params);
         }
         out.push(("www-authenticate".to_owned(), v));
     }
@@ -306,10 +339,36 @@ pub fn reply(denial: &Denial, realm: &str, challenge: Challenge) -> LocalReply {
             "the token lacks a required scope",
             www(
                 Some(("insufficient_scope", "the token lacks a required scope")),
-                Some(scope),
+                Some(&format!("scope=\"{scope}\"")),
                 used,
             ),
         ),
+        Denial::InsufficientUserAuthentication {
+            why,
+            acr_values,
+            max_age,
+        } => {
+            // RFC 9470 §3: acr_values and/or max_age, after the error.
+            let mut params = String::new();
+            if let Some(acr) = acr_values {
+                params.push_str("acr_values=\"");
+                params.push_str(acr);
+                params.push('"');
+            }
+            if let Some(age) = max_age {
+                if !params.is_empty() {
+                    params.push_str(", ");
+                }
+                params.push_str("max_age=\"");
+                params.push_str(&age.to_string());
+                params.push('"');
+            }
+            let code = "insufficient_user_authentication";
+            let params = (!params.is_empty()).then_some(params.as_str());
+            (401, code, *why, www(Some((code, why)), params, used))
+        }
+        Denial::ClientNotAllowed => (403, "access_denied", NOT_SUBSCRIBED, Vec::new()),
+        Denial::ClientMismatch => (403, "access_denied", NOT_THE_CLIENT, Vec::new()),
         Denial::ClaimNotSatisfied => (
             403,
             "insufficient_scope",
@@ -655,6 +714,92 @@ mod tests {
         let r = reply(&Denial::DpopUnavailable, "api", dpop_only);
         assert_eq!((r.status, challenges_of(&r).len()), (503, 0));
         assert_eq!(header(&r, "retry-after"), Some("5"));
+    }
+
+    #[test]
+    fn step_up_is_the_rfc_9470_challenge_in_the_scheme_used() {
+        let acr = Denial::InsufficientUserAuthentication {
+            why: crate::policy::ACR_NOT_ACCEPTED,
+            acr_values: Some("urn:tollgate:loa:2 urn:tollgate:loa:3".into()),
+            max_age: None,
+        };
+        let r = reply(&acr, "api", Challenge::BEARER);
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            challenges_of(&r),
+            ["Bearer realm=\"api\", error=\"insufficient_user_authentication\", error_description=\"a stronger authentication of the user is required\", acr_values=\"urn:tollgate:loa:2 urn:tollgate:loa:3\""]
+        );
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"], "insufficient_user_authentication");
+        assert_eq!(body["error_description"], crate::policy::ACR_NOT_ACCEPTED);
+        let age = Denial::InsufficientUserAuthentication {
+            why: crate::policy::AUTH_TOO_OLD,
+            acr_values: None,
+            max_age: Some(300),
+        };
+        assert_eq!(
+            challenges_of(&reply(&age, "api", Challenge::BEARER)),
+            ["Bearer realm=\"api\", error=\"insufficient_user_authentication\", error_description=\"a more recent authentication of the user is required\", max_age=\"300\""]
+        );
+        let both = Denial::InsufficientUserAuthentication {
+            why: crate::policy::NO_AUTH_TIME,
+            acr_values: Some("urn:tollgate:loa:2".into()),
+            max_age: Some(5),
+        };
+        let route = Challenge {
+            bearer: true,
+            dpop: Some(es256_eddsa()),
+            used: Scheme::Bearer,
+        };
+        assert_eq!(
+            challenges_of(&reply(&both, "api", route)),
+            [
+                "Bearer realm=\"api\", error=\"insufficient_user_authentication\", error_description=\"the token does not say when the user authenticated\", acr_values=\"urn:tollgate:loa:2\", max_age=\"5\"",
+                "DPoP algs=\"ES256 EdDSA\""
+            ]
+        );
+        assert_eq!(
+            challenges_of(&reply(&both, "api", route.used(Scheme::Dpop))),
+            [
+                "Bearer realm=\"api\"",
+                "DPoP algs=\"ES256 EdDSA\", error=\"insufficient_user_authentication\", error_description=\"the token does not say when the user authenticated\", acr_values=\"urn:tollgate:loa:2\", max_age=\"5\""
+            ]
+        );
+        assert_eq!(
+            both.code(),
+            "insufficient_user_authentication",
+            "its own counter"
+        );
+    }
+
+    #[test]
+    fn client_refusals_are_403_access_denied_without_a_challenge() {
+        for (denial, description, code) in [
+            (
+                Denial::ClientNotAllowed,
+                NOT_SUBSCRIBED,
+                "client_not_allowed",
+            ),
+            (Denial::ClientMismatch, NOT_THE_CLIENT, "client_mismatch"),
+        ] {
+            let r = reply(&denial, "api", Challenge::BEARER);
+            assert_eq!(r.status, 403);
+            assert!(challenges_of(&r).is_empty());
+            let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(body["error"], "access_denied");
+            assert_eq!(body["error_description"], description);
+            assert_eq!(denial.code(), code);
+        }
+        let r = reply(
+            &Denial::InvalidRequest(crate::policy::NO_CLIENT_HEADER),
+            "api",
+            Challenge::BEARER,
+        );
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            challenges_of(&r),
+            ["Bearer realm=\"api\", error=\"invalid_request\", error_description=\"the request lacks its client id header\""]
+        );
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! scopes (all-of and any-of) and claim values. This module never looks at tokens, only at
 //! claims that were already verified.
 
+mod client;
+mod stepup;
+
+pub use client::{token_client, ClientRule, CLIENT_HEADER_TWICE, NO_CLIENT_HEADER};
+pub use stepup::{StepUp, ACR_NOT_ACCEPTED, AUTH_TOO_OLD, NO_AUTH_TIME};
+
 use serde_json::{Map, Value};
 
 use crate::outcome::Denial;
@@ -20,8 +26,9 @@ pub struct RequestFacts<'a> {
     pub authority: &'a str,
     /// The host's own route name (Envoy `xds.route_name`), when it has one.
     pub route_name: Option<&'a str>,
-    /// Values of the request headers the configuration reads besides these (the routes'
-    /// `issuer_header`s), lower-case names.
+    /// The request headers the configuration reads besides these (the routes'
+    /// `issuer_header`s and `client_id_header`s), lower-case names: one entry per occurrence,
+    /// in the order the host gave them, so a repeated header is seen as repeated.
     pub headers: &'a [(String, String)],
 }
 
@@ -53,6 +60,9 @@ pub struct Matcher {
     pub route_name: Option<String>,
 }
 
+// Policies are built once per configuration and never moved per request: the size of the
+// `Require` variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Policy {
     /// No token needed; nothing is verified and no identity is forwarded.
@@ -77,6 +87,10 @@ pub struct Requirement {
     pub mtls: Option<crate::binding::Mode>,
     /// The challenges a refusal on this route carries: the schemes its issuers take here.
     pub challenge: crate::outcome::Challenge,
+    /// Which clients may call, and the header that must name the token's client.
+    pub client: ClientRule,
+    /// RFC 9470: how strongly and how recently the user must have authenticated.
+    pub step_up: StepUp,
     /// The route's AuthZEN rule (an index into `FilterConfig::rules`): asked once every other
     /// check passed.
     pub authorize: Option<usize>,

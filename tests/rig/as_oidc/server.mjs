@@ -36,6 +36,12 @@
  * (oidc-provider accepts client_secret_basic and client_secret_post interchangeably for a client
  * registered with either.)
  *
+ * Login (authorization code, device flow): devInteractions' pages, any login and password, plus
+ * an `acr` select on the login page: urn:tollgate:loa:1 (the default) or urn:tollgate:loa:2
+ * (acr_values_supported). Access tokens from a user's login (JWT claims, and members of the
+ * introspection answer for opaque ones) carry that `acr` and the login's `auth_time`
+ * (extraTokenClaims, RFC 9068 §2.2.1 / RFC 9470); client_credentials tokens carry neither.
+ *
  * Resource indicators (all RFC 9068 JWT access tokens, scope "read write admin"):
  *   https://api.test/jwt    RS256, aud https://api.test
  *   https://api.test/ps256  PS256, aud https://api.test
@@ -263,6 +269,78 @@ const CLIENTS = [
 ];
 const SHORT_OPAQUE_TTL = { 'short-opaque-client': 2 }; // seconds, opaque client_credentials tokens
 
+// Authentication context classes a login can reach (OIDC Core §2 acr; acr_values_supported):
+// the login page offers them, the first is what a login that names none gets.
+const ACR_VALUES = ['urn:tollgate:loa:1', 'urn:tollgate:loa:2'];
+
+/**
+ * extraTokenClaims: RFC 9068 §2.2.1 `acr` and `auth_time` in access tokens (JWT claims; for
+ * opaque tokens, members of the introspection answer), from the user authentication the token
+ * comes from: the authorization code, refresh token, device code or CIBA request the token
+ * endpoint is redeeming (oidc-provider copies the session's acr and login time into each). A
+ * client_credentials token involves no user and gets neither.
+ */
+async function userAuthenticationClaims(ctx, token) {
+  if (token.kind !== 'AccessToken') return undefined;
+  const e = ctx?.oidc?.entities ?? {};
+  const source = e.AuthorizationCode ?? e.RefreshToken ?? e.DeviceCode
+    ?? e.BackchannelAuthenticationRequest;
+  if (!source) return undefined;
+  const claims = {};
+  if (source.acr) claims.acr = source.acr;
+  if (source.authTime) claims.auth_time = source.authTime;
+  return claims;
+}
+
+const INTERACTION_PATH = /^\/interaction\/[^/]+$/;
+
+/** The request's urlencoded body (at most 16 KiB). */
+async function formBody(req) {
+  let text = '';
+  for await (const chunk of req) {
+    text += chunk;
+    if (text.length > 16384) throw new errors.InvalidRequest('body too large');
+  }
+  return new URLSearchParams(text);
+}
+
+/**
+ * The login step of devInteractions, with an authentication context class: the login page
+ * gets an `acr` select (ACR_VALUES, the first preselected), and a login POST is finished here
+ * with oidc-provider's own interactionResult, carrying the chosen `acr` (and amr ["pwd"])
+ * into the session, as a real login page would. A value not in ACR_VALUES is refused; no
+ * field means the first. Consent and every other page stay devInteractions'.
+ */
+function loginWithAcr(provider) {
+  return async (ctx, next) => {
+    if (ctx.method === 'POST' && INTERACTION_PATH.test(ctx.path)) {
+      const details = await provider.interactionDetails(ctx.req, ctx.res).catch(() => undefined);
+      if (details?.prompt?.name === 'login') {
+        const body = await formBody(ctx.req);
+        const login = body.get('login');
+        const acr = body.get('acr') ?? ACR_VALUES[0];
+        if (!login || !ACR_VALUES.includes(acr)) {
+          throw new errors.InvalidRequest('login and an acr of acr_values_supported are required');
+        }
+        const to = await provider.interactionResult(ctx.req, ctx.res, {
+          login: { accountId: login, acr, amr: ['pwd'] },
+        }, { mergeWithLastSubmission: false });
+        ctx.set('cache-control', 'no-store');
+        ctx.redirect(to);
+        ctx.status = 303;
+        return;
+      }
+    }
+    await next();
+    if (ctx.method === 'GET' && INTERACTION_PATH.test(ctx.path) && typeof ctx.body === 'string'
+      && ctx.body.includes('name="prompt" value="login"')) {
+      const options = ACR_VALUES.map((v, i) => `<option value="${v}"${i ? '' : ' selected'}>${v}</option>`).join('');
+      ctx.body = ctx.body.replace('<button type="submit" class="login',
+        `<select name="acr">${options}</select>\n  $&`);
+    }
+  };
+}
+
 const cookieKeys = [crypto.randomBytes(32).toString('base64url')];
 
 /**
@@ -326,6 +404,8 @@ function buildProvider(keys) {
     cookies: { keys: cookieKeys, long: { sameSite: 'none' } },
     scopes: ['openid', 'offline_access', 'read', 'write', 'admin'],
     claims: { openid: ['sub'] },
+    acrValues: ACR_VALUES,
+    extraTokenClaims: userAuthenticationClaims,
     // OpenID RP-Initiated Logout 1.0 §2 and OIDC Core §3.1.2.1: the AS accepts POST (form) as
     // well as GET at the end-session and authorization endpoints (the gateway answers a POST to
     // its end_session with a 307, which the browser re-POSTs here).
@@ -423,6 +503,7 @@ function buildProvider(keys) {
       Grant: 14 * 24 * 3600,
     },
   });
+  provider.use(loginWithAcr(provider));
   return provider;
 }
 

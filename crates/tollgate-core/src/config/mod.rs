@@ -4,6 +4,7 @@
 //! [`ConfigError`] naming the JSON path of the offending field, and the plugin refuses to start.
 //! The rules here are mirrored by `plugin-config/schema.json` (a test keeps the two in step).
 
+mod access;
 mod authorize;
 mod gateway;
 mod raw;
@@ -341,6 +342,13 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         &identity,
         gateway.as_ref().map(|g| g.route_header.as_str()),
     )?;
+    let consumed = sender_constraint.client_certificate.header();
+    let owned = identity
+        .owned_headers()
+        .chain(gateway.as_ref().map(|g| g.route_header.as_str()))
+        .chain(consumed)
+        .collect::<Vec<_>>();
+    access::check_client_headers(&routes, default_policy.as_ref(), &owned)?;
     if raw.realm.is_empty() || !raw.realm.chars().all(is_quoted_string_safe) {
         return err(
             "realm",
@@ -869,8 +877,10 @@ fn compile_policy(
         }
         return Ok(Policy::Anonymous);
     }
-    let rr = require.unwrap_or_default();
+    let mut rr = require.unwrap_or_default();
     let at = format!("{at}.require");
+    let client = access::client_rule(&at, &mut rr)?;
+    let step_up = access::step_up(&at, &mut rr)?;
     let mut issuers = Vec::with_capacity(rr.issuers.len());
     for (j, name) in rr.issuers.iter().enumerate() {
         issuers.push(issuer_named(format!("{at}.issuers[{j}]"), name, all)?);
@@ -924,6 +934,8 @@ fn compile_policy(
         dpop,
         mtls,
         challenge,
+        client,
+        step_up,
         authorize,
     }))
 }

@@ -346,6 +346,18 @@ pub struct RawRequirement {
     /// This route's mTLS mode, instead of each issuer's `mtls.mode`.
     #[serde(default)]
     pub mtls: Option<RawMode>,
+    /// Client ids allowed on this route (the token's `client_id`, else `azp`).
+    #[serde(default)]
+    pub clients: Option<Vec<String>>,
+    /// A request header that must carry the token's client id, exactly once.
+    #[serde(default)]
+    pub client_id_header: Option<String>,
+    /// RFC 9470: acceptable `acr` values (any of).
+    #[serde(default)]
+    pub acr_values: Option<Vec<String>>,
+    /// RFC 9470: the most seconds since the user authenticated (`auth_time`).
+    #[serde(default)]
+    pub max_age_s: Option<u64>,
     /// Ask a policy decision point (AuthZEN) once the token passed every other check (read by
     /// hand, `super::authorize`).
     #[serde(default)]

@@ -91,7 +91,8 @@ pub struct OwnedFacts {
     pub authority: String,
     pub route_name: Option<String>,
     pub authorization: Vec<String>,
-    /// Values of the headers routes name as `issuer_header`.
+    /// The headers routes name as `issuer_header` or `client_id_header`: one entry per
+    /// occurrence (a repeated header is seen as repeated).
     pub headers: Vec<(String, String)>,
     /// `:scheme`.
     pub scheme: String,
@@ -225,7 +226,8 @@ pub struct Worker<H: Host + Clone> {
     pub needs_route_name: bool,
     /// Whether the client certificate is read ([`FilterConfig::reads_client_certificate`]).
     pub reads_client_certificate: bool,
-    /// Request headers routes read (`issuer_header`), gathered into [`OwnedFacts::headers`].
+    /// Request headers routes read (`issuer_header`, `client_id_header`), gathered into
+    /// [`OwnedFacts::headers`], every occurrence.
     pub hint_headers: Vec<String>,
     /// Headers only Tollgate may set (identity headers, the gateway's route header): inbound
     /// copies are removed from every request ([`Worker::is_guarded`]). (Not the trusted
@@ -271,10 +273,11 @@ impl<H: Host + Clone> Worker<H> {
             .iter()
             .map(|r| &r.policy)
             .chain(cfg.default_policy.as_ref())
-            .filter_map(|p| match p {
-                Policy::Require(r) => r.issuer_header.clone(),
-                Policy::Anonymous => None,
+            .flat_map(|p| match p {
+                Policy::Require(r) => [r.issuer_header.clone(), r.client.header.clone()],
+                Policy::Anonymous => [None, None],
             })
+            .flatten()
             .collect();
         // Headers a policy decision's resource comes from.
         for rule in &cfg.rules {

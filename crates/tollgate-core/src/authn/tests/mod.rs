@@ -17,6 +17,7 @@ mod requirements;
 mod routes;
 mod sender;
 mod single_flight;
+mod step_up;
 
 use std::collections::HashMap;
 // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.

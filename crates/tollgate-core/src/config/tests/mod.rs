@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::testdata::{jwks, TestKey};
 
+mod access;
 mod documents;
 mod gateway;
 mod introspection;
