@@ -184,6 +184,25 @@ def test_the_owner_is_allowed_and_nobody_else_on_the_same_route(az, kind):
     assert seen.saw() == [f"> GET /api/{route}/{me}/{d}"]
 
 
+@pytest.mark.parametrize("kind", ["jwt", "opaque"])
+def test_an_admin_role_from_as1s_claims_may_do_anything(az, kind):
+    """admin-client's tokens carry `roles: ["admin"]` (AS-1's extraTokenClaims; for an opaque
+    token, in the introspection answer). The route passes the claim as the subject property
+    `roles`, and Cerbos' `claimed_admin` derived role allows every action on anyone's document;
+    demo-client, without the claim, is refused the same calls."""
+    resource = "https://api.test/jwt" if kind == "jwt" else None
+    admin = az.as1_token(scope="read write", resource=resource, client=("admin-client", "admin-secret")) \
+        if resource else az.as1_opaque_token(scope="read write", client=("admin-client", "admin-secret"))
+    plain = az.as1_token(scope="read write") if resource else az.as1_opaque_token(scope="read write")
+    route = "docs" if kind == "jwt" else "cdocs"
+    d = doc()
+    for method in ("GET", "PUT", "DELETE"):
+        url = f"{az.url}/api/{route}/alice/{d}"
+        r = requests.request(method, url, headers=bearer(admin), timeout=TIMEOUT)
+        assert r.status_code == 200, (method, r.text)
+        assert_forbidden(requests.request(method, url, headers=bearer(plain), timeout=TIMEOUT))
+
+
 def test_what_the_pdp_is_asked(az):
     """The evaluation request as Cerbos received it (through the forwarder): subject, resource
     from the path template, action from the method map, context; with the PEP's credentials

@@ -11,6 +11,8 @@
  *   demo-client / demo-secret   client_secret_basic; client_credentials, authorization_code,
  *                               refresh_token; redirect_uri http://127.0.0.1/cb;
  *                               scope "openid offline_access read write admin"
+ *   admin-client / admin-secret client_secret_basic; client_credentials; scope "read write admin";
+ *                               its access tokens carry `roles: ["admin"]` (extraTokenClaims)
  *   post-client / post-secret   client_secret_post; client_credentials; scope "read write admin"
  *   rs-client / rs-secret       client_secret_basic; client_credentials; meant for a resource
  *                               server calling introspection / revocation
@@ -178,6 +180,14 @@ const CLIENTS = [
     post_logout_redirect_uris: ['http://127.0.0.1/logged-out'],
   },
   {
+    client_id: 'admin-client',
+    client_secret: 'admin-secret',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'read write admin',
+  },
+  {
     client_id: 'post-client',
     client_secret: 'post-secret',
     grant_types: ['client_credentials'],
@@ -281,6 +291,12 @@ const ACR_VALUES = ['urn:tollgate:loa:1', 'urn:tollgate:loa:2'];
  * client_credentials token involves no user and gets neither.
  */
 async function userAuthenticationClaims(ctx, token) {
+  if (token.kind === 'ClientCredentials') {
+    // Roles the AS grants a client (a `roles` claim, as Keycloak-style servers add), for
+    // policy decision points that read them (tests/e2e/test_authorize.py).
+    const roles = CLIENT_ROLES[token.clientId];
+    return roles ? { roles } : undefined;
+  }
   if (token.kind !== 'AccessToken') return undefined;
   const e = ctx?.oidc?.entities ?? {};
   const source = e.AuthorizationCode ?? e.RefreshToken ?? e.DeviceCode
@@ -291,6 +307,9 @@ async function userAuthenticationClaims(ctx, token) {
   if (source.authTime) claims.auth_time = source.authTime;
   return claims;
 }
+
+/** Roles in the access tokens (JWT claim, introspection member) of these clients' client_credentials grants. */
+const CLIENT_ROLES = { 'admin-client': ['admin'] };
 
 const INTERACTION_PATH = /^\/interaction\/[^/]+$/;
 
