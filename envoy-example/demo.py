@@ -25,7 +25,7 @@ import servers  # noqa: E402
 import tokens  # noqa: E402
 from procs import Proc, port_open  # noqa: E402
 
-API, API_TLS, ADMIN, AS1, AS2, UPSTREAM = 10000, 10443, 9901, 9100, 9200, 9300
+API, API_TLS, ADMIN, AS1, AS2, UPSTREAM, PDP = 10000, 10443, 9901, 9100, 9200, 9300, 9400
 AS1_ISSUER = f"http://127.0.0.1:{AS1}"
 AS2_ISSUER = f"http://127.0.0.1:{AS2}/o"
 STATE = ROOT / "target" / "demo"  # logs, servers' state and the demo PKI; emptied at every start
@@ -55,6 +55,7 @@ Tollgate demo is up (logs in {{logs}}).
   AS-1 oidc-provider      {AS1_ISSUER}   client demo-client / demo-secret
                                                   DPoP: dpop-client / dpop-secret, mTLS: mtls-client / mtls-secret
   AS-2 django-oauth-tk    {AS2_ISSUER}  client dot-client / dot-secret
+  PDP  Cerbos (AuthZEN)   http://127.0.0.1:{PDP}/access/v1/evaluation   policies in {{state}}/policies
 
 Get a JWT access token from AS-1 (RFC 9068, audience https://api.test):
   TOKEN1=$(curl -s -u demo-client:demo-secret {AS1_ISSUER}/token \\
@@ -111,6 +112,24 @@ Get one from the gateway on the TLS listener (Envoy hands AS-1 the certificate),
   curl -si --cacert $PKI/ca.pem -H "Authorization: Bearer $MTOKEN" https://127.0.0.1:{API_TLS}/api/mtls/hello   # 401, no certificate
   curl -si -H "Authorization: Bearer $MTOKEN" http://127.0.0.1:{API}/api/mtls/hello                     # 401, plain listener
 
+Authorization beyond scopes (issue 16):
+/api/docs/{{owner}}/{{id}} asks Cerbos (AuthZEN): the owner (the token's client_id) or an admin
+(roles ["admin"] in the token) may read, write and delete; anyone else gets 403.
+  curl -s -H "Authorization: Bearer $TOKEN1" http://127.0.0.1:{API}/api/docs/demo-client/1    # 200, the owner
+  curl -si -H "Authorization: Bearer $TOKEN1" http://127.0.0.1:{API}/api/docs/alice/1         # 403 insufficient_permissions
+  ADMIN=$(curl -s -u admin-client:admin-secret {AS1_ISSUER}/token \\
+      -d grant_type=client_credentials -d scope=read -d resource=https://api.test/jwt | jq -r .access_token)
+  curl -s -H "Authorization: Bearer $ADMIN" http://127.0.0.1:{API}/api/docs/alice/1           # 200, admin
+/api/stepup needs a login at urn:tollgate:loa:2 within 300 s (RFC 9470); a client_credentials
+token has no acr: 401 with the step-up challenge (log in through {AS1_ISSUER}/auth with
+acr_values=urn:tollgate:loa:2, picking loa:2 on the login page, to pass):
+  curl -si -H "Authorization: Bearer $TOKEN1" http://127.0.0.1:{API}/api/stepup/x | grep -i www-authenticate
+/api/partners is for subscribed clients only (demo-client, dot-opaque), which must also name
+themselves in X-IBM-Client-Id:
+  curl -s -H "Authorization: Bearer $TOKEN1" -H "X-IBM-Client-Id: demo-client" http://127.0.0.1:{API}/api/partners/x  # 200
+  curl -si -H "Authorization: Bearer $TOKEN1" http://127.0.0.1:{API}/api/partners/x            # 400, no client id header
+  curl -si -H "Authorization: Bearer $TOKEN2" -H "X-IBM-Client-Id: dot-client" http://127.0.0.1:{API}/api/partners/x  # 403, not subscribed
+
 Ctrl-C stops everything.
 """
 
@@ -122,6 +141,7 @@ def start_all(logs: Path) -> list[Proc]:
         procs.append(servers.start_upstream(UPSTREAM, logs))
         procs.append(servers.start_oidc(AS1, logs / "as1-state", logs))
         procs.append(servers.start_dot(AS2, logs / "as2-state", logs, impersonate_issuer=AS1_ISSUER))
+        procs.append(servers.start_cerbos(PDP, logs / "policies", logs))
         argv = [str(envoy.envoy_binary()), "-c", str(ROOT / "envoy-example" / "envoy.yaml"),
                 "--disable-hot-restart", "--concurrency", "2", "-l", "info"]
         procs.append(Proc("envoy", argv, API, logs / "envoy.log", cwd=ROOT).start())
@@ -260,6 +280,33 @@ def check() -> bool:
         ("mTLS token on the plain listener", "/api/mtls/hello", bearer("/api/mtls/hello", mtls_token), 401, None),
         ("unbound token on the mTLS route", "TLS /api/mtls/hello",
          lambda: get(f"{api_tls}/api/mtls/hello", t1, cert=cert, verify=ca), 401, None),
+    ]
+    # Authorization beyond scopes: the AuthZEN route, step-up, subscriptions and the client-id
+    # header.
+    admin = tokens.client_credentials(f"{AS1_ISSUER}/token", "admin-client", "admin-secret",
+                                      scope="read", resource="https://api.test/jwt")["access_token"]
+    loa2 = tokens.oidc_id_token(AS1_ISSUER, "demo-client", "demo-secret", "http://127.0.0.1/cb",
+                                scope="openid read", resource="https://api.test/jwt",
+                                acr="urn:tollgate:loa:2")["access_token"]
+    loa1 = tokens.oidc_id_token(AS1_ISSUER, "demo-client", "demo-secret", "http://127.0.0.1/cb",
+                                scope="openid read", resource="https://api.test/jwt")["access_token"]
+    ibm = {"headers": {"X-IBM-Client-Id": "demo-client"}}
+    cases += [
+        ("owner's document (Cerbos)", "/api/docs/demo-client/1", bearer("/api/docs/demo-client/1", t1), 200, None),
+        ("someone else's document", "/api/docs/alice/1", bearer("/api/docs/alice/1", t1), 403, None),
+        ("admin role from AS-1", "/api/docs/alice/1", bearer("/api/docs/alice/1", admin), 200, None),
+        ("opaque AS-2 token, its own document", "/api/docs/dot-opaque/1",
+         bearer("/api/docs/dot-opaque/1", o2), 200, None),
+        ("step-up: login at loa:2", "/api/stepup/x", bearer("/api/stepup/x", loa2), 200, None),
+        ("step-up: login at loa:1", "/api/stepup/x", bearer("/api/stepup/x", loa1), 401, None),
+        ("step-up: no login at all", "/api/stepup/x", bearer("/api/stepup/x", t1), 401, None),
+        ("subscribed client with its header", "/api/partners/x",
+         lambda: get(f"{api}/api/partners/x", t1, **ibm), 200, None),
+        ("subscribed client without its header", "/api/partners/x", bearer("/api/partners/x", t1), 400, None),
+        ("subscribed client naming another", "/api/partners/x",
+         lambda: get(f"{api}/api/partners/x", t1, headers={"X-IBM-Client-Id": "dot-opaque"}), 403, None),
+        ("client not subscribed", "/api/partners/x",
+         lambda: get(f"{api}/api/partners/x", t2, headers={"X-IBM-Client-Id": "dot-client"}), 403, None),
     ]
     ok = True
     for name, path, call, want, want_cnf in cases:

@@ -18,7 +18,7 @@ import stack as rig_stack
 from procs import ROOT, port_open
 
 EXAMPLE = ROOT / "envoy-example" / "envoy.yaml"
-DEMO_PORTS = (10000, 10443, 9901, 9100, 9200, 9300)
+DEMO_PORTS = (10000, 10443, 9901, 9100, 9200, 9300, 9400)
 README = ROOT / "README.md"
 
 
@@ -101,8 +101,9 @@ def test_demo_runs(wasm):
     r = subprocess.run([str(ROOT / "envoy-example" / "run"), "--check"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    # 9 bearer calls, 6 on the DPoP route and 5 on the mTLS route (envoy-example/demo.py check())
-    assert r.stdout.count(" ok ") == 20 and "BAD" not in r.stdout, r.stdout
+    # 9 bearer calls, 6 on the DPoP route, 5 on the mTLS route, and 11 on the AuthZEN, step-up
+    # and subscription routes (envoy-example/demo.py check())
+    assert r.stdout.count(" ok ") == 31 and "BAD" not in r.stdout, r.stdout
     for name in ("DPoP token with its proof", "opaque DPoP token with its proof",
                  "mTLS token with its certificate", "opaque mTLS token with its certificate"):
         assert f"ok  {name}: " in r.stdout, r.stdout
