@@ -120,6 +120,7 @@ def test_readme_dpop_and_mtls_commands(wasm, tmp_path):
         pytest.skip(f"demo ports in use: {busy}")
     dpop_fn = load_demo().DPOP_FN
     dpop_block, mtls_block = readme_block("demo-dpop"), readme_block("demo-mtls")
+    authz_block = readme_block("demo-authz")
     assert dpop_fn in dpop_block.splitlines()
     out_path = tmp_path / "demo.out"
     with open(out_path, "wb") as out:
@@ -134,6 +135,8 @@ def test_readme_dpop_and_mtls_commands(wasm, tmp_path):
         assert any(line.strip() == dpop_fn for line in out_path.read_text().splitlines())
         r = subprocess.run(["bash", "-euo", "pipefail", "-c", dpop_block + mtls_block], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
+        authz = subprocess.run(["bash", "-euo", "pipefail", "-c", authz_block], cwd=ROOT,
+                               capture_output=True, text=True, timeout=120)
     finally:
         demo.send_signal(signal.SIGTERM)
         try:
@@ -153,4 +156,14 @@ def test_readme_dpop_and_mtls_commands(wasm, tmp_path):
     assert 'error="invalid_dpop_proof", error_description="the request carries no DPoP proof"' in out
     assert 'error_description="the token is DPoP-bound: present it with the DPoP scheme"' in out
     assert out.count('error_description="the token is bound to a client certificate, and none was presented"') == 2
+    # The authorization block: owner 200, another's document 403, admin 200, the step-up
+    # challenge, subscribed client with its header 200, without it 400.
+    assert authz.returncode == 0, authz.stdout + authz.stderr
+    lines = authz.stdout.splitlines()
+    assert lines[0] == "200" and lines[2] == "200" and lines[4:] == ["200", "400"], authz.stdout
+    assert json.loads(lines[1]) == {"error": "insufficient_permissions",
+                                    "error_description": "the policy decision point denied this request"}
+    assert lines[3].lower().startswith("www-authenticate: bearer realm=\"tollgate\", "
+                                       "error=\"insufficient_user_authentication\""), lines[3]
+    assert 'acr_values="urn:tollgate:loa:2"' in lines[3] and 'max_age="300"' in lines[3], lines[3]
     assert not any(port_open(p) for p in DEMO_PORTS), "the demo left a server running"
