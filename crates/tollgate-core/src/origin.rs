@@ -53,6 +53,17 @@ impl PublicOrigin {
         })
     }
 
+    /// The origin's host: lower-case (IPv6 in brackets), without a trailing dot.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Whether a request for one origin would also be a request for the other (the same host
+    /// and port: the scheme is not in `Host`).
+    pub fn same_authority(&self, other: &PublicOrigin) -> bool {
+        self.host == other.host && self.port == other.port
+    }
+
     /// Whether a request to `authority` (its `Host`) is a request to this origin: the same
     /// host (case and one trailing dot aside, [`policy::host_and_port`]) and the same port, an
     /// absent port meaning the scheme's default.

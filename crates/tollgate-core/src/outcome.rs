@@ -162,6 +162,10 @@ pub struct Challenge {
     /// The scheme the request used: a token's error goes in that scheme's challenge (a
     /// DPoP-specific one always in the `DPoP` challenge).
     pub used: Scheme,
+    /// The protected resource the route is under (an index into
+    /// [`crate::config::FilterConfig::resources`]): each challenge names its metadata URL
+    /// (RFC 9728 §5.1). `None`: no `resource_metadata` parameter.
+    pub resource: Option<u16>,
 }
 
 impl Challenge {
@@ -170,6 +174,7 @@ impl Challenge {
         bearer: true,
         dpop: None,
         used: Scheme::Bearer,
+        resource: None,
     };
 
     /// The same challenges, for a request that used `scheme`.
@@ -188,10 +193,12 @@ impl Default for Challenge {
 }
 
 /// The `WWW-Authenticate` values for `challenge`: `error` (code, description) and `scope` go
-/// in the challenge of `error_scheme`, or of the one scheme the route takes if that is not it.
+/// in the challenge of `error_scheme`, or of the one scheme the route takes if that is not it;
+/// `resource_metadata` (the URL of the route's protected-resource metadata) goes in each.
 fn challenges(
     challenge: Challenge,
     realm: &str,
+    resource_metadata: Option<&str>,
     error: Option<(&str, &str)>,
     scope: Option<&str>,
     error_scheme: Scheme,
@@ -215,6 +222,7 @@ fn challenges(
                 v.push_str(&format!(", scope=\"{scope}\""));
             }
         }
+        push_resource_metadata(&mut v, resource_metadata);
         out.push(("www-authenticate".to_owned(), v));
     }
     if let Some(algs) = dpop {
@@ -222,16 +230,33 @@ fn challenges(
         if let (true, Some(scope)) = (error_in_dpop, scope) {
             v.push_str(&format!(", scope=\"{scope}\""));
         }
+        push_resource_metadata(&mut v, resource_metadata);
         out.push(("www-authenticate".to_owned(), v));
     }
     out
 }
 
-/// Maps a denial to its HTTP answer, with the challenges of the route it was refused on.
-pub fn reply(denial: &Denial, realm: &str, challenge: Challenge) -> LocalReply {
+/// RFC 9728 §5.1's parameter, last in a challenge (the URL is configuration: no `"` or `\`).
+fn push_resource_metadata(challenge: &mut String, url: Option<&str>) {
+    if let Some(url) = url {
+        challenge.push_str(", resource_metadata=\"");
+        challenge.push_str(url);
+        challenge.push('"');
+    }
+}
+
+/// Maps a denial to its HTTP answer, with the challenges of the route it was refused on;
+/// `resource_metadata` is the URL `challenge.resource` stands for
+/// ([`crate::config::FilterConfig::resource_metadata`]).
+pub fn reply(
+    denial: &Denial,
+    realm: &str,
+    challenge: Challenge,
+    resource_metadata: Option<&str>,
+) -> LocalReply {
     let used = challenge.used;
     let www = |error: Option<(&str, &str)>, scope: Option<&str>, scheme: Scheme| {
-        challenges(challenge, realm, error, scope, scheme)
+        challenges(challenge, realm, resource_metadata, error, scope, scheme)
     };
     let mut extra: Vec<(String, String)> = Vec::new();
     let (status, error, description, www) = match denial {
@@ -498,7 +523,7 @@ mod tests {
 
     #[test]
     fn missing_token_is_a_bare_challenge() {
-        let r = reply(&Denial::MissingToken, "api", Challenge::BEARER);
+        let r = reply(&Denial::MissingToken, "api", Challenge::BEARER, None);
         assert_eq!(r.status, 401);
         assert_eq!(header(&r, "www-authenticate"), Some("Bearer realm=\"api\""));
     }
@@ -509,6 +534,7 @@ mod tests {
             &Denial::InvalidToken("the token has expired"),
             "api",
             Challenge::BEARER,
+            None,
         );
         assert_eq!(r.status, 401);
         assert_eq!(
@@ -527,6 +553,7 @@ mod tests {
             },
             "api",
             Challenge::BEARER,
+            None,
         );
         assert_eq!(r.status, 403);
         assert!(header(&r, "www-authenticate")
@@ -537,11 +564,11 @@ mod tests {
     #[test]
     fn malformed_request_is_400_and_unavailable_keys_503_with_retry_after() {
         assert_eq!(
-            reply(&Denial::InvalidRequest("x"), "r", Challenge::BEARER).status,
+            reply(&Denial::InvalidRequest("x"), "r", Challenge::BEARER, None).status,
             400
         );
         for denial in [Denial::KeysUnavailable, Denial::ClockUnavailable] {
-            let r = reply(&denial, "r", Challenge::BEARER);
+            let r = reply(&denial, "r", Challenge::BEARER, None);
             assert_eq!(r.status, 503);
             assert_eq!(header(&r, "retry-after"), Some("5"));
             assert_eq!(
@@ -573,14 +600,15 @@ mod tests {
             bearer: true,
             dpop: Some(es256_eddsa()),
             used: Scheme::Bearer,
+            resource: None,
         };
-        let r = reply(&Denial::MissingToken, "api", both);
+        let r = reply(&Denial::MissingToken, "api", both, None);
         assert_eq!(
             challenges_of(&r),
             ["Bearer realm=\"api\"", "DPoP algs=\"ES256 EdDSA\""]
         );
         let expired = Denial::InvalidToken("the token has expired");
-        let r = reply(&expired, "api", both.used(Scheme::Dpop));
+        let r = reply(&expired, "api", both.used(Scheme::Dpop), None);
         assert_eq!(
             challenges_of(&r),
             [
@@ -591,7 +619,7 @@ mod tests {
         let scope = Denial::InsufficientScope {
             scope: "admin".into(),
         };
-        let r = reply(&scope, "api", both);
+        let r = reply(&scope, "api", both, None);
         assert!(challenges_of(&r)[0].ends_with(", scope=\"admin\""));
         assert_eq!(challenges_of(&r)[1], "DPoP algs=\"ES256 EdDSA\"");
     }
@@ -602,10 +630,11 @@ mod tests {
             bearer: false,
             dpop: Some(es256_eddsa()),
             used: Scheme::Bearer,
+            resource: None,
         };
-        let r = reply(&Denial::MissingToken, "api", dpop_only);
+        let r = reply(&Denial::MissingToken, "api", dpop_only, None);
         assert_eq!(challenges_of(&r), ["DPoP algs=\"ES256 EdDSA\""]);
-        let r = reply(&Denial::UseDpopNonce("n-1".into()), "api", dpop_only);
+        let r = reply(&Denial::UseDpopNonce("n-1".into()), "api", dpop_only, None);
         assert_eq!(r.status, 401);
         assert!(challenges_of(&r)[0].contains("error=\"use_dpop_nonce\""));
         assert_eq!(header(&r, "dpop-nonce"), Some("n-1"));
@@ -616,9 +645,10 @@ mod tests {
             &Denial::Binding(BindingError::DpopOff),
             "api",
             Challenge::BEARER,
+            None,
         );
         assert!(challenges_of(&r)[0].starts_with("Bearer realm=\"api\", error=\"invalid_token\""));
-        let r = reply(&Denial::DpopUnavailable, "api", dpop_only);
+        let r = reply(&Denial::DpopUnavailable, "api", dpop_only, None);
         assert_eq!((r.status, challenges_of(&r).len()), (503, 0));
         assert_eq!(header(&r, "retry-after"), Some("5"));
     }

@@ -6,6 +6,7 @@
 
 mod gateway;
 mod raw;
+mod resource;
 mod sender;
 
 use std::collections::HashSet;
@@ -73,6 +74,8 @@ pub struct FilterConfig {
     /// Where the request's origin and client certificate come from (sender-constrained
     /// tokens).
     pub sender_constraint: SenderConstraint,
+    /// RFC 9728 protected resources ([`crate::resource`]); routes' challenges point in here.
+    pub resources: Vec<crate::resource::ProtectedResource>,
 }
 
 /// One trusted authorization server.
@@ -251,6 +254,13 @@ impl FilterConfig {
         compile(raw, fingerprint)
     }
 
+    /// The metadata URL a refusal with `challenge` names (RFC 9728 §5.1), if its route is
+    /// under a protected resource.
+    pub fn resource_metadata(&self, challenge: crate::outcome::Challenge) -> Option<&str> {
+        let r = self.resources.get(usize::from(challenge.resource?))?;
+        Some(&r.metadata_url)
+    }
+
     pub fn issuer_by_iss(&self, iss: &str) -> Option<usize> {
         self.issuers.iter().position(|i| i.issuer == iss)
     }
@@ -260,7 +270,7 @@ impl FilterConfig {
 /// the gateway, callouts, identity headers and realm, with the rules that span sections.
 fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, ConfigError> {
     let issuers = compile_issuers(raw.issuers)?;
-    let mut routes = Vec::with_capacity(raw.routes.len());
+    let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
     for (i, rr) in raw.routes.into_iter().enumerate() {
         let at = format!("routes[{i}]");
         let matcher = compile_match(&format!("{at}.match"), rr.matcher)?;
@@ -271,7 +281,7 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
             policy,
         });
     }
-    let default_policy = match raw.default_route {
+    let mut default_policy = match raw.default_route {
         Some(p) => Some(compile_policy(
             "default_route",
             p.anonymous,
@@ -319,6 +329,13 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         &identity,
         gateway.as_ref().map(|g| g.route_header.as_str()),
     )?;
+    let resources = resource::compile_resources(
+        raw.protected_resources,
+        gateway.as_ref(),
+        &issuers,
+        &mut routes,
+        default_policy.as_mut(),
+    )?;
     if raw.realm.is_empty() || !raw.realm.chars().all(is_quoted_string_safe) {
         return err(
             "realm",
@@ -336,6 +353,7 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         gateway,
         per_request_callouts,
         sender_constraint,
+        resources,
     })
 }
 

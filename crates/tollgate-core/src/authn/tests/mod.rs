@@ -586,5 +586,6 @@ pub(super) fn route_challenge() -> Challenge {
         bearer: true,
         dpop: Some(algs),
         used: Scheme::Bearer,
+        resource: None,
     }
 }
