@@ -55,9 +55,9 @@ pub struct RawProtectedResource {
     pub resource_name: Option<String>,
     #[serde(default)]
     pub resource_documentation: Option<String>,
-    /// Absent: the scopes the resource's routes require.
+    /// Absent or empty: the scopes the resource's routes require.
     #[serde(default)]
-    pub scopes_supported: Option<Vec<String>>,
+    pub scopes_supported: Vec<String>,
 }
 
 /// `auto`: from the background (the tick) where the host has one and shared data, else per

@@ -12,9 +12,9 @@
 //!   identifiers of their issuers (never the gateway's per-issuer URLs: the gateway's documents
 //!   keep each server's own `issuer`, which RFC 8414 §3.3 makes clients compare with the
 //!   identifier they started from), `scopes_supported` the scopes they require (unless
-//!   configured), and DPoP / mTLS support from their modes.
+//!   configured; left out when there are none), and DPoP / mTLS support from their modes.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::raw::RawProtectedResource;
 use super::{check_scopes, err, http_url, ConfigError, Gateway, Issuer};
@@ -136,16 +136,7 @@ fn place(
     if let Some(doc) = &w.resource_documentation {
         http_url(&format!("{at}.resource_documentation"), doc)?;
     }
-    if let Some(scopes) = &w.scopes_supported {
-        let path = format!("{at}.scopes_supported");
-        if scopes.is_empty() {
-            return err(
-                path,
-                "must list at least one scope (leave it out for the scopes the routes require)",
-            );
-        }
-        check_scopes(&path, scopes)?;
-    }
+    check_scopes(&format!("{at}.scopes_supported"), &w.scopes_supported)?;
     Ok(Placed {
         origin,
         path: w.path.clone(),
@@ -209,37 +200,27 @@ fn finish(p: Placed, reqs: &[&Requirement], issuers: &[Issuer]) -> ProtectedReso
         path => format!("{}{path}", p.origin.origin),
     };
     let metadata_url = format!("{}{}", p.origin.origin, well_known_path(&p.path));
-    let accepted = |req: &Requirement| -> Vec<usize> {
-        if req.issuers.is_empty() {
-            (0..issuers.len()).collect()
-        } else {
-            req.issuers.clone()
-        }
-    };
+    // The issuers a route accepts (none named: every one), by index.
+    let accepts = |req: &Requirement, i: usize| req.issuers.is_empty() || req.issuers.contains(&i);
     // Issuers in configuration order, each once.
-    let mut servers: Vec<usize> = reqs.iter().flat_map(|r| accepted(r)).collect();
-    servers.sort_unstable();
-    servers.dedup();
-    let servers: Vec<&str> = servers
+    let servers: Vec<String> = issuers
         .iter()
-        .filter_map(|&i| issuers.get(i))
-        .map(|i| i.issuer.as_str())
+        .enumerate()
+        .filter(|&(i, _)| reqs.iter().any(|r| accepts(r, i)))
+        .map(|(_, issuer)| issuer.issuer.clone())
         .collect();
-    let scopes: Vec<String> = match p.written.scopes_supported {
-        Some(s) => s,
-        None => {
-            let mut s: Vec<String> = Vec::new();
-            for scope in reqs
-                .iter()
-                .flat_map(|r| r.scopes_all.iter().chain(&r.scopes_any))
-            {
-                if !s.contains(scope) {
-                    s.push(scope.clone());
-                }
+    // Configured, else every scope the routes require, each once.
+    let mut scopes = p.written.scopes_supported;
+    if scopes.is_empty() {
+        for scope in reqs
+            .iter()
+            .flat_map(|r| r.scopes_all.iter().chain(&r.scopes_any))
+        {
+            if !scopes.contains(scope) {
+                scopes.push(scope.clone());
             }
-            s
         }
-    };
+    }
     let mut dpop: Option<AlgSet> = None;
     for algs in reqs.iter().filter_map(|r| r.challenge.dpop) {
         let set = dpop.get_or_insert_with(AlgSet::default);
@@ -248,37 +229,45 @@ fn finish(p: Placed, reqs: &[&Requirement], issuers: &[Issuer]) -> ProtectedReso
         }
     }
     let mtls = reqs.iter().any(|r| {
-        accepted(r)
+        issuers
             .iter()
-            .filter_map(|&i| issuers.get(i))
-            .any(|i| r.mtls.unwrap_or(i.mtls) != Mode::Off)
+            .enumerate()
+            .any(|(i, issuer)| accepts(r, i) && r.mtls.unwrap_or(issuer.mtls) != Mode::Off)
     });
+    // Built by hand, not with `json!` (each value type would instantiate its own serializer).
+    let strings = |list: Vec<String>| Value::Array(list.into_iter().map(Value::String).collect());
     let mut doc = Map::new();
-    doc.insert("resource".into(), json!(resource));
-    doc.insert("authorization_servers".into(), json!(servers));
+    doc.insert("resource".into(), Value::String(resource.clone()));
+    doc.insert("authorization_servers".into(), strings(servers));
     if !scopes.is_empty() {
-        doc.insert("scopes_supported".into(), json!(scopes));
+        doc.insert("scopes_supported".into(), strings(scopes));
     }
-    doc.insert("bearer_methods_supported".into(), json!(["header"]));
+    doc.insert(
+        "bearer_methods_supported".into(),
+        strings(vec!["header".into()]),
+    );
     if let Some(algs) = dpop {
-        let names: Vec<&str> = Alg::ALL
+        let names = Alg::ALL
             .into_iter()
             .filter(|a| algs.contains(*a))
-            .map(Alg::name)
+            .map(|a| a.name().to_owned())
             .collect();
-        doc.insert("dpop_signing_alg_values_supported".into(), json!(names));
+        doc.insert("dpop_signing_alg_values_supported".into(), strings(names));
         let required = reqs.iter().all(|r| !r.challenge.bearer);
-        doc.insert("dpop_bound_access_tokens_required".into(), json!(required));
+        doc.insert(
+            "dpop_bound_access_tokens_required".into(),
+            Value::Bool(required),
+        );
     }
     doc.insert(
         "tls_client_certificate_bound_access_tokens".into(),
-        json!(mtls),
+        Value::Bool(mtls),
     );
     if let Some(name) = p.written.resource_name {
-        doc.insert("resource_name".into(), json!(name));
+        doc.insert("resource_name".into(), Value::String(name));
     }
     if let Some(url) = p.written.resource_documentation {
-        doc.insert("resource_documentation".into(), json!(url));
+        doc.insert("resource_documentation".into(), Value::String(url));
     }
     ProtectedResource {
         origin: p.origin,

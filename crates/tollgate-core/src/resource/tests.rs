@@ -339,6 +339,11 @@ fn the_origin_defaults_to_the_gateways_first_public_origin() {
 fn refusals_name_the_field() {
     let cases: [(Value, &str, &str); 10] = [
         (
+            json!([{"path": "/api", "origin": API, "scopes_supported": ["a b"]}]),
+            "protected_resources[0].scopes_supported[0]",
+            "scope",
+        ),
+        (
             json!([{"path": "/api"}]),
             "protected_resources[0].origin",
             "required without a gateway",
@@ -372,11 +377,6 @@ fn refusals_name_the_field() {
             json!([{"path": "/nothing", "origin": API}]),
             "protected_resources[0].path",
             "no route",
-        ),
-        (
-            json!([{"path": "/api", "origin": API, "scopes_supported": []}]),
-            "protected_resources[0].scopes_supported",
-            "at least one",
         ),
         (
             json!([{"path": "/api", "origin": API, "resource_documentation": "docs"}]),
