@@ -36,7 +36,7 @@ impl PublicOrigin {
             return Err("must not carry user information");
         }
         if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-            return Err("must be an origin only (scheme://host[:port]): no path, query or fragment; base_path gives the path");
+            return Err("must be an origin only (scheme://host[:port]): no path, query or fragment (the path is a setting of its own)");
         }
         let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
         let port = url.port().unwrap_or(default_port);
