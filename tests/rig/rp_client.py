@@ -1,4 +1,5 @@
-"""Run the openid-client relying party (rp/rp.mjs, npm openid-client from rp/package-lock.json).
+"""Run the relying party (rp/rp.mjs: npm openid-client, and oauth4webapi for RFC 9728 resource
+discovery, from rp/package-lock.json).
 
     run(op, **args) -> the JSON it printed (an {"error": {...}} dict when the library failed)
     start(op, **args) -> Started: .first() reads the first JSON line (device / ciba start

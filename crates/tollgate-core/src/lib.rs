@@ -42,6 +42,7 @@
 //!   certificate's thumbprint from each place a host gives it
 //! - [`gateway`]: the OAuth endpoint gateway; [`endpoint`]: its endpoints and the metadata
 //!   fields they stand for; [`origin`]: its configured public origins
+//! - [`resource`]: RFC 9728 protected-resource metadata documents (served by Tollgate)
 //! - [`identity`]: identity headers
 //! - [`authn`]: the per-request decision; [`authz`]: the AuthZEN evaluation a route's
 //!   `authorize` rule asks a policy decision point, and its answer
@@ -75,6 +76,7 @@ pub mod origin;
 pub mod outcome;
 pub mod policy;
 pub mod refresh;
+pub mod resource;
 pub mod token;
 
 /// Fixed test keys, clock and token minting for the unit tests.

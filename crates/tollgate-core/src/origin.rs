@@ -36,7 +36,7 @@ impl PublicOrigin {
             return Err("must not carry user information");
         }
         if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-            return Err("must be an origin only (scheme://host[:port]): no path, query or fragment; base_path gives the path");
+            return Err("must be an origin only (scheme://host[:port]): no path, query or fragment (the path is a setting of its own)");
         }
         let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
         let port = url.port().unwrap_or(default_port);
@@ -51,6 +51,17 @@ impl PublicOrigin {
             port,
             default_port,
         })
+    }
+
+    /// The origin's host: lower-case (IPv6 in brackets), without a trailing dot.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Whether a request for one origin would also be a request for the other (the same host
+    /// and port: the scheme is not in `Host`).
+    pub fn same_authority(&self, other: &PublicOrigin) -> bool {
+        self.host == other.host && self.port == other.port
     }
 
     /// Whether a request to `authority` (its `Host`) is a request to this origin: the same

@@ -208,6 +208,10 @@ pub struct Challenge {
     /// The scheme the request used: a token's error goes in that scheme's challenge (a
     /// DPoP-specific one always in the `DPoP` challenge).
     pub used: Scheme,
+    /// The protected resource the route is under (an index into
+    /// [`crate::config::FilterConfig::resources`]): each challenge names its metadata URL
+    /// (RFC 9728 §5.1). `None`: no `resource_metadata` parameter.
+    pub resource: Option<u16>,
 }
 
 impl Challenge {
@@ -216,6 +220,7 @@ impl Challenge {
         bearer: true,
         dpop: None,
         used: Scheme::Bearer,
+        resource: None,
     };
 
     /// The same challenges, for a request that used `scheme`.
@@ -235,10 +240,12 @@ impl Default for Challenge {
 
 /// The `WWW-Authenticate` values for `challenge`: `error` (code, description) and `params`
 /// (more auth-params, written out: `scope="..."`, RFC 9470's `acr_values="..."`) go in the
-/// challenge of `error_scheme`, or of the one scheme the route takes if that is not it.
+/// challenge of `error_scheme`, or of the one scheme the route takes if that is not it;
+/// `resource_metadata` (the URL of the route's protected-resource metadata) goes in each.
 fn challenges(
     challenge: Challenge,
     realm: &str,
+    resource_metadata: Option<&str>,
     error: Option<(&str, &str)>,
     params: Option<&str>,
     error_scheme: Scheme,
@@ -263,6 +270,7 @@ fn challenges(
                 v.push_str(params);
             }
         }
+        push_resource_metadata(&mut v, resource_metadata);
         out.push(("www-authenticate".to_owned(), v));
     }
     if let Some(algs) = dpop {
@@ -271,16 +279,33 @@ fn challenges(
             v.push_str(", ");
             v.push_str(params);
         }
+        push_resource_metadata(&mut v, resource_metadata);
         out.push(("www-authenticate".to_owned(), v));
     }
     out
 }
 
-/// Maps a denial to its HTTP answer, with the challenges of the route it was refused on.
-pub fn reply(denial: &Denial, realm: &str, challenge: Challenge) -> LocalReply {
+/// RFC 9728 §5.1's parameter, last in a challenge (the URL is configuration: no `"` or `\`).
+fn push_resource_metadata(challenge: &mut String, url: Option<&str>) {
+    if let Some(url) = url {
+        challenge.push_str(", resource_metadata=\"");
+        challenge.push_str(url);
+        challenge.push('"');
+    }
+}
+
+/// Maps a denial to its HTTP answer, with the challenges of the route it was refused on;
+/// `resource_metadata` is the URL `challenge.resource` stands for
+/// ([`crate::config::FilterConfig::resource_metadata`]).
+pub fn reply(
+    denial: &Denial,
+    realm: &str,
+    challenge: Challenge,
+    resource_metadata: Option<&str>,
+) -> LocalReply {
     let used = challenge.used;
     let www = |error: Option<(&str, &str)>, scope: Option<&str>, scheme: Scheme| {
-        challenges(challenge, realm, error, scope, scheme)
+        challenges(challenge, realm, resource_metadata, error, scope, scheme)
     };
     let mut extra: Vec<(String, String)> = Vec::new();
     let (status, error, description, www) = match denial {
@@ -591,7 +616,7 @@ mod tests {
 
     #[test]
     fn missing_token_is_a_bare_challenge() {
-        let r = reply(&Denial::MissingToken, "api", Challenge::BEARER);
+        let r = reply(&Denial::MissingToken, "api", Challenge::BEARER, None);
         assert_eq!(r.status, 401);
         assert_eq!(header(&r, "www-authenticate"), Some("Bearer realm=\"api\""));
     }
@@ -602,6 +627,7 @@ mod tests {
             &Denial::InvalidToken("the token has expired"),
             "api",
             Challenge::BEARER,
+            None,
         );
         assert_eq!(r.status, 401);
         assert_eq!(
@@ -620,6 +646,7 @@ mod tests {
             },
             "api",
             Challenge::BEARER,
+            None,
         );
         assert_eq!(r.status, 403);
         assert!(header(&r, "www-authenticate")
@@ -630,11 +657,11 @@ mod tests {
     #[test]
     fn malformed_request_is_400_and_unavailable_keys_503_with_retry_after() {
         assert_eq!(
-            reply(&Denial::InvalidRequest("x"), "r", Challenge::BEARER).status,
+            reply(&Denial::InvalidRequest("x"), "r", Challenge::BEARER, None).status,
             400
         );
         for denial in [Denial::KeysUnavailable, Denial::ClockUnavailable] {
-            let r = reply(&denial, "r", Challenge::BEARER);
+            let r = reply(&denial, "r", Challenge::BEARER, None);
             assert_eq!(r.status, 503);
             assert_eq!(header(&r, "retry-after"), Some("5"));
             assert_eq!(
@@ -666,14 +693,15 @@ mod tests {
             bearer: true,
             dpop: Some(es256_eddsa()),
             used: Scheme::Bearer,
+            resource: None,
         };
-        let r = reply(&Denial::MissingToken, "api", both);
+        let r = reply(&Denial::MissingToken, "api", both, None);
         assert_eq!(
             challenges_of(&r),
             ["Bearer realm=\"api\"", "DPoP algs=\"ES256 EdDSA\""]
         );
         let expired = Denial::InvalidToken("the token has expired");
-        let r = reply(&expired, "api", both.used(Scheme::Dpop));
+        let r = reply(&expired, "api", both.used(Scheme::Dpop), None);
         assert_eq!(
             challenges_of(&r),
             [
@@ -684,7 +712,7 @@ mod tests {
         let scope = Denial::InsufficientScope {
             scope: "admin".into(),
         };
-        let r = reply(&scope, "api", both);
+        let r = reply(&scope, "api", both, None);
         assert!(challenges_of(&r)[0].ends_with(", scope=\"admin\""));
         assert_eq!(challenges_of(&r)[1], "DPoP algs=\"ES256 EdDSA\"");
     }
@@ -695,10 +723,11 @@ mod tests {
             bearer: false,
             dpop: Some(es256_eddsa()),
             used: Scheme::Bearer,
+            resource: None,
         };
-        let r = reply(&Denial::MissingToken, "api", dpop_only);
+        let r = reply(&Denial::MissingToken, "api", dpop_only, None);
         assert_eq!(challenges_of(&r), ["DPoP algs=\"ES256 EdDSA\""]);
-        let r = reply(&Denial::UseDpopNonce("n-1".into()), "api", dpop_only);
+        let r = reply(&Denial::UseDpopNonce("n-1".into()), "api", dpop_only, None);
         assert_eq!(r.status, 401);
         assert!(challenges_of(&r)[0].contains("error=\"use_dpop_nonce\""));
         assert_eq!(header(&r, "dpop-nonce"), Some("n-1"));
@@ -709,9 +738,10 @@ mod tests {
             &Denial::Binding(BindingError::DpopOff),
             "api",
             Challenge::BEARER,
+            None,
         );
         assert!(challenges_of(&r)[0].starts_with("Bearer realm=\"api\", error=\"invalid_token\""));
-        let r = reply(&Denial::DpopUnavailable, "api", dpop_only);
+        let r = reply(&Denial::DpopUnavailable, "api", dpop_only, None);
         assert_eq!((r.status, challenges_of(&r).len()), (503, 0));
         assert_eq!(header(&r, "retry-after"), Some("5"));
     }
@@ -723,7 +753,7 @@ mod tests {
             acr_values: Some("urn:tollgate:loa:2 urn:tollgate:loa:3".into()),
             max_age: None,
         };
-        let r = reply(&acr, "api", Challenge::BEARER);
+        let r = reply(&acr, "api", Challenge::BEARER, None);
         assert_eq!(r.status, 401);
         assert_eq!(
             challenges_of(&r),
@@ -738,7 +768,7 @@ mod tests {
             max_age: Some(300),
         };
         assert_eq!(
-            challenges_of(&reply(&age, "api", Challenge::BEARER)),
+            challenges_of(&reply(&age, "api", Challenge::BEARER, None)),
             ["Bearer realm=\"api\", error=\"insufficient_user_authentication\", error_description=\"a more recent authentication of the user is required\", max_age=\"300\""]
         );
         let both = Denial::InsufficientUserAuthentication {
@@ -750,16 +780,17 @@ mod tests {
             bearer: true,
             dpop: Some(es256_eddsa()),
             used: Scheme::Bearer,
+            resource: None,
         };
         assert_eq!(
-            challenges_of(&reply(&both, "api", route)),
+            challenges_of(&reply(&both, "api", route, None)),
             [
                 "Bearer realm=\"api\", error=\"insufficient_user_authentication\", error_description=\"the token does not say when the user authenticated\", acr_values=\"urn:tollgate:loa:2\", max_age=\"5\"",
                 "DPoP algs=\"ES256 EdDSA\""
             ]
         );
         assert_eq!(
-            challenges_of(&reply(&both, "api", route.used(Scheme::Dpop))),
+            challenges_of(&reply(&both, "api", route.used(Scheme::Dpop), None)),
             [
                 "Bearer realm=\"api\"",
                 "DPoP algs=\"ES256 EdDSA\", error=\"insufficient_user_authentication\", error_description=\"the token does not say when the user authenticated\", acr_values=\"urn:tollgate:loa:2\", max_age=\"5\""
@@ -782,7 +813,7 @@ mod tests {
             ),
             (Denial::ClientMismatch, NOT_THE_CLIENT, "client_mismatch"),
         ] {
-            let r = reply(&denial, "api", Challenge::BEARER);
+            let r = reply(&denial, "api", Challenge::BEARER, None);
             assert_eq!(r.status, 403);
             assert!(challenges_of(&r).is_empty());
             let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
@@ -794,6 +825,7 @@ mod tests {
             &Denial::InvalidRequest(crate::policy::NO_CLIENT_HEADER),
             "api",
             Challenge::BEARER,
+            None,
         );
         assert_eq!(r.status, 400);
         assert_eq!(

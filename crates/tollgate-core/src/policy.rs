@@ -195,7 +195,7 @@ pub fn host_and_port(authority: &str) -> Option<(&str, Option<&str>)> {
 
 /// `host` (from [`request_host`]) against a lower-case pattern, case-insensitively; `*.suffix`
 /// matches subdomains.
-fn host_matches(pattern: &str, host: &str) -> bool {
+pub(crate) fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(suffix) => {
             host.len() > suffix.len() + 1 && {

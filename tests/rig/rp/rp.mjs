@@ -1,6 +1,8 @@
 /**
  * Tollgate test rig: a relying party built on npm openid-client 6.9.1 (panva; stateless,
- * functional API). Each subcommand performs one library operation and prints one JSON line.
+ * functional API) and, for RFC 9728 resource discovery, on oauth4webapi 3.8.9 (the same
+ * author's lower-level library that openid-client is built on). Each subcommand performs one
+ * library operation (or one client flow) and prints one JSON line.
  *
  *   node rp.mjs <op> '<json args>'
  *
@@ -54,11 +56,27 @@
  *                                     first, from a captured answer carrying it, as from a server.
  *                                     With `requests: [{url, method, access_token}, ...]`, one
  *                                     proof each, by one handle -> {proofs: [...]}
+ *   resource_discovery {url, issuer, algorithm, scope?, token_params?}
+ *                                  -> a client that knows only the resource's URL, with oauth4webapi
+ *                                     alone: a call with a token the resource does not know (401:
+ *                                     the WWW-Authenticate challenges as the library parsed them),
+ *                                     the resource's metadata (resourceDiscoveryRequest at the
+ *                                     RFC 9728 §3.1 well-known URL of `url`, and
+ *                                     processResourceDiscoveryResponse, which requires `resource`
+ *                                     to equal `url`, §3.3), `issuer` (which must be among its
+ *                                     authorization_servers) discovered by discoveryRequest
+ *                                     (`algorithm` "oidc" or "oauth2") and processDiscoveryResponse
+ *                                     (its `issuer` must be that identifier), a client_credentials
+ *                                     grant at its token_endpoint (token_params: extra form
+ *                                     parameters, e.g. resource), then the call again with that
+ *                                     token -> {challenge_status, challenges, metadata_url, metadata,
+ *                                     as_issuer, token_endpoint, status, body}
  * Failure: {"error": {name, code, message, status, error, error_description, challenges?}} and
  * exit code 1 (challenges: a WWW-Authenticate answer as the library parsed it, [{scheme,
  * parameters}]).
  */
 import * as client from 'openid-client';
+import * as oauth from 'oauth4webapi';
 
 const [op, rawArgs] = process.argv.slice(2);
 const args = JSON.parse(rawArgs ?? '{}');
@@ -218,6 +236,42 @@ const ops = {
     const proofs = [];
     for (const r of requests) proofs.push({ ...await one(r), thumbprint: await DPoP.calculateThumbprint() });
     return args.requests ? { proofs } : proofs[0];
+  },
+  async resource_discovery() {
+    const insecure = { [oauth.allowInsecureRequests]: true };
+    const url = new URL(args.url);
+    let challenged;
+    try {
+      await oauth.protectedResourceRequest('not-a-token-the-resource-knows', 'GET', url, undefined, undefined, insecure);
+    } catch (err) {
+      if (!(err instanceof oauth.WWWAuthenticateChallengeError)) throw err;
+      challenged = err;
+    }
+    if (!challenged) throw new Error('the resource answered a call without a valid token');
+    const found = await oauth.resourceDiscoveryRequest(url, insecure);
+    const metadata = await oauth.processResourceDiscoveryResponse(url, found);
+    if (!metadata.authorization_servers?.includes(args.issuer)) {
+      throw new Error(`${args.issuer} is not among the resource's authorization_servers`);
+    }
+    const issuer = new URL(args.issuer);
+    const as = await oauth.processDiscoveryResponse(
+      issuer, await oauth.discoveryRequest(issuer, { algorithm: args.algorithm, ...insecure }));
+    const rp = { client_id: args.client_id };
+    const params = new URLSearchParams(args.token_params ?? {});
+    if (args.scope) params.set('scope', args.scope);
+    const token = await oauth.processClientCredentialsResponse(as, rp,
+      await oauth.clientCredentialsGrantRequest(as, rp, oauth.ClientSecretBasic(args.client_secret), params, insecure));
+    const res = await oauth.protectedResourceRequest(token.access_token, 'GET', url, undefined, undefined, insecure);
+    return {
+      challenge_status: challenged.status,
+      challenges: challenged.cause,
+      metadata_url: found.url,
+      metadata,
+      as_issuer: as.issuer,
+      token_endpoint: as.token_endpoint,
+      status: res.status,
+      body: await res.text(),
+    };
   },
   async ciba() {
     const cfg = await config();

@@ -8,6 +8,7 @@ mod access;
 mod authorize;
 mod gateway;
 mod raw;
+mod resource;
 mod sender;
 
 use std::collections::HashSet;
@@ -81,6 +82,8 @@ pub struct FilterConfig {
     pub rules: Vec<crate::authz::Rule>,
     /// Slots of the shared policy-decision cache; 0 = off.
     pub decision_slots: u32,
+    /// RFC 9728 protected resources ([`crate::resource`]); routes' challenges point in here.
+    pub resources: Vec<crate::resource::ProtectedResource>,
 }
 
 /// One trusted authorization server.
@@ -259,6 +262,13 @@ impl FilterConfig {
         compile(raw, fingerprint)
     }
 
+    /// The metadata URL a refusal with `challenge` names (RFC 9728 §5.1), if its route is
+    /// under a protected resource.
+    pub fn resource_metadata(&self, challenge: crate::outcome::Challenge) -> Option<&str> {
+        let r = self.resources.get(usize::from(challenge.resource?))?;
+        Some(&r.metadata_url)
+    }
+
     pub fn issuer_by_iss(&self, iss: &str) -> Option<usize> {
         self.issuers.iter().position(|i| i.issuer == iss)
     }
@@ -270,7 +280,7 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
     let issuers = compile_issuers(raw.issuers)?;
     let pdps = authorize::compile_pdps(&raw.pdps)?;
     let mut rules = Vec::new();
-    let mut routes = Vec::with_capacity(raw.routes.len());
+    let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
     for (i, rr) in raw.routes.into_iter().enumerate() {
         let at = format!("routes[{i}]");
         let matcher = compile_match(&format!("{at}.match"), rr.matcher)?;
@@ -286,7 +296,7 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
             policy,
         });
     }
-    let default_policy = match raw.default_route {
+    let mut default_policy = match raw.default_route {
         Some(p) => {
             let ctx = Compiling {
                 issuers: &issuers,
@@ -349,6 +359,13 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         .chain(consumed)
         .collect::<Vec<_>>();
     access::check_client_headers(&routes, default_policy.as_ref(), &owned)?;
+    let resources = resource::compile_resources(
+        raw.protected_resources,
+        gateway.as_ref(),
+        &issuers,
+        &mut routes,
+        default_policy.as_mut(),
+    )?;
     if raw.realm.is_empty() || !raw.realm.chars().all(is_quoted_string_safe) {
         return err(
             "realm",
@@ -369,6 +386,7 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         pdps,
         rules,
         decision_slots: raw.cache.decision_entries,
+        resources,
     })
 }
 

@@ -41,6 +41,28 @@ pub struct RawConfig {
     /// tens of KB of .wasm.
     #[serde(default)]
     pub pdps: Value,
+    /// RFC 9728 protected resources: each one's metadata document, and the `resource_metadata`
+    /// its routes' challenges name.
+    #[serde(default)]
+    pub protected_resources: Vec<RawProtectedResource>,
+}
+
+/// One protected resource (RFC 9728), as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProtectedResource {
+    /// Path prefix of the resource (`/` for a whole origin).
+    pub path: String,
+    /// The public origin clients reach it at; absent: the gateway's first public origin.
+    #[serde(default)]
+    pub origin: Option<String>,
+    #[serde(default)]
+    pub resource_name: Option<String>,
+    #[serde(default)]
+    pub resource_documentation: Option<String>,
+    /// Absent or empty: the scopes the resource's routes require.
+    #[serde(default)]
+    pub scopes_supported: Vec<String>,
 }
 
 /// `auto`: from the background (the tick) where the host has one and shared data, else per

@@ -102,6 +102,7 @@ pub(super) fn challenge(
         bearer: bearer || algs.is_none(),
         dpop: algs,
         used: Scheme::Bearer,
+        resource: None,
     }
 }
 

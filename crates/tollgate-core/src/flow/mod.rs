@@ -396,6 +396,19 @@ impl<H: Host + Clone> Worker<H> {
     /// through also starts the refresh jobs due ([`Worker::continuing`]).
     pub fn on_request(&mut self, context_id: u32, facts: OwnedFacts, now: u64) -> Flow {
         let mut turn = Turn::of(context_id);
+        // A protected resource's metadata (RFC 9728) is Tollgate's own answer: it never reaches
+        // the upstream.
+        let resources = &self.cfg.resources;
+        let (method, path, authority) = (&facts.method, &facts.path, &facts.authority);
+        if let Some(reply) = crate::resource::answer(resources, method, path, authority) {
+            if !self
+                .host
+                .send_response(reply.status, &reply.headers, &reply.body)
+            {
+                log::warn!("tollgate: the host refused the local reply");
+            }
+            return Flow::Pause;
+        }
         let may_wait = self.mode.new_request_may_wait();
         let first = self.start(&mut turn, context_id, facts, now, may_wait);
         let flow = if self.mode.resumes_in_own_context() {
@@ -691,7 +704,12 @@ impl<H: Host + Clone> Worker<H> {
         if *denial == Denial::ClockUnavailable && !CLOCK_LOGGED.swap(true, Ordering::Relaxed) {
             log::error!("tollgate: neither the host nor WASI tells the time: every request that needs a token is refused (503)");
         }
-        let reply = outcome::reply(denial, &self.cfg.realm, challenge);
+        let reply = outcome::reply(
+            denial,
+            &self.cfg.realm,
+            challenge,
+            self.cfg.resource_metadata(challenge),
+        );
         if !self
             .host
             .send_response(reply.status, &reply.headers, &reply.body)

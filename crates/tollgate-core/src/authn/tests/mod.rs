@@ -587,5 +587,6 @@ pub(super) fn route_challenge() -> Challenge {
         bearer: true,
         dpop: Some(algs),
         used: Scheme::Bearer,
+        resource: None,
     }
 }

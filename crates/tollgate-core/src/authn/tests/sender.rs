@@ -259,7 +259,7 @@ fn every_proof_check_refuses_with_invalid_dpop_proof_in_the_dpop_challenge() {
         let (denied, challenge) = denial(&d);
         assert_eq!(denied, &Denial::InvalidDpopProof(why));
         assert_eq!(challenge.used, Scheme::Dpop, "{why}");
-        let reply = crate::outcome::reply(denied, "api", challenge);
+        let reply = crate::outcome::reply(denied, "api", challenge, None);
         let dpop_challenge = &reply.headers[2].1;
         assert!(
             dpop_challenge.starts_with("DPoP algs=\"ES256 EdDSA\", error=\"invalid_dpop_proof\""),
@@ -282,7 +282,7 @@ fn a_proof_by_another_key_a_downgrade_and_an_unbound_dpop_token_are_refused() {
     let (denied, challenge) = denial(&d);
     assert_eq!(denied, &Denial::Binding(BindingError::Downgrade));
     assert_eq!(challenge.used, Scheme::Bearer);
-    let reply = crate::outcome::reply(denied, "api", challenge);
+    let reply = crate::outcome::reply(denied, "api", challenge, None);
     assert_eq!(reply.headers[1].1, "Bearer realm=\"api\"");
     assert!(reply.headers[2].1.contains("error=\"invalid_token\""));
 
@@ -300,7 +300,7 @@ fn a_dpop_required_route_takes_only_dpop_bound_tokens_and_challenges_with_dpop_o
     let (denied, challenge) = denial(&d);
     assert_eq!(denied, &Denial::Binding(BindingError::DpopRequired));
     assert!(!challenge.bearer);
-    let reply = crate::outcome::reply(denied, "api", challenge);
+    let reply = crate::outcome::reply(denied, "api", challenge, None);
     let www: Vec<&str> = reply
         .headers
         .iter()
@@ -371,7 +371,7 @@ fn certificate_bound_tokens_need_their_certificate() {
         let d = env.offer(&offer);
         let (denied, challenge) = denial(&d);
         assert_eq!(denied, &Denial::Binding(why));
-        let reply = crate::outcome::reply(denied, "api", challenge);
+        let reply = crate::outcome::reply(denied, "api", challenge, None);
         assert!(
             reply.headers[1]
                 .1
@@ -451,7 +451,7 @@ fn a_required_server_nonce_is_asked_for_then_accepted() {
     };
     let now_s = NOW_MS / 1000;
     assert!(nonce::accepts(SECRET, &fresh, now_s, nonce::ROTATION_S));
-    let reply = crate::outcome::reply(denial(&d).0, "api", denial(&d).1);
+    let reply = crate::outcome::reply(denial(&d).0, "api", denial(&d).1, None);
     assert!(reply
         .headers
         .contains(&("dpop-nonce".to_owned(), fresh.clone())));
