@@ -124,6 +124,8 @@ Authorization beyond scopes (issue 16):
 token has no acr: 401 with the step-up challenge (log in through {AS1_ISSUER}/auth with
 acr_values=urn:tollgate:loa:2, picking loa:2 on the login page, to pass):
   curl -si -H "Authorization: Bearer $TOKEN1" http://127.0.0.1:{API}/api/stepup/x | grep -i www-authenticate
+The API's protected-resource metadata (RFC 9728; every 401 names it in resource_metadata):
+  curl -s http://127.0.0.1:{API}/.well-known/oauth-protected-resource/api | jq
 /api/partners is for subscribed clients only (demo-client, dot-opaque), which must also name
 themselves in X-IBM-Client-Id:
   curl -s -H "Authorization: Bearer $TOKEN1" -H "X-IBM-Client-Id: demo-client" http://127.0.0.1:{API}/api/partners/x  # 200
@@ -307,7 +309,22 @@ def check() -> bool:
          lambda: get(f"{api}/api/partners/x", t1, headers={"X-IBM-Client-Id": "dot-opaque"}), 403, None),
         ("client not subscribed", "/api/partners/x",
          lambda: get(f"{api}/api/partners/x", t2, headers={"X-IBM-Client-Id": "dot-client"}), 403, None),
+        ("protected-resource metadata (RFC 9728)", "/.well-known/oauth-protected-resource/api",
+         lambda: prm_ok(get(f"{api}/.well-known/oauth-protected-resource/api", None)), 200, None),
+        ("401 names the metadata", "/api/orders",
+         lambda: names_metadata(get(f"{api}/api/orders", None)), 401, None),
     ]
+    def prm_ok(r):  # the document names the resource and both servers
+        doc = r.json()
+        assert doc["resource"] == f"{api}/api", doc
+        assert doc["authorization_servers"] == [AS1_ISSUER, AS2_ISSUER], doc
+        return r
+
+    def names_metadata(r):
+        challenge = r.headers.get("www-authenticate", "")
+        assert f'resource_metadata="{api}/.well-known/oauth-protected-resource/api"' in challenge, challenge
+        return r
+
     ok = True
     for name, path, call, want, want_cnf in cases:
         r = call()

@@ -51,8 +51,10 @@ def embedded_plugin_config(yaml_text: str) -> dict:
 
 
 def test_example_plugin_config_is_the_tested_one():
-    """The demo runs exactly the configuration the end-to-end tests exercise."""
-    assert embedded_plugin_config(EXAMPLE.read_text()) == rig_stack.plugin_config(9100, 9200, 10000)
+    """The demo runs exactly the configuration the end-to-end tests exercise: the standard
+    stack's, plus the authorization routes its own check calls (stack.with_authorization)."""
+    tested = rig_stack.with_authorization(rig_stack.plugin_config(9100, 9200, 10000), 9400, 10000)
+    assert embedded_plugin_config(EXAMPLE.read_text()) == tested
 
 
 def test_example_passes_envoy_validate(wasm, tmp_path):
@@ -101,9 +103,9 @@ def test_demo_runs(wasm):
     r = subprocess.run([str(ROOT / "envoy-example" / "run"), "--check"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    # 9 bearer calls, 6 on the DPoP route, 5 on the mTLS route, and 11 on the AuthZEN, step-up
-    # and subscription routes (envoy-example/demo.py check())
-    assert r.stdout.count(" ok ") == 31 and "BAD" not in r.stdout, r.stdout
+    # 9 bearer calls, 6 on the DPoP route, 5 on the mTLS route, 11 on the AuthZEN, step-up and
+    # subscription routes, 2 for the protected-resource metadata (envoy-example/demo.py check())
+    assert r.stdout.count(" ok ") == 33 and "BAD" not in r.stdout, r.stdout
     for name in ("DPoP token with its proof", "opaque DPoP token with its proof",
                  "mTLS token with its certificate", "opaque mTLS token with its certificate"):
         assert f"ok  {name}: " in r.stdout, r.stdout
@@ -160,7 +162,10 @@ def test_readme_dpop_and_mtls_commands(wasm, tmp_path):
     # challenge, subscribed client with its header 200, without it 400.
     assert authz.returncode == 0, authz.stdout + authz.stderr
     lines = authz.stdout.splitlines()
-    assert lines[0] == "200" and lines[2] == "200" and lines[4:] == ["200", "400"], authz.stdout
+    assert lines[0] == "200" and lines[2] == "200" and lines[5:] == ["200", "400"], authz.stdout
+    assert json.loads(lines[4]) == ["http://127.0.0.1:10000/api",
+                                    ["http://127.0.0.1:9100", "http://127.0.0.1:9200/o"]], lines[4]
+    assert 'resource_metadata="http://127.0.0.1:10000/.well-known/oauth-protected-resource/api"' in lines[3]
     assert json.loads(lines[1]) == {"error": "insufficient_permissions",
                                     "error_description": "the policy decision point denied this request"}
     assert lines[3].lower().startswith("www-authenticate: bearer realm=\"tollgate\", "

@@ -43,6 +43,40 @@ def build_wasm() -> Path:
     return WASM
 
 
+def with_authorization(cfg: dict, pdp_port: int, listener_port: int) -> dict:
+    """The demo's authorization beyond scopes (issue 16) added to `cfg`: a Cerbos PDP (AuthZEN)
+    on pdp_port through cluster `cerbos`; before the `admin` route, `/api/docs/{owner}/{id}`
+    asking it (owner or admin role), `/api/stepup` (RFC 9470: login at loa:2 within 300 s) and
+    `/api/partners` (subscribed clients naming themselves in X-IBM-Client-Id); and the API's
+    RFC 9728 protected-resource metadata. envoy-example/envoy.yaml is this; the demo's check
+    (tests/e2e/test_deploy.py) calls every part of it, and tests/e2e/test_authorize.py,
+    test_step_up.py, test_key_manager.py and test_resource_metadata.py test each feature."""
+    cfg = json.loads(json.dumps(cfg))
+    cfg["pdps"] = {"cerbos": {"url": f"http://127.0.0.1:{pdp_port}/access/v1/evaluation",
+                              "upstream": "cerbos", "timeout_ms": 1000}}
+    routes = [
+        {"name": "docs", "match": {"prefix": "/api/docs/"}, "require": {"authorize": {
+            "pdp": "cerbos",
+            "subject": {"type": "user", "id_claim": "client_id", "properties": {"roles": "roles"}},
+            "resource": {"type": "document", "path": "/api/docs/{owner}/{id}", "id": "{id}",
+                         "properties": {"owner": "{owner}"}},
+            "actions": {"GET": "read", "PUT": "write", "DELETE": "delete"},
+            "context": ["issuer", "scopes"],
+            "ttl_s": 30, "negative_ttl_s": 5}}},
+        {"name": "step-up", "match": {"prefix": "/api/stepup"},
+         "require": {"issuers": ["as1"], "acr_values": ["urn:tollgate:loa:2"], "max_age_s": 300}},
+        {"name": "partners", "match": {"prefix": "/api/partners"},
+         "require": {"clients": ["demo-client", "dot-opaque"], "client_id_header": "x-ibm-client-id"}},
+    ]
+    at = next(i for i, r in enumerate(cfg["routes"]) if r.get("name") == "admin")
+    cfg["routes"][at:at] = routes
+    cfg["protected_resources"] = [{
+        "path": "/api", "resource_name": "Tollgate demo API",
+        "resource_documentation": "https://github.com/tollgate/tollgate#try-it-one-command",
+    }]
+    return cfg
+
+
 def plugin_config(as1_port: int, as2_port: int, listener_port: int, tagging: bool = False,
                   tls_port: int | None = None, **issuer_overrides) -> dict:
     """The demo/test plugin configuration. listener_port: Envoy's, whose origin is the gateway's
