@@ -14,6 +14,7 @@ Routes (before the standard stack's):
   it in JWTs and in introspection answers; opaque tokens of a client-credentials grant have no
   `sub` at DOT).
 - `/api/ldocs/{owner}/{id}`: as `/api/docs`, decisions kept 60 s.
+- `/api/hdocs`: the resource id from the `x-doc-id` header (no owner: only the admin role).
 
 The upstream's own log is the witness: a request refused here never reaches it.
 """
@@ -102,6 +103,10 @@ class AuthzStack(rig_stack.Stack):
              "require": {"authorize": authorize_rule("sub", "/api/docs/{owner}/{id}")}},
             {"name": "cdocs", "match": {"prefix": "/api/cdocs/"},
              "require": {"authorize": authorize_rule("client_id", "/api/cdocs/{owner}/{id}")}},
+            # The resource id from a request header (present exactly once).
+            {"name": "hdocs", "match": {"prefix": "/api/hdocs"}, "require": {"authorize": {
+                "pdp": "cerbos", "subject": {"properties": {"roles": "roles"}},
+                "resource": {"type": "document", "id_header": "x-doc-id"}}}},
             # Decisions kept a minute: a burst on a loaded machine may take longer than TTL_S.
             {"name": "ldocs", "match": {"prefix": "/api/ldocs/"},
              "require": {"authorize": authorize_rule("sub", "/api/ldocs/{owner}/{id}", ttl_s=60)}},
@@ -369,3 +374,27 @@ def test_counters_per_route_and_decision(az):
     hist = requests.get(f"http://127.0.0.1:{az.envoy.admin_port}/stats?filter=tollgate.pdp.cerbos.latency_ms",
                         timeout=5).text
     assert "tollgate.pdp.cerbos.latency_ms" in hist, hist
+
+
+def test_a_resource_id_from_a_header_must_be_sent_exactly_once(az):
+    """`resource.id_header`: one `x-doc-id` is the document the PDP is asked about (admin-client
+    may, demo-client may not: no owner is known); none, or two (over HTTP/1.1 as two lines), is
+    refused with 403 before any PDP call."""
+    admin = az.as1_token(client=("admin-client", "admin-secret"))
+    plain = az.as1_token()
+    d = doc()
+    az.pdp_control("POST", "/__rig/reset-stats")
+    r = requests.get(f"{az.url}/api/hdocs", headers={**bearer(admin), "x-doc-id": d}, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    assert_forbidden(requests.get(f"{az.url}/api/hdocs", headers={**bearer(plain), "x-doc-id": d}, timeout=TIMEOUT))
+    (first, second) = az.pdp_control("GET", "/__rig/requests")
+    assert json.loads(first["body"])["resource"] == {"type": "document", "id": d}
+    seen = Witness(az)
+    for headers in ([], [("x-doc-id", d), ("x-doc-id", d + "x")]):
+        reply = wire.send(az.listener_port, wire.request(
+            "get", "GET", "/api/hdocs", [("Authorization", f"Bearer {admin}"), *headers],
+            host=f"127.0.0.1:{az.listener_port}"))
+        assert reply.status == 403, reply
+        assert reply.json()["error_description"] == "the request names no resource the policy covers"
+    assert seen.saw() == []
+    assert az.evaluations() == 2, "refused before any PDP call"
