@@ -30,6 +30,8 @@
  *                               request without one is refused (invalid_grant)
  *   as1-device / as1-device-secret  client_secret_basic; RFC 8628 device_code + refresh_token
  *   as1-ciba / as1-ciba-secret  client_secret_basic; OpenID CIBA, poll mode
+ *   tollgate-exchanger / tollgate-exchanger-secret  client_secret_basic; RFC 8693 token exchange
+ *                               and client_credentials; scope "read write admin"
  * (demo-client also has post_logout_redirect_uri http://127.0.0.1/logged-out.)
  * Dynamically registered clients (POST /reg) get ids `--client-id-prefix` (default "as1-") +
  * nanoid; RFC 7592 GET/PUT/DELETE at /reg/<client_id>. PAR at /request, device flow at
@@ -51,14 +53,43 @@
  *   https://api.test/eddsa  EdDSA, aud https://api.test
  *   https://api.test/short  RS256, aud https://api.test, expires after 2 s
  *   https://other.test/jwt  RS256, aud https://other.test
+ *   https://next.test/api   ES256, aud https://next.test (the "next" API of a token exchange)
+ *   https://next.test/short ES256, aud https://next.test, expires after 2 s
+ *   https://next.test/opaque  opaque tokens (introspectable, with aud https://next.test)
  * Without `resource=` the access token is opaque: 43 characters of [A-Za-z0-9_-] (nanoid, 256
  * bits); it introspects at /token/introspection (JWT access tokens do not).
+ *
+ * Token exchange (RFC 8693 §2; oidc-provider has none, so registerGrantType adds it): POST /token
+ * grant_type=urn:ietf:params:oauth:grant-type:token-exchange, by a client allowed that grant
+ * (tollgate-exchanger; any other authenticated client gets unauthorized_client), with
+ *   subject_token + subject_token_type=urn:ietf:params:oauth:token-type:access_token  required:
+ *       an access token this AS issued and still honours (a JWT verified against its current
+ *       keys with typ at+jwt, iss and exp; an opaque one found in its store, unexpired, not
+ *       revoked); sender-constrained subject tokens are taken as they are (no proof asked)
+ *   actor_token + actor_token_type (access_token)  optional, the same kind of token
+ *   resource and/or audience  required, one target: a resource indicator above, or an audience
+ *       naming one (the indicator, or an aud: the first indicator with it)
+ *   scope  optional; each must be the subject token's and the target's (default: the subject's
+ *       scopes the target grants)
+ *   requested_token_type  optional, access_token only
+ * answers {access_token, issued_token_type (access_token), token_type "Bearer", expires_in,
+ * scope}: an AccessToken for the target (JWT or opaque as the target says; it lives 3600 s, or
+ * the target's TTL, but not past the subject token) with the subject's sub (and acr,
+ * auth_time), client_id the requesting client, and act {"sub": actor} (§4.1) where the actor
+ * is the actor token's sub, else the requesting client; a subject token's own act nests inside.
+ * Errors (400 unless said): invalid_request (missing or unsupported parameters, no target, and,
+ * as §2.2.2 requires, a subject or actor token the AS does not honour), invalid_target (unknown
+ * or several targets), invalid_scope (not a down-scoping), unauthorized_client, and 401
+ * invalid_client for failed client authentication.
  *
  * Rig control (test use only, loopback only):
  *   POST /__rig/rotate[?kty=RSA|EC|OKP]  new key of that type (default RSA) becomes the signing
  *                                       key; old keys stay published
  *   POST /__rig/drop-old                keep only the newest key of each type
- *   GET  /__rig/stats                   {"requests": {path: count}, "keys": [{kid, kty, alg}]}
+ *   GET  /__rig/stats                   {"requests": {path: count}, "exchanges": {"requests": N,
+ *                                       "issued": M}, "keys": [{kid, kty, alg}]}: exchanges
+ *                                       counts token exchange requests at /token, and the
+ *                                       tokens they issued
  *   POST /__rig/reset-stats             zero the counters
  *   POST /__rig/ciba?auth_req_id=ID&action=approve|deny  the CIBA user's decision on a pending
  *                                       backchannel authentication request
