@@ -4,6 +4,8 @@
     oidc_id_token(issuer_base, client_id, secret, redirect_uri)   # oidc-provider code + PKCE
     dot_code_token(issuer, client_id, secret, redirect_uri, user)  # DOT code + PKCE
     introspect(url, token, client_id, secret, auth="basic") -> RFC 7662 response (dict)
+    token_exchange(token_url, client_id, secret, subject_token, audience=..., resource=...,
+                   scope=..., actor_token=...)  # RFC 8693 at oidc-provider -> token response
     revoke(url, token, client_id, secret, auth="basic") -> HTTP status (RFC 7009)
     basic_auth(client_id, secret) -> "Basic ..." with RFC 6749 2.3.1 encoding
     decode_unverified(jwt) -> (header, payload)
@@ -82,6 +84,54 @@ def client_credentials(
     if resource is not None:
         data["resource"] = resource
     headers = {**_client_auth(data, client_id, secret, auth), **(extra_headers or {})}
+    r = requests.post(token_url, data=data, headers=headers, timeout=TIMEOUT)
+    return _token_response(r, check)
+
+
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+_UNSET = object()
+
+
+def token_exchange(
+    token_url: str,
+    client_id: str,
+    secret: str,
+    subject_token: str | None,
+    *,
+    subject_token_type: str | None = ACCESS_TOKEN_TYPE,
+    audience: str | list[str] | None = None,
+    resource: str | list[str] | None = None,
+    scope: str | None = None,
+    actor_token: str | None = None,
+    actor_token_type=_UNSET,
+    requested_token_type: str | None = None,
+    auth: str = "basic",
+    check: bool = True,
+) -> dict:
+    """RFC 8693 §2.1: exchange `subject_token` at the token endpoint, authenticated as client_id
+    (oidc-provider's `tollgate-exchanger`). audience= and resource= may be lists (sent repeated).
+    actor_token_type defaults to the access-token type when actor_token is given. None leaves
+    a parameter out (subject_token=None, subject_token_type=None for negative tests). Returns
+    the §2.2.1 response (access_token, issued_token_type, token_type, expires_in, scope); with
+    check=False an error answer comes back as its JSON body plus "_status"."""
+    data: list[tuple[str, str]] = [("grant_type", TOKEN_EXCHANGE)]
+    if subject_token is not None:
+        data.append(("subject_token", subject_token))
+    if subject_token_type is not None:
+        data.append(("subject_token_type", subject_token_type))
+    if actor_token_type is _UNSET:
+        actor_token_type = ACCESS_TOKEN_TYPE if actor_token is not None else None
+    for name, value in (("audience", audience), ("resource", resource)):
+        for v in [value] if isinstance(value, str) else (value or []):
+            data.append((name, v))
+    for name, value in (("scope", scope), ("actor_token", actor_token), ("actor_token_type", actor_token_type),
+                        ("requested_token_type", requested_token_type)):
+        if value is not None:
+            data.append((name, value))
+    extra: dict = {}
+    headers = _client_auth(extra, client_id, secret, auth)
+    data.extend(extra.items())
     r = requests.post(token_url, data=data, headers=headers, timeout=TIMEOUT)
     return _token_response(r, check)
 

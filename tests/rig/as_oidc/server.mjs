@@ -30,6 +30,8 @@
  *                               request without one is refused (invalid_grant)
  *   as1-device / as1-device-secret  client_secret_basic; RFC 8628 device_code + refresh_token
  *   as1-ciba / as1-ciba-secret  client_secret_basic; OpenID CIBA, poll mode
+ *   tollgate-exchanger / tollgate-exchanger-secret  client_secret_basic; RFC 8693 token exchange
+ *                               and client_credentials; scope "read write admin"
  * (demo-client also has post_logout_redirect_uri http://127.0.0.1/logged-out.)
  * Dynamically registered clients (POST /reg) get ids `--client-id-prefix` (default "as1-") +
  * nanoid; RFC 7592 GET/PUT/DELETE at /reg/<client_id>. PAR at /request, device flow at
@@ -51,14 +53,43 @@
  *   https://api.test/eddsa  EdDSA, aud https://api.test
  *   https://api.test/short  RS256, aud https://api.test, expires after 2 s
  *   https://other.test/jwt  RS256, aud https://other.test
+ *   https://next.test/api   ES256, aud https://next.test (the "next" API of a token exchange)
+ *   https://next.test/short ES256, aud https://next.test, expires after 2 s
+ *   https://next.test/opaque  opaque tokens (introspectable, with aud https://next.test)
  * Without `resource=` the access token is opaque: 43 characters of [A-Za-z0-9_-] (nanoid, 256
  * bits); it introspects at /token/introspection (JWT access tokens do not).
+ *
+ * Token exchange (RFC 8693 §2; oidc-provider has none, so registerGrantType adds it): POST /token
+ * grant_type=urn:ietf:params:oauth:grant-type:token-exchange, by a client allowed that grant
+ * (tollgate-exchanger; any other authenticated client gets unauthorized_client), with
+ *   subject_token + subject_token_type=urn:ietf:params:oauth:token-type:access_token  required:
+ *       an access token this AS issued and still honours (a JWT verified against its current
+ *       keys with typ at+jwt, iss and exp; an opaque one found in its store, unexpired, not
+ *       revoked); sender-constrained subject tokens are taken as they are (no proof asked)
+ *   actor_token + actor_token_type (access_token)  optional, the same kind of token
+ *   resource and/or audience  required, one target: a resource indicator above, or an audience
+ *       naming one (the indicator, or an aud: the first indicator with it)
+ *   scope  optional; each must be the subject token's and the target's (default: the subject's
+ *       scopes the target grants)
+ *   requested_token_type  optional, access_token only
+ * answers {access_token, issued_token_type (access_token), token_type "Bearer", expires_in,
+ * scope}: an AccessToken for the target (JWT or opaque as the target says; it lives 3600 s, or
+ * the target's TTL, but not past the subject token) with the subject's sub (and acr,
+ * auth_time), client_id the requesting client, and act {"sub": actor} (§4.1) where the actor
+ * is the actor token's sub, else the requesting client; a subject token's own act nests inside.
+ * Errors (400 unless said): invalid_request (missing or unsupported parameters, no target, and,
+ * as §2.2.2 requires, a subject or actor token the AS does not honour), invalid_target (unknown
+ * or several targets), invalid_scope (not a down-scoping), unauthorized_client, and 401
+ * invalid_client for failed client authentication.
  *
  * Rig control (test use only, loopback only):
  *   POST /__rig/rotate[?kty=RSA|EC|OKP]  new key of that type (default RSA) becomes the signing
  *                                       key; old keys stay published
  *   POST /__rig/drop-old                keep only the newest key of each type
- *   GET  /__rig/stats                   {"requests": {path: count}, "keys": [{kid, kty, alg}]}
+ *   GET  /__rig/stats                   {"requests": {path: count}, "exchanges": {"requests": N,
+ *                                       "issued": M}, "keys": [{kid, kty, alg}]}: exchanges
+ *                                       counts token exchange requests at /token, and the
+ *                                       tokens they issued
  *   POST /__rig/reset-stats             zero the counters
  *   POST /__rig/ciba?auth_req_id=ID&action=approve|deny  the CIBA user's decision on a pending
  *                                       backchannel authentication request
@@ -74,6 +105,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
+import * as jose from 'jose'; // oidc-provider's own JOSE library (its dependency, pinned by the lockfile)
 import Provider, { errors } from 'oidc-provider';
 import MemoryAdapter from 'oidc-provider/lib/adapters/memory_adapter.js';
 import nanoid from 'oidc-provider/lib/helpers/nanoid.js';
@@ -159,6 +191,8 @@ const adapter = (model) => new MemoryAdapter(model, store);
 // ---------------------------------------------------------------- provider
 
 const API = 'https://api.test';
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 const RESOURCE_SERVERS = {
   'https://api.test/jwt': { audience: API, alg: 'RS256' },
   'https://api.test/ps256': { audience: API, alg: 'PS256' },
@@ -166,7 +200,25 @@ const RESOURCE_SERVERS = {
   'https://api.test/eddsa': { audience: API, alg: 'EdDSA' },
   'https://api.test/short': { audience: API, alg: 'RS256', accessTokenTTL: 2 },
   'https://other.test/jwt': { audience: 'https://other.test', alg: 'RS256' },
+  // the "next" API of a token exchange chain (RFC 8693); next.test/opaque gets opaque tokens
+  // that introspect (with `aud`), next.test/short JWTs that expire after 2 s
+  'https://next.test/api': { audience: 'https://next.test', alg: 'ES256' },
+  'https://next.test/short': { audience: 'https://next.test', alg: 'ES256', accessTokenTTL: 2 },
+  'https://next.test/opaque': { audience: 'https://next.test', format: 'opaque' },
 };
+
+/** features.resourceIndicators.getResourceServerInfo, also what a token exchange's target gets. */
+function resourceServerInfo(indicator) {
+  const rs = RESOURCE_SERVERS[indicator];
+  if (!rs) throw new errors.InvalidTarget();
+  return {
+    scope: 'read write admin',
+    audience: rs.audience,
+    accessTokenFormat: rs.format ?? 'jwt',
+    ...(rs.accessTokenTTL ? { accessTokenTTL: rs.accessTokenTTL } : {}),
+    ...(rs.alg ? { jwt: { sign: { alg: rs.alg } } } : {}),
+  };
+}
 
 const CLIENTS = [
   {
@@ -276,6 +328,17 @@ const CLIENTS = [
     token_endpoint_auth_method: 'client_secret_basic',
     backchannel_token_delivery_mode: 'poll',
   },
+  {
+    // RFC 8693 token exchange (a gateway exchanging its callers' tokens), and client_credentials
+    // for an actor token of its own
+    client_id: 'tollgate-exchanger',
+    client_secret: 'tollgate-exchanger-secret',
+    grant_types: [TOKEN_EXCHANGE, 'client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'read write admin',
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
 ];
 const SHORT_OPAQUE_TTL = { 'short-opaque-client': 2 }; // seconds, opaque client_credentials tokens
 
@@ -291,6 +354,7 @@ const ACR_VALUES = ['urn:tollgate:loa:1', 'urn:tollgate:loa:2'];
  * client_credentials token involves no user and gets neither.
  */
 async function userAuthenticationClaims(ctx, token) {
+  if (exchangeClaims.has(token)) return exchangeClaims.get(token);
   if (token.kind === 'ClientCredentials') {
     // Roles the AS grants a client (a `roles` claim, as Keycloak-style servers add), for
     // policy decision points that read them (tests/e2e/test_authorize.py).
@@ -412,6 +476,198 @@ function certificateFromXfcc(ctx) {
   return undefined;
 }
 
+// ---------------------------------------------------------------- token exchange (RFC 8693)
+
+/** Claims an exchanged access token carries beyond oidc-provider's own (read by extraTokenClaims). */
+const exchangeClaims = new WeakMap();
+
+/** Token exchange requests at the token endpoint since start or reset (GET /__rig/stats). */
+const exchanges = { requests: 0, issued: 0 };
+
+const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
+const publicJwk = (jwk) => Object.fromEntries(
+  Object.entries(jwk).filter(([name]) => !PRIVATE_JWK_MEMBERS.includes(name)),
+);
+
+/** The one value of a parameter that may repeat (resource, audience), or undefined. */
+function single(value, name) {
+  const values = [...new Set([value ?? []].flat())];
+  if (values.length > 1) throw new errors.InvalidTarget(`only one ${name} per token exchange is supported`);
+  return values[0];
+}
+
+/**
+ * What an access token this AS issued and still honours says about whom it represents:
+ * {sub, scope (a Set), exp, act, acr, auth_time}, or undefined for anything else. A JWT is
+ * verified against the provider's current keys (`typ` at+jwt, `iss` this issuer, not expired:
+ * RFC 9068 §4); an opaque token is looked up in oidc-provider's store as the introspection
+ * endpoint does (AccessToken or ClientCredentials, not expired, not revoked, its grant alive).
+ */
+async function accessTokenSubject(provider, verifyKeys, value) {
+  if (typeof value !== 'string' || !value) return undefined;
+  let isJwt = false;
+  try {
+    isJwt = !!jose.decodeProtectedHeader(value);
+  } catch {}
+  if (isJwt) {
+    try {
+      const { payload } = await jose.jwtVerify(value, verifyKeys, {
+        issuer: ISSUER, typ: 'at+jwt', requiredClaims: ['sub', 'exp'],
+      });
+      return {
+        sub: payload.sub,
+        scope: new Set(payload.scope?.split(' ').filter(Boolean)),
+        exp: payload.exp,
+        act: payload.act,
+        acr: payload.acr,
+        auth_time: payload.auth_time,
+      };
+    } catch {
+      return undefined;
+    }
+  }
+  const token = await provider.AccessToken.find(value) ?? await provider.ClientCredentials.find(value);
+  if (!token?.isValid) return undefined;
+  if (token.grantId) {
+    const grant = await provider.Grant.find(token.grantId);
+    if (!grant || grant.clientId !== token.clientId || grant.accountId !== token.accountId) return undefined;
+  }
+  return {
+    sub: token.accountId ?? token.clientId,
+    scope: token.scopes,
+    exp: token.exp,
+    act: token.extra?.act,
+    acr: token.extra?.acr,
+    auth_time: token.extra?.auth_time,
+  };
+}
+
+/**
+ * The target of an exchange: a `resource` indicator of RESOURCE_SERVERS, or an `audience`
+ * naming one (its indicator, or its `aud`: the first indicator with that aud). With both, the
+ * audience must name the resource's own aud or the indicator. Anything else is invalid_target.
+ */
+function exchangeTarget(params) {
+  const resource = single(params.resource, 'resource');
+  const audience = single(params.audience, 'audience');
+  if (resource === undefined && audience === undefined) {
+    throw new errors.InvalidRequest('resource or audience is required');
+  }
+  if (resource !== undefined) {
+    const rs = RESOURCE_SERVERS[resource];
+    if (!rs) throw new errors.InvalidTarget('unknown resource');
+    if (audience !== undefined && audience !== rs.audience && audience !== resource) {
+      throw new errors.InvalidTarget('audience and resource name different targets');
+    }
+    return resource;
+  }
+  if (RESOURCE_SERVERS[audience]) return audience;
+  const indicator = Object.keys(RESOURCE_SERVERS).find((i) => RESOURCE_SERVERS[i].audience === audience);
+  if (!indicator) throw new errors.InvalidTarget('unknown audience');
+  return indicator;
+}
+
+/**
+ * The token endpoint's handler of grant_type urn:ietf:params:oauth:grant-type:token-exchange
+ * (RFC 8693 §2). oidc-provider has already authenticated the client and checked that it may use
+ * this grant. The subject (and actor) token must be an access token this AS issued and still
+ * honours; the new token is an oidc-provider AccessToken for the target resource server, for the
+ * subject's `sub`, issued to the requesting client, with `act` (§4.1) naming the actor: the
+ * actor token's subject, else the requesting client; an `act` the subject token already has is
+ * nested inside. It lives as long as the target's tokens do, but not past the subject token.
+ */
+function tokenExchangeHandler(verifyKeys) {
+  return async function tokenExchange(ctx) {
+    const { provider, params, client } = ctx.oidc;
+    const badToken = (which) => new errors.InvalidRequest(
+      `${which} is not an active access token of this authorization server`,
+    );
+
+    if (params.subject_token === undefined || params.subject_token_type === undefined) {
+      throw new errors.InvalidRequest('subject_token and subject_token_type are required');
+    }
+    if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new errors.InvalidRequest('subject_token_type must be urn:ietf:params:oauth:token-type:access_token');
+    }
+    if ((params.actor_token === undefined) !== (params.actor_token_type === undefined)) {
+      throw new errors.InvalidRequest('actor_token and actor_token_type go together');
+    }
+    if (params.actor_token_type !== undefined && params.actor_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new errors.InvalidRequest('actor_token_type must be urn:ietf:params:oauth:token-type:access_token');
+    }
+    if (params.requested_token_type !== undefined && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new errors.InvalidRequest('only requested_token_type urn:ietf:params:oauth:token-type:access_token is supported');
+    }
+    const indicator = exchangeTarget(params);
+    const resourceServer = new provider.ResourceServer(indicator, resourceServerInfo(indicator));
+
+    const subject = await accessTokenSubject(provider, verifyKeys, params.subject_token);
+    if (!subject) throw badToken('subject_token');
+    let actor = client.clientId;
+    if (params.actor_token !== undefined) {
+      const actorToken = await accessTokenSubject(provider, verifyKeys, params.actor_token);
+      if (!actorToken) throw badToken('actor_token');
+      actor = actorToken.sub;
+    }
+
+    // scope: the requested one, each a scope of the subject token and of the target; without
+    // scope=, what the subject token has that the target grants (down-scoping only, never up)
+    const targetScopes = resourceServer.scopes;
+    let scopes;
+    if (params.scope !== undefined) {
+      scopes = params.scope.split(' ').filter(Boolean);
+      const missing = scopes.filter((s) => !subject.scope.has(s) || !targetScopes.has(s));
+      if (missing.length) {
+        throw new errors.InvalidScope('requested scope is not a subset of the subject token\'s scope for this target', missing.join(' '));
+      }
+    } else {
+      scopes = [...subject.scope].filter((s) => targetScopes.has(s));
+    }
+
+    const token = new provider.AccessToken({
+      accountId: subject.sub,
+      client,
+      gty: TOKEN_EXCHANGE,
+      scope: scopes.join(' ') || undefined,
+      resourceServer,
+    });
+    token.expiresIn = Math.min(token.expiration, subject.exp - Math.floor(Date.now() / 1000));
+    if (token.expiresIn <= 0) throw badToken('subject_token');
+    exchangeClaims.set(token, {
+      act: { sub: actor, ...(subject.act ? { act: subject.act } : {}) },
+      ...(subject.acr ? { acr: subject.acr } : {}),
+      ...(subject.auth_time ? { auth_time: subject.auth_time } : {}),
+    });
+    ctx.oidc.entity('AccessToken', token);
+    const value = await token.save();
+
+    ctx.body = {
+      access_token: value,
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: token.tokenType,
+      expires_in: token.expiresIn,
+      ...(token.scope ? { scope: token.scope } : {}),
+    };
+  };
+}
+
+/**
+ * Around the token endpoint, for token exchange requests only: counts them (and the tokens
+ * issued) for /__rig/stats, and answers a client that may not use the grant with RFC 6749 §5.2
+ * `unauthorized_client` (oidc-provider's allowedGrantTypeCheck says invalid_request "requested
+ * grant type is not allowed for this client", for every grant type).
+ */
+async function tokenExchangeAccounting(ctx, next) {
+  await next();
+  if (ctx.oidc?.route !== 'token' || ctx.oidc.params?.grant_type !== TOKEN_EXCHANGE) return;
+  exchanges.requests += 1;
+  if (ctx.status === 200) exchanges.issued += 1;
+  if (ctx.body?.error === 'invalid_request'
+    && ctx.body.error_description === 'requested grant type is not allowed for this client') {
+    ctx.body = { error: 'unauthorized_client', error_description: 'the client is not allowed the token exchange grant' };
+  }
+}
+
 function buildProvider(keys) {
   const provider = new Provider(ISSUER, {
     adapter,
@@ -498,15 +754,7 @@ function buildProvider(keys) {
         // a refresh / code exchange without resource= uses the one resource granted at /auth
         useGrantedResource: async () => true,
         async getResourceServerInfo(ctx, indicator) {
-          const rs = RESOURCE_SERVERS[indicator];
-          if (!rs) throw new errors.InvalidTarget();
-          return {
-            scope: 'read write admin',
-            audience: rs.audience,
-            accessTokenFormat: 'jwt',
-            ...(rs.accessTokenTTL ? { accessTokenTTL: rs.accessTokenTTL } : {}),
-            jwt: { sign: { alg: rs.alg } },
-          };
+          return resourceServerInfo(indicator);
         },
       },
     },
@@ -523,6 +771,14 @@ function buildProvider(keys) {
     },
   });
   provider.use(loginWithAcr(provider));
+  // RFC 8693 token exchange: its parameters (resource and audience may repeat; more than one
+  // distinct target is refused) and the handler, checking JWT subject tokens against these keys
+  const verifyKeys = jose.createLocalJWKSet({ keys: keys.map(publicJwk) });
+  provider.registerGrantType(TOKEN_EXCHANGE, tokenExchangeHandler(verifyKeys), [
+    'subject_token', 'subject_token_type', 'actor_token', 'actor_token_type',
+    'requested_token_type', 'audience', 'resource', 'scope',
+  ], ['audience', 'resource']);
+  provider.use(tokenExchangeAccounting);
   return provider;
 }
 
@@ -572,10 +828,11 @@ function rig(req, res, url) {
       return json(res, 200, { dropped, keys: publicKids() });
     }
     case 'GET /__rig/stats':
-      return json(res, 200, { requests: counts, keys: publicKids() });
+      return json(res, 200, { requests: counts, exchanges, keys: publicKids() });
     case 'POST /__rig/reset-stats':
       for (const k of Object.keys(counts)) delete counts[k];
-      return json(res, 200, { requests: counts });
+      Object.assign(exchanges, { requests: 0, issued: 0 });
+      return json(res, 200, { requests: counts, exchanges });
     case 'POST /__rig/ciba':
       return cibaDecide(url.searchParams.get('auth_req_id'), url.searchParams.get('action'))
         .then(([status, body]) => json(res, status, body))
