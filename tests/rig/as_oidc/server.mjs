@@ -137,8 +137,16 @@ function newKey(kty) {
     OKP: ['ed25519', {}, 'EdDSA'],
   }[kty] ?? [];
   if (!type) throw new Error(`unknown kty ${kty}`);
-  const { privateKey } = crypto.generateKeyPairSync(type, options);
-  const jwk = privateKey.export({ format: 'jwk' });
+  // The key comes out of the generation itself as a JWK. Exporting the KeyObject afterwards
+  // (privateKey.export({ format: 'jwk' })) can deadlock Node 20: the export holds the key's
+  // mutex while it allocates, a garbage collection then finalises the finished key-generation
+  // job, whose destructor takes the same mutex (seen under load with gdb: ExportJWKEdKey ->
+  // GC -> ~KeyGenJob -> uv_mutex_lock; the rig's start then hung for good).
+  const { privateKey: jwk } = crypto.generateKeyPairSync(type, {
+    ...options,
+    publicKeyEncoding: { format: 'jwk' },
+    privateKeyEncoding: { format: 'jwk' },
+  });
   const kid = `${kty.toLowerCase()}-${new Date().toISOString().slice(0, 10)}-${crypto.randomBytes(4).toString('hex')}`;
   return { ...jwk, kid, use: 'sig', ...(alg ? { alg } : {}) };
 }
