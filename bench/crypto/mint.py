@@ -32,7 +32,10 @@ access = tokens["ES256"][0]
 dpop = {"uri": "https://api.bench.example/api/orders", "token": access, "jkt": client.jkt,
         "proofs": [client.proof(htm="GET", htu="https://api.bench.example/api/orders", token=access, iat=now,
                                 jti=os.urandom(12).hex()) for _ in range(n)]}
-doc = {"issuer": ISS, "audience": AUD, "now": now,
+# The gateway's own signing keys (issue 17): private JWKs, for bench/crypto/run N sign.
+signing = [json.loads(jwk.JWK.generate(kty="OKP", crv="Ed25519", kid="gw-ed25519").export_private()),
+           json.loads(jwk.JWK.generate(kty="EC", crv="P-256", kid="gw-p256").export_private())]
+doc = {"issuer": ISS, "audience": AUD, "now": now, "signing_keys": signing,
        "jwks": {"keys": [json.loads(k.export_public()) for k in keys.values()]}, "tokens": tokens, "dpop": dpop}
 with open(sys.argv[1], "w") as f:
     json.dump(doc, f)

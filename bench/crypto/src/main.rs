@@ -153,6 +153,69 @@ fn dpop_proofs(fx: &Value, now: i64) {
     });
 }
 
+/// The gateway minting its backend token (issue 17, `tollgate_core::sign`): the whole compact
+/// JWS (header and claims JSON, base64url, the signature) per algorithm, one active key, `n`
+/// distinct claim sets (distinct `sub` and `jti`) as the request flow would mint them.
+fn signing(fx: &Value, n: usize, now: i64) {
+    use tollgate_core::sign::{SigningKey, SigningKeys};
+    let kids: Vec<(String, Alg)> = fx["signing_keys"].as_array().expect("signing_keys").iter()
+        .map(|jwk| SigningKey::from_jwk(jwk).expect("signing key"))
+        .map(|k| (k.kid().to_owned(), k.alg())).collect();
+    let ring_of = |active: &str| {
+        let keys = fx["signing_keys"].as_array().expect("signing_keys").iter()
+            .map(|jwk| SigningKey::from_jwk(jwk).expect("signing key")).collect();
+        SigningKeys::new(keys, active).expect("signing keys")
+    };
+    // Key loading: one private JWK checked and loaded (the public key recomputed from `d`).
+    for (i, (_, alg)) in kids.iter().enumerate() {
+        let jwk = &fx["signing_keys"][i];
+        let mut batches = Vec::new();
+        for round in 0..10 {
+            let t = Instant::now();
+            for _ in 0..20 {
+                std::hint::black_box(SigningKey::from_jwk(jwk).expect("signing key"));
+            }
+            if round > 0 {
+                batches.push(t.elapsed().as_secs_f64() * 1e6 / 20.0);
+            }
+        }
+        println!("{:<8} {:>10.1} us  per private JWK loaded (sign::SigningKey::from_jwk)", format!("load-{}", alg.name()), median(batches));
+    }
+    let claims: Vec<serde_json::Map<String, Value>> = (0..n).map(|i| json!({
+        "iss": "https://gateway.bench.example", "aud": "orders-backend", "sub": format!("user-{i}"),
+        "client_id": "bench-client", "scope": "read write", "acr": "urn:mace:incommon:iap:silver",
+        "tollgate_issuer": "https://as1.bench.example", "jti": format!("{i:016x}{now:x}"),
+        "iat": now, "exp": now + 300,
+    }).as_object().expect("object").clone()).collect();
+    for (kid, alg) in &kids {
+        let ring = ring_of(kid);
+        let mut batches = Vec::new();
+        let mut last = String::new();
+        for round in 0..10 {
+            let t = Instant::now();
+            for c in &claims {
+                last = ring.sign(c);
+            }
+            if round > 0 {
+                batches.push(t.elapsed().as_secs_f64() * 1e6 / claims.len() as f64);
+            }
+        }
+        // The last token verifies against the published JWKS (the bench measures real tokens).
+        let (set, _) = KeySet::parse(ring.public_jwks().as_bytes()).expect("published JWKS");
+        let peeked = jwt::peek(&last).expect("peek");
+        let key = set.candidates(peeked.kid(), *alg).next().expect("key");
+        let mut algorithms = AlgSet::default();
+        algorithms.insert(*alg);
+        let audiences = vec!["orders-backend".to_owned()];
+        let expect = Expectations { issuer: "https://gateway.bench.example", audiences: &audiences,
+                                    algorithms, clock_skew_s: 0, require_at_jwt: false };
+        jwt::verify(&peeked, key, &expect, now).expect("minted token verifies");
+        let best = batches.iter().copied().fold(f64::INFINITY, f64::min);
+        println!("{:<8} {:>10.1} us  per token signed (sign::SigningKeys::sign, {} B), best batch {best:.1} ({} tokens x 9 batches, median)",
+                 format!("sign-{}", alg.name()), median(batches), last.len(), claims.len());
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -175,6 +238,11 @@ fn main() {
     }
     if filter == "dpop" {
         dpop_proofs(&fx, now);
+        return;
+    }
+    let per_alg = fx["tokens"]["ES256"].as_array().map_or(200, Vec::len);
+    if filter == "sign" {
+        signing(&fx, per_alg, now);
         return;
     }
 
@@ -277,5 +345,8 @@ fn main() {
             median(batches),
             tokens.len()
         );
+    }
+    if filter.is_empty() {
+        signing(&fx, per_alg, now);
     }
 }

@@ -31,6 +31,8 @@
 //! - [`audience`]: the one `aud` rule, for JWTs and introspection answers
 //! - [`key`]: verifying keys and the algorithms they serve
 //! - [`crypto`]: RSA and ECDSA verification, plugged into jwt-compact
+//! - [`sign`]: the gateway's own signing keys (private JWKs, one active `kid`), compact JWS
+//!   minting (EdDSA, ES256) and the public JWKS it publishes
 //! - [`introspect`]: RFC 7662 requests and answers
 //! - [`basic_auth`]: RFC 6749 §2.3.1 Basic client credentials, both directions
 //! - [`jwks`]: JWKS parsing, per-worker key ring
@@ -77,6 +79,7 @@ pub mod outcome;
 pub mod policy;
 pub mod refresh;
 pub mod resource;
+pub mod sign;
 pub mod token;
 
 /// Fixed test keys, clock and token minting for the unit tests.
