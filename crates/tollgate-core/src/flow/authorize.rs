@@ -304,13 +304,10 @@ impl<H: Host + Clone> Worker<H> {
             self.decisions.release_lease(&key);
         }
         let own_context = self.mode.resumes_in_own_context();
-        let (answered, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
-            .into_iter()
-            .partition(|w| {
-                matches!(w.wait, WaitFor::Decision { key: k, .. } if k == key)
-                    && (!own_context || w.context_id == owner)
-            });
-        self.waiters = rest;
+        let answered = self.take_answered(
+            owner,
+            |wait| matches!(wait, WaitFor::Decision { key: k, .. } if k == key),
+        );
         for w in answered {
             self.resume_decided(turn, w, now, Some(answer.as_ref()));
         }

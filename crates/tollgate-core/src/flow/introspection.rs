@@ -5,7 +5,7 @@
 
 use super::{
     Callout, Host, InFlight, IntrospectionEvent, IntrospectionFailure, JobKey, Lease, Metric, Turn,
-    WaitFor, Waiter, Worker,
+    WaitFor, Worker,
 };
 use crate::cache::{CacheKey, Cached, Verified};
 use crate::config::IntrospectionEndpoint;
@@ -288,13 +288,7 @@ impl<H: Host + Clone> Worker<H> {
             self.cache.release_lease(&key);
         }
         let own_context = self.mode.resumes_in_own_context();
-        let (answered, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
-            .into_iter()
-            .partition(|w| {
-                w.wait == WaitFor::Answer { key } && (!own_context || w.context_id == owner)
-            });
-        self.waiters = rest;
-        for w in answered {
+        for w in self.take_answered(owner, |wait| wait == WaitFor::Answer { key }) {
             self.resume(turn, w, now, entry.as_ref());
         }
         if !own_context {

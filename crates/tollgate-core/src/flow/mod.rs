@@ -889,6 +889,17 @@ impl<H: Host + Clone> Worker<H> {
         self.host.set_effective_context(self.root_id);
     }
 
+    /// Takes out the paused requests a callout of `owner` answers (those whose wait `answers`
+    /// matches; with per-request callouts only the owner itself).
+    fn take_answered(&mut self, owner: u32, answers: impl Fn(WaitFor) -> bool) -> Vec<Waiter> {
+        let own_context = self.mode.resumes_in_own_context();
+        let (answered, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .partition(|w| answers(w.wait) && (!own_context || w.context_id == owner));
+        self.waiters = rest;
+        answered
+    }
+
     /// Decides a paused request again and carries the decision out. After keys or an answer
     /// it may not wait again; after a peer's verification it may still wait for keys or an
     /// answer (not for a peer: if the entry is not there, it verifies the token itself).
