@@ -3,6 +3,10 @@
 Run it through bench/run (which installs and builds what is missing). Listeners, all on 127.0.0.1:
 
     upstream       direct_response 200 (the "real upstream" every other listener routes to)
+    upstream-echo  the same answer plus, as response headers x-bench-saw-<name>, the request
+                   headers authorization, x-tollgate-jwt and x-tollgate-sub it received (Envoy's
+                   %REQ()% in response_headers_to_add): where tg-signed and tg-exchanged send
+                   the path prefix /__bench_echo, which only their probes use
     passthrough    router only
     noop           a wasm filter that reads one header (bench/noop: the host's floor)
     tg-warm        Tollgate, inline JWKS, verified-token cache on (one token repeated)
@@ -14,6 +18,11 @@ Run it through bench/run (which installs and builds what is missing). Listeners,
     tg-once-<alg>  Tollgate, inline JWKS, cache on: the once-per-token check of each cold set
     jwt-nocache    Envoy's native jwt_authn, same JWKS inline, no JWT cache
     jwt-cache      native jwt_authn with jwt_cache_config (warm rows)
+    jwt-cache-claims
+                   the same forwarding the identity Tollgate's default identity headers carry:
+                   claim_to_headers for sub, client_id, scope and iss, and a fixed fifth header
+                   added by the route (as Tollgate's issuer name); the reference ("vs ref") of
+                   tollgate warm RS256 (issue 18)
     jwt-mix        native jwt_authn with jwt_cache_config large enough for the whole mix
     base-warm, base-cold, base-dpop
                    with --baseline WASM: tg-warm, tg-cold and tg-dpop running that other module
@@ -28,6 +37,17 @@ Run it through bench/run (which installs and builds what is missing). Listeners,
                    through the Envoy cluster cerbos decides whether the token's sub may read the
                    document (decisions kept an hour); each listener its own VM, so its own
                    decision cache
+    tg-signed      (issue 17) as tg-warm, plus top-level backend_token (issuer
+                   https://gateway.bench.test, one Ed25519 private JWK the bench generates with
+                   jwcrypto) and the route's upstream_token {"sign": {"audience": "bench-upstream",
+                   "lifetime_s": 3600}}: the upstream gets x-tollgate-jwt, signed by the gateway
+    tg-exchanged   (issue 17) Tollgate with the rig's oidc-provider (tests/rig/as_oidc, started by
+                   the bench) as its one issuer: keys by OIDC discovery through the Envoy cluster
+                   as-oidc (refresh_interval_s a day: nothing is fetched while rows run), and its
+                   token_exchange (client tollgate-exchanger, through as-oidc); the route's
+                   upstream_token {"exchange": {"resource": "https://next.test/api",
+                   "max_ttl_s": 3600}}: the upstream gets Authorization: Bearer <exchanged token>
+    tg-as1         (issue 17) tg-exchanged without upstream_token: the same issuer and token
     tls-passthrough, tg-tls
                    TLS listeners that require a client certificate of the bench's test CA
                    (bench/proofs.py test_pki): router only, and Tollgate with mtls allowed and the
@@ -79,6 +99,28 @@ without a PDP; the table adds PDP calls / authorized requests, and Cerbos' CPU p
                a question never asked before: one PDP call per request, nothing cached or
                coalesced. The decision cache is still written on every call (4,096 slots).
 
+Issue 17 rows (what the upstream receives; vs ref against tollgate warm RS256, the same kind
+of cached RS256 token without upstream_token; target >= 0.9x):
+
+    signed backend token, warm RS256
+               the warm RS256 token on tg-signed: verified once, and its backend token signed
+               once (per worker) and then reused: a worker keeps it until a quarter of its
+               lifetime is left, 45 minutes with lifetime_s 3600, longer than a run
+    exchanged token, warm (cached exchange)
+               one access token of the rig's oidc-provider (RS256, resource https://api.test/jwt,
+               from a user login: it lives 3600 s, so a run must end within the hour) on
+               tg-exchanged: verified once, exchanged at the AS once (RFC 8693, for
+               https://next.test/api: an ES256 token) and then taken from the shared exchange
+               cache on every request
+    warm AS-1 token, no exchange (reference of the exchanged token row)
+               the exchanged row's token on tg-as1 (no upstream_token): vs ref against tollgate
+               warm RS256 too, so the exchange's own cost is the exchanged row against this one
+               (AS-1's token is ~770 bytes to the bench token's ~670, with acr and auth_time)
+    The signed and exchanged rows' probes go through upstream-echo (path
+    /__bench_echo/api/bench), so the bench sees what the upstream received; wrk's requests go
+    to the plain upstream, as on tg-warm (past one more prefix in Envoy's route table).
+    Signing alone (µs per EdDSA / ES256 signature in V8) is bench/crypto/run's, not this bench's.
+
 Checks (section "Checks" of the report; a FAILED check makes the command exit 1). Before and
 after every row the bench reads all of Tollgate's and jwt_authn's counters from the Envoy admin
 (after wrk exits, until they stop moving: Envoy may still be answering the last requests wrk
@@ -104,6 +146,20 @@ fails, as does a Tollgate row whose counters are missing.
                      whole run; pdp-fresh as many calls as Cerbos decisions, no cache hit or
                      coalescing, between the requests answered and the paths handed out (a call
                      whose request wrk abandoned as its run ended counts, but is not allowed).
+    upstream tokens  signed: tollgate.upstream_token.sign.signed at least 1 and at most one per
+                     worker for the whole run, every other allowed request a reuse
+                     (sign.reused); every probe's upstream request carried the same
+                     x-tollgate-jwt, which jwcrypto verifies against the JWKS Tollgate serves at
+                     /.well-known/tollgate/jwks.json (EdDSA; iss, aud, the caller's sub, orig_iss
+                     the caller's issuer, lifetime at most 3600 s), and the caller's
+                     Authorization unchanged. exchanged: exactly 1 exchange for the whole run,
+                     counted by Tollgate (tollgate.upstream_token.exchange.call) and by the AS
+                     (/__rig/stats exchanges.requests), every other allowed request an
+                     exchange-cache hit (or coalesced behind that call), nothing refused;
+                     every probe's upstream request carried the same exchanged token as its
+                     Authorization (jwcrypto against the AS's JWKS: ES256, aud
+                     https://next.test, the caller's sub, act {"sub": "tollgate-exchanger"}),
+                     x-tollgate-sub the caller's, and no x-tollgate-jwt.
     proofs           DPoP rows: every proof sent once, every request allowed, none refused;
                      and, after the rounds, one proof sent twice is refused the second time
                      (accepted twice by the bench-only build), and on the TLS listener a token
@@ -164,10 +220,11 @@ sys.path.insert(0, str(ROOT / "tests" / "rig"))
 
 import envoy  # noqa: E402  (tests/rig)
 import configure  # noqa: E402  (bench/configure.py)
+import hostcalls  # noqa: E402  (bench/hostcalls.py)
 import proofs  # noqa: E402  (bench/proofs.py)
 import tokens as rig_tokens  # noqa: E402
 from procs import VENV_PY, Proc  # noqa: E402
-from servers import RIG, CerbosProc, cerbos_binary, start_cerbos  # noqa: E402
+from servers import OIDC_DIR, RIG, CerbosProc, cerbos_binary, node_binary, start_cerbos  # noqa: E402
 
 from jwcrypto import jwk, jwt  # noqa: E402
 
@@ -218,6 +275,35 @@ PDP_TTL_S = 3600  # longer than any run: the cached row's one decision lives thr
 PDP_TIMEOUT_MS = 1000
 PDP_CACHED_ROW = "pdp-cached RS256 (warm JWT, one cached decision)"
 PDP_FRESH_ROW = "pdp-fresh RS256 (warm JWT, a new document each request)"
+
+# Issue 17, what the upstream receives. tg-signed: the gateway signs a backend token (Ed25519,
+# a private JWK the bench makes) for the warm RS256 token; lifetime_s 3600 (the most), so the
+# one signed token is reused through every round (a worker reuses it until a quarter of its
+# lifetime is left). tg-exchanged: the caller's token, from the rig's oidc-provider (AS-1), is
+# exchanged there (RFC 8693) for one meant for https://next.test/api, cached for the run
+# (max_ttl_s 3600; the AS's user access tokens live 3600 s, the exchanged one no longer).
+SIGNED_ROW = "signed backend token, warm RS256"
+EXCHANGED_ROW = "exchanged token, warm (cached exchange)"
+# The exchanged row's token on the same issuer without upstream_token: what the exchange adds,
+# apart from the token being another issuer's (its label has "exchanged token", so --only picks it)
+AS1_WARM_ROW = "warm AS-1 token, no exchange (reference of the exchanged token row)"
+GATEWAY_ISSUER = "https://gateway.bench.test"
+SIGN_AUDIENCE = "bench-upstream"
+SIGN_LIFETIME_S = 3600
+BACKEND_HEADER = "x-tollgate-jwt"
+AS1_RESOURCE = "https://api.test/jwt"  # RS256 access tokens, aud https://api.test
+AS1_AUDIENCE = "https://api.test"
+AS1_LOGIN = "bench-user"
+EXCHANGER = ("tollgate-exchanger", "tollgate-exchanger-secret")
+EXCHANGE_RESOURCE = "https://next.test/api"  # ES256 tokens, aud https://next.test
+EXCHANGE_AUDIENCE = "https://next.test"
+EXCHANGE_TTL_S = 3600
+# Where the probe of an upstream-token row goes: the listener routes this prefix to the cluster
+# upstream-echo, a direct_response like the upstream whose answer repeats, as response headers
+# x-bench-saw-<name>, the request headers ECHOED it received; every other request goes to the
+# plain upstream, exactly as on tg-warm.
+ECHO_PREFIX = "/__bench_echo"
+ECHOED = ("authorization", BACKEND_HEADER, "x-tollgate-sub")
 
 
 # --- keys and tokens ----------------------------------------------------------------------------
@@ -288,17 +374,19 @@ def router() -> dict:
     return {"name": "envoy.filters.http.router", "typed_config": {"@type": envoy.ROUTER_TYPE}}
 
 
-def listener(name: str, port: int, http_filters: list[dict], route: dict, tls: bool = False) -> dict:
+def listener(name: str, port: int, http_filters: list[dict], route: dict, tls: bool = False,
+             first: list[dict] | None = None) -> dict:
     """tls: the listener ends TLS and requires a client certificate of the bench's test CA
     (bench/proofs.py test_pki), and takes HTTP/1.0 (ab, the load generator of these rows, sends
-    HTTP/1.0 keep-alive requests)."""
+    HTTP/1.0 keep-alive requests). first: Envoy routes tried before the catch-all one."""
     hcm = {
         "@type": envoy.HCM_TYPE,
         "stat_prefix": name,
         "codec_type": "AUTO",
         "route_config": {
             "name": name,
-            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"name": name, "match": {"prefix": "/"}, **route}]}],
+            "virtual_hosts": [{"name": "all", "domains": ["*"],
+                               "routes": (first or []) + [{"name": name, "match": {"prefix": "/"}, **route}]}],
         },
         "http_filters": http_filters + [router()],
     }
@@ -378,13 +466,58 @@ def tollgate_pdp_config(jwks: dict, name: str, cerbos_port: int) -> dict:
     return cfg
 
 
-def jwt_authn(jwks: dict, cache_size: int | None) -> dict:
+def tollgate_signed_config(jwks: dict, name: str, backend_key: jwk.JWK) -> dict:
+    """tg-warm's issuer and cache, plus the gateway's backend_token (one Ed25519 private JWK,
+    so it is the active key) and the route's upstream_token sign: every allowed request's
+    upstream gets x-tollgate-jwt, a token the gateway signed for the caller's token, reused
+    per worker (lifetime SIGN_LIFETIME_S, so one signature serves the whole run)."""
+    cfg = tollgate_config(jwks, name, None)
+    cfg["backend_token"] = {"issuer": GATEWAY_ISSUER, "keys": [backend_key.export_private(as_dict=True)]}
+    cfg["routes"][0]["require"] = {"upstream_token": {"sign": {"audience": SIGN_AUDIENCE,
+                                                                "lifetime_s": SIGN_LIFETIME_S}}}
+    return cfg
+
+
+def tollgate_exchanged_config(name: str, oidc_port: int, exchange: bool = True) -> dict:
+    """AS-1, the rig's oidc-provider, as the only issuer (keys by OIDC discovery through the
+    Envoy cluster as-oidc, refreshed once a day: nothing fetched while other rows run), with
+    its token_exchange (tollgate-exchanger, client_secret_basic); the route exchanges every
+    caller token for one meant for EXCHANGE_RESOURCE, cached up to EXCHANGE_TTL_S (exchange
+    False: the same issuer, the route without upstream_token)."""
+    base = f"http://127.0.0.1:{oidc_port}"
+    cfg = {
+        "issuers": [{
+            "name": name, "issuer": base,
+            "jwks": {"discovery": True, "upstream": "as-oidc"},
+            "audiences": [AS1_AUDIENCE], "algorithms": ["RS256", "PS256", "ES256", "EdDSA"],
+            "require_at_jwt": True, "refresh_interval_s": 86400,
+            "token_exchange": {"endpoint": f"{base}/token", "upstream": "as-oidc",
+                               "client_id": EXCHANGER[0], "client_secret": EXCHANGER[1], "timeout_ms": 5000},
+        }],
+        "routes": [{"name": "api", "match": {"prefix": "/"}, "require": {"upstream_token": {
+            "exchange": {"resource": EXCHANGE_RESOURCE, "max_ttl_s": EXCHANGE_TTL_S}}}}],
+    }
+    if not exchange:
+        cfg["routes"][0]["require"] = {}
+    return cfg
+
+
+# The identity native jwt_authn forwards in the "claim headers" row: the four claims Tollgate's
+# default identity headers carry (Tollgate adds a fifth, its issuer's configured name, which
+# the listener's route adds here as a fixed header).
+CLAIM_HEADERS = [{"header_name": f"x-jwt-{c.replace('_', '-')}", "claim_name": c}
+                 for c in ("sub", "client_id", "scope", "iss")]
+
+
+def jwt_authn(jwks: dict, cache_size: int | None, claim_headers: bool = False) -> dict:
     provider: dict = {
         "issuer": ISSUER, "audiences": [AUDIENCE],
         "local_jwks": {"inline_string": json.dumps(jwks)}, "forward": True,
     }
     if cache_size:
         provider["jwt_cache_config"] = {"jwt_cache_size": cache_size}
+    if claim_headers:
+        provider["claim_to_headers"] = CLAIM_HEADERS
     return {
         "name": "envoy.filters.http.jwt_authn",
         "typed_config": {
@@ -396,7 +529,8 @@ def jwt_authn(jwks: dict, cache_size: int | None) -> dict:
 
 
 def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int, dot_port: int | None,
-              baseline: Path | None = None, cerbos_port: int | None = None) -> dict:
+              baseline: Path | None = None, cerbos_port: int | None = None, backend_key: jwk.JWK | None = None,
+              oidc_port: int | None = None) -> dict:
     """Listeners for the names in ports (only what the selected rows need)."""
     to_upstream = {"route": {"cluster": "upstream", "timeout": "15s"}}
 
@@ -447,18 +581,45 @@ def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int
             assert cerbos_port is not None
             return [wasm(TOLLGATE_WASM, tollgate_pdp_config(jwks, name[3:].replace("-", ""), cerbos_port),
                          f"tollgate-{name[3:]}")]
+        if name == "tg-signed":
+            assert backend_key is not None
+            return [wasm(TOLLGATE_WASM, tollgate_signed_config(jwks, "signed", backend_key), "tollgate-signed")]
+        if name == "tg-exchanged":
+            assert oidc_port is not None
+            return [wasm(TOLLGATE_WASM, tollgate_exchanged_config("exch", oidc_port), "tollgate-exchanged")]
+        if name == "tg-as1":
+            assert oidc_port is not None
+            return [wasm(TOLLGATE_WASM, tollgate_exchanged_config("as1warm", oidc_port, exchange=False), "tollgate-as1")]
         if name == "jwt-nocache":
             return [jwt_authn(jwks, None)]
         if name == "jwt-cache":
             return [jwt_authn(jwks, 1000)]
+        if name == "jwt-cache-claims":
+            return [jwt_authn(jwks, 1000, claim_headers=True)]
         if name == "jwt-mix":
             return [jwt_authn(jwks, mix_cache)]
         raise ValueError(name)
 
-    listeners = [listener("upstream", ports["upstream"], [], {"direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}})]
-    listeners += [listener(name, port, filters(name), to_upstream, tls=name in TLS_LISTENERS)
-                  for name, port in ports.items() if name != "upstream"]
+    ok = {"direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}
+    listeners = [listener("upstream", ports["upstream"], [], ok)]
+    # The upstream-token rows' probe: the same answer, plus the request headers it received.
+    echo_to = [{"name": "echo", "match": {"prefix": ECHO_PREFIX},
+                "route": {"cluster": "upstream-echo", "timeout": "15s"}}]
+    if "upstream-echo" in ports:
+        listeners += [listener("upstream-echo", ports["upstream-echo"], [], ok | {"response_headers_to_add": [
+            {"header": {"key": f"x-bench-saw-{h}", "value": f"%REQ({h})%"}} for h in ECHOED]})]
+    # The fifth identity header, as Tollgate's issuer-name header: a fixed value the route adds.
+    claims_route = {**to_upstream, "request_headers_to_add": [
+        {"header": {"key": "x-jwt-issuer", "value": "bench"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
+    listeners += [listener(name, port, filters(name), claims_route if name == "jwt-cache-claims" else to_upstream,
+                           tls=name in TLS_LISTENERS,
+                           first=echo_to if name in ECHO_LISTENERS else None)
+                  for name, port in ports.items() if name not in ("upstream", "upstream-echo")]
     clusters = [envoy._cluster("upstream", ports["upstream"])]
+    if "upstream-echo" in ports:
+        clusters.append(envoy._cluster("upstream-echo", ports["upstream-echo"]))
+    if oidc_port is not None and ("tg-exchanged" in ports or "tg-as1" in ports):
+        clusters.append(envoy._cluster("as-oidc", oidc_port))
     if dot_port is not None:
         # The AS is Django's threaded dev server (listen backlog 10): a burst of first-seen tokens
         # on several workers would open more connections at once than it accepts, and dropped SYNs
@@ -501,6 +662,10 @@ class Row:
     pdp_route: str | None = None
     unique_path: bool = False
     questions: int = 0  # unique_path rows: paths handed out (probes and wrk's request() calls)
+    # Issue 17: "sign" or "exchange": the row moves tollgate.upstream_token.* too, and its probes
+    # go through ECHO_PREFIX; seen: the ECHOED headers the upstream received, per probe
+    upstream: str | None = None
+    seen: list[dict] = field(default_factory=list)
     answered: int = 0  # unique_path rows: requests answered (probes and wrk's completed requests)
     per_slot: int = 0  # dpop rows: proofs per second of the next pool
     proofs_sent: int = 0  # dpop rows: proofs handed to wrk, over all runs
@@ -533,12 +698,14 @@ class Check:
 
 
 TLS_LISTENERS = ("tls-passthrough", "tg-tls")
+ECHO_LISTENERS = ("tg-signed", "tg-exchanged")  # probed through ECHO_PREFIX (upstream-echo)
 DPOP_ROW = "dpop-es256-cached (DPoP-bound ES256, fresh proof each request)"
 # The replay store's bucket count, as crates/tollgate-core/src/flow/replay.rs defines it.
 REPLAY_BUCKETS = int(re.search(r"pub const BUCKETS: u32 = ([0-9_]+);",
                                (ROOT / "crates/tollgate-core/src/flow/replay.rs").read_text())
                      .group(1).replace("_", ""))
 NOREPLAY_ROW = "dpop-es256-cached, replay store skipped (bench-only build)"
+NATIVE_CLAIMS_ROW = "native jwt_authn + cache, warm RS256, identity as claim headers"
 TLS_FLOOR_ROW = "mtls passthrough (router only, TLS + client cert)"
 TLS_WARM_ROW = "mtls warm ES256, unbound token (TLS + client cert)"
 MTLS_ROW = "mtls-cached (certificate-bound ES256, cnf x5t#S256)"
@@ -552,6 +719,9 @@ def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int, baseline: bo
         Row("no-op wasm (reads 1 header)", "noop", "warm-RS256"),
     ]
     rows += [Row(f"native jwt_authn + cache, warm {a}", "jwt-cache", f"warm-{a}") for a in ("RS256", "ES256")]
+    # Issue 18: native with the same identity forwarded as Tollgate's default identity headers
+    # (four claim_to_headers and a fixed fifth header): the reference of tollgate warm RS256's CPU.
+    rows += [Row(NATIVE_CLAIMS_ROW, "jwt-cache-claims", "warm-RS256")]
     rows += [Row(f"native jwt_authn no cache, {a}", "jwt-nocache", f"cold-{a}") for a in algs]
     rows += [Row(native_mix, "jwt-mix", "mix")]
     if baseline:
@@ -560,7 +730,8 @@ def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int, baseline: bo
         rows += [Row(f"baseline .wasm cold {a}", "base-cold", f"cold-{a}", issuer="bcold", check="every")
                  for a in algs]
     rows += [Row(f"tollgate warm {a}", "tg-warm", f"warm-{a}", native=f"native jwt_authn + cache, warm {a}",
-                 baseline=f"baseline .wasm warm {a}" if baseline else None, issuer="warm", check="once")
+                 baseline=f"baseline .wasm warm {a}" if baseline else None, issuer="warm", check="once",
+                 ref=NATIVE_CLAIMS_ROW if a == "RS256" else None)
              for a in ("RS256", "ES256")]
     # The same hit without identity headers: what Tollgate's decision costs, apart from the work
     # of forwarding five more request headers (the upstream parses them too).
@@ -602,6 +773,14 @@ def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int, baseline: bo
              Row(PDP_FRESH_ROW, "tg-pdp-fresh", "warm-RS256", issuer="pdpfresh", check="once",
                  ref="tollgate warm RS256", path=f"{PDP_PREFIX}{WARM_SUB}/", pdp_route="pdpfresh",
                  unique_path=True)]
+    # Issue 17, what the upstream receives: the warm RS256 token with a backend token the
+    # gateway signed once and then reuses; and a token of the rig's oidc-provider (RS256, so
+    # against the same warm row) exchanged there once, then from the exchange cache.
+    rows += [Row(SIGNED_ROW, "tg-signed", "warm-RS256", issuer="signed", check="once",
+                 ref="tollgate warm RS256", upstream="sign"),
+             Row(AS1_WARM_ROW, "tg-as1", "as1-user", issuer="as1warm", check="once", ref="tollgate warm RS256"),
+             Row(EXCHANGED_ROW, "tg-exchanged", "as1-user", issuer="exch", check="once",
+                 ref="tollgate warm RS256", upstream="exchange")]
     rows += [Row(TLS_FLOOR_ROW, "tls-passthrough", "warm-ES256", driver="ab"),
              Row(TLS_WARM_ROW, "tg-tls", "warm-ES256", issuer="tls", check="once", ref=TLS_FLOOR_ROW, driver="ab"),
              Row(MTLS_ROW, "tg-tls", "mtls-ES256", issuer="tls", check="once", ref=TLS_WARM_ROW, driver="ab")]
@@ -786,6 +965,12 @@ def as_introspections(dot_port: int) -> int:
         return int(json.load(r)["requests"].get(DOT_INTROSPECT_PATH, 0))
 
 
+def as_exchanges(oidc_port: int) -> int:
+    """Token exchange requests oidc-provider served (its /__rig/stats exchanges.requests)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{oidc_port}/__rig/stats", timeout=5) as r:
+        return int(json.load(r)["exchanges"]["requests"])
+
+
 class AuditCount:
     """The decisions in a Cerbos audit log so far (its `"log.kind":"decision"` lines, one per
     evaluation Cerbos made: the PDP's own count), read on from where the last call stopped."""
@@ -806,28 +991,32 @@ class AuditCount:
         return self.count
 
 
-def snapshot(admin_port: int, dot_port: int | None, audit: AuditCount | None = None) -> dict[str, int]:
+def snapshot(admin_port: int, dot_port: int | None, audit: AuditCount | None = None,
+             oidc_port: int | None = None) -> dict[str, int]:
     """All of Tollgate's and native jwt_authn's counters, for opaque rows (dot_port given)
-    the AS's own count of introspection requests (key "as.introspections"), and for PDP rows
-    (audit given) the decisions Cerbos logged (key "pdp.decisions")."""
+    the AS's own count of introspection requests (key "as.introspections"), for PDP rows
+    (audit given) the decisions Cerbos logged (key "pdp.decisions"), and for the exchange row
+    (oidc_port given) the token exchanges oidc-provider served (key "as.exchanges")."""
     snap = counters(admin_port, r"^(wasmcustom\.tollgate\.|http\.[^.]+\.jwt_authn\.)")
     if dot_port is not None:
         snap["as.introspections"] = as_introspections(dot_port)
     if audit is not None:
         snap["pdp.decisions"] = audit()
+    if oidc_port is not None:
+        snap["as.exchanges"] = as_exchanges(oidc_port)
     return snap
 
 
 def settled_snapshot(admin_port: int, dot_port: int | None, audit: AuditCount | None = None,
-                     timeout: float = 5.0) -> dict[str, int]:
+                     timeout: float = 5.0, oidc_port: int | None = None) -> dict[str, int]:
     """A snapshot once the counters stopped moving: when wrk exits, Envoy may still be working
     through the last requests it sent, and they belong to this row, not the next one (Cerbos'
     audit log may lag its answers by a few ms, so PDP rows wait for a longer quiet spell)."""
-    snap = snapshot(admin_port, dot_port, audit)
+    snap = snapshot(admin_port, dot_port, audit, oidc_port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.05 if audit is None else 0.25)
-        again = snapshot(admin_port, dot_port, audit)
+        again = snapshot(admin_port, dot_port, audit, oidc_port)
         if again == snap:
             break
         snap = again
@@ -854,7 +1043,7 @@ def strays(d: Counter, own: str | tuple[str, ...]) -> dict[str, int]:
     """Counters outside the row's own prefix(es) that moved while it ran: nothing else runs
     then, so any would mean the counts are not attributed as the checks assume."""
     return {k: v for k, v in d.items()
-            if v and k not in ("as.introspections", "pdp.decisions") and not k.startswith(own)}
+            if v and k not in ("as.introspections", "pdp.decisions", "as.exchanges") and not k.startswith(own)}
 
 
 def row_checks(r: Row, seq: list[str], probe_token: str, workers: int) -> list[Check]:
@@ -864,7 +1053,9 @@ def row_checks(r: Row, seq: list[str], probe_token: str, workers: int) -> list[C
     needed += [own + "introspection.calls"] if r.opaque else []
     if missing := [k for k in needed if k not in d]:
         return [Check(r.label, False, "counters missing from Envoy's /stats: " + ", ".join(missing))]
-    if moved := strays(d, (own, f"tollgate.route.{r.pdp_route}.authz.") if r.pdp_route else own):
+    owned = (own,) + ((f"tollgate.route.{r.pdp_route}.authz.",) if r.pdp_route else ()) \
+        + (("tollgate.upstream_token.",) if r.upstream else ())
+    if moved := strays(d, owned):
         return [Check(r.label, False, f"other counters moved during this row: {moved}")]
     if r.issuer is None:
         if denied := d.get(own + "denied", 0):  # e.g. answered after wrk stopped waiting
@@ -941,6 +1132,111 @@ def pdp_check(r: Row) -> Check:
                  f"Tollgate, {seen:,} decisions in Cerbos' audit log; {allow:,} for authorized requests{gone} "
                  f"({r.answered:,} answers to the bench, {r.questions:,} paths handed out); {hits:,} decision-cache "
                  f"hits, {coalesced:,} coalesced{extra}")
+
+
+def echo_probe(port: int, token: str) -> tuple[int, dict[str, str]]:
+    """An upstream-token row's probe: GET ECHO_PREFIX + PATH with the token; its status and the
+    ECHOED request headers the upstream (upstream-echo) received, "" for one it did not."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", ECHO_PREFIX + PATH, headers={"Authorization": f"Bearer {token}"})
+        resp = conn.getresponse()
+        resp.read()
+        seen = {h: resp.getheader(f"x-bench-saw-{h}") or "" for h in ECHOED}
+        # Envoy's %REQ()% writes "-" for a header that is not there
+        return resp.status, {h: "" if v == "-" else v for h, v in seen.items()}
+    finally:
+        conn.close()
+
+
+def verified_jwt(token: str, jwks_url: str, alg: str) -> dict:
+    """The claims of token, its signature checked by jwcrypto against the JWKS at jwks_url (the
+    kid in its header picks the key) and alg the only one allowed; raises if it does not hold."""
+    with urllib.request.urlopen(jwks_url, timeout=5) as resp:
+        keyset = jwk.JWKSet.from_json(resp.read())
+    return json.loads(jwt.JWT(jwt=token, key=keyset, algs=[alg]).claims)
+
+
+def upstream_checks(r: Row, caller: str, workers: int, jwks_url: str) -> list[Check]:
+    """Issue 17 rows. sign: the backend token was signed once per worker for the whole run
+    (tollgate.upstream_token.sign.signed; every other allowed request reused it: sign.reused),
+    and every probe's upstream request carried the same x-tollgate-jwt, which verifies against
+    the JWKS Tollgate serves, with the caller's sub, aud SIGN_AUDIENCE and orig_iss the caller's
+    issuer; Authorization reached it unchanged. exchange: one token exchange for the whole run,
+    counted by Tollgate (exchange.call) and by the AS (/__rig/stats exchanges.requests), every
+    other allowed request served from the exchange cache (cache_hit, or coalesced behind that
+    one call); every probe's upstream request carried the same exchanged token as its
+    Authorization, verified against the AS's JWKS, aud EXCHANGE_AUDIENCE, the caller's sub and
+    act {sub: the exchanger}; the identity headers are still the caller's."""
+    d, p = r.delta, "tollgate.upstream_token."
+    allowed = d.get(f"tollgate.issuer.{r.issuer}.allowed", 0)
+    label = r.label + (", signed once" if r.upstream == "sign" else ", exchanged once")
+    names = ("sign.signed", "sign.reused") if r.upstream == "sign" else ("exchange.call", "exchange.cache_hit")
+    if missing := [p + n for n in names if p + n not in d]:
+        return [Check(label, False, "counters missing from Envoy's /stats: " + ", ".join(missing))]
+    out = []
+    _, caller_claims = rig_tokens.decode_unverified(caller)
+    if r.upstream == "sign":
+        signed, reused = d[p + "sign.signed"], d[p + "sign.reused"]
+        ok = 1 <= signed <= workers and signed + reused == allowed
+        out.append(Check(label, ok, f"{signed:,} backend token(s) signed and {reused:,} reused for {allowed:,} "
+                                    f"allowed requests (at most one signature per worker; {workers} worker(s))"))
+        jwts = [x[BACKEND_HEADER] for x in r.seen]
+        what = f"{len(r.seen)} probe(s): the upstream received {BACKEND_HEADER}"
+        try:
+            # each worker signs its own (a probe may reach any worker), and reuses it
+            if not all(jwts) or len(set(jwts)) > workers:
+                raise ValueError(f"not one token per worker: {len(set(jwts))} distinct, "
+                                 f"{jwts.count('')} missing")
+            want = {"iss": GATEWAY_ISSUER, "aud": SIGN_AUDIENCE, "sub": caller_claims["sub"], "orig_iss": ISSUER}
+            for one in sorted(set(jwts)):
+                claims = verified_jwt(one, jwks_url, "EdDSA")
+                if wrong := {k: claims.get(k) for k, v in want.items() if claims.get(k) != v}:
+                    raise ValueError(f"claims {wrong}, want {want}")
+                if not claims["exp"] - claims["iat"] <= SIGN_LIFETIME_S:
+                    raise ValueError(f"lives {claims['exp'] - claims['iat']} s")
+            if any(x["authorization"] != f"Bearer {caller}" for x in r.seen):
+                raise ValueError("Authorization did not reach the upstream unchanged")
+            out.append(Check(r.label + ", upstream saw", True,
+                             f"{what}, {len(set(jwts))} distinct (reused; at most one per worker), verified by "
+                             f"jwcrypto against the gateway's "
+                             f"JWKS ({jwks_url.split('/', 3)[3]}): EdDSA, iss {claims['iss']}, aud {claims['aud']}, "
+                             f"sub {claims['sub']}, orig_iss {claims['orig_iss']}, lifetime "
+                             f"{claims['exp'] - claims['iat']} s; Authorization unchanged"))
+        except Exception as e:  # noqa: BLE001  (any failure is the check's)
+            out.append(Check(r.label + ", upstream saw", False, f"{what}: {e}"))
+        return out
+    calls, hits, seen = d[p + "exchange.call"], d[p + "exchange.cache_hit"], d.get("as.exchanges", 0)
+    coalesced = d.get(p + "exchange.coalesced", 0)
+    bad = d.get(p + "exchange.refused", 0) + d.get(p + "exchange.error", 0)
+    ok = calls == 1 and seen == 1 and hits + coalesced == allowed - 1 and allowed > 1 and not bad
+    out.append(Check(label, ok, f"{calls:,} exchange call(s) by Tollgate, {seen:,} exchange request(s) served by "
+                                f"the AS, for {allowed:,} allowed requests ({hits:,} exchange-cache hits, "
+                                f"{coalesced:,} coalesced, {bad:,} refused or unanswered)"))
+    auths = [x["authorization"] for x in r.seen]
+    what = f"{len(r.seen)} probe(s): the upstream received Authorization"
+    try:
+        if not all(a.startswith("Bearer ") for a in auths) or len(set(auths)) != 1:
+            raise ValueError(f"not one bearer token in every probe: {len(set(auths))} distinct")
+        exchanged = auths[0].removeprefix("Bearer ")
+        if exchanged == caller:
+            raise ValueError("the caller's own token")
+        claims = verified_jwt(exchanged, jwks_url, "ES256")
+        want = {"aud": EXCHANGE_AUDIENCE, "sub": caller_claims["sub"], "act": {"sub": EXCHANGER[0]},
+                "iss": caller_claims["iss"]}
+        if wrong := {k: claims.get(k) for k, v in want.items() if claims.get(k) != v}:
+            raise ValueError(f"claims {wrong}, want {want}")
+        if subs := {x["x-tollgate-sub"] for x in r.seen} - {caller_claims["sub"]}:
+            raise ValueError(f"x-tollgate-sub {subs}, not the caller's {caller_claims['sub']}")
+        if any(x[BACKEND_HEADER] for x in r.seen):
+            raise ValueError(f"{BACKEND_HEADER} reached the upstream")
+        out.append(Check(r.label + ", upstream saw", True,
+                         f"{what}: the same exchanged token in each (cached), verified by jwcrypto against the "
+                         f"AS's JWKS: ES256, aud {claims['aud']}, sub {claims['sub']}, act {claims['act']}; "
+                         f"x-tollgate-sub the caller's"))
+    except Exception as e:  # noqa: BLE001  (any failure is the check's)
+        out.append(Check(r.label + ", upstream saw", False, f"{what}: {e}"))
+    return out
 
 
 def sanity_checks(rows: list[Row], ports: dict[str, int], token_sets: dict[str, list[str]],
@@ -1176,6 +1472,16 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def start_oidc(port: int) -> Background:
+    """The rig's oidc-provider (as tests/rig/servers.start_oidc, without its retry), fresh state."""
+    state = WORK / "as-oidc-state"
+    shutil.rmtree(state, ignore_errors=True)
+    log = WORK / "as-oidc.log"
+    log.unlink(missing_ok=True)
+    argv = [node_binary(), str(OIDC_DIR / "server.mjs"), "--port", str(port), "--state-dir", str(state)]
+    return Background(Proc("as-oidc", argv, port, log, cwd=OIDC_DIR))
+
+
 def start_dot(port: int) -> Background:
     """The rig's django-oauth-toolkit AS (as tests/rig/servers.start_dot), fresh state."""
     state = WORK / "as-dot-state"
@@ -1203,7 +1509,9 @@ def main() -> int:
     ap.add_argument("--opaque-tokens", type=int, default=100, help="opaque tokens of the second opaque row (default 100)")
     ap.add_argument("--dpop-rate", type=int, default=2500,
                     help="DPoP rows: proofs per second in the first pool (then 1.5 times the rate seen; default 2500)")
-    ap.add_argument("--only", help="run only rows and checks whose label contains this text (plus passthrough and no-op)")
+    ap.add_argument("--only", action="append",
+                    help="run only rows and checks whose label contains this text (plus passthrough, no-op and the "
+                    "rows they are compared with); may be given several times (any of them)")
     ap.add_argument("--baseline", type=Path, help="another tollgate.wasm (e.g. the previous commit's): its warm and "
                     "cold rows run in the same Envoy, and the table compares this build's with them")
     ap.add_argument("--out", help="where to write the table (default bench/last-run.md; "
@@ -1232,16 +1540,19 @@ def main() -> int:
     # full build of the module, minutes in CI, for a measurement a smoke run does not make).
     rows = scenarios(algs, args.mix_tokens, args.opaque_tokens, args.baseline is not None, noreplay=not args.quick)
     checks_todo = once_checks(algs)
+    def only(label: str) -> bool:
+        return any(o in label for o in args.only)
+
     if args.only:
-        picked = {r.label for r in rows if args.only in r.label}
+        picked = {r.label for r in rows if only(r.label)}
         while True:  # and the rows they are compared with ("vs ref"), and theirs
             more = picked | {r.ref for r in rows if r.label in picked and r.ref}
             if more == picked:
                 break
             picked = more
         rows = [r for r in rows if r.listener in ("passthrough", "noop") or r.label in picked
-                or any(args.only in t.label and t.baseline == r.label for t in rows)]
-        checks_todo = [c for c in checks_todo if args.only in c.label]
+                or any(only(t.label) and t.baseline == r.label for t in rows)]
+        checks_todo = [c for c in checks_todo if only(c.label)]
     for r in rows:
         if r.driver == "dpop":
             r.per_slot = args.dpop_rate
@@ -1252,13 +1563,17 @@ def main() -> int:
                        stdout=subprocess.DEVNULL)
     sets_needed = {r.tokens for r in rows} | {r.probe for r in rows if r.probe} | {c.tokens for c in checks_todo}
     need_dot = any(r.opaque for r in rows)
+    need_oidc = any(r.tokens == "as1-user" for r in rows)
 
     WORK.mkdir(parents=True, exist_ok=True)
-    names = ["upstream"] + list(dict.fromkeys([r.listener for r in rows] + [c.listener for c in checks_todo]))
-    *listener_ports, admin_port, dot_port, cerbos_port = free_ports(len(names) + 3)
+    names = ["upstream"] + (["upstream-echo"] if any(r.upstream for r in rows) else []) \
+        + list(dict.fromkeys([r.listener for r in rows] + [c.listener for c in checks_todo]))
+    *listener_ports, admin_port, dot_port, cerbos_port, oidc_port = free_ports(len(names) + 4)
     ports = dict(zip(names, listener_ports))
     if not need_dot:
         dot_port = None
+    oidc: Background | None = None
+    exchanges_total: int | None = None  # the AS's token exchanges over the whole run
     need_pdp = any(r.pdp_route for r in rows)
     cerbos: CerbosProc | None = None
     audit: AuditCount | None = None
@@ -1270,6 +1585,8 @@ def main() -> int:
     try:
         if dot_port is not None:
             dot = start_dot(dot_port)  # starts while the JWTs are minted and Envoy starts
+        if need_oidc:
+            oidc = start_oidc(oidc_port)  # starts while the JWTs are minted; up before Envoy
         if need_pdp:
             # Cerbos as the rig runs it (audit log of every call and decision, info log), with
             # a fresh copy of the rig's policies; about 0.2 s.
@@ -1308,13 +1625,37 @@ def main() -> int:
         if "mix" in sets_needed:
             pool = mint(keys, MIX_ALG, args.mix_tokens, "-mix")
             token_sets["mix"] = zipf_sequence(pool, args.mix_length, args.zipf, args.seed)
+        # Issue 17: the gateway's signing key (a private JWK in backend_token)
+        backend_key = jwk.JWK.generate(kty="OKP", crv="Ed25519", kid="bench-gateway")
         for name, toks in token_sets.items():
             (WORK / f"tokens-{name}.txt").write_text("\n".join(toks) + "\n")
         print(f"bench: keys and {sum(len(set(t)) for t in token_sets.values())} JWTs minted in "
               f"{time.monotonic() - t0:.1f}s", flush=True)
+        if oidc is not None:
+            # AS-1 must be up before Envoy starts: Tollgate fetches its keys at start, and a
+            # failed fetch would be retried (and counted) while other rows run. One user's
+            # access token (authorization code flow: it lives 3600 s) is the row's token.
+            t0 = time.monotonic()
+            try:
+                oidc.wait()
+                base = f"http://127.0.0.1:{oidc_port}"
+                token_sets["as1-user"] = [rig_tokens.oidc_id_token(
+                    base, "demo-client", "demo-secret", "http://127.0.0.1/cb", scope="openid read",
+                    resource=AS1_RESOURCE, login=AS1_LOGIN)["access_token"]]
+            except (RuntimeError, OSError, rig_tokens.TokenError) as e:  # the other rows still run
+                failed = True
+                for r in rows:
+                    if r.tokens == "as1-user":
+                        r.error = f"no token from oidc-provider ({str(e).splitlines()[0]}; see {WORK}/as-oidc.log)"
+                        ports.pop(r.listener, None)
+                print(f"bench: {next(r.error for r in rows if r.tokens == 'as1-user')}", flush=True)
+            else:
+                (WORK / "tokens-as1-user.txt").write_text(token_sets["as1-user"][0] + "\n")
+                print(f"bench: AS oidc-provider pid {oidc.proc.pid} on :{oidc_port}; a user's access token "
+                      f"in {time.monotonic() - t0:.1f}s", flush=True)
 
         cfg = bootstrap(ports, admin_port, jwks, max(1000, 4 * args.mix_tokens), dot_port, args.baseline,
-                        cerbos_port if need_pdp else None)
+                        cerbos_port if need_pdp else None, backend_key, oidc_port if need_oidc else None)
         cfg_path = WORK / "envoy.json"
         cfg_path.write_text(json.dumps(cfg, indent=2))
         argv = [str(envoy.envoy_binary()), "-c", str(cfg_path), "--concurrency", str(args.concurrency),
@@ -1326,6 +1667,19 @@ def main() -> int:
         print(f"bench: envoy pid {proc.pid} up (concurrency {args.concurrency}, {len(ports)} listeners); "
               f"{args.rounds} round(s) of {args.duration}s per row, {warmup}s warm-up, wrk -t1 -c{args.connections}",
               flush=True)
+        # Tollgate fetches AS-1's discovery document and keys in the background at start: done
+        # before the first row, so that no row's counters see it.
+        fetches = [f"tollgate.issuer.{r.issuer}.jwks.fetch_ok" for r in rows
+                   if r.tokens == "as1-user" and r.listener in ports]
+        deadline = time.monotonic() + 30
+        while fetches:
+            got = counters(admin_port, r"^wasmcustom\.tollgate\.issuer\.[^.]+\.jwks\.fetch_ok$")
+            if all(got.get(f, 0) >= 1 for f in fetches):
+                settled_snapshot(admin_port, None)
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Tollgate did not fetch AS-1's keys in 30 s (see {WORK}/envoy.log)")
+            time.sleep(0.1)
 
         if dot is not None and dot_port is not None:
             t0 = time.monotonic()
@@ -1358,12 +1712,17 @@ def main() -> int:
                 token_file = WORK / f"tokens-{r.tokens}.txt"
                 as_port = dot_port if r.opaque else None
                 row_audit = audit if r.pdp_route else None
-                before = snapshot(admin_port, as_port, row_audit)
+                ex_port = oidc_port if r.upstream == "exchange" else None
+                before = snapshot(admin_port, as_port, row_audit, ex_port)
                 # unique_path rows: a prefix of this run's own, so no path repeats across runs
                 run_prefix = lambda: f"{r.path}{os.urandom(4).hex()}-"  # noqa: E731
-                status = probe(port, token_sets[r.probe or r.tokens][0],
-                               dpop_key=dpop_key if r.driver == "dpop" else None, tls=r.driver == "ab",
-                               path=run_prefix() + "probe" if r.unique_path else r.path)
+                if r.upstream:  # through upstream-echo: what the upstream received
+                    status, seen = echo_probe(port, token_sets[r.tokens][0])
+                    r.seen.append(seen)
+                else:
+                    status = probe(port, token_sets[r.probe or r.tokens][0],
+                                   dpop_key=dpop_key if r.driver == "dpop" else None, tls=r.driver == "ab",
+                                   path=run_prefix() + "probe" if r.unique_path else r.path)
                 if r.unique_path:
                     r.questions += 1
                     r.answered += 1
@@ -1388,7 +1747,7 @@ def main() -> int:
                 runs.append(x := load(args.duration))
                 x["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) * 1e6 / max(x["requests"], 1)
                 x["pdp_cpu_us"] = (cpu_seconds(pdp_pid) - pdp_cpu0) * 1e6 / max(x["requests"], 1)
-                add_delta(r.delta, before, settled_snapshot(admin_port, as_port, row_audit))
+                add_delta(r.delta, before, settled_snapshot(admin_port, as_port, row_audit, oidc_port=ex_port))
                 if r.unique_path:
                     r.questions += sum(w["issued"] for w in runs)
                     r.answered += sum(w["requests"] for w in runs)
@@ -1456,6 +1815,10 @@ def main() -> int:
                 checks += row_checks(r, token_sets[r.tokens], probe_token, args.concurrency)
                 if r.pdp_route:
                     checks.append(pdp_check(r))
+                if r.upstream:
+                    jwks_url = (f"http://127.0.0.1:{oidc_port}/jwks" if r.upstream == "exchange" else
+                                f"http://127.0.0.1:{ports[r.listener]}/.well-known/tollgate/jwks.json")
+                    checks += upstream_checks(r, probe_token, args.concurrency, jwks_url)
                 if r.driver == "dpop":
                     # Every proof sent once (the pool never repeats one) and every one accepted:
                     # one allowed request per proof, the probe's included, and nothing refused.
@@ -1476,6 +1839,8 @@ def main() -> int:
         # Envoy's connections to Cerbos over the run: the PDP calls reuse a few keep-alive ones
         if cerbos is not None:
             cerbos_cluster = counters(admin_port, r"^cluster\.cerbos\.upstream_(cx|rq)_total$")
+        if oidc is not None and any(r.upstream == "exchange" and not r.error for r in rows):
+            exchanges_total = as_exchanges(oidc_port)
     finally:
         if _wrk is not None and _wrk.poll() is None:
             _wrk.kill()
@@ -1486,6 +1851,8 @@ def main() -> int:
             dot.stop()
         if cerbos is not None:
             cerbos.stop()
+        if oidc is not None:
+            oidc.stop()
 
     # The replay store's memory with 10,000 live proofs, in an Envoy of its own (not in --quick:
     # 10,000 DPoP requests).
@@ -1500,7 +1867,7 @@ def main() -> int:
 
     # Plugin start: on_configure with 10 issuers (bench/configure.py), in Envoys of their own.
     configure_lines = []
-    if not args.only or "configure" in args.only:
+    if not args.only or any("configure" in o for o in args.only):
         try:
             for label, inline in (("inline JWKS, 30 keys", True), ("discovery", False)):
                 ms = configure.measure(label.split(",")[0].replace(" ", "-"), configure.config(inline),
@@ -1511,6 +1878,16 @@ def main() -> int:
             configure_lines.append(f"- configure: FAILED ({e})")
             failed = True
         print("\n".join(configure_lines), flush=True)
+
+    # Host calls per warm request, by call name (bench/hostcalls.py: the same .wasm in
+    # tests/minihost, as Envoy runs it and as APISIX does): what no req/s figure shows.
+    hostcall_lines = []
+    if not args.only or any("host" in o for o in args.only):
+        try:
+            hostcall_lines = [hostcalls.table(hostcalls.measure(TOLLGATE_WASM, 3))]
+        except (SystemExit, RuntimeError, OSError) as e:
+            hostcall_lines, failed = [f"- FAILED: {e}"], True
+        print("\n".join(hostcall_lines), flush=True)
 
     if any(c.ok is False for c in checks):
         failed = True
@@ -1525,7 +1902,7 @@ def main() -> int:
                 if ln.startswith("model name")), platform.processor())
     interesting = {k: v for k, v in counters_after.items()
                    if v and re.search(r"(tollgate\.issuer\.[^.]+\.(allowed|cache_hit|denied\..*|introspection\.(calls|coalesced|failed\..*))"
-                                      r"|tollgate\.route\.[^.]+\.authz\.[a-z_]+"
+                                      r"|tollgate\.route\.[^.]+\.authz\.[a-z_]+|tollgate\.upstream_token\.[a-z_.]+"
                                       r"|tollgate\.denied\..*|jwt_authn\.(allowed|denied|jwt_cache_(hit|miss)))$", k)}
     mix = token_sets.get("mix")
     report = "\n".join([
@@ -1548,6 +1925,9 @@ def main() -> int:
            f"it logged {audit.count:,} decisions in all; Envoy sent it "
            f"{cerbos_cluster.get('cluster.cerbos.upstream_rq_total', 0):,} requests over "
            f"{cerbos_cluster.get('cluster.cerbos.upstream_cx_total', 0):,} connections"] if audit is not None else []),
+        *([f"- upstream tokens: the rig's oidc-provider (tests/rig/as_oidc) on 127.0.0.1 as AS-1, its keys and its "
+           f"RFC 8693 token exchange reached through the Envoy cluster as-oidc; it served {exchanges_total:,} "
+           f"token exchange requests in all"] if exchanges_total is not None else []),
         f"- machine: {os.cpu_count()} CPUs, {cpu}",
         f"- tollgate.wasm: {TOLLGATE_WASM.stat().st_size:,} bytes",
         *([f"- baseline: {args.baseline} ({args.baseline.stat().st_size:,} bytes); vs baseline: this "
@@ -1569,6 +1949,11 @@ def main() -> int:
         "",
         *(["## Replay store memory", "", *replay_lines, ""] if replay_lines else []),
         *(["## Plugin start", "", *configure_lines, ""] if configure_lines else []),
+        *(["## Host calls per warm request", "",
+           "Counted in tests/minihost (bench/hostcalls.py) on this .wasm: \"envoy\" with shared data, "
+           "a tick, the clock and metrics as Envoy has them; \"apisix\" without them. Inline JWKS; "
+           "the first request verifies, a warm one is counted (every warm request makes the same calls).",
+           "", *hostcall_lines, ""] if hostcall_lines else []),
         "Counters after the run: " + ", ".join(f"`{k}` {v:,}" for k, v in sorted(interesting.items())),
         "",
         f"Run time {time.monotonic() - t_start:.0f}s (bench.py); result: {'FAILED' if failed else 'ok'}.",

@@ -132,6 +132,16 @@ themselves in X-IBM-Client-Id:
   curl -si -H "Authorization: Bearer $TOKEN1" http://127.0.0.1:{API}/api/partners/x            # 400, no client id header
   curl -si -H "Authorization: Bearer $TOKEN2" -H "X-IBM-Client-Id: dot-client" http://127.0.0.1:{API}/api/partners/x  # 403, not subscribed
 
+What the upstream receives (issue 17; the echo upstream shows it):
+/api/exchanged/... takes AS-1 tokens and exchanges each at AS-1 (RFC 8693) for a token for
+https://next.test: the upstream's Authorization is that token (aud https://next.test, act
+tollgate-exchanger), its identity headers are still the caller's.
+  curl -s -H "Authorization: Bearer $TOKEN1" http://127.0.0.1:{API}/api/exchanged/x | jq -r .headers.authorization
+/api/signed/... takes any issuer's token and passes the upstream a token the gateway signs
+(x-tollgate-jwt), verifiable with the gateway's JWKS:
+  curl -s -H "Authorization: Bearer $OPAQUE2" http://127.0.0.1:{API}/api/signed/x | jq -r '.headers["x-tollgate-jwt"]'
+  curl -si http://127.0.0.1:{API}/.well-known/tollgate/jwks.json
+
 Ctrl-C stops everything.
 """
 
@@ -193,7 +203,11 @@ def dpop_proof(key, method: str, url: str, token: str | None = None) -> str:
 
 def check() -> bool:
     """The HOWTO's calls, asserted."""
+    import warnings
+
     import requests
+    from joserfc import jwt as jose_jwt
+    from joserfc.jwk import KeySet
     from jwcrypto import jwk
 
     api = f"http://127.0.0.1:{API}"
@@ -314,6 +328,40 @@ def check() -> bool:
         ("401 names the metadata", "/api/orders",
          lambda: names_metadata(get(f"{api}/api/orders", None)), 401, None),
     ]
+    # What the upstream receives (issue 17): an exchanged token, a gateway-signed one.
+    cases += [
+        ("exchanged token (RFC 8693) upstream", "/api/exchanged/x",
+         lambda: exchanged_ok(bearer("/api/exchanged/x", t1)()), 200, None),
+        ("AS-2 token on the AS-1 exchange route", "/api/exchanged/x", bearer("/api/exchanged/x", t2), 401, None),
+        ("gateway-signed token upstream, AS-1 token", "/api/signed/x",
+         lambda: signed_ok(bearer("/api/signed/x", t1)(), AS1_ISSUER), 200, None),
+        ("gateway-signed token upstream, AS-2 opaque token", "/api/signed/x",
+         lambda: signed_ok(bearer("/api/signed/x", o2)(), AS2_ISSUER), 200, None),
+        ("the gateway's JWKS", "/.well-known/tollgate/jwks.json",
+         lambda: get(f"{api}/.well-known/tollgate/jwks.json", None), 200, None),
+    ]
+
+    def exchanged_ok(r):  # the upstream got AS-1's token for next.test, verified with AS-1's keys
+        if r.status_code == 200:
+            h = r.json()["headers"]
+            keys = KeySet.import_key_set(requests.get(f"{AS1_ISSUER}/jwks", timeout=10).json())
+            claims = jose_jwt.decode(h["authorization"].removeprefix("Bearer "), keys, algorithms=["ES256"]).claims
+            assert claims["aud"] == "https://next.test" and claims["act"] == {"sub": "tollgate-exchanger"}, claims
+            assert h["x-tollgate-client-id"] == "demo-client", h
+        return r
+
+    def signed_ok(r, orig_iss):  # the upstream got a token the gateway's JWKS verifies
+        if r.status_code == 200:
+            keys = KeySet.import_key_set(requests.get(f"{api}/.well-known/tollgate/jwks.json", timeout=10).json())
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # joserfc: "EdDSA is deprecated via RFC 9864"
+                tok = jose_jwt.decode(r.json()["headers"]["x-tollgate-jwt"], keys, algorithms=["EdDSA", "ES256"])
+            jose_jwt.JWTClaimsRegistry(iss={"essential": True, "value": api},
+                                       aud={"essential": True, "value": "demo-upstream"},
+                                       exp={"essential": True}).validate(tok.claims)
+            assert tok.claims["orig_iss"] == orig_iss, tok.claims
+        return r
+
     def prm_ok(r):  # the document names the resource and both servers
         doc = r.json()
         assert doc["resource"] == f"{api}/api", doc

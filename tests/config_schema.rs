@@ -18,6 +18,7 @@ use std::path::Path;
 use jsonschema::Validator;
 use serde_json::{json, Value};
 use tollgate::config::FilterConfig;
+use tollgate::upstream::UpstreamRule;
 
 const CONFIG_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/plugin-config");
 const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
@@ -194,6 +195,9 @@ fn compiled(config: &Value) -> Vec<(&'static str, String)> {
         ("cache", c.cache_slots.to_string()),
         ("gateway", format!("{:?}", c.gateway)),
         ("sender_constraint", format!("{:?}", c.sender_constraint)),
+        ("upstream_rules", upstream_rules(&c.upstream_rules)),
+        ("backend_token", format!("{:?}", c.backend)),
+        ("exchange_slots", c.exchange_slots.to_string()),
     ]
 }
 
@@ -337,6 +341,86 @@ fn sender_constraint_schema_defaults_are_the_plugin_defaults() {
         explicit["sender_constraint"]["client_certificate"]["header"],
         "client-cert"
     );
+    assert_defaults_agree(&explicit, &minimal);
+}
+
+/// Routes' upstream_token rules, with each sign rule's claim mapping in name order: the plugin
+/// keeps its default mapping in its own order and a written one in name order, which is the
+/// same mapping (the order of a JWT's claims means nothing).
+fn upstream_rules(rules: &[UpstreamRule]) -> String {
+    let rules: Vec<String> = rules
+        .iter()
+        .map(|r| match r {
+            UpstreamRule::Exchange(x) => format!("{x:?}"),
+            UpstreamRule::Sign(s) => {
+                let mut claims = s.claims.clone();
+                claims.sort();
+                format!(
+                    "Sign({:?}, {}, {:?}, {claims:?})",
+                    s.audience, s.lifetime_s, s.placement
+                )
+            }
+        })
+        .collect();
+    format!("{rules:?}")
+}
+
+#[test]
+fn upstream_token_schema_defaults_are_the_plugin_defaults() {
+    // Issue 17: an issuer's token_exchange, both kinds of route rule, backend_token and the
+    // exchange cache, each written with only its required members.
+    let minimal = json!({
+        "issuers": [{
+            "name": "corp",
+            "issuer": "https://login.example.com",
+            "jwks": {"uri": "https://login.example.com/jwks", "upstream": "corp_idp"},
+            "token_exchange": {
+                "endpoint": "https://login.example.com/token",
+                "upstream": "corp_idp",
+                "client_id": "gateway",
+                "client_secret": "change-me"
+            }
+        }],
+        "backend_token": {
+            "issuer": "https://gateway.example.com",
+            "keys": [{
+                "kty": "OKP", "crv": "Ed25519", "kid": "k1",
+                "x": "tWZDpF4-sJNVO1QzV1FC9s7AIrDoxW1XfVV7pmQOa1A",
+                "d": "8Gw2AvLlLZJtFpY8Vqr9CrOtcL6DYugjgG--bbO6C5k"
+            }]
+        },
+        "cache": {},
+        "routes": [
+            {"require": {"upstream_token": {"exchange": {"audience": "https://next.example.com"}}}},
+            {"require": {"upstream_token": {"sign": {"audience": "orders"}}}}
+        ]
+    });
+    let schema = schema();
+    let defs = &schema["$defs"];
+    let mut explicit = minimal.clone();
+    fill_defaults(
+        &mut explicit["issuers"][0]["token_exchange"],
+        &defs["tokenExchange"],
+    );
+    fill_defaults(&mut explicit["backend_token"], &defs["backendToken"]);
+    fill_defaults(&mut explicit["cache"], &defs["cache"]);
+    fill_defaults(
+        &mut explicit["routes"][0]["require"]["upstream_token"]["exchange"],
+        &defs["exchange"],
+    );
+    fill_defaults(
+        &mut explicit["routes"][1]["require"]["upstream_token"]["sign"],
+        &defs["sign"],
+    );
+    assert_eq!(
+        explicit["backend_token"]["jwks_path"],
+        "/.well-known/tollgate/jwks.json"
+    );
+    assert_eq!(
+        explicit["routes"][1]["require"]["upstream_token"]["sign"]["header"],
+        "x-tollgate-jwt"
+    );
+    assert_eq!(explicit["cache"]["exchange_entries"], 4096);
     assert_defaults_agree(&explicit, &minimal);
 }
 

@@ -20,7 +20,7 @@
 use super::host;
 use crate::config::FilterConfig;
 use crate::endpoint::{self, Endpoint};
-use crate::flow::{AuthzEvent, IntrospectionEvent, IntrospectionFailure, Metric};
+use crate::flow::{AuthzEvent, IntrospectionEvent, IntrospectionFailure, Metric, UpstreamEvent};
 use crate::outcome::DenialKind;
 
 /// One counter per denial kind, indexed by [`DenialKind::index`].
@@ -86,6 +86,9 @@ pub struct Metrics {
     rules: Vec<[Option<u32>; AuthzEvent::ALL.len()]>,
     /// Per PDP: the latency histogram.
     pdps: Vec<Option<u32>>,
+    /// Upstream tokens (exchange, sign), by [`UpstreamEvent::index`]; only when a route has
+    /// `upstream_token`.
+    upstream: [Option<u32>; UpstreamEvent::ALL.len()],
 }
 
 impl Metrics {
@@ -149,6 +152,12 @@ impl Metrics {
                 .iter()
                 .map(|p| host::define_histogram(&format!("tollgate.pdp.{}.latency_ms", p.name)))
                 .collect(),
+            upstream: if cfg.upstream_rules.is_empty() {
+                [None; UpstreamEvent::ALL.len()]
+            } else {
+                UpstreamEvent::ALL
+                    .map(|e| host::define_counter(&format!("tollgate.upstream_token.{}", e.code())))
+            },
         }
     }
 
@@ -174,6 +183,9 @@ impl Metrics {
                 if let Some(h) = self.pdps.get(pdp) {
                     host::record(*h, ms);
                 }
+            }
+            Metric::UpstreamToken(event) => {
+                host::increment(self.upstream.get(event.index()).copied().flatten());
             }
         }
     }

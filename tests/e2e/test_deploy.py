@@ -52,8 +52,9 @@ def embedded_plugin_config(yaml_text: str) -> dict:
 
 def test_example_plugin_config_is_the_tested_one():
     """The demo runs exactly the configuration the end-to-end tests exercise: the standard
-    stack's, plus the authorization routes its own check calls (stack.with_authorization)."""
-    tested = rig_stack.with_authorization(rig_stack.plugin_config(9100, 9200, 10000), 9400, 10000)
+    stack's, plus the authorization routes (stack.with_authorization) and the upstream-token
+    routes (stack.with_upstream_tokens) its own check calls: stack.demo_plugin_config()."""
+    tested = rig_stack.demo_plugin_config()
     assert embedded_plugin_config(EXAMPLE.read_text()) == tested
 
 
@@ -104,8 +105,9 @@ def test_demo_runs(wasm):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     # 9 bearer calls, 6 on the DPoP route, 5 on the mTLS route, 11 on the AuthZEN, step-up and
-    # subscription routes, 2 for the protected-resource metadata (envoy-example/demo.py check())
-    assert r.stdout.count(" ok ") == 33 and "BAD" not in r.stdout, r.stdout
+    # subscription routes, 2 for the protected-resource metadata, 5 for the upstream tokens
+    # (envoy-example/demo.py check())
+    assert r.stdout.count(" ok ") == 38 and "BAD" not in r.stdout, r.stdout
     for name in ("DPoP token with its proof", "opaque DPoP token with its proof",
                  "mTLS token with its certificate", "opaque mTLS token with its certificate"):
         assert f"ok  {name}: " in r.stdout, r.stdout
@@ -123,6 +125,7 @@ def test_readme_dpop_and_mtls_commands(wasm, tmp_path):
     dpop_fn = load_demo().DPOP_FN
     dpop_block, mtls_block = readme_block("demo-dpop"), readme_block("demo-mtls")
     authz_block = readme_block("demo-authz")
+    upstream_block = readme_block("demo-upstream")
     assert dpop_fn in dpop_block.splitlines()
     out_path = tmp_path / "demo.out"
     with open(out_path, "wb") as out:
@@ -139,6 +142,8 @@ def test_readme_dpop_and_mtls_commands(wasm, tmp_path):
                            capture_output=True, text=True, timeout=120)
         authz = subprocess.run(["bash", "-euo", "pipefail", "-c", authz_block], cwd=ROOT,
                                capture_output=True, text=True, timeout=120)
+        upstream = subprocess.run(["bash", "-euo", "pipefail", "-c", upstream_block], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=120)
     finally:
         demo.send_signal(signal.SIGTERM)
         try:
@@ -171,4 +176,14 @@ def test_readme_dpop_and_mtls_commands(wasm, tmp_path):
     assert lines[3].lower().startswith("www-authenticate: bearer realm=\"tollgate\", "
                                        "error=\"insufficient_user_authentication\""), lines[3]
     assert 'acr_values="urn:tollgate:loa:2"' in lines[3] and 'max_age="300"' in lines[3], lines[3]
+    # The upstream-token block (issue 17): the exchanged token's aud, sub and act; the caller's
+    # identity headers; the JWKS' Cache-Control; the signed token's iss, aud, orig_iss and
+    # client_id, as joserfc verified them with the gateway's JWKS.
+    assert upstream.returncode == 0, upstream.stdout + upstream.stderr
+    assert upstream.stdout.splitlines() == [
+        '["https://next.test","demo-client",{"sub":"tollgate-exchanger"}]',
+        '["demo-client","http://127.0.0.1:9100"]',
+        "cache-control: public, max-age=300",
+        '["http://127.0.0.1:10000", "demo-upstream", "http://127.0.0.1:9200/o", "dot-opaque"]',
+    ], upstream.stdout
     assert not any(port_open(p) for p in DEMO_PORTS), "the demo left a server running"

@@ -627,3 +627,87 @@ def test_policy_decisions_fail_closed_when_the_pdp_is_down(wasm, as1, tmp_path, 
     result = call(host, jwt(as1), path="/api/docs/demo-client/1", body=BODY)
     assert_denied(result, 503)
     assert result.forwarded_body is None
+
+
+# --- upstream tokens (issue 17) ----------------------------------------------------------------
+
+NEXT_API = "https://next.test/api"
+
+
+def upstream_token_config(as1: int, resource: str = NEXT_API) -> dict:
+    """config() plus as1's token endpoint for RFC 8693 exchanges (the rig's exchanger client),
+    /api/next exchanging the caller's token for `resource`, and /api/signed with a backend token
+    signed by the gateway's Ed25519 key."""
+    from joserfc.jwk import OKPKey
+    cfg = config(as1, jwks="uri")
+    cfg["issuers"][0]["token_exchange"] = {
+        "endpoint": f"http://127.0.0.1:{as1}/token", "upstream": f"127.0.0.1:{as1}",
+        "client_id": "tollgate-exchanger", "client_secret": "tollgate-exchanger-secret"}
+    key = OKPKey.generate_key("Ed25519", parameters={"kid": "gw-1"})
+    cfg["backend_token"] = {"issuer": "https://gateway.test", "keys": [key.as_dict(private=True)]}
+    cfg["routes"][:0] = [
+        {"match": {"prefix": "/api/next"}, "require": {"upstream_token": {"exchange": {"resource": resource}}}},
+        {"match": {"prefix": "/api/signed"}, "require": {"upstream_token": {"sign": {"audience": "orders"}}}},
+    ]
+    return cfg
+
+
+def test_tokens_are_exchanged_from_the_request_and_the_upstream_gets_the_new_one(wasm, as1, mode):
+    """APISIX-like: the request that needs an exchange makes the call to its issuer's token
+    endpoint itself, after its introspection when the token is opaque, one call at a time, and
+    goes upstream with the exchanged token (audience https://next.test, act naming the
+    exchanging client); then the per-VM cache answers. A body goes upstream only after the
+    exchange answered."""
+    host = start_host(wasm, upstream_token_config(as1), mode)
+    for kind, token in (("jwt", jwt(as1)), ("opaque", opaque(as1))):
+        first = call(host, token, path="/api/next/items", body=BODY)
+        assert first.status == 200, first
+        assert paths(first)[-1] == "/token", first.calls
+        if kind == "opaque":
+            assert INTROSPECTION in paths(first), first.calls
+        assert first.forwarded_body == BODY
+        exchanged = first.header("authorization").removeprefix("Bearer ")
+        assert exchanged != token
+        claims = tokens.decode_unverified(exchanged)[1]
+        assert claims["aud"] == "https://next.test" and claims["act"] == {"sub": "tollgate-exchanger"}, claims
+        # The identity headers are the caller's.
+        assert first.header("x-tollgate-client-id") == "demo-client"
+        again = call(host, token, path="/api/next/items")
+        assert again.status == 200 and "/token" not in paths(again), again.calls
+        assert again.header("authorization") == f"Bearer {exchanged}"
+
+
+def test_an_exchange_the_as_refuses_is_403_and_its_absence_503(wasm, as1, tmp_path, mode):
+    host = start_host(wasm, upstream_token_config(as1, resource="https://unknown.test/api"), mode)
+    refused = call(host, jwt(as1), path="/api/next/items", body=BODY)
+    assert_denied(refused, 403)
+    assert refused.forwarded_body is None
+    assert b"access_denied" in refused.local_reply.body
+    down = free_port()
+    cfg = upstream_token_config(as1)
+    cfg["issuers"][0]["token_exchange"] |= {"endpoint": f"http://127.0.0.1:{down}/token",
+                                            "upstream": f"127.0.0.1:{down}"}
+    host = start_host(wasm, cfg, mode)
+    result = call(host, jwt(as1), path="/api/next/items", body=BODY)
+    assert_denied(result, 503)
+    assert result.forwarded_body is None
+    assert result.local_reply.header("retry-after") == "5"
+
+
+def test_backend_tokens_are_signed_and_inbound_copies_removed(wasm, as1, mode):
+    from joserfc import jwt as jose_jwt
+    from joserfc.jwk import KeySet
+    host = start_host(wasm, upstream_token_config(as1), mode)
+    jwks = call(host, None, path="/.well-known/tollgate/jwks.json")
+    assert jwks.status == 200 and jwks.forwarded is None
+    keys = KeySet.import_key_set(__import__("json").loads(jwks.local_reply.body))
+    token = jwt(as1)
+    result = call(host, token, path="/api/signed/x", extra=[("X-Tollgate-JWT", "forged")])
+    assert result.status == 200, result
+    backend = [v for n, v in result.forwarded if n == "x-tollgate-jwt"]
+    assert len(backend) == 1 and backend[0] != "forged", result.forwarded
+    verified = jose_jwt.decode(backend[0], keys, algorithms=["EdDSA"])
+    assert verified.claims["aud"] == "orders" and verified.claims["iss"] == "https://gateway.test"
+    assert verified.claims["client_id"] == "demo-client"
+    assert verified.claims["orig_iss"] == f"http://127.0.0.1:{as1}"
+    assert result.header("authorization") == f"Bearer {token}"

@@ -72,7 +72,7 @@ from pathlib import Path
 
 import wasmtime
 
-OK, NOT_FOUND, BAD_ARGUMENT, INTERNAL_FAILURE, UNIMPLEMENTED = 0, 1, 2, 10, 12
+OK, NOT_FOUND, BAD_ARGUMENT, CAS_MISMATCH, INTERNAL_FAILURE, UNIMPLEMENTED = 0, 1, 2, 8, 10, 12
 # proxy-wasm enums used here
 MAP_REQUEST_HEADERS, MAP_RESPONSE_HEADERS, MAP_CALL_RESPONSE_HEADERS = 0, 2, 6
 BUFFER_REQUEST_BODY, BUFFER_CALL_RESPONSE_BODY, BUFFER_PLUGIN_CONFIGURATION = 0, 4, 7
@@ -223,14 +223,19 @@ def _compiled(wasm: str | Path | bytes) -> tuple[wasmtime.Engine, wasmtime.Modul
 class MiniHost:
     def __init__(self, wasm_path: str | Path | bytes, config_json: str | dict,
                  shared_data: str = "unimplemented", wasi_clock: str = "real"):
-        if shared_data not in ("unimplemented", "dummy"):
-            raise ValueError("shared_data must be 'unimplemented' or 'dummy'")
+        if shared_data not in ("unimplemented", "dummy", "envoy"):
+            raise ValueError("shared_data must be 'unimplemented', 'dummy' or 'envoy'")
         if wasi_clock not in ("real", "zero"):
             raise ValueError("wasi_clock must be 'real' or 'zero'")
         self.mode = shared_data
         self.config = (json.dumps(config_json) if isinstance(config_json, dict)
                        else config_json).encode()
         self.unimplemented: Counter = Counter()  # over the VM's life
+        # "envoy": shared data with Envoy's compare-and-swap rules, a tick the plugin may set
+        # (never delivered: this host runs requests only), the host clock and metrics, so a
+        # request takes the path it takes in Envoy (bench/hostcalls.py counts its host calls)
+        self.shared: dict[bytes, tuple[bytes, int]] = {}
+        self.metrics: dict[int, tuple[str, int]] = {}
         self.logs: list[tuple[str, str]] = []
         self.traps: list[Trap] = []
         self.calls: list[Call] = []
@@ -439,7 +444,10 @@ class MiniHost:
                     "proxy_resolve_shared_queue", "proxy_enqueue_shared_queue",
                     "proxy_dequeue_shared_queue", "proxy_get_current_time_nanoseconds",
                     "proxy_set_tick_period_milliseconds"):
-            impl = None if self.mode == "unimplemented" else (lambda caller, *args: OK)
+            if self.mode == "envoy":
+                pass  # the _h_ implementations below
+            else:
+                impl = None if self.mode == "unimplemented" else (lambda caller, *args: OK)
         if name == "proxy_send_http_response":
             impl = self._h_proxy_send_local_response
         returns = [str(r) for r in ty.results]
@@ -478,6 +486,57 @@ class MiniHost:
         self.logs.append((level, message))
         if self._req is not None:
             self._req.result.logs.append((level, message))
+
+    # --- "envoy" mode only (see __init__) -------------------------------------------------------
+
+    def _h_proxy_get_shared_data(self, caller, key_ptr, key_size, ptr_out, size_out, cas_out):
+        entry = self.shared.get(self._read(caller, key_ptr, key_size))
+        if entry is None:
+            return NOT_FOUND
+        self._put_u32(caller, cas_out, entry[1])
+        return self._give(caller, entry[0], ptr_out, size_out)
+
+    def _h_proxy_set_shared_data(self, caller, key_ptr, key_size, ptr, size, cas):
+        # Envoy: a CAS other than 0 must match the key's current one; a key that does not
+        # exist is written whatever the CAS.
+        key = self._read(caller, key_ptr, key_size)
+        current = self.shared.get(key)
+        if cas and current is not None and current[1] != cas:
+            return CAS_MISMATCH
+        self.shared[key] = (self._read(caller, ptr, size), (current[1] if current else 0) + 1)
+        return OK
+
+    def _h_proxy_set_tick_period_milliseconds(self, caller, period):
+        return OK
+
+    def _h_proxy_get_current_time_nanoseconds(self, caller, ptr):
+        caller["memory"].write(caller, struct.pack("<Q", time.time_ns()), ptr)
+        return OK
+
+    def _h_proxy_define_metric(self, caller, kind, name_ptr, name_size, id_out):
+        if self.mode != "envoy":
+            return UNIMPLEMENTED
+        metric_id = len(self.metrics) + 1
+        self.metrics[metric_id] = (self._read(caller, name_ptr, name_size).decode(), 0)
+        self._put_u32(caller, id_out, metric_id)
+        return OK
+
+    def _h_proxy_increment_metric(self, caller, metric_id, offset):
+        if self.mode != "envoy":
+            return UNIMPLEMENTED
+        if metric_id not in self.metrics:
+            return NOT_FOUND
+        name, value = self.metrics[metric_id]
+        self.metrics[metric_id] = (name, value + offset)
+        return OK
+
+    def _h_proxy_record_metric(self, caller, metric_id, value):
+        if self.mode != "envoy":
+            return UNIMPLEMENTED
+        if metric_id not in self.metrics:
+            return NOT_FOUND
+        self.metrics[metric_id] = (self.metrics[metric_id][0], value)
+        return OK
 
     def _h_proxy_log(self, caller, level, ptr, size):
         name = LOG_LEVELS[level] if 0 <= level < len(LOG_LEVELS) else str(level)

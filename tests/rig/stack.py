@@ -48,7 +48,7 @@ def with_authorization(cfg: dict, pdp_port: int, listener_port: int) -> dict:
     on pdp_port through cluster `cerbos`; before the `admin` route, `/api/docs/{owner}/{id}`
     asking it (owner or admin role), `/api/stepup` (RFC 9470: login at loa:2 within 300 s) and
     `/api/partners` (subscribed clients naming themselves in X-IBM-Client-Id); and the API's
-    RFC 9728 protected-resource metadata. envoy-example/envoy.yaml is this; the demo's check
+    RFC 9728 protected-resource metadata. envoy-example/envoy.yaml has this (demo_plugin_config); the demo's check
     (tests/e2e/test_deploy.py) calls every part of it, and tests/e2e/test_authorize.py,
     test_step_up.py, test_key_manager.py and test_resource_metadata.py test each feature."""
     cfg = json.loads(json.dumps(cfg))
@@ -75,6 +75,63 @@ def with_authorization(cfg: dict, pdp_port: int, listener_port: int) -> dict:
         "resource_documentation": "https://github.com/tollgate/tollgate#try-it-one-command",
     }]
     return cfg
+
+
+# The demo's signing key for the gateway-signed backend token (issue 17). PUBLISHED HERE, so it
+# signs nothing anyone should trust: a deployment makes its own (any JOSE library's Ed25519 or
+# P-256 key generation; README "What the upstream receives").
+DEMO_BACKEND_KEY = {
+    "kty": "OKP", "crv": "Ed25519", "kid": "demo-ed25519-1",
+    "x": "tWZDpF4-sJNVO1QzV1FC9s7AIrDoxW1XfVV7pmQOa1A",
+    "d": "8Gw2AvLlLZJtFpY8Vqr9CrOtcL6DYugjgG--bbO6C5k",
+}
+# AS-1's client for RFC 8693 token exchange (tests/rig/as_oidc/server.mjs).
+EXCHANGE_CLIENT = ("tollgate-exchanger", "tollgate-exchanger-secret")
+
+
+def with_upstream_tokens(cfg: dict, as1_port: int, listener_port: int) -> dict:
+    """The demo's upstream tokens (issue 17) added to `cfg`: AS-1's RFC 8693 token endpoint
+    (`token_exchange`, client tollgate-exchanger); the gateway-signed token's key
+    (`backend_token`, DEMO_BACKEND_KEY; issuer the gateway's origin; its JWKS at
+    /.well-known/tollgate/jwks.json); and, before the `admin` route, `/api/exchanged` (AS-1
+    tokens only, exchanged at AS-1 for https://next.test/api: the upstream gets the exchanged
+    token as Authorization) and `/api/signed` (any issuer's token: the upstream gets the
+    gateway-signed token in x-tollgate-jwt). envoy-example/envoy.yaml has this;
+    tests/e2e/test_upstream_token.py tests each feature, the demo's check (test_deploy.py)
+    calls both routes."""
+    cfg = json.loads(json.dumps(cfg))
+    as1 = next(i for i in cfg["issuers"] if i["name"] == "as1")
+    as1["token_exchange"] = {
+        "endpoint": f"http://127.0.0.1:{as1_port}/token",
+        "upstream": "as1",
+        "client_id": EXCHANGE_CLIENT[0],
+        "client_secret": EXCHANGE_CLIENT[1],
+    }
+    cfg["backend_token"] = {
+        "issuer": f"http://127.0.0.1:{listener_port}",
+        "keys": [DEMO_BACKEND_KEY],
+        "jwks_path": "/.well-known/tollgate/jwks.json",
+        "jwks_max_age_s": 300,
+    }
+    routes = [
+        {"name": "exchanged", "match": {"prefix": "/api/exchanged"},
+         "require": {"issuers": ["as1"], "scopes_any": ["read", "admin"],
+                     "upstream_token": {"exchange": {"resource": "https://next.test/api"}}}},
+        {"name": "signed", "match": {"prefix": "/api/signed"},
+         "require": {"scopes_any": ["read", "admin"],
+                     "upstream_token": {"sign": {"audience": "demo-upstream"}}}},
+    ]
+    at = next(i for i, r in enumerate(cfg["routes"]) if r.get("name") == "admin")
+    cfg["routes"][at:at] = routes
+    return cfg
+
+
+def demo_plugin_config(as1_port: int = 9100, as2_port: int = 9200, listener_port: int = 10000,
+                       pdp_port: int = 9400) -> dict:
+    """envoy-example/envoy.yaml's plugin configuration: the standard one, plus issue 16's
+    authorization (with_authorization) and issue 17's upstream tokens (with_upstream_tokens)."""
+    cfg = with_authorization(plugin_config(as1_port, as2_port, listener_port), pdp_port, listener_port)
+    return with_upstream_tokens(cfg, as1_port, listener_port)
 
 
 def plugin_config(as1_port: int, as2_port: int, listener_port: int, tagging: bool = False,

@@ -24,6 +24,7 @@ use crate::key::Alg;
 use crate::outcome::{Challenge, Denial};
 use crate::policy::{self, Policy, RequestFacts, Requirement};
 use crate::token::is_jws;
+use crate::upstream::{UpstreamRule, Work};
 
 /// What the adapter must do with the request: carry out a verdict now, or pause it.
 #[derive(Debug, PartialEq)]
@@ -49,6 +50,9 @@ pub enum Verdict {
         /// The route's policy decision point must say yes first (the flow asks it, or finds
         /// its decision in the cache).
         authorize: Option<Box<crate::authz::Query>>,
+        /// What the upstream receives instead of the caller's token, once the request is
+        /// allowed: a token exchange or a backend token to mint (the flow does it).
+        upstream: Option<Box<crate::upstream::Work>>,
     },
     Deny {
         denial: Denial,
@@ -81,6 +85,7 @@ impl Verdict {
             proof: None,
             authorization: Upstream::Keep,
             authorize: None,
+            upstream: None,
         }
     }
 }
@@ -468,7 +473,12 @@ struct Accept<'a> {
 /// a token refused for its client or its scopes would be refused as well after a new login,
 /// so those answers (which no login fixes) come first, as a Kong or Envoy `jwt_authn` user
 /// expects scope errors before anything else about the user.
-fn finish(d: &Deciding<'_>, accept: &Accept<'_>, verified: Verified, cache_hit: bool) -> Decision {
+fn finish(
+    d: &Deciding<'_>,
+    accept: &Accept<'_>,
+    mut verified: Verified,
+    cache_hit: bool,
+) -> Decision {
     let (cfg, requirement, how) = (d.cfg, accept.requirement, accept.how);
     let issuer = verified.issuer;
     if !requirement.accepts_issuer(issuer) {
@@ -516,6 +526,19 @@ fn finish(d: &Deciding<'_>, accept: &Accept<'_>, verified: Verified, cache_hit: 
             Upstream::Bearer(format!("Bearer {}", how.token))
         }
     };
+    // Last, so that the claims can move into it (a `sign` rule maps them only when it signs).
+    let upstream = requirement
+        .upstream
+        .and_then(|i| Some((i, cfg.upstream_rules.get(i)?)))
+        .map(|(rule, kind)| {
+            Box::new(Work {
+                rule,
+                issuer,
+                token: how.token.to_owned(),
+                claims: matches!(kind, UpstreamRule::Sign(_))
+                    .then(|| std::mem::take(&mut verified.claims)),
+            })
+        });
     Decision::Done(Verdict::Allow {
         issuer: Some(issuer),
         headers,
@@ -523,6 +546,7 @@ fn finish(d: &Deciding<'_>, accept: &Accept<'_>, verified: Verified, cache_hit: 
         proof: bound.proof,
         authorization,
         authorize,
+        upstream,
     })
 }
 

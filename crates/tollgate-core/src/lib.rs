@@ -81,6 +81,7 @@ pub mod refresh;
 pub mod resource;
 pub mod sign;
 pub mod token;
+pub mod upstream;
 
 /// Fixed test keys, clock and token minting for the unit tests.
 #[cfg(test)]

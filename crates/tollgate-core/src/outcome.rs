@@ -64,6 +64,12 @@ pub enum Denial {
     },
     /// The route's policy decision point gave no decision (fail closed).
     PdpUnavailable,
+    /// The authorization server refused to exchange the token for the route's upstream
+    /// (RFC 8693: `invalid_grant`, `invalid_target`, …).
+    ExchangeRefused,
+    /// The token exchange gave no answer (down, slow, an error status, an unusable body): the
+    /// upstream cannot be given its token (fail closed).
+    ExchangeUnavailable,
 }
 
 /// A denial's kind, without its details: what the `denied.<code>` counters count.
@@ -88,11 +94,13 @@ pub enum DenialKind {
     ClientMismatch,
     Forbidden,
     PdpUnavailable,
+    ExchangeRefused,
+    ExchangeUnavailable,
 }
 
 impl DenialKind {
     /// Every kind, in the order of [`DenialKind::index`].
-    pub const ALL: [DenialKind; 19] = [
+    pub const ALL: [DenialKind; 21] = [
         DenialKind::NoRoute,
         DenialKind::MissingToken,
         DenialKind::InvalidRequest,
@@ -112,6 +120,8 @@ impl DenialKind {
         DenialKind::ClientMismatch,
         DenialKind::Forbidden,
         DenialKind::PdpUnavailable,
+        DenialKind::ExchangeRefused,
+        DenialKind::ExchangeUnavailable,
     ];
 
     /// The kind's position in [`DenialKind::ALL`] (for a table of counters).
@@ -141,6 +151,8 @@ impl DenialKind {
             DenialKind::ClientMismatch => "client_mismatch",
             DenialKind::Forbidden => "forbidden",
             DenialKind::PdpUnavailable => "pdp_unavailable",
+            DenialKind::ExchangeRefused => "exchange_refused",
+            DenialKind::ExchangeUnavailable => "exchange_unavailable",
         }
     }
 }
@@ -170,6 +182,8 @@ impl Denial {
             Denial::ClientMismatch => DenialKind::ClientMismatch,
             Denial::Forbidden { .. } => DenialKind::Forbidden,
             Denial::PdpUnavailable => DenialKind::PdpUnavailable,
+            Denial::ExchangeRefused => DenialKind::ExchangeRefused,
+            Denial::ExchangeUnavailable => DenialKind::ExchangeUnavailable,
         }
     }
 
@@ -439,6 +453,20 @@ pub fn reply(
             503,
             "temporarily_unavailable",
             "the request cannot be authorized right now",
+            Vec::new(),
+        ),
+        // The token is good; what is missing is the upstream's token, which another token
+        // would not change: no challenge.
+        Denial::ExchangeRefused => (
+            403,
+            "access_denied",
+            "the token cannot be exchanged for this route's upstream",
+            Vec::new(),
+        ),
+        Denial::ExchangeUnavailable => (
+            503,
+            "temporarily_unavailable",
+            "the token cannot be exchanged right now",
             Vec::new(),
         ),
     };

@@ -94,6 +94,8 @@ pub struct Requirement {
     /// The route's AuthZEN rule (an index into `FilterConfig::rules`): asked once every other
     /// check passed.
     pub authorize: Option<usize>,
+    /// The route's `upstream_token` rule (an index into `FilterConfig::upstream_rules`).
+    pub upstream: Option<usize>,
 }
 
 /// A claim (path into nested objects) and the values it may have. When the claim is an array,

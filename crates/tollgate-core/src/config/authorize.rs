@@ -11,7 +11,7 @@ use crate::authz::{ContextFields, Pdp, PdpAuth, Resource, Rule, Source, Subject,
 use crate::introspect::Secret;
 
 /// `v` as an object whose members are all among `known`.
-fn object<'v>(
+pub(super) fn object<'v>(
     at: &str,
     v: &'v Value,
     known: &[&str],
@@ -29,7 +29,11 @@ fn object<'v>(
 }
 
 /// A string member; `None` when absent or null.
-fn string(at: &str, m: &Map<String, Value>, key: &str) -> Result<Option<String>, ConfigError> {
+pub(super) fn string(
+    at: &str,
+    m: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<String>, ConfigError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -38,7 +42,7 @@ fn string(at: &str, m: &Map<String, Value>, key: &str) -> Result<Option<String>,
 }
 
 /// A required string member.
-fn required(at: &str, m: &Map<String, Value>, key: &str) -> Result<String, ConfigError> {
+pub(super) fn required(at: &str, m: &Map<String, Value>, key: &str) -> Result<String, ConfigError> {
     string(at, m, key)?.ok_or_else(|| ConfigError {
         path: format!("{at}.{key}"),
         message: "is required".to_owned(),
@@ -46,7 +50,7 @@ fn required(at: &str, m: &Map<String, Value>, key: &str) -> Result<String, Confi
 }
 
 /// A whole number member in `range`, `default` when absent.
-fn number(
+pub(super) fn number(
     at: &str,
     m: &Map<String, Value>,
     key: &str,
@@ -70,7 +74,7 @@ fn number(
 }
 
 /// A map of strings (`{name: text}`), empty when absent.
-fn strings(
+pub(super) fn strings(
     at: &str,
     m: &Map<String, Value>,
     key: &str,
@@ -90,7 +94,7 @@ fn strings(
 }
 
 /// A secret: a string, never echoed in the error.
-fn secret(at: String, v: Option<&Value>) -> Result<Secret, ConfigError> {
+pub(super) fn secret(at: String, v: Option<&Value>) -> Result<Secret, ConfigError> {
     match v {
         Some(Value::String(s)) => Ok(Secret::new(s.clone())),
         _ => err(

@@ -10,6 +10,7 @@ mod gateway;
 mod raw;
 mod resource;
 mod sender;
+pub mod upstream;
 
 use std::collections::HashSet;
 
@@ -82,8 +83,14 @@ pub struct FilterConfig {
     pub rules: Vec<crate::authz::Rule>,
     /// Slots of the shared policy-decision cache; 0 = off.
     pub decision_slots: u32,
+    /// Slots of the shared exchanged-token cache; 0 = off.
+    pub exchange_slots: u32,
     /// RFC 9728 protected resources ([`crate::resource`]); routes' challenges point in here.
     pub resources: Vec<crate::resource::ProtectedResource>,
+    /// The gateway's own issuer of backend tokens (`backend_token`).
+    pub backend: Option<crate::upstream::BackendIssuer>,
+    /// Routes' `upstream_token` rules, by index ([`Requirement::upstream`]).
+    pub upstream_rules: Vec<crate::upstream::UpstreamRule>,
 }
 
 /// One trusted authorization server.
@@ -109,6 +116,8 @@ pub struct Issuer {
     pub dpop: DpopSettings,
     /// mTLS certificate-bound tokens (RFC 8705) for this issuer's tokens.
     pub mtls: crate::binding::Mode,
+    /// This issuer's token endpoint for token exchange (RFC 8693), and Tollgate's client.
+    pub token_exchange: Option<crate::upstream::ExchangeClient>,
 }
 
 #[derive(Debug)]
@@ -279,7 +288,9 @@ impl FilterConfig {
 fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, ConfigError> {
     let issuers = compile_issuers(raw.issuers)?;
     let pdps = authorize::compile_pdps(&raw.pdps)?;
+    let backend = upstream::compile_backend(&raw.backend_token)?;
     let mut rules = Vec::new();
+    let mut upstream_rules = Vec::new();
     let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
     for (i, rr) in raw.routes.into_iter().enumerate() {
         let at = format!("routes[{i}]");
@@ -287,9 +298,17 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         let ctx = Compiling {
             issuers: &issuers,
             pdps: &pdps,
+            backend: backend.as_ref(),
             label: authorize::label(rr.name.as_deref(), Some(i)),
         };
-        let policy = compile_policy(&at, rr.anonymous, rr.require, &ctx, &mut rules)?;
+        let policy = compile_policy(
+            &at,
+            rr.anonymous,
+            rr.require,
+            &ctx,
+            &mut rules,
+            &mut upstream_rules,
+        )?;
         routes.push(Route {
             name: rr.name,
             matcher,
@@ -301,6 +320,7 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
             let ctx = Compiling {
                 issuers: &issuers,
                 pdps: &pdps,
+                backend: backend.as_ref(),
                 label: authorize::label(None, None),
             };
             Some(compile_policy(
@@ -309,6 +329,7 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
                 p.require,
                 &ctx,
                 &mut rules,
+                &mut upstream_rules,
             )?)
         }
         None => None,
@@ -353,10 +374,24 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         gateway.as_ref().map(|g| g.route_header.as_str()),
     )?;
     let consumed = sender_constraint.client_certificate.header();
+    let backend_headers = crate::upstream::headers(&upstream_rules).collect::<Vec<_>>();
+    if let Some(h) = backend_headers.iter().find(|b| {
+        identity
+            .owned_headers()
+            .chain(gateway.as_ref().map(|g| g.route_header.as_str()))
+            .chain(consumed)
+            .any(|o| same_header_name(o, b))
+    }) {
+        return err(
+            "routes",
+            format!("upstream_token.sign.header {h:?} is also an identity, gateway or client-certificate header"),
+        );
+    }
     let owned = identity
         .owned_headers()
         .chain(gateway.as_ref().map(|g| g.route_header.as_str()))
         .chain(consumed)
+        .chain(backend_headers.iter().copied())
         .collect::<Vec<_>>();
     access::check_client_headers(&routes, default_policy.as_ref(), &owned)?;
     let resources = resource::compile_resources(
@@ -386,7 +421,10 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
         pdps,
         rules,
         decision_slots: raw.cache.decision_entries,
+        exchange_slots: raw.cache.exchange_entries,
         resources,
+        backend,
+        upstream_rules,
     })
 }
 
@@ -394,6 +432,8 @@ fn compile(raw: RawConfig, fingerprint: [u8; 32]) -> Result<FilterConfig, Config
 struct Compiling<'a> {
     issuers: &'a [Issuer],
     pdps: &'a [crate::authz::Pdp],
+    /// The gateway's signing keys (`sign` rules need them).
+    backend: Option<&'a crate::upstream::BackendIssuer>,
     /// The route's name in counters.
     label: String,
 }
@@ -478,6 +518,8 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
     check_one_discovery_document(at, keys.as_ref(), introspection.as_ref())?;
     let dpop = sender::compile_dpop(&format!("{at}.dpop"), ri.dpop)?;
     let mtls = sender::mode(ri.mtls.mode);
+    let token_exchange =
+        upstream::compile_client(&format!("{at}.token_exchange"), &ri.token_exchange)?;
     Ok(Issuer {
         name: ri.name,
         issuer: ri.issuer,
@@ -492,6 +534,7 @@ fn compile_issuer(at: &str, ri: raw::RawIssuer) -> Result<Issuer, ConfigError> {
         timing,
         dpop,
         mtls,
+        token_exchange,
     })
 }
 
@@ -884,6 +927,7 @@ fn compile_policy(
     require: Option<raw::RawRequirement>,
     ctx: &Compiling<'_>,
     rules: &mut Vec<crate::authz::Rule>,
+    upstream_rules: &mut Vec<crate::upstream::UpstreamRule>,
 ) -> Result<Policy, ConfigError> {
     let all = ctx.issuers;
     if anonymous {
@@ -942,6 +986,20 @@ fn compile_policy(
             Some(rules.len() - 1)
         }
     };
+    let upstream = match &rr.upstream_token {
+        Value::Null => None,
+        ru => {
+            let rule = upstream::compile_rule(
+                &format!("{at}.upstream_token"),
+                ru,
+                all,
+                &issuers,
+                ctx.backend,
+            )?;
+            upstream_rules.push(rule);
+            Some(upstream_rules.len() - 1)
+        }
+    };
     Ok(Policy::Require(Requirement {
         issuers,
         scopes_all: rr.scopes,
@@ -955,6 +1013,7 @@ fn compile_policy(
         client,
         step_up,
         authorize,
+        upstream,
     }))
 }
 
@@ -1030,7 +1089,7 @@ fn compile_opaque_issuer(
 }
 
 /// RFC 6749 §3.3 scope-token: %x21 / %x23-5B / %x5D-7E.
-fn is_scope_char(c: char) -> bool {
+pub(crate) fn is_scope_char(c: char) -> bool {
     matches!(c, '\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e')
 }
 

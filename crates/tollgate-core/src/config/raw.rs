@@ -45,6 +45,10 @@ pub struct RawConfig {
     /// its routes' challenges name.
     #[serde(default)]
     pub protected_resources: Vec<RawProtectedResource>,
+    /// The gateway's own issuer for backend tokens (name, signing keys, JWKS path); read by
+    /// hand (`super::upstream`).
+    #[serde(default)]
+    pub backend_token: Value,
 }
 
 /// One protected resource (RFC 9728), as written.
@@ -184,6 +188,10 @@ pub struct RawIssuer {
     /// mTLS certificate-bound tokens (RFC 8705) for this issuer's tokens.
     #[serde(default)]
     pub mtls: RawMtls,
+    /// This issuer's token endpoint for RFC 8693 token exchange, and Tollgate's client there
+    /// (read by hand, `super::upstream`).
+    #[serde(default)]
+    pub token_exchange: Value,
 }
 
 pub fn default_algorithms() -> Vec<String> {
@@ -384,6 +392,10 @@ pub struct RawRequirement {
     /// hand, `super::authorize`).
     #[serde(default)]
     pub authorize: Value,
+    /// What the upstream receives in place of the caller's token: `{"exchange": ..}` or
+    /// `{"sign": ..}` (read by hand, `super::upstream`).
+    #[serde(default)]
+    pub upstream_token: Value,
 }
 
 /// How a kind of token binding is treated (`crate::binding::Mode`).
@@ -565,6 +577,10 @@ pub struct RawCache {
     /// Slots in the policy-decision cache shared by all workers; 0 turns it off.
     #[serde(default = "default_decision_entries")]
     pub decision_entries: u32,
+    /// Slots in the exchanged-token cache shared by all workers (`upstream_token.exchange`);
+    /// 0 turns it off.
+    #[serde(default = "default_decision_entries")]
+    pub exchange_entries: u32,
 }
 
 impl Default for RawCache {
@@ -572,6 +588,7 @@ impl Default for RawCache {
         Self {
             max_entries: default_cache_entries(),
             decision_entries: default_decision_entries(),
+            exchange_entries: default_decision_entries(),
         }
     }
 }

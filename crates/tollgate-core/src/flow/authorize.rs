@@ -40,60 +40,6 @@ pub(super) struct Job {
 /// A job is per question, and with per-request callouts also per request.
 pub(super) type JobKey = ([u8; 32], u32);
 
-/// The policy-decision cache over shared data: `slots` fixed keys (bounded memory), each
-/// holding one decision ([`authz::encode`]), and as many lease keys.
-#[derive(Clone)]
-pub(super) struct Decisions<H> {
-    host: H,
-    slots: u32,
-}
-
-impl<H: Host> Decisions<H> {
-    pub(super) fn new(host: H, slots: u32) -> Decisions<H> {
-        Decisions { host, slots }
-    }
-
-    fn slot(&self, key: &[u8; 32]) -> u32 {
-        crate::cache::slot_of(key, self.slots)
-    }
-
-    /// The live decision for `key`, if cached.
-    pub(super) fn get(&self, key: &[u8; 32], now: u64) -> Option<Answer> {
-        if self.slots == 0 {
-            return None;
-        }
-        let value = self
-            .host
-            .shared_get(&format!("tollgate.dc.{}", self.slot(key)))
-            .0?;
-        authz::decode(key, &value, now)
-    }
-
-    fn put(&self, key: &[u8; 32], answer: &Answer, until: u64) {
-        if self.slots > 0 {
-            let name = format!("tollgate.dc.{}", self.slot(key));
-            self.host
-                .shared_set(&name, &authz::encode(key, answer, until), None);
-        }
-    }
-
-    fn lease_key(&self, key: &[u8; 32]) -> String {
-        format!("tollgate.dl.{}", self.slot(key))
-    }
-
-    fn take_lease(&self, key: &[u8; 32], now: u64, until: u64) -> Lease {
-        super::shared::take_lease(&self.host, &self.lease_key(key), key, now, until)
-    }
-
-    fn lease_held(&self, key: &[u8; 32], now: u64) -> bool {
-        super::shared::lease_held(&self.host, &self.lease_key(key), key, now)
-    }
-
-    fn release_lease(&self, key: &[u8; 32]) {
-        super::shared::release_lease(&self.host, &self.lease_key(key), key);
-    }
-}
-
 impl<H: Host + Clone> Worker<H> {
     /// Carries out a verdict for the request `context_id`: at once, or — when its route's PDP
     /// must decide and the decision is not cached — after pausing it for that decision.
@@ -111,13 +57,13 @@ impl<H: Host + Clone> Worker<H> {
             Verdict::Deny { .. } => None,
         };
         let Some(query) = query else {
-            return self.apply(turn, verdict, fresh, now);
+            return self.proceed(turn, context_id, verdict, facts, fresh, now);
         };
         let rule = query.rule;
-        if let Some(answer) = self.decisions.get(&query.key, now) {
+        if let Some(answer) = self.decision(&query.key, now) {
             self.count(rule, AuthzEvent::CacheHit);
             let verdict = self.decided(verdict, rule, Some(&answer));
-            return self.apply(turn, verdict, fresh, now);
+            return self.proceed(turn, context_id, verdict, facts, fresh, now);
         }
         let key = query.key;
         let deadline = self.ask(turn, *query, now);
@@ -181,19 +127,12 @@ impl<H: Host + Clone> Worker<H> {
             .map_or(0, |p| p.timeout_ms);
         let deadline = now.saturating_add(timeout + DEADLINE_MARGIN_MS);
         let job_key = (query.key, self.owner(turn));
-        if self.pdp_jobs.contains_key(&job_key) {
+        let has_job = self.pdp_jobs.contains_key(&job_key);
+        let decisions = &self.decisions;
+        let Some(lease) = self.lease_for_job(has_job, decisions, &query.key, now, deadline) else {
             self.count(rule, AuthzEvent::Coalesced);
             return deadline;
-        }
-        let lease = if self.cfg.decision_slots > 0 && self.mode.shares_introspection() {
-            self.decisions.take_lease(&query.key, now, deadline)
-        } else {
-            Lease::Unavailable
         };
-        if lease == Lease::HeldElsewhere {
-            self.count(rule, AuthzEvent::Coalesced);
-            return deadline;
-        }
         let job = Job {
             query,
             sent: false,
@@ -207,12 +146,7 @@ impl<H: Host + Clone> Worker<H> {
     /// callouts the current request, one callout at a time).
     pub(super) fn send_decisions(&mut self, turn: &mut Turn, now: u64) {
         let owner = self.owner(turn);
-        let queued: Vec<JobKey> = self
-            .pdp_jobs
-            .iter()
-            .filter(|(&(_, o), job)| o == owner && !job.sent)
-            .map(|(key, _)| *key)
-            .collect();
+        let queued = super::queued_jobs(&self.pdp_jobs, owner, |job| job.sent);
         for key in queued {
             if self.mode.one_callout_per_request() && self.busy(owner) {
                 return;
@@ -298,7 +232,8 @@ impl<H: Host + Clone> Worker<H> {
         let (key, owner) = job_key;
         if let (Some(answer), Some(rule)) = (&answer, self.cfg.rules.get(job.query.rule)) {
             let until = now.saturating_add(authz::ttl_ms(rule, answer));
-            self.decisions.put(&key, answer, until);
+            self.decisions
+                .put(&key, &authz::encode(&key, answer, until));
         }
         if job.lease == Lease::Taken {
             self.decisions.release_lease(&key);
@@ -316,11 +251,17 @@ impl<H: Host + Clone> Worker<H> {
         }
     }
 
+    /// The live decision for `key`, if cached.
+    fn decision(&self, key: &[u8; 32], now: u64) -> Option<Answer> {
+        let value = self.decisions.get(key)?;
+        authz::decode(key, &value, now)
+    }
+
     /// Whether a request waiting for the decision on `key` need wait no longer: this worker
     /// has no call for it, and the decision is cached or nobody holds the lease.
     pub(super) fn decision_over(&self, key: &[u8; 32], now: u64) -> bool {
         !self.pdp_jobs.contains_key(&(*key, self.root_id))
-            && (self.decisions.get(key, now).is_some() || !self.decisions.lease_held(key, now))
+            && (self.decision(key, now).is_some() || !self.decisions.lease_held(key, now))
     }
 
     /// Carries out a request that waited for a decision. `answer`: `Some` with the outcome of
@@ -343,12 +284,12 @@ impl<H: Host + Clone> Worker<H> {
         let answer = match answer {
             Some(a) => a,
             None => {
-                cached = self.decisions.get(&key, now);
+                cached = self.decision(&key, now);
                 cached.as_ref()
             }
         };
         let verdict = self.decided(*held, rule, answer);
-        if self.apply(turn, verdict, false, now) == Flow::Continue {
+        if self.proceed(turn, w.context_id, verdict, w.facts, false, now) == Flow::Continue {
             self.resumed.insert(w.context_id);
             if own_context {
                 turn.allowed = true;

@@ -78,6 +78,58 @@ pub enum Metric {
     Authz { rule: usize, event: AuthzEvent },
     /// A call to the policy decision point `pdp` took `ms`.
     AuthzLatency { pdp: usize, ms: u64 },
+    /// Something happened to an upstream token (`upstream_token`: exchange or sign).
+    UpstreamToken(UpstreamEvent),
+}
+
+/// Upstream-token events worth a counter: `tollgate.upstream_token.<code>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamEvent {
+    /// A token exchange call was made.
+    ExchangeCall,
+    /// The exchanged token (or a refusal) came from the shared cache.
+    ExchangeCacheHit,
+    /// The request joined an exchange already under way (this worker's or another's).
+    ExchangeCoalesced,
+    /// The authorization server refused an exchange.
+    ExchangeRefused,
+    /// An exchange gave no answer (the request was refused with 503).
+    ExchangeError,
+    /// A backend token was signed.
+    Signed,
+    /// A backend token signed before was reused.
+    SignedReused,
+}
+
+impl UpstreamEvent {
+    /// Every event, in the order of [`UpstreamEvent::index`].
+    pub const ALL: [UpstreamEvent; 7] = [
+        UpstreamEvent::ExchangeCall,
+        UpstreamEvent::ExchangeCacheHit,
+        UpstreamEvent::ExchangeCoalesced,
+        UpstreamEvent::ExchangeRefused,
+        UpstreamEvent::ExchangeError,
+        UpstreamEvent::Signed,
+        UpstreamEvent::SignedReused,
+    ];
+
+    /// The event's position in [`UpstreamEvent::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Counter suffix.
+    pub fn code(self) -> &'static str {
+        match self {
+            UpstreamEvent::ExchangeCall => "exchange.call",
+            UpstreamEvent::ExchangeCacheHit => "exchange.cache_hit",
+            UpstreamEvent::ExchangeCoalesced => "exchange.coalesced",
+            UpstreamEvent::ExchangeRefused => "exchange.refused",
+            UpstreamEvent::ExchangeError => "exchange.error",
+            UpstreamEvent::Signed => "sign.signed",
+            UpstreamEvent::SignedReused => "sign.reused",
+        }
+    }
 }
 
 /// Policy-decision events worth a counter: `route.<label>.authz.<code>`.

@@ -45,12 +45,13 @@ pub mod store;
 pub(crate) mod testhost;
 #[cfg(test)]
 mod tests;
+mod upstream;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use host::{AuthzEvent, Host, IntrospectionEvent, IntrospectionFailure, Metric};
+pub use host::{AuthzEvent, Host, IntrospectionEvent, IntrospectionFailure, Metric, UpstreamEvent};
 pub use mode::CalloutMode;
 use mode::Turn;
 pub use shared::{IssuerKeys, Lease, SharedTokenCache};
@@ -138,6 +139,8 @@ enum WaitFor {
     Peer { key: CacheKey },
     /// The policy decision on this question ([`crate::authz::Query::key`]) of this rule.
     Decision { key: [u8; 32], rule: usize },
+    /// The token exchange for this token and rule ([`crate::upstream::key`]).
+    Exchange { key: [u8; 32] },
 }
 
 #[derive(Debug)]
@@ -147,7 +150,8 @@ struct Waiter {
     since: u64,
     deadline: u64,
     facts: OwnedFacts,
-    /// A request waiting for its policy decision: its verdict, applied once the decision is in.
+    /// A request waiting for its policy decision or its token exchange: its verdict, applied
+    /// once the answer is in.
     held: Option<Box<Verdict>>,
 }
 
@@ -187,6 +191,7 @@ enum Callout {
     Fetch { issuer: usize, step: Step },
     Introspection { key: CacheKey, started: u64 },
     Decision { key: [u8; 32], started: u64 },
+    Exchange { key: [u8; 32] },
 }
 
 /// A callout in flight and the context it answers to (the root context, or with per-request
@@ -199,6 +204,19 @@ struct InFlight {
 
 /// An introspection job is per token, and with per-request callouts also per request.
 type JobKey = (CacheKey, u32);
+
+/// The jobs of `owner` among `jobs` (PDP calls, token exchanges: keyed by question or token,
+/// and owner) that are queued, not yet sent.
+fn queued_jobs<J>(
+    jobs: &HashMap<([u8; 32], u32), J>,
+    owner: u32,
+    sent: impl Fn(&J) -> bool,
+) -> Vec<([u8; 32], u32)> {
+    jobs.iter()
+        .filter(|(&(_, o), job)| o == owner && !sent(job))
+        .map(|(key, _)| *key)
+        .collect()
+}
 
 /// The flow of one VM: see the module docs.
 pub struct Worker<H: Host + Clone> {
@@ -218,7 +236,13 @@ pub struct Worker<H: Host + Clone> {
     /// PDP calls this worker makes (queued or in flight), by question and owner.
     pdp_jobs: HashMap<authorize::JobKey, authorize::Job>,
     /// The shared policy-decision cache.
-    decisions: authorize::Decisions<H>,
+    decisions: shared::Slots<H>,
+    /// The shared exchanged-token cache (`upstream_token.exchange`).
+    exchanges: shared::Slots<H>,
+    /// Token exchanges this worker makes (queued or in flight), by cache key and owner.
+    exchange_jobs: HashMap<upstream::JobKey, upstream::Job>,
+    /// Upstream tokens this worker signed or received, by rule and caller token.
+    memo: upstream::Memo,
     /// Per-request callouts: key fetches (request, issuer) waiting for the request's callout
     /// in flight to answer.
     deferred: Vec<(u32, usize)>,
@@ -297,11 +321,13 @@ impl<H: Host + Clone> Worker<H> {
         let guarded_headers: Vec<String> = cfg
             .identity
             .owned_headers()
+            .chain(crate::upstream::headers(&cfg.upstream_rules))
             .map(str::to_owned)
             .chain(cfg.gateway.as_ref().map(|g| g.route_header.clone()))
             .collect();
         let cache = SharedTokenCache::new(host.clone(), cfg.cache_slots);
-        let decisions = authorize::Decisions::new(host.clone(), cfg.decision_slots);
+        let decisions = shared::Slots::new(host.clone(), cfg.decision_slots, "dc", "dl");
+        let exchanges = shared::Slots::new(host.clone(), cfg.exchange_slots, "xc", "xl");
         let nonce_secret = cfg
             .issuers
             .iter()
@@ -324,6 +350,9 @@ impl<H: Host + Clone> Worker<H> {
             jobs: HashMap::new(),
             pdp_jobs: HashMap::new(),
             decisions,
+            exchanges,
+            exchange_jobs: HashMap::new(),
+            memo: upstream::Memo::default(),
             deferred: Vec::new(),
             needs_route_name,
             reads_client_certificate,
@@ -400,7 +429,9 @@ impl<H: Host + Clone> Worker<H> {
         // the upstream.
         let resources = &self.cfg.resources;
         let (method, path, authority) = (&facts.method, &facts.path, &facts.authority);
-        if let Some(reply) = crate::resource::answer(resources, method, path, authority) {
+        let own = crate::resource::answer(resources, method, path, authority)
+            .or_else(|| crate::upstream::jwks_answer(self.cfg.backend.as_ref(), method, path));
+        if let Some(reply) = own {
             if !self
                 .host
                 .send_response(reply.status, &reply.headers, &reply.body)
@@ -415,6 +446,7 @@ impl<H: Host + Clone> Worker<H> {
             // This request's introspection: now, from this request.
             self.send_introspections(&mut turn, now);
             self.send_decisions(&mut turn, now);
+            self.send_exchanges(&mut turn, now);
             match first {
                 Flow::Continue => Flow::Continue,
                 // Still waiting for its own callouts, answered with a local reply, or — if its
@@ -460,6 +492,7 @@ impl<H: Host + Clone> Worker<H> {
         }
         self.send_introspections(turn, now);
         self.send_decisions(turn, now);
+        self.send_exchanges(turn, now);
         while !self.busy(me) {
             let Some(at) = self.deferred.iter().position(|(c, _)| *c == me) else {
                 break;
@@ -501,6 +534,15 @@ impl<H: Host + Clone> Worker<H> {
         for job in stuck {
             self.finish_decision(turn, job, None, now);
         }
+        let stuck: Vec<upstream::JobKey> = self
+            .exchange_jobs
+            .keys()
+            .filter(|(_, owner)| *owner == context_id)
+            .copied()
+            .collect();
+        for job in stuck {
+            self.finish_exchange(turn, job, None, now);
+        }
         let (mine, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.waiters)
             .into_iter()
             .partition(|w| w.context_id == context_id);
@@ -515,6 +557,7 @@ impl<H: Host + Clone> Worker<H> {
         // its route's PDP: that call goes out now, so the request never waits without one.
         if !turn.answered && !turn.allowed {
             self.send_decisions(turn, now);
+            self.send_exchanges(turn, now);
         }
         if std::mem::take(&mut turn.allowed) {
             Flow::Continue
@@ -620,30 +663,19 @@ impl<H: Host + Clone> Worker<H> {
                 proof,
                 authorization,
                 authorize,
+                upstream,
             } => {
-                // Settled before (`Worker::conclude` takes it out); one still here was never
-                // asked, so the request is not let through.
+                // Settled before (`Worker::conclude` and `Worker::proceed` take them out); one
+                // still here was never done, so the request is not let through.
                 if authorize.is_some() {
                     return self.deny(turn, &Denial::PdpUnavailable, issuer, Challenge::BEARER);
                 }
-                // `bench-skip-replay-store`: bench/run's measurement build only (the replay
-                // store's cost per request, against the same row with it); never shipped.
-                #[cfg(feature = "bench-skip-replay-store")]
-                let proof: Option<Box<crate::authn::ProofUse>> = proof.and(None);
-                if let Some(proof) = proof {
-                    // Only a proof the store recorded now goes on: a second use anywhere in the
-                    // process, or one the store cannot record, is refused.
-                    let id = replay::proof_id(&proof.jkt, &proof.jti);
-                    let refusal =
-                        match replay::record(&self.host, replay::BUCKETS, &id, proof.until_ms, now)
-                        {
-                            replay::Seen::Fresh => None,
-                            replay::Seen::Replay => Some(Denial::InvalidDpopProof(REPLAYED)),
-                            replay::Seen::Full => Some(Denial::DpopUnavailable),
-                        };
-                    if let Some(denial) = refusal {
-                        return self.deny(turn, &denial, issuer, proof.challenge);
-                    }
+                if upstream.is_some() {
+                    let denial = Denial::ExchangeUnavailable;
+                    return self.deny(turn, &denial, issuer, Challenge::BEARER);
+                }
+                if let Err(flow) = self.record_proof(turn, proof, issuer, now) {
+                    return flow;
                 }
                 for (name, value) in &headers {
                     self.host.set_request_header(name, value);
@@ -678,6 +710,32 @@ impl<H: Host + Clone> Worker<H> {
                 self.deny(turn, &denial, issuer, challenge)
             }
         }
+    }
+
+    /// Records a DPoP proof in the replay store. Only a proof the store recorded now goes
+    /// on: a second use anywhere in the process, or one the store cannot record, is refused
+    /// (`Err`: the request was answered).
+    fn record_proof(
+        &self,
+        turn: &mut Turn,
+        proof: Option<Box<crate::authn::ProofUse>>,
+        issuer: Option<usize>,
+        now: u64,
+    ) -> Result<(), Flow> {
+        // `bench-skip-replay-store`: bench/run's measurement build only (the replay store's
+        // cost per request, against the same row with it); never shipped.
+        #[cfg(feature = "bench-skip-replay-store")]
+        let proof: Option<Box<crate::authn::ProofUse>> = proof.and(None);
+        let Some(proof) = proof else {
+            return Ok(());
+        };
+        let id = replay::proof_id(&proof.jkt, &proof.jti);
+        let refusal = match replay::record(&self.host, replay::BUCKETS, &id, proof.until_ms, now) {
+            replay::Seen::Fresh => return Ok(()),
+            replay::Seen::Replay => Denial::InvalidDpopProof(REPLAYED),
+            replay::Seen::Full => Denial::DpopUnavailable,
+        };
+        Err(self.deny(turn, &refusal, issuer, proof.challenge))
     }
 
     /// Refuses the request `context_id` (the effective context) before any decision (see the
@@ -768,6 +826,8 @@ impl<H: Host + Clone> Worker<H> {
             self.inflight.retain(|_, c| c.owner != context_id);
             self.jobs.retain(|(_, owner), _| *owner != context_id);
             self.pdp_jobs.retain(|(_, owner), _| *owner != context_id);
+            self.exchange_jobs
+                .retain(|(_, owner), _| *owner != context_id);
             self.deferred.retain(|(c, _)| *c != context_id);
         }
     }
@@ -778,6 +838,7 @@ impl<H: Host + Clone> Worker<H> {
         self.run_refresh_jobs(&mut turn, now);
         self.send_introspections(&mut turn, now);
         self.send_decisions(&mut turn, now);
+        self.send_exchanges(&mut turn, now);
         self.wake(&mut turn, now);
         let period = if self.waiters.is_empty() {
             IDLE_TICK
@@ -823,6 +884,10 @@ impl<H: Host + Clone> Worker<H> {
                 callout: Callout::Decision { key, started },
                 owner,
             }) => self.on_decision_response(&mut turn, (key, owner), started, response, now),
+            Some(InFlight {
+                callout: Callout::Exchange { key },
+                owner,
+            }) => self.on_exchange_response(&mut turn, (key, owner), response, now),
             None => {}
         }
         if self.mode.resumes_in_own_context() {
@@ -871,6 +936,7 @@ impl<H: Host + Clone> Worker<H> {
                         .entry(key)
                         .or_insert_with(|| self.cache.claimed_elsewhere(&key, now)),
                     WaitFor::Decision { key, .. } => self.decision_over(&key, now),
+                    WaitFor::Exchange { key } => self.exchange_over(&key, now),
                 };
             if over {
                 ready.push(w);
@@ -887,6 +953,28 @@ impl<H: Host + Clone> Worker<H> {
             self.resume(turn, w, now, None);
         }
         self.host.set_effective_context(self.root_id);
+    }
+
+    /// The lease a new PDP call or token exchange for `key` takes (its cache `slots` hold the
+    /// leases); `None` when the request joins a call already under way: this worker's own job
+    /// (`has_job`) or another worker's (its live lease).
+    fn lease_for_job(
+        &self,
+        has_job: bool,
+        slots: &shared::Slots<H>,
+        key: &[u8; 32],
+        now: u64,
+        until: u64,
+    ) -> Option<Lease> {
+        if has_job {
+            return None;
+        }
+        let lease = if slots.enabled() && self.mode.shares_introspection() {
+            slots.take_lease(key, now, until)
+        } else {
+            Lease::Unavailable
+        };
+        (lease != Lease::HeldElsewhere).then_some(lease)
     }
 
     /// Takes out the paused requests a callout of `owner` answers (those whose wait `answers`
@@ -906,8 +994,10 @@ impl<H: Host + Clone> Worker<H> {
     /// With per-request callouts only the current request is ever resumed, and its caller lets
     /// it continue (`Worker::settle`).
     fn resume(&mut self, turn: &mut Turn, w: Waiter, now: u64, fresh: Option<&Cached>) {
-        if let WaitFor::Decision { .. } = w.wait {
-            return self.resume_decided(turn, w, now, None);
+        match w.wait {
+            WaitFor::Decision { .. } => return self.resume_decided(turn, w, now, None),
+            WaitFor::Exchange { .. } => return self.resume_exchanged(turn, w, now, None),
+            _ => {}
         }
         let own_context = self.mode.resumes_in_own_context();
         if !own_context && !self.host.set_effective_context(w.context_id) {

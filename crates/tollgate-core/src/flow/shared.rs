@@ -404,3 +404,68 @@ fn read_lease(value: &[u8]) -> Option<(&[u8], u64)> {
     let (holder, lapses) = value.split_at_checked(32)?;
     Some((holder, u64::from_le_bytes(lapses.try_into().ok()?)))
 }
+
+/// Fixed-slot records in shared data, each keyed by a 32-byte hash, with a lease per slot: the
+/// policy-decision cache (`tollgate.dc.<slot>`, leases `tollgate.dl.<slot>`) and the
+/// exchanged-token cache (`tollgate.xc.<slot>`, `tollgate.xl.<slot>`). `slots` fixed keys, so
+/// memory is bounded; a record names its key, so a slot shared by two keys is a miss. 0 slots:
+/// off.
+#[derive(Clone)]
+pub(super) struct Slots<H> {
+    host: H,
+    slots: u32,
+    records: &'static str,
+    leases: &'static str,
+}
+
+impl<H: Host> Slots<H> {
+    pub(super) fn new(host: H, slots: u32, records: &'static str, leases: &'static str) -> Self {
+        Slots {
+            host,
+            slots,
+            records,
+            leases,
+        }
+    }
+
+    /// Whether the store is on (and cross-worker single flight with it).
+    pub(super) fn enabled(&self) -> bool {
+        self.slots > 0
+    }
+
+    fn slot(&self, key: &[u8; 32]) -> u32 {
+        cache::slot_of(key, self.slots)
+    }
+
+    /// The record in `key`'s slot (possibly another key's: the caller's decoder checks).
+    pub(super) fn get(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
+        if self.slots == 0 {
+            return None;
+        }
+        let name = format!("tollgate.{}.{}", self.records, self.slot(key));
+        self.host.shared_get(&name).0
+    }
+
+    pub(super) fn put(&self, key: &[u8; 32], record: &[u8]) {
+        if self.slots > 0 {
+            let name = format!("tollgate.{}.{}", self.records, self.slot(key));
+            self.host.shared_set(&name, record, None);
+        }
+    }
+
+    fn lease_key(&self, key: &[u8; 32]) -> String {
+        format!("tollgate.{}.{}", self.leases, self.slot(key))
+    }
+
+    pub(super) fn take_lease(&self, key: &[u8; 32], now: u64, until: u64) -> Lease {
+        take_lease(&self.host, &self.lease_key(key), key, now, until)
+    }
+
+    pub(super) fn lease_held(&self, key: &[u8; 32], now: u64) -> bool {
+        lease_held(&self.host, &self.lease_key(key), key, now)
+    }
+
+    pub(super) fn release_lease(&self, key: &[u8; 32]) {
+        release_lease(&self.host, &self.lease_key(key), key);
+    }
+}

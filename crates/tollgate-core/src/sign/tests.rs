@@ -10,10 +10,9 @@ use serde_json::{json, Map, Value};
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
-use crate::jwks::KeySet;
-use crate::jwt::{self, Expectations, JwtError, VerifiedClaims};
-use crate::key::{Alg, AlgSet};
-use crate::testdata::{b64, TestKey, NOW_S};
+use crate::jwt::{self, JwtError, VerifiedClaims};
+use crate::key::Alg;
+use crate::testdata::{b64, verify_with_published_jwks, TestKey, NOW_S};
 
 const GATEWAY: &str = "https://gateway.example.com";
 const UPSTREAM: &str = "orders-backend";
@@ -61,29 +60,9 @@ fn claims(sub: &str) -> Map<String, Value> {
     .clone()
 }
 
-/// Verifies `token` with the crate's own path: the published JWKS loaded by `jwks`, the key
-/// picked by the token's `kid`, then `jwt::verify`.
+/// Verifies `token` as the upstream would, through the published JWKS.
 fn verify_via_jwks(token: &str, jwks: &str) -> Result<VerifiedClaims, JwtError> {
-    let (set, skipped) = KeySet::parse(jwks.as_bytes()).expect("the published JWKS loads");
-    assert_eq!(skipped, 0, "every published key is usable");
-    let peeked = jwt::peek(token)?;
-    let alg = peeked.alg()?;
-    let key = set
-        .candidates(peeked.kid(), alg)
-        .next()
-        .ok_or(JwtError::UnknownKey)?;
-    let mut algorithms = AlgSet::default();
-    algorithms.insert(Alg::EdDsa);
-    algorithms.insert(Alg::Es256);
-    let audiences = [UPSTREAM.to_owned()];
-    let expect = Expectations {
-        issuer: GATEWAY,
-        audiences: &audiences,
-        algorithms,
-        clock_skew_s: 0,
-        require_at_jwt: false,
-    };
-    jwt::verify(&peeked, key, &expect, NOW_S)
+    verify_with_published_jwks(token, jwks, GATEWAY, UPSTREAM, NOW_S)
 }
 
 fn ring(keys: &[TestKey], active: &str) -> SigningKeys {

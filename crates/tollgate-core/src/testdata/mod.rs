@@ -122,6 +122,40 @@ impl TestKey {
     }
 }
 
+/// Verifies a token the gateway signed the way its upstream would, through the crate's own
+/// path: the published `jwks` (every key usable), the key its `kid` names, then `jwt::verify`
+/// for EdDSA or ES256 with `issuer` and `audience`, no clock skew, at `now_s`.
+pub fn verify_with_published_jwks(
+    token: &str,
+    jwks: &str,
+    issuer: &str,
+    audience: &str,
+    now_s: i64,
+) -> Result<crate::jwt::VerifiedClaims, crate::jwt::JwtError> {
+    use crate::key::{Alg, AlgSet};
+    let (set, skipped) =
+        crate::jwks::KeySet::parse(jwks.as_bytes()).expect("the published JWKS loads");
+    assert_eq!(skipped, 0, "every published key is usable");
+    let peeked = crate::jwt::peek(token)?;
+    let alg = peeked.alg()?;
+    let key = set
+        .candidates(peeked.kid(), alg)
+        .next()
+        .ok_or(crate::jwt::JwtError::UnknownKey)?;
+    let mut algorithms = AlgSet::default();
+    algorithms.insert(Alg::EdDsa);
+    algorithms.insert(Alg::Es256);
+    let audiences = [audience.to_owned()];
+    let expect = crate::jwt::Expectations {
+        issuer,
+        audiences: &audiences,
+        algorithms,
+        clock_skew_s: 0,
+        require_at_jwt: false,
+    };
+    crate::jwt::verify(&peeked, key, &expect, now_s)
+}
+
 /// `{"keys": [...]}`.
 pub fn jwks(keys: &[Value]) -> Value {
     serde_json::json!({ "keys": keys })

@@ -28,6 +28,7 @@ fn valid_token_is_allowed_with_identity_headers() {
             proof: None,
             authorization: Upstream::Keep,
             authorize: None,
+            upstream: None,
             issuer: Some(AS1),
             headers: expected,
             cache_hit: false,

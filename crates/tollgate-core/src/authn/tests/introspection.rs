@@ -68,6 +68,7 @@ fn a_fresh_active_answer_allows_with_the_answers_identity() {
                 proof: None,
                 authorization: Upstream::Keep,
                 authorize: None,
+                upstream: None,
                 issuer: Some(OP3),
                 headers: expected,
                 cache_hit: false,

@@ -15,6 +15,7 @@ fn anonymous_route_needs_and_checks_nothing() {
         proof: None,
         authorization: Upstream::Keep,
         authorize: None,
+        upstream: None,
         issuer: None,
         headers: Vec::new(),
         cache_hit: false,

@@ -15,6 +15,7 @@ mod introspection;
 mod issuers;
 mod policy;
 mod sender_constraint;
+mod upstream_token;
 mod upstreams;
 
 /// A remote-JWKS issuer with only the required members.

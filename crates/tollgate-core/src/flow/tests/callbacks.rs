@@ -45,6 +45,10 @@ fn good_answer(request: &HttpRequest) -> Option<HttpResponse> {
     match request.path.as_str() {
         "/jwks" => as1_keys(&[TestKey::RsaA]),
         "/introspect" => introspected(true),
+        "/token" => answer(
+            200,
+            &json!({"access_token": "next", "token_type": "Bearer", "expires_in": 60}),
+        ),
         _ => answer(
             200,
             &json!({"issuer": OP2_ISS, "introspection_endpoint": format!("{OP2_ISS}/introspect")}),
@@ -58,18 +62,20 @@ fn allowed(vm: &Vm, headers: Flow) -> bool {
 }
 
 /// Plays `events` for a request with `token` in `mode`; panics where the property fails.
-fn play(mode: CalloutMode, token: Option<&str>, events: &[Event]) {
+/// On `/x` the request's token is exchanged once it is allowed ([`super::upstream`]).
+fn play(mode: CalloutMode, path: &str, token: Option<&str>, events: &[Event]) {
     let extra = match mode {
         CalloutMode::Background => json!({}),
         CalloutMode::PerRequest => json!({"callouts": "per_request"}),
     };
-    let mut vm = Vm::new(config(extra), mode);
+    let cfg = super::upstream::upstream_json(extra).to_string();
+    let mut vm = Vm::new(FilterConfig::parse(cfg.as_bytes()).unwrap(), mode);
     let mut now = T0;
     let owner = match mode {
         CalloutMode::Background => ROOT,
         CalloutMode::PerRequest => CTX,
     };
-    let headers = vm.request(CTX, "/api", token, now);
+    let headers = vm.request(CTX, path, token, now);
     let mut stage: Stage<()> = Stage::after_headers(headers);
     let mut pending = vm.callouts();
     let mut replied = matches!(vm.outcome(CTX), Outcome::Replied(_));
@@ -125,9 +131,13 @@ fn sequences() -> impl Iterator<Item = Vec<Event>> {
 }
 
 fn every_order(token: Option<&str>) {
+    every_order_at("/api", token);
+}
+
+fn every_order_at(path: &str, token: Option<&str>) {
     for mode in [CalloutMode::Background, CalloutMode::PerRequest] {
         for events in sequences() {
-            play(mode, token, &events);
+            play(mode, path, token, &events);
         }
     }
 }
@@ -145,6 +155,16 @@ fn nothing_continues_undecided_while_a_token_is_introspected() {
 #[test]
 fn nothing_continues_undecided_while_an_endpoint_is_discovered() {
     every_order(Some("op2_abc"));
+}
+
+#[test]
+fn nothing_continues_undecided_while_a_token_is_exchanged() {
+    every_order_at("/x", Some(&jwt(ISS_B, TestKey::RsaB)));
+}
+
+#[test]
+fn nothing_continues_undecided_while_a_token_is_introspected_then_exchanged() {
+    every_order_at("/x", Some("op1_abc"));
 }
 
 #[test]

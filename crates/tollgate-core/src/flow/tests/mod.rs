@@ -15,6 +15,7 @@
 //! - [`callbacks`]: nothing continues before it is decided, on any callback order
 //! - [`documents`]: the gateway's metadata documents, fetched after the keys
 //! - [`authorize`]: policy decisions (AuthZEN): waits, single flight, the decision cache
+//! - [`upstream`]: token exchange (waits, single flight, the shared cache) and backend tokens
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -27,6 +28,7 @@ mod introspection;
 mod keys;
 mod peers;
 mod per_request;
+mod upstream;
 
 use serde_json::{json, Value};
 
