@@ -250,6 +250,23 @@ DPOP_WINDOW = 60
 ISSUER = "https://issuer.bench.test"
 AUDIENCE = "https://api.bench.test"
 PATH = "/api/bench"
+# Issue 18: the no-op filter's extra host calls per request (bench/noop/src/lib.rs), per listener.
+PRICE_CALLS = {
+    "noop-pairs": ["pairs"],
+    "noop-clock": ["clock"],
+    "noop-shared": ["shared"],
+    "noop-metric2": ["metric", "metric"],
+    "noop-replace5": ["replace"] * 5,
+    "noop-warm": ["pairs", "clock", "shared", "metric", "metric"] + ["replace"] * 5,
+}
+PRICE_ROWS = {
+    "noop-pairs": "no-op + every header pair read (1 call)",
+    "noop-clock": "no-op + the clock (1 call)",
+    "noop-shared": "no-op + a shared-data read (1 call)",
+    "noop-metric2": "no-op + 2 counter increments",
+    "noop-replace5": "no-op + 5 request headers set",
+    "noop-warm": "no-op + all of tollgate warm's 10 host calls",
+}
 JWT_AUTHN_TYPE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 KIDS = {"RS256": "rsa-2048", "PS256": "rsa-2048", "ES256": "p256", "EdDSA": "ed25519"}
 MIX_ALG = "RS256"
@@ -542,6 +559,8 @@ def bootstrap(ports: dict[str, int], admin_port: int, jwks: dict, mix_cache: int
             return []
         if name == "noop":
             return [wasm(NOOP_WASM, {}, "noop")]
+        if name.startswith("noop-"):  # issue 18: the no-op plus host calls (PRICE_ROWS)
+            return [wasm(NOOP_WASM, {"calls": PRICE_CALLS[name]}, name)]
         if name == "tg-warm":
             return [wasm(TOLLGATE_WASM, tollgate_config(jwks, "warm", None), "tollgate-warm")]
         if name == "tg-warm-bare":
@@ -781,6 +800,12 @@ def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int, baseline: bo
              Row(AS1_WARM_ROW, "tg-as1", "as1-user", issuer="as1warm", check="once", ref="tollgate warm RS256"),
              Row(EXCHANGED_ROW, "tg-exchanged", "as1-user", issuer="exch", check="once",
                  ref="tollgate warm RS256", upstream="exchange")]
+    # Issue 18, the price of each host call in this Envoy: the no-op filter making, on every
+    # request, the host calls of Tollgate's warm path (bench/hostcalls.py), one kind per row and
+    # then all of them (vs ref: the no-op). Tollgate warm minus "all of them" is what Tollgate's
+    # own code costs on a hit.
+    rows += [Row(label, listener, "warm-RS256", ref="no-op wasm (reads 1 header)")
+             for listener, label in PRICE_ROWS.items()]
     rows += [Row(TLS_FLOOR_ROW, "tls-passthrough", "warm-ES256", driver="ab"),
              Row(TLS_WARM_ROW, "tg-tls", "warm-ES256", issuer="tls", check="once", ref=TLS_FLOOR_ROW, driver="ab"),
              Row(MTLS_ROW, "tg-tls", "mtls-ES256", issuer="tls", check="once", ref=TLS_WARM_ROW, driver="ab")]
@@ -1379,6 +1404,25 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def start_perf(directory: Path | None, pid: int, listener: str, rnd: int) -> subprocess.Popen | None:
+    """`--perf DIR`: samples Envoy (all threads, call graphs, the kernel's cpu-clock timer, as
+    these VMs have no hardware counters) while one row's timed run lasts, into
+    DIR/<listener>-<round>.data; read with `perf report -i FILE --no-children --sort dso,sym`.
+    The sampling costs Envoy a little CPU: numbers of a profiled run are for the profile only."""
+    if directory is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g", "-p", str(pid),
+                             "-o", str(directory / f"{listener}-{rnd}.data")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_perf(perf: subprocess.Popen | None) -> None:
+    if perf is not None:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=60)
+
+
 def fmt_ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
@@ -1512,6 +1556,8 @@ def main() -> int:
     ap.add_argument("--only", action="append",
                     help="run only rows and checks whose label contains this text (plus passthrough, no-op and the "
                     "rows they are compared with); may be given several times (any of them)")
+    ap.add_argument("--perf", type=Path, metavar="DIR",
+                    help="profile Envoy with `perf record` during each row's timed run, into DIR (see start_perf)")
     ap.add_argument("--baseline", type=Path, help="another tollgate.wasm (e.g. the previous commit's): its warm and "
                     "cold rows run in the same Envoy, and the table compares this build's with them")
     ap.add_argument("--out", help="where to write the table (default bench/last-run.md; "
@@ -1744,7 +1790,9 @@ def main() -> int:
                     runs.append(load(warmup))
                 pdp_pid = cerbos.pid if cerbos is not None and r.pdp_route else None
                 cpu0, pdp_cpu0 = cpu_seconds(proc.pid), cpu_seconds(pdp_pid)
+                perf = start_perf(args.perf, proc.pid, r.listener, rnd)
                 runs.append(x := load(args.duration))
+                stop_perf(perf)
                 x["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) * 1e6 / max(x["requests"], 1)
                 x["pdp_cpu_us"] = (cpu_seconds(pdp_pid) - pdp_cpu0) * 1e6 / max(x["requests"], 1)
                 add_delta(r.delta, before, settled_snapshot(admin_port, as_port, row_audit, oidc_port=ex_port))

@@ -17,14 +17,16 @@ Scenarios (inline JWKS: no callout; the first request verifies, the ones counted
     .venv/bin/python bench/hostcalls.py [--wasm target/tollgate.wasm] [--requests 5]
 
 Prints a markdown table: one row per host call, one column per (host, scenario), the calls of
-one warm request (the same for every warm request: the script checks). bench/run appends it to
-its report.
+one warm request (the same for every warm request: the script checks), and the wasm instructions
+the plugin ran for it (wasmtime's fuel: a count, the same on any machine, to measure changes to
+the plugin's own code by; the host's work is not in it). bench/run appends it to its report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 import warnings
@@ -43,6 +45,8 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module=__name__)
 ISSUER = "https://issuer.bench.test"
 AUDIENCE = "https://api.bench.test"
 SCENARIOS = ["warm", "warm-bare", "sign", "anonymous"]
+# The table's last row: wasm instructions per warm request (wasmtime's fuel), host calls excluded.
+WASM_INSTRUCTIONS = "wasm instructions (wasmtime fuel)"
 HOSTS = ["envoy", "apisix"]
 
 
@@ -85,7 +89,7 @@ def measure(wasm: Path, requests: int) -> dict[tuple[str, str], Counter]:
     for host_mode in HOSTS:
         for scenario in SCENARIOS:
             host = MiniHost(wasm, config(jwks, backend_key, scenario),
-                            shared_data="envoy" if host_mode == "envoy" else "unimplemented")
+                            shared_data="envoy" if host_mode == "envoy" else "unimplemented", fuel=True)
             if not host.configured:
                 raise SystemExit(f"hostcalls: {host_mode}/{scenario}: on_configure failed: {host.logs[-3:]}")
             path = "/public/x" if scenario == "anonymous" else "/api/x"
@@ -93,9 +97,11 @@ def measure(wasm: Path, requests: int) -> dict[tuple[str, str], Counter]:
                        ("accept", "*/*"), ("x-request-id", "bench")]
             if scenario != "anonymous":
                 headers.append(("authorization", f"Bearer {bearer}"))
-            counts = []
+            counts, fuel = [], []
             for i in range(requests + 1):
+                before = host.fuel_used()
                 r = host.request(headers, path=path)
+                fuel.append(host.fuel_used() - before)
                 if r.status != 200 or r.trap is not None or r.paused_without_call:
                     raise SystemExit(f"hostcalls: {host_mode}/{scenario}: request {i} not allowed: {r!r}")
                 counts.append(host_calls(r.trace))
@@ -103,18 +109,23 @@ def measure(wasm: Path, requests: int) -> dict[tuple[str, str], Counter]:
             if any(c != warm[0] for c in warm):
                 raise SystemExit(f"hostcalls: {host_mode}/{scenario}: warm requests differ: {warm}")
             out[(host_mode, scenario)] = warm[0]
+            # The plugin's own work per warm request, as wasmtime counts it: the median of the
+            # warm requests (the hash maps' random seeds move it by a few instructions).
+            out[(host_mode, scenario)][WASM_INSTRUCTIONS] = int(statistics.median(fuel[1:]))
     return out
 
 
 def table(results: dict[tuple[str, str], Counter]) -> str:
     columns = [(h, s) for h in HOSTS for s in SCENARIOS]
-    names = sorted({n for c in results.values() for n in c})
+    names = sorted({n for c in results.values() for n in c} - {WASM_INSTRUCTIONS})
     head = "| host call | " + " | ".join(f"{h} {s}" for h, s in columns) + " |"
     rule = "|---|" + "---:|" * len(columns)
     lines = [head, rule]
     for name in names:
         lines.append(f"| `{name}` | " + " | ".join(str(results[c][name] or "") for c in columns) + " |")
-    lines.append("| **total** | " + " | ".join(f"**{sum(results[c].values())}**" for c in columns) + " |")
+    calls = {c: sum(v for k, v in results[c].items() if k != WASM_INSTRUCTIONS) for c in columns}
+    lines.append("| **total** | " + " | ".join(f"**{calls[c]}**" for c in columns) + " |")
+    lines.append(f"| {WASM_INSTRUCTIONS} | " + " | ".join(f"{results[c][WASM_INSTRUCTIONS]:,}" for c in columns) + " |")
     return "\n".join(lines)
 
 

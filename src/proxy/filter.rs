@@ -114,23 +114,28 @@ impl HttpContext for Filter {
         let cert_header = source.header();
         let mut cert_values: Vec<String> = Vec::new();
         for (name, value) in host::request_headers() {
-            let value = String::from_utf8_lossy(&value);
+            // The value as text without copying it (a token can be kilobytes); a value that is
+            // not UTF-8 is read with replacement characters.
+            let value = || {
+                String::from_utf8(value)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+            };
             match name.as_str() {
-                ":method" => facts.method = value.into_owned(),
-                ":path" => facts.path = value.into_owned(),
-                ":authority" => facts.authority = value.into_owned(),
-                ":scheme" => facts.scheme = value.into_owned(),
+                ":method" => facts.method = value(),
+                ":path" => facts.path = value(),
+                ":authority" => facts.authority = value(),
+                ":scheme" => facts.scheme = value(),
                 // Hosts that pass HTTP/1's Host as a plain header (APISIX) have no :authority.
-                "host" if facts.authority.is_empty() => facts.authority = value.into_owned(),
-                "authorization" => facts.authorization.push(value.into_owned()),
-                "dpop" => facts.dpop.push(value.into_owned()),
-                other if cert_header == Some(other) => cert_values.push(value.into_owned()),
+                "host" if facts.authority.is_empty() => facts.authority = value(),
+                "authorization" => facts.authorization.push(value()),
+                "dpop" => facts.dpop.push(value()),
+                other if cert_header == Some(other) => cert_values.push(value()),
                 other => {
                     if worker.is_guarded(other) {
                         spoofed.push(name.clone());
                     }
                     if worker.hint_headers.iter().any(|h| h == other) {
-                        facts.headers.push((name.clone(), value.into_owned()));
+                        facts.headers.push((name.clone(), value()));
                     }
                 }
             }

@@ -207,22 +207,35 @@ def decode_map(data: bytes) -> list[tuple[str, str]]:
 
 
 _ENGINE = wasmtime.Engine()
+
+
+def _fuel_engine() -> wasmtime.Engine:
+    """An engine whose stores count wasm instructions (wasmtime's fuel: about one unit per
+    operator), for MiniHost(fuel=True)."""
+    config = wasmtime.Config()
+    config.consume_fuel = True
+    return wasmtime.Engine(config)
+
+
+_FUEL_ENGINE = _fuel_engine()
+_FUEL = 1 << 62
 _MODULES: dict = {}
 
 
-def _compiled(wasm: str | Path | bytes) -> tuple[wasmtime.Engine, wasmtime.Module]:
-    """Compiling the plugin takes seconds: once per file version (or bytes) per process."""
-    key = bytes(wasm) if isinstance(wasm, (bytes, bytearray)) else (
-        str(wasm), Path(wasm).stat().st_mtime_ns, Path(wasm).stat().st_size)
+def _compiled(wasm: str | Path | bytes, fuel: bool = False) -> tuple[wasmtime.Engine, wasmtime.Module]:
+    """Compiling the plugin takes seconds: once per file version (or bytes) per engine per process."""
+    engine = _FUEL_ENGINE if fuel else _ENGINE
+    key = (fuel, bytes(wasm)) if isinstance(wasm, (bytes, bytearray)) else (
+        fuel, str(wasm), Path(wasm).stat().st_mtime_ns, Path(wasm).stat().st_size)
     if key not in _MODULES:
-        _MODULES[key] = (wasmtime.Module(_ENGINE, bytes(wasm)) if isinstance(key, bytes)
-                         else wasmtime.Module.from_file(_ENGINE, str(wasm)))
-    return _ENGINE, _MODULES[key]
+        _MODULES[key] = (wasmtime.Module(engine, bytes(wasm)) if isinstance(wasm, (bytes, bytearray))
+                         else wasmtime.Module.from_file(engine, str(wasm)))
+    return engine, _MODULES[key]
 
 
 class MiniHost:
     def __init__(self, wasm_path: str | Path | bytes, config_json: str | dict,
-                 shared_data: str = "unimplemented", wasi_clock: str = "real"):
+                 shared_data: str = "unimplemented", wasi_clock: str = "real", fuel: bool = False):
         if shared_data not in ("unimplemented", "dummy", "envoy"):
             raise ValueError("shared_data must be 'unimplemented', 'dummy' or 'envoy'")
         if wasi_clock not in ("real", "zero"):
@@ -245,8 +258,13 @@ class MiniHost:
         self._next_id = ROOT_ID + 1
         self._next_token = 0  # APISIX numbers callouts from 0
 
-        engine, module = _compiled(wasm_path)
+        engine, module = _compiled(wasm_path, fuel)
         self.store = wasmtime.Store(engine)
+        # fuel: the store counts the wasm instructions the plugin runs (self.fuel_used()), for
+        # bench/hostcalls.py; a count, not a time, so the same on any machine.
+        self._fuel = fuel
+        if fuel:
+            self.store.set_fuel(_FUEL)
         wasi = wasmtime.WasiConfig()
         wasi.env = [("TOLLGATE_HOST", "minihost")]
         wasi.stdout_custom = self.wasi_output.append
@@ -288,6 +306,10 @@ class MiniHost:
             self.configured = self._call("proxy_on_configure", ROOT_ID, len(self.config)) > 0
         except VmTrapped:
             pass
+
+    def fuel_used(self) -> int:
+        """Wasm instructions run so far (MiniHost(fuel=True) only; 0 otherwise)."""
+        return _FUEL - self.store.get_fuel() if self._fuel else 0
 
     # --- calling into the module --------------------------------------------------------------
 

@@ -12,6 +12,8 @@ mod sender;
 
 pub use sender::ProofUse;
 
+use std::rc::Rc;
+
 use crate::binding::Scheme;
 use crate::cache::{self, CacheKey, Cached, Claim, TokenCache, Verified};
 use crate::config::{FilterConfig, ForwardAuthorization};
@@ -473,12 +475,7 @@ struct Accept<'a> {
 /// a token refused for its client or its scopes would be refused as well after a new login,
 /// so those answers (which no login fixes) come first, as a Kong or Envoy `jwt_authn` user
 /// expects scope errors before anything else about the user.
-fn finish(
-    d: &Deciding<'_>,
-    accept: &Accept<'_>,
-    mut verified: Verified,
-    cache_hit: bool,
-) -> Decision {
+fn finish(d: &Deciding<'_>, accept: &Accept<'_>, verified: Verified, cache_hit: bool) -> Decision {
     let (cfg, requirement, how) = (d.cfg, accept.requirement, accept.how);
     let issuer = verified.issuer;
     if !requirement.accepts_issuer(issuer) {
@@ -535,8 +532,7 @@ fn finish(
                 rule,
                 issuer,
                 token: how.token.to_owned(),
-                claims: matches!(kind, UpstreamRule::Sign(_))
-                    .then(|| std::mem::take(&mut verified.claims)),
+                claims: matches!(kind, UpstreamRule::Sign(_)).then(|| verified.claims.clone()),
             })
         });
     Decision::Done(Verdict::Allow {
@@ -640,7 +636,7 @@ fn check(cfg: &FilterConfig, ready: &Ready<'_>, now_ms: u64) -> Result<Verified,
                 return Ok(Verified {
                     issuer: idx,
                     exp_ms,
-                    claims: v.claims,
+                    claims: Rc::new(v.claims),
                     key: Some(key.id),
                 });
             }

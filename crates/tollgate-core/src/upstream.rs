@@ -155,7 +155,7 @@ pub struct Work {
     pub token: String,
     /// `sign` rules: the caller's verified claims, mapped into a backend token only when one is
     /// signed (a warm request reuses one and maps nothing).
-    pub claims: Option<Map<String, Value>>,
+    pub claims: Option<std::rc::Rc<Map<String, Value>>>,
 }
 
 /// The cache key of a token's upstream token under rule `rule`: the configuration (so a

@@ -173,7 +173,7 @@ impl<H: Host + Clone> Worker<H> {
         rule: usize,
         issuer: usize,
         token: &str,
-        claims: Option<serde_json::Map<String, serde_json::Value>>,
+        claims: Option<std::rc::Rc<serde_json::Map<String, serde_json::Value>>>,
         now: u64,
     ) -> Verdict {
         let (Some(UpstreamRule::Sign(sign)), Some(backend)) =

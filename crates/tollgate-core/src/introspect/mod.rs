@@ -254,7 +254,7 @@ pub fn entry(
             Cached::Valid(Verified {
                 issuer,
                 exp_ms: exp_ms.min(ceiling),
-                claims,
+                claims: std::rc::Rc::new(claims),
                 key: None,
             })
         }

@@ -292,7 +292,11 @@ fn entries_never_outlive_exp_or_the_max_ttl() {
     let jwt = Verified {
         issuer: 0,
         exp_ms: NOW_MS + 30_000,
-        claims: json!({"sub": "from-jwt"}).as_object().cloned().unwrap(),
+        claims: json!({"sub": "from-jwt"})
+            .as_object()
+            .cloned()
+            .unwrap()
+            .into(),
         key: Some(42),
     };
     let Cached::Valid(v) = entry(0, active(Some(NOW_S + 999)), Some(jwt), ttl, NOW_MS) else {

@@ -196,7 +196,7 @@ fn cache_entry_naming_an_issuer_that_does_not_exist_is_ignored() {
     let bogus = Verified {
         issuer: 9,
         exp_ms: NOW_MS + 1_000_000,
-        claims: json!({"sub": "root"}).as_object().cloned().unwrap(),
+        claims: json!({"sub": "root"}).as_object().cloned().unwrap().into(),
         key: None,
     };
     env.cache.put(&key, &Cached::Valid(bogus), NOW_MS);

@@ -254,7 +254,7 @@ fn introspect_jwts_verifies_first_then_asks_with_the_verified_claims() {
     assert_eq!((issuer, key), (JWT2, env.key(&token)));
     assert_eq!(v.issuer, JWT2);
     assert_eq!(v.exp_ms, (NOW_S as u64 + 3600) * 1000);
-    assert_eq!(&Value::Object(v.claims.clone()), &as2_payload());
+    assert_eq!(&Value::Object((*v.claims).clone()), &as2_payload());
     assert_eq!(
         env.cache.puts, 0,
         "not cached before the issuer vouched for it"

@@ -415,7 +415,7 @@ fn an_introspection_answer_binds_an_opaque_token_like_a_jwt() {
         Some(Cached::Valid(Verified {
             issuer: AS1,
             exp_ms: NOW_MS + 3_600_000,
-            claims: claims.as_object().unwrap().clone(),
+            claims: claims.as_object().unwrap().clone().into(),
             key: None,
         }))
     };

@@ -54,7 +54,7 @@ fn a_peers_entry_replaces_its_claim_and_the_waiter_uses_it() {
     let entry = Cached::Valid(Verified {
         issuer: AS2,
         exp_ms: T0 + 3_600_000,
-        claims: serde_json::Map::new(),
+        claims: Default::default(),
         key: None,
     });
     let key = cache::key_for(&vm.flow.cfg.fingerprint, &token);
