@@ -214,9 +214,15 @@ pub fn set_buffer(buffer_type: u32, start: usize, size: usize, value: &[u8]) -> 
 
 /// A header map, values as bytes (need not be UTF-8); empty if the host cannot tell.
 pub fn get_map(map_type: u32) -> Vec<(String, Vec<u8>)> {
+    get_map_bytes(map_type)
+        .map(|b| wire::decode_map(&b))
+        .unwrap_or_default()
+}
+
+/// The map as the host encodes it (read it with [`wire::pairs`]).
+pub fn get_map_bytes(map_type: u32) -> Option<Vec<u8>> {
     // SAFETY: out-params live across the call.
-    let (_, bytes) = bytes_out(|p, l| unsafe { proxy_get_header_map_pairs(map_type, p, l) });
-    bytes.map(|b| wire::decode_map(&b)).unwrap_or_default()
+    bytes_out(|p, l| unsafe { proxy_get_header_map_pairs(map_type, p, l) }).1
 }
 
 pub fn get_map_value(map_type: u32, key: &str) -> Option<Vec<u8>> {
@@ -350,34 +356,33 @@ pub mod wire {
     /// Decodes a map; a malformed encoding yields the pairs before the fault (never panics).
     /// Keys that are not UTF-8 are skipped (header names are ASCII).
     pub fn decode_map(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-        let read_u32 = |at: usize| -> Option<usize> {
+        pairs(bytes)
+            .map(|(key, value)| (key.to_owned(), value.to_vec()))
+            .collect()
+    }
+
+    /// The pairs of an encoded map, borrowed from it (no copy): what [`decode_map`] returns,
+    /// for a caller that needs only some of them.
+    pub fn pairs(bytes: &[u8]) -> impl Iterator<Item = (&str, &[u8])> {
+        let read_u32 = move |at: usize| -> Option<usize> {
             let b = bytes.get(at..at.checked_add(4)?)?;
             usize::try_from(u32::from_le_bytes(b.try_into().ok()?)).ok()
         };
-        let Some(count) = read_u32(0) else {
-            return Vec::new();
-        };
-        let Some(mut at) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else {
-            return Vec::new();
-        };
-        let mut map = Vec::with_capacity(count.min(bytes.len() / 10));
-        for n in 0..count {
-            let (Some(klen), Some(vlen)) = (read_u32(4 + n * 8), read_u32(8 + n * 8)) else {
-                break;
-            };
-            let Some(key) = at.checked_add(klen).and_then(|end| bytes.get(at..end)) else {
-                break;
-            };
-            at += klen + 1;
-            let Some(value) = at.checked_add(vlen).and_then(|end| bytes.get(at..end)) else {
-                break;
-            };
-            at += vlen + 1;
-            if let Ok(key) = std::str::from_utf8(key) {
-                map.push((key.to_owned(), value.to_vec()));
-            }
-        }
-        map
+        let count = read_u32(0).unwrap_or(0);
+        let mut at = count
+            .checked_mul(8)
+            .and_then(|n| n.checked_add(4))
+            .unwrap_or(usize::MAX);
+        (0..count)
+            .map_while(move |n| {
+                let (klen, vlen) = (read_u32(4 + n * 8)?, read_u32(8 + n * 8)?);
+                let key = bytes.get(at..at.checked_add(klen)?)?;
+                at = at.checked_add(klen + 1)?;
+                let value = bytes.get(at..at.checked_add(vlen)?)?;
+                at = at.checked_add(vlen + 1)?;
+                Some((key, value))
+            })
+            .filter_map(|(key, value)| Some((std::str::from_utf8(key).ok()?, value)))
     }
 
     #[cfg(test)]

@@ -113,14 +113,18 @@ impl HttpContext for Filter {
         let source = &worker.cfg.sender_constraint.client_certificate;
         let cert_header = source.header();
         let mut cert_values: Vec<String> = Vec::new();
-        for (name, value) in host::request_headers() {
-            // The value as text without copying it (a token can be kilobytes); a value that is
-            // not UTF-8 is read with replacement characters.
+        // Borrowed from the host's encoding: only the values kept are copied (once).
+        let encoded = host::request_headers();
+        for (name, value) in host::request_header_pairs(&encoded) {
+            // A value that is not UTF-8 is read with replacement characters (from_utf8 first:
+            // its check takes a word at a time, the lossy reader a byte at a time).
             let value = || {
-                String::from_utf8(value)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+                std::str::from_utf8(value).map_or_else(
+                    |_| String::from_utf8_lossy(value).into_owned(),
+                    str::to_owned,
+                )
             };
-            match name.as_str() {
+            match name {
                 ":method" => facts.method = value(),
                 ":path" => facts.path = value(),
                 ":authority" => facts.authority = value(),
@@ -132,10 +136,10 @@ impl HttpContext for Filter {
                 other if cert_header == Some(other) => cert_values.push(value()),
                 other => {
                     if worker.is_guarded(other) {
-                        spoofed.push(name.clone());
+                        spoofed.push(name.to_owned());
                     }
                     if worker.hint_headers.iter().any(|h| h == other) {
-                        facts.headers.push((name.clone(), value()));
+                        facts.headers.push((name.to_owned(), value()));
                     }
                 }
             }

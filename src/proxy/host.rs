@@ -170,9 +170,15 @@ pub fn log_critical(message: &str) {
     let _ = abi::log(5, message);
 }
 
-/// All request headers, values as bytes (values need not be UTF-8).
-pub fn request_headers() -> Vec<(String, Vec<u8>)> {
-    abi::get_map(abi::MAP_REQUEST_HEADERS)
+/// All request headers as the host encodes them: read them with [`request_header_pairs`],
+/// values as bytes (values need not be UTF-8).
+pub fn request_headers() -> Vec<u8> {
+    abi::get_map_bytes(abi::MAP_REQUEST_HEADERS).unwrap_or_default()
+}
+
+/// The (name, value) pairs of [`request_headers`], borrowed from it.
+pub fn request_header_pairs(encoded: &[u8]) -> impl Iterator<Item = (&str, &[u8])> {
+    abi::wire::pairs(encoded)
 }
 
 pub fn remove_request_header(name: &str) {
