@@ -173,8 +173,9 @@ With --concurrency > 1 these checks hold too: a new token that reaches two worke
 moment is verified (or introspected) by one; the other waits for its answer in the shared cache
 (counter verify_coalesced / introspection.coalesced).
 
-Plugin start: after the rows, bench/configure.py starts an Envoy per configuration (10 issuers
-with inline JWKS of 30 keys; 10 issuers with discovery) and reports how long on_configure took.
+Plugin start: after the rows, bench/configure.py starts an Envoy per configuration (10 and 100
+issuers, with inline JWKS of 3 keys each or with discovery) and reports how long on_configure
+took.
 
 A row whose probe request is not 200, or where wrk saw any 4xx/5xx or socket error, is marked
 FAILED and the command exits 1: a benchmark of refusals measures nothing. --quick runs every row
@@ -1395,6 +1396,56 @@ def replay_memory(concurrency: int, keys: dict[str, jwk.JWK], jwks: dict, live: 
     ]
 
 
+def token_cache_memory(concurrency: int, keys: dict[str, jwk.JWK], jwks: dict, live: int = 10_000) -> list[str]:
+    """Issue 18: the token cache's memory with `live` distinct verified tokens in it, in an Envoy
+    of its own (the Zipf-mix listener: a cache with a slot per token). Envoy's heap (admin
+    /memory "allocated": the shared data, one key per slot) and RSS (which also has the workers'
+    wasm memory: each worker's memo of the tokens it saw) before and after `live` distinct ES256
+    tokens are each verified once, next to the same number of requests with one warm token (what
+    serving requests alone moves)."""
+    tokens = mint(keys, "ES256", live, "-cachemem")
+    warm = mint(keys, "ES256", 1, "-cachemem-warm")[0]
+    upstream_port, port, admin_port = free_ports(3)
+    cfg = bootstrap({"upstream": upstream_port, "tg-mix": port}, admin_port, jwks, MAX_SLOTS, None)
+    cfg_path = WORK / "envoy-cache-memory.json"
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    argv = [str(envoy.envoy_binary()), "-c", str(cfg_path), "--concurrency", str(concurrency),
+            "--base-id", str((os.getpid() + 2) % 100000), "--disable-hot-restart", "-l", "warning"]
+    proc = envoy.EnvoyProc(name="envoy-cache-memory", argv=argv, port=upstream_port,
+                           log_path=WORK / "envoy-cache-memory.log", admin_port=admin_port, config_path=cfg_path)
+
+    def memory() -> tuple[int, int]:
+        time.sleep(1.0)
+        status, body = envoy.admin_get(admin_port, "/memory", timeout=5)
+        rss = next(int(ln.split()[1]) * 1024 for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                   if ln.startswith("VmRSS:"))
+        return int(json.loads(body)["allocated"]), rss
+
+    proc.start(timeout=60)
+    try:
+        warmup = drive(port, [warm] * 2000, 16)
+        m0 = memory()
+        control = drive(port, [warm] * live, 16)
+        m1 = memory()
+        t0 = time.monotonic()
+        st = drive(port, tokens, 16)
+        took = time.monotonic() - t0
+        m2 = memory()
+        verified = counters(admin_port, r"tollgate\.issuer\.mix\.allowed")
+    finally:
+        proc.stop()
+    heap, rss = m2[0] - m1[0], m2[1] - m1[1]
+    return [
+        f"- {live:,} distinct ES256 tokens verified and cached in {took:.1f}s ({dict(st)} by status; warm-up "
+        f"{dict(warmup)}), Envoy --concurrency {concurrency}, counters {verified}",
+        f"- Envoy heap (admin /memory allocated): {m0[0]:,} → {m1[0]:,} after {live:,} requests with one warm "
+        f"token ({m1[0] - m0[0]:+,} bytes; {dict(control)} by status) → {m2[0]:,} after the {live:,} tokens "
+        f"(**{heap:+,} bytes**, {heap / live:.0f} bytes per cached token)",
+        f"- RSS: {m0[1]:,} → {m1[1]:,} ({m1[1] - m0[1]:+,}) → {m2[1]:,} (**{rss:+,} bytes**, {rss / live:.0f} per "
+        "token: the heap above and the workers' wasm memory, whose memo keeps up to 1,024 tokens each)",
+    ]
+
+
 def cpu_seconds(pid: int | None) -> float:
     """CPU time (user + system, all threads) the process has used so far, from /proc: Envoy's
     cost of a row, which moves less than req/s when wrk and other processes share the cores."""
@@ -1913,15 +1964,27 @@ def main() -> int:
             replay_lines, failed = [f"- FAILED: {e}"], True
         print("\n".join(replay_lines), flush=True)
 
-    # Plugin start: on_configure with 10 issuers (bench/configure.py), in Envoys of their own.
+    # The token cache's memory with 10,000 cached tokens, in an Envoy of its own (not in --quick).
+    cache_memory_lines = []
+    if not args.quick and (not args.only or any("memory" in o for o in args.only)):
+        print("token cache: memory with 10,000 cached tokens (an Envoy of its own)", flush=True)
+        try:
+            cache_memory_lines = token_cache_memory(args.concurrency, keys, jwks)
+        except (RuntimeError, OSError, KeyError, ValueError) as e:
+            cache_memory_lines, failed = [f"- FAILED: {e}"], True
+        print("\n".join(cache_memory_lines), flush=True)
+
+    # Plugin start: on_configure with 10 and 100 issuers (bench/configure.py), in Envoys of their own.
     configure_lines = []
     if not args.only or any("configure" in o for o in args.only):
         try:
-            for label, inline in (("inline JWKS, 30 keys", True), ("discovery", False)):
-                ms = configure.measure(label.split(",")[0].replace(" ", "-"), configure.config(inline),
-                                       concurrency=args.concurrency + 1)
-                configure_lines.append(f"- configure, 10 issuers ({label}): median {statistics.median(ms):.2f} ms, "
-                                       f"max {max(ms):.2f} ms over {len(ms)} on_configure calls")
+            for count in configure.COUNTS:
+                for label, inline in ((f"inline JWKS, {3 * count} keys", True), ("discovery", False)):
+                    ms = configure.measure(f"{label.split(',')[0].replace(' ', '-')}-{count}",
+                                           configure.config(inline, count), concurrency=args.concurrency + 1)
+                    configure_lines.append(f"- configure, {count} issuers ({label}): median "
+                                           f"{statistics.median(ms):.2f} ms, max {max(ms):.2f} ms over {len(ms)} "
+                                           "on_configure calls")
         except (SystemExit, RuntimeError) as e:
             configure_lines.append(f"- configure: FAILED ({e})")
             failed = True
@@ -1996,6 +2059,7 @@ def main() -> int:
         *[f"- {c.line()}" for c in checks],
         "",
         *(["## Replay store memory", "", *replay_lines, ""] if replay_lines else []),
+        *(["## Token cache memory", "", *cache_memory_lines, ""] if cache_memory_lines else []),
         *(["## Plugin start", "", *configure_lines, ""] if configure_lines else []),
         *(["## Host calls per warm request", "",
            "Counted in tests/minihost (bench/hostcalls.py) on this .wasm: \"envoy\" with shared data, "
