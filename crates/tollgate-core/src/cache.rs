@@ -12,9 +12,9 @@
 //! ([`put_slot`], [`claim_slot`]). Entries are valid strictly before their `until`, which is
 //! never past the token's `exp`.
 
-use serde::{Deserialize, Serialize};
 use std::rc::Rc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
