@@ -360,7 +360,7 @@ pub trait TokenCache {
 /// A hit is on every warm request, so it is cheap over tokens of a kilobyte: the map is keyed
 /// by a 64-bit hash of the token (foldhash, seeded at random per memo: a few instructions per
 /// 8 bytes, where std's SipHash takes several times that) and the token is compared 8 bytes at
-/// a time ([`same_token`]; wasm's `memcmp` goes byte by byte). Tokens whose hashes collide
+/// a time (`same_token`; wasm's `memcmp` goes byte by byte). Tokens whose hashes collide
 /// share a bucket, each compared whole.
 #[derive(Debug, Default)]
 pub struct LocalMemo {
