@@ -252,6 +252,7 @@ ISSUER = "https://issuer.bench.test"
 AUDIENCE = "https://api.bench.test"
 PATH = "/api/bench"
 # Issue 18: the no-op filter's extra host calls per request (bench/noop/src/lib.rs), per listener.
+PRICE_TIMES = 40
 PRICE_CALLS = {
     "noop-pairs": ["pairs"],
     "noop-clock": ["clock"],
@@ -259,6 +260,10 @@ PRICE_CALLS = {
     "noop-metric2": ["metric", "metric"],
     "noop-replace5": ["replace"] * 5,
     "noop-warm": ["pairs", "clock", "shared", "metric", "metric"] + ["replace"] * 5,
+    # One call is within a round's noise (±5 µs); forty of a kind price one call to a tenth
+    # of a microsecond: (row - no-op) / PRICE_TIMES.
+    **{f"noop-{kind}-x{PRICE_TIMES}": [kind] * PRICE_TIMES
+       for kind in ("pairs", "clock", "shared", "metric", "replace")},
 }
 PRICE_ROWS = {
     "noop-pairs": "no-op + every header pair read (1 call)",
@@ -267,6 +272,11 @@ PRICE_ROWS = {
     "noop-metric2": "no-op + 2 counter increments",
     "noop-replace5": "no-op + 5 request headers set",
     "noop-warm": "no-op + all of tollgate warm's 10 host calls",
+    f"noop-pairs-x{PRICE_TIMES}": f"no-op + {PRICE_TIMES} header pair reads",
+    f"noop-clock-x{PRICE_TIMES}": f"no-op + {PRICE_TIMES} clock reads",
+    f"noop-shared-x{PRICE_TIMES}": f"no-op + {PRICE_TIMES} shared-data reads",
+    f"noop-metric-x{PRICE_TIMES}": f"no-op + {PRICE_TIMES} counter increments",
+    f"noop-replace-x{PRICE_TIMES}": f"no-op + {PRICE_TIMES} request headers set (8 names)",
 }
 JWT_AUTHN_TYPE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 KIDS = {"RS256": "rsa-2048", "PS256": "rsa-2048", "ES256": "p256", "EdDSA": "ed25519"}
@@ -1523,6 +1533,12 @@ def table(rows: list[Row]) -> str:
     if refs := [r for r in rows if r.ref and r.result]:
         lines += ["", "vs ref / CPU vs ref (req/s, and Envoy CPU per request, against another row of this run): "
                   + "; ".join(f"{r.label} against {r.ref}" for r in refs) + "."]
+    floor_cpu = rps("no-op wasm (reads 1 header)", "cpu_us")
+    priced = [(r.label, (r.result["cpu_us"] - floor_cpu) / PRICE_TIMES) for r in rows
+              if r.listener.endswith(f"-x{PRICE_TIMES}") and r.result and floor_cpu is not None]
+    if priced:
+        lines += ["", f"Price of one host call in this Envoy, (row - no-op) / {PRICE_TIMES}, Envoy CPU: "
+                  + "; ".join(f"{label.removeprefix('no-op + ')}: {price:.2f} µs" for label, price in priced) + "."]
     return "\n".join(lines)
 
 

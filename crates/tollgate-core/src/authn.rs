@@ -43,7 +43,7 @@ pub enum Verdict {
     /// Forward. `headers` are the identity headers to add (none for anonymous routes).
     Allow {
         issuer: Option<usize>,
-        headers: Vec<(String, String)>,
+        headers: identity::Headers,
         cache_hit: bool,
         /// A DPoP proof to record in the replay store first: a replay is refused instead.
         proof: Option<Box<ProofUse>>,
@@ -82,7 +82,7 @@ impl Verdict {
     fn open() -> Verdict {
         Verdict::Allow {
             issuer: None,
-            headers: Vec::new(),
+            headers: identity::Headers::default(),
             cache_hit: false,
             proof: None,
             authorization: Upstream::Keep,
@@ -228,11 +228,24 @@ fn on_route(
         // Without a clock every `exp` would look far away and every cache entry alive.
         return deny(Denial::ClockUnavailable, None);
     }
+    // The worker's memo is asked first, while the token is extracted: a token it remembers
+    // passed the b64token check when it was remembered, so that pass over the whole token is
+    // not made again on every warm request.
+    let ask_memo = cfg.cache_slots > 0 && fresh.is_none();
+    let mut remembered: Option<Cached> = None;
+    let known = |token: &str| {
+        remembered = if ask_memo {
+            d.cache.get_local(token, d.now_ms)
+        } else {
+            None
+        };
+        remembered.is_some()
+    };
     // The DPoP scheme is read only where some issuer of the route takes DPoP.
     let credentials = if requirement.challenge.dpop.is_some() {
-        extract::credentials(req.authorization)
+        extract::credentials_known(req.authorization, known)
     } else {
-        match extract::bearer(req.authorization) {
+        match extract::bearer_known(req.authorization, known) {
             Bearer::Missing => Credentials::Missing,
             Bearer::Malformed(why) => Credentials::Malformed(why),
             Bearer::Token(token) => Credentials::Token {
@@ -248,7 +261,9 @@ fn on_route(
     };
     *scheme = how.scheme;
     let token = how.token;
-    let seen = look_up(d, token, fresh);
+    // The memo's answer is the extracted token's: any other token with credentials would have
+    // made the request malformed.
+    let seen = look_up(d, token, fresh, remembered);
     let verified = match seen.known {
         Some(Cached::Invalid { issuer, .. }) => return deny(Denial::InactiveToken, Some(issuer)),
         Some(Cached::Valid(v)) => v,
@@ -294,8 +309,14 @@ struct Seen {
     hashed: Option<CacheKey>,
 }
 
-/// Looks the token up: the fresh answer, else the worker's memo, else the shared cache.
-fn look_up(d: &mut Deciding<'_>, token: &str, fresh: Option<&Cached>) -> Seen {
+/// Looks the token up: the fresh answer, else the worker's memo (`remembered`: what it gave
+/// for the token, asked during extraction), else the shared cache.
+fn look_up(
+    d: &mut Deciding<'_>,
+    token: &str,
+    fresh: Option<&Cached>,
+    remembered: Option<Cached>,
+) -> Seen {
     let (cfg, ring) = (d.cfg, d.ring);
     // SHA-256 of the token: only when the local memo cannot answer, and at most once.
     let mut hashed: Option<CacheKey> = None;
@@ -310,7 +331,7 @@ fn look_up(d: &mut Deciding<'_>, token: &str, fresh: Option<&Cached>) -> Seen {
             }
             (Some(entry.clone()), false)
         }
-        None if cfg.cache_slots > 0 => match d.cache.get_local(token, d.now_ms) {
+        None if cfg.cache_slots > 0 => match remembered {
             Some(entry) => (Some(entry), true),
             None => {
                 let key = *hashed.insert(cache::key_for(&cfg.fingerprint, token));
@@ -510,9 +531,11 @@ fn finish(d: &Deciding<'_>, accept: &Accept<'_>, verified: Verified, cache_hit: 
             }
         }
     };
-    let mut headers = identity::headers(&cfg.identity, name, &verified.claims);
+    let rendered = (verified.rendered)
+        .get_or_render(|| identity::headers(&cfg.identity, name, &verified.claims));
+    let mut headers = identity::Headers::new(rendered);
     if let (Some(header), Some(value)) = (&cfg.identity.binding_header, bound.header) {
-        headers.push((header.clone(), value));
+        headers.push(header.clone(), value);
     }
     let authorization = match (cfg.identity.authorization, how.scheme) {
         (ForwardAuthorization::Unchanged, _) | (ForwardAuthorization::Bearer, Scheme::Bearer) => {
@@ -638,6 +661,7 @@ fn check(cfg: &FilterConfig, ready: &Ready<'_>, now_ms: u64) -> Result<Verified,
                     exp_ms,
                     claims: Rc::new(v.claims),
                     key: Some(key.id),
+                    rendered: Default::default(),
                 });
             }
             // Without a kid several keys may fit; only a bad signature moves on to the next.

@@ -54,6 +54,9 @@ pub struct Verified {
     /// still has this key.
     #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
     pub key: Option<crate::key::KeyId>,
+    /// The identity headers, rendered once for the entry and shared by its clones.
+    #[serde(skip)]
+    pub rendered: crate::identity::Rendered,
 }
 
 /// A cache entry.
@@ -450,6 +453,7 @@ mod tests {
             exp_ms,
             claims: json!({"sub": "alice"}).as_object().cloned().unwrap().into(),
             key: Some(7),
+            rendered: Default::default(),
         })
     }
 

@@ -21,7 +21,16 @@ pub enum Bearer<'a> {
 
 /// Examines every `Authorization` header value of a request for `Bearer` credentials.
 pub fn bearer<'a>(authorization: &[&'a str]) -> Bearer<'a> {
-    match credentials(authorization) {
+    bearer_known(authorization, |_| false)
+}
+
+/// [`bearer`], where a token `known` says was seen well-formed before skips the `b64token`
+/// check ([`credentials_known`]).
+pub fn bearer_known<'a>(
+    authorization: &[&'a str],
+    known: impl FnMut(&'a str) -> bool,
+) -> Bearer<'a> {
+    match credentials_known(authorization, known) {
         Credentials::Token {
             scheme: Scheme::Bearer,
             token,
@@ -46,6 +55,17 @@ pub enum Credentials<'a> {
 
 /// Examines every `Authorization` header value of a request.
 pub fn credentials<'a>(authorization: &[&'a str]) -> Credentials<'a> {
+    credentials_known(authorization, |_| false)
+}
+
+/// [`credentials`], where a token for which `known` says yes is taken as well-formed without
+/// the `b64token` check: the caller's memo of tokens that passed it before (the check walks
+/// the whole token, on every warm request otherwise). `known` is asked at most once per
+/// header value with token credentials, in order, only for a non-empty token.
+pub fn credentials_known<'a>(
+    authorization: &[&'a str],
+    mut known: impl FnMut(&'a str) -> bool,
+) -> Credentials<'a> {
     let mut found = None;
     for value in authorization {
         let value = value.trim_matches(|c| c == ' ' || c == '\t');
@@ -61,7 +81,7 @@ pub fn credentials<'a>(authorization: &[&'a str]) -> Credentials<'a> {
         if token.is_empty() {
             return Credentials::Malformed("the token credentials are empty");
         }
-        if !is_b64token(token) {
+        if !known(token) && !is_b64token(token) {
             return Credentials::Malformed("the token credentials are not a single b64token");
         }
         if found.is_some() {
@@ -151,6 +171,54 @@ mod tests {
     // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn the_memo_is_asked_once_per_token_value_in_order_and_a_token_it_does_not_know_is_checked() {
+        let mut asked = Vec::new();
+        let got = credentials_known(&["Basic eA==", "Bearer a.b.c", "Negotiate abc"], |t| {
+            asked.push(t);
+            false
+        });
+        assert_eq!(
+            got,
+            Credentials::Token {
+                scheme: Scheme::Bearer,
+                token: "a.b.c"
+            }
+        );
+        // Not for another scheme, nor for empty credentials (those are refused first).
+        assert_eq!(asked, ["a.b.c"]);
+        let malformed = credentials_known(&["Bearer a,b"], |_| false);
+        assert_eq!(
+            malformed,
+            Credentials::Malformed("the token credentials are not a single b64token")
+        );
+        // Two tokens stay two tokens, known or not.
+        let two = credentials_known(&["Bearer a", "DPoP b"], |_| true);
+        assert_eq!(
+            two,
+            Credentials::Malformed("the request carries more than one access token")
+        );
+    }
+
+    #[test]
+    fn a_token_the_memo_knows_skips_the_b64token_check_and_nothing_else() {
+        // The memo only ever holds tokens that passed the check, so its yes stands for it.
+        let mut asked = 0;
+        let mut known = |_: &str| {
+            asked += 1;
+            true
+        };
+        assert_eq!(
+            bearer_known(&["Bearer a.b.c"], &mut known),
+            Bearer::Token("a.b.c")
+        );
+        assert_eq!(
+            bearer_known(&["Bearer "], &mut known),
+            Bearer::Malformed("the token credentials are empty")
+        );
+        assert_eq!(asked, 1);
+    }
 
     #[test]
     fn every_byte_in_every_position_of_a_word_is_judged_as_the_table_does() {

@@ -3,12 +3,104 @@
 //! Values come only from verified claims. A value that could not be a header value (control
 //! characters) is left out rather than altered.
 
+use std::cell::OnceCell;
+use std::rc::Rc;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::config::Identity;
 use crate::policy::claim_at;
+
+/// Header (name, value) pairs rendered once and shared.
+pub type Shared = Rc<[(String, String)]>;
+
+/// The headers a verdict adds to its request: the identity rendered for the token (shared
+/// with the cache entry it came from, see [`Rendered`]), then any this request adds (the
+/// binding's thumbprint, a gateway-signed backend token).
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    identity: Shared,
+    added: Vec<(String, String)>,
+}
+
+impl Headers {
+    /// `identity`, and nothing added yet.
+    pub fn new(identity: Shared) -> Headers {
+        Headers {
+            identity,
+            added: Vec::new(),
+        }
+    }
+
+    /// Adds a header of this request's own after the identity.
+    pub fn push(&mut self, name: String, value: String) {
+        self.added.push((name, value));
+    }
+
+    /// Every header, identity first.
+    pub fn iter(&self) -> impl Iterator<Item = &(String, String)> {
+        self.identity.iter().chain(&self.added)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.identity.is_empty() && self.added.is_empty()
+    }
+
+    /// Every header, identity first, as owned pairs.
+    pub fn to_vec(&self) -> Vec<(String, String)> {
+        self.iter().cloned().collect()
+    }
+}
+
+/// Equal when they set the same headers in the same order, however they were put together.
+impl PartialEq for Headers {
+    fn eq(&self, other: &Headers) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
+
+impl From<Vec<(String, String)>> for Headers {
+    fn from(identity: Vec<(String, String)>) -> Headers {
+        Headers::new(identity.into())
+    }
+}
+
+/// The identity headers of a cache entry, rendered from its claims on the first request that
+/// uses the entry and then shared by every clone of it (the worker's memo hands out clones), so
+/// a warm request forwards identity without walking the claims again. What is rendered
+/// depends only on the entry and the configuration, and an entry lives in one worker's memo
+/// for one configuration. Never stored in the shared cache; equal whatever it holds (it
+/// follows from the claims).
+#[derive(Clone, Default)]
+pub struct Rendered(Rc<OnceCell<Shared>>);
+
+impl Rendered {
+    /// The headers, rendered by `render` the first time.
+    pub fn get_or_render(&self, render: impl FnOnce() -> Vec<(String, String)>) -> Shared {
+        Rc::clone(self.0.get_or_init(|| render().into()))
+    }
+}
+
+impl PartialEq for Rendered {
+    fn eq(&self, _: &Rendered) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.0.get().is_some() {
+            "rendered"
+        } else {
+            "not rendered"
+        };
+        f.write_str(state)
+    }
+}
 
 /// The headers to set for a request authenticated by `issuer_name` with `claims`.
 pub fn headers(
@@ -62,6 +154,37 @@ mod tests {
     // On wasm32 (scripts/test-wasm) `#[test]` is wasm-bindgen-test's: the tests run in Node's V8.
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn an_entry_renders_once_and_its_clones_share_what_it_rendered() {
+        let rendered = Rendered::default();
+        let clone = rendered.clone();
+        let calls = std::cell::Cell::new(0);
+        let render = || {
+            calls.set(calls.get() + 1);
+            vec![("x-sub".to_owned(), "alice".to_owned())]
+        };
+        let first = rendered.get_or_render(render);
+        let second = clone.get_or_render(render);
+        assert_eq!(calls.get(), 1);
+        assert!(Rc::ptr_eq(&first, &second));
+        // A new entry (another token, or the same one verified again) renders for itself.
+        assert_eq!(Rendered::default().get_or_render(render).len(), 1);
+        assert_eq!(calls.get(), 2);
+    }
+
+    #[test]
+    fn headers_list_the_identity_then_what_the_request_added_and_compare_by_that_list() {
+        let mut headers = Headers::new(vec![("x-sub".to_owned(), "alice".to_owned())].into());
+        headers.push("x-tollgate-cnf".to_owned(), "dpop;jkt=abc".to_owned());
+        let all = vec![
+            ("x-sub".to_owned(), "alice".to_owned()),
+            ("x-tollgate-cnf".to_owned(), "dpop;jkt=abc".to_owned()),
+        ];
+        assert_eq!(headers.to_vec(), all);
+        assert_eq!(headers, Headers::from(all));
+        assert!(!headers.is_empty() && Headers::default().is_empty());
+    }
 
     fn cfg() -> Identity {
         Identity {

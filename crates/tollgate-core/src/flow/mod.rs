@@ -677,7 +677,7 @@ impl<H: Host + Clone> Worker<H> {
                 if let Err(flow) = self.record_proof(turn, proof, issuer, now) {
                     return flow;
                 }
-                for (name, value) in &headers {
+                for (name, value) in headers.iter() {
                     self.host.set_request_header(name, value);
                 }
                 match authorization {

@@ -224,7 +224,7 @@ impl<H: Host + Clone> Worker<H> {
         } = &mut verdict
         {
             match &sign.placement {
-                Placement::Header(name) => headers.push((name.clone(), signed)),
+                Placement::Header(name) => headers.push(name.clone(), signed),
                 Placement::Authorization => *authorization = Upstream::Bearer(bearer(&signed)),
             }
         }

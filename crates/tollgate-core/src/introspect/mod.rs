@@ -246,6 +246,7 @@ pub fn entry(
             exp_ms: v.exp_ms.min(ceiling),
             claims: v.claims,
             key: v.key,
+            rendered: Default::default(),
         }),
         (Answer::Active { claims, exp_s }, None) => {
             let exp_ms = exp_s.map_or(u64::MAX, |s| {
@@ -256,6 +257,7 @@ pub fn entry(
                 exp_ms: exp_ms.min(ceiling),
                 claims: std::rc::Rc::new(claims),
                 key: None,
+                rendered: Default::default(),
             })
         }
     }

@@ -298,6 +298,7 @@ fn entries_never_outlive_exp_or_the_max_ttl() {
             .unwrap()
             .into(),
         key: Some(42),
+        rendered: Default::default(),
     };
     let Cached::Valid(v) = entry(0, active(Some(NOW_S + 999)), Some(jwt), ttl, NOW_MS) else {
         panic!("not valid")

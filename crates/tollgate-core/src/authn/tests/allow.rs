@@ -30,7 +30,7 @@ fn valid_token_is_allowed_with_identity_headers() {
             authorize: None,
             upstream: None,
             issuer: Some(AS1),
-            headers: expected,
+            headers: expected.into(),
             cache_hit: false,
         })
     );
@@ -198,6 +198,7 @@ fn cache_entry_naming_an_issuer_that_does_not_exist_is_ignored() {
         exp_ms: NOW_MS + 1_000_000,
         claims: json!({"sub": "root"}).as_object().cloned().unwrap().into(),
         key: None,
+        rendered: Default::default(),
     };
     env.cache.put(&key, &Cached::Valid(bogus), NOW_MS);
     let d = env.bearer("/api", &token);

@@ -70,7 +70,7 @@ fn a_fresh_active_answer_allows_with_the_answers_identity() {
                 authorize: None,
                 upstream: None,
                 issuer: Some(OP3),
-                headers: expected,
+                headers: expected.into(),
                 cache_hit: false,
             })
         );

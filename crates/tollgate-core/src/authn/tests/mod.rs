@@ -250,9 +250,9 @@ fn invalid_token(why: &'static str, issuer: Option<usize>) -> Decision {
     })
 }
 
-fn headers_of(d: &Decision) -> &[(String, String)] {
+fn headers_of(d: &Decision) -> Vec<(String, String)> {
     match d {
-        Decision::Done(Verdict::Allow { headers, .. }) => headers,
+        Decision::Done(Verdict::Allow { headers, .. }) => headers.to_vec(),
         other => panic!("not allowed: {other:?}"),
     }
 }

@@ -17,7 +17,7 @@ fn anonymous_route_needs_and_checks_nothing() {
         authorize: None,
         upstream: None,
         issuer: None,
-        headers: Vec::new(),
+        headers: Default::default(),
         cache_hit: false,
     });
     assert_eq!(

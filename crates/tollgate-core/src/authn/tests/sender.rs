@@ -168,11 +168,11 @@ fn proof_use(d: &Decision) -> Option<&ProofUse> {
     }
 }
 
-fn binding_header(d: &Decision) -> Option<&str> {
+fn binding_header(d: &Decision) -> Option<String> {
     headers_of(d)
-        .iter()
+        .into_iter()
         .find(|(n, _)| n == "x-tollgate-cnf")
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v)
 }
 
 #[test]
@@ -181,7 +181,7 @@ fn a_dpop_bound_token_with_its_proof_passes_and_hands_the_proof_to_the_replay_st
     let token = dpop_bound();
     let d = env.offer(&Offer::dpop("/api/orders", &token, proof(&token)));
     assert!(allowed(AS1, false)(&d), "{d:?}");
-    assert_eq!(binding_header(&d), Some(&*format!("dpop;jkt={JKT_P256}")));
+    assert_eq!(binding_header(&d), Some(format!("dpop;jkt={JKT_P256}")));
     let used = proof_use(&d).expect("a proof to record");
     assert_eq!((used.jkt.as_str(), used.jti.as_str()), (JKT_P256, "jti-1"));
     // Counted until the end of its iat window (60 s) and a second more.
@@ -352,7 +352,7 @@ fn certificate_bound_tokens_need_their_certificate() {
     let token = bound_token(json!({"x5t#S256": X5T}));
     let d = env.offer(&Offer::bearer("/api/orders", &token).cert(X5T));
     assert!(allowed(AS1, false)(&d), "{d:?}");
-    assert_eq!(binding_header(&d), Some(&*format!("mtls;x5t={X5T}")));
+    assert_eq!(binding_header(&d), Some(format!("mtls;x5t={X5T}")));
     assert_eq!(proof_use(&d), None);
     for (offer, why) in [
         (
@@ -401,7 +401,7 @@ fn both_bindings_at_once() {
     let d = env.offer(&Offer::dpop("/api/orders", &token, proof(&token)).cert(X5T));
     assert_eq!(
         binding_header(&d),
-        Some(&*format!("dpop;jkt={JKT_P256}, mtls;x5t={X5T}"))
+        Some(format!("dpop;jkt={JKT_P256}, mtls;x5t={X5T}"))
     );
     let d = env.offer(&Offer::dpop("/api/orders", &token, proof(&token)));
     assert_eq!(denial(&d).0, &Denial::Binding(BindingError::NoCertificate));
@@ -417,6 +417,7 @@ fn an_introspection_answer_binds_an_opaque_token_like_a_jwt() {
             exp_ms: NOW_MS + 3_600_000,
             claims: claims.as_object().unwrap().clone().into(),
             key: None,
+            rendered: Default::default(),
         }))
     };
     let bound =

@@ -56,6 +56,7 @@ fn a_peers_entry_replaces_its_claim_and_the_waiter_uses_it() {
         exp_ms: T0 + 3_600_000,
         claims: Default::default(),
         key: None,
+        rendered: Default::default(),
     });
     let key = cache::key_for(&vm.flow.cfg.fingerprint, &token);
     peer.put(&key, &entry, T0 + 1);
