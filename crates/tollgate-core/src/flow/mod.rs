@@ -325,7 +325,10 @@ impl<H: Host + Clone> Worker<H> {
             .map(str::to_owned)
             .chain(cfg.gateway.as_ref().map(|g| g.route_header.clone()))
             .collect();
-        let cache = SharedTokenCache::new(host.clone(), cfg.cache_slots);
+        let mut cache = SharedTokenCache::new(host.clone(), cfg.cache_slots);
+        if cfg.gateway.is_none() {
+            cache = cache.without_revocation();
+        }
         let decisions = shared::Slots::new(host.clone(), cfg.decision_slots, "dc", "dl");
         let exchanges = shared::Slots::new(host.clone(), cfg.exchange_slots, "xc", "xl");
         let nonce_secret = cfg

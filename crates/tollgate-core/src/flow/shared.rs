@@ -132,7 +132,8 @@ impl IssuerKeys {
 /// front of it, each worker keeps a [`LocalMemo`] of tokens it saw; every removal from the
 /// shared cache (revocation through the gateway) bumps a shared epoch, and a worker that sees a
 /// new epoch drops its memo — one small shared-data read per request instead of a hash, a copy
-/// and a JSON decode.
+/// and a JSON decode (and none where nothing can revoke, see
+/// [`SharedTokenCache::without_revocation`]).
 ///
 /// Single flight: a worker about to verify a token the cache missed first swaps a claim marker
 /// into the token's slot (compare-and-swap against the read that missed, so of two workers
@@ -143,6 +144,9 @@ pub struct SharedTokenCache<H> {
     pub slots: u32,
     memo: LocalMemo,
     epoch: u64,
+    /// Whether entries can be revoked (the gateway is configured): only then is the epoch read
+    /// on every memo lookup. See [`SharedTokenCache::without_revocation`].
+    revocable: bool,
     /// What the last [`TokenCache::get`] that missed read: key, slot state, CAS (the claim
     /// that follows swaps against it instead of reading the slot again).
     missed: Option<(CacheKey, Slot, Option<u32>)>,
@@ -170,9 +174,21 @@ impl<H: Host> SharedTokenCache<H> {
             slots,
             memo: LocalMemo::new(if slots > 0 { MEMO_ENTRIES } else { 0 }),
             epoch: 0,
+            revocable: true,
             missed: None,
             claimed: None,
         }
+    }
+
+    /// The cache of a configuration without the gateway: nothing revokes its entries, so the
+    /// memo trusts itself without reading the revocation epoch (one shared-data read, and its
+    /// copy into the VM, per warm request). Sound because only a revocation through the gateway
+    /// removes entries ([`Self::remove`]), and it removes them under the keys of its own
+    /// configuration, whose text (the keys' fingerprint) names the gateway: a configuration
+    /// without one never shares keys with a configuration that has one.
+    pub fn without_revocation(mut self) -> SharedTokenCache<H> {
+        self.revocable = false;
+        self
     }
 
     /// The revocation epoch: moves whenever a token is removed through [`Self::remove`].
@@ -298,11 +314,13 @@ impl<H: Host> TokenCache for SharedTokenCache<H> {
         if self.slots == 0 {
             return None;
         }
-        let epoch = read_epoch(&self.host);
-        if epoch != self.epoch {
-            self.memo.clear();
-            self.epoch = epoch;
-            return None;
+        if self.revocable {
+            let epoch = read_epoch(&self.host);
+            if epoch != self.epoch {
+                self.memo.clear();
+                self.epoch = epoch;
+                return None;
+            }
         }
         self.memo.get(token, now_ms).cloned()
     }

@@ -71,7 +71,7 @@ fn records(vm: &Vm) -> Vec<Vec<u8>> {
 }
 
 fn vm() -> Vm {
-    Vm::new(config(json!({})), CalloutMode::Background)
+    Vm::new(config_with_gateway(json!({})), CalloutMode::Background)
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn a_refreshed_grant_is_revoked_whole_by_any_of_its_tokens_on_any_worker() {
     // Rotated refresh tokens (op1_r2, op1_r3) and every access token lead to the grant.
     for revoked in ["op1_r1", "op1_r2", "op1_r3", "op1_a1", "op1_a3"] {
         let mut a = vm();
-        let b = a.peer(config(json!({})), CalloutMode::Background);
+        let b = a.peer(config_with_gateway(json!({})), CalloutMode::Background);
         let code = call(&a, None);
         a.flow
             .remember_grant(&code, &issued("op1_a1", Some("op1_r1")), T0);
@@ -242,7 +242,7 @@ fn a_grant_keeps_its_newest_access_tokens() {
 fn a_grant_whose_slot_another_grant_took_is_forgotten() {
     // One slot: the newest grant takes it, as the newest token takes a cache slot.
     let vm = Vm::new(
-        config(json!({"cache": {"max_entries": 1}})),
+        config_with_gateway(json!({"cache": {"max_entries": 1}})),
         CalloutMode::Background,
     );
     let code = call(&vm, None);

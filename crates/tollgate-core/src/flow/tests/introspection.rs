@@ -152,7 +152,7 @@ fn an_active_answer_overtaken_by_a_revocation_is_used_once_but_not_cached() {
 
 #[test]
 fn a_revocation_makes_every_worker_forget_the_token() {
-    let cfg = || config(json!({}));
+    let cfg = || config_with_gateway(json!({}));
     let mut a = Vm::new(cfg(), CalloutMode::Background);
     let b = a.peer(cfg(), CalloutMode::Background);
     a.request(10, "/api", Some("op1_abc"), T0);
@@ -170,6 +170,33 @@ fn a_revocation_makes_every_worker_forget_the_token() {
     assert_eq!(a.request(12, "/api", Some("op1_abc"), T0 + 4), Flow::Pause);
     a.tick(T0 + 5);
     assert_eq!(a.callouts_to("op1").len(), 1, "asked again");
+}
+
+#[test]
+fn without_the_gateway_nothing_is_revoked_and_the_memo_reads_no_epoch() {
+    // The token is introspected, then remembered by the worker's memo; then another worker of
+    // the process removes its shared entry and moves the revocation epoch, as a revocation
+    // through the gateway does.
+    let after_a_removal = |cfg: FilterConfig| {
+        let mut vm = Vm::new(cfg, CalloutMode::Background);
+        vm.request(10, "/api", Some("op1_abc"), T0);
+        vm.tick(T0 + 1);
+        let (call, _) = vm.one_callout_to("op1");
+        vm.answer(ROOT, call, introspected(true), T0 + 2);
+        assert_eq!(
+            vm.request(11, "/api", Some("op1_abc"), T0 + 3),
+            Flow::Continue
+        );
+        let key = cache::key_for(&vm.flow.cfg.fingerprint, "op1_abc");
+        let slots = vm.flow.cfg.cache_slots;
+        crate::flow::SharedTokenCache::new(vm.host.peer(), slots).remove(&key);
+        vm.request(12, "/api", Some("op1_abc"), T0 + 4)
+    };
+    // Without the gateway only another configuration could move the epoch, and its keys are
+    // not this one's: the memo is not asked to read it, and decides at once.
+    assert_eq!(after_a_removal(config(json!({}))), Flow::Continue);
+    // With the gateway the memo reads the epoch, forgets the token, and the issuer is asked.
+    assert_eq!(after_a_removal(config_with_gateway(json!({}))), Flow::Pause);
 }
 
 /// `op2`'s metadata, naming its introspection endpoint.

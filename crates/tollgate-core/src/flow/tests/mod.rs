@@ -65,6 +65,17 @@ fn config(extra: Value) -> FilterConfig {
     FilterConfig::parse(config_json(extra).to_string().as_bytes()).unwrap()
 }
 
+/// [`config`] with the gateway on: a revocation through it is what evicts cached tokens, so
+/// tests of revocation run with it (a configuration without the gateway never reads the
+/// revocation epoch, see [`SharedTokenCache::without_revocation`]).
+fn config_with_gateway(extra: Value) -> FilterConfig {
+    let mut cfg = config_json(extra);
+    cfg["gateway"] = json!({"base_path": "/oauth2", "public_origins": ["https://gw.example"]});
+    cfg["issuers"][0]["gateway"] =
+        json!({"upstream": "as1", "endpoints": {"revocation": format!("{ISS_A}/revoke")}});
+    FilterConfig::parse(cfg.to_string().as_bytes()).unwrap()
+}
+
 /// [`config`]'s text, to change further.
 fn config_json(extra: Value) -> Value {
     let mut op1 = client("op1");
