@@ -199,6 +199,11 @@ def fleet_counters(m: Member) -> dict[str, int]:
     return {k[len(PREFIX):]: v for k, v in got.items()}
 
 
+def nonzero(c: dict[str, int]) -> dict[str, int]:
+    """The counters that moved (Tollgate defines dozens per issuer)."""
+    return {k: v for k, v in sorted(c.items()) if v and not k.startswith("introspection.latency")}
+
+
 def settled(dot_port: int, members: list[Member]) -> tuple[dict[str, int], list[dict[str, int]]]:
     """The AS's counts and every member's counters, once two reads 0.2 s apart agree (an answer
     may land in Tollgate after the request that caused it was answered elsewhere)."""
@@ -343,7 +348,7 @@ def measure_fleet(P: int, dot_port: int, opaque: list[str], jwts: list[str], rog
             if calls != len(opaque) or checked != len(tokens) or c.get("allowed", 0) != expect_allowed:
                 r.problems.append(f"Envoy {i}: {calls} introspection calls for {len(opaque)} opaque tokens, {checked} "
                                   f"checks for {len(tokens)} tokens, {c.get('allowed', 0)} allowed of "
-                                  f"{expect_allowed} (counters {c})")
+                                  f"{expect_allowed} (counters {nonzero(c)})")
 
         # 2. After the TTL: every introspection answer aged out (each was cached at most
         # max_ttl_s from when it landed, before first_done); JWTs stay cached until their exp.
@@ -476,8 +481,7 @@ def report(results: list[Result], s: Sizes, concurrency: int, seconds: float) ->
     lines += ["", "Tollgate's counters at the end, per Envoy:", ""]
     for r in results:
         for i, c in enumerate(r.counters):
-            shown = {k: v for k, v in sorted(c.items()) if v and not k.startswith("introspection.latency")}
-            lines.append(f"- P={r.processes}, Envoy {i}: " + ", ".join(f"`{k}` {v:,}" for k, v in shown.items()))
+            lines.append(f"- P={r.processes}, Envoy {i}: " + ", ".join(f"`{k}` {v:,}" for k, v in nonzero(c).items()))
     lines += [""]
     for r in results:
         lines.append(f"- {'FAILED' if r.problems else 'OK'}: fleet P={r.processes}: "
