@@ -221,6 +221,7 @@ sys.path.insert(0, str(ROOT / "tests" / "rig"))
 
 import envoy  # noqa: E402  (tests/rig)
 import configure  # noqa: E402  (bench/configure.py)
+import fleet  # noqa: E402  (bench/fleet.py)
 import hostcalls  # noqa: E402  (bench/hostcalls.py)
 import proofs  # noqa: E402  (bench/proofs.py)
 import tokens as rig_tokens  # noqa: E402
@@ -1629,7 +1630,12 @@ def main() -> int:
                     "cold rows run in the same Envoy, and the table compares this build's with them")
     ap.add_argument("--out", help="where to write the table (default bench/last-run.md; "
                     "target/bench/quick-run.md with --quick, so a smoke run leaves the tree clean)")
+    ap.add_argument("--fleet", action="store_true",
+                    help="only the fleet measurement (bench/fleet.py: AS load with 1 and 3 Envoy processes; written to "
+                    "bench/last-fleet.md); with --quick, its small sizes. --quick alone runs it small after the rows")
     args = ap.parse_args()
+    if args.fleet:
+        return fleet.standalone(args.quick, args.concurrency, args.out)
     if args.out is None:
         args.out = str(WORK / "quick-run.md") if args.quick else str(BENCH / "last-run.md")
     if args.quick:
@@ -2006,6 +2012,16 @@ def main() -> int:
             failed = True
         print("\n".join(configure_lines), flush=True)
 
+    # The fleet (bench/fleet.py): the AS's load with 1 and 3 Envoy processes, at --quick's sizes.
+    fleet_lines = []
+    if args.quick and not args.only:
+        try:
+            fleet_lines, fleet_ok = fleet.run(quick=True, concurrency=args.concurrency)
+            failed = failed or not fleet_ok
+        except (RuntimeError, OSError, KeyError, ValueError, rig_tokens.TokenError) as e:
+            fleet_lines, failed = [f"- FAILED: {e}"], True
+        print("\n".join(fleet_lines), flush=True)
+
     # Host calls per warm request, by call name (bench/hostcalls.py: the same .wasm in
     # tests/minihost, as Envoy runs it and as APISIX does): what no req/s figure shows.
     hostcall_lines = []
@@ -2077,6 +2093,7 @@ def main() -> int:
         *(["## Replay store memory", "", *replay_lines, ""] if replay_lines else []),
         *(["## Token cache memory", "", *cache_memory_lines, ""] if cache_memory_lines else []),
         *(["## Plugin start", "", *configure_lines, ""] if configure_lines else []),
+        *(["## The fleet", "", *fleet_lines, ""] if fleet_lines else []),
         *(["## Host calls per warm request", "",
            "Counted in tests/minihost (bench/hostcalls.py) on this .wasm: \"envoy\" with shared data, "
            "a tick, the clock and metrics as Envoy has them; \"apisix\" without them. Inline JWKS; "
