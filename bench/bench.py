@@ -173,6 +173,11 @@ With --concurrency > 1 these checks hold too: a new token that reaches two worke
 moment is verified (or introspected) by one; the other waits for its answer in the shared cache
 (counter verify_coalesced / introspection.coalesced).
 
+How cost grows (issue 18; bench/curves.py, also alone with --curves): after everything else, in
+Envoys of their own, curves of Envoy CPU per request and req/s against distinct tokens in a
+Zipf mix, configured issuers, routes and Envoy workers, with once-per-token checks per point;
+tables in the report, SVG plots (bench/plot.py) in docs/img (target/bench/img with --quick).
+
 Plugin start: after the rows, bench/configure.py starts an Envoy per configuration (10 and 100
 issuers, with inline JWKS of 3 keys each or with discovery) and reports how long on_configure
 took.
