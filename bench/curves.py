@@ -39,7 +39,9 @@ points, and both worker points) verifications must equal the distinct tokens sen
 token per Envoy process, whatever the workers; the sequence's tokens are re-minted until no
 two of them share a slot of that cache, so the check is exact); with 8192 slots, verifications
 must be at least the distinct tokens sent, and exactly that when no two share a slot; cold
-points must show no cache hit. Nothing refused, and no other listener's counters moved.
+points must show no cache hit. Nothing refused, and no other listener's counters moved. And,
+before the rounds, that slot_of places tokens where Tollgate does (slot_check: a token minted
+to share another's slot pushes it out, one minted not to does not).
 """
 from __future__ import annotations
 
@@ -208,6 +210,8 @@ def build(sz: Sizes, jwks: dict, ed_jwks: dict) -> list[Point]:
         name = f"rt{n}"
         points.append(Point("routes", "warm, the last route", n, f"c-{name}", "main",
                             text(routes_config(jwks, name, n)), name, "warm", "once", path=f"/api/r{n - 1}/bench"))
+    points.append(Point("slots", "", 0, "c-slotchk", "main", text(b.tollgate_config(jwks, "slotchk", SLOT_CHECK_SLOTS)),
+                        "slotchk", "warm", "once"))  # slot_check's listener, not in the rounds
     for w in sz.workers:
         name = f"wk{w}"
         points.append(Point("workers", f"Zipf {sz.workers_pool:,}-token pool, cache holds all", w, f"c-{name}",
@@ -360,6 +364,58 @@ def check(p: Point, seq: list[str]) -> b.Check:
                               f"if a token sharing its slot came between; {allowed:,} allowed){extra}")
 
 
+SLOT_CHECK_SLOTS = 4096
+MEMO = 1024  # tokens a worker remembers (crates/tollgate-core/src/flow/shared.rs MEMO_ENTRIES)
+
+
+def slot_check(port: int, admin: int, config_text: str, minter: Minter) -> b.Check:
+    """That slot_of places tokens where Tollgate does (the "sharing a slot" column and the exact
+    once-per-token checks rest on it), on a listener of its own (SLOT_CHECK_SLOTS slots, 1
+    worker): token B is minted to share token A's slot, token D not to share token C's, and
+    MEMO + 8 filler tokens to share neither slot. Sent one at a time: A, B (B's entry replaces
+    A's in their slot), C, D, the fillers (so the worker's memo, cleared whenever it is full,
+    no longer holds A or C), then A (verified again: its slot now holds B) and C (a hit from
+    its slot: not verified). A slot_of that placed tokens elsewhere than Tollgate gets A's
+    count or C's wrong."""
+    label = "curve tokens: slot placement (bench/curves.py slot_of against Tollgate)"
+    slot = lambda t: slot_of(config_text, t, SLOT_CHECK_SLOTS)  # noqa: E731
+    a, c = minter.token(b.ISSUER, "slot-a", 0), minter.token(b.ISSUER, "slot-c", 0)
+    while slot(c) == slot(a):
+        c = minter.token(b.ISSUER, "slot-c", 0)
+    bb, d, fillers = None, None, []
+    for i in itertools.count():
+        t = minter.token(b.ISSUER, "slot-x", i)
+        if slot(t) == slot(a) and bb is None:
+            bb = t
+        elif slot(t) not in (slot(a), slot(c)):
+            if d is None:
+                d = t
+            elif len(fillers) < MEMO + 8:
+                fillers.append(t)
+        if bb is not None and d is not None and len(fillers) >= MEMO + 8:
+            break
+    assert bb is not None and d is not None
+    own = "tollgate.issuer.slotchk."
+
+    def verified_by(seq: list[str]) -> int:
+        before = b.snapshot(admin, None)
+        statuses = b.drive(port, seq, 1)
+        if set(statuses) != {200}:
+            raise RuntimeError(f"answers {dict(statuses)}")
+        d_: Counter = Counter()
+        b.add_delta(d_, before, b.settled_snapshot(admin, None))
+        return d_[own + "allowed"] - d_[own + "cache_hit"]
+
+    try:
+        first = verified_by([a, bb, c, d] + fillers)
+        again_a, again_c = verified_by([a]), verified_by([c])
+    except RuntimeError as e:
+        return b.Check(label, False, str(e))
+    ok = first == 4 + len(fillers) and again_a == 1 and again_c == 0
+    return b.Check(label, ok, f"{first:,} verifications for the {4 + len(fillers):,} first sights; then A (its slot "
+                              f"taken by B) verified {again_a} time(s), want 1; C (its slot its own) {again_c}, want 0")
+
+
 def px_workers(p: Point) -> int:
     return int(p.envoy.split("-")[1]) if p.envoy.startswith("workers-") else _main_concurrency[0]
 
@@ -482,12 +538,13 @@ def run(args, img_dir: Path | None = None) -> tuple[list[str], bool]:
         if p.slots:
             p.shared = sharing(p.config_text, set(sets[p.tokens]), p.slots)
     minted = len({t for s in sets.values() for t in s})
-    print(f"curves: {len(points)} points; {minted:,} EdDSA tokens minted in {time.monotonic() - t0:.1f}s", flush=True)
+    print(f"curves: {len(points) - 1} points; {minted:,} EdDSA tokens minted in {time.monotonic() - t0:.1f}s", flush=True)
 
     envoys = {"main": args.concurrency} | {f"workers-{w}": w for w in sz.workers}
     ports = dict(zip([p.listener for p in points], b.free_ports(len(points))))
     proxies: dict[str, Proxy] = {}
     failed = False
+    slot_result = b.Check("curve tokens: slot placement", False, "did not run")
     try:
         for n, (name, conc) in enumerate(envoys.items()):
             t0 = time.monotonic()
@@ -495,10 +552,13 @@ def run(args, img_dir: Path | None = None) -> tuple[list[str], bool]:
             proxies[name] = start_envoy(name, conc, mine, ports, n)
             print(f"curves: envoy {name} pid {proxies[name].proc.pid} up (concurrency {conc}, {len(mine)} "
                   f"Tollgate listeners) in {time.monotonic() - t0:.1f}s", flush=True)
+        sp = next(p for p in points if p.curve == "slots")
+        slot_result = slot_check(ports[sp.listener], proxies["main"].admin, sp.config_text, minter)
+        print(f"  {slot_result.line()}", flush=True)
         for rnd in range(1, rounds + 1):
             print(f"curves: round {rnd}/{rounds}", flush=True)
             for p in points:
-                if p.error:
+                if p.error or p.curve == "slots":
                     continue
                 run_point(p, proxies[p.envoy], ports[p.listener], sets[p.tokens], rnd, duration, warmup,
                           args.connections)
@@ -518,7 +578,7 @@ def run(args, img_dir: Path | None = None) -> tuple[list[str], bool]:
             px.proc.stop()
     for p in points:
         summarize(p)
-    checks = [check(p, sets[p.tokens]) for p in points if p.rounds and not p.error]
+    checks = [slot_result] + [check(p, sets[p.tokens]) for p in points if p.rounds and not p.error]
     failed = failed or any(c.ok is False for c in checks) or any(p.error for p in points)
     written = plots(points, sz, img_dir)
     took = time.monotonic() - t_start
