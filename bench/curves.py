@@ -498,7 +498,7 @@ def plots(points: list[Point], sz: Sizes, img_dir: Path) -> list[Path]:
         ("routes", "Cost per request against Tollgate routes (request matches the last)", "routes", True,
          [("Envoy CPU µs/request", "cpu_us"), ("req/s", "rps")]),
         ("workers", "Cost per request against Envoy workers", "Envoy workers (--concurrency)", False,
-         [("Envoy CPU µs/request", "cpu_us"), ("req/s", "rps")]),
+         [("Envoy CPU µs/request", "cpu_us"), ("req/s", "rps"), ("verifications/distinct token", "per_token")]),
     ]
     for curve, title, x_label, log_x, panels in specs:
         pts = [p for p in points if p.curve == curve]
@@ -578,6 +578,8 @@ def run(args, img_dir: Path | None = None) -> tuple[list[str], bool]:
             px.proc.stop()
     for p in points:
         summarize(p)
+        if p.result and p.curve == "workers":  # the AS's load: verifications per distinct token
+            p.result["per_token"] = p.verified(p.delta) / b.distinct_sent(sets[p.tokens], p.issued, sets[p.tokens][0])
     checks = [slot_result] + [check(p, sets[p.tokens]) for p in points if p.rounds and not p.error]
     failed = failed or any(c.ok is False for c in checks) or any(p.error for p in points)
     written = plots(points, sz, img_dir)

@@ -69,7 +69,7 @@ def chart(title: str, x_label: str, panels: list[Panel], *, log_x: bool, note: s
     for i, p in enumerate(panels):
         x0, y0 = i * (LEFT + PANEL_W + RIGHT) + LEFT, TOP
         ys = [y for pts in p.series.values() for _, y in pts]
-        ymax = nice_max(max(ys) if ys else 1.0)
+        ymax = nice_max(1.1 * max(ys) if ys else 1.0)  # some headroom above the highest point
 
         def px(v: float) -> float:
             return x0 + (tx(v) - lo) / (hi - lo) * PANEL_W
