@@ -173,6 +173,11 @@ With --concurrency > 1 these checks hold too: a new token that reaches two worke
 moment is verified (or introspected) by one; the other waits for its answer in the shared cache
 (counter verify_coalesced / introspection.coalesced).
 
+How cost grows (issue 18; bench/curves.py, also alone with --curves): after everything else, in
+Envoys of their own, curves of Envoy CPU per request and req/s against distinct tokens in a
+Zipf mix, configured issuers, routes and Envoy workers, with once-per-token checks per point;
+tables in the report, SVG plots (bench/plot.py) in docs/img (target/bench/img with --quick).
+
 Plugin start: after the rows, bench/configure.py starts an Envoy per configuration (10 and 100
 issuers, with inline JWKS of 3 keys each or with discovery) and reports how long on_configure
 took.
@@ -1605,6 +1610,11 @@ def start_dot(port: int) -> Background:
 
 
 def main() -> int:
+    # bench/curves.py (issue 18, how cost grows) uses this module's helpers as `bench`: imported
+    # here, once this module is whole, and under that name even when it runs as __main__.
+    sys.modules.setdefault("bench", sys.modules[__name__])
+    import curves  # noqa: PLC0415
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--concurrency", type=int, default=1, help="Envoy worker threads (default 1)")
     ap.add_argument("--duration", type=int, default=10, help="whole seconds per row and round (default 10)")
@@ -1628,6 +1638,15 @@ def main() -> int:
                     help="profile Envoy with `perf record` during each row's timed run, into DIR (see start_perf)")
     ap.add_argument("--baseline", type=Path, help="another tollgate.wasm (e.g. the previous commit's): its warm and "
                     "cold rows run in the same Envoy, and the table compares this build's with them")
+    ap.add_argument("--curves", action="store_true",
+                    help="run only the curves (issue 18, how cost grows: bench/curves.py; a run without --only "
+                    "runs them too, --quick with tiny sizes); plots to docs/img/curves-*.svg")
+    ap.add_argument("--curve-duration", type=int, default=5, help="curves: seconds per point and round (default 5)")
+    ap.add_argument("--curve-tokens", default="1,1000,10000,100000,1000000",
+                    help="curves: the Zipf pools (distinct tokens) of the tokens curve")
+    ap.add_argument("--curve-length", type=int, default=50000, help="curves: draws per Zipf sequence (default 50000)")
+    ap.add_argument("--curve-slots", type=int, default=8192,
+                    help="curves: the smaller cache.max_entries of the tokens curve (default 8192, Tollgate's default)")
     ap.add_argument("--out", help="where to write the table (default bench/last-run.md; "
                     "target/bench/quick-run.md with --quick, so a smoke run leaves the tree clean)")
     ap.add_argument("--fleet", action="store_true",
@@ -1653,6 +1672,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
+    if args.curves:
+        return curves.main(args)
     if args.baseline is not None and not args.baseline.is_file():
         ap.error(f"--baseline {args.baseline}: no such file")
     # --quick leaves out the row of the bench-only build without the replay store (a second
@@ -2032,6 +2053,12 @@ def main() -> int:
             hostcall_lines, failed = [f"- FAILED: {e}"], True
         print("\n".join(hostcall_lines), flush=True)
 
+    # Issue 18, how cost grows (bench/curves.py): Envoys of their own, after everything else.
+    curve_lines: list[str] = []
+    if not args.only or any("curve" in o for o in args.only):
+        curve_lines, curves_ok = curves.run(args)
+        failed = failed or not curves_ok
+
     if any(c.ok is False for c in checks):
         failed = True
     version = subprocess.run([str(envoy.envoy_binary()), "--version"], capture_output=True, text=True).stdout
@@ -2099,6 +2126,7 @@ def main() -> int:
            "a tick, the clock and metrics as Envoy has them; \"apisix\" without them. Inline JWKS; "
            "the first request verifies, a warm one is counted (every warm request makes the same calls).",
            "", *hostcall_lines, ""] if hostcall_lines else []),
+        *(["## How cost grows", "", *curve_lines, ""] if curve_lines else []),
         "Counters after the run: " + ", ".join(f"`{k}` {v:,}" for k, v in sorted(interesting.items())),
         "",
         f"Run time {time.monotonic() - t_start:.0f}s (bench.py); result: {'FAILED' if failed else 'ok'}.",
