@@ -781,8 +781,10 @@ def scenarios(algs: list[str], mix_tokens: int, opaque_tokens: int, baseline: bo
     # Opaque rows probe with a token of their own, so that their tokens are first seen under
     # load (wrk's 16 connections): with one token that is 16 concurrent first requests, which
     # single-flight must turn into one introspection (across workers too).
+    # Issue 18: a warm introspected token against the same bound as a warm JWT (native jwt_authn
+    # cached, the same identity as claim headers).
     rows += [Row("tollgate opaque (DOT introspection), 1 token", "tg-opaque", "opaque-1", issuer="dot",
-                 check="once", probe="opaque-probe-1", opaque=True),
+                 check="once", probe="opaque-probe-1", opaque=True, ref=NATIVE_CLAIMS_ROW),
              Row(f"tollgate opaque (DOT introspection), {opaque_tokens} tokens", "tg-opaque", "opaque-set",
                  issuer="dot", check="once", probe="opaque-probe-set", opaque=True)]
     # Issue 15, sender-constrained tokens. DPoP: one DPoP-bound token (verified once, then a

@@ -21,7 +21,8 @@ pub type Shared = Rc<[(String, String)]>;
 /// binding's thumbprint, a gateway-signed backend token).
 #[derive(Debug, Clone, Default)]
 pub struct Headers {
-    identity: Shared,
+    /// `None` for none (an anonymous route's verdict allocates nothing).
+    identity: Option<Shared>,
     added: Vec<(String, String)>,
 }
 
@@ -29,7 +30,7 @@ impl Headers {
     /// `identity`, and nothing added yet.
     pub fn new(identity: Shared) -> Headers {
         Headers {
-            identity,
+            identity: Some(identity),
             added: Vec::new(),
         }
     }
@@ -41,11 +42,14 @@ impl Headers {
 
     /// Every header, identity first.
     pub fn iter(&self) -> impl Iterator<Item = &(String, String)> {
-        self.identity.iter().chain(&self.added)
+        self.identity
+            .iter()
+            .flat_map(|i| i.iter())
+            .chain(&self.added)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.identity.is_empty() && self.added.is_empty()
+        self.identity.as_ref().is_none_or(|i| i.is_empty()) && self.added.is_empty()
     }
 
     /// Every header, identity first, as owned pairs.
