@@ -101,8 +101,7 @@ class DpopStack(rig_stack.Stack):
     def start_envoy(self, **kwargs) -> rig_envoy.EnvoyProc:
         config = rig_envoy.render(self.listener_port, free_port(), rig_stack.WASM, self.plugin_config(),
                                   self.clusters(), rig_stack.gateway_routes())
-        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        hcm["http_protocol_options"] = {"enable_trailers": True}
+        rig_envoy.enable_trailers(rig_envoy.http_connection_manager(config))
         kwargs.setdefault("concurrency", self.concurrency)
         self.procs["envoy"] = rig_envoy.start_envoy(config=config, log_dir=self.workdir, **kwargs)
         return self.envoy

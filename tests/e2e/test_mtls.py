@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import time
 import warnings
 
 import httpx
@@ -38,6 +37,7 @@ import stack as rig_stack
 import tokens
 import wire
 from stack import MTLS_CLIENT, upstream_saw
+from witness import Upstream
 
 TIMEOUT = 15
 REALM = "tollgate"
@@ -136,25 +136,6 @@ def call(st: rig_stack.Stack, path: str, token: str | None, *, cert: pki.Identit
                                 cert=cert.pair if cert else None, verify=str(st.pki.ca))
     assert cert is None, "the plain listener has no TLS"
     return requests.request(method, st.url + path, headers=h, data=data, timeout=TIMEOUT)
-
-
-class Upstream:
-    """The upstream's own log as witness: the `> METHOD PATH` lines since this was made."""
-
-    def __init__(self, st: rig_stack.Stack):
-        self.st = st
-        self.mark = len(self._arrivals())
-
-    def _arrivals(self) -> list[str]:
-        return [ln for ln in self.st.procs["upstream"].log_text().splitlines() if ln.startswith("> ")]
-
-    def arrivals(self, settle: float = 0.0) -> list[str]:
-        if settle:
-            time.sleep(settle)  # a request Envoy forwarded before refusing would show by now
-        return self._arrivals()[self.mark:]
-
-    def saw_nothing(self) -> None:
-        assert self.arrivals(settle=0.3) == [], "the upstream saw a request Tollgate refused"
 
 
 def assert_allowed(r, path: str) -> dict:

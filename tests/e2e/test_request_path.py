@@ -159,8 +159,8 @@ class PathStack(rig_stack.Stack):
                                   self.clusters(), routes)
         listener = config["static_resources"]["listeners"][0]
         listener["per_connection_buffer_limit_bytes"] = BUFFER_LIMIT
-        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        hcm["http_protocol_options"] = {"enable_trailers": True}
+        hcm = rig_envoy.http_connection_manager(config)
+        rig_envoy.enable_trailers(hcm)
         hcm["http2_protocol_options"] = {"initial_stream_window_size": BUFFER_LIMIT,
                                          "initial_connection_window_size": BUFFER_LIMIT}
         kwargs.setdefault("concurrency", self.concurrency)

@@ -189,7 +189,7 @@ class UpstreamTokenStack(rig_stack.WithHostileAS):
             self.procs["hostile"].stop()
 
     def tweak_hcm(self, hcm: dict) -> None:
-        hcm["http_protocol_options"] = {"enable_trailers": True}
+        rig_envoy.enable_trailers(hcm)
 
     def restart_envoy(self) -> None:
         self.envoy.stop()

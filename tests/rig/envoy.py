@@ -151,6 +151,18 @@ def wasm_filter(
     return {"name": WASM_FILTER, "typed_config": {"@type": WASM_TYPE, "config": config}}
 
 
+def http_connection_manager(config: dict) -> dict:
+    """The first listener's HttpConnectionManager (its typed_config) in a config from render(),
+    to adjust before Envoy starts."""
+    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def enable_trailers(hcm: dict) -> None:
+    """Lets Envoy's HTTP/1 codec pass request trailers on to the filters (without it the codec
+    drops them before any filter sees them)."""
+    hcm["http_protocol_options"] = {"enable_trailers": True}
+
+
 def render(
     listener_port: int,
     admin_port: int,

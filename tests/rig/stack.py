@@ -459,7 +459,7 @@ class WithHostileAS(Stack):
     def start_envoy(self, access_log: bool = True, **kwargs) -> envoy.EnvoyProc:
         config = envoy.render(self.listener_port, free_port(), WASM, self.plugin_config(), self.clusters(),
                               gateway_routes(), access_log=access_log)
-        self.tweak_hcm(config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"])
+        self.tweak_hcm(envoy.http_connection_manager(config))
         kwargs.setdefault("concurrency", self.concurrency)
         self.procs["envoy"] = envoy.start_envoy(config=config, log_dir=self.workdir, **kwargs)
         return self.envoy
