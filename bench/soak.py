@@ -76,9 +76,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "rig"))
 
 import envoy as rig_envoy  # noqa: E402
-import hostile_as  # noqa: E402
 import stack as rig_stack  # noqa: E402
-from procs import free_port  # noqa: E402
 
 from jwcrypto import jwk, jwt  # noqa: E402
 
@@ -417,8 +415,7 @@ def main() -> int:
 
     keys = HsKeys()
     st = SoakStack(args.workdir, concurrency=args.workers)
-    st.hostile_port = free_port()
-    hostile = hostile_as.start(st.hostile_port, args.workdir)
+    st.start_hostile()  # scripted (set_hs) before the stack starts; st.stop() stops it
     sampler: Sampler | None = None
     setup_notes: list[str] = []
     global_checks: list[tuple[str, bool, str]] = []
@@ -548,10 +545,7 @@ def main() -> int:
             _wrk.wait()
         if sampler is not None:
             sampler._halt.set()
-        try:
-            st.stop()
-        finally:
-            hostile.stop()
+        st.stop()
 
     # --- global checks ---
     all_counts: Counter = Counter()

@@ -319,8 +319,6 @@ def test_a_document_the_as_lacks_is_404(wasm, tmp_path_factory):
     """Both rig AS publish both documents, so a third issuer (the scriptable hostile AS)
     publishes only an OIDC discovery document: the gateway serves that one and answers 404
     for its RFC 8414 document, at both locations."""
-    import hostile_as
-
     st = rig_stack.WithHostileAS(tmp_path_factory.mktemp("lacks"))
     st.hostile_port = rig_stack.free_port()
     hostile_base = f"http://127.0.0.1:{st.hostile_port}"
@@ -338,9 +336,8 @@ def test_a_document_the_as_lacks_is_404(wasm, tmp_path_factory):
         return cfg
 
     st.plugin_config = with_hostile
-    st.workdir.mkdir(parents=True, exist_ok=True)
-    st.procs["hostile"] = hostile_as.start(st.hostile_port, st.workdir)
     try:
+        st.start_hostile()
         st.rig("POST", "set", {"/.well-known/openid-configuration": {"json": doc},
                                "/jwks": {"json": {"keys": []}}})
         st.start()
@@ -360,7 +357,6 @@ def test_a_document_the_as_lacks_is_404(wasm, tmp_path_factory):
             assert r.status_code == 404, (path, r.status_code, r.text)
     finally:
         st.stop()
-        st.procs["hostile"].stop()
 
 
 def test_new_endpoints_as2_lacks_are_refused_without_an_as_call(gw):

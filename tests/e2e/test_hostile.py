@@ -40,10 +40,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwcrypto import jwk
 
 import envoy as rig_envoy
-import hostile_as
 import stack as rig_stack
 import wire
-from procs import free_port
 
 API = "/api/orders"
 AUD = rig_stack.API_AUDIENCE
@@ -231,9 +229,8 @@ def st(wasm, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("hostile")
     s = HostileStack(workdir)
     s.keys = Keys()
-    s.hostile_port = free_port()
-    hostile = hostile_as.start(s.hostile_port, workdir)
     try:
+        s.start_hostile()
         answers = {"/h-good/jwks": {"json": s.keys.good_jwks()},
                    # jku / x5u targets: serve something fetchable, so a fetch would be seen.
                    "/jku/jwks.json": {"json": {"keys": [public_jwk(s.keys.attacker, "attacker")]}},
@@ -249,7 +246,6 @@ def st(wasm, tmp_path_factory):
         yield s
     finally:
         s.stop()
-        hostile.stop()
 
 
 # --------------------------------------------------------------------------------- requests
@@ -951,14 +947,11 @@ class FindingsStack(rig_stack.WithHostileAS):
 def fst(wasm, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("findings")
     s = FindingsStack(workdir)
-    s.hostile_port = free_port()
-    hostile = hostile_as.start(s.hostile_port, workdir)
     try:
         s.start()
         yield s
     finally:
         s.stop()
-        hostile.stop()
 
 
 def counter(stack, name: str) -> int:

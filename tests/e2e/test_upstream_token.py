@@ -45,7 +45,6 @@ from joserfc import jwt as jose_jwt
 from joserfc.jwk import ECKey, KeySet, OKPKey
 
 import envoy as rig_envoy
-import hostile_as
 import stack as rig_stack
 import tokens
 import wire
@@ -172,21 +171,6 @@ class UpstreamTokenStack(rig_stack.WithHostileAS):
         cfg["backend_token"] = backend
         cfg["routes"][0:0] = ROUTES
         return cfg
-
-    def start(self) -> "UpstreamTokenStack":
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.procs["hostile"] = hostile_as.start(self.hostile_port, self.workdir)
-        try:
-            super().start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        super().stop()
-        if "hostile" in self.procs:
-            self.procs["hostile"].stop()
 
     def tweak_hcm(self, hcm: dict) -> None:
         rig_envoy.enable_trailers(hcm)

@@ -18,11 +18,12 @@ from pathlib import Path
 import requests
 
 try:
-    from . import envoy, servers, tokens
+    from . import envoy, hostile_as, servers, tokens
     from . import pki as pki_mod
     from .procs import ROOT, Proc, free_port
 except ImportError:  # tests/rig on sys.path
     import envoy
+    import hostile_as
     import pki as pki_mod
     import servers
     import tokens
@@ -435,10 +436,35 @@ class Stack:
 
 class WithHostileAS(Stack):
     """The standard stack plus the scriptable hostile authorization server (hostile_as.py) as the
-    Envoy cluster `hostile`. The caller starts that server on `hostile_port`; subclasses add its
-    issuers in `plugin_config` and may adjust Envoy's HttpConnectionManager in `tweak_hcm`."""
+    Envoy cluster `hostile`. `start` starts that server first (or `start_hostile`, to script its
+    answers before Envoy fetches anything); `stop` stops it too. Subclasses add its issuers in
+    `plugin_config` and may adjust Envoy's HttpConnectionManager in `tweak_hcm`."""
 
     hostile_port: int = 0
+
+    def start_hostile(self) -> None:
+        """Starts the hostile server on `hostile_port` (a free one if unset), once."""
+        if "hostile" in self.procs:
+            return
+        self.hostile_port = self.hostile_port or free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.procs["hostile"] = hostile_as.start(self.hostile_port, self.workdir)
+
+    def start(self) -> "WithHostileAS":
+        try:
+            self.start_hostile()
+            super().start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            if "hostile" in self.procs:
+                self.procs["hostile"].stop()
 
     @property
     def hostile_base(self) -> str:
