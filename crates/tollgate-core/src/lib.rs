@@ -61,7 +61,9 @@ pub mod binding;
 pub mod cache;
 pub mod client_cert;
 pub mod config;
-pub mod crypto;
+/// The verification arithmetic, a crate of its own (`crates/tollgate-crypto`) so that it keeps
+/// `opt-level = 3` in a size-optimised release build (issue 18).
+pub use tollgate_crypto as crypto;
 pub mod dpop;
 pub mod endpoint;
 pub mod extract;

@@ -7,7 +7,8 @@
 mod access;
 mod authorize;
 mod gateway;
-mod raw;
+/// The configuration as written (JSON): a crate of its own, optimised for size (issue 18).
+use tollgate_config_raw as raw;
 mod resource;
 mod sender;
 pub mod upstream;
@@ -257,15 +258,9 @@ impl FilterConfig {
 
     /// Parses and validates the plugin configuration text.
     pub fn parse(text: &[u8]) -> Result<FilterConfig, ConfigError> {
-        let mut de = serde_json::Deserializer::from_slice(text);
-        let raw: RawConfig =
-            serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError {
-                path: e.path().to_string().trim_start_matches('.').to_owned(),
-                message: e.inner().to_string(),
-            })?;
-        de.end().map_err(|e| ConfigError {
-            path: String::new(),
-            message: e.to_string(),
+        let raw = raw::parse(text).map_err(|e| ConfigError {
+            path: e.path,
+            message: e.message,
         })?;
         let fingerprint = Sha256::digest(text).into();
         compile(raw, fingerprint)

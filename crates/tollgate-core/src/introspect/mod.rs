@@ -16,25 +16,9 @@ use crate::basic_auth;
 use crate::cache::{Cached, Verified};
 use crate::http::{HttpRequest, HttpResponse};
 
-/// A secret (client secret): never printed, never part of an error.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(secret: String) -> Secret {
-        Secret(secret)
-    }
-    /// The secret itself, for building the one request that carries it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+/// A secret (client secret): never printed, never part of an error. Defined with the
+/// configuration's JSON types (crates/tollgate-config-raw), which hold one.
+pub use tollgate_config_raw::Secret;
 
 /// How Tollgate authenticates to the introspection endpoint (RFC 6749 §2.3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

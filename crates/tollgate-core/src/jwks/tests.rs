@@ -311,3 +311,22 @@ fn jwks_nesting() {
     assert!(KeySet::parse(doc(&nested_json(100_000)).as_bytes()).is_err());
     assert!(KeySet::parse(nested_json(100_000).as_bytes()).is_err());
 }
+
+/// Re-parsing a JWKS while the previous set is held (what every refresh does) reuses the ECDSA
+/// keys' precomputed tables (`crypto::ecdsa_math`).
+#[test]
+fn a_refreshed_key_set_reuses_the_tables_of_unchanged_keys() {
+    use crate::key::{Alg, KeyMaterial};
+    let doc = jwks(&[TestKey::P256.public_jwk(), TestKey::P384.public_jwk()]);
+    let (held, _) = KeySet::from_value(&doc).unwrap();
+    let (refreshed, _) = KeySet::from_value(&doc).unwrap();
+    for alg in [Alg::Es256, Alg::Es384] {
+        let old = &held.candidates(None, alg).next().unwrap().material;
+        let new = &refreshed.candidates(None, alg).next().unwrap().material;
+        match (old, new) {
+            (KeyMaterial::P256(old), KeyMaterial::P256(new)) => assert!(old.shares_table_with(new)),
+            (KeyMaterial::P384(old), KeyMaterial::P384(new)) => assert!(old.shares_table_with(new)),
+            _ => panic!("unexpected key types"),
+        }
+    }
+}

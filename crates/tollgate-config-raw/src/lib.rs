@@ -1,15 +1,64 @@
-//! The plugin configuration exactly as operators write it (JSON), before validation.
+//! The plugin configuration exactly as operators write it (JSON), before validation: used by
+//! tollgate-core as `config::raw`.
 //!
 //! Every struct denies unknown fields so a typo is an error, not a silently ignored setting.
-//! Defaults live here; cross-field rules live in [`super`], which compiles this into a
-//! [`super::FilterConfig`].
+//! Defaults live here; cross-field rules live in tollgate-core's `config`, which compiles this
+//! into a `FilterConfig`.
+//!
+//! A crate of its own (issue 18) so that serde's deserialisers for these types, which are most
+//! of the configuration reader's code, are compiled here ([`parse`] is their only
+//! instantiation) and the release profile can optimise them for size (`opt-level = "z"`) while
+//! tollgate-core's request path stays optimised for speed. Nothing here runs per request.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::introspect::Secret;
+/// A configuration error found while reading the JSON: where, and what.
+#[derive(Debug)]
+pub struct SyntaxError {
+    /// The JSON path of the offending value (`issuers[0].jwks`; empty for the document).
+    pub path: String,
+    pub message: String,
+}
+
+/// Reads the configuration text into [`RawConfig`]. Errors name the JSON path of the bad
+/// field (issue 2): serde_json alone gives only line and column, so serde_path_to_error
+/// (dtolnay) tracks the path through the derived deserialisers.
+pub fn parse(text: &[u8]) -> Result<RawConfig, SyntaxError> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| SyntaxError {
+        path: e.path().to_string().trim_start_matches('.').to_owned(),
+        message: e.inner().to_string(),
+    })?;
+    de.end().map_err(|e| SyntaxError {
+        path: String::new(),
+        message: e.to_string(),
+    })?;
+    Ok(raw)
+}
+
+/// A secret (client secret): never printed, never part of an error. Here because the
+/// configuration holds one; tollgate-core uses it as `introspect::Secret`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: String) -> Secret {
+        Secret(secret)
+    }
+    /// The secret itself, for building the one request that carries it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +86,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub sender_constraint: RawSenderConstraint,
     /// Policy decision points (OpenID AuthZEN 1.0) that routes' `authorize` rules name; read
-    /// by hand (`super::authorize`): serde's derived code for these nested sections would cost
+    /// by hand (tollgate-core's `config::authorize`): serde's derived code for these nested sections would cost
     /// tens of KB of .wasm.
     #[serde(default)]
     pub pdps: Value,
@@ -46,7 +95,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub protected_resources: Vec<RawProtectedResource>,
     /// The gateway's own issuer for backend tokens (name, signing keys, JWKS path); read by
-    /// hand (`super::upstream`).
+    /// hand (tollgate-core's `config::upstream`).
     #[serde(default)]
     pub backend_token: Value,
 }
@@ -125,7 +174,7 @@ pub struct RawIssuerGateway {
     /// The server's metadata documents, whose `*_endpoint` members give the endpoints
     /// (configured `endpoints` win) and from which the gateway's documents are made: `true`
     /// (both kinds at their standard places), one document's URL, or
-    /// `{"openid_configuration": .., "oauth_authorization_server": ..}` (`super::gateway`).
+    /// `{"openid_configuration": .., "oauth_authorization_server": ..}` (tollgate-core's `config::gateway`).
     #[serde(default)]
     pub metadata: Option<Value>,
     /// The host's name for the upstream that serves the metadata documents (an Envoy cluster
@@ -189,7 +238,7 @@ pub struct RawIssuer {
     #[serde(default)]
     pub mtls: RawMtls,
     /// This issuer's token endpoint for RFC 8693 token exchange, and Tollgate's client there
-    /// (read by hand, `super::upstream`).
+    /// (read by hand, tollgate-core's `config::upstream`).
     #[serde(default)]
     pub token_exchange: Value,
 }
@@ -255,7 +304,7 @@ pub struct RawIntrospection {
     /// `host:port` on Kong and APISIX), passed to `dispatch_http_call` unchanged.
     pub upstream: String,
     pub client_id: String,
-    /// Never printed, and never part of an error (see [`secret`]).
+    /// Never printed, and never part of an error (see the private `secret` reader below).
     #[serde(deserialize_with = "secret")]
     pub client_secret: Secret,
     #[serde(default = "default_auth_method")]
@@ -389,16 +438,16 @@ pub struct RawRequirement {
     #[serde(default)]
     pub max_age_s: Option<u64>,
     /// Ask a policy decision point (AuthZEN) once the token passed every other check (read by
-    /// hand, `super::authorize`).
+    /// hand, tollgate-core's `config::authorize`).
     #[serde(default)]
     pub authorize: Value,
     /// What the upstream receives in place of the caller's token: `{"exchange": ..}` or
-    /// `{"sign": ..}` (read by hand, `super::upstream`).
+    /// `{"sign": ..}` (read by hand, tollgate-core's `config::upstream`).
     #[serde(default)]
     pub upstream_token: Value,
 }
 
-/// How a kind of token binding is treated (`crate::binding::Mode`).
+/// How a kind of token binding is treated (tollgate-core's `binding::Mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RawMode {

@@ -10,7 +10,6 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::monty::Modulus;
 use super::{Hash, RsaPublicKey};
-use crate::testdata::TestKey;
 
 fn hash_of(h: HashFunction) -> Option<Hash> {
     match h {
@@ -168,8 +167,25 @@ fn modpow_matches_num_bigint() {
     }
 }
 
+/// tollgate-core's fixed test key `rsa-a` (a TEST KEY ONLY, committed there; see its
+/// `testdata` module): loading a key is fast, generating an RSA key at test time is not.
+fn fixture_private_key() -> rsa::RsaPrivateKey {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let jwk: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../tollgate-core/src/testdata/rsa_a.jwk.json"
+    ))
+    .expect("fixture JWK is JSON");
+    let int = |member: &str| {
+        let text = jwk[member].as_str().expect("fixture member is a string");
+        BigUint::from_bytes_be(&URL_SAFE_NO_PAD.decode(text).expect("base64url"))
+    };
+    rsa::RsaPrivateKey::from_components(int("n"), int("e"), int("d"), vec![int("p"), int("q")])
+        .expect("fixture RSA key")
+}
+
 fn fixture_keys() -> (rsa::RsaPrivateKey, RsaPublicKey) {
-    let private = TestKey::RsaA.rsa_private();
+    let private = fixture_private_key();
     let public =
         RsaPublicKey::new(&private.n().to_bytes_be(), &private.e().to_bytes_be()).expect("key");
     (private, public)

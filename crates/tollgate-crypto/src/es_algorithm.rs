@@ -2,7 +2,8 @@
 //! [`super::ecdsa_math`] (jwt-compact's own `Es256` is not used; it has no `ES384`).
 //!
 //! Tollgate only verifies. The signing key types exist for the unit tests, which mint tokens
-//! with the RustCrypto `p256` / `p384` signers; outside tests they are uninhabited.
+//! with the RustCrypto `p256` / `p384` signers (this crate's own tests, and tollgate-core's
+//! through the `test-support` feature); outside tests they are uninhabited.
 
 use std::borrow::Cow;
 use std::num::NonZeroUsize;
@@ -37,18 +38,20 @@ pub trait EsSigner<C: EcdsaCurve> {
 }
 
 /// What Tollgate signs with outside tests: no value of this type exists.
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "test-support")))]
 #[derive(Debug)]
 pub enum NoSigningKey {}
 
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "test-support")))]
 impl<C: EcdsaCurve> EsSigner<C> for NoSigningKey {
     fn sign_es(&self, _message: &[u8]) -> EsSignature<C> {
         match *self {}
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-support"))]
+// Test-only code (the feature is a dev-dependency's), where a panic is a test failure.
+#[allow(clippy::expect_used)]
 mod signers {
     use p256::NistP256;
     use p384::NistP384;
@@ -72,13 +75,13 @@ mod signers {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-support"))]
 type P256SigningKey = p256::ecdsa::SigningKey;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "test-support")))]
 type P256SigningKey = NoSigningKey;
-#[cfg(test)]
+#[cfg(any(test, feature = "test-support"))]
 type P384SigningKey = p384::ecdsa::SigningKey;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "test-support")))]
 type P384SigningKey = NoSigningKey;
 
 /// `ES256`: ECDSA on P-256 with SHA-256.

@@ -281,8 +281,9 @@ impl<C: EcdsaCurve> VerifyingKey<C> {
     }
 
     /// Whether both keys use the same table (the same key, loaded while the other was held).
-    #[cfg(test)]
-    pub(crate) fn shares_table_with(&self, other: &Self) -> bool {
+    /// For tests (tollgate-core's key-set reload test through the `test-support` feature).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn shares_table_with(&self, other: &Self) -> bool {
         Arc::ptr_eq(self.table(), other.table())
     }
 

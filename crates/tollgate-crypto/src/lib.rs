@@ -6,6 +6,10 @@
 //!   arithmetic in `rsa::monty`)
 //! - [`es_algorithm`]: `ES256` / `ES384` as jwt-compact `Algorithm`s (signature encoding)
 //! - [`ecdsa_math`]: the ECDSA verification arithmetic on P-256 / P-384 (per-key tables)
+//!
+//! A crate of its own, used as `tollgate_core::crypto`, so that the release profile can
+//! compile this hot arithmetic at `opt-level = 3` while the rest of the plugin is optimised for
+//! size (issue 18; the table of opt-levels is in the workspace's Cargo.toml).
 
 pub mod ecdsa_math;
 pub mod es_algorithm;
