@@ -12,6 +12,7 @@
 //! ([`put_slot`], [`claim_slot`]). Entries are valid strictly before their `until`, which is
 //! never past the token's `exp`.
 
+use std::cell::OnceCell;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -56,7 +57,43 @@ pub struct Verified {
     pub key: Option<crate::key::KeyId>,
     /// The identity headers, rendered once for the entry and shared by its clones.
     #[serde(skip)]
-    pub rendered: crate::identity::Rendered,
+    pub rendered: Rendered,
+}
+
+/// Header (name, value) pairs rendered once and shared.
+pub type Shared = Rc<[(String, String)]>;
+
+/// The identity headers of a cache entry ([`crate::identity::headers`]), rendered from its claims on the first request that
+/// uses the entry and then shared by every clone of it (the worker's memo hands out clones), so
+/// a warm request forwards identity without walking the claims again. What is rendered
+/// depends only on the entry and the configuration, and an entry lives in one worker's memo
+/// for one configuration. Never stored in the shared cache; equal whatever it holds (it
+/// follows from the claims).
+#[derive(Clone, Default)]
+pub struct Rendered(Rc<OnceCell<Shared>>);
+
+impl Rendered {
+    /// The headers, rendered by `render` the first time.
+    pub fn get_or_render(&self, render: impl FnOnce() -> Vec<(String, String)>) -> Shared {
+        Rc::clone(self.0.get_or_init(|| render().into()))
+    }
+}
+
+impl PartialEq for Rendered {
+    fn eq(&self, _: &Rendered) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.0.get().is_some() {
+            "rendered"
+        } else {
+            "not rendered"
+        };
+        f.write_str(state)
+    }
 }
 
 /// A cache entry.

@@ -3,21 +3,16 @@
 //! Values come only from verified claims. A value that could not be a header value (control
 //! characters) is left out rather than altered.
 
-use std::cell::OnceCell;
-use std::rc::Rc;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use crate::cache::Shared;
 use crate::config::Identity;
 use crate::policy::claim_at;
 
-/// Header (name, value) pairs rendered once and shared.
-pub type Shared = Rc<[(String, String)]>;
-
 /// The headers a verdict adds to its request: the identity rendered for the token (shared
-/// with the cache entry it came from, see [`Rendered`]), then any this request adds (the
+/// with the cache entry it came from, see [`crate::cache::Rendered`]), then any this request adds (the
 /// binding's thumbprint, a gateway-signed backend token).
 #[derive(Debug, Clone, Default)]
 pub struct Headers {
@@ -70,39 +65,6 @@ impl Eq for Headers {}
 impl From<Vec<(String, String)>> for Headers {
     fn from(identity: Vec<(String, String)>) -> Headers {
         Headers::new(identity.into())
-    }
-}
-
-/// The identity headers of a cache entry, rendered from its claims on the first request that
-/// uses the entry and then shared by every clone of it (the worker's memo hands out clones), so
-/// a warm request forwards identity without walking the claims again. What is rendered
-/// depends only on the entry and the configuration, and an entry lives in one worker's memo
-/// for one configuration. Never stored in the shared cache; equal whatever it holds (it
-/// follows from the claims).
-#[derive(Clone, Default)]
-pub struct Rendered(Rc<OnceCell<Shared>>);
-
-impl Rendered {
-    /// The headers, rendered by `render` the first time.
-    pub fn get_or_render(&self, render: impl FnOnce() -> Vec<(String, String)>) -> Shared {
-        Rc::clone(self.0.get_or_init(|| render().into()))
-    }
-}
-
-impl PartialEq for Rendered {
-    fn eq(&self, _: &Rendered) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for Rendered {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = if self.0.get().is_some() {
-            "rendered"
-        } else {
-            "not rendered"
-        };
-        f.write_str(state)
     }
 }
 
@@ -161,6 +123,8 @@ mod tests {
 
     #[test]
     fn an_entry_renders_once_and_its_clones_share_what_it_rendered() {
+        use crate::cache::Rendered;
+        use std::rc::Rc;
         let rendered = Rendered::default();
         let clone = rendered.clone();
         let calls = std::cell::Cell::new(0);
