@@ -1653,7 +1653,8 @@ def main() -> int:
                     "target/bench/quick-run.md with --quick, so a smoke run leaves the tree clean)")
     ap.add_argument("--fleet", action="store_true",
                     help="only the fleet measurement (bench/fleet.py: AS load with 1 and 3 Envoy processes; written to "
-                    "bench/last-fleet.md); with --quick, its small sizes. --quick alone runs it small after the rows")
+                    "bench/last-fleet.md); with --quick, its small sizes. A run without --only runs it after the rows "
+                    "(small with --quick)")
     args = ap.parse_args()
     if args.fleet:
         return fleet.standalone(args.quick, args.concurrency, args.out)
@@ -2035,11 +2036,12 @@ def main() -> int:
             failed = True
         print("\n".join(configure_lines), flush=True)
 
-    # The fleet (bench/fleet.py): the AS's load with 1 and 3 Envoy processes, at --quick's sizes.
+    # The fleet (bench/fleet.py): the AS's load with 1 and 3 Envoy processes (small with --quick),
+    # so that one `bench/run` produces every part of issue 18's report.
     fleet_lines = []
-    if args.quick and not args.only:
+    if not args.only:
         try:
-            fleet_lines, fleet_ok = fleet.run(quick=True, concurrency=args.concurrency)
+            fleet_lines, fleet_ok = fleet.run(quick=args.quick, concurrency=args.concurrency)
             failed = failed or not fleet_ok
         except (RuntimeError, OSError, KeyError, ValueError, rig_tokens.TokenError) as e:
             fleet_lines, failed = [f"- FAILED: {e}"], True
