@@ -1688,8 +1688,8 @@ def main() -> int:
 
     if args.only:
         picked = {r.label for r in rows if only(r.label)}
-        while True:  # and the rows they are compared with ("vs ref"), and theirs
-            more = picked | {r.ref for r in rows if r.label in picked and r.ref}
+        while True:  # and the rows they are compared with ("vs ref", "vs native"), and theirs
+            more = picked | {x for r in rows if r.label in picked for x in (r.ref, r.native) if x}
             if more == picked:
                 break
             picked = more
