@@ -4,7 +4,8 @@
 //!
 //! Why not the `rsa` crate: its general-purpose bignums cost ~1 ms per verification inside V8
 //! (64-bit-oriented arithmetic on a 32-bit engine). Verification needs only `s^e mod n` with a
-//! public exponent, done here by `monty` with per-key constants, followed by the RFC 8017
+//! public exponent, done here by `monty` (or `monty_simd`, its SIMD128 form, in wasm builds
+//! with SIMD) with per-key constants, followed by the RFC 8017
 //! encoding checks below. Both are tested against the Wycheproof vectors and against the `rsa`
 //! crate in `tests.rs`.
 //!
@@ -12,14 +13,23 @@
 //! whole (§8.2.2 step 3–4 — no parsing of attacker-controlled ASN.1); PSS is EMSA-PSS-VERIFY
 //! (§9.1.2) step by step.
 
+// The scalar arithmetic, and the same with wasm SIMD128 where the build enables it (the
+// workspace's .cargo/config.toml does for the wasm targets; a build without it is the scalar
+// path for engines without SIMD). Tests check the two against each other.
+#[cfg(any(test, not(all(target_arch = "wasm32", target_feature = "simd128"))))]
 mod monty;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod monty_simd;
 
 use std::borrow::Cow;
 
 use jwt_compact::{Algorithm, AlgorithmSignature};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 use monty::Modulus;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+use monty_simd::Modulus;
 
 /// Largest public exponent accepted (the `rsa` crate's limit; real keys use 65537).
 const MAX_EXPONENT: u64 = (1 << 33) - 1;

