@@ -29,8 +29,8 @@
 //! through the Wycheproof vectors (`super::tests`, run in V8 by `scripts/test-wasm`).
 
 use core::arch::wasm32::{
-    i32x4_shuffle, i64x2_add, u32x4, u32x4_splat, u64x2, u64x2_extmul_high_u32x4,
-    u64x2_extmul_low_u32x4, u64x2_extract_lane, u64x2_replace_lane, v128,
+    i32x4_shuffle, i64x2_add, u32x4, u32x4_replace_lane, u32x4_splat, u64x2,
+    u64x2_extmul_high_u32x4, u64x2_extmul_low_u32x4, u64x2_extract_lane, u64x2_replace_lane, v128,
 };
 
 /// Most limbs with 28-bit limbs: `2·k` products below 2^56 must fit a 64-bit lane
@@ -51,6 +51,9 @@ pub struct Modulus {
     k: usize,
     /// Limbs stored per number: `k` rounded up to whole vectors (the rest zero).
     stored: usize,
+    /// Vectors of factors a pass multiplies: enough for limbs `0..=k` (row `i + 1`'s factors
+    /// are one limb up); the packed numbers' last vectors beyond that are zero.
+    chunks: usize,
     bits: usize,
     /// `n`, `stored` limbs.
     n: Vec<u32>,
@@ -99,6 +102,7 @@ impl Modulus {
             mask,
             k,
             stored,
+            chunks: (k + 1).div_ceil(4),
             bits,
             n_even,
             n_odd,
@@ -164,7 +168,7 @@ impl Modulus {
         let mut tmp = vec![0u32; self.stored];
         let top = 63 - exp.leading_zeros();
         for bit in (0..top).rev() {
-            self.mul(&acc, &acc, scratch, &mut tmp);
+            self.sqr(&acc, scratch, &mut tmp);
             if (exp >> bit) & 1 == 1 {
                 self.mul(&tmp, x, scratch, &mut acc);
             } else {
@@ -203,82 +207,188 @@ impl Modulus {
     /// Montgomery product `out = a·b·R^-1 mod n` up to one `n`: for `a, b < 2n` (whole limbs),
     /// `out < 2n`.
     fn mul(&self, a: &[u32], b: &[u32], scratch: &mut Scratch, out: &mut [u32]) {
-        let (w, mask) = (self.w, self.mask);
         pack_into(a, &mut scratch.a_even);
         shift_one_limb_into(&scratch.a_even, &mut scratch.a_odd);
         let acc = &mut scratch.acc[..];
         acc.fill(ZERO);
         let (a0, a1) = (u64::from(a[0]), u64::from(a[1]));
-        let (n0, n1) = (u64::from(self.n[0]), u64::from(self.n[1]));
         for (pass, pair) in b[..self.k].chunks_exact(2).enumerate() {
-            let i = 2 * pass;
             let (b0, b1) = (u64::from(pair[0]), u64::from(pair[1]));
-            // Row i: m0 clears lane i. Row i + 1: m1 clears lane i + 1, which by then holds
-            // row i's a1·b0 + m0·n1 and the carry out of lane i.
-            let u0 = lane(acc, i) + a0 * b0;
-            let m0 = (u0 as u32).wrapping_mul(self.n0_inv) & mask;
-            let carry = (u0 + u64::from(m0) * n0) >> w;
-            let u1 = lane(acc, i + 1) + a1 * b0 + u64::from(m0) * n1 + carry + a0 * b1;
-            let m1 = (u1 as u32).wrapping_mul(self.n0_inv) & mask;
-            let splats = [
-                u32x4_splat(pair[0]),
-                u32x4_splat(m0),
-                u32x4_splat(pair[1]),
-                u32x4_splat(m1),
-            ];
-            let rows = scratch
-                .a_even
-                .iter()
-                .zip(&self.n_even)
-                .zip(scratch.a_odd.iter().zip(&self.n_odd));
-            for (lanes, ((&a_e, &n_e), (&a_o, &n_o))) in acc[pass..].chunks_exact_mut(2).zip(rows) {
-                // SAFETY: a volatile read of a local array is always sound. It is there for
-                // speed: it keeps LLVM from hoisting the splats' zero-extension out of the
-                // loop, which turns each extmul into an i64x2.mul that V8 emulates with
-                // several instructions.
-                let [bs0, ms0, bs1, ms1] = unsafe { core::ptr::read_volatile(&splats) };
-                lanes[0] = i64x2_add(
-                    i64x2_add(
-                        lanes[0],
-                        i64x2_add(
-                            u64x2_extmul_low_u32x4(a_e, bs0),
-                            u64x2_extmul_low_u32x4(n_e, ms0),
-                        ),
-                    ),
-                    i64x2_add(
-                        u64x2_extmul_low_u32x4(a_o, bs1),
-                        u64x2_extmul_low_u32x4(n_o, ms1),
-                    ),
-                );
-                lanes[1] = i64x2_add(
-                    i64x2_add(
-                        lanes[1],
-                        i64x2_add(
-                            u64x2_extmul_high_u32x4(a_e, bs0),
-                            u64x2_extmul_high_u32x4(n_e, ms0),
-                        ),
-                    ),
-                    i64x2_add(
-                        u64x2_extmul_high_u32x4(a_o, bs1),
-                        u64x2_extmul_high_u32x4(n_o, ms1),
-                    ),
-                );
+            // Row i's a·b_i reaches lane i as a0·b0, lane i + 1 as a1·b0; row i + 1's reaches
+            // lane i + 1 as a0·b1.
+            let [m0, m1] = self.reduction_digits(acc, 2 * pass, a0 * b0, a1 * b0 + a0 * b1);
+            let splats = [u32x4_splat(pair[0]), u32x4_splat(pair[1])];
+            let digits = [u32x4_splat(m0), u32x4_splat(m1)];
+            let factors = scratch.a_even.iter().zip(&scratch.a_odd);
+            let rows = factors.zip(self.n_even.iter().zip(&self.n_odd));
+            let chunks = acc[pass..].chunks_exact_mut(2).zip(rows).take(self.chunks);
+            for (lanes, ((&a_e, &a_o), (&n_e, &n_o))) in chunks {
+                add_rows(lanes, [a_e, a_o, n_e, n_o], &splats, &digits);
             }
-            // Lanes i and i + 1 are now multiples of 2^w: carry them up.
-            let carry = lane(acc, i) >> w;
-            add_to_lane(acc, i + 1, carry);
-            let carry = lane(acc, i + 1) >> w;
-            add_to_lane(acc, i + 2, carry);
+            carry_two_lanes(acc, 2 * pass, self.w);
         }
-        // The result is lanes k.. (divided by R); carry them into whole limbs. It is below
-        // 2n < R, so nothing carries out of the last limb.
+        self.write_out(acc, out);
+    }
+
+    /// Montgomery square `out = a·a·R^-1 mod n` up to one `n`, for `a < 2n`: as [`Self::mul`]
+    /// with `b = a`, but each cross product `a_i·a_j` (`i < j`) is added once, doubled, so the
+    /// `a·a_i` part of pass `i` starts at limb `i` (row `i` multiplies `a_i` by the row
+    /// `(0, .., 0, a_i, 2a_(i+1), 2a_(i+2), ..)`) and the chunks below it only reduce: about
+    /// a quarter fewer products than `mul`.
+    fn sqr(&self, a: &[u32], scratch: &mut Scratch, out: &mut [u32]) {
+        pack_doubled_into(a, &mut scratch.a_even);
+        shift_one_limb_into(&scratch.a_even, &mut scratch.a_odd);
+        let (doubled_even, doubled_odd) = (&scratch.a_even, &scratch.a_odd);
+        let acc = &mut scratch.acc[..];
+        acc.fill(ZERO);
+        let limb = |j: usize| a.get(j).copied().unwrap_or(0);
+        for pass in 0..self.k / 2 {
+            let i = 2 * pass;
+            let (x0, x1) = (limb(i), limb(i + 1));
+            // Only pass 0's squares reach lanes i and i + 1: a0² and 2·a0·a1.
+            let (square0, square1) = match i {
+                0 => (
+                    u64::from(x0) * u64::from(x0),
+                    2 * u64::from(x0) * u64::from(x1),
+                ),
+                _ => (0, 0),
+            };
+            let [m0, m1] = self.reduction_digits(acc, i, square0, square1);
+            let splats = [u32x4_splat(x0), u32x4_splat(x1)];
+            let digits = [u32x4_splat(m0), u32x4_splat(m1)];
+            // Chunk `first` holds limb i; row i's factors are zero below it, and row i + 1's
+            // (one limb up) below limb i + 2.
+            let first = i / 4;
+            let moduli = self.n_even.iter().zip(&self.n_odd);
+            let mut chunks = acc[pass..]
+                .chunks_exact_mut(2)
+                .zip(moduli)
+                .take(self.chunks)
+                .enumerate();
+            for (_, (lanes, (&n_e, &n_o))) in chunks.by_ref().take(first) {
+                add_reduction_rows(lanes, [n_e, n_o], &digits);
+            }
+            for (q, (lanes, (&n_e, &n_o))) in chunks {
+                let (mut even, mut odd) = (
+                    doubled_even.get(q).copied().unwrap_or(ZERO),
+                    doubled_odd.get(q).copied().unwrap_or(ZERO),
+                );
+                // The squares a_i² and a_(i+1)² are not doubled; limbs below them are zero.
+                if q == first {
+                    if i % 4 == 0 {
+                        even = u32x4_replace_lane::<0>(even, x0);
+                        odd = u32x4(0, 0, x1, 2 * limb(i + 2));
+                    } else {
+                        even = u32x4(0, 0, x0, 2 * x1);
+                        odd = ZERO;
+                    }
+                } else if q == first + 1 && i % 4 == 2 {
+                    odd = u32x4_replace_lane::<0>(odd, x1);
+                }
+                add_rows(lanes, [even, odd, n_e, n_o], &splats, &digits);
+            }
+            carry_two_lanes(acc, i, self.w);
+        }
+        self.write_out(acc, out);
+    }
+
+    /// The Montgomery digits `m_i`, `m_(i+1)` of the pass over rows `i` and `i + 1`: `m_i`
+    /// clears lane `i`, `m_(i+1)` lane `i + 1`, given what the pass's products add to those two
+    /// lanes (`add0`, `add1`) and that `m_i·n` reaches lane `i + 1` too (`m_i·n_1`, with lane
+    /// `i`'s carry).
+    fn reduction_digits(&self, acc: &[v128], i: usize, add0: u64, add1: u64) -> [u32; 2] {
+        let (n0, n1) = (u64::from(self.n[0]), u64::from(self.n[1]));
+        let u0 = lane(acc, i) + add0;
+        let m0 = (u0 as u32).wrapping_mul(self.n0_inv) & self.mask;
+        let carry = (u0 + u64::from(m0) * n0) >> self.w;
+        let u1 = lane(acc, i + 1) + add1 + u64::from(m0) * n1 + carry;
+        let m1 = (u1 as u32).wrapping_mul(self.n0_inv) & self.mask;
+        [m0, m1]
+    }
+
+    /// The result is lanes `k..` (the sum divided by R): carry them into whole limbs. It is
+    /// below `2n < R`, so nothing carries out of the last limb.
+    fn write_out(&self, acc: &[v128], out: &mut [u32]) {
         let mut carry = 0u64;
         for (j, limb) in out.iter_mut().enumerate() {
             let v = lane(acc, self.k + j) + carry;
-            *limb = v as u32 & mask;
-            carry = v >> w;
+            *limb = v as u32 & self.mask;
+            carry = v >> self.w;
         }
     }
+}
+
+/// Adds both rows of a pass to two accumulator vectors (four lanes): `even·x0 + n_even·m0` (row
+/// i) and `odd·x1 + n_odd·m1` (row i + 1, one limb up), `factors = [even, odd, n_even, n_odd]`.
+#[inline(always)]
+fn add_rows(lanes: &mut [v128], factors: [v128; 4], splats: &[v128; 2], digits: &[v128; 2]) {
+    let [even, odd, n_e, n_o] = factors;
+    // SAFETY: volatile reads of local arrays are always sound. They are there for speed: they
+    // keep LLVM from hoisting the splats' zero-extension out of the caller's loop, which turns
+    // each extmul into an i64x2.mul that V8 emulates with several instructions.
+    let [x0, x1] = unsafe { core::ptr::read_volatile(splats) };
+    let [m0, m1] = unsafe { core::ptr::read_volatile(digits) };
+    if let [low, high] = lanes {
+        *low = i64x2_add(
+            i64x2_add(
+                *low,
+                i64x2_add(
+                    u64x2_extmul_low_u32x4(even, x0),
+                    u64x2_extmul_low_u32x4(n_e, m0),
+                ),
+            ),
+            i64x2_add(
+                u64x2_extmul_low_u32x4(odd, x1),
+                u64x2_extmul_low_u32x4(n_o, m1),
+            ),
+        );
+        *high = i64x2_add(
+            i64x2_add(
+                *high,
+                i64x2_add(
+                    u64x2_extmul_high_u32x4(even, x0),
+                    u64x2_extmul_high_u32x4(n_e, m0),
+                ),
+            ),
+            i64x2_add(
+                u64x2_extmul_high_u32x4(odd, x1),
+                u64x2_extmul_high_u32x4(n_o, m1),
+            ),
+        );
+    }
+}
+
+/// [`add_rows`] for the chunks where only the reduction (`n·m`) adds anything.
+#[inline(always)]
+fn add_reduction_rows(lanes: &mut [v128], moduli: [v128; 2], digits: &[v128; 2]) {
+    let [n_e, n_o] = moduli;
+    // SAFETY: as in `add_rows`.
+    let [m0, m1] = unsafe { core::ptr::read_volatile(digits) };
+    if let [low, high] = lanes {
+        *low = i64x2_add(
+            *low,
+            i64x2_add(
+                u64x2_extmul_low_u32x4(n_e, m0),
+                u64x2_extmul_low_u32x4(n_o, m1),
+            ),
+        );
+        *high = i64x2_add(
+            *high,
+            i64x2_add(
+                u64x2_extmul_high_u32x4(n_e, m0),
+                u64x2_extmul_high_u32x4(n_o, m1),
+            ),
+        );
+    }
+}
+
+/// After a pass over rows `i` and `i + 1`, lanes `i` and `i + 1` are multiples of 2^w: carry
+/// them up.
+fn carry_two_lanes(acc: &mut [v128], i: usize, w: u32) {
+    let carry = lane(acc, i) >> w;
+    add_to_lane(acc, i + 1, carry);
+    let carry = lane(acc, i + 1) >> w;
+    add_to_lane(acc, i + 2, carry);
 }
 
 /// Accumulator lane `i` (two lanes per vector).
@@ -311,6 +421,17 @@ fn pack(limbs: &[u32]) -> Vec<v128> {
 fn pack_into(limbs: &[u32], out: &mut Vec<v128>) {
     out.clear();
     out.extend(limbs.chunks_exact(4).map(|c| u32x4(c[0], c[1], c[2], c[3])));
+    out.push(ZERO);
+}
+
+/// [`pack_into`] of the limbs doubled (below 2^29: whole limbs are below 2^28).
+fn pack_doubled_into(limbs: &[u32], out: &mut Vec<v128>) {
+    out.clear();
+    out.extend(
+        limbs
+            .chunks_exact(4)
+            .map(|c| u32x4(2 * c[0], 2 * c[1], 2 * c[2], 2 * c[3])),
+    );
     out.push(ZERO);
 }
 
