@@ -240,6 +240,24 @@ fn main() {
         dpop_proofs(&fx, now);
         return;
     }
+    if let Some(alg) = filter.strip_prefix("fuel:") {
+        // bench/crypto/fuel.py: verify the first COUNT tokens of ALG once each, nothing else
+        // (runs under wasmtime with fuel; two counts give the instructions per verification).
+        let count: usize = std::env::args().nth(3).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let (set, _) = KeySet::parse(&jwks).expect("keys");
+        let mut algorithms = AlgSet::default();
+        for alg in Alg::ALL {
+            algorithms.insert(alg);
+        }
+        let expect = Expectations { issuer, audiences: &audiences, algorithms, clock_skew_s: 60, require_at_jwt: false };
+        let tokens = fx["tokens"][alg].as_array().expect("tokens of that algorithm");
+        for token in tokens.iter().filter_map(Value::as_str).take(count) {
+            let peeked = jwt::peek(token).expect("peek");
+            let key = set.candidates(peeked.kid(), peeked.alg().expect("alg")).next().expect("key");
+            std::hint::black_box(jwt::verify(&peeked, key, &expect, now).expect("verify"));
+        }
+        return;
+    }
     let per_alg = fx["tokens"]["ES256"].as_array().map_or(200, Vec::len);
     if filter == "sign" {
         signing(&fx, per_alg, now);
