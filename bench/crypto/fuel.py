@@ -3,6 +3,7 @@ any machine, unlike V8 timings. Runs bench-crypto's `fuel:ALG COUNT` mode (verif
 COUNT tokens once each) for COUNT = 0, 1 and N under wasmtime with fuel:
   per verification = (fuel(N) - fuel(1)) / (N - 1)
   first verification = fuel(1) - fuel(0)   (includes any per-key / per-process table build)
+ALG sign-EdDSA / sign-ES256: the gateway's own token signing instead (`fuel:sign-ALG COUNT`).
 Usage: bench/crypto/fuel.py WASM FIXTURES [ALG ...]   (bench/crypto/run builds both)"""
 import json
 import os
@@ -49,11 +50,12 @@ def main():
     module = wasmtime.Module.from_file(engine, wasm)
     doc = json.load(open(fixtures))
     algs = algs or list(doc["tokens"])
-    n = min(len(doc["tokens"][a]) for a in algs)
+    n = min(len(doc["tokens"][a.removeprefix("sign-")]) for a in algs)
     for alg in algs:
         f0, f1, fn = (fuel_of(engine, module, fixtures, alg, c) for c in (0, 1, n))
         per = (fn - f1) / (n - 1)
-        print(f"{alg:<8} {per:>12,.0f} wasm instructions per verification; first verification "
+        what = "token signed" if alg.startswith("sign-") else "verification"
+        print(f"{alg:<10} {per:>12,.0f} wasm instructions per {what}; first {what} "
               f"{f1 - f0:,} ({n} tokens)")
 
 

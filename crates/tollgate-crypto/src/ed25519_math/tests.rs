@@ -88,11 +88,15 @@ struct Verifiers {
 }
 
 impl Verifiers {
+    /// Loads the key, which ours refuses exactly when ed25519-compact's key check does.
     fn new(encoded: [u8; 32]) -> Verifiers {
-        Verifiers {
-            encoded,
-            ours: VerifyingKey::from_bytes(&encoded),
-        }
+        let ours = VerifyingKey::from_bytes(&encoded);
+        assert_eq!(
+            ours.is_some(),
+            ed25519_compact::PublicKey::new(encoded).validate().is_ok(),
+            "key {encoded:02x?}"
+        );
+        Verifiers { encoded, ours }
     }
 
     fn ours(&self, message: &[u8], signature: &[u8]) -> bool {
@@ -403,6 +407,30 @@ fn non_canonical_encodings_are_refused() {
     }
     // Some of them do encode points (y = 0, 1 and a few more): the refusal is the rule's.
     assert!(decodable > 4, "{decodable}");
+    // Written canonically, y = t is a key exactly when it decodes to a point not of small
+    // order; some values of y are on no point of the curve.
+    let (mut keys, mut off_curve) = (0, 0);
+    for t in 0..19u8 {
+        let mut encoded = [0u8; 32];
+        encoded[0] = t;
+        let point = CompressedEdwardsY(encoded).decompress();
+        off_curve += usize::from(point.is_none());
+        let is_key = point.is_some_and(|p| !p.is_small_order());
+        keys += usize::from(is_key);
+        assert_eq!(
+            VerifyingKey::from_bytes(&encoded).is_some(),
+            is_key,
+            "y = {t}"
+        );
+        assert_eq!(
+            ed25519_compact::PublicKey::new(encoded).validate().is_ok(),
+            is_key
+        );
+    }
+    assert!(
+        keys > 0 && off_curve > 0,
+        "{keys} keys, {off_curve} off the curve"
+    );
     // The largest canonical y, p - 1 (= -1, the point of order 2), is canonical (and refused
     // only for its small order).
     let mut p_minus_1 = non_canonical_y(0);
