@@ -240,6 +240,40 @@ fn main() {
         dpop_proofs(&fx, now);
         return;
     }
+    if let Some(alg) = filter.strip_prefix("fuel:sign-") {
+        // bench/crypto/fuel.py: the gateway's key of ALG signs COUNT distinct claim sets.
+        use tollgate_core::sign::{SigningKey, SigningKeys};
+        let count: usize = std::env::args().nth(3).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let keys: Vec<SigningKey> = fx["signing_keys"].as_array().expect("signing_keys").iter()
+            .map(|jwk| SigningKey::from_jwk(jwk).expect("signing key"))
+            .filter(|k| k.alg().name() == alg).collect();
+        let kid = keys.first().expect("a signing key of that algorithm").kid().to_owned();
+        let ring = SigningKeys::new(keys, &kid).expect("signing keys");
+        for i in 0..count {
+            let claims = json!({"iss": "https://gateway.bench.example", "sub": format!("user-{i}"),
+                                "iat": now, "exp": now + 300});
+            std::hint::black_box(ring.sign(claims.as_object().expect("object")));
+        }
+        return;
+    }
+    if let Some(alg) = filter.strip_prefix("fuel:") {
+        // bench/crypto/fuel.py: verify the first COUNT tokens of ALG once each, nothing else
+        // (runs under wasmtime with fuel; two counts give the instructions per verification).
+        let count: usize = std::env::args().nth(3).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let (set, _) = KeySet::parse(&jwks).expect("keys");
+        let mut algorithms = AlgSet::default();
+        for alg in Alg::ALL {
+            algorithms.insert(alg);
+        }
+        let expect = Expectations { issuer, audiences: &audiences, algorithms, clock_skew_s: 60, require_at_jwt: false };
+        let tokens = fx["tokens"][alg].as_array().expect("tokens of that algorithm");
+        for token in tokens.iter().filter_map(Value::as_str).take(count) {
+            let peeked = jwt::peek(token).expect("peek");
+            let key = set.candidates(peeked.kid(), peeked.alg().expect("alg")).next().expect("key");
+            std::hint::black_box(jwt::verify(&peeked, key, &expect, now).expect("verify"));
+        }
+        return;
+    }
     let per_alg = fx["tokens"]["ES256"].as_array().map_or(200, Vec::len);
     if filter == "sign" {
         signing(&fx, per_alg, now);

@@ -210,13 +210,14 @@ pub fn check(
 pub const RECENT_KEYS: usize = 32;
 
 /// The keys of the last [`RECENT_KEYS`] distinct proof keys that verified a proof, with their
-/// JWK, most recent first. A DPoP client signs every proof with the same key, and the ECDSA
-/// verifier builds a table of multiples of a key the first time it verifies with it (~5 ms in
-/// V8 for P-256, `crate::crypto::ecdsa_math`) and keeps it only while the key is held: a key
-/// dropped with its request had its table built again on every request (bench/run measured
-/// ~5.5 ms of CPU per DPoP request, against ~0.5 ms for a whole cold ES256 token). Held here,
-/// a key's table (~100 KB for P-256) lives while it is among the last [`RECENT_KEYS`] used
-/// (at most ~3 MB), per VM, so per worker: a worker that serves more DPoP clients at once
+/// JWK, most recent first. A DPoP client signs every proof with the same key, and the ECDSA and
+/// Ed25519 verifiers build a table of multiples of a key the first time they verify with it
+/// (~5 ms in V8 for P-256, `crate::crypto::ecdsa_math`; ~0.4 ms for Ed25519,
+/// `crate::crypto::ed25519_math`) and keep it only while the key is held: a key dropped with
+/// its request had its table built again on every request (bench/run measured ~5.5 ms of CPU
+/// per DPoP request, against ~0.5 ms for a whole cold ES256 token). Held here, a key's table
+/// (~100 KB for P-256, 130 KB for Ed25519) lives while it is among the last [`RECENT_KEYS`]
+/// used (at most ~4 MB), per VM, so per worker: a worker that serves more DPoP clients at once
 /// than that rebuilds a client's table when its turn comes again. Only keys that tokens are
 /// bound to get here (the thumbprint is checked against `cnf.jkt` before the signature). The
 /// cache is keyed by the whole JWK, so a proof finds the very key parsing its JWK would give,

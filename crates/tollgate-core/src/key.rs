@@ -6,6 +6,7 @@
 //! family's verifying key is [`crate::crypto`]'s.
 
 use crate::crypto::ecdsa_math::VerifyingKey;
+use crate::crypto::ed25519_math;
 use crate::crypto::rsa::RsaPublicKey;
 
 /// Signature algorithms Tollgate verifies. HMAC and `none` are deliberately absent.
@@ -108,7 +109,7 @@ pub enum KeyMaterial {
     Rsa(Box<RsaPublicKey>),
     P256(VerifyingKey<p256::NistP256>),
     P384(VerifyingKey<p384::NistP384>),
-    Ed25519(ed25519_compact::PublicKey),
+    Ed25519(ed25519_math::VerifyingKey),
 }
 
 impl KeyMaterial {

@@ -30,7 +30,7 @@
 //! - [`jwt`]: unverified `iss` peek, signature/time/issuer/audience checks
 //! - [`audience`]: the one `aud` rule, for JWTs and introspection answers
 //! - [`key`]: verifying keys and the algorithms they serve
-//! - [`crypto`]: RSA and ECDSA verification, plugged into jwt-compact
+//! - [`crypto`]: RSA, ECDSA and Ed25519 verification, plugged into jwt-compact
 //! - [`sign`]: the gateway's own signing keys (private JWKs, one active `kid`), compact JWS
 //!   minting (EdDSA, ES256) and the public JWKS it publishes
 //! - [`introspect`]: RFC 7662 requests and answers

@@ -7,7 +7,7 @@
 //! signs (the active `kid`), what the JWS header says, and what is published (public members
 //! only, rebuilt from the checked key rather than copied from the input).
 //!
-//! Never does: arithmetic on a private key (Ed25519 is `ed25519-compact`'s signer, ES256 the
+//! Never does: arithmetic on a private key (Ed25519 is `ed25519-dalek`'s signer, ES256 the
 //! RustCrypto `ecdsa` signer behind `p256`'s `ecdsa` feature: both constant-time, both
 //! deterministic: RFC 8032 and RFC 6979); read a clock (`iat`/`exp` are the caller's claims);
 //! choose which claims a token carries; print private key material (it lives in
@@ -141,12 +141,12 @@ impl std::fmt::Display for SigningKeysError {
 impl std::error::Error for SigningKeysError {}
 
 /// Private key material. `Debug` prints `[redacted]`; there is no `Display`, no accessor and
-/// no `Clone`. Both inner types wipe their secret on drop (`ed25519-compact`'s `SecretKey`,
-/// RustCrypto's zeroizing `SigningKey`).
+/// no `Clone`. Both inner types wipe their secret on drop (`ed25519-dalek`'s `SigningKey` with
+/// its `zeroize` feature, RustCrypto's zeroizing `SigningKey`).
 pub struct PrivateKey(Private);
 
 enum Private {
-    Ed25519(ed25519_compact::SecretKey),
+    Ed25519(ed25519_dalek::SigningKey),
     P256(p256::ecdsa::SigningKey),
 }
 
@@ -296,7 +296,10 @@ impl SigningKey {
     /// `r || s` of RFC 7518 §3.4.
     fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
         match &self.private.0 {
-            Private::Ed25519(secret) => secret.sign(message, None).to_vec(),
+            Private::Ed25519(secret) => {
+                use ed25519_dalek::Signer as _;
+                secret.sign(message).to_bytes().to_vec()
+            }
             Private::P256(secret) => {
                 use p256::ecdsa::signature::Signer as _;
                 let signature: p256::ecdsa::Signature = secret.sign(message);
@@ -306,22 +309,22 @@ impl SigningKey {
     }
 }
 
-/// `OKP`/`Ed25519`: `x` and `d` (the 32-byte seed); `x` must be the seed's public key.
+/// `OKP`/`Ed25519`: `x` and `d` (the 32-byte seed); `x` must be the seed's public key. An
+/// all-zero seed is refused: RFC 8032 allows any 32 bytes, but that one is no secret.
 fn ed25519(jwk: &Map<String, Value>) -> Result<(Private, Map<String, Value>), SigningKeyError> {
-    let x = member(jwk, Member::X, ed25519_compact::PublicKey::BYTES)?;
-    let d = member(jwk, Member::D, ed25519_compact::Seed::BYTES)?;
-    let public = ed25519_compact::PublicKey::from_slice(&x)
-        .map_err(|_| SigningKeyError::MalformedMember(Member::X))?;
-    // ed25519-compact's secret key is the seed followed by the public key; validating it
-    // recomputes the public key from the seed and compares it with both copies.
-    let mut bytes = Zeroizing::new([0u8; ed25519_compact::SecretKey::BYTES]);
-    bytes[..ed25519_compact::Seed::BYTES].copy_from_slice(&d);
-    bytes[ed25519_compact::Seed::BYTES..].copy_from_slice(&x);
-    let secret = ed25519_compact::SecretKey::new(*bytes);
-    match secret.validate_public_key(&public) {
-        Ok(()) => {}
-        Err(ed25519_compact::Error::InvalidSeed) => return Err(SigningKeyError::InvalidPrivateKey),
-        Err(_) => return Err(SigningKeyError::PublicKeyMismatch),
+    let x = member(jwk, Member::X, ed25519_dalek::PUBLIC_KEY_LENGTH)?;
+    let d = member(jwk, Member::D, ed25519_dalek::SECRET_KEY_LENGTH)?;
+    let mut seed = Zeroizing::new([0u8; ed25519_dalek::SECRET_KEY_LENGTH]);
+    seed.copy_from_slice(&d);
+    // Every byte is read (no early exit on the secret).
+    if seed.iter().fold(0u8, |any, byte| any | byte) == 0 {
+        return Err(SigningKeyError::InvalidPrivateKey);
+    }
+    // The public key is recomputed from the seed (a constant-time multiplication of the base
+    // point) and compared with `x`, which is public.
+    let secret = ed25519_dalek::SigningKey::from_bytes(&seed);
+    if secret.verifying_key().as_bytes()[..] != x[..] {
+        return Err(SigningKeyError::PublicKeyMismatch);
     }
     let mut public_jwk = Map::new();
     public_jwk.insert("kty".into(), Value::from("OKP"));

@@ -17,9 +17,10 @@
 //! ~100 additions for a double-scalar multiplication without per-point tables.
 //!
 //! Key sets reload whole on every JWKS refresh, in every worker; a key's table is found again
-//! by the key's encoding while any loaded set still holds it, so only new keys pay for one.
+//! by the key's encoding while any loaded set still holds it, so only new keys pay for one
+//! ([`crate::precompute`], shared with Ed25519).
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use elliptic_curve::array::typenum::Unsigned;
 use elliptic_curve::ff::PrimeField;
@@ -32,6 +33,8 @@ use p256::NistP256;
 use p384::NistP384;
 use primeorder::{AffinePoint, PrimeCurveParams, ProjectivePoint};
 use sha2::Digest as _;
+
+use crate::precompute::{self, MAX_WINDOW};
 
 /// A curve Tollgate verifies ECDSA signatures on, with its hash, table widths and caches.
 ///
@@ -100,10 +103,8 @@ impl EcdsaCurve for NistP384 {
 /// Key tables by the key's SEC1 encoding, held weakly: a key set that reloads (every JWKS
 /// refresh, in every worker) finds the tables of its unchanged keys while the previous set
 /// still holds them, instead of rebuilding them.
-pub type KeyTables<C> = Vec<(Vec<u8>, Weak<Table<C>>)>;
+pub type KeyTables<C> = precompute::KeyTables<Table<C>>;
 
-/// Widest window supported: digits are `i16` and a window spans at most two bytes.
-const MAX_WINDOW: u32 = 8;
 /// Most digits a scalar recodes to: 384-bit scalars with the narrowest window (4).
 const MAX_DIGITS: usize = 97;
 
@@ -179,37 +180,18 @@ impl<C: EcdsaCurve> Table<C> {
 /// How many signed base-2^w digits a scalar of the curve needs: `ceil((bits + 1) / w)`. The
 /// extra bit keeps the top digit from carrying out (see [`recode`]).
 fn digit_count<C: EcdsaCurve>(window: u32) -> usize {
-    (Scalar::<C>::NUM_BITS + 1).div_ceil(window) as usize
+    precompute::digit_count(Scalar::<C>::NUM_BITS, window)
 }
 
 /// Writes the signed base-2^w digits of `k` (least significant first) into `out` and returns
-/// them: `k = Σ d_i·2^(w·i)` with `-2^(w-1) < d_i <= 2^(w-1)`.
+/// them: `k = Σ d_i·2^(w·i)` with `-2^(w-1) < d_i <= 2^(w-1)` ([`precompute::recode`]).
 fn recode<'o, C: EcdsaCurve>(k: &Scalar<C>, window: u32, out: &'o mut [i16]) -> &'o [i16] {
-    let count = digit_count::<C>(window).min(out.len());
-    // Little-endian bytes of k, with two zero bytes of slack for the last window's read.
-    let mut le = [0u8; 64 + 2];
+    // Little-endian bytes of k.
+    let mut le = [0u8; 64];
     for (dst, src) in le.iter_mut().zip(k.to_repr().iter().rev()) {
         *dst = *src;
     }
-    let half = 1i32 << (window - 1);
-    let mask = (1u32 << window) - 1;
-    let mut carry = 0i32;
-    for (i, digit) in out.iter_mut().take(count).enumerate() {
-        let bit = i * window as usize;
-        let (byte, shift) = (bit / 8, bit % 8);
-        let pair = u32::from(le.get(byte).copied().unwrap_or(0))
-            | u32::from(le.get(byte + 1).copied().unwrap_or(0)) << 8;
-        let mut value = ((pair >> shift) & mask) as i32 + carry;
-        carry = 0;
-        if value > half {
-            value -= 1 << window;
-            carry = 1;
-        }
-        // |value| <= 2^(w-1) <= 128 fits.
-        *digit = value as i16;
-    }
-    // The top window holds at most w-1 bits of k (< 2^bits), so its digit cannot carry out.
-    &out[..count]
+    precompute::recode(&le, Scalar::<C>::NUM_BITS, window, out)
 }
 
 /// A public key ready for fast verification. Its table of multiples is built on first use (so
@@ -240,16 +222,12 @@ impl<C: EcdsaCurve> VerifyingKey<C> {
             point: *public.as_affine(),
             table: Arc::new(OnceLock::new()),
         };
-        if let Some(table) = Self::lookup(&mut key.registry(), &key.encoded()) {
+        if let Some(table) =
+            precompute::lookup(&mut precompute::lock(C::key_tables()), &key.encoded())
+        {
             let _ = key.table.set(table);
         }
         Some(key)
-    }
-
-    fn registry(&self) -> std::sync::MutexGuard<'static, KeyTables<C>> {
-        C::key_tables()
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The key's canonical (uncompressed) encoding: what its table is registered under.
@@ -257,26 +235,12 @@ impl<C: EcdsaCurve> VerifyingKey<C> {
         self.point.to_sec1_point(false).as_bytes().to_vec()
     }
 
-    /// The held table registered under `encoded`, if any (dead entries are pruned first).
-    fn lookup(tables: &mut KeyTables<C>, encoded: &[u8]) -> Option<Arc<Table<C>>> {
-        tables.retain(|(_, table)| table.strong_count() > 0);
-        tables
-            .iter()
-            .find(|(key, _)| key[..] == *encoded)
-            .and_then(|(_, table)| table.upgrade())
-    }
-
     /// The key's table, built (and registered for later loads) on first use.
     fn table(&self) -> &Arc<Table<C>> {
         self.table.get_or_init(|| {
-            let encoded = self.encoded();
-            let mut tables = self.registry();
-            if let Some(table) = Self::lookup(&mut tables, &encoded) {
-                return table;
-            }
-            let table = Arc::new(Table::new(self.point.into(), C::Q_WINDOW));
-            tables.push((encoded, Arc::downgrade(&table)));
-            table
+            precompute::find_or_build(C::key_tables(), &self.encoded(), || {
+                Table::new(self.point.into(), C::Q_WINDOW)
+            })
         })
     }
 

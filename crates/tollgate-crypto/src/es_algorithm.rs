@@ -37,8 +37,7 @@ pub trait EsSigner<C: EcdsaCurve> {
     fn sign_es(&self, message: &[u8]) -> EsSignature<C>;
 }
 
-/// What Tollgate signs with outside tests: no value of this type exists.
-#[cfg(not(any(test, feature = "test-support")))]
+/// What Tollgate signs with outside tests: no value of this type exists (also `EdDSA`'s).
 #[derive(Debug)]
 pub enum NoSigningKey {}
 

@@ -11,8 +11,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::crypto::ecdsa_math;
 use crate::crypto::rsa::RsaPublicKey;
+use crate::crypto::{ecdsa_math, ed25519_math};
 use crate::key::{Alg, Key, KeyId, KeyMaterial};
 
 /// Minimum RSA modulus size accepted (NIST SP 800-131A; RFC 7518 §3.3 requires 2048).
@@ -189,7 +189,7 @@ fn parse_key(value: &Value) -> Option<Key> {
         }
         ("OKP", Some("Ed25519")) => {
             let x = b64(&jwk.x)?;
-            let key = ed25519_compact::PublicKey::from_slice(&x).ok()?;
+            let key = ed25519_math::VerifyingKey::from_bytes(&x)?;
             (KeyMaterial::Ed25519(key), key_id("OKP Ed25519", &[&x]))
         }
         _ => return None,

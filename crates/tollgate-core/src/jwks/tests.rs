@@ -69,6 +69,18 @@ fn unusable_keys_are_skipped_and_counted() {
     let unknown_kty = json!({"kty": "LWE", "kid": "pq", "x": "AAAA"});
     let no_kty = json!({"kid": "nokty", "n": "AQAB", "e": "AQAB"});
     let x25519 = json!({"kty": "OKP", "crv": "X25519", "kid": "x", "x": b64(&[9u8; 32])});
+    // Ed25519 keys the verifier refuses (crypto::ed25519_math): the identity and the point of
+    // order 2 (small order), and a 31-byte x.
+    let okp =
+        |kid: &str, x: &[u8]| json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": b64(x)});
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut order_2 = [0xffu8; 32];
+    order_2[0] = 0xec;
+    order_2[31] = 0x7f;
+    let ed_identity = okp("ed-identity", &identity);
+    let ed_order_2 = okp("ed-order-2", &order_2);
+    let ed_short = okp("ed-short", &[9u8; 31]);
     let p256_claiming_p384 = {
         let mut j = TestKey::P256.public_jwk_as("p256-as-p384", None);
         j["crv"] = json!("P-384");
@@ -91,6 +103,9 @@ fn unusable_keys_are_skipped_and_counted() {
         unknown_kty,
         no_kty,
         x25519,
+        ed_identity,
+        ed_order_2,
+        ed_short,
         p256_claiming_p384,
         not_an_object,
         numeric_kid,
@@ -101,7 +116,16 @@ fn unusable_keys_are_skipped_and_counted() {
     assert_eq!((set.len(), skipped), (1, skipped_keys.len()));
     assert!(set.has_kid("rsa-a"));
     for gone in [
-        "rsa-enc", "rsa-oaep", "hmac", "rsa-weak", "rsa-es", "ec-short", "pq",
+        "rsa-enc",
+        "rsa-oaep",
+        "hmac",
+        "rsa-weak",
+        "rsa-es",
+        "ec-short",
+        "pq",
+        "ed-identity",
+        "ed-order-2",
+        "ed-short",
     ] {
         assert!(!set.has_kid(gone), "{gone}");
     }
@@ -313,19 +337,26 @@ fn jwks_nesting() {
 }
 
 /// Re-parsing a JWKS while the previous set is held (what every refresh does) reuses the ECDSA
-/// keys' precomputed tables (`crypto::ecdsa_math`).
+/// and Ed25519 keys' precomputed tables (`crypto::ecdsa_math`, `crypto::ed25519_math`).
 #[test]
 fn a_refreshed_key_set_reuses_the_tables_of_unchanged_keys() {
     use crate::key::{Alg, KeyMaterial};
-    let doc = jwks(&[TestKey::P256.public_jwk(), TestKey::P384.public_jwk()]);
+    let doc = jwks(&[
+        TestKey::P256.public_jwk(),
+        TestKey::P384.public_jwk(),
+        TestKey::Ed25519.public_jwk(),
+    ]);
     let (held, _) = KeySet::from_value(&doc).unwrap();
     let (refreshed, _) = KeySet::from_value(&doc).unwrap();
-    for alg in [Alg::Es256, Alg::Es384] {
+    for alg in [Alg::Es256, Alg::Es384, Alg::EdDsa] {
         let old = &held.candidates(None, alg).next().unwrap().material;
         let new = &refreshed.candidates(None, alg).next().unwrap().material;
         match (old, new) {
             (KeyMaterial::P256(old), KeyMaterial::P256(new)) => assert!(old.shares_table_with(new)),
             (KeyMaterial::P384(old), KeyMaterial::P384(new)) => assert!(old.shares_table_with(new)),
+            (KeyMaterial::Ed25519(old), KeyMaterial::Ed25519(new)) => {
+                assert!(old.shares_table_with(new))
+            }
             _ => panic!("unexpected key types"),
         }
     }

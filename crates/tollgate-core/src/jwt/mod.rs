@@ -6,14 +6,13 @@
 //! [`VerifiedClaims`], which only [`verify`] builds. Never trusts the header to choose the key
 //! type; never accepts `none` or HMAC (there is no code path for them).
 
-use jwt_compact::alg::Ed25519;
 use jwt_compact::{Algorithm, AlgorithmExt, Token, UntrustedToken};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::audience;
 use crate::crypto::rsa::{Hash, Padding, RsaAlg};
-use crate::crypto::{Es256, Es384};
+use crate::crypto::{EdDsa, Es256, Es384};
 use crate::key::{Alg, AlgSet, Key, KeyMaterial};
 
 /// Why a JWT was refused. Every variant becomes `401 invalid_token` (see `outcome`).
@@ -258,7 +257,7 @@ fn verify_signature(
         }
         (Alg::Es256, KeyMaterial::P256(key)) => with(Es256, key, token),
         (Alg::Es384, KeyMaterial::P384(key)) => with(Es384, key, token),
-        (Alg::EdDsa, KeyMaterial::Ed25519(key)) => with(Ed25519, key, token),
+        (Alg::EdDsa, KeyMaterial::Ed25519(key)) => with(EdDsa, key, token),
         _ => return Err(JwtError::KeyAlgMismatch),
     };
     outcome.map_err(|err| match err {
