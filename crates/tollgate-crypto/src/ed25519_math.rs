@@ -101,21 +101,7 @@ impl Table {
     fn add_multiple(&self, acc: &mut EdwardsPoint, k: &Scalar) {
         let mut digits = [0i16; MAX_DIGITS];
         let digits = precompute::recode(k.as_bytes(), SCALAR_BITS, self.window, &mut digits);
-        let half = 1usize << (self.window - 1);
-        for (row, &digit) in digits.iter().enumerate() {
-            let magnitude = usize::from(digit.unsigned_abs());
-            if magnitude == 0 {
-                continue;
-            }
-            let Some(point) = self.points.get(row * half + magnitude - 1) else {
-                continue; // unreachable: recode keeps |digit| <= half and row < rows
-            };
-            *acc = if digit > 0 {
-                *acc + point
-            } else {
-                *acc - point
-            };
-        }
+        precompute::add_signed_multiples(acc, &self.points, digits, self.window);
     }
 }
 

@@ -10,6 +10,7 @@
 //! under the key's encoding, held weakly, so that a reload finds the table of an unchanged key
 //! while any loaded set still holds it, and only new keys pay for one.
 
+use std::ops::{Add, Sub};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 /// Widest window supported: digits are `i16` and a window spans at most two bytes.
@@ -47,6 +48,29 @@ pub fn recode<'o>(le: &[u8], bits: u32, window: u32, out: &'o mut [i16]) -> &'o 
     }
     // The top window holds at most w-1 bits of k (< 2^bits), so its digit cannot carry out.
     &out[..count]
+}
+
+/// Adds `Σ sign(d_i)·T[i][|d_i|-1]` to `acc`: `points` is a table of `2^(window-1)` multiples
+/// per row (row `i` for digit `d_i`, as [`recode`] writes them), zero digits are skipped.
+pub fn add_signed_multiples<P, T>(acc: &mut P, points: &[T], digits: &[i16], window: u32)
+where
+    P: Copy + for<'t> Add<&'t T, Output = P> + for<'t> Sub<&'t T, Output = P>,
+{
+    let half = 1usize << (window - 1);
+    for (row, &digit) in digits.iter().enumerate() {
+        let magnitude = usize::from(digit.unsigned_abs());
+        if magnitude == 0 {
+            continue;
+        }
+        let Some(point) = points.get(row * half + magnitude - 1) else {
+            continue; // unreachable: recode keeps |digit| <= half and row < rows
+        };
+        *acc = if digit > 0 {
+            *acc + point
+        } else {
+            *acc - point
+        };
+    }
 }
 
 /// Tables by their key's encoding, held weakly (see the module's documentation).

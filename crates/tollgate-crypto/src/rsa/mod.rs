@@ -297,3 +297,23 @@ impl Algorithm for RsaAlg {
 
 #[cfg(test)]
 mod tests;
+
+/// `a < b` for equal-length little-endian limbs (of any width): `monty` and `monty_simd`.
+fn less_than(a: &[u32], b: &[u32]) -> bool {
+    for (x, y) in a.iter().rev().zip(b.iter().rev()) {
+        if x != y {
+            return x < y;
+        }
+    }
+    false
+}
+
+/// `-n0^-1 mod 2^32` for odd `n0` (Newton iteration: each step doubles the correct bits); its
+/// low `w` bits are `-n0^-1 mod 2^w`.
+fn neg_inverse_mod_2_32(n0: u32) -> u32 {
+    let mut inv: u32 = 1; // correct to 1 bit for odd n0
+    for _ in 0..5 {
+        inv = inv.wrapping_mul(2u32.wrapping_sub(n0.wrapping_mul(inv)));
+    }
+    inv.wrapping_neg()
+}

@@ -11,6 +11,8 @@
 //! exponentiation. It is tested against `num-bigint-dig` (what the `rsa` crate computes with)
 //! and through the Wycheproof RSA vectors in `super::tests`.
 
+use super::{less_than, neg_inverse_mod_2_32};
+
 /// An odd modulus with its Montgomery constants. `R = 2^(32·k)` for `k` limbs.
 #[derive(Clone)]
 pub struct Modulus {
@@ -226,16 +228,6 @@ fn limbs_to_be(limbs: &[u32], len: usize) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// `a < b` for equal-length little-endian limbs.
-fn less_than(a: &[u32], b: &[u32]) -> bool {
-    for (x, y) in a.iter().rev().zip(b.iter().rev()) {
-        if x != y {
-            return x < y;
-        }
-    }
-    false
-}
-
 /// `a -= b` modulo `2^(32·len)` for equal-length limbs.
 fn sub_in_place(a: &mut [u32], b: &[u32]) {
     let mut borrow = 0u64;
@@ -246,15 +238,6 @@ fn sub_in_place(a: &mut [u32], b: &[u32]) {
         *x = d as u32;
         borrow = (d >> 63) & 1;
     }
-}
-
-/// `-n0^-1 mod 2^32` for odd `n0` (Newton iteration: each step doubles the correct bits).
-fn neg_inverse_mod_2_32(n0: u32) -> u32 {
-    let mut inv: u32 = 1; // correct to 1 bit for odd n0
-    for _ in 0..5 {
-        inv = inv.wrapping_mul(2u32.wrapping_sub(n0.wrapping_mul(inv)));
-    }
-    inv.wrapping_neg()
 }
 
 /// `x = 2x mod n` for `x < n`: the shifted-out bit and a comparison decide one subtraction.

@@ -33,6 +33,8 @@ use core::arch::wasm32::{
     u64x2_extmul_high_u32x4, u64x2_extmul_low_u32x4, u64x2_extract_lane, u64x2_replace_lane, v128,
 };
 
+use super::{less_than, neg_inverse_mod_2_32};
+
 /// Most limbs with 28-bit limbs: `2·k` products below 2^56 must fit a 64-bit lane
 /// (`2·120·(2^28-1)^2 < 2^64`). Longer moduli use 27-bit limbs (`2·k·2^54 < 2^64` up to
 /// `k = 512`, far beyond `super::MAX_BITS`).
@@ -497,16 +499,6 @@ fn limbs_to_be(limbs: &[u32], w: u32, len: usize) -> Option<Vec<u8>> {
     (bits == 0).then_some(out)
 }
 
-/// `a < b` for equal-length limbs.
-fn less_than(a: &[u32], b: &[u32]) -> bool {
-    for (x, y) in a.iter().rev().zip(b.iter().rev()) {
-        if x != y {
-            return x < y;
-        }
-    }
-    false
-}
-
 /// `a -= b` for equal-length limbs of `w` bits, `a >= b`.
 fn sub_in_place(a: &mut [u32], b: &[u32], w: u32) {
     let mask = (1u32 << w) - 1;
@@ -516,13 +508,4 @@ fn sub_in_place(a: &mut [u32], b: &[u32], w: u32) {
         *x = d & mask;
         borrow = d >> 31;
     }
-}
-
-/// `-n0^-1 mod 2^32` for odd `n0` (Newton iteration); its low `w` bits are `-n0^-1 mod 2^w`.
-fn neg_inverse_mod_2_32(n0: u32) -> u32 {
-    let mut inv: u32 = 1;
-    for _ in 0..5 {
-        inv = inv.wrapping_mul(2u32.wrapping_sub(n0.wrapping_mul(inv)));
-    }
-    inv.wrapping_neg()
 }
